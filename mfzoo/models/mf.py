@@ -1,0 +1,83 @@
+"""Matrix factorisation with biases (Funk 2006; Koren, Bell, Volinsky 2009).
+
+    r̂_ui = μ + b_u + b_i + p_u · q_i
+
+With `biases=False` it is plain FunkSVD, r̂_ui = p_u · q_i. μ is the training mean (a
+buffer set by `prepare`, not learned), b_u, b_i scalars, p_u, q_i ∈ ℝ^dim.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from mfzoo.data.batch import Batch
+from mfzoo.data.interactions import Interactions
+from mfzoo.models.embedding import row_norm_sum, rows
+
+
+class MF(nn.Module):
+    """Biased matrix factorisation.
+
+    Args:
+        n_users, n_items: sizes of the id spaces.
+        dim: number of latent factors.
+        biases: learn b_u, b_i and add the global mean μ (False: plain FunkSVD).
+        init_std: factors start as N(0, init_std²); biases start at 0.
+    """
+
+    def __init__(self, n_users: int, n_items: int, dim: int = 64, biases: bool = True, init_std: float = 0.1):
+        super().__init__()
+        self.n_users, self.n_items, self.dim, self.biases = n_users, n_items, dim, biases
+        self.user_embedding = nn.Embedding(n_users, dim)
+        self.item_embedding = nn.Embedding(n_items, dim)
+        nn.init.normal_(self.user_embedding.weight, std=init_std)
+        nn.init.normal_(self.item_embedding.weight, std=init_std)
+        if biases:
+            self.user_bias = nn.Embedding(n_users, 1)
+            self.item_bias = nn.Embedding(n_items, 1)
+            nn.init.zeros_(self.user_bias.weight)
+            nn.init.zeros_(self.item_bias.weight)
+        self.register_buffer("global_mean", torch.zeros(()))
+
+    def prepare(self, train: Interactions) -> None:
+        """Take data statistics from the training set: μ = mean training value."""
+        if self.biases:
+            self.global_mean.fill_(float(train.values.double().mean()))
+
+    def forward(self, batch: Batch) -> Tensor:
+        p = rows(self.user_embedding, batch.users)  # [B, D]
+        q = rows(self.item_embedding, batch.items)  # [B, M, D]
+        scores = (p.unsqueeze(1) * q).sum(-1)  # [B, M]
+        if self.biases:
+            b_u = rows(self.user_bias, batch.users)  # [B, 1]
+            b_i = rows(self.item_bias, batch.items).squeeze(-1)  # [B, M]
+            scores = scores + (self.global_mean + b_u) + b_i
+        return scores
+
+    def penalty(self, batch: Batch) -> Tensor:
+        """[2]: the squared L2 norms of the parameters the batch touches, summed over its rows
+        (a row used twice counts twice, as in per-rating SGD): element 0
+        Σ_b (‖p_{u_b}‖² + Σ_m ‖q_{i_bm}‖²), element 1 the same for b_u, b_i (0 without biases)."""
+        factors = row_norm_sum(self.user_embedding, batch.users) + row_norm_sum(self.item_embedding, batch.items)
+        if not self.biases:
+            return torch.stack([factors, torch.zeros_like(factors)])
+        bias = row_norm_sum(self.user_bias, batch.users) + row_norm_sum(self.item_bias, batch.items)
+        return torch.stack([factors, bias])
+
+    def user_factors(self) -> Tensor:
+        """[n_users, dim(+2)]: with biases `[p_u, μ + b_u, 1]`, so that
+        `user_factors() @ item_factors().T` equals the scores exactly."""
+        p = self.user_embedding.weight
+        if not self.biases:
+            return p
+        one = torch.ones_like(self.user_bias.weight)
+        return torch.cat([p, self.global_mean + self.user_bias.weight, one], dim=1)
+
+    def item_factors(self) -> Tensor:
+        """[n_items, dim(+2)]: with biases `[q_i, 1, b_i]` (see `user_factors`)."""
+        q = self.item_embedding.weight
+        if not self.biases:
+            return q
+        one = torch.ones_like(self.item_bias.weight)
+        return torch.cat([q, one, self.item_bias.weight], dim=1)

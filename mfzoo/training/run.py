@@ -1,0 +1,92 @@
+"""The glue: compose data, model, loss and optimizer from a config, train, test, record.
+
+Every run writes into its run directory:
+    config.yaml     the fully resolved config
+    tb/             TensorBoard logs (with logger=tensorboard)
+    checkpoints/    best and last checkpoints (with callbacks=default)
+    metrics.json    test metrics, best validation metric, fit seconds, epochs
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from mfzoo.data.datamodule import InteractionsDataModule
+from mfzoo.training.module import GradientModule
+
+log = logging.getLogger(__name__)
+
+
+def build(cfg: DictConfig) -> tuple[InteractionsDataModule, GradientModule]:
+    """Instantiate the data module (loaded and split) and the training module.
+
+    Sizes known only after loading go in at instantiation (`n_users`, `n_items`); the model
+    then takes training statistics through its optional `prepare(train)` hook.
+    """
+    datamodule: InteractionsDataModule = instantiate(cfg.data)
+    datamodule.setup()
+    model = instantiate(cfg.model, n_users=datamodule.n_users, n_items=datamodule.n_items)
+    if hasattr(model, "prepare"):
+        model.prepare(datamodule.train)
+    rating_range = cfg.get("rating_range") or datamodule.train.rating_range()
+    module = GradientModule(
+        model=model,
+        loss=instantiate(cfg.loss),
+        optimizer=instantiate(cfg.optim),
+        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+        rating_range=tuple(rating_range),
+    )
+    return datamodule, module
+
+
+def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
+    """Train and test the run described by `cfg`, writing its outputs into `run_dir`.
+
+    Returns the metrics also written to `run_dir/metrics.json`.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    datamodule, module = build(cfg)
+    logger = instantiate(cfg.logger, save_dir=str(run_dir)) if cfg.get("logger") else False
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    for callback in callbacks:
+        if isinstance(callback, L.pytorch.callbacks.ModelCheckpoint) and callback.dirpath is None:
+            callback.dirpath = str(run_dir / "checkpoints")
+    trainer: L.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks, default_root_dir=str(run_dir))
+
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule)
+    fit_seconds = time.perf_counter() - start
+
+    checkpoint = trainer.checkpoint_callback
+    best_path = getattr(checkpoint, "best_model_path", "") if checkpoint is not None else ""
+    if best_path and not trainer.fast_dev_run:
+        state = torch.load(best_path, map_location="cpu", weights_only=False)["state_dict"]
+        module.load_state_dict(state)
+    (test,) = trainer.test(module, datamodule=datamodule, verbose=False)
+
+    metrics: dict[str, Any] = {
+        "test": {k.removeprefix("test/"): float(v) for k, v in test.items()},
+        "fit_seconds": fit_seconds,
+        "epochs": trainer.current_epoch,
+        "global_steps": trainer.global_step,
+        "n_train": len(datamodule.train),
+        "best_checkpoint": best_path or None,
+    }
+    if checkpoint is not None and getattr(checkpoint, "best_model_score", None) is not None:
+        metrics["best_val"] = {checkpoint.monitor: float(checkpoint.best_model_score)}
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    log.info("test metrics: %s (fit %.2f s) -> %s", metrics["test"], fit_seconds, run_dir)
+    return metrics
