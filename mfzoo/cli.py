@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import warnings
 from pathlib import Path
 
@@ -14,6 +15,15 @@ from omegaconf import DictConfig
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
 
 
+def quiet_lightning() -> None:
+    """Route Lightning's messages through the run's logging (console + run log) once, and
+    drop warnings that do not apply to in-memory batch loaders."""
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).handlers.clear()
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def train(cfg: DictConfig) -> float | None:
     """`mfzoo-train [overrides]`: train, test, write the run directory, print test metrics.
@@ -22,7 +32,7 @@ def train(cfg: DictConfig) -> float | None:
     """
     from mfzoo.training.run import train as run_training
 
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    quiet_lightning()
     run_dir = HydraConfig.get().runtime.output_dir
     metrics = run_training(cfg, run_dir)
     print(json.dumps({"run_dir": run_dir, **metrics}, indent=2))

@@ -17,8 +17,9 @@ def rows(table: nn.Embedding, index: Tensor) -> Tensor:
     return flat.view(*index.shape, table.weight.shape[1])
 
 
-def row_norm_sum(table: nn.Embedding, index: Tensor) -> Tensor:
-    """Σ_n ‖table.weight[index_n]‖² over all entries of `index` (repeats count).
+def row_norm_sum(table: nn.Embedding, index: Tensor, row_weights: Tensor | None = None) -> Tensor:
+    """Σ_n c_{index_n} ‖table.weight[index_n]‖² over all entries of `index` (repeats count),
+    with c = `row_weights` [n_rows] (1 when None).
 
     When the batch is large relative to the table, weighting each table row's squared norm
     by its count in the batch is the same sum with far less work than gathering every entry.
@@ -26,6 +27,9 @@ def row_norm_sum(table: nn.Embedding, index: Tensor) -> Tensor:
     weight = table.weight
     index = index.reshape(-1)
     if index.numel() * 4 < weight.shape[0]:
-        return weight.index_select(0, index).pow(2).sum()
+        norms = weight.index_select(0, index).pow(2).sum(1)  # [N]
+        return (norms if row_weights is None else norms * row_weights.index_select(0, index)).sum()
     counts = torch.bincount(index, minlength=weight.shape[0]).to(weight.dtype)  # [n_rows]
+    if row_weights is not None:
+        counts = counts * row_weights
     return (counts * weight.pow(2).sum(1)).sum()

@@ -26,13 +26,15 @@ from mfzoo.training.module import GradientModule
 log = logging.getLogger(__name__)
 
 
-def build(cfg: DictConfig) -> tuple[InteractionsDataModule, GradientModule]:
-    """Instantiate the data module (loaded and split) and the training module.
+def build(cfg: DictConfig, datamodule: InteractionsDataModule | None = None) -> tuple[InteractionsDataModule, GradientModule]:
+    """Instantiate the data module (loaded and split; `cfg.data` unless one is given) and
+    the training module.
 
     Sizes known only after loading go in at instantiation (`n_users`, `n_items`); the model
     then takes training statistics through its optional `prepare(train)` hook.
     """
-    datamodule: InteractionsDataModule = instantiate(cfg.data)
+    if datamodule is None:
+        datamodule = instantiate(cfg.data)
     datamodule.setup()
     model = instantiate(cfg.model, n_users=datamodule.n_users, n_items=datamodule.n_items)
     if hasattr(model, "prepare"):

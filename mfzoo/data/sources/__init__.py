@@ -1,0 +1,16 @@
+"""Where `Interactions` come from: MovieLens releases, CSV/TSV/Parquet files, synthetic data.
+
+Each public function returns `Interactions` and can serve as a Hydra `_target_`, e.g.
+`{_target_: mfzoo.data.sources.movielens, name: 1m}`. Id encoding and value checks
+(NaN/inf, non-numbers, missing ids, duplicate rows) are those of `Interactions.from_arrays`.
+
+Modules: `grouplens` (MovieLens download, cache and parsing), `tables` (`read_table`),
+`generator` (synthetic data). Their names differ from the functions re-exported here, so
+`mfzoo.data.sources.movielens` is always the function.
+"""
+
+from mfzoo.data.sources.generator import synthetic, synthetic_with_truth
+from mfzoo.data.sources.grouplens import movielens, movielens_titles
+from mfzoo.data.sources.tables import Column, read_table
+
+__all__ = ["Column", "movielens", "movielens_titles", "read_table", "synthetic", "synthetic_with_truth"]

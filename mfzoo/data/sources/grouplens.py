@@ -1,0 +1,253 @@
+"""MovieLens releases from GroupLens: download, cache, checksum, RecBole fallback (100k), parsers."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from mfzoo.data.errors import DataError
+from mfzoo.data.interactions import DuplicatePolicy, Interactions
+
+log = logging.getLogger(__name__)
+
+_GROUPLENS_URL = "https://files.grouplens.org/datasets/movielens/"
+# release -> (zip name, ratings file, titles file); files are found by base name in the zip
+_MOVIELENS: dict[str, tuple[str, str, str]] = {
+    "100k": ("ml-100k.zip", "u.data", "u.item"),
+    "1m": ("ml-1m.zip", "ratings.dat", "movies.dat"),
+    "10m": ("ml-10m.zip", "ratings.dat", "movies.dat"),
+    "20m": ("ml-20m.zip", "ratings.csv", "movies.csv"),
+    "25m": ("ml-25m.zip", "ratings.csv", "movies.csv"),
+    "latest-small": ("ml-latest-small.zip", "ratings.csv", "movies.csv"),
+}
+# sha256 of GroupLens zips, checked after download when present. None is recorded (GroupLens
+# publishes md5 only), so the parsed row count is checked instead ("latest-small" changes
+# between snapshots: only non-empty).
+_ZIP_SHA256: dict[str, str] = {}
+_EXPECTED_ROWS: dict[str, int] = {
+    "100k": 100_000, "1m": 1_000_209, "10m": 10_000_054, "20m": 20_000_263, "25m": 25_000_095,
+}
+_DOWNLOAD_TIMEOUT_S = 10.0
+# Offline fallback for 100k: the RecBole wheel on PyPI ships ml-100k as atomic files.
+_RECBOLE_REQUIREMENT = "recbole==1.2.1"
+_RECBOLE_INTER = "recbole/dataset_example/ml-100k/ml-100k.inter"
+_RECBOLE_ITEM = "recbole/dataset_example/ml-100k/ml-100k.item"
+_RECBOLE_INTER_SHA256 = "4edb74e2a81178c2ba9ff381495f754f996c4aea351b1272ca36b43da0935eff"
+
+
+def movielens(
+    name: str = "100k", cache_dir: str | None = None, duplicates: DuplicatePolicy = "keep_last"
+) -> Interactions:
+    """Load a MovieLens release ("100k", "1m", "10m", "20m", "25m", "latest-small").
+
+    The zip is taken from `cache_dir` (default: `$MFZOO_DATA`, else `~/.cache/mfzoo`) or
+    downloaded there from files.grouplens.org. For "100k" only, when GroupLens cannot be
+    reached, the copy inside the `recbole==1.2.1` wheel is fetched with `pip download`
+    (not installed), checked by sha256 and cached as `ml-100k.inter`. Raw ids are int64,
+    ratings float32, timestamps int64 seconds. Raises `DataError` when no source works.
+    """
+    source = _movielens_source(name, cache_dir)
+    start = time.perf_counter()
+    table = _read_ratings(source, name)  # [N, 4]: user, item, rating, timestamp
+    expected = _EXPECTED_ROWS.get(name)
+    if len(table) == 0 or (expected is not None and len(table) != expected):
+        raise DataError(
+            f"{source}: parsed {len(table)} MovieLens-{name} ratings, expected {expected or 'some'}; "
+            "the file looks damaged: delete it and load again"
+        )
+    users, items, ratings, times = table.T  # each [N]
+    data = Interactions.from_arrays(users.astype(np.int64), items.astype(np.int64), ratings.astype(np.float32),
+                                    times.astype(np.int64), name=f"movielens-{name}", duplicates=duplicates)
+    log.info("movielens-%s: %d ratings from %s in %.2fs", name, len(data), source, time.perf_counter() - start)
+    return data
+
+
+def movielens_titles(name: str = "100k", cache_dir: str | None = None) -> dict[int, str]:
+    """Raw item id -> title for a MovieLens release (fetched like `movielens`); {} when the
+    source holds no titles."""
+    source = _movielens_source(name, cache_dir)
+    if source.suffix == ".inter":  # RecBole copy: tab-separated, title and year in separate columns
+        item_file = source.with_suffix(".item")
+        if not item_file.is_file():
+            return {}
+        lines = item_file.read_text(encoding="utf-8", errors="replace").splitlines()
+        head = lines[0].split("\t")
+        t, y = head.index("movie_title:token_seq"), head.index("release_year:token")
+        rows = [line.split("\t") for line in lines[1:] if line.strip()]
+        return {int(r[0]): f"{r[t]} ({r[y]})" if len(r) > y and r[y] else r[t] for r in rows}
+    with zipfile.ZipFile(source) as zf:
+        member = _zip_member(zf, _MOVIELENS[name][2])
+        if member is None:
+            return {}
+        raw = zf.read(member)
+    if member.endswith("u.item"):
+        rows = [line.split("|") for line in raw.decode("latin-1").splitlines()]
+    elif member.endswith(".dat"):  # 1m is latin-1, 10m utf-8
+        rows = [line.split("::") for line in _decode(raw).splitlines()]
+    else:
+        rows = list(csv.reader(io.StringIO(raw.decode("utf-8", errors="replace"))))[1:]
+    return {int(r[0]): r[1] for r in rows if len(r) > 1 and r[0].strip()}
+
+
+def _decode(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+def _cache_root(cache_dir: str | os.PathLike | None) -> Path:
+    """The cache folder (created): `cache_dir`, else `$MFZOO_DATA`, else `~/.cache/mfzoo`."""
+    root = Path(cache_dir or os.environ.get("MFZOO_DATA") or Path.home() / ".cache" / "mfzoo").expanduser()
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def _movielens_source(name: str, cache_dir: str | None) -> Path:
+    """A local file holding release `name`: cached zip, cached RecBole extract (100k), a
+    fresh GroupLens download, or (100k) the RecBole wheel, in that order."""
+    if name not in _MOVIELENS:
+        raise DataError(f"unknown MovieLens release {name!r}; choose one of {sorted(_MOVIELENS)}")
+    root = _cache_root(cache_dir)
+    zip_path, inter_path = root / _MOVIELENS[name][0], root / "ml-100k.inter"
+    if zip_path.is_file():
+        log.info("movielens-%s: using cached %s", name, zip_path)
+        return zip_path
+    if name == "100k" and inter_path.is_file():
+        log.info("movielens-100k: using cached RecBole copy %s", inter_path)
+        return inter_path
+    url = _GROUPLENS_URL + zip_path.name
+    try:
+        log.info("movielens-%s: downloading %s", name, url)
+        _download(url, zip_path)
+        if zip_path.name in _ZIP_SHA256:
+            try:
+                _check_sha256(zip_path.read_bytes(), _ZIP_SHA256[zip_path.name], url)
+            except DataError:
+                zip_path.unlink()
+                raise
+        return zip_path
+    except OSError as err:  # URLError, timeouts and refused connections are all OSError
+        download_error = err
+        log.warning("movielens-%s: download failed: %s", name, err)
+    if name != "100k":
+        raise DataError(f"could not download {url} ({download_error}); place the zip at {zip_path} by hand")
+    try:
+        path = _recbole_fallback(root)
+    except (OSError, subprocess.SubprocessError, zipfile.BadZipFile, KeyError, DataError) as err:
+        raise DataError(
+            f"MovieLens 100k is unavailable. Tried (1) {url}: {download_error}; (2) the ml-100k copy in "
+            f"the {_RECBOLE_REQUIREMENT} wheel via pip download: {err}. Place ml-100k.zip at {zip_path}, "
+            f"or a {_RECBOLE_REQUIREMENT} wheel in {root / 'wheels'}, or its {_RECBOLE_INTER} at {inter_path}"
+        ) from err
+    log.info("movielens-100k: using the RecBole copy, cached at %s", path)
+    return path
+
+
+def _download(url: str, dest: Path, timeout: float | None = None) -> None:
+    """Fetch `url` into `dest`, through a `.part` file so a broken transfer leaves nothing."""
+    part = dest.with_name(dest.name + ".part")
+    try:
+        with urllib.request.urlopen(url, timeout=timeout or _DOWNLOAD_TIMEOUT_S) as response:
+            with open(part, "wb") as out:
+                shutil.copyfileobj(response, out, 1 << 20)
+        part.replace(dest)
+    finally:
+        part.unlink(missing_ok=True)
+
+
+def _check_sha256(data: bytes, expected: str, what: str) -> None:
+    """Raise `DataError` when `data` does not hash to `expected`."""
+    if (digest := hashlib.sha256(data).hexdigest()) != expected:
+        raise DataError(f"{what}: sha256 {digest} does not match the recorded {expected}")
+
+
+def _pip_download(requirement: str, dest: Path) -> Path:
+    """Run `pip download --no-deps` for one pure-Python wheel into `dest`; return its path."""
+    dest.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+           "--disable-pip-version-check", "-q", requirement, "-d", str(dest)]
+    log.info("running %s", " ".join(cmd))
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    if done.returncode != 0:
+        raise OSError(f"pip download {requirement} failed: {done.stderr.strip()[-800:]}")
+    if (wheel := _find_wheel(dest, requirement)) is None:
+        raise OSError(f"pip download left no {requirement} wheel in {dest}")
+    return wheel
+
+
+def _find_wheel(folder: Path, requirement: str) -> Path | None:
+    return next(iter(sorted(folder.glob("{}-{}-*.whl".format(*requirement.split("=="))))), None)
+
+
+def _recbole_fallback(root: Path) -> Path:
+    """Extract ml-100k from the RecBole wheel (cached in `root/wheels` or pip-downloaded
+    there), verify it, and cache `ml-100k.inter` / `ml-100k.item` in `root`."""
+    wheels = root / "wheels"
+    wheel = _find_wheel(wheels, _RECBOLE_REQUIREMENT) or _pip_download(_RECBOLE_REQUIREMENT, wheels)
+    with zipfile.ZipFile(wheel) as zf:
+        inter = zf.read(_RECBOLE_INTER)
+        item = zf.read(_RECBOLE_ITEM) if _RECBOLE_ITEM in zf.namelist() else None
+    _check_sha256(inter, _RECBOLE_INTER_SHA256, f"{wheel}!{_RECBOLE_INTER}")
+    if item is not None:
+        (root / "ml-100k.item").write_bytes(item)
+    (part := root / "ml-100k.inter.part").write_bytes(inter)  # the .inter file appears whole or not at all
+    return part.replace(root / "ml-100k.inter")
+
+
+def _zip_member(zf: zipfile.ZipFile, base: str) -> str | None:
+    """The first member of `zf` whose file name is `base` (any folder), or None."""
+    return next((n for n in zf.namelist() if n.rsplit("/", 1)[-1] == base and "__MACOSX" not in n), None)
+
+
+def _read_ratings(source: Path, name: str) -> np.ndarray:
+    """The ratings of a MovieLens source as float64 [N, 4] (user, item, rating, timestamp)."""
+    if source.suffix == ".inter":
+        with open(source, "rb") as f:
+            return _parse_numeric(f, 4, header=True, what=str(source))
+    try:
+        with zipfile.ZipFile(source) as zf:
+            member = _zip_member(zf, _MOVIELENS[name][1])
+            if member is None:
+                raise DataError(f"{source}: no {_MOVIELENS[name][1]} inside; delete the file and load again")
+            with zf.open(member) as f:
+                return _parse_numeric(f, 4, header=member.endswith(".csv"), what=f"{source}!{member}")
+    except zipfile.BadZipFile as err:
+        raise DataError(f"{source}: not a readable zip ({err}); delete the file and load again") from None
+
+
+def _parse_numeric(
+    stream: io.BufferedIOBase, n_cols: int, header: bool, what: str = "ratings", chunk: int = 1 << 26
+) -> np.ndarray:
+    """Parse a purely numeric file whose fields are split by whitespace, ',' or '::' into
+    float64 [rows, n_cols], in chunks of about `chunk` bytes to bound memory."""
+    if header:
+        stream.readline()
+    parts, rest = [], b""
+    while True:
+        block = stream.read(chunk)
+        buf = rest + block
+        if block:  # keep the unfinished last line for the next round
+            cut = buf.rfind(b"\n") + 1
+            buf, rest = buf[:cut], buf[cut:]
+        try:
+            vals = np.fromstring(buf.replace(b"::", b" ").replace(b",", b" "), dtype=np.float64, sep=" ")
+        except ValueError as err:  # text that is not a number
+            raise DataError(f"{what}: {err}") from None
+        if vals.size % n_cols:
+            raise DataError(f"{what}: a block of {vals.size} numbers does not split into rows of {n_cols}")
+        parts.append(vals.reshape(-1, n_cols))  # [rows, n_cols]
+        if not block:
+            return np.concatenate(parts)  # [N, n_cols]
