@@ -18,8 +18,10 @@ CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
 def quiet_lightning() -> None:
     """Route Lightning's messages through the run's logging (console + run log) once, and
     drop warnings that do not apply to in-memory batch loaders."""
-    for name in ("lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).handlers.clear()
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
 
