@@ -375,3 +375,22 @@ def test_synthetic_more_pairs_than_exist_is_capped(caplog):
     with caplog.at_level(logging.WARNING):
         data = synthetic(n_users=5, n_items=4, n_interactions=100)
     assert len(data) == 20 and "distinct" in caplog.text
+
+
+def test_cached_files_are_checked_against_their_digest(tmp_path, offline, monkeypatch):
+    # a downloaded zip gets a digest beside it; a later change of the cached file is refused
+    zipped = make_zip(tmp_path / "src.zip", {"ml-1m/ratings.dat": b"1::10::4::100\n"})
+    monkeypatch.setattr(grouplens, "_download", lambda url, dest, timeout=None: shutil.copy(zipped, dest))
+    monkeypatch.setitem(grouplens._EXPECTED_ROWS, "1m", 1)
+    cache = tmp_path / "cache"
+    assert len(movielens("1m", cache_dir=str(cache))) == 1
+    assert (cache / "ml-1m.zip.sha256").read_text().strip() == hashlib.sha256(zipped.read_bytes()).hexdigest()
+    assert len(movielens("1m", cache_dir=str(cache))) == 1  # cached and intact
+    make_zip(cache / "ml-1m.zip", {"ml-1m/ratings.dat": b"1::10::5::100\n"})
+    with pytest.raises(DataError, match="delete it.*sha256"):
+        movielens("1m", cache_dir=str(cache))
+    # the RecBole extract is checked against its recorded digest on every load
+    movielens("100k", cache_dir=str(cache))
+    (cache / "ml-100k.inter").write_text("user_id:token\titem_id:token\trating:float\ttimestamp:float\n1\t2\t3\t4\n")
+    with pytest.raises(DataError, match="sha256"):
+        movielens("100k", cache_dir=str(cache))

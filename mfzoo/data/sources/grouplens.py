@@ -124,9 +124,11 @@ def _movielens_source(name: str, cache_dir: str | None) -> Path:
     zip_path, inter_path = root / _MOVIELENS[name][0], root / "ml-100k.inter"
     if zip_path.is_file():
         log.info("movielens-%s: using cached %s", name, zip_path)
+        _check_cached(zip_path, _ZIP_SHA256.get(zip_path.name))
         return zip_path
     if name == "100k" and inter_path.is_file():
         log.info("movielens-100k: using cached RecBole copy %s", inter_path)
+        _check_cached(inter_path, _RECBOLE_INTER_SHA256)
         return inter_path
     url = _GROUPLENS_URL + zip_path.name
     try:
@@ -138,6 +140,8 @@ def _movielens_source(name: str, cache_dir: str | None) -> Path:
             except DataError:
                 zip_path.unlink()
                 raise
+        # trust on first use: later loads check the cached zip against this digest
+        _sidecar(zip_path).write_text(hashlib.sha256(zip_path.read_bytes()).hexdigest() + "\n")
         return zip_path
     except OSError as err:  # URLError, timeouts and refused connections are all OSError
         download_error = err
@@ -166,6 +170,20 @@ def _download(url: str, dest: Path, timeout: float | None = None) -> None:
         part.replace(dest)
     finally:
         part.unlink(missing_ok=True)
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _check_cached(path: Path, expected: str | None) -> None:
+    """Check a cached file against a recorded sha256 (or, failing that, the digest written
+    beside it when it was downloaded); raise `DataError` telling how to recover."""
+    sidecar = _sidecar(path)
+    if expected is None and sidecar.is_file():
+        expected = sidecar.read_text().strip()
+    if expected is not None:
+        _check_sha256(path.read_bytes(), expected, f"cached {path} (delete it to fetch it again)")
 
 
 def _check_sha256(data: bytes, expected: str, what: str) -> None:
