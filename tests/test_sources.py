@@ -380,7 +380,12 @@ def test_synthetic_more_pairs_than_exist_is_capped(caplog):
 def test_cached_files_are_checked_against_their_digest(tmp_path, offline, monkeypatch):
     # a downloaded zip gets a digest beside it; a later change of the cached file is refused
     zipped = make_zip(tmp_path / "src.zip", {"ml-1m/ratings.dat": b"1::10::4::100\n"})
-    monkeypatch.setattr(grouplens, "_download", lambda url, dest, timeout=None: shutil.copy(zipped, dest))
+    def serve_1m(url, dest, timeout=None):
+        if not url.endswith("/ml-1m.zip"):
+            raise urllib.error.URLError("offline")
+        shutil.copy(zipped, dest)
+
+    monkeypatch.setattr(grouplens, "_download", serve_1m)
     monkeypatch.setitem(grouplens._EXPECTED_ROWS, "1m", 1)
     cache = tmp_path / "cache"
     assert len(movielens("1m", cache_dir=str(cache))) == 1
