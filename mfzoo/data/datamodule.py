@@ -24,6 +24,8 @@ class InteractionsDataModule(L.LightningDataModule):
         batch_size: training rows per step.
         eval_batch_size: rows per validation / test batch.
         seed: seeds the per-epoch shuffles.
+        group_by_user: training batches hold whole users (see `BatchLoader`); models with a
+            per-user term (SVD++) then compute it once per user per epoch.
     """
 
     def __init__(
@@ -33,10 +35,12 @@ class InteractionsDataModule(L.LightningDataModule):
         batch_size: int = 16384,
         eval_batch_size: int = 65536,
         seed: int = 0,
+        group_by_user: bool = False,
     ):
         super().__init__()
         self.source, self.split_fn = source, split
         self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size, seed
+        self.group_by_user = group_by_user
         self.data: Interactions | None = None
         self.split: Split | None = None
 
@@ -69,8 +73,14 @@ class InteractionsDataModule(L.LightningDataModule):
     def train(self) -> Interactions:
         return self._parts().train
 
+    @property
+    def evaluation(self) -> Interactions:
+        """The val and test parts together (for models that use which pairs are asked)."""
+        s = self._parts()
+        return Interactions.concat([p for p in (s.val, s.test) if p is not None], name=f"{s.test.name}+val")
+
     def train_dataloader(self) -> BatchLoader:
-        return BatchLoader(self._parts().train, self.batch_size, shuffle=True, seed=self.seed)
+        return BatchLoader(self._parts().train, self.batch_size, shuffle=True, seed=self.seed, group_by_user=self.group_by_user)
 
     def val_dataloader(self) -> BatchLoader | list:
         val = self._parts().val

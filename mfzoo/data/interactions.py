@@ -126,6 +126,22 @@ class Interactions:
             name=name or self.name,
         )
 
+    @staticmethod
+    def concat(parts: list[Interactions], name: str | None = None) -> Interactions:
+        """Rows of `parts` (which share one id space) one after the other."""
+        first = parts[0]
+        if any(p.n_users != first.n_users or p.n_items != first.n_items for p in parts):
+            raise ValueError("concat needs parts of one id space (made by subset/split of one set)")
+        times = None if any(p.timestamps is None for p in parts) else torch.cat([p.timestamps for p in parts])
+        return replace(
+            first,
+            users=torch.cat([p.users for p in parts]),
+            items=torch.cat([p.items for p in parts]),
+            values=torch.cat([p.values for p in parts]),
+            timestamps=times,
+            name=name or first.name,
+        )
+
     def to(self, device: torch.device | str) -> Interactions:
         return replace(
             self,
@@ -157,6 +173,7 @@ class Interactions:
             torch.from_numpy(m.indices.astype(np.int64)),
             torch.from_numpy(m.data.astype(np.float32)),
             size=m.shape,
+            check_invariants=False,
         ).to(self.device)
 
     # id maps -----------------------------------------------------------------------

@@ -54,9 +54,10 @@ class MF(nn.Module):
         self.register_buffer("user_reg_weight", torch.ones(n_users))
         self.register_buffer("item_reg_weight", torch.ones(n_items))
 
-    def prepare(self, train: Interactions) -> None:
+    def prepare(self, train: Interactions, evaluation: Interactions | None = None) -> None:
         """Take data statistics from the training set: μ = mean training value, and the
-        per-use penalty weights n_r^(α−1) from the training counts."""
+        per-use penalty weights n_r^(α−1) from the training counts. (`evaluation`, the
+        val/test pairs, is for models that may use which pairs are asked; MF does not.)"""
         if self.biases:
             self.global_mean.fill_(float(train.values.double().mean()))
         if self.reg_exponent != 1.0:
@@ -94,6 +95,24 @@ class MF(nn.Module):
             return p
         one = torch.ones_like(self.user_bias.weight)
         return torch.cat([p, self.global_mean + self.user_bias.weight, one], dim=1)
+
+    # fold-in: the design of a ridge solve for new users' [p_u, b_u] with items fixed ---------
+    def fold_in_design(self, users: Tensor, items: Tensor, n_users: int) -> tuple[Tensor, Tensor, Tensor | None]:
+        """For new users' ratings (`users` [N] in 0..n_users-1, `items` [N] in the model's item
+        space): X [N, k] and offset [N] with r̂ = offset + X·θ_u, θ_u = [p_u, b_u] (b_u only
+        with biases: always the last column), and a per-user extra (None here) that
+        `folded_user_factors` needs."""
+        q = rows(self.item_embedding, items)  # [N, D]
+        if not self.biases:
+            return q, torch.zeros_like(q[:, 0]), None
+        offset = self.global_mean + rows(self.item_bias, items)[:, 0]  # [N]
+        return torch.cat([q, torch.ones_like(q[:, :1])], dim=1), offset, None
+
+    def folded_user_factors(self, theta: Tensor, extra: Tensor | None) -> Tensor:
+        """Augmented user factors (as `user_factors`) from solved θ [n, k]."""
+        if not self.biases:
+            return theta
+        return torch.cat([theta[:, :-1], self.global_mean + theta[:, -1:], torch.ones_like(theta[:, :1])], dim=1)
 
     def item_factors(self) -> Tensor:
         """[n_items, dim(+2)]: with biases `[q_i, 1, b_i]` (see `user_factors`)."""

@@ -47,6 +47,21 @@ class GradientModule(L.LightningModule):
     def forward(self, batch: Batch) -> Tensor:
         return self.model(batch)
 
+    def parameter_groups(self) -> list[dict]:
+        """The model's `optimizer_groups()` when it has them (a group's `lr_scale` multiplies
+        the optimizer's lr for that group), else all parameters in one group."""
+        if not hasattr(self.model, "optimizer_groups"):
+            return [{"params": list(self.model.parameters())}]
+        groups = [dict(g) for g in self.model.optimizer_groups()]
+        lr = self.optimizer_factory.keywords.get("lr") if hasattr(self.optimizer_factory, "keywords") else None
+        for group in groups:
+            scale = group.pop("lr_scale", 1.0)
+            if scale != 1.0:
+                if lr is None:
+                    raise ValueError("a model parameter group has lr_scale but the optimizer config sets no lr")
+                group["lr"] = lr * scale
+        return groups
+
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         scores = self.model(batch)
         penalty = self.model.penalty(batch) if hasattr(self.model, "penalty") else None
@@ -80,7 +95,7 @@ class GradientModule(L.LightningModule):
         self._log_metrics("test")
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(self.parameters())
+        optimizer = self.optimizer_factory(self.parameter_groups())
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer, total_steps=self.trainer.estimated_stepping_batches)

@@ -31,14 +31,15 @@ def build(cfg: DictConfig, datamodule: InteractionsDataModule | None = None) -> 
     the training module.
 
     Sizes known only after loading go in at instantiation (`n_users`, `n_items`); the model
-    then takes training statistics through its optional `prepare(train)` hook.
+    then takes training statistics through its optional `prepare(train, evaluation)` hook
+    (`evaluation`: the val and test pairs, for models that may use which pairs are asked).
     """
     if datamodule is None:
         datamodule = instantiate(cfg.data)
     datamodule.setup()
     model = instantiate(cfg.model, n_users=datamodule.n_users, n_items=datamodule.n_items)
     if hasattr(model, "prepare"):
-        model.prepare(datamodule.train)
+        model.prepare(datamodule.train, evaluation=datamodule.evaluation)
     rating_range = cfg.get("rating_range") or datamodule.train.rating_range()
     module = GradientModule(
         model=model,
