@@ -15,7 +15,7 @@ def _toy():
         [0, 0, 0, 1, 1, 2, 2, 2, 2, 3], [0, 2, 4, 1, 2, 0, 1, 3, 4, 4], [5, 3, 4, 2, 1, 4, 4, 5, 3, 2], name="toy"
     )
     train = train.subset(torch.arange(9))  # drop user 3's only row, keep the id space
-    model = SVDpp(train.n_users, train.n_items, dim=3, init_std=0.3)
+    model = SVDpp(train.n_users, train.n_items, dim=3, init_std=0.3, implicit_init_std=0.3)
     model.prepare(train)
     with torch.no_grad():
         for p in (model.user_bias.weight, model.item_bias.weight):
@@ -29,7 +29,7 @@ def test_forward_matches_a_hand_loop_over_R_u():
     items = torch.tensor([[1, 3], [0, 4], [2, 2], [0, 1], [4, 0]])
     scores = model(Batch(users, items))
     R = {u: [int(i) for i in train.items[train.users == u]] for u in range(4)}
-    Y, P, Q = model.implicit_embedding.weight, model.user_embedding.weight, model.item_embedding.weight
+    Y, P, Q = model.implicit.embedding.weight, model.user_embedding.weight, model.item_embedding.weight
     for b in range(len(users)):
         u = int(users[b])
         implicit = sum((Y[j] for j in R[u]), torch.zeros(3)) / math.sqrt(len(R[u])) if R[u] else torch.zeros(3)
@@ -42,7 +42,7 @@ def test_forward_matches_a_hand_loop_over_R_u():
 def test_gradients_reach_the_implicit_factors_of_R_u_only():
     train, model = _toy()
     model(Batch(torch.tensor([1]), torch.tensor([[3]]))).sum().backward()
-    grad = model.implicit_embedding.weight.grad
+    grad = model.implicit.embedding.weight.grad
     touched = (grad.abs().sum(1) > 0).nonzero().flatten().tolist()
     assert touched == [1, 2]  # R(1) = {1, 2}
     # d score / d y_j = q_i / sqrt(|R(u)|)
@@ -62,10 +62,10 @@ def test_evaluation_items_join_R_u_only_when_asked():
     # user 3 has item 4 in the test part
     evaluation = Interactions(torch.tensor([3]), torch.tensor([4]), torch.tensor([2.0]), None, train.user_ids, train.item_ids)
     model.prepare(train, evaluation)
-    assert model.implicit_indptr[4] - model.implicit_indptr[3] == 0
+    assert model.implicit.indptr[4] - model.implicit.indptr[3] == 0
     netflix = SVDpp(train.n_users, train.n_items, dim=3, include_evaluation_items=True)
     netflix.prepare(train, evaluation)
-    assert netflix.implicit_items[netflix.implicit_indptr[3] :].tolist() == [4]
+    assert netflix.implicit.items[netflix.implicit.indptr[3] :].tolist() == [4]
 
 
 def test_checkpoint_round_trip_restores_R_u():
@@ -93,7 +93,7 @@ def test_distinct_user_path_equals_all_user_path():
     # and the gradients agree
     model.zero_grad()
     big.sum().backward()
-    grad_all = model.implicit_embedding.weight.grad.clone()
+    grad_all = model.implicit.embedding.weight.grad.clone()
     model.zero_grad()
     sum(model(Batch(torch.tensor([u]), items)).sum() for u in range(4)).backward()
-    assert torch.allclose(model.implicit_embedding.weight.grad, grad_all, atol=1e-6)
+    assert torch.allclose(model.implicit.embedding.weight.grad, grad_all, atol=1e-6)

@@ -90,7 +90,10 @@ class MF(nn.Module):
     def user_factors(self) -> Tensor:
         """[n_users, dim(+2)]: with biases `[p_u, μ + b_u, 1]`, so that
         `user_factors() @ item_factors().T` equals the scores exactly."""
-        p = self.user_embedding.weight
+        return self._augment_users(self.user_embedding.weight)
+
+    def _augment_users(self, p: Tensor) -> Tensor:
+        """[p, μ + b_u, 1] with biases, else p."""
         if not self.biases:
             return p
         one = torch.ones_like(self.user_bias.weight)
