@@ -15,6 +15,7 @@ from mfzoo.data.interactions import Interactions
 from mfzoo.data.sources import synthetic
 from mfzoo.losses import MSELoss
 from mfzoo.models.mf import MF
+from mfzoo.models.svdpp import SVDpp
 from mfzoo.solvers import fold_in, fold_in_interactions, grouped_ridge
 
 N_USERS, N_ITEMS, DIM = 150, 80, 8
@@ -205,7 +206,7 @@ def _held_out_users() -> torch.Tensor:
 
 
 @functools.cache
-def _trained(alpha: float, hold_out: bool) -> tuple[MF, float]:
+def _trained(alpha: float, hold_out: bool, model_cls: type = MF) -> tuple[MF, float]:
     """MF(dim=8) at a stationary point of the exact full-batch objective
         (1/N)[Σ (r − r̂)² + λ Σ_u n_u^α ‖p_u‖² + λ Σ_i n_i^α ‖q_i‖² + λ_b Σ_u n_u^α b_u² + λ_b Σ_i n_i^α b_i²]
     (`MSELoss` + `MF.penalty` on one batch of all training rows), by L-BFGS in float64; with
@@ -214,7 +215,7 @@ def _trained(alpha: float, hold_out: bool) -> tuple[MF, float]:
     data = _data()
     train = data.subset(~torch.isin(data.users, _held_out_users())) if hold_out else data
     torch.manual_seed(0)
-    model = MF(N_USERS, N_ITEMS, dim=DIM, reg_exponent=alpha).double()
+    model = model_cls(N_USERS, N_ITEMS, dim=DIM, reg_exponent=alpha).double()
     model.prepare(train)  # after .double(): the weights n^(α−1) computed in float64
     batch = Batch(train.users, train.items, train.values.double())
     loss_fn = MSELoss(L2, L2_BIAS)
@@ -297,3 +298,22 @@ def test_fold_in_held_out_users_matches_training_them():
     assert rel_rmse < 1.3 * drift, (rel_rmse, drift)
     naive_rmse, naive_corr = _rmse_and_corr(folded_scores(100 * L2, 100 * L2_BIAS), reference)
     assert naive_rmse > 3 * rel_rmse and naive_corr < corr, (naive_rmse, rel_rmse)
+
+
+def test_svdpp_fold_in_recovers_trained_users_at_the_optimum():
+    """SVD++ at a stationary point: with q, b_i and y fixed, each user's [p_u, b_u] solves the
+    ridge equation whose offset holds q_i·z_u, z_u = |R(u)|^-½ Σ_{j∈R(u)} y_j with R(u) the
+    user's rated items; so folding in every training user gives back p_u + z_u and b_u. L-BFGS
+    stalls at |g| ~ 4e-8 here (the y terms couple all users), so by the MF bound the error is
+    ~1e-5 (observed 6.5e-6); the tolerance is 5e-5."""
+    model, grad_norm = _trained(0.5, hold_out=False, model_cls=SVDpp)
+    assert grad_norm < 1e-7
+    data = _data()
+    folded = fold_in(model, data.users, data.items, data.values, L2, L2_BIAS, n_users=N_USERS)
+    with torch.no_grad():
+        trained = model.user_factors()  # [U, D+2] with p_u + z_u
+        assert model.implicit.all_sums().abs().max() > 1e-2  # the implicit term is really there
+    assert (folded - trained).abs().max() < 5e-5
+    # the folded vector is p_u + z_u: subtracting the new sets' sums leaves the trained p_u
+    z = model.implicit.sums_of_new_sets(data.users, data.items, N_USERS)
+    assert (folded[:, :DIM] - z - model.user_embedding.weight).abs().max() < 5e-5
