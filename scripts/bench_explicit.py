@@ -3,14 +3,17 @@
 Protocol: MovieLens-100K, 5-fold random CV (`mfzoo.data.splits.KFold`, seed 0); every model is
 fitted on the same train part and scored on the same test part of each fold. RMSE/MAE are
 computed by mfzoo's metrics on predictions clipped to [1, 5] (Surprise clips too). Fit seconds
-are wall time of the fit call alone (mfzoo: `Trainer.fit` of the `experiment=ml100k_cv` config;
-Surprise: `algo.fit(trainset)`); each fit is repeated `--repeats` times and the median kept,
-with models interleaved so machine noise hits both alike. One untimed warm-up fit of each
-library comes first (imports, allocator, Lightning's first-call set-up).
+are wall time of the fit call alone (mfzoo: `Trainer.fit` of the `experiment=ml100k_cv` config
+with `model=...`; Surprise: `algo.fit(trainset)`); each fit is repeated `--repeats` times and
+the median kept, with models interleaved so machine noise hits all alike. One untimed warm-up
+fit of each model comes first (imports, allocator, Lightning's first-call set-up).
 
-    python scripts/bench_explicit.py [--repeats 3] [--out experiments/ml100k_explicit/results.md] [overrides...]
+A second table repeats every model once on a global temporal cut (`TemporalSplit`: the last
+20% of ratings by time are test), where time-aware models should gain most.
 
-Extra arguments are Hydra overrides for the mfzoo config (e.g. `model.dim=128`).
+    python scripts/bench_explicit.py [--repeats 3] [--models mf,svdpp,...] [--out FILE] [overrides...]
+
+Extra arguments are Hydra overrides applied to every mfzoo model (e.g. `trainer.max_epochs=20`).
 Needs the `[bench]` extra (scikit-surprise).
 """
 
@@ -22,6 +25,7 @@ import platform
 import statistics
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
@@ -34,42 +38,108 @@ from mfzoo.cli import CONFIG_DIR, quiet_lightning
 from mfzoo.data.batch import Batch
 from mfzoo.data.datamodule import InteractionsDataModule
 from mfzoo.data.sources import movielens
-from mfzoo.data.splits import KFold, Split
+from mfzoo.data.splits import KFold, Split, TemporalSplit
 from mfzoo.evaluation.metrics import rating_metrics
 from mfzoo.training.run import build
 
 RATING_RANGE = (1.0, 5.0)
+# name -> (library, model config or Surprise class name); `--models` picks by key
+MODELS = {
+    "mf": ("mfzoo MF", "mf"),
+    "svdpp": ("mfzoo SVD++", "svdpp"),
+    "timesvdpp": ("mfzoo timeSVD++", "timesvdpp"),
+    "surprise_svd": ("surprise SVD", "SVD"),
+    "surprise_svdpp": ("surprise SVDpp", "SVDpp"),
+}
+# (ours, peer): fit-time and RMSE ratios printed for these pairs
+PAIRS = [("mf", "surprise_svd"), ("svdpp", "surprise_svdpp"), ("timesvdpp", "surprise_svdpp")]
+
+Fit = Callable[[Split], tuple[float, torch.Tensor]]
 
 
-def mfzoo_fit(cfg, split: Split, seed: int) -> tuple[float, torch.Tensor]:
-    """Fit the configured model on `split.train` with the framework's own trainer; return
-    (fit seconds, test predictions)."""
-    L.seed_everything(seed, verbose=False)
-    datamodule = InteractionsDataModule(split.train, split=lambda _: split, batch_size=cfg.data.batch_size, seed=seed)
-    datamodule, module = build(cfg, datamodule)
-    trainer = instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False)
-    start = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule)
-    seconds = time.perf_counter() - start
-    test = split.test
-    with torch.no_grad():
-        predictions = module.model.eval()(Batch(test.users, test.items, test.values))[:, 0]
-    return seconds, predictions
+def mfzoo_fitter(model: str, overrides: list[str], seed: int) -> Fit:
+    """A fit function for one mfzoo model config, through the framework's own trainer."""
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=ml100k_cv", "logger=none", f"model={model}", *overrides])
+
+    def fit(split: Split) -> tuple[float, torch.Tensor]:
+        L.seed_everything(seed, verbose=False)
+        datamodule = InteractionsDataModule(split.train, split=lambda _: split, batch_size=cfg.data.batch_size, seed=seed)
+        datamodule, module = build(cfg, datamodule)
+        trainer = instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False)
+        start = time.perf_counter()
+        trainer.fit(module, datamodule=datamodule)
+        seconds = time.perf_counter() - start
+        test = split.test
+        with torch.no_grad():
+            scores = module.model.eval()(Batch(test.users, test.items, test.values, times=test.timestamps))
+        return seconds, scores[:, 0]
+
+    fit.cfg = cfg  # type: ignore[attr-defined]
+    return fit
 
 
-def surprise_fit(algo_cls, split: Split, seed: int, **params) -> tuple[float, torch.Tensor]:
-    """Fit a scikit-surprise algorithm on the same train part; return (fit seconds, test predictions)."""
-    from surprise import Dataset, Reader
+def surprise_fitter(algo_name: str, seed: int) -> Fit:
+    """A fit function for a scikit-surprise algorithm (default parameters) on the same rows."""
+    import surprise
 
-    train, test = split.train, split.test
-    raw = zip(train.users.tolist(), train.items.tolist(), train.values.tolist(), [None] * len(train))
-    trainset = Dataset(Reader(rating_scale=RATING_RANGE)).construct_trainset(list(raw))
-    algo = algo_cls(random_state=seed, **params)
-    start = time.perf_counter()
-    algo.fit(trainset)
-    seconds = time.perf_counter() - start
-    predictions = [algo.predict(u, i, clip=True).est for u, i in zip(test.users.tolist(), test.items.tolist())]
-    return seconds, torch.tensor(predictions)
+    algo_cls = getattr(surprise, algo_name)
+
+    def fit(split: Split) -> tuple[float, torch.Tensor]:
+        train, test = split.train, split.test
+        raw = zip(train.users.tolist(), train.items.tolist(), train.values.tolist(), [None] * len(train))
+        trainset = surprise.Dataset(surprise.Reader(rating_scale=RATING_RANGE)).construct_trainset(list(raw))
+        algo = algo_cls(random_state=seed)
+        start = time.perf_counter()
+        algo.fit(trainset)
+        seconds = time.perf_counter() - start
+        predictions = [algo.predict(u, i, clip=True).est for u, i in zip(test.users.tolist(), test.items.tolist())]
+        return seconds, torch.tensor(predictions)
+
+    return fit
+
+
+def evaluate(fits: dict[str, Fit], splits: list[Split], repeats: int) -> dict[str, list[dict[str, float]]]:
+    """Per split and model: RMSE, MAE, median fit seconds over `repeats` interleaved fits."""
+    rows: dict[str, list[dict[str, float]]] = {key: [] for key in fits}
+    for k, split in enumerate(splits):
+        times: dict[str, list[float]] = {key: [] for key in fits}
+        predictions: dict[str, torch.Tensor] = {}
+        for _ in range(repeats):
+            for key, fit in fits.items():  # interleaved
+                seconds, predictions[key] = fit(split)  # seeded: every repeat predicts the same
+                times[key].append(seconds)
+        for key in fits:
+            metrics = rating_metrics(predictions[key], split.test.values, RATING_RANGE)
+            rows[key].append({**metrics, "fit_s": statistics.median(times[key])})
+            print(f"split {k} {MODELS[key][0]:16s} rmse {metrics['rmse']:.4f} mae {metrics['mae']:.4f} "
+                  f"fit {rows[key][-1]['fit_s']:.3f}s", flush=True)
+    return rows
+
+
+def table(rows: dict[str, list[dict[str, float]]], labels: list[str]) -> list[str]:
+    keys = list(rows)
+    lines = ["| split | " + " | ".join(f"{MODELS[k][0]} RMSE / MAE / fit s" for k in keys) + " |",
+             "|---|" + "---|" * len(keys)]
+    for j, label in enumerate(labels):
+        cells = [f"{rows[k][j]['rmse']:.4f} / {rows[k][j]['mae']:.4f} / {rows[k][j]['fit_s']:.3f}" for k in keys]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    if len(labels) > 1:
+        cells = [f"**{np.mean([r['rmse'] for r in rows[k]]):.4f}** / {np.mean([r['mae'] for r in rows[k]]):.4f} / "
+                 f"{np.mean([r['fit_s'] for r in rows[k]]):.3f}" for k in keys]
+        lines.append("| mean | " + " | ".join(cells) + " |")
+    return lines
+
+
+def ratios(rows: dict[str, list[dict[str, float]]]) -> list[str]:
+    lines = ["| ours vs peer | RMSE ratio | fit-time ratio (ours / peer) | speed-up (peer / ours) |", "|---|---|---|---|"]
+    for ours, peer in PAIRS:
+        if ours in rows and peer in rows:
+            mean = {k: {m: float(np.mean([r[m] for r in rows[k]])) for m in ("rmse", "fit_s")} for k in (ours, peer)}
+            fit_ratio = mean[ours]["fit_s"] / mean[peer]["fit_s"]
+            lines.append(f"| {MODELS[ours][0]} vs {MODELS[peer][0]} | {mean[ours]['rmse'] / mean[peer]['rmse']:.3f} "
+                         f"| {fit_ratio:.3f} | {1 / fit_ratio:.1f}x |")
+    return lines
 
 
 def main() -> None:
@@ -77,73 +147,55 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="fits per model and fold; the median time is kept")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=None, help="also write the markdown table here")
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides for the mfzoo config")
+    parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated keys of {list(MODELS)}")
+    parser.add_argument("--no-temporal", action="store_true", help="skip the temporal-split table")
+    parser.add_argument("--out", type=Path, default=None, help="also write the markdown tables here")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides for every mfzoo model")
     args = parser.parse_args()
 
     logging.basicConfig(level=logging.WARNING)
     quiet_lightning()
     warnings.filterwarnings("ignore", category=UserWarning)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    from surprise import SVD
 
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=["experiment=ml100k_cv", "logger=none", *args.overrides])
+    keys = args.models.split(",")
+    unknown = [k for k in keys if k not in MODELS]
+    if unknown:
+        parser.error(f"unknown model(s) {unknown}; choose from {list(MODELS)}")
+    fits = {k: (mfzoo_fitter(MODELS[k][1], args.overrides, args.seed) if MODELS[k][0].startswith("mfzoo")
+                else surprise_fitter(MODELS[k][1], args.seed)) for k in keys}
+
     data = movielens("100k")
     folds = list(KFold(n_folds=args.folds, seed=args.seed).folds(data))
-    models = {
-        "mfzoo MF": lambda s: mfzoo_fit(cfg, s, args.seed),
-        "surprise SVD": lambda s: surprise_fit(SVD, s, args.seed),
-    }
-    for fit in models.values():  # warm-up, untimed
+    for fit in fits.values():  # warm-up, untimed
         fit(folds[0])
+    cv = evaluate(fits, folds, args.repeats)
 
-    rows: dict[str, list[dict[str, float]]] = {name: [] for name in models}
-    for k, split in enumerate(folds):
-        times: dict[str, list[float]] = {name: [] for name in models}
-        predictions: dict[str, torch.Tensor] = {}
-        for _ in range(args.repeats):
-            for name, fit in models.items():  # interleaved
-                seconds, predictions[name] = fit(split)  # seeded: every repeat predicts the same
-                times[name].append(seconds)
-        for name in models:
-            metrics = rating_metrics(predictions[name], split.test.values, RATING_RANGE)
-            rows[name].append({**metrics, "fit_s": statistics.median(times[name])})
-            print(f"fold {k} {name:14s} rmse {metrics['rmse']:.4f} mae {metrics['mae']:.4f} fit {rows[name][-1]['fit_s']:.3f}s", flush=True)
-
-    table = render(rows, cfg, args)
-    print(table)
+    configs = [f"{MODELS[k][0]}: " + ", ".join(f"{n}={v}" for n, v in fits[k].cfg.model.items() if n != "_target_")
+               for k in keys if hasattr(fits[k], "cfg")]
+    any_cfg = next((f.cfg for f in fits.values() if hasattr(f, "cfg")), None)
+    lines = [
+        f"ML-100K, {args.folds}-fold random CV (seed {args.seed}), the same folds for every model; fit seconds = "
+        f"median of {args.repeats} interleaved fits per fold; torch {torch.__version__}, {torch.get_num_threads()} "
+        f"threads, {platform.machine()}.",
+    ]
+    if any_cfg is not None:
+        lines.append(f"mfzoo training: MSE l2={any_cfg.loss.l2} l2_bias={any_cfg.loss.l2_bias}, Adam lr={any_cfg.optim.lr} "
+                     f"linear decay, {any_cfg.trainer.max_epochs} epochs, batch {any_cfg.data.batch_size}; Surprise: defaults.")
+    lines += [f"- {c}" for c in configs] + [""]
+    lines += table(cv, [f"fold {k}" for k in range(args.folds)]) + [""] + ratios(cv)
+    if not args.no_temporal:
+        temporal = TemporalSplit(test=0.2)(data)
+        print(f"temporal split: train {len(temporal.train)} ratings before the cut, test {len(temporal.test)} after")
+        rows = evaluate(fits, [temporal], 1)
+        lines += ["", f"Global temporal cut (TemporalSplit(test=0.2): train {len(temporal.train)} ratings before the "
+                      f"cut, test {len(temporal.test)} after; one fit each):", ""]
+        lines += table(rows, ["temporal"])
+    text = "\n".join(lines) + "\n"
+    print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(table)
-
-
-def render(rows: dict[str, list[dict[str, float]]], cfg, args) -> str:
-    names = list(rows)
-    ours, peer = names[0], names[1]
-    lines = [
-        f"ML-100K, {args.folds}-fold random CV (seed {args.seed}), same folds for every model; "
-        f"fit seconds = median of {args.repeats} interleaved fits per fold; "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}.",
-        f"mfzoo config: model dim={cfg.model.dim} biases={cfg.model.biases}, loss l2={cfg.loss.l2} "
-        f"l2_bias={cfg.loss.l2_bias}, Adam lr={cfg.optim.lr} linear decay, {cfg.trainer.max_epochs} epochs, "
-        f"batch {cfg.data.batch_size}. Surprise SVD: default parameters.",
-        "",
-        "| fold | " + " | ".join(f"{n} RMSE | {n} MAE | {n} fit s" for n in names) + " | RMSE ratio | fit ratio |",
-        "|---|" + "---|" * (3 * len(names) + 2),
-    ]
-    for k in range(args.folds):
-        cells = [f"{rows[n][k]['rmse']:.4f} | {rows[n][k]['mae']:.4f} | {rows[n][k]['fit_s']:.3f}" for n in names]
-        ratio_rmse = rows[ours][k]["rmse"] / rows[peer][k]["rmse"]
-        ratio_fit = rows[ours][k]["fit_s"] / rows[peer][k]["fit_s"]
-        lines.append(f"| {k} | " + " | ".join(cells) + f" | {ratio_rmse:.3f} | {ratio_fit:.2f} |")
-    mean = {n: {m: float(np.mean([r[m] for r in rows[n]])) for m in ("rmse", "mae", "fit_s")} for n in names}
-    cells = [f"**{mean[n]['rmse']:.4f}** | {mean[n]['mae']:.4f} | {mean[n]['fit_s']:.3f}" for n in names]
-    lines.append(
-        "| mean | " + " | ".join(cells)
-        + f" | {mean[ours]['rmse'] / mean[peer]['rmse']:.3f} | {mean[ours]['fit_s'] / mean[peer]['fit_s']:.2f} |"
-    )
-    return "\n".join(lines) + "\n"
+        args.out.write_text(text)
 
 
 if __name__ == "__main__":

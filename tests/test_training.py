@@ -34,6 +34,12 @@ def test_fast_dev_run_writes_the_run_directory(tmp_path):
     assert resolved["model"]["_target_"] == "mfzoo.models.mf.MF"
 
 
+@pytest.mark.parametrize("model", ["svdpp", "timesvdpp", "timesvd", "funksvd"])
+def test_every_model_trains_through_the_glue(model, tmp_path):
+    metrics = train(cfg_for(f"model={model}", "trainer.max_epochs=2", "callbacks=none", "logger=none"), tmp_path)
+    assert 0 < metrics["test"]["rmse"] < 2.0 and metrics["global_steps"] == 2 * 10
+
+
 def test_training_learns_beyond_the_mean_and_checkpoints(tmp_path):
     cfg = cfg_for("trainer.max_epochs=8", "loss.l2=0.3", "optim.lr=0.03")
     metrics = train(cfg, tmp_path)

@@ -66,9 +66,13 @@ class ImplicitSets(nn.Module):
             self._all = (N, N.t().to_sparse_csr())
         return _SparseProduct.apply(self._all[0], self._all[1], Y)
 
+    def prefers_all(self, users: Tensor) -> bool:
+        """Whether the sums of all users are the cheaper way to serve a batch of `users`."""
+        return 2 * len(users) >= self.n_users
+
     def forward(self, users: Tensor) -> Tensor:
         """|R(u)|^-½ Σ_{j∈R(u)} y_j for each of `users` [B] (zero when R(u) is empty): [B, D]."""
-        if 2 * len(users) >= self.n_users:
+        if self.prefers_all(users):
             return self.all_sums().index_select(0, users)
         distinct, inverse = torch.unique(users, return_inverse=True)
         return (self.matrix(distinct) @ self.embedding.weight).index_select(0, inverse)

@@ -60,7 +60,10 @@ class SVDpp(MF):
         self.implicit.set(users, items)
 
     def user_vectors(self, users: Tensor) -> Tensor:
-        """p_u + |R(u)|^-½ Σ y_j for each of `users`: [B, D]."""
+        """p_u + |R(u)|^-½ Σ y_j for each of `users`: [B, D]. When the batch covers most users,
+        the sum is formed for all users first and gathered once (one gather, not two)."""
+        if self.implicit.prefers_all(users):
+            return (self.user_embedding.weight + self.implicit.all_sums()).index_select(0, users)
         return rows(self.user_embedding, users) + self.implicit(users)
 
     def forward(self, batch: Batch) -> Tensor:
