@@ -13,9 +13,12 @@ class Batch:
     """A batch of (user, items) rows.
 
     `items[b, 0]` is the observed item of row b; further columns (if any) are sampled
-    negatives. `targets[b]` is the observed value of column 0 (a rating, a count).
+    negatives. `targets[b]` is the observed value of column 0 (a rating, a count); `weights[b]`
+    an optional per-example weight (e.g. a confidence); `log_q[b, m]` the log-probability of
+    `items[b, m]` under the negative sampler's proposal (for a logQ-corrected softmax).
 
-    Shapes: users [B], items [B, 1+K], targets [B], weights [B] or None, times [B] or None.
+    Shapes: users [B], items [B, 1+K], targets [B], weights [B], times [B], log_q [B, 1+K];
+    all but users and items may be None.
     """
 
     users: Tensor
@@ -23,6 +26,7 @@ class Batch:
     targets: Tensor | None = None
     weights: Tensor | None = None
     times: Tensor | None = None
+    log_q: Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.items.dim() == 1:

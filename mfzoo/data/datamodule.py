@@ -7,8 +7,10 @@ from collections.abc import Callable
 
 import lightning as L
 
+from mfzoo.data.implicit import confidence, positives
 from mfzoo.data.interactions import Interactions
 from mfzoo.data.loader import BatchLoader
+from mfzoo.data.sampling import Sampler
 from mfzoo.data.splits import Split
 
 log = logging.getLogger(__name__)
@@ -26,6 +28,12 @@ class InteractionsDataModule(L.LightningDataModule):
         seed: seeds the per-epoch shuffles.
         group_by_user: training batches hold whole users (see `BatchLoader`); models with a
             per-user term (SVD++) then compute it once per user per epoch.
+        positive_threshold: implicit feedback: keep only events with value >= threshold
+            (before splitting, so the test part holds positives only); None keeps all.
+        sampler: implicit feedback: a callable `train -> Sampler` (a Hydra `_partial_` of a
+            class in `mfzoo.data.sampling`); training batches then carry K negatives each.
+        confidence: per-example weights from the values: None, or a dict of
+            `mfzoo.data.implicit.confidence` arguments (kind, alpha, eps).
     """
 
     def __init__(
@@ -36,11 +44,16 @@ class InteractionsDataModule(L.LightningDataModule):
         eval_batch_size: int = 65536,
         seed: int = 0,
         group_by_user: bool = False,
+        positive_threshold: float | None = None,
+        sampler: Callable[[Interactions], Sampler] | None = None,
+        confidence: dict | None = None,
     ):
         super().__init__()
         self.source, self.split_fn = source, split
         self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size, seed
-        self.group_by_user = group_by_user
+        self.group_by_user, self.positive_threshold = group_by_user, positive_threshold
+        self.sampler_factory, self.confidence = sampler, confidence
+        self.sampler: Sampler | None = None
         self.data: Interactions | None = None
         self.split: Split | None = None
 
@@ -48,7 +61,10 @@ class InteractionsDataModule(L.LightningDataModule):
         if self.split is not None:
             return
         self.data = self.source if isinstance(self.source, Interactions) else self.source()
+        self.data = positives(self.data, self.positive_threshold)
         self.split = self.split_fn(self.data)
+        if self.sampler_factory is not None:
+            self.sampler = self.sampler_factory(self.split.train)
         s = self.split
         log.info(
             "%r split: train %d, val %d, test %d",
@@ -79,8 +95,19 @@ class InteractionsDataModule(L.LightningDataModule):
         s = self._parts()
         return Interactions.concat([p for p in (s.val, s.test) if p is not None], name=f"{s.test.name}+val")
 
+    @property
+    def seen(self) -> Interactions:
+        """The train and val parts together: what is known when the test part is asked."""
+        s = self._parts()
+        return s.train if s.val is None else Interactions.concat([s.train, s.val], name=f"{s.train.name}+val")
+
     def train_dataloader(self) -> BatchLoader:
-        return BatchLoader(self._parts().train, self.batch_size, shuffle=True, seed=self.seed, group_by_user=self.group_by_user)
+        train = self._parts().train
+        weights = None if not self.confidence else confidence(train.values, **self.confidence)
+        return BatchLoader(
+            train, self.batch_size, shuffle=True, seed=self.seed, group_by_user=self.group_by_user,
+            sampler=self.sampler, weights=weights,
+        )
 
     def val_dataloader(self) -> BatchLoader | list:
         val = self._parts().val

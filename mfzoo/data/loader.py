@@ -12,6 +12,7 @@ import torch
 
 from mfzoo.data.batch import Batch
 from mfzoo.data.interactions import Interactions
+from mfzoo.data.sampling import Sampler
 
 
 class BatchLoader:
@@ -23,17 +24,21 @@ class BatchLoader:
     in a random order within a user): a batch then holds about `batch_size` rows of few
     users, and a per-user term is computed for those users only. Batches still have exactly
     `batch_size` rows, so a user's rows may straddle two batches.
-    Batches: users [B], items [B, 1], targets [B] (the values), times [B] when present.
+    Batches: users [B], items [B, 1+K], targets [B] (the values), times [B] when present,
+    weights [B] when `weights` [N] is given; with a `sampler`, K negatives per row are drawn
+    (from the same seeded generator) and `log_q` [B, 1+K] is set.
     """
 
     def __init__(
         self, interactions: Interactions, batch_size: int, shuffle: bool = False, seed: int = 0,
-        drop_last: bool = False, group_by_user: bool = False,
+        drop_last: bool = False, group_by_user: bool = False, sampler: Sampler | None = None,
+        weights: torch.Tensor | None = None,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.data, self.batch_size, self.shuffle, self.seed, self.drop_last = interactions, batch_size, shuffle, seed, drop_last
-        self.group_by_user = group_by_user
+        # not `.sampler`: Lightning reads that name as a torch DataLoader sampler
+        self.group_by_user, self.negative_sampler, self.weights = group_by_user, sampler, weights
         self.passes = 0
 
     def __len__(self) -> int:
@@ -43,8 +48,8 @@ class BatchLoader:
     def __iter__(self) -> Iterator[Batch]:
         data, n = self.data, len(self.data)
         order = None
+        generator = torch.Generator().manual_seed(self.seed + self.passes)
         if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed + self.passes)
             order = torch.randperm(n, generator=generator)  # [N]
             if self.group_by_user:
                 user_rank = torch.randperm(data.n_users, generator=generator)  # [U]
@@ -62,9 +67,16 @@ class BatchLoader:
             else:
                 idx = order[start : start + self.batch_size]  # [B]
                 pick = lambda t: t.index_select(0, idx)  # noqa: E731
+            users, items, log_q = pick(data.users), pick(data.items).unsqueeze(1), None  # [B], [B, 1]
+            if self.negative_sampler is not None:
+                negatives, log_q_neg = self.negative_sampler(users, generator)  # [B, K], [B, K]
+                log_q = torch.cat([self.negative_sampler.log_prob(items), log_q_neg], dim=1)  # [B, 1+K]
+                items = torch.cat([items, negatives], dim=1)  # [B, 1+K]
             yield Batch(
-                users=pick(data.users),
-                items=pick(data.items).unsqueeze(1),
+                users=users,
+                items=items,
                 targets=pick(data.values),
+                weights=None if self.weights is None else pick(self.weights),
                 times=None if data.timestamps is None else pick(data.timestamps),
+                log_q=log_q,
             )
