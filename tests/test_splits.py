@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 import pytest
+import torch
 
 from mfzoo.data.errors import DataError
 from mfzoo.data.interactions import Interactions
@@ -302,3 +303,22 @@ def test_hydra_instantiate() -> None:
     hydra_utils = pytest.importorskip("hydra.utils")
     cfg = {"_target_": "mfzoo.data.splits.TemporalSplit", "test": 0.1, "val": 0.05}
     assert hydra_utils.instantiate(cfg) == TemporalSplit(test=0.1, val=0.05)
+
+
+def test_user_random_split_holds_out_a_share_of_every_user():
+    from mfzoo.data.splits import UserRandomSplit
+
+    rng = np.random.default_rng(5)
+    keys = rng.choice(60 * 80, size=1500, replace=False)
+    data = Interactions.from_arrays(keys // 80, keys % 80, np.arange(1500, dtype=np.float32), np.arange(1500))
+    split = UserRandomSplit(test=0.2, val=0.1, seed=3)(data)
+    counts = np.bincount(data.users.numpy(), minlength=data.n_users)
+    test_counts = np.bincount(split.test.users.numpy(), minlength=data.n_users)
+    val_counts = np.bincount(split.val.users.numpy(), minlength=data.n_users)
+    np.testing.assert_array_equal(test_counts, np.floor(0.2 * counts + 0.5))
+    np.testing.assert_array_equal(val_counts, np.floor(0.1 * counts + 0.5))
+    rows = np.concatenate([p.values.numpy() for p in (split.train, split.val, split.test)])
+    assert sorted(rows.tolist()) == list(range(1500))  # a partition of the rows
+    again = UserRandomSplit(test=0.2, val=0.1, seed=3)(data)
+    other = UserRandomSplit(test=0.2, val=0.1, seed=4)(data)
+    assert torch.equal(again.test.values, split.test.values) and not torch.equal(other.test.values, split.test.values)

@@ -121,6 +121,44 @@ class RandomSplit:
         return _build(interactions, assign, self.val > 0, f"RandomSplit(test={self.test}, val={self.val})")
 
 
+@dataclass(frozen=True)
+class UserRandomSplit:
+    """Per-user random hold-out: of each user's n_u rows, `round(test * n_u)` go to test and
+    `round(val * n_u)` to val, drawn uniformly at random (seeded); the rest is train. Users
+    with fewer than `min_rows` rows stay entirely in train. Every evaluated user therefore
+    has training history, and the test part has the users' own item mix (the usual
+    protocol for implicit-feedback ranking).
+    """
+
+    test: float = 0.2
+    val: float = 0.0
+    seed: int = 0
+    min_rows: int = 2
+
+    def __post_init__(self) -> None:
+        _check_fraction("test", self.test, allow_zero=False)
+        _check_fraction("val", self.val, allow_zero=True)
+        if self.test + self.val >= 1.0:
+            raise ValueError(f"test + val must be < 1, got {self.test} + {self.val}")
+
+    def __call__(self, interactions: Interactions) -> Split:
+        users = interactions.users.cpu().numpy()
+        n = len(users)
+        order = np.lexsort((np.random.default_rng(self.seed).random(n), users))  # by user, random within
+        sorted_users = users[order]
+        counts = np.bincount(users, minlength=interactions.n_users)  # [U]
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])  # [U]
+        rank = np.arange(n) - starts[sorted_users]  # [N] position within the user's shuffled rows
+        n_u = counts[sorted_users]
+        n_test = np.floor(self.test * n_u + 0.5).astype(np.int64)
+        n_val = np.floor(self.val * n_u + 0.5).astype(np.int64)
+        eligible = n_u >= self.min_rows
+        assign = np.full(n, TRAIN, dtype=np.int8)
+        part = np.where(rank < n_test, TEST, np.where(rank < n_test + n_val, VAL, TRAIN)).astype(np.int8)
+        assign[order] = np.where(eligible, part, TRAIN)
+        return _build(interactions, assign, self.val > 0, f"UserRandomSplit(test={self.test}, val={self.val})")
+
+
 # k-fold -----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class KFold:

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from mfzoo.data.batch import Batch
 from mfzoo.evaluation.metrics import rating_metrics
+from mfzoo.evaluation.ranking import evaluate_ranking, factor_scores
 
 
 class GradientModule(L.LightningModule):
@@ -26,8 +27,13 @@ class GradientModule(L.LightningModule):
         scheduler: optional partial `(optimizer, total_steps) -> LRScheduler`, stepped every
             optimizer step (see `mfzoo.training.schedules`).
         rating_range: predictions are clipped to it for RMSE/MAE (the rating scale).
+        ranking: evaluate by full-catalogue ranking instead of rating error: a dict of
+            `evaluate_ranking` arguments (ks, chunk_size, ...). Validation ranks the val part
+            with training items excluded; test ranks the test part with train and val items
+            excluded. Needs a model with `user_factors()` / `item_factors()`.
 
-    Logs `train/loss` per epoch and `val/rmse`, `val/mae` (and `test/...`) per evaluation.
+    Logs `train/loss` per epoch and, per evaluation, `val/rmse`, `val/mae` (and `test/...`),
+    or with `ranking` `val/ndcg@K`, `val/recall@K`, ... and the beyond-accuracy metrics.
     """
 
     def __init__(
@@ -37,8 +43,10 @@ class GradientModule(L.LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
         rating_range: tuple[float, float] | None = None,
+        ranking: dict | None = None,
     ):
         super().__init__()
+        self.ranking = None if ranking is None else dict(ranking)
         self.model, self.loss = model, loss
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.rating_range = None if rating_range is None else (float(rating_range[0]), float(rating_range[1]))
@@ -74,12 +82,29 @@ class GradientModule(L.LightningModule):
         self._outputs.append((self.model(batch)[:, 0].detach(), batch.targets))
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self._collect(batch)
+        if self.ranking is None:
+            self._collect(batch)
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self._collect(batch)
+        if self.ranking is None:
+            self._collect(batch)
+
+    @torch.no_grad()
+    def _ranking_metrics(self, stage: str) -> None:
+        datamodule = self.trainer.datamodule
+        split = datamodule.split
+        seen, part = (split.train, split.val) if stage == "val" else (datamodule.seen, split.test)
+        if part is None:
+            return
+        scores = factor_scores(self.model.user_factors(), self.model.item_factors())
+        metrics = evaluate_ranking(scores, seen.to(self.device), part.to(self.device), **self.ranking)
+        for name, value in metrics.items():
+            if name not in ("n_users_evaluated", "seconds"):
+                self.log(f"{stage}/{name}", value, prog_bar=stage == "val" and name.startswith("ndcg"))
 
     def _log_metrics(self, stage: str) -> None:
+        if self.ranking is not None:
+            return self._ranking_metrics(stage)
         if not self._outputs:
             return
         predictions = torch.cat([p for p, _ in self._outputs])

@@ -41,12 +41,14 @@ def build(cfg: DictConfig, datamodule: InteractionsDataModule | None = None) -> 
     if hasattr(model, "prepare"):
         model.prepare(datamodule.train, evaluation=datamodule.evaluation)
     rating_range = cfg.get("rating_range") or datamodule.train.rating_range()
+    ranking = cfg.get("ranking")
     module = GradientModule(
         model=model,
         loss=instantiate(cfg.loss),
         optimizer=instantiate(cfg.optim),
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
         rating_range=tuple(rating_range),
+        ranking=None if ranking is None else OmegaConf.to_container(ranking, resolve=True),
     )
     return datamodule, module
 

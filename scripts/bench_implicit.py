@@ -1,0 +1,173 @@
+"""Implicit-feedback benchmark: mfzoo's sampled losses against implicit's BPR, in one process.
+
+Part 1, quality (MovieLens-100K, every rating a positive): the same split for every model,
+per-user random 80/20 (`UserRandomSplit(test=0.2)`) and per-user last-5 by time
+(`LeaveLastOut(n=5)`). mfzoo MF with BPR, BCE and sampled softmax (the
+`experiment=ml100k_implicit_*` configs, no val part, fixed epochs), most-popular and random
+baselines, and implicit's `BayesianPersonalizedRanking` (CPU, 64 factors, its default
+learning rate and regularisation, 100 iterations). All models' rankings are scored by mfzoo's
+evaluator from their factors: NDCG@10, Recall@10, coverage, popularity. Epoch seconds = fit
+seconds / epochs (mfzoo: `Trainer.fit`; implicit: `fit`).
+
+Part 2, speed (`--synthetic`): a seeded synthetic set of about 200k users x 50k items x 10M
+interactions; seconds per BPR epoch of mfzoo (`bench_bpr` config: batch 2^18, 64 factors)
+and implicit (64 factors), median over `--repeats` one-epoch fits, interleaved; then
+mfzoo's full-catalogue evaluation of all users at K=10 (seconds, peak memory).
+
+    python scripts/bench_implicit.py [--synthetic] [--repeats 3] [--out FILE]
+
+Needs the `[bench]` extra (implicit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import resource
+import statistics
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from mfzoo.cli import CONFIG_DIR, quiet_lightning
+from mfzoo.data.datamodule import InteractionsDataModule
+from mfzoo.data.interactions import Interactions
+from mfzoo.data.sources import movielens, synthetic
+from mfzoo.data.splits import LeaveLastOut, Split, UserRandomSplit
+from mfzoo.evaluation.ranking import evaluate_ranking, factor_scores, popularity_scores, random_scores
+from mfzoo.training.run import build
+
+SHOWN = ["ndcg@10", "recall@10", "precision@10", "hitrate@10", "coverage@10", "arp@10", "gini@10", "long_tail@10"]
+Factors = tuple[torch.Tensor, torch.Tensor]
+
+
+def mfzoo_bpr_family(experiment: str, overrides: list[str], seed: int) -> Callable[[Interactions, int | None], tuple[float, int, Factors]]:
+    """Fit function for an mfzoo implicit experiment config: (train, epochs) -> (fit s, epochs, factors)."""
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[f"experiment={experiment}", "logger=none", "callbacks=none",
+                                          "ranking=null", "data.split.val=0", *overrides])
+
+    def fit(train: Interactions, epochs: int | None = None) -> tuple[float, int, Factors]:
+        L.seed_everything(seed, verbose=False)
+        split = Split(train=train, val=None, test=train)  # the test part is never used here
+        datamodule = instantiate(cfg.data, source=train, split=lambda _: split)
+        datamodule, module = build(cfg, datamodule)
+        trainer = instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False,
+                              limit_val_batches=0, **({"max_epochs": epochs} if epochs else {}))
+        start = time.perf_counter()
+        trainer.fit(module, datamodule=datamodule)
+        seconds = time.perf_counter() - start
+        with torch.no_grad():
+            return seconds, trainer.current_epoch, (module.model.user_factors().detach(), module.model.item_factors().detach())
+
+    fit.cfg = cfg  # type: ignore[attr-defined]
+    return fit
+
+
+def implicit_bpr(train: Interactions, iterations: int, seed: int, factors: int = 64) -> tuple[float, int, Factors]:
+    """implicit's CPU BPR on the same pairs: (fit s, iterations, factors with its item bias)."""
+    from implicit.cpu.bpr import BayesianPersonalizedRanking
+
+    user_items = train.to_scipy("user").astype(np.float32)
+    user_items.data[:] = 1.0
+    model = BayesianPersonalizedRanking(factors=factors, iterations=iterations, random_state=seed)
+    start = time.perf_counter()
+    model.fit(user_items, show_progress=False)
+    seconds = time.perf_counter() - start
+    return seconds, iterations, (torch.from_numpy(np.asarray(model.user_factors)), torch.from_numpy(np.asarray(model.item_factors)))
+
+
+def quality(args) -> list[str]:
+    data = movielens("100k")
+    splits = {"per-user random 80/20": UserRandomSplit(test=0.2, seed=args.seed)(data),
+              "per-user last 5 by time": LeaveLastOut(n=5)(data)}
+    fits = {f"mfzoo MF + {loss}": mfzoo_bpr_family(f"ml100k_implicit_{loss}", [], args.seed) for loss in ("bpr", "bce", "softmax")}
+    lines = []
+    for split_name, split in splits.items():
+        rows: dict[str, dict[str, float]] = {}
+        for name, fit in fits.items():
+            seconds, epochs, (U, V) = fit(split.train)
+            rows[name] = {**evaluate_ranking(factor_scores(U, V), split.train, split.test, ks=(10,)), "epoch_s": seconds / epochs}
+        seconds, epochs, (U, V) = implicit_bpr(split.train, args.implicit_iterations, args.seed)
+        rows["implicit BPR"] = {**evaluate_ranking(factor_scores(U, V), split.train, split.test, ks=(10,)), "epoch_s": seconds / epochs}
+        rows["most popular"] = evaluate_ranking(popularity_scores(split.train), split.train, split.test, ks=(10,))
+        rows["random"] = evaluate_ranking(random_scores(data.n_items, args.seed), split.train, split.test, ks=(10,))
+        lines += [f"**{split_name}** (train {len(split.train)}, test {len(split.test)} pairs, "
+                  f"{int(rows['random']['n_users_evaluated'])} users evaluated)", "",
+                  "| model | " + " | ".join(SHOWN) + " | epoch s |", "|---|" + "---|" * (len(SHOWN) + 1)]
+        for name, r in rows.items():
+            epoch = f"{r['epoch_s']:.3f}" if "epoch_s" in r else "-"
+            lines.append(f"| {name} | " + " | ".join(f"{r[m]:.4f}" for m in SHOWN) + f" | {epoch} |")
+        lines.append("")
+        print("\n".join(lines[-len(rows) - 4:]), flush=True)
+    cfgs = [f"- {name}: " + f"dim={f.cfg.model.dim}, loss={dict(f.cfg.loss)}, sampler={dict(f.cfg.data.sampler)}, "
+            f"lr={f.cfg.optim.lr}, epochs={f.cfg.trainer.max_epochs}, batch={f.cfg.data.batch_size}" for name, f in fits.items()]
+    return lines + cfgs + [f"- implicit BPR: factors=64, defaults otherwise, iterations={args.implicit_iterations}", ""]
+
+
+def speed(args) -> list[str]:
+    start = time.perf_counter()
+    data = synthetic(n_users=200_000, n_items=50_000, n_interactions=10_000_000, implicit=True, seed=args.seed)
+    made = time.perf_counter() - start
+    ours = mfzoo_bpr_family("bench_bpr", [], args.seed)
+    times: dict[str, list[float]] = {"mfzoo BPR": [], "implicit BPR": []}
+    factors = None
+    for _ in range(args.repeats):  # interleaved one-epoch fits
+        seconds, _, factors = ours(data, 1)
+        times["mfzoo BPR"].append(seconds)
+        times["implicit BPR"].append(implicit_bpr(data, 1, args.seed)[0])
+    med = {k: statistics.median(v) for k, v in times.items()}
+    lines = [f"**Synthetic BPR epoch** ({data.n_users} users x {data.n_items} items x {len(data)} interactions, "
+             f"generated in {made:.1f} s; median of {args.repeats} one-epoch fits, interleaved; "
+             f"torch {torch.__version__}, {torch.get_num_threads()} threads)", "",
+             "| | seconds per epoch | all runs |", "|---|---|---|"]
+    for k, v in times.items():
+        lines.append(f"| {k} | {med[k]:.2f} | {', '.join(f'{x:.2f}' for x in v)} |")
+    lines += [f"| ratio mfzoo / implicit | {med['mfzoo BPR'] / med['implicit BPR']:.2f} | |", ""]
+    # full-catalogue evaluation of every user at K=10, 1% of each user's... a held-out pair per user
+    split = LeaveLastOut(n=1)(data)
+    U, V = factors
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    result = evaluate_ranking(factor_scores(U, V), split.train, split.test, ks=(10,), chunk_size=args.chunk_size)
+    rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    lines += [f"**Full-catalogue evaluation**: {int(result['n_users_evaluated'])} users x {data.n_items} items, "
+              f"K=10, chunks of {args.chunk_size} users: {result['seconds']:.1f} s "
+              f"({result['n_users_evaluated'] / result['seconds']:.0f} users/s); peak RSS of the whole "
+              f"process {rss_after:.2f} GiB (before the evaluation {rss_before:.2f} GiB).", ""]
+    print("\n".join(lines), flush=True)
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--synthetic", action="store_true", help="also run the 10M-interaction speed part")
+    parser.add_argument("--skip-quality", action="store_true")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--implicit-iterations", type=int, default=100)
+    parser.add_argument("--chunk-size", type=int, default=2048)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    quiet_lightning()
+    warnings.filterwarnings("ignore", category=UserWarning)
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    lines = [] if args.skip_quality else quality(args)
+    if args.synthetic:
+        lines += speed(args)
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
