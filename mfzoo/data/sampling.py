@@ -37,8 +37,14 @@ class Sampler:
         self.n_items, self.n_negatives = train.n_items, n_negatives
         self.reject_seen, self.max_rounds = reject_seen, max_rounds
         self.collisions = 0
-        # sorted user * n_items + item keys of the training pairs, for vectorised membership
-        self.seen_keys = torch.unique(train.users * train.n_items + train.items) if reject_seen else None
+        self.seen_indptr: Tensor | None = None
+        if reject_seen:  # each user's training items, sorted, as CSR rows (for `is_seen`)
+            keys = torch.unique(train.users.cpu() * train.n_items + train.items.cpu())  # sorted by user, item
+            counts = torch.bincount(keys // train.n_items, minlength=train.n_users)
+            self.seen_indptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])  # [U+1]
+            self.seen_items = keys % train.n_items  # [nnz]
+            # lower-bound bisection steps that cover the longest row
+            self.bisection_steps = max(int(counts.max()).bit_length(), 1)
 
     def proposal(self, n: int, generator: torch.Generator | None) -> Tensor:
         raise NotImplementedError
@@ -48,24 +54,38 @@ class Sampler:
         raise NotImplementedError
 
     def is_seen(self, users: Tensor, items: Tensor) -> Tensor:
-        """Whether (users[b], items[b, k]) is a training pair: bool, shape of `items`."""
-        keys = users.unsqueeze(1) * self.n_items + items  # [B, K]
-        pos = torch.searchsorted(self.seen_keys, keys).clamp(max=len(self.seen_keys) - 1)
-        return self.seen_keys[pos] == keys
+        """Whether each (users[n], items[n]) is a training pair (1-D, same length): bool [N].
+
+        A vectorised lower-bound bisection inside each user's sorted row of training items:
+        ~log2(longest row) gathers, each near the previous one in memory, where one search
+        over all training pairs would cost ~log2(nnz) scattered ones.
+        """
+        indptr, row_items = self.seen_indptr.to(items.device), self.seen_items.to(items.device)
+        last = len(row_items) - 1
+        lo, end = indptr[users], indptr[users + 1]  # [N]
+        hi = end.clone()
+        for _ in range(self.bisection_steps):
+            active = lo < hi
+            mid = (lo + hi) // 2
+            less = row_items[mid.clamp(max=last)] < items
+            lo = torch.where(active & less, mid + 1, lo)
+            hi = torch.where(active & ~less, mid, hi)
+        return (lo < end) & (row_items[lo.clamp(max=last)] == items)
 
     def __call__(self, users: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         shape = (len(users), self.n_negatives)
-        items = self.proposal(shape[0] * shape[1], generator).view(shape).to(users.device)  # [B, K]
-        if self.seen_keys is not None and len(self.seen_keys):
-            self.seen_keys = self.seen_keys.to(users.device)
+        items = self.proposal(shape[0] * shape[1], generator).to(users.device)  # [B*K]
+        if self.seen_indptr is not None and len(self.seen_items):
+            slot_users = users.repeat_interleave(self.n_negatives)  # [B*K]
+            pending = torch.arange(len(items), device=items.device)  # slots still to check
             for _ in range(self.max_rounds):
-                seen = self.is_seen(users, items)  # [B, K]
-                n_seen = int(seen.sum())
-                if n_seen == 0:
+                pending = pending[self.is_seen(slot_users[pending], items[pending])]
+                if len(pending) == 0:
                     break
-                items[seen] = self.proposal(n_seen, generator).to(users.device)
+                items[pending] = self.proposal(len(pending), generator).to(items.device)
             else:
-                self.collisions += int(self.is_seen(users, items).sum())
+                self.collisions += int(self.is_seen(slot_users[pending], items[pending]).sum())
+        items = items.view(shape)  # [B, K]
         return items, self.log_prob(items)
 
 
