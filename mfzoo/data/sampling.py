@@ -37,14 +37,8 @@ class Sampler:
         self.n_items, self.n_negatives = train.n_items, n_negatives
         self.reject_seen, self.max_rounds = reject_seen, max_rounds
         self.collisions = 0
-        self.seen_indptr: Tensor | None = None
-        if reject_seen:  # each user's training items, sorted, as CSR rows (for `is_seen`)
-            keys = torch.unique(train.users.cpu() * train.n_items + train.items.cpu())  # sorted by user, item
-            counts = torch.bincount(keys // train.n_items, minlength=train.n_users)
-            self.seen_indptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])  # [U+1]
-            self.seen_items = keys % train.n_items  # [nnz]
-            # lower-bound bisection steps that cover the longest row
-            self.bisection_steps = max(int(counts.max()).bit_length(), 1)
+        # sorted keys user * n_items + item of the training pairs (for `is_seen`)
+        self.seen_keys = torch.unique(train.users * train.n_items + train.items) if reject_seen else None
 
     def proposal(self, n: int, generator: torch.Generator | None) -> Tensor:
         raise NotImplementedError
@@ -56,26 +50,22 @@ class Sampler:
     def is_seen(self, users: Tensor, items: Tensor) -> Tensor:
         """Whether each (users[n], items[n]) is a training pair (1-D, same length): bool [N].
 
-        A vectorised lower-bound bisection inside each user's sorted row of training items:
-        ~log2(longest row) gathers, each near the previous one in memory, where one search
-        over all training pairs would cost ~log2(nnz) scattered ones.
+        One `searchsorted` of the pairs' keys user·n_items + item in the sorted training keys.
+        The queries are sorted first: neighbouring searches then walk the same cache lines,
+        which halves the cost of a search over millions of training pairs.
         """
-        indptr, row_items = self.seen_indptr.to(items.device), self.seen_items.to(items.device)
-        last = len(row_items) - 1
-        lo, end = indptr[users], indptr[users + 1]  # [N]
-        hi = end.clone()
-        for _ in range(self.bisection_steps):
-            active = lo < hi
-            mid = (lo + hi) // 2
-            less = row_items[mid.clamp(max=last)] < items
-            lo = torch.where(active & less, mid + 1, lo)
-            hi = torch.where(active & ~less, mid, hi)
-        return (lo < end) & (row_items[lo.clamp(max=last)] == items)
+        keys = users * self.n_items + items  # [N]
+        sorted_keys, order = torch.sort(keys)
+        seen_keys = self.seen_keys.to(keys.device)
+        pos = torch.searchsorted(seen_keys, sorted_keys).clamp_(max=len(seen_keys) - 1)
+        found = torch.empty_like(keys, dtype=torch.bool)
+        found[order] = seen_keys[pos] == sorted_keys
+        return found
 
     def __call__(self, users: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         shape = (len(users), self.n_negatives)
         items = self.proposal(shape[0] * shape[1], generator).to(users.device)  # [B*K]
-        if self.seen_indptr is not None and len(self.seen_items):
+        if self.seen_keys is not None and len(self.seen_keys):
             slot_users = users.repeat_interleave(self.n_negatives)  # [B*K]
             pending = torch.arange(len(items), device=items.device)  # slots still to check
             for _ in range(self.max_rounds):
