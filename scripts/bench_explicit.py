@@ -20,11 +20,9 @@ Needs the `[bench]` extra (scikit-surprise).
 from __future__ import annotations
 
 import argparse
-import logging
 import platform
 import statistics
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -34,7 +32,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from mfzoo.cli import CONFIG_DIR, quiet_lightning
+from _bench import emit, quiet
+from mfzoo.cli import CONFIG_DIR
 from mfzoo.data.batch import Batch
 from mfzoo.data.datamodule import InteractionsDataModule
 from mfzoo.data.sources import movielens
@@ -153,10 +152,7 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every mfzoo model")
     args = parser.parse_args()
 
-    logging.basicConfig(level=logging.WARNING)
-    quiet_lightning()
-    warnings.filterwarnings("ignore", category=UserWarning)
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    quiet()
 
     keys = args.models.split(",")
     unknown = [k for k in keys if k not in MODELS]
@@ -191,11 +187,7 @@ def main() -> None:
         lines += ["", f"Global temporal cut (TemporalSplit(test=0.2): train {len(temporal.train)} ratings before the "
                       f"cut, test {len(temporal.test)} after; one fit each):", ""]
         lines += table(rows, ["temporal"])
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
+    emit(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -25,11 +25,9 @@ Needs the `[bench]` extra (implicit).
 from __future__ import annotations
 
 import argparse
-import logging
 import resource
 import statistics
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -39,8 +37,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from mfzoo.cli import CONFIG_DIR, quiet_lightning
-from mfzoo.data.datamodule import InteractionsDataModule
+from _bench import emit, quiet
+from mfzoo.cli import CONFIG_DIR
 from mfzoo.data.interactions import Interactions
 from mfzoo.data.sampling import UniformSampler
 from mfzoo.data.sources import movielens, synthetic
@@ -204,18 +202,11 @@ def main() -> None:
     parser.add_argument("--chunk-size", type=int, default=2048)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    quiet_lightning()
-    warnings.filterwarnings("ignore", category=UserWarning)
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    quiet()
     lines = [] if args.skip_quality else quality(args)
     if args.synthetic:
         lines += speed(args)
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
+    emit(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -81,6 +81,13 @@ def _build(inter: Interactions, assign: np.ndarray, with_val: bool, who: str) ->
     return Split(train=parts[TRAIN], val=parts.get(VAL), test=parts[TEST])
 
 
+def _check_test_val(test: float, val: float) -> None:
+    _check_fraction("test", test, allow_zero=False)
+    _check_fraction("val", val, allow_zero=True)
+    if test + val >= 1.0:
+        raise ValueError(f"test + val must be < 1, got {test} + {val}")
+
+
 def _round_count(fraction: float, n: int) -> int:
     return int(np.floor(fraction * n + 0.5))
 
@@ -101,10 +108,7 @@ class RandomSplit:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _check_fraction("test", self.test, allow_zero=False)
-        _check_fraction("val", self.val, allow_zero=True)
-        if self.test + self.val >= 1.0:
-            raise ValueError(f"test + val must be < 1, got {self.test} + {self.val}")
+        _check_test_val(self.test, self.val)
 
     def __call__(self, interactions: Interactions) -> Split:
         n = len(interactions)
@@ -136,10 +140,7 @@ class UserRandomSplit:
     min_rows: int = 2
 
     def __post_init__(self) -> None:
-        _check_fraction("test", self.test, allow_zero=False)
-        _check_fraction("val", self.val, allow_zero=True)
-        if self.test + self.val >= 1.0:
-            raise ValueError(f"test + val must be < 1, got {self.test} + {self.val}")
+        _check_test_val(self.test, self.val)
 
     def __call__(self, interactions: Interactions) -> Split:
         users = interactions.users.cpu().numpy()
