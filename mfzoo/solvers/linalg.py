@@ -102,3 +102,30 @@ def grouped_ridge(
         A_f, b_f = A.index_select(0, failed), b.index_select(0, failed)  # [F, k, k], [F, k]
         theta[failed] = (torch.linalg.pinv(A_f, hermitian=True) @ b_f.unsqueeze(2)).squeeze(2)  # [F, k]
     return theta
+
+
+def spd_solve(A: Tensor, b: Tensor) -> Tensor:
+    """Batched solve of A_g θ_g = b_g for symmetric positive (semi-)definite A_g.
+
+    One batched Cholesky factorisation (`cholesky_ex` + `cholesky_solve`); a system whose A_g
+    is not numerically positive definite gets the minimum-norm least-squares solution
+    θ_g = A_g⁺ b_g instead (so A_g = 0, b_g = 0 gives θ_g = 0), as in `grouped_ridge`.
+
+    Args:
+        A: [G, k, k] symmetric matrices.
+        b: [G, k] right-hand sides.
+
+    Returns:
+        θ [G, k], in the dtype and on the device of A.
+    """
+    if A.dim() != 3 or A.shape[1] != A.shape[2] or b.shape != A.shape[:2]:
+        raise ValueError(f"A must be [G, k, k] and b [G, k], got {tuple(A.shape)} and {tuple(b.shape)}")
+    L, info = torch.linalg.cholesky_ex(A)  # [G, k, k], [G]
+    theta = torch.cholesky_solve(b.unsqueeze(2), L).squeeze(2)  # [G, k]
+    failed = (info != 0).nonzero().squeeze(1)  # [F]
+    if failed.numel():
+        log.debug("spd_solve: %d of %d systems not positive definite; using the pseudo-inverse",
+                  failed.numel(), A.shape[0])
+        A_f, b_f = A.index_select(0, failed), b.index_select(0, failed)  # [F, k, k], [F, k]
+        theta[failed] = (torch.linalg.pinv(A_f, hermitian=True) @ b_f.unsqueeze(2)).squeeze(2)  # [F, k]
+    return theta
