@@ -10,9 +10,18 @@ import numpy as np
 
 from mfzoo.data.errors import DataError
 from mfzoo.data.interactions import Interactions
+from mfzoo.data.splits.base import (
+    TEST,
+    TRAIN,
+    VAL,
+    Split,
+    _build,
+    _check_fraction,
+    _check_test_val,
+    _round_count,
+)
 
 log = logging.getLogger(__name__)
-from mfzoo.data.splits.base import TEST, TRAIN, VAL, Split, _build, _check_fraction, _check_test_val, _round_count
 
 
 # random hold-out --------------------------------------------------------------------------
