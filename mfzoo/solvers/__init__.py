@@ -1,7 +1,12 @@
-"""Closed-form solvers: batched ridge regressions (`grouped_ridge`) and fold-in of new users
-(`fold_in`, `fold_in_interactions`)."""
+"""Closed-form solvers: batched ridge regressions (`grouped_ridge`, `spd_solve`), fold-in of new
+users (`fold_in`, `fold_in_interactions`), ALS / iALS half-steps and sweeps, fused LearnBPR."""
 
+from mfzoo.solvers.als import als_sweep, ials_half_step, least_squares_half_step
+from mfzoo.solvers.bpr import bpr_epoch, bpr_step
 from mfzoo.solvers.foldin import fold_in, fold_in_interactions
-from mfzoo.solvers.linalg import grouped_ridge
+from mfzoo.solvers.linalg import grouped_ridge, spd_solve
 
-__all__ = ["fold_in", "fold_in_interactions", "grouped_ridge"]
+__all__ = [
+    "als_sweep", "bpr_epoch", "bpr_step", "fold_in", "fold_in_interactions", "grouped_ridge",
+    "ials_half_step", "least_squares_half_step", "spd_solve",
+]

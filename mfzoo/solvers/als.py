@@ -1,0 +1,236 @@
+"""Alternating least squares: explicit ALS and implicit ALS (iALS) half-steps.
+
+As in benfred/implicit, one solver function serves both half-steps: called on the
+users × items matrix with the item factors fixed it returns the user factors, called on the
+items × users matrix (the transpose) with the user factors fixed it returns the item factors.
+
+Notation (paper letters, for this module only): R [n_rows, n_cols] the sparse observations of
+the side being solved (row u holds r_u, its observed set is I_u, n_u = |I_u|), X [n_rows, k]
+the factors being solved for (x_u its rows), Y [n_cols, k] the fixed factors of the other side
+(y_i its rows), YtY = YᵀY [k, k], A_u [k, k] and b_u [k] the normal equations of row u,
+x_u = A_u⁻¹ b_u.
+
+Explicit ALS (Zhou et al. 2008, "ALS-WR"), for each row u:
+
+    min_{x_u} Σ_{i∈I_u} (r_ui − x_u·y_i)² + λ_u ‖x_u‖²,
+    A_u = Y_{I_u}ᵀ Y_{I_u} + λ_u I,   b_u = Y_{I_u}ᵀ r_u,   λ_u = λ n_u (or λ unscaled).
+
+Implicit ALS (Hu, Koren & Volinsky 2008; with the unobserved weight α₀ and the regularisation
+exponent ν of Rendle et al. 2022, "Revisiting the performance of iALS on item recommendation
+benchmarks"): with confidence c_ui = `confidence(r_ui)` on observed pairs, preference p_ui = 1
+on observed and 0 on unobserved pairs, the half-step minimises over X
+
+    Σ_u Σ_{i∈I_u} c_ui (1 − x_u·y_i)² + α₀ Σ_u Σ_{i∉I_u} (x_u·y_i)² + Σ_u λ_u ‖x_u‖²,
+    λ_u = λ (n_u + α₀ n_cols)^ν,
+
+whose solution, with the YᵀY trick (α₀ YtY is shared by all rows, computed once), is
+
+    A_u = α₀ YtY + Σ_{i∈I_u} (c_ui − α₀) y_i y_iᵀ + λ_u I,   b_u = Σ_{i∈I_u} c_ui y_i.
+
+All A_u of a block of `block_size` rows are built at once (outer products of the gathered
+y_i, accumulated with `index_add_`) and solved by one batched Cholesky factorisation
+(`spd_solve`; a singular A_u, e.g. λ = 0 and n_u < k, gets the minimum-norm solution and an
+empty row with a zero A_u gets x_u = 0). Memory per block: [block_size, k, k] for A plus the
+[chunk, k, k] outer-product temporary bounded by `linalg.CHUNK_ELEMENTS`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from mfzoo.data.implicit import confidence
+from mfzoo.data.interactions import Interactions
+from mfzoo.solvers.linalg import CHUNK_ELEMENTS, spd_solve
+
+
+def least_squares_half_step(
+    R: Tensor, Y: Tensor, l2: float, frequency_scaled: bool = True, block_size: int = 4096
+) -> Tensor:
+    """Explicit ALS half-step: X [n_rows, k] with, for every row u (see the module docstring),
+
+        x_u = (Y_{I_u}ᵀ Y_{I_u} + λ_u I)⁻¹ Y_{I_u}ᵀ r_u,   λ_u = λ n_u if `frequency_scaled` else λ.
+
+    Rows without entries get x_u = 0.
+
+    Args:
+        R: sparse CSR [n_rows, n_cols], values = ratings.
+        Y: [n_cols, k] factors of the other side (fixed).
+        l2: λ >= 0.
+        frequency_scaled: λ n_u (ALS-WR) rather than a plain λ.
+        block_size: rows whose systems are built and solved together.
+
+    Returns:
+        X [n_rows, k] on Y's device, in Y's dtype.
+    """
+    if not l2 >= 0:
+        raise ValueError(f"l2 must be >= 0, got {l2}")
+    crow, col, values = _csr_parts(R, Y, block_size)
+    counts = crow.diff().to(Y.dtype)  # [n_rows] n_u
+    reg = l2 * counts if frequency_scaled else torch.full_like(counts, float(l2))  # [n_rows] λ_u
+    ones = torch.ones_like(values)  # [nnz] every observed y_i y_iᵀ has weight 1
+    return _solve_rows(crow, col, ones, values, Y, reg, None, block_size)
+
+
+def ials_half_step(
+    R: Tensor, Y: Tensor, l2: float, alpha: float = 1.0, kind: str = "linear", eps: float = 1.0,
+    unobserved_weight: float = 1.0, l2_exponent: float = 0.0, block_size: int = 4096,
+) -> Tensor:
+    """Implicit ALS half-step: X [n_rows, k] minimising (see the module docstring)
+
+        Σ_{u,i∈I_u} c_ui (1 − x_u·y_i)² + α₀ Σ_{u,i∉I_u} (x_u·y_i)² + Σ_u λ_u ‖x_u‖²,
+
+    i.e. x_u = (α₀ YtY + Σ_{i∈I_u} (c_ui − α₀) y_i y_iᵀ + λ_u I)⁻¹ Σ_{i∈I_u} c_ui y_i, with
+    c_ui = `confidence(r_ui, kind, alpha, eps)` (linear 1 + α r, log 1 + α log(1 + r/ε)) and
+    λ_u = λ (n_u + α₀ n_cols)^ν.
+
+    Args:
+        R: sparse CSR [n_rows, n_cols], values = raw event strengths r_ui (the stored pattern
+            is the observed set; a stored 0 is an observed event with c = 1).
+        Y: [n_cols, k] factors of the other side (fixed).
+        l2: λ >= 0.
+        alpha, kind, eps: the confidence function (`mfzoo.data.implicit.confidence`).
+        unobserved_weight: α₀ >= 0, the weight of every unobserved pair.
+        l2_exponent: ν; 0 gives a plain λ.
+        block_size: rows whose systems are built and solved together.
+
+    Returns:
+        X [n_rows, k] on Y's device, in Y's dtype.
+    """
+    if not (l2 >= 0 and unobserved_weight >= 0):
+        raise ValueError(f"l2 and unobserved_weight must be >= 0, got {l2} and {unobserved_weight}")
+    crow, col, values = _csr_parts(R, Y, block_size)
+    c = confidence(values, kind, alpha, eps)  # [nnz] c_ui
+    YtY = unobserved_weight * (Y.T @ Y)  # [k, k] α₀ YtY, once per half-step
+    counts = crow.diff().to(Y.dtype)  # [n_rows] n_u
+    reg = l2 * (counts + unobserved_weight * R.shape[1]).pow(l2_exponent)  # [n_rows] λ_u
+    return _solve_rows(crow, col, c - unobserved_weight, c, Y, reg, YtY, block_size)
+
+
+def least_squares_objective(
+    R: Tensor, X: Tensor, Y: Tensor, l2: float, frequency_scaled: bool = True, both_sides: bool = False
+) -> Tensor:
+    """Explicit ALS objective, evaluated densely (for tests on small data):
+
+        Σ_{u,i∈I_u} (r_ui − x_u·y_i)² + Σ_u λ_u ‖x_u‖²   [+ Σ_i λ_i ‖y_i‖² if `both_sides`]
+
+    with λ_u = λ n_u (λ n_i for columns) or a plain λ. Differentiable in X and Y."""
+    R_dense, observed = _dense(R, X)  # [n_rows, n_cols] x2
+    residual = observed * (R_dense - X @ Y.T)  # [n_rows, n_cols]
+    value = residual.pow(2).sum()
+    row_reg = l2 * observed.sum(1) if frequency_scaled else torch.full_like(X[:, 0], float(l2))  # [n_rows]
+    value = value + (row_reg * X.pow(2).sum(1)).sum()
+    if both_sides:
+        col_reg = l2 * observed.sum(0) if frequency_scaled else torch.full_like(Y[:, 0], float(l2))  # [n_cols]
+        value = value + (col_reg * Y.pow(2).sum(1)).sum()
+    return value
+
+
+def ials_objective(
+    R: Tensor, X: Tensor, Y: Tensor, l2: float, alpha: float = 1.0, kind: str = "linear", eps: float = 1.0,
+    unobserved_weight: float = 1.0, l2_exponent: float = 0.0, both_sides: bool = False,
+) -> Tensor:
+    """iALS objective, evaluated densely (for tests on small data):
+
+        Σ_{u,i∈I_u} c_ui (1 − x_u·y_i)² + α₀ Σ_{u,i∉I_u} (x_u·y_i)² + Σ_u λ_u ‖x_u‖²
+                                                      [+ Σ_i λ_i ‖y_i‖² if `both_sides`]
+
+    with λ_u = λ (n_u + α₀ n_cols)^ν and λ_i = λ (n_i + α₀ n_rows)^ν; `ials_half_step` minimises
+    it over X (both_sides=False: the terms that depend on X). Differentiable in X and Y."""
+    R_dense, observed = _dense(R, X)  # [n_rows, n_cols] x2
+    C = torch.where(observed.bool(), confidence(R_dense, kind, alpha, eps), torch.full_like(R_dense, unobserved_weight))
+    scores = X @ Y.T  # [n_rows, n_cols]
+    value = (C * (observed - scores).pow(2)).sum()  # p_ui = observed
+    n_rows, n_cols = observed.shape
+    row_reg = l2 * (observed.sum(1) + unobserved_weight * n_cols).pow(l2_exponent)  # [n_rows]
+    value = value + (row_reg * X.pow(2).sum(1)).sum()
+    if both_sides:
+        col_reg = l2 * (observed.sum(0) + unobserved_weight * n_rows).pow(l2_exponent)  # [n_cols]
+        value = value + (col_reg * Y.pow(2).sum(1)).sum()
+    return value
+
+
+@torch.no_grad()
+def als_sweep(model: nn.Module, train: Interactions, l2: float, implicit: bool, **kwargs: Any) -> None:
+    """One full ALS sweep on a model without biases (e.g. `MF(biases=False)`): the user
+    half-step on R = `train.csr("user")` (users × items) written into
+    `model.user_embedding.weight`, then the item half-step on Rᵀ = `train.csr("item")` with the
+    new user factors, written into `model.item_embedding.weight`.
+
+    `implicit` picks `ials_half_step` (kwargs: alpha, kind, eps, unobserved_weight,
+    l2_exponent, block_size) or `least_squares_half_step` (kwargs: frequency_scaled,
+    block_size). Neither half-step increases the corresponding objective (`ials_objective` /
+    `least_squares_objective` with both_sides=True)."""
+    if getattr(model, "biases", False):
+        raise ValueError(
+            "als_sweep solves r̂ = p_u·q_i only; this model has biases (build it with biases=False)"
+        )
+    half_step = ials_half_step if implicit else least_squares_half_step
+    users, items = model.user_embedding.weight, model.item_embedding.weight  # [n_users, D], [n_items, D]
+    R_users = train.csr("user").to(users.device)  # [n_users, n_items]
+    R_items = train.csr("item").to(users.device)  # [n_items, n_users]
+    users.copy_(half_step(R_users, items, l2, **kwargs))
+    items.copy_(half_step(R_items, users, l2, **kwargs))
+
+
+# -- internals ------------------------------------------------------------------------------
+def _csr_parts(R: Tensor, Y: Tensor, block_size: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Validated (crow [n_rows+1], col [nnz], values [nnz]) of R, on Y's device, values in Y's dtype."""
+    if R.layout != torch.sparse_csr or R.dim() != 2:
+        raise ValueError(f"R must be a 2-D torch sparse CSR tensor, got layout {R.layout} and shape {tuple(R.shape)}")
+    if Y.dim() != 2 or not Y.is_floating_point():
+        raise ValueError(f"Y must be a floating [n_cols, k] tensor, got shape {tuple(Y.shape)} dtype {Y.dtype}")
+    if R.shape[1] != Y.shape[0]:
+        raise ValueError(f"R has {R.shape[1]} columns but Y has {Y.shape[0]} rows")
+    if block_size < 1:
+        raise ValueError(f"block_size must be >= 1, got {block_size}")
+    crow = R.crow_indices().to(device=Y.device, dtype=torch.long)  # [n_rows+1]
+    col = R.col_indices().to(device=Y.device, dtype=torch.long)  # [nnz]
+    values = R.values().to(device=Y.device, dtype=Y.dtype)  # [nnz]
+    return crow, col, values
+
+
+def _solve_rows(
+    crow: Tensor, col: Tensor, gram_weight: Tensor, rhs_weight: Tensor, Y: Tensor, reg: Tensor,
+    base: Tensor | None, block_size: int,
+) -> Tensor:
+    """x_u = A_u⁻¹ b_u for every row of a CSR pattern (crow, col), in blocks of rows, with
+
+        A_u = base + Σ_{n∈u} gram_weight_n y_{col_n} y_{col_n}ᵀ + reg_u I,
+        b_u = Σ_{n∈u} rhs_weight_n y_{col_n}.
+    """
+    n_rows, k = crow.numel() - 1, Y.shape[1]
+    X = Y.new_zeros(n_rows, k)  # [n_rows, k]
+    counts = crow.diff()  # [n_rows]
+    chunk = max(1, CHUNK_ELEMENTS // max(1, k * k))  # outer products per index_add_
+    for start in range(0, n_rows, block_size):
+        end = min(start + block_size, n_rows)
+        lo, hi = int(crow[start]), int(crow[end])
+        block_rows = torch.arange(end - start, device=Y.device)  # [b]
+        owner = torch.repeat_interleave(block_rows, counts[start:end], output_size=hi - lo)  # [nnz_b]
+        Yb = Y.index_select(0, col[lo:hi])  # [nnz_b, k] the y_i of the block's entries
+        A = torch.diag_embed(reg[start:end].unsqueeze(1).expand(end - start, k))  # [b, k, k] λ_u I
+        if base is not None:
+            A = A + base  # [b, k, k]
+        b = Y.new_zeros(end - start, k).index_add_(0, owner, Yb * rhs_weight[lo:hi].unsqueeze(1))  # [b, k]
+        wb = gram_weight[lo:hi]  # [nnz_b]
+        for c in range(0, hi - lo, chunk):
+            y = Yb[c:c + chunk]  # [c, k]
+            w = wb[c:c + chunk].view(-1, 1, 1)  # [c, 1, 1]
+            A.index_add_(0, owner[c:c + chunk], w * y.unsqueeze(2) * y.unsqueeze(1))  # += [c, k, k]
+        X[start:end] = spd_solve(A, b)  # [b, k]
+    return X
+
+
+def _dense(R: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
+    """Dense values and 0/1 observed mask [n_rows, n_cols] of a CSR R, in `like`'s dtype/device."""
+    if R.layout != torch.sparse_csr:
+        raise ValueError(f"R must be a torch sparse CSR tensor, got layout {R.layout}")
+    crow, col, values = R.crow_indices(), R.col_indices(), R.values()
+    R_dense = R.to_dense()  # [n_rows, n_cols]
+    observed = torch.sparse_csr_tensor(
+        crow, col, torch.ones_like(values), size=R.shape, check_invariants=False
+    ).to_dense()  # [n_rows, n_cols]
+    return R_dense.to(device=like.device, dtype=like.dtype), observed.to(device=like.device, dtype=like.dtype)

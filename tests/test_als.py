@@ -1,0 +1,178 @@
+"""ALS half-steps against slow, obvious dense references (one `torch.linalg.solve` per row of
+the written formula), the stationarity of the iALS objective, exact low-rank reconstruction,
+block-size invariance and the monotone decrease of `als_sweep`."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from mfzoo.data.implicit import confidence
+from mfzoo.data.interactions import Interactions
+from mfzoo.models.mf import MF
+from mfzoo.solvers import als
+from mfzoo.solvers.als import (
+    als_sweep,
+    ials_half_step,
+    ials_objective,
+    least_squares_half_step,
+    least_squares_objective,
+)
+
+N_ROWS, N_COLS, K = 11, 9, 4
+
+
+def ratings(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dense ratings in 1..5 and their 0/1 mask [N_ROWS, N_COLS], float64: rows of degree
+    0 (row 3), 1 (row 0), N_COLS (row 5) and random degrees in between elsewhere."""
+    g = torch.Generator().manual_seed(seed)
+    p = torch.rand(N_ROWS, 1, generator=g) * 0.8 + 0.1  # [N_ROWS, 1] per-row density
+    mask = (torch.rand(N_ROWS, N_COLS, generator=g) < p).double()  # [N_ROWS, N_COLS]
+    mask[0] = 0
+    mask[0, 2] = 1
+    mask[3] = 0
+    mask[5] = 1
+    values = torch.randint(1, 6, (N_ROWS, N_COLS), generator=g).double()
+    return values * mask, mask
+
+
+def factors(n: int, seed: int = 1) -> torch.Tensor:
+    return torch.randn(n, K, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def explicit_reference(R: torch.Tensor, mask: torch.Tensor, Y: torch.Tensor, l2: float, frequency_scaled: bool):
+    """x_u = (Y_Iᵀ Y_I + λ_u I)⁻¹ Y_Iᵀ r_u, one row at a time; empty rows 0."""
+    X = torch.zeros(R.shape[0], Y.shape[1], dtype=Y.dtype)
+    for u in range(R.shape[0]):
+        items = mask[u].nonzero().squeeze(1)
+        if items.numel() == 0:
+            continue
+        Y_I = Y[items]
+        lam = l2 * items.numel() if frequency_scaled else l2
+        X[u] = torch.linalg.solve(Y_I.T @ Y_I + lam * torch.eye(Y.shape[1], dtype=Y.dtype), Y_I.T @ R[u, items])
+    return X
+
+
+def ials_reference(R, mask, Y, l2, alpha, kind, eps, unobserved_weight, l2_exponent):
+    """x_u = (Yᵀ C_u Y + λ_u I)⁻¹ Yᵀ C_u p_u with the full dense C (α₀ on unobserved pairs)."""
+    C = torch.where(mask.bool(), confidence(R, kind, alpha, eps), torch.full_like(R, unobserved_weight))
+    X = torch.zeros(R.shape[0], Y.shape[1], dtype=Y.dtype)
+    for u in range(R.shape[0]):
+        lam = l2 * (mask[u].sum() + unobserved_weight * R.shape[1]) ** l2_exponent
+        A = Y.T @ (C[u].unsqueeze(1) * Y) + lam * torch.eye(Y.shape[1], dtype=Y.dtype)
+        X[u] = torch.linalg.solve(A, Y.T @ (C[u] * mask[u]))
+    return X
+
+
+@pytest.mark.parametrize("frequency_scaled", [True, False])
+def test_least_squares_half_step_matches_dense_reference(frequency_scaled):
+    R, mask = ratings()
+    Y = factors(N_COLS)
+    X = least_squares_half_step(R.to_sparse_csr(), Y, l2=0.3, frequency_scaled=frequency_scaled)
+    expected = explicit_reference(R, mask, Y, 0.3, frequency_scaled)
+    assert X.shape == (N_ROWS, K) and X.dtype == torch.float64
+    assert torch.allclose(X, expected, rtol=0, atol=1e-10)
+    assert torch.all(X[3] == 0)  # the empty row
+
+
+@pytest.mark.parametrize("kind,alpha,eps", [("linear", 2.0, 1.0), ("log", 3.0, 0.5)])
+@pytest.mark.parametrize("unobserved_weight,l2_exponent", [(1.0, 0.0), (0.3, 0.7)])
+def test_ials_half_step_matches_dense_reference(kind, alpha, eps, unobserved_weight, l2_exponent):
+    R, mask = ratings()
+    Y = factors(N_COLS)
+    kw = {"alpha": alpha, "kind": kind, "eps": eps, "unobserved_weight": unobserved_weight, "l2_exponent": l2_exponent}
+    X = ials_half_step(R.to_sparse_csr(), Y, l2=0.2, **kw)
+    expected = ials_reference(R, mask, Y, 0.2, **kw)
+    assert torch.allclose(X, expected, rtol=0, atol=1e-10)
+
+
+def test_ials_half_step_is_a_stationary_point_of_the_objective():
+    R, _ = ratings()
+    Y = factors(N_COLS)
+    kw = {"alpha": 2.0, "kind": "log", "eps": 0.5, "unobserved_weight": 0.4, "l2_exponent": 0.5}
+    R_csr = R.to_sparse_csr()
+    X = ials_half_step(R_csr, Y, l2=0.1, **kw).requires_grad_()
+    (grad,) = torch.autograd.grad(ials_objective(R_csr, X, Y, l2=0.1, **kw), X)
+    assert grad.abs().max() < 1e-8
+    # and it is not stationary for a perturbed X (the check can fail)
+    X_off = (X.detach() + 1e-3).requires_grad_()
+    (grad_off,) = torch.autograd.grad(ials_objective(R_csr, X_off, Y, l2=0.1, **kw), X_off)
+    assert grad_off.abs().max() > 1e-5
+
+
+def test_least_squares_half_step_is_a_stationary_point_of_the_objective():
+    R, _ = ratings()
+    Y = factors(N_COLS)
+    R_csr = R.to_sparse_csr()
+    X = least_squares_half_step(R_csr, Y, l2=0.1).requires_grad_()
+    (grad,) = torch.autograd.grad(least_squares_objective(R_csr, X, Y, l2=0.1), X)
+    assert grad.abs().max() < 1e-8
+
+
+def test_explicit_als_reconstructs_a_rank_k_matrix():
+    g = torch.Generator().manual_seed(3)
+    M = torch.randn(15, K, generator=g, dtype=torch.float64) @ torch.randn(K, 10, generator=g, dtype=torch.float64)
+    R, Rt = M.to_sparse_csr(), M.T.contiguous().to_sparse_csr()
+    Y = factors(10)
+    for _ in range(3):
+        X = least_squares_half_step(R, Y, l2=0.0, frequency_scaled=False)
+        Y = least_squares_half_step(Rt, X, l2=0.0, frequency_scaled=False)
+    assert (X @ Y.T - M).abs().max() < 1e-6
+
+
+@pytest.mark.parametrize("implicit", [False, True])
+def test_als_sweep_lowers_the_objective_every_sweep(implicit):
+    rng = np.random.default_rng(0)
+    pairs = rng.choice(20 * 15, size=120, replace=False)
+    train = Interactions.from_arrays(pairs // 15, pairs % 15, rng.integers(1, 6, size=120).astype(np.float32))
+    model = MF(train.n_users, train.n_items, dim=K, biases=False, init_std=0.5).double()
+    kw = {"alpha": 2.0, "kind": "linear", "unobserved_weight": 0.5, "l2_exponent": 0.5} if implicit else {"frequency_scaled": True}
+    objective = ials_objective if implicit else least_squares_objective
+    R = train.csr("user")
+
+    @torch.no_grad()
+    def value() -> float:
+        X, Y = model.user_embedding.weight, model.item_embedding.weight
+        return float(objective(R, X, Y, 0.1, both_sides=True, **kw))
+
+    values = [value()]
+    for _ in range(5):
+        als_sweep(model, train, l2=0.1, implicit=implicit, block_size=7, **kw)
+        values.append(value())
+    assert all(b < a for a, b in itertools.pairwise(values)), values
+    assert values[-1] < 0.9 * values[0]
+
+
+def test_als_sweep_rejects_biased_models():
+    train = Interactions.from_arrays(np.array([0, 1]), np.array([0, 1]), np.array([1.0, 2.0]))
+    with pytest.raises(ValueError, match="biases"):
+        als_sweep(MF(2, 2, dim=2, biases=True), train, l2=0.1, implicit=True)
+
+
+@pytest.mark.parametrize("implicit", [False, True])
+def test_block_size_does_not_change_the_result(implicit, monkeypatch):
+    monkeypatch.setattr(als, "CHUNK_ELEMENTS", 2 * K * K)  # also split each block's outer products
+    R, _ = ratings()
+    Y = factors(N_COLS)
+    R_csr = R.to_sparse_csr()
+
+    def solve(block_size: int) -> torch.Tensor:
+        if implicit:
+            return ials_half_step(R_csr, Y, 0.2, alpha=2.0, unobserved_weight=0.3, block_size=block_size)
+        return least_squares_half_step(R_csr, Y, 0.2, block_size=block_size)
+
+    reference = solve(N_ROWS + 5)
+    for block_size in (1, 3):
+        assert torch.equal(solve(block_size), reference)
+
+
+def test_float32_follows_the_input_dtype():
+    R, _ = ratings()
+    Y = factors(N_COLS)
+    X64 = ials_half_step(R.to_sparse_csr(), Y, 0.2, alpha=2.0)
+    X32 = ials_half_step(R.float().to_sparse_csr(), Y.float(), 0.2, alpha=2.0)
+    assert X32.dtype == torch.float32
+    assert torch.allclose(X32.double(), X64, atol=1e-4)
