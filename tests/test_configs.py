@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from mfzoo.data.datamodule import InteractionsDataModule
 from tests.conftest import CONFIG_DIR
 
-GROUPS = ["data", "data/source", "data/split", "data/sampler", "model", "loss", "optim", "scheduler", "trainer", "callbacks", "logger", "experiment"]
+GROUPS = ["data", "data/source", "data/split", "data/sampler", "model", "loss", "optim", "scheduler", "trainer", "callbacks", "logger", "solver", "experiment"]
 # a required value the user must give
 REQUIRED = {("data/source", "table"): ["data.source.path=ratings.csv"]}
 

@@ -1,10 +1,13 @@
-"""`GradientModule`: trains any model with any loss and any optimizer.
+"""Lightning modules: `GradientModule` (any model, any loss, any optimizer) and
+`SolverModule` (a closed-form solver writing into the model's weights, one sweep per epoch).
+Both evaluate the same way (`EvaluatedModule`), so checkpoints, logs and metrics match.
 
 The only place where a model and a loss meet: `loss(model(batch), batch, model.penalty(batch))`.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import lightning as L
@@ -16,66 +19,22 @@ from mfzoo.evaluation.metrics import rating_metrics
 from mfzoo.evaluation.ranking import evaluate_ranking, factor_scores
 
 
-class GradientModule(L.LightningModule):
-    """Gradient training of a scoring model.
+class EvaluatedModule(L.LightningModule):
+    """Evaluation shared by the training modules: RMSE/MAE on the val/test batches, or with
+    `ranking` full-catalogue ranking metrics from the model's factors (validation ranks the
+    val part with training items excluded; test ranks the test part with train and val items
+    excluded). Logs `val/rmse`, `val/mae` (and `test/...`), or `val/ndcg@K`, `val/recall@K`,
+    ... and the popularity metrics."""
 
-    Args:
-        model: an `nn.Module` with `forward(batch) -> scores [B, 1+K]`; optional
-            `penalty(batch)` (regularisation terms handed to the loss).
-        loss: `forward(scores, batch, penalty) -> scalar`.
-        optimizer: a partial taking the parameters (Hydra `_partial_: true`).
-        scheduler: optional partial `(optimizer, total_steps) -> LRScheduler`, stepped every
-            optimizer step (see `mfzoo.training.schedules`).
-        rating_range: predictions are clipped to it for RMSE/MAE (the rating scale).
-        ranking: evaluate by full-catalogue ranking instead of rating error: a dict of
-            `evaluate_ranking` arguments (ks, chunk_size, ...). Validation ranks the val part
-            with training items excluded; test ranks the test part with train and val items
-            excluded. Needs a model with `user_factors()` / `item_factors()`.
-
-    Logs `train/loss` per epoch and, per evaluation, `val/rmse`, `val/mae` (and `test/...`),
-    or with `ranking` `val/ndcg@K`, `val/recall@K`, ... and the beyond-accuracy metrics.
-    """
-
-    def __init__(
-        self,
-        model: nn.Module,
-        loss: nn.Module,
-        optimizer: Callable[..., torch.optim.Optimizer],
-        scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
-        rating_range: tuple[float, float] | None = None,
-        ranking: dict | None = None,
-    ):
+    def __init__(self, model: nn.Module, rating_range: tuple[float, float] | None = None, ranking: dict | None = None):
         super().__init__()
+        self.model = model
         self.ranking = None if ranking is None else dict(ranking)
-        self.model, self.loss = model, loss
-        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.rating_range = None if rating_range is None else (float(rating_range[0]), float(rating_range[1]))
         self._outputs: list[tuple[Tensor, Tensor]] = []
 
     def forward(self, batch: Batch) -> Tensor:
         return self.model(batch)
-
-    def parameter_groups(self) -> list[dict]:
-        """The model's `optimizer_groups()` when it has them (a group's `lr_scale` multiplies
-        the optimizer's lr for that group), else all parameters in one group."""
-        if not hasattr(self.model, "optimizer_groups"):
-            return [{"params": list(self.model.parameters())}]
-        groups = [dict(g) for g in self.model.optimizer_groups()]
-        lr = self.optimizer_factory.keywords.get("lr") if hasattr(self.optimizer_factory, "keywords") else None
-        for group in groups:
-            scale = group.pop("lr_scale", 1.0)
-            if scale != 1.0:
-                if lr is None:
-                    raise ValueError("a model parameter group has lr_scale but the optimizer config sets no lr")
-                group["lr"] = lr * scale
-        return groups
-
-    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        scores = self.model(batch)
-        penalty = self.model.penalty(batch) if hasattr(self.model, "penalty") else None
-        loss = self.loss(scores, batch, penalty)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(batch))
-        return loss
 
     # evaluation: collect predictions, compute metrics once per pass ---------------------
     def _collect(self, batch: Batch) -> None:
@@ -119,9 +78,102 @@ class GradientModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_metrics("test")
 
+
+class GradientModule(EvaluatedModule):
+    """Gradient training of a scoring model.
+
+    Args:
+        model: an `nn.Module` with `forward(batch) -> scores [B, 1+K]`; optional
+            `penalty(batch)` (regularisation terms handed to the loss).
+        loss: `forward(scores, batch, penalty) -> scalar`.
+        optimizer: a partial taking the parameters (Hydra `_partial_: true`).
+        scheduler: optional partial `(optimizer, total_steps) -> LRScheduler`, stepped every
+            optimizer step (see `mfzoo.training.schedules`).
+        rating_range: predictions are clipped to it for RMSE/MAE (the rating scale).
+        ranking: evaluate by full-catalogue ranking instead of rating error: a dict of
+            `evaluate_ranking` arguments (ks, chunk_size, ...); see `EvaluatedModule`.
+
+    Logs `train/loss` per epoch and the evaluation metrics of `EvaluatedModule`.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
+        rating_range: tuple[float, float] | None = None,
+        ranking: dict | None = None,
+    ):
+        super().__init__(model, rating_range, ranking)
+        self.loss = loss
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+
+    def parameter_groups(self) -> list[dict]:
+        """The model's `optimizer_groups()` when it has them (a group's `lr_scale` multiplies
+        the optimizer's lr for that group), else all parameters in one group."""
+        if not hasattr(self.model, "optimizer_groups"):
+            return [{"params": list(self.model.parameters())}]
+        groups = [dict(g) for g in self.model.optimizer_groups()]
+        lr = self.optimizer_factory.keywords.get("lr") if hasattr(self.optimizer_factory, "keywords") else None
+        for group in groups:
+            scale = group.pop("lr_scale", 1.0)
+            if scale != 1.0:
+                if lr is None:
+                    raise ValueError("a model parameter group has lr_scale but the optimizer config sets no lr")
+                group["lr"] = lr * scale
+        return groups
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        scores = self.model(batch)
+        penalty = self.model.penalty(batch) if hasattr(self.model, "penalty") else None
+        loss = self.loss(scores, batch, penalty)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(batch))
+        return loss
+
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.parameter_groups())
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer, total_steps=self.trainer.estimated_stepping_batches)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+class SweepOptimizer(torch.optim.Optimizer):
+    """The closed-form update as an optimizer over the model's own parameters: `step()` runs
+    one solver sweep that writes them. No gradients and no state; it lets Lightning count
+    steps (checkpoints, logging) as for any optimizer."""
+
+    def __init__(self, params, sweep: Callable[[], None]):
+        super().__init__(params, {})
+        self._sweep = sweep
+
+    @torch.no_grad()
+    def step(self, closure=None) -> None:
+        self._sweep()
+
+
+class SolverModule(EvaluatedModule):
+    """Closed-form training: each epoch is one `solver.sweep(model, train)` (for ALS: a user
+    half-step and an item half-step) under manual optimisation, through a `SweepOptimizer`
+    over the model's parameters (no dummy parameters); evaluation, logging and checkpoints
+    as `GradientModule`'s. The trainer runs one training batch per epoch
+    (`limit_train_batches=1`, set by the glue); the batch itself is unused: the solver reads
+    the whole training part from the data module.
+    """
+
+    def __init__(self, model: nn.Module, solver, rating_range: tuple[float, float] | None = None, ranking: dict | None = None):
+        super().__init__(model, rating_range, ranking)
+        self.solver = solver
+        self.automatic_optimization = False
+
+    def _sweep(self) -> None:
+        self.solver.sweep(self.model, self.trainer.datamodule.train.to(self.device))
+
+    def training_step(self, batch: Batch, batch_idx: int) -> None:
+        start = time.perf_counter()
+        self.optimizers().step()
+        self.log("train/sweep_seconds", time.perf_counter() - start, on_step=False, on_epoch=True, batch_size=1)
+
+    def configure_optimizers(self) -> SweepOptimizer:
+        return SweepOptimizer(self.model.parameters(), self._sweep)

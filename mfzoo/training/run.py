@@ -21,7 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from mfzoo.data.datamodule import InteractionsDataModule
-from mfzoo.training.module import GradientModule
+from mfzoo.training.module import GradientModule, SolverModule
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +42,16 @@ def build(cfg: DictConfig, datamodule: InteractionsDataModule | None = None) -> 
         model.prepare(datamodule.train, evaluation=datamodule.evaluation)
     rating_range = cfg.get("rating_range") or datamodule.train.rating_range()
     ranking = cfg.get("ranking")
+    ranking = None if ranking is None else OmegaConf.to_container(ranking, resolve=True)
+    if cfg.get("solver"):  # closed form: the solver replaces loss and optimizer
+        return datamodule, SolverModule(model, instantiate(cfg.solver), tuple(rating_range), ranking)
     module = GradientModule(
         model=model,
         loss=instantiate(cfg.loss),
         optimizer=instantiate(cfg.optim),
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
         rating_range=tuple(rating_range),
-        ranking=None if ranking is None else OmegaConf.to_container(ranking, resolve=True),
+        ranking=ranking,
     )
     return datamodule, module
 
@@ -69,7 +72,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     for callback in callbacks:
         if isinstance(callback, L.pytorch.callbacks.ModelCheckpoint) and callback.dirpath is None:
             callback.dirpath = str(run_dir / "checkpoints")
-    trainer: L.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks, default_root_dir=str(run_dir))
+    one_sweep = {"limit_train_batches": 1} if cfg.get("solver") else {}  # a solver epoch is one sweep
+    trainer: L.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks, default_root_dir=str(run_dir), **one_sweep)
 
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule)

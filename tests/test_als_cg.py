@@ -1,0 +1,146 @@
+"""The conjugate-gradient iALS half-step against its dense twins: one CG step written out with
+the explicit A_u, the exact `ials_half_step` after k steps (CG terminates in k steps on a k-dim
+SPD system), the fixed point at the exact solution, the monotone decrease of `ials_objective`
+over steps, block-size invariance, the zero-division guards and float32."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from mfzoo.data.implicit import confidence
+from mfzoo.solvers.als import ials_half_step, ials_half_step_cg, ials_objective
+from tests.test_als import N_COLS, N_ROWS, K, factors, ratings
+
+SETTINGS = [
+    {"alpha": 2.0, "kind": "linear", "eps": 1.0, "unobserved_weight": 1.0, "l2_exponent": 0.0},
+    {"alpha": 3.0, "kind": "log", "eps": 0.5, "unobserved_weight": 0.3, "l2_exponent": 0.7},
+    {"alpha": 1.0, "kind": "linear", "eps": 1.0, "unobserved_weight": 2.5, "l2_exponent": 0.5},  # c_ui − α₀ < 0 for some
+]
+L2 = 0.2
+
+
+def dense_systems(R: torch.Tensor, mask: torch.Tensor, Y: torch.Tensor, l2: float, **kw) -> tuple[torch.Tensor, torch.Tensor]:
+    """A [N_ROWS, K, K] and b [N_ROWS, K] written out densely: A_u = Yᵀ C_u Y + λ_u I, b_u = Yᵀ C_u p_u."""
+    unobserved_weight, l2_exponent = kw["unobserved_weight"], kw["l2_exponent"]
+    C = torch.where(mask.bool(), confidence(R, kw["kind"], kw["alpha"], kw["eps"]), torch.full_like(R, unobserved_weight))
+    A = torch.stack([Y.T @ (C[u].unsqueeze(1) * Y) for u in range(R.shape[0])])
+    lam = l2 * (mask.sum(1) + unobserved_weight * R.shape[1]) ** l2_exponent
+    A = A + lam.view(-1, 1, 1) * torch.eye(Y.shape[1], dtype=Y.dtype)
+    b = torch.stack([Y.T @ (C[u] * mask[u]) for u in range(R.shape[0])])
+    return A, b
+
+
+def start() -> torch.Tensor:
+    return factors(N_ROWS, seed=5)
+
+
+@pytest.mark.parametrize("kw", SETTINGS)
+def test_one_step_matches_the_dense_formula(kw):
+    """x¹ = x⁰ + (rᵀr / rᵀA r) r with r = b − A x⁰, per row, with the explicit A_u."""
+    R, mask = ratings()
+    Y, X0 = factors(N_COLS), start()
+    A, b = dense_systems(R, mask, Y, L2, **kw)
+    r = b - torch.einsum("uij,uj->ui", A, X0)
+    Ar = torch.einsum("uij,uj->ui", A, r)
+    expected = X0 + ((r * r).sum(1) / (r * Ar).sum(1)).unsqueeze(1) * r
+    X = ials_half_step_cg(R.to_sparse_csr(), Y, X0, L2, cg_steps=1, **kw)
+    assert torch.allclose(X, expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("kw", SETTINGS)
+@pytest.mark.parametrize("from_zero", [False, True])
+def test_k_steps_reach_the_exact_solution(kw, from_zero):
+    R, _ = ratings()
+    Y = factors(N_COLS)
+    R_csr = R.to_sparse_csr()
+    X0 = torch.zeros(N_ROWS, K, dtype=torch.float64) if from_zero else start()
+    exact = ials_half_step(R_csr, Y, L2, **kw)
+    X = ials_half_step_cg(R_csr, Y, X0, L2, cg_steps=K, **kw)
+    assert X.shape == (N_ROWS, K) and X.dtype == torch.float64
+    assert (X - exact).norm() / exact.norm() < 1e-8
+    # and k − 1 steps are not enough (the check can fail)
+    X_short = ials_half_step_cg(R_csr, Y, X0, L2, cg_steps=K - 1, **kw)
+    assert (X_short - exact).norm() / exact.norm() > 1e-3
+
+
+@pytest.mark.parametrize("kw", SETTINGS)
+def test_the_exact_solution_is_a_fixed_point(kw):
+    R, _ = ratings()
+    Y = factors(N_COLS)
+    R_csr = R.to_sparse_csr()
+    exact = ials_half_step(R_csr, Y, L2, **kw)
+    X = ials_half_step_cg(R_csr, Y, exact, L2, cg_steps=3, **kw)
+    assert torch.allclose(X, exact, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("kw", SETTINGS)
+def test_the_objective_decreases_with_every_step(kw):
+    """CG lowers ‖x_u − x_u*‖_{A_u} every step, i.e. the iALS objective, down to its minimum."""
+    R, _ = ratings()
+    Y, X0 = factors(N_COLS), start()
+    R_csr = R.to_sparse_csr()
+    values = [
+        float(ials_objective(R_csr, ials_half_step_cg(R_csr, Y, X0, L2, cg_steps=s, **kw), Y, L2, **kw))
+        for s in range(K + 1)
+    ]
+    assert all(b < a for a, b in itertools.pairwise(values)), values
+    minimum = float(ials_objective(R_csr, ials_half_step(R_csr, Y, L2, **kw), Y, L2, **kw))
+    assert values[-1] == pytest.approx(minimum, rel=1e-10)
+    assert values[0] > 2 * minimum  # the start is far from the minimum, so the decrease is real
+
+
+def test_block_size_does_not_change_the_result():
+    R, _ = ratings()
+    Y, X0 = factors(N_COLS), start()
+    R_csr = R.to_sparse_csr()
+    kw = SETTINGS[1]
+    reference = ials_half_step_cg(R_csr, Y, X0, L2, cg_steps=2, block_size=N_ROWS + 5, **kw)
+    for block_size in (1, 3):
+        X = ials_half_step_cg(R_csr, Y, X0, L2, cg_steps=2, block_size=block_size, **kw)
+        assert torch.allclose(X, reference, rtol=0, atol=1e-12)
+
+
+def test_zero_residual_and_singular_rows_stay_put_without_nan():
+    """Row 3 is empty: with α₀ = 0 and λ = 0 its A_u and b_u are 0, so rᵀr = pᵀAp = 0 exactly."""
+    R, _ = ratings()
+    Y, X0 = factors(N_COLS), start()
+    X0[3] = 0
+    X = ials_half_step_cg(R.to_sparse_csr(), Y, X0, l2=0.0, unobserved_weight=0.0, cg_steps=K)
+    assert torch.isfinite(X).all()
+    assert torch.all(X[3] == 0)
+    # a nonzero start on the empty row is left alone too (A_u = 0: nothing to minimise)
+    X0[3] = 1.0
+    X = ials_half_step_cg(R.to_sparse_csr(), Y, X0, l2=0.0, unobserved_weight=0.0, cg_steps=K)
+    assert torch.isfinite(X).all() and torch.all(X[3] == 1.0)
+
+
+def test_warm_start_is_not_modified_and_zero_steps_copy_it():
+    R, _ = ratings()
+    Y, X0 = factors(N_COLS), start()
+    before = X0.clone()
+    X = ials_half_step_cg(R.to_sparse_csr(), Y, X0, L2, cg_steps=0)
+    assert torch.equal(X0, before) and torch.equal(X, before) and X.data_ptr() != X0.data_ptr()
+    ials_half_step_cg(R.to_sparse_csr(), Y, X0, L2, cg_steps=3)
+    assert torch.equal(X0, before)
+
+
+def test_bad_arguments_are_rejected():
+    R, _ = ratings()
+    Y = factors(N_COLS)
+    with pytest.raises(ValueError, match="X0"):
+        ials_half_step_cg(R.to_sparse_csr(), Y, torch.zeros(N_ROWS, K + 1, dtype=torch.float64), L2)
+    with pytest.raises(ValueError, match="cg_steps"):
+        ials_half_step_cg(R.to_sparse_csr(), Y, start(), L2, cg_steps=-1)
+
+
+@pytest.mark.parametrize("kw", SETTINGS[:2])
+def test_float32_follows_the_input_dtype(kw):
+    R, _ = ratings()
+    Y, X0 = factors(N_COLS), start()
+    exact = ials_half_step(R.to_sparse_csr(), Y, L2, **kw)
+    X32 = ials_half_step_cg(R.float().to_sparse_csr(), Y.float(), X0.float(), L2, cg_steps=K, **kw)
+    assert X32.dtype == torch.float32
+    assert (X32.double() - exact).norm() / exact.norm() < 1e-4
