@@ -273,27 +273,40 @@ def _solve_rows(
 
         A_u = base + Σ_{n∈u} gram_weight_n y_{col_n} y_{col_n}ᵀ + reg_u I,
         b_u = Σ_{n∈u} rhs_weight_n y_{col_n}.
+
+    Rows are taken in order of degree and blocked, so that a block's item lists padded to its
+    longest one waste little; the Gram matrices of a block are one batched matrix product
+    [b, k, L] @ [b, L, k] (padding gathers a zero row with weight 0), and the systems one
+    batched Cholesky solve. A block holds at most `block_size` rows and about
+    `CHUNK_ELEMENTS` gathered factor entries (b · L · k).
     """
     n_rows, k = crow.numel() - 1, Y.shape[1]
     X = Y.new_zeros(n_rows, k)  # [n_rows, k]
     counts = crow.diff()  # [n_rows]
-    chunk = max(1, CHUNK_ELEMENTS // max(1, k * k))  # outer products per index_add_
-    for start in range(0, n_rows, block_size):
+    order = torch.argsort(counts, stable=True)  # [n_rows] rows by degree
+    Y_pad = torch.cat([Y, Y.new_zeros(1, k)])  # [n_cols + 1, k]: the last row pads
+    pad, last = Y.shape[0], max(col.numel() - 1, 0)
+    start = 0
+    while start < n_rows:
         end = min(start + block_size, n_rows)
-        lo, hi = int(crow[start]), int(crow[end])
-        block_rows = torch.arange(end - start, device=Y.device)  # [b]
-        owner = torch.repeat_interleave(block_rows, counts[start:end], output_size=hi - lo)  # [nnz_b]
-        Yb = Y.index_select(0, col[lo:hi])  # [nnz_b, k] the y_i of the block's entries
-        A = torch.diag_embed(reg[start:end].unsqueeze(1).expand(end - start, k))  # [b, k, k] λ_u I
+        longest = int(counts[order[end - 1]])
+        end = min(end, start + max(1, CHUNK_ELEMENTS // max(1, longest * k)))  # memory budget
+        rows = order[start:end]  # [b]
+        longest = int(counts[order[end - 1]])
+        slots = torch.arange(longest, device=Y.device)  # [L]
+        valid = slots.unsqueeze(0) < counts[rows].unsqueeze(1)  # [b, L]
+        pos = (crow[rows].unsqueeze(1) + slots).clamp_(max=last)  # [b, L] entry positions
+        items = torch.where(valid, col[pos] if col.numel() else pos, pad)  # [b, L]
+        Yg = Y_pad[items]  # [b, L, k]
+        gram_w = torch.where(valid, gram_weight[pos], 0.0) if col.numel() else valid.to(Y.dtype)  # [b, L]
+        rhs_w = torch.where(valid, rhs_weight[pos], 0.0) if col.numel() else valid.to(Y.dtype)  # [b, L]
+        A = torch.bmm(Yg.transpose(1, 2), Yg * gram_w.unsqueeze(2))  # [b, k, k] Σ w y yᵀ
+        A.diagonal(dim1=1, dim2=2).add_(reg[rows].unsqueeze(1))  # + λ_u I
         if base is not None:
-            A = A + base  # [b, k, k]
-        b = Y.new_zeros(end - start, k).index_add_(0, owner, Yb * rhs_weight[lo:hi].unsqueeze(1))  # [b, k]
-        wb = gram_weight[lo:hi]  # [nnz_b]
-        for c in range(0, hi - lo, chunk):
-            y = Yb[c:c + chunk]  # [c, k]
-            w = wb[c:c + chunk].view(-1, 1, 1)  # [c, 1, 1]
-            A.index_add_(0, owner[c:c + chunk], w * y.unsqueeze(2) * y.unsqueeze(1))  # += [c, k, k]
-        X[start:end] = spd_solve(A, b)  # [b, k]
+            A += base
+        b = torch.bmm(rhs_w.unsqueeze(1), Yg).squeeze(1)  # [b, k] Σ c y
+        X[rows] = spd_solve(A, b)
+        start = end
     return X
 
 
