@@ -36,7 +36,7 @@ empty row with a zero A_u gets x_u = 0). Memory per block: [block_size, k, k] fo
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
 
@@ -161,24 +161,10 @@ def ials_half_step_cg(
     YtY = unobserved_weight * (Y.T @ Y)  # [k, k] α₀ YtY, once per half-step
     counts = crow.diff()  # [n_rows] n_u
     reg = l2 * (counts.to(Y.dtype) + unobserved_weight * R.shape[1]).pow(l2_exponent)  # [n_rows] λ_u
-    n_rows, n_cols = R.shape
-    for start in range(0, n_rows, block_size):
-        end = min(start + block_size, n_rows)
-        lo, hi = int(crow[start]), int(crow[end])
-        crow_b = crow[start:end + 1] - lo  # [b+1] the block's CSR row pointers
-        col_b = col[lo:hi]  # [nnz_b]
-        owner = torch.repeat_interleave(
-            torch.arange(end - start, device=Y.device), counts[start:end], output_size=hi - lo
-        )  # [nnz_b] row (within the block) of each entry
-        Yb = Y.index_select(0, col_b)  # [nnz_b, k] the y_i of the block's entries
-        b = torch.sparse_csr_tensor(
-            crow_b, col_b, c[lo:hi], size=(end - start, n_cols), check_invariants=False
-        ) @ Y  # [b, k] Σ c_ui y_i
-        matvec = partial(
-            _ials_matvec, crow=crow_b, col=col_b, owner=owner, Yb=Yb, gram_weight=c[lo:hi] - unobserved_weight,
-            Y=Y, YtY=YtY, reg=reg[start:end],
-        )
-        X[start:end] = _batched_cg(matvec, b, X[start:end], cg_steps)
+    for rows, Yg, (gram_w, rhs_w) in _padded_blocks(crow, col, (c - unobserved_weight, c), Y, block_size):
+        b = torch.bmm(rhs_w.unsqueeze(1), Yg).squeeze(1)  # [b, k] Σ c_ui y_i
+        matvec = partial(_ials_matvec, Yg=Yg, gram_weight=gram_w, YtY=YtY, reg=reg[rows])
+        X[rows] = _batched_cg(matvec, b, X[rows], cg_steps)
     return X
 
 
@@ -265,23 +251,14 @@ def _csr_parts(R: Tensor, Y: Tensor, block_size: int) -> tuple[Tensor, Tensor, T
     return crow, col, values
 
 
-def _solve_rows(
-    crow: Tensor, col: Tensor, gram_weight: Tensor, rhs_weight: Tensor, Y: Tensor, reg: Tensor,
-    base: Tensor | None, block_size: int,
-) -> Tensor:
-    """x_u = A_u⁻¹ b_u for every row of a CSR pattern (crow, col), in blocks of rows, with
-
-        A_u = base + Σ_{n∈u} gram_weight_n y_{col_n} y_{col_n}ᵀ + reg_u I,
-        b_u = Σ_{n∈u} rhs_weight_n y_{col_n}.
-
-    Rows are taken in order of degree and blocked, so that a block's item lists padded to its
-    longest one waste little; the Gram matrices of a block are one batched matrix product
-    [b, k, L] @ [b, L, k] (padding gathers a zero row with weight 0), and the systems one
-    batched Cholesky solve. A block holds at most `block_size` rows and about
-    `CHUNK_ELEMENTS` gathered factor entries (b · L · k).
-    """
+def _padded_blocks(
+    crow: Tensor, col: Tensor, weights: tuple[Tensor, ...], Y: Tensor, block_size: int,
+) -> Iterator[tuple[Tensor, Tensor, tuple[Tensor, ...]]]:
+    """The rows of a CSR pattern in blocks, as (rows [b], Yg [b, L, k], per-entry weights each
+    [b, L]): row j of the block holds y_i of its entries, padded to the block's longest row
+    with a zero row of weight 0. Rows are taken in order of degree, so padding wastes little;
+    a block holds at most `block_size` rows and about `CHUNK_ELEMENTS` entries of Yg."""
     n_rows, k = crow.numel() - 1, Y.shape[1]
-    X = Y.new_zeros(n_rows, k)  # [n_rows, k]
     counts = crow.diff()  # [n_rows]
     order = torch.argsort(counts, stable=True)  # [n_rows] rows by degree
     Y_pad = torch.cat([Y, Y.new_zeros(1, k)])  # [n_cols + 1, k]: the last row pads
@@ -289,41 +266,51 @@ def _solve_rows(
     start = 0
     while start < n_rows:
         end = min(start + block_size, n_rows)
-        longest = int(counts[order[end - 1]])
-        end = min(end, start + max(1, CHUNK_ELEMENTS // max(1, longest * k)))  # memory budget
+        end = min(end, start + max(1, CHUNK_ELEMENTS // max(1, int(counts[order[end - 1]]) * k)))  # memory
         rows = order[start:end]  # [b]
-        longest = int(counts[order[end - 1]])
-        slots = torch.arange(longest, device=Y.device)  # [L]
+        slots = torch.arange(int(counts[order[end - 1]]), device=Y.device)  # [L]
         valid = slots.unsqueeze(0) < counts[rows].unsqueeze(1)  # [b, L]
         pos = (crow[rows].unsqueeze(1) + slots).clamp_(max=last)  # [b, L] entry positions
-        items = torch.where(valid, col[pos] if col.numel() else pos, pad)  # [b, L]
-        Yg = Y_pad[items]  # [b, L, k]
-        gram_w = torch.where(valid, gram_weight[pos], 0.0) if col.numel() else valid.to(Y.dtype)  # [b, L]
-        rhs_w = torch.where(valid, rhs_weight[pos], 0.0) if col.numel() else valid.to(Y.dtype)  # [b, L]
+        if col.numel():
+            items = torch.where(valid, col[pos], pad)  # [b, L]
+            padded = tuple(torch.where(valid, w[pos], 0.0) for w in weights)  # each [b, L]
+        else:
+            items, padded = torch.full_like(pos, pad), tuple(valid.to(Y.dtype) for _ in weights)
+        yield rows, Y_pad[items], padded  # [b], [b, L, k], [b, L]...
+        start = end
+
+
+def _solve_rows(
+    crow: Tensor, col: Tensor, gram_weight: Tensor, rhs_weight: Tensor, Y: Tensor, reg: Tensor,
+    base: Tensor | None, block_size: int,
+) -> Tensor:
+    """x_u = A_u⁻¹ b_u for every row of a CSR pattern (crow, col), block by block
+    (`_padded_blocks`), with
+
+        A_u = base + Σ_{n∈u} gram_weight_n y_{col_n} y_{col_n}ᵀ + reg_u I,
+        b_u = Σ_{n∈u} rhs_weight_n y_{col_n}:
+
+    the Gram matrices of a block are one batched product [b, k, L] @ [b, L, k], the systems
+    one batched Cholesky solve.
+    """
+    X = Y.new_zeros(crow.numel() - 1, Y.shape[1])  # [n_rows, k]
+    for rows, Yg, (gram_w, rhs_w) in _padded_blocks(crow, col, (gram_weight, rhs_weight), Y, block_size):
         A = torch.bmm(Yg.transpose(1, 2), Yg * gram_w.unsqueeze(2))  # [b, k, k] Σ w y yᵀ
         A.diagonal(dim1=1, dim2=2).add_(reg[rows].unsqueeze(1))  # + λ_u I
         if base is not None:
             A += base
-        b = torch.bmm(rhs_w.unsqueeze(1), Yg).squeeze(1)  # [b, k] Σ c y
-        X[rows] = spd_solve(A, b)
-        start = end
+        X[rows] = spd_solve(A, torch.bmm(rhs_w.unsqueeze(1), Yg).squeeze(1))  # b_u [b, k]
     return X
 
 
-def _ials_matvec(
-    P: Tensor, crow: Tensor, col: Tensor, owner: Tensor, Yb: Tensor, gram_weight: Tensor, Y: Tensor,
-    YtY: Tensor, reg: Tensor,
-) -> Tensor:
-    """A P [b, k] for a block of b rows with CSR pattern (crow [b+1], col [nnz_b]), entry owners
-    owner [nnz_b] and gathered Yb = Y[col] [nnz_b, k], without forming any A_u:
+def _ials_matvec(P: Tensor, Yg: Tensor, gram_weight: Tensor, YtY: Tensor, reg: Tensor) -> Tensor:
+    """A P [b, k] for a block of rows in the padded layout of `_padded_blocks` (Yg [b, L, k],
+    gram_weight [b, L] = c_ui − α₀, 0 on padding), without forming any A_u:
 
-        A_u = YtY + Σ_{n∈u} gram_weight_n y_{col_n} y_{col_n}ᵀ + reg_u I   (YtY already scaled by α₀).
+        A_u p_u = YtY p_u + Σ_{i∈I_u} (c_ui − α₀)(p_u·y_i) y_i + λ_u p_u   (YtY already scaled by α₀).
     """
-    t = (P.index_select(0, owner) * Yb).sum(1)  # [nnz_b] p_u·y_i on the pattern (SDDMM)
-    S = torch.sparse_csr_tensor(
-        crow, col, gram_weight * t, size=(P.shape[0], Y.shape[0]), check_invariants=False
-    )  # [b, n_cols] (c_ui − α₀) t_ui
-    return P @ YtY + S @ Y + reg.unsqueeze(1) * P  # [b, k]
+    t = torch.bmm(Yg, P.unsqueeze(2)).squeeze(2)  # [b, L] p_u·y_i on the pattern
+    return P @ YtY + torch.bmm((gram_weight * t).unsqueeze(1), Yg).squeeze(1) + reg.unsqueeze(1) * P  # [b, k]
 
 
 def _batched_cg(matvec: Callable[[Tensor], Tensor], b: Tensor, X: Tensor, steps: int) -> Tensor:
