@@ -92,24 +92,13 @@ def grouped_ridge(
     for start in range(0, n_rows, chunk):
         x = X[start:start + chunk]  # [c, k]
         A.index_add_(0, groups[start:start + chunk], x.unsqueeze(2) * x.unsqueeze(1))  # += [c, k, k]
-
-    L, info = torch.linalg.cholesky_ex(A)  # [G, k, k], [G]
-    # two batched triangular solves: ~3x faster than `cholesky_solve` on CPU for small k
-    z = torch.linalg.solve_triangular(L, b.unsqueeze(2), upper=False)  # [G, k, 1] L z = b
-    theta = torch.linalg.solve_triangular(L.mT, z, upper=True).squeeze(2)  # [G, k] Lᵀ θ = z
-    failed = (info != 0).nonzero().squeeze(1)  # [F]
-    if failed.numel():
-        log.debug("grouped_ridge: %d of %d systems not positive definite; using the pseudo-inverse",
-                  failed.numel(), n_groups)
-        A_f, b_f = A.index_select(0, failed), b.index_select(0, failed)  # [F, k, k], [F, k]
-        theta[failed] = (torch.linalg.pinv(A_f, hermitian=True) @ b_f.unsqueeze(2)).squeeze(2)  # [F, k]
-    return theta
+    return spd_solve(A, b)
 
 
 def spd_solve(A: Tensor, b: Tensor) -> Tensor:
     """Batched solve of A_g θ_g = b_g for symmetric positive (semi-)definite A_g.
 
-    One batched Cholesky factorisation (`cholesky_ex` + `cholesky_solve`); a system whose A_g
+    One batched Cholesky factorisation (`cholesky_ex`, then two triangular solves); a system whose A_g
     is not numerically positive definite gets the minimum-norm least-squares solution
     θ_g = A_g⁺ b_g instead (so A_g = 0, b_g = 0 gives θ_g = 0), as in `grouped_ridge`.
 
