@@ -56,6 +56,27 @@ def build(cfg: DictConfig, datamodule: InteractionsDataModule | None = None) -> 
     return datamodule, module
 
 
+def item_labels(cfg: DictConfig, datamodule: InteractionsDataModule) -> list[str]:
+    """A label per item row: the raw id, with the title for MovieLens runs."""
+    raw_ids = [x.item() if hasattr(x, "item") else x for x in datamodule.train.item_ids]
+    source = cfg.data.get("source") or {}
+    titles = {}
+    if str(source.get("_target_", "")).endswith("movielens"):
+        from mfzoo.data.sources import movielens_titles
+
+        titles = movielens_titles(source.get("name", "100k"))
+    return [f"{raw} {titles[raw]}" if raw in titles else str(raw) for raw in raw_ids]
+
+
+@torch.no_grad()
+def log_item_embeddings(logger, model, datamodule: InteractionsDataModule, cfg: DictConfig) -> None:
+    """The item factors, labelled with ids (and titles), into TensorBoard's projector."""
+    logger.experiment.add_embedding(
+        model.item_factors().detach().float().cpu(), metadata=item_labels(cfg, datamodule), tag="item_factors"
+    )
+    logger.experiment.flush()
+
+
 def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     """Train and test the run described by `cfg`, writing its outputs into `run_dir`.
 
@@ -97,5 +118,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     if checkpoint is not None and getattr(checkpoint, "best_model_score", None) is not None:
         metrics["best_val"] = {checkpoint.monitor: float(checkpoint.best_model_score)}
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    if isinstance(logger, L.pytorch.loggers.TensorBoardLogger) and hasattr(module.model, "item_factors"):
+        log_item_embeddings(logger, module.model, datamodule, cfg)
     log.info("test metrics: %s (fit %.2f s) -> %s", metrics["test"], fit_seconds, run_dir)
     return metrics
