@@ -164,9 +164,17 @@ class FaissIndex:
             queries_np = _float32(torch.cat([queries, queries.new_zeros(len(queries), 1)], 1))  # [m, d + 1]
         else:
             queries_np = _float32(queries)  # [m, d]
-        _, ids = self._index.search(queries_np, k)  # [m, k] best first (ascending L2 ⇔ descending q · x)
+        threads = self._faiss.omp_get_max_threads()
+        if len(queries_np) == 1:  # one query: starting a thread team costs more than it saves
+            self._faiss.omp_set_num_threads(1)
+        try:
+            distances, ids = self._index.search(queries_np, k)  # [m, k] best first
+        finally:
+            self._faiss.omp_set_num_threads(threads)
         ids = torch.from_numpy(ids.astype(np.int64))  # [m, k]
         found = ids >= 0  # [m, k]
+        if self.mips == "inner_product":  # faiss's distances are the exact q · x already, in order
+            return torch.from_numpy(distances).masked_fill(~found, -math.inf), ids
         rows = vectors.cpu()[ids.clamp(min=0)]  # [m, k, d]
         scores = (rows * queries.to(rows.dtype).unsqueeze(1)).sum(-1).masked_fill(~found, -math.inf)  # [m, k]
         # the transform orders by exact q·x only up to float32 rounding; re-sort the exact scores
