@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pytest
@@ -141,8 +140,6 @@ def test_large_sparse_never_densifies(monkeypatch) -> None:
     train = Interactions.from_arrays(users, items[:nnz], rng.integers(1, 6, nnz).astype(np.float32))
     assert (train.n_users, train.n_items) == (n_users, n_items)
     for method in ("randomized", "lanczos"):
-        start = time.perf_counter()
         model = TruncatedSVD(8, center="user", method=method).fit(train)
-        assert time.perf_counter() - start < 10
         assert model.U.shape == (n_users, 8) and model.V.shape == (n_items, 8)
         assert bool((model.S[:-1] >= model.S[1:]).all()) and bool(torch.isfinite(model.S).all())

@@ -176,6 +176,11 @@ class Interactions:
             check_invariants=False,
         ).to(self.device)
 
+    def pair_keys(self) -> Tensor:
+        """Sorted distinct keys user · n_items + item of the (user, item) pairs, on this set's
+        device (repeated events count once): membership of any pairs is one `searchsorted`."""
+        return torch.unique(self.users * self.n_items + self.items, sorted=True)  # [P]
+
     # id maps -----------------------------------------------------------------------
     def encode_users(self, raw: np.ndarray) -> np.ndarray:
         """Contiguous ids for raw user ids; raises `DataError` naming unknown ids."""

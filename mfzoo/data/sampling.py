@@ -38,7 +38,7 @@ class Sampler:
         self.reject_seen, self.max_rounds = reject_seen, max_rounds
         self.collisions = 0
         # sorted keys user * n_items + item of the training pairs (for `is_seen`)
-        self.seen_keys = torch.unique(train.users * train.n_items + train.items) if reject_seen else None
+        self.seen_keys = train.pair_keys() if reject_seen else None
 
     def proposal(self, n: int, generator: torch.Generator | None) -> Tensor:
         raise NotImplementedError

@@ -64,7 +64,7 @@ def factor_scores(user_factors: Tensor, item_factors: Tensor) -> ScoreFn:
 def pair_keys(data: Interactions) -> Tensor:
     """Sorted distinct keys user · n_items + item of the (user, item) pairs of `data`, on CPU
     (repeated events count once)."""
-    return torch.unique(data.users.cpu() * data.n_items + data.items.cpu(), sorted=True)  # [P]
+    return data.pair_keys().cpu()  # [P]
 
 
 class ExclusionRows:

@@ -87,6 +87,13 @@ class MF(nn.Module):
         bias = row_norm_sum(self.user_bias, batch.users, cu) + row_norm_sum(self.item_bias, batch.items, ci)
         return torch.stack([factors, bias])
 
+    def _scaled_groups(self, scaled: list[tuple[list[nn.Parameter], float]]) -> list[dict]:
+        """Optimizer groups: each (parameters, lr_scale) of `scaled` (empty lists skipped), and
+        every other parameter of the model at the optimizer's own rate."""
+        special = [p for params, _ in scaled for p in params]
+        rest = [p for p in self.parameters() if all(p is not q for q in special)]
+        return [{"params": rest}] + [{"params": params, "lr_scale": scale} for params, scale in scaled if params]
+
     def user_factors(self) -> Tensor:
         """[n_users, dim(+2)]: with biases `[p_u, μ + b_u, 1]`, so that
         `user_factors() @ item_factors().T` equals the scores exactly."""

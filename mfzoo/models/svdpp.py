@@ -83,9 +83,7 @@ class SVDpp(MF):
 
     def optimizer_groups(self) -> list[dict]:
         """Parameter groups for the optimizer: y with `lr_scale` = `implicit_lr_scale`."""
-        implicit = list(self.implicit.parameters())
-        rest = [p for p in self.parameters() if all(p is not q for q in implicit)]
-        return [{"params": rest}, {"params": implicit, "lr_scale": self.implicit_lr_scale}]
+        return self._scaled_groups([(list(self.implicit.parameters()), self.implicit_lr_scale)])
 
     def user_factors(self) -> Tensor:
         """[n_users, D(+2)]: as `MF.user_factors` with p_u replaced by p_u + |R(u)|^-½ Σ y_j."""

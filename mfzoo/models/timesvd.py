@@ -186,12 +186,7 @@ class TimeSVD(MF):
         `drift_lr_scale`, the rest at the optimizer's rate."""
         implicit = [] if self.implicit is None else list(self.implicit.parameters())
         drift = [self.user_drift.weight] + ([] if self.factor_drift is None else [self.factor_drift.weight])
-        special = implicit + drift
-        rest = [p for p in self.parameters() if all(p is not q for q in special)]
-        groups = [{"params": rest}, {"params": drift, "lr_scale": self.drift_lr_scale}]
-        if implicit:
-            groups.append({"params": implicit, "lr_scale": self.implicit_lr_scale})
-        return groups
+        return self._scaled_groups([(drift, self.drift_lr_scale), (implicit, self.implicit_lr_scale)])
 
     # static factors at the end of the training span ----------------------------------------
     def user_factors(self) -> Tensor:
