@@ -72,28 +72,72 @@ def _print_items(items, scores, labels) -> None:
 
 
 def recommend() -> None:
-    """`mfzoo-recommend RUN_DIR --user ID [-k 10]`: a trained run's top-K for a user, seen
-    items excluded, with raw ids (and titles for MovieLens)."""
+    """`mfzoo-recommend RUN_DIR (--user ID | --items ID,ID,... [--ratings R,R,...]) [-k 10]`: a
+    trained run's top-K for a training user, or for a new user given by the items it rated
+    (folded in with the run's own fold-in), seen items excluded, with raw ids (and titles for
+    MovieLens)."""
     import argparse
 
     import torch
 
     parser = argparse.ArgumentParser(prog="mfzoo-recommend", description=recommend.__doc__)
     parser.add_argument("run_dir")
-    parser.add_argument("--user", required=True, help="raw user id")
+    who = parser.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", help="raw id of a user in the run's data")
+    who.add_argument("--items", help="comma-separated raw item ids of a new user (not in the run's data)")
+    parser.add_argument("--ratings", help="comma-separated values for --items, one per item "
+                        "(default: the run's highest training value, i.e. liked)")
     parser.add_argument("-k", type=int, default=10)
     args = parser.parse_args()
+    if args.ratings is not None and args.items is None:
+        parser.error("--ratings goes with --items")
+    raw_items = None if args.items is None else [x.strip() for x in args.items.split(",") if x.strip()]
+    ratings = None if args.ratings is None else _parse_ratings(parser, args.ratings, len(raw_items))
     quiet_lightning()
     cfg, datamodule, model = _load(args.run_dir)
+    from mfzoo.retrieval import new_users
     from mfzoo.retrieval import recommend as top_k
+    from mfzoo.training.restore import RunError, fold_in_of
     from mfzoo.training.run import item_labels
 
-    data = datamodule.data
-    user = _encode(data.encode_users, args.user, "user")
-    with torch.no_grad():
-        scores, items = top_k(model, torch.tensor([user]), args.k, seen=datamodule.seen)
-    print(f"top {args.k} for user {args.user} ({int((datamodule.seen.users == user).sum())} seen items excluded):")
-    _print_items(items[0], scores[0], item_labels(cfg, datamodule))
+    data, train = datamodule.data, datamodule.train
+    labels = item_labels(cfg, datamodule)
+    if raw_items is None:
+        user = _encode(data.encode_users, args.user, "user")
+        with torch.no_grad():
+            scores, items = top_k(model, torch.tensor([user]), args.k, seen=datamodule.seen)
+        print(f"top {args.k} for user {args.user} ({int((datamodule.seen.users == user).sum())} seen items excluded):")
+        _print_items(items[0], scores[0], labels)
+        return
+
+    codes = [_encode(data.encode_items, raw, "item") for raw in raw_items]
+    repeated = sorted({raw for raw, c in zip(raw_items, codes) if codes.count(c) > 1})
+    if repeated:
+        raise SystemExit(f"mfzoo: item id {repeated[0]!r} given more than once")
+    if ratings is None:
+        ratings = [float(train.values.max())] * len(codes)
+    try:
+        fold_in = fold_in_of(cfg, model)
+        new = new_users(train, codes, ratings, encoded=True)
+        with torch.no_grad():
+            scores, items = top_k(model, new, args.k, fold_in=fold_in)
+    except (RunError, ValueError) as err:
+        raise SystemExit(f"mfzoo: {err}") from None
+    print(f"new user from {len(codes)} items (folded in, these items excluded):")
+    for code, value in zip(codes, ratings):
+        print(f"     rated {value:g}  item {labels[code]}")
+    print(f"top {args.k}:")
+    _print_items(items[0], scores[0], labels)
+
+
+def _parse_ratings(parser, text: str, n_items: int) -> list[float]:
+    try:
+        ratings = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        parser.error(f"--ratings must be numbers, got {text!r}")
+    if len(ratings) != n_items:
+        parser.error(f"--ratings has {len(ratings)} values for {n_items} items")
+    return ratings
 
 
 def similar() -> None:

@@ -1,4 +1,5 @@
-"""mfzoo-recommend / mfzoo-similar on a finished run, and the run's TensorBoard projector."""
+"""mfzoo-recommend (training and new users) / mfzoo-similar on a finished run, and the run's
+TensorBoard projector."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ import sys
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 
 from mfzoo import cli
+from mfzoo.retrieval import new_users
+from mfzoo.solvers import fold_in_interactions
 from mfzoo.training.restore import load_run
 from mfzoo.training.run import train
 from tests.conftest import CONFIG_DIR
@@ -53,6 +57,42 @@ def test_similar_and_unknown_ids(run_dir, monkeypatch, capsys):
         _call(cli.recommend, ["mfzoo-recommend", str(run_dir), "--user", "99999"], monkeypatch, capsys)
     with pytest.raises(SystemExit, match="not a run directory"):
         _call(cli.similar, ["mfzoo-similar", str(run_dir / "nope"), "--item", "1"], monkeypatch, capsys)
+
+
+def _ranked(out: str) -> list[int]:
+    """Item ids of the ranked lines ("  1. score ...  item ID ...") of the CLI's output."""
+    lines = [line for line in out.splitlines() if line.strip()[:2].rstrip(".").isdigit()]
+    return [int(line.split("item ")[1].split()[0]) for line in lines]
+
+
+def test_recommend_for_a_new_user_is_the_runs_ridge_fold_in(run_dir, monkeypatch, capsys):
+    argv = ["mfzoo-recommend", str(run_dir), "--items", "3,5,8", "--ratings", "5,1,4", "-k", "6"]
+    shown = _ranked(_call(cli.recommend, argv, monkeypatch, capsys))
+    assert len(shown) == 6 and not {3, 5, 8} & set(shown)
+    cfg, datamodule, model = load_run(run_dir)
+    loss = instantiate(cfg.loss)  # the run trained MF with MSELoss: the ridge fold-in with its λ, λ_b
+    new = new_users(datamodule.train, [3, 5, 8], [5, 1, 4])
+    with torch.no_grad():
+        scores = fold_in_interactions(model, new, loss.l2, loss.l2_bias)[0] @ model.item_factors().T  # [n_items]
+    scores[[3, 5, 8]] = -float("inf")
+    assert shown == scores.topk(6).indices.tolist()  # raw ids are 0..n-1 in synthetic data
+    # without --ratings every item counts as liked: the run's highest training value
+    out = _call(cli.recommend, ["mfzoo-recommend", str(run_dir), "--items", "3,5,8"], monkeypatch, capsys)
+    top = float(datamodule.train.values.max())
+    assert out.count(f"rated {top:g}  item") == 3 and len(_ranked(out)) == 10
+
+
+def test_recommend_new_user_bad_input(run_dir, monkeypatch, capsys):
+    with pytest.raises(SystemExit, match="^mfzoo: unknown item id '99999' \\(not in this run's data\\)$"):
+        _call(cli.recommend, ["mfzoo-recommend", str(run_dir), "--items", "3,99999"], monkeypatch, capsys)
+    with pytest.raises(SystemExit, match="item id '3' given more than once"):
+        _call(cli.recommend, ["mfzoo-recommend", str(run_dir), "--items", "3,4,3"], monkeypatch, capsys)
+    for argv, message in ((["--user", "7", "--items", "3"], "not allowed with"),
+                          (["--items", "3,4", "--ratings", "5"], "1 values for 2 items"),
+                          (["--user", "7", "--ratings", "5"], "--ratings goes with --items")):
+        with pytest.raises(SystemExit) as exit_info:
+            _call(cli.recommend, ["mfzoo-recommend", str(run_dir), *argv], monkeypatch, capsys)
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_run_writes_item_embeddings_for_the_projector(run_dir):

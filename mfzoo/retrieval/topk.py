@@ -9,6 +9,10 @@ V [n_items, D']` whose product is its exact score (biases folded into extra colu
 with S_u the items user u has seen (never recommended) and C the allowed candidates (all items
 by default). Ranking, ties (lower item id first), chunking and the −∞ / −1 padding of short
 lists are those of `mfzoo.evaluation.ranking.topk`, which does the work here.
+
+Users who arrived after training are given by their events instead of ids (an `Interactions`
+from `mfzoo.retrieval.cold.new_users`): their rows U_u come from the model's fold-in, and S_u
+is then the items they gave.
 """
 
 from __future__ import annotations
@@ -20,30 +24,47 @@ from torch import Tensor, nn
 
 from mfzoo.data.interactions import Interactions
 from mfzoo.evaluation.ranking import ExclusionRows, ScoreFn, factor_scores, topk
+from mfzoo.retrieval.cold import FoldIn, fold_in_users
 
 
 @torch.no_grad()
 def recommend(
-    model: nn.Module, users: Tensor, k: int, seen: Interactions | ExclusionRows | None = None,
-    candidates: Tensor | None = None, chunk_size: int = 2048,
+    model: nn.Module, users: Tensor | Interactions, k: int, seen: Interactions | ExclusionRows | None = None,
+    candidates: Tensor | None = None, chunk_size: int = 2048, *, exclude_seen: bool = True,
+    fold_in: FoldIn | None = None,
 ) -> tuple[Tensor, Tensor]:
     """The K best items of each of `users` by the model's own score `user_factors() @ item_factors()ᵀ`.
 
     Args:
         model: any module with `user_factors()` [n_users, D'] and `item_factors()` [n_items, D'].
-        users: [n] int64 user ids in the model's id space.
+        users: [n] int64 user ids in the model's id space, or the events of n new users (an
+            `Interactions` in the model's item space, users 0..n−1: `new_users(train, items,
+            values)`), folded in by `fold_in`.
         k: list length.
         seen: interactions in the model's id space (usually the training set); each user's
             items in it are never recommended. Pass an `ExclusionRows` to reuse it across calls.
+            Not used for new users, whose seen items are their given events.
         candidates: [C] int64 item ids allowed (e.g. in stock); every other item is masked.
         chunk_size: users scored at once (memory ~ chunk_size × n_items).
+        exclude_seen: False ranks seen items too (`seen`, or a new user's events, ignored).
+        fold_in: new users only: `(model, new) -> [n, D']` factors, matching how the model was
+            trained (see `mfzoo.retrieval.cold`; e.g. `ridge_fold_in(l2, l2_bias)` for an
+            MSE-trained MF, `ALSSolver(...).fold_in` for ALS / iALS). Default: the model's own
+            parameter-free fold-in where it has one (truncated SVD), else a ValueError naming
+            the model.
 
     Returns:
         scores [n, k], items [n, k] (int64), best first; a user with fewer than k allowed
-        items gets score −∞ and item −1 in the tail.
+        items gets score −∞ and item −1 in the tail. Row j of a new-user query is user j
+        (`users.user_ids[j]`).
     """
-    return recommend_factors(model.user_factors().detach(), model, k, seen, candidates, chunk_size,
-                             users=users)
+    if isinstance(users, Interactions):
+        vectors = fold_in_users(model, users, fold_in)  # [n, D']
+        return recommend_factors(vectors, model, k, users if exclude_seen else None, candidates, chunk_size)
+    if fold_in is not None:
+        raise ValueError("fold_in is for new users given as Interactions, not for user ids")
+    return recommend_factors(model.user_factors().detach(), model, k, seen if exclude_seen else None,
+                             candidates, chunk_size, users=users)
 
 
 @torch.no_grad()

@@ -1,4 +1,5 @@
-"""Load a finished run back: its data (for id maps and seen items) and its trained model."""
+"""Load a finished run back: its data (for id maps and seen items), its trained model, and the
+fold-in that matches how it was trained (for users who arrived after training)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from mfzoo.data.datamodule import InteractionsDataModule
+from mfzoo.losses import MSELoss
+from mfzoo.retrieval.cold import FoldIn, ridge_fold_in
 
 
 class RunError(ValueError):
@@ -47,3 +50,17 @@ def load_run(run_dir: str | Path) -> tuple[DictConfig, InteractionsDataModule, n
     state = torch.load(checkpoint_of(run_dir), map_location="cpu", weights_only=False)["state_dict"]
     model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
     return cfg, datamodule, model.eval()
+
+
+def fold_in_of(cfg: DictConfig, model: nn.Module) -> FoldIn:
+    """The fold-in of new users that matches the run's training (see `mfzoo.retrieval.cold`):
+    the solver's own for a closed-form run (ALS / iALS), the ridge solve with the loss's λ, λ_b
+    for a model trained with `MSELoss`; a `RunError` naming the model and the loss otherwise
+    (BPR, BCE and softmax objectives have no closed-form fold-in)."""
+    if cfg.get("solver"):
+        return instantiate(cfg.solver).fold_in
+    loss = instantiate(cfg.loss)
+    if isinstance(loss, MSELoss) and hasattr(model, "fold_in_design"):
+        return ridge_fold_in(loss.l2, loss.l2_bias)
+    raise RunError(f"{type(model).__name__} trained with {type(loss).__name__} has no fold-in for new users "
+                   "(there is one for models trained with MSELoss and for ALS / iALS runs)")
