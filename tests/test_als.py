@@ -165,8 +165,38 @@ def test_block_size_does_not_change_the_result(implicit, monkeypatch):
         return least_squares_half_step(R_csr, Y, 0.2, block_size=block_size)
 
     reference = solve(N_ROWS + 5)
-    for block_size in (1, 3):
-        assert torch.equal(solve(block_size), reference)
+    for block_size in (1, 3):  # the padded length, hence the path of a row (see below), changes
+        assert torch.allclose(solve(block_size), reference, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("dim", [2, 12])  # 12 > N_COLS: every row by the low-rank (Woodbury) path
+@pytest.mark.parametrize("implicit,unobserved_weight", [(False, 0.0), (True, 1.0), (True, 0.3), (True, 8.0)])
+def test_low_rank_and_direct_paths_match_the_dense_reference(dim, implicit, unobserved_weight):
+    """Rows shorter than k are solved through the Woodbury identity, longer rows directly;
+    α₀ = 8 > c_ui makes some weights c_ui − α₀ negative, where only the direct path is valid."""
+    R, mask = ratings()
+    Y = torch.randn(N_COLS, dim, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    if implicit:
+        kw = {"alpha": 2.0, "kind": "linear", "eps": 1.0, "unobserved_weight": unobserved_weight, "l2_exponent": 0.5}
+        X = ials_half_step(R.to_sparse_csr(), Y, l2=0.2, **kw)
+        expected = ials_reference(R, mask, Y, 0.2, **kw)
+    else:
+        X = least_squares_half_step(R.to_sparse_csr(), Y, l2=0.2)
+        expected = explicit_reference(R, mask, Y, 0.2, True)
+    assert torch.allclose(X, expected, rtol=0, atol=1e-10)
+
+
+def test_zero_l2_gives_the_minimum_norm_solution_for_short_rows():
+    """λ = 0, explicit: a row with n_u < k has a singular A_u (no Woodbury, B_u = 0) and gets the
+    minimum-norm least-squares solution, which fits its ratings exactly."""
+    R, mask = ratings()
+    Y = torch.randn(N_COLS, 12, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    X = least_squares_half_step(R.to_sparse_csr(), Y, l2=0.0)
+    for u in (0, 1, 2):
+        items = mask[u].nonzero().squeeze(1)
+        expected = torch.linalg.pinv(Y[items]) @ R[u, items]
+        assert torch.allclose(X[u], expected, atol=1e-8)
+        assert torch.allclose(Y[items] @ X[u], R[u, items], atol=1e-8)
 
 
 def test_float32_follows_the_input_dtype():

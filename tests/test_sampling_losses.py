@@ -8,7 +8,7 @@ from mfzoo.data.batch import Batch
 from mfzoo.data.implicit import confidence, positives
 from mfzoo.data.interactions import Interactions
 from mfzoo.data.loader import BatchLoader
-from mfzoo.data.sampling import PopularitySampler, UniformSampler
+from mfzoo.data.sampling import PairSet, PopularitySampler, UniformSampler
 from mfzoo.losses import BCELoss, BPRLoss, SampledSoftmaxLoss
 
 
@@ -60,6 +60,28 @@ def test_rejection_never_returns_a_seen_item_and_is_seeded():
     assert short.collisions == sum((int(u), int(i)) in seen for u, row in zip(users, left) for i in row) > 0
     plain = PopularitySampler(train, n_negatives=8, beta=1.0)(users, torch.Generator().manual_seed(2))[0]
     assert any((int(u), int(i)) in seen for u, row in zip(users, plain) for i in row)  # without rejection: collisions
+
+
+@pytest.mark.parametrize("n_pairs", [0, 1, 300, 20000])
+def test_pair_set_answers_exactly_like_a_python_set(n_pairs):
+    """Every query of all 300 x 200 pairs, against a set. With 1 or 300 pairs the filter (2^10,
+    2^13 bits for 60000 possible keys) has false positives the exact search must clear; at 20000
+    pairs it has 2^19 bits, and Fibonacci hashing spreads the 60000 keys without a collision."""
+    rng = np.random.default_rng(n_pairs)
+    users, items = rng.integers(0, 300, n_pairs), rng.integers(0, 200, n_pairs)
+    pairs = PairSet(torch.from_numpy(users), torch.from_numpy(items), n_items=200)
+    truth = {(int(u), int(i)) for u, i in zip(users, items)}
+    assert len(pairs) == len(truth)
+    qu, qi = torch.meshgrid(torch.arange(300), torch.arange(200), indexing="ij")
+    found = pairs.contains(qu.flatten(), qi.flatten())
+    expected = torch.tensor([(int(u), int(i)) in truth for u, i in zip(qu.flatten(), qi.flatten())])
+    assert torch.equal(found, expected)
+    if n_pairs:
+        h = pairs._hash(qu.flatten() * 200 + qi.flatten())
+        hits = ((pairs.filter[h >> 3] >> (h & 7).to(torch.uint8)) & 1).bool()
+        assert hits[expected].all()  # no false negatives from the filter
+        # false positives (the search is exercised) exactly when the filter is smaller than the key range
+        assert bool((hits & ~expected).any()) == (2 ** pairs.bits < 300 * 200)
 
 
 def test_loader_with_sampler_builds_positive_plus_negatives(ratings):
