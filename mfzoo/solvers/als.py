@@ -271,10 +271,9 @@ def _padded_blocks(
     start = 0
     while start < n_rows:
         end = min(start + block_size, n_rows)
-        longest = int(counts[order[end - 1]])
-        end = min(end, start + max(1, CHUNK_ELEMENTS // max(1, longest * k)))  # memory
+        end = min(end, start + max(1, CHUNK_ELEMENTS // max(1, int(counts[order[end - 1]]) * k)))  # memory
         rows = order[start:end]  # [b]
-        b = end - start
+        b, longest = end - start, int(counts[order[end - 1]])  # the block's rows, its longest row L
         slots = torch.arange(longest, device=Y.device)  # [L]
         valid = slots.unsqueeze(0) < counts[rows].unsqueeze(1)  # [b, L]
         pos = (crow[rows].unsqueeze(1) + slots).clamp_(max=last).view(-1)  # [b·L] entry positions
