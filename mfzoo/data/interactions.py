@@ -8,7 +8,7 @@ set they came from, so a model sized from the full set serves every part.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -26,7 +26,10 @@ DuplicatePolicy = Literal["keep_last", "keep_first", "error"]
 @dataclass(frozen=True)
 class Interactions:
     """Events as aligned tensors: users [N] int64, items [N] int64, values [N] float32,
-    timestamps [N] int64 (seconds) or None. `user_ids` / `item_ids` map back to raw ids."""
+    timestamps [N] int64 (seconds) or None. `user_ids` / `item_ids` map back to raw ids.
+
+    A set is not modified after construction (methods return new sets), so derived matrices
+    (`csr`) are built once and kept."""
 
     users: Tensor
     items: Tensor
@@ -35,6 +38,7 @@ class Interactions:
     user_ids: np.ndarray
     item_ids: np.ndarray
     name: str = "interactions"
+    _derived: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     # construction ------------------------------------------------------------------
     @classmethod
@@ -166,15 +170,19 @@ class Interactions:
         return m
 
     def csr(self, by: Literal["user", "item"] = "user") -> Tensor:
-        """The same matrix as `to_scipy(by)`, as a torch sparse CSR tensor on `self.device`."""
-        m = self.to_scipy(by)
-        return torch.sparse_csr_tensor(
-            torch.from_numpy(m.indptr.astype(np.int64)),
-            torch.from_numpy(m.indices.astype(np.int64)),
-            torch.from_numpy(m.data.astype(np.float32)),
-            size=m.shape,
-            check_invariants=False,
-        ).to(self.device)
+        """The same matrix as `to_scipy(by)`, as a torch sparse CSR tensor on `self.device`;
+        built on the first call and kept (closed-form solvers ask for it every sweep); do not
+        modify it in place."""
+        if ("csr", by) not in self._derived:
+            m = self.to_scipy(by)
+            self._derived["csr", by] = torch.sparse_csr_tensor(
+                torch.from_numpy(m.indptr.astype(np.int64)),
+                torch.from_numpy(m.indices.astype(np.int64)),
+                torch.from_numpy(m.data.astype(np.float32)),
+                size=m.shape,
+                check_invariants=False,
+            ).to(self.device)
+        return self._derived["csr", by]
 
     def pair_keys(self) -> Tensor:
         """Sorted distinct keys user · n_items + item of the (user, item) pairs, on this set's

@@ -13,9 +13,9 @@ from torch import Tensor
 
 log = logging.getLogger(__name__)
 
-# Elements of the [chunk, k, k] outer-product temporary: 2^24 is 128 MiB in float64, 64 MiB in
+# Elements of the [chunk, k, k] outer-product temporary (and of an ALS block's gathered rows): 2^23 is 64 MiB in float64, 32 MiB in
 # float32, small beside the data sets these solvers see and large enough for few chunks.
-CHUNK_ELEMENTS = 1 << 24
+CHUNK_ELEMENTS = 1 << 23
 
 
 def grouped_ridge(

@@ -35,7 +35,7 @@ class ALSSolver:
         l2_exponent: iALS ν, λ_u = λ (n_u + α₀ n_items)^ν (0: plain λ).
         method: "exact" (batched Cholesky) or "cg" (conjugate gradient, iALS only).
         cg_steps: CG iterations per half-step, warm-started from the current factors.
-        block_size: rows solved at once by the exact path (memory ~ block_size · k²).
+        block_size: rows solved at once (memory: exact ~ block_size · k², CG ~ block_size · n_u · k).
     """
 
     l2: float = 0.1
@@ -48,7 +48,7 @@ class ALSSolver:
     l2_exponent: float = 0.0
     method: str = "exact"
     cg_steps: int = 3
-    block_size: int = 4096
+    block_size: int = 1024
 
     def __post_init__(self) -> None:
         if self.method not in ("exact", "cg"):
@@ -64,7 +64,8 @@ class ALSSolver:
                       l2_exponent=self.l2_exponent)
         if self.method == "cg":
             start = torch.zeros(R.shape[0], Y.shape[1], dtype=Y.dtype, device=Y.device) if X0 is None else X0
-            return als.ials_half_step_cg(R, Y, start, self.l2, cg_steps=self.cg_steps, **kwargs)
+            return als.ials_half_step_cg(R, Y, start, self.l2, cg_steps=self.cg_steps, block_size=self.block_size,
+                                          **kwargs)
         return als.ials_half_step(R, Y, self.l2, block_size=self.block_size, **kwargs)
 
     @torch.no_grad()
