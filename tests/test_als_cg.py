@@ -144,3 +144,43 @@ def test_float32_follows_the_input_dtype(kw):
     X32 = ials_half_step_cg(R.float().to_sparse_csr(), Y.float(), X0.float(), L2, cg_steps=K, **kw)
     assert X32.dtype == torch.float32
     assert (X32.double() - exact).norm() / exact.norm() < 1e-4
+
+
+@pytest.mark.parametrize("method", ["exact", "cg"])
+def test_the_result_does_not_depend_on_the_thread_count(method):
+    """Blocks are solved by as many streams as torch has threads, each single-threaded: the
+    same arithmetic per block, so the same bits for 1 and 2 threads (block_size 2: many blocks)."""
+    R, _ = ratings()
+    Y = torch.randn(R.shape[1], 4, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    X0 = torch.randn(R.shape[0], 4, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+
+    def solve():
+        if method == "cg":
+            return ials_half_step_cg(R.to_sparse_csr(), Y, X0, 0.2, alpha=2.0, block_size=2)
+        return ials_half_step(R.to_sparse_csr(), Y, 0.2, alpha=2.0, block_size=2)
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = solve()
+        torch.set_num_threads(2)
+        two = solve()
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, two)
+
+
+def test_a_stream_error_is_raised_and_torch_threads_restored():
+    from mfzoo.solvers.parallel import run_streams
+
+    threads = torch.get_num_threads()
+
+    def work(stream: int) -> int:
+        if stream == 1:
+            raise RuntimeError("stream 1 failed")
+        return torch.get_num_threads()
+
+    with pytest.raises(RuntimeError, match="stream 1 failed"):
+        run_streams(work, 2)
+    assert torch.get_num_threads() == threads
+    assert run_streams(lambda s: torch.get_num_threads(), 2) == [1, 1]  # torch single-threaded inside

@@ -52,3 +52,29 @@ def test_epochs_learn_to_rank_the_planted_positives(ratings):
     assert last < 0.5 * first  # -ln σ(x) falls from ln 2 as positives get ranked above negatives
     with pytest.raises(ValueError, match="n_negatives=1"):
         bpr_epoch(model, ratings, UniformSampler(ratings, n_negatives=2))
+
+
+def _fit(ratings, threads, epochs=40):
+    torch.manual_seed(0)
+    model = MF(ratings.n_users, ratings.n_items, dim=8, biases=False, init_std=0.01)
+    sampler = UniformSampler(ratings, n_negatives=1, reject_seen=True)
+    g = torch.Generator().manual_seed(1)
+    losses = [bpr_epoch(model, ratings, sampler, lr=0.1, l2=0.001, batch_size=64, generator=g, threads=threads)
+              for _ in range(epochs)]
+    return model, losses
+
+
+def test_one_stream_is_reproducible_and_parallel_streams_learn_as_well(ratings):
+    """threads=1 gives the same factors bit for bit from the same seed; two Hogwild streams
+    (not reproducible bit for bit) reach the same loss level, and torch's thread count is
+    restored afterwards."""
+    a, losses_a = _fit(ratings, 1)
+    b, _ = _fit(ratings, 1)
+    assert torch.equal(a.user_embedding.weight, b.user_embedding.weight)
+    threads = torch.get_num_threads()
+    c, losses_c = _fit(ratings, 2)
+    assert torch.get_num_threads() == threads
+    assert losses_c[-1] < 0.5 * losses_c[0]
+    assert abs(losses_c[-1] - losses_a[-1]) < 0.25 * losses_a[-1]
+    with pytest.raises(ValueError, match="threads"):
+        _fit(ratings, 0, epochs=1)

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
@@ -48,6 +47,7 @@ from torch import Tensor, nn
 from mfzoo.data.implicit import confidence
 from mfzoo.data.interactions import Interactions
 from mfzoo.solvers.linalg import CHUNK_ELEMENTS, spd_solve
+from mfzoo.solvers.parallel import cpu_streams, run_streams
 
 
 def least_squares_half_step(
@@ -279,11 +279,10 @@ def _for_blocks(
     multi-megabyte tensors per block cost more in page faults than the gather itself on a CPU.
 
     On a CPU with more than one torch thread the blocks (longest rows first) are taken in turn
-    by that many Python threads, each running torch single-threaded (`torch.set_num_threads(1)` for the
-    duration, restored after): batched small factorisations run one system after another inside
-    torch, and small element-wise steps stay below torch's parallel grain, so two independent
-    streams of blocks keep both cores busy where one multi-threaded stream does not. Every
-    block's arithmetic is the same either way.
+    by that many streams (`mfzoo.solvers.parallel.run_streams`: Python threads, torch
+    single-threaded meanwhile), which keeps both cores of a 2-core machine busy where one
+    multi-threaded stream of small batched operations does not. Every block's arithmetic is the
+    same either way, so the result does not depend on the number of threads.
     """
     n_rows, k = crow.numel() - 1, Y.shape[1]
     counts = crow.diff().index_select(0, order)  # [n_rows] ascending
@@ -300,7 +299,7 @@ def _for_blocks(
 
     tasks, lock = iter(plan[::-1]), threading.Lock()  # longest rows first: the threads finish together
 
-    def run() -> None:
+    def run(_stream: int) -> None:
         buffer = Y.new_empty(0)  # grows (doubling) to the largest block
         while True:
             with lock:
@@ -323,18 +322,7 @@ def _for_blocks(
             torch.index_select(Y_pad, 0, items.view(-1), out=Yg)
             solve(slice(start, end), Yg.view(b, longest, k), *padded)
 
-    threads = min(torch.get_num_threads() if Y.device.type == "cpu" else 1, len(plan))
-    if threads <= 1:
-        run()
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with ThreadPoolExecutor(threads) as pool:
-            for done in [pool.submit(run) for _ in range(threads)]:
-                done.result()  # re-raises a worker's error
-    finally:
-        torch.set_num_threads(previous)
+    run_streams(run, min(cpu_streams(Y.device), len(plan)))
 
 
 def _solve_rows(
