@@ -11,7 +11,9 @@ seconds / epochs (mfzoo: `Trainer.fit`; implicit: `fit`).
 
 Part 2, speed (`--synthetic`): a seeded synthetic set of 200k users x 50k items x 10M
 interactions; seconds per BPR epoch (64 factors, one negative per positive) of mfzoo's fused
-LearnBPR (`mfzoo.solvers.bpr`) and implicit's BPR, without and with rejection of seen
+LearnBPR (`mfzoo.solvers.bpr`: one reproducible stream, and as many Hogwild streams as torch
+has threads, as implicit runs) and implicit's BPR (its fit callback's epoch seconds, set-up
+excluded; BLAS at one thread, as implicit advises), without and with rejection of seen
 negatives (implicit's `verify_negative_samples`), median over `--repeats` one-epoch fits,
 interleaved; one epoch of mfzoo's gradient path (Lightning + Adam, `experiment=bench_bpr`)
 for reference; then mfzoo's full-catalogue evaluation of all 200k users at K=10 (seconds,
@@ -34,10 +36,11 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
+from _bench import emit, quiet
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from threadpoolctl import threadpool_limits
 
-from _bench import emit, quiet
 from mfzoo.cli import CONFIG_DIR
 from mfzoo.data.interactions import Interactions
 from mfzoo.data.sampling import UniformSampler
@@ -107,8 +110,8 @@ def quality(args) -> list[str]:
         rows["implicit BPR"] = {**evaluate_ranking(factor_scores(U, V), split.train, split.test, ks=(10,)), "epoch_s": seconds / epochs}
         rows["most popular"] = evaluate_ranking(popularity_scores(split.train), split.train, split.test, ks=(10,))
         rows["random"] = evaluate_ranking(random_scores(data.n_items, args.seed), split.train, split.test, ks=(10,))
-        lines += [f"**{split_name}** (train {len(split.train)}, test {len(split.test)} pairs, "
-                  f"{int(rows['random']['n_users_evaluated'])} users evaluated)", "",
+        lines += [(f"**{split_name}** (train {len(split.train)}, test {len(split.test)} pairs, "
+                  f"{int(rows['random']['n_users_evaluated'])} users evaluated)"), "",
                   "| model | " + " | ".join(SHOWN) + " | epoch s |", "|---|" + "---|" * (len(SHOWN) + 1)]
         for name, r in rows.items():
             epoch = f"{r['epoch_s']:.3f}" if "epoch_s" in r else "-"
@@ -118,15 +121,15 @@ def quality(args) -> list[str]:
     cfgs = [f"- {name}: " + f"dim={f.cfg.model.dim}, loss={dict(f.cfg.loss)}, sampler={dict(f.cfg.data.sampler)}, "
             f"lr={f.cfg.optim.lr}, epochs={f.cfg.trainer.max_epochs}, batch={f.cfg.data.batch_size}" for name, f in fits.items()]
     return lines + cfgs + [
-        "- mfzoo LearnBPR (`mfzoo.solvers.bpr`): dim=64, no biases, lr=0.02, l2=0.01, batch 256, 100 epochs, "
-        "uniform negatives rejecting seen items",
-        f"- implicit BPR: factors=64, its defaults otherwise (lr 0.01, regularization 0.01), "
-        f"iterations={args.implicit_iterations}", ""]
+        ("- mfzoo LearnBPR (`mfzoo.solvers.bpr`): dim=64, no biases, lr=0.02, l2=0.01, batch 256, 100 epochs, "
+        "uniform negatives rejecting seen items"),
+        (f"- implicit BPR: factors=64, its defaults otherwise (lr 0.01, regularization 0.01), "
+        f"iterations={args.implicit_iterations}"), ""]
 
 
 def learn_bpr(
     data: Interactions, reject_seen: bool, seed: int, epochs: int = 1, lr: float = 0.05, l2: float = 0.0025,
-    batch_size: int = 32768,
+    batch_size: int = 16384, threads: int | None = 1,
 ) -> tuple[float, Factors]:
     """Epochs of mfzoo's fused LearnBPR (`mfzoo.solvers.bpr`), 64 factors: (seconds, factors)."""
     torch.manual_seed(seed)
@@ -135,31 +138,36 @@ def learn_bpr(
     generator = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
     for _ in range(epochs):
-        bpr_epoch(model, data, sampler, lr=lr, l2=l2, batch_size=batch_size, generator=generator)
+        bpr_epoch(model, data, sampler, lr=lr, l2=l2, batch_size=batch_size, generator=generator, threads=threads)
     seconds = time.perf_counter() - start
     with torch.no_grad():
         return seconds, (model.user_factors(), model.item_factors())
 
 
-def implicit_epoch(data: Interactions, verify: bool, seed: int) -> float:
+def implicit_epoch(user_items, verify: bool, seed: int) -> float:
+    """Seconds of one implicit BPR epoch, from its fit callback (set-up excluded)."""
     from implicit.cpu.bpr import BayesianPersonalizedRanking
 
-    user_items = data.to_scipy("user").astype(np.float32)
     model = BayesianPersonalizedRanking(factors=64, iterations=1, random_state=seed, verify_negative_samples=verify)
-    start = time.perf_counter()
-    model.fit(user_items, show_progress=False)
-    return time.perf_counter() - start
+    seconds: list[float] = []
+    with threadpool_limits(1, "blas"):  # implicit's own advice for its CPU models
+        model.fit(user_items, show_progress=False, callback=lambda iteration, elapsed, *_: seconds.append(elapsed))
+    return seconds[0]
 
 
 def speed(args) -> list[str]:
     start = time.perf_counter()
     data = synthetic(n_users=200_000, n_items=50_000, n_interactions=10_000_000, implicit=True, seed=args.seed)
     made = time.perf_counter() - start
+    user_items = data.to_scipy("user").astype(np.float32)
+    streams = torch.get_num_threads()
     runs = {
-        "mfzoo LearnBPR, no rejection": lambda: learn_bpr(data, False, args.seed)[0],
-        "implicit BPR, verify_negative_samples=False": lambda: implicit_epoch(data, False, args.seed),
-        "mfzoo LearnBPR, rejecting seen negatives": lambda: learn_bpr(data, True, args.seed)[0],
-        "implicit BPR, verify_negative_samples=True": lambda: implicit_epoch(data, True, args.seed),
+        "mfzoo LearnBPR, one stream (reproducible), no rejection": lambda: learn_bpr(data, False, args.seed)[0],
+        f"mfzoo LearnBPR, {streams} Hogwild streams, no rejection": lambda: learn_bpr(data, False, args.seed, threads=None)[0],
+        "implicit BPR, verify_negative_samples=False": lambda: implicit_epoch(user_items, False, args.seed),
+        f"mfzoo LearnBPR, {streams} Hogwild streams, rejecting seen negatives":
+            lambda: learn_bpr(data, True, args.seed, threads=None)[0],
+        "implicit BPR, verify_negative_samples=True": lambda: implicit_epoch(user_items, True, args.seed),
     }
     times: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(args.repeats):  # interleaved one-epoch fits
@@ -167,15 +175,16 @@ def speed(args) -> list[str]:
             times[name].append(run())
     med = {k: statistics.median(v) for k, v in times.items()}
     gradient_s, _, _ = mfzoo_bpr_family("bench_bpr", [], args.seed)(data, 1)
-    lines = [f"**Synthetic BPR epoch** ({data.n_users} users x {data.n_items} items x {len(data)} interactions, "
+    lines = [(f"**Synthetic BPR epoch** ({data.n_users} users x {data.n_items} items x {len(data)} interactions, "
              f"generated in {made:.1f} s; 64 factors, one negative per positive; median of {args.repeats} "
-             f"one-epoch fits, interleaved; torch {torch.__version__}, {torch.get_num_threads()} threads)", "",
+             f"one-epoch fits, interleaved; torch {torch.__version__}, {torch.get_num_threads()} threads)"), "",
              "| | seconds per epoch | all runs |", "|---|---|---|"]
     for k, v in times.items():
         lines.append(f"| {k} | {med[k]:.2f} | {', '.join(f'{x:.2f}' for x in v)} |")
     names = list(runs)
-    lines += [f"| ratio mfzoo / implicit, no rejection | {med[names[0]] / med[names[1]]:.2f} | |",
-              f"| ratio mfzoo / implicit, rejection | {med[names[2]] / med[names[3]]:.2f} | |",
+    lines += [f"| ratio mfzoo (one stream) / implicit, no rejection | {med[names[0]] / med[names[2]]:.2f} | |",
+              f"| ratio mfzoo (Hogwild) / implicit, no rejection | {med[names[1]] / med[names[2]]:.2f} | |",
+              f"| ratio mfzoo (Hogwild) / implicit, rejection | {med[names[3]] / med[names[4]]:.2f} | |",
               f"| mfzoo gradient path (Lightning, Adam, `experiment=bench_bpr`, one run) | {gradient_s:.2f} | |", ""]
     # full-catalogue evaluation of every user at K=10: each user's last event held out
     split = LeaveLastOut(n=1)(data)
@@ -183,11 +192,11 @@ def speed(args) -> list[str]:
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     result = evaluate_ranking(factor_scores(U, V), split.train, split.test, ks=(10,), chunk_size=args.chunk_size)
     rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    lines += [f"**Full-catalogue evaluation**: {int(result['n_users_evaluated'])} users x {data.n_items} items, "
+    lines += [(f"**Full-catalogue evaluation**: {int(result['n_users_evaluated'])} users x {data.n_items} items, "
               f"K=10, chunks of {args.chunk_size} users: {result['seconds']:.1f} s "
               f"({result['n_users_evaluated'] / result['seconds']:.0f} users/s); peak RSS of the whole "
               f"process {rss_after:.2f} GiB (before the evaluation {rss_before:.2f} GiB). "
-              f"NDCG@10 after one epoch: {result['ndcg@10']:.4f}.", ""]
+              f"NDCG@10 after one epoch: {result['ndcg@10']:.4f}."), ""]
     print("\n".join(lines), flush=True)
     return lines
 

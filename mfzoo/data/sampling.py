@@ -40,15 +40,15 @@ class PairSet:
     bit filter: one bit per hash h(key) (Fibonacci hashing: the top `bits` bits of
     key·0x9E3779B97F4A7C15 mod 2^64) set for every pair of the set, so a clear bit proves the
     pair absent; only queries that hit a set bit (the set's pairs and a false-positive share
-    of about 1 − exp(−n / 2^bits), 3-6% with the 16-32 bits per pair used here) are searched.
-    The filter costs 2-4 bytes per pair beside the 8 of the keys; it turned the membership
+    of about 1 − exp(−n / 2^bits), 1.5-3% with the 32-64 bits per pair used here) are searched.
+    The filter costs 4-8 bytes per pair beside the 8 of the keys; it turned the membership
     test of a 10M-pair set from a binary search per query into one byte gather per query.
     """
 
     def __init__(self, users: Tensor, items: Tensor, n_items: int):
         self.n_items = int(n_items)
         self.keys = torch.unique(users.long() * self.n_items + items.long(), sorted=True)  # [P] sorted
-        self.bits = max(10, math.ceil(math.log2(max(len(self.keys), 1) * 16)))
+        self.bits = max(10, math.ceil(math.log2(max(len(self.keys), 1) * 32)))
         h = torch.unique(self._hash(self.keys))  # [H] distinct bit positions
         self.filter = torch.zeros(1 << (self.bits - 3), dtype=torch.uint8, device=self.keys.device)  # [2^bits / 8]
         # distinct bits of one byte sum to their OR
@@ -77,9 +77,10 @@ class PairSet:
         bit = (self.filter.index_select(0, h >> 3) >> (h & 7).to(torch.uint8)) & 1  # [N]
         maybe = bit.nonzero().squeeze(1)  # [M] the queries the filter cannot clear
         if len(maybe):
-            candidates = keys.index_select(0, maybe)  # [M]
+            # sorted queries walk neighbouring paths of the binary search: about half the cache misses
+            candidates, by_key = keys.index_select(0, maybe).sort()  # [M]
             pos = torch.searchsorted(self.keys, candidates).clamp_(max=len(self.keys) - 1)
-            found[maybe] = self.keys[pos] == candidates
+            found[maybe[by_key]] = self.keys[pos] == candidates
         return found
 
 

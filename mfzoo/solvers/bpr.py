@@ -25,17 +25,39 @@ from mfzoo.data.sampling import Sampler
 from mfzoo.solvers.parallel import cpu_streams, run_streams
 
 
+class Workspace:
+    """Reused buffers for `bpr_step`: on a CPU a fresh multi-megabyte tensor per batch costs
+    page faults on first touch that take longer than the gather that fills it. One per stream."""
+
+    def __init__(self) -> None:
+        self._buffers: dict[str, Tensor] = {}
+
+    def rows(self, name: str, like: Tensor, n: int) -> Tensor:
+        """An uninitialised [n, like.shape[1]] tensor of like's dtype and device, reused by name."""
+        size = n * like.shape[1]
+        buffer = self._buffers.get(name)
+        if buffer is None or buffer.numel() < size or buffer.dtype != like.dtype or buffer.device != like.device:
+            buffer = self._buffers[name] = like.new_empty(size)
+        return buffer[:size].view(n, like.shape[1])
+
+
 @torch.no_grad()
-def bpr_step(model, users: Tensor, positives: Tensor, negatives: Tensor, lr: float, l2: float, l2_bias: float = 0.0) -> Tensor:
+def bpr_step(
+    model, users: Tensor, positives: Tensor, negatives: Tensor, lr: float, l2: float, l2_bias: float = 0.0,
+    workspace: Workspace | None = None,
+) -> Tensor:
     """One fused SGD step on Σ_b ℓ_b (module docstring) for an `MF`-like model with
     `user_embedding`, `item_embedding` and, when `model.biases`, `item_bias`. Returns the
-    mean −ln σ(x) of the batch (before the update)."""
+    mean −ln σ(x) of the batch (before the update). `workspace` keeps the [B, D] buffers
+    between calls (`bpr_epoch` passes one)."""
     P, Q = model.user_embedding.weight, model.item_embedding.weight
-    p = P.index_select(0, users)  # [B, D]
-    q_i = Q.index_select(0, positives)  # [B, D]
-    q_j = Q.index_select(0, negatives)  # [B, D]
-    diff = q_i - q_j  # [B, D]
-    x = (p * diff).sum(1)  # [B]
+    ws = workspace or Workspace()
+    B = len(users)
+    p = torch.index_select(P, 0, users, out=ws.rows("p", P, B))  # [B, D]
+    q_i = torch.index_select(Q, 0, positives, out=ws.rows("q_i", Q, B))  # [B, D]
+    q_j = torch.index_select(Q, 0, negatives, out=ws.rows("q_j", Q, B))  # [B, D]
+    diff = torch.sub(q_i, q_j, out=ws.rows("diff", Q, B))  # [B, D]
+    x = torch.mul(p, diff, out=ws.rows("product", Q, B)).sum(1)  # [B]
     biases = getattr(model, "biases", False)
     if biases:
         b = model.item_bias.weight[:, 0]
@@ -86,13 +108,13 @@ def bpr_epoch(
 
     def run(stream: int) -> tuple[float, int]:
         g = generator if seeds is None else torch.Generator().manual_seed(seeds[stream])
-        total, steps = 0.0, 0
+        total, steps, workspace = 0.0, 0, Workspace()
         share = n // streams + (stream < n % streams)  # this stream's samples
         for start in range(0, share, batch_size):
             rows = torch.randint(n, (min(batch_size, share - start),), generator=g).to(device)  # [B]
             u, i = users.index_select(0, rows), items.index_select(0, rows)
             j, _ = sampler(u, g)  # [B, 1]
-            total += float(bpr_step(model, u, i, j[:, 0], lr, l2, l2_bias))
+            total += float(bpr_step(model, u, i, j[:, 0], lr, l2, l2_bias, workspace))
             steps += 1
         return total, steps
 
