@@ -57,7 +57,7 @@ def bpr_step(
     q_i = torch.index_select(Q, 0, positives, out=ws.rows("q_i", Q, B))  # [B, D]
     q_j = torch.index_select(Q, 0, negatives, out=ws.rows("q_j", Q, B))  # [B, D]
     diff = torch.sub(q_i, q_j, out=ws.rows("diff", Q, B))  # [B, D]
-    x = torch.mul(p, diff, out=ws.rows("product", Q, B)).sum(1)  # [B]
+    x = torch.bmm(p.unsqueeze(1), diff.unsqueeze(2)).view(B)  # [B] p_u·(q_i − q_j), no [B, D] temporary
     biases = getattr(model, "biases", False)
     if biases:
         b = model.item_bias.weight[:, 0]
@@ -70,7 +70,7 @@ def bpr_step(
     shrink = -2.0 * l2 * lr
     P.index_add_(0, users, diff.mul_(z).add_(p, alpha=shrink))  # lr(z (q_i − q_j) − 2λ p_u)
     zp = p.mul_(z)  # [B, D] lr·z·p_u (p is no longer needed)
-    Q.index_add_(0, positives, q_i.mul_(shrink).add_(zp))  # lr(z p_u − 2λ q_i)
+    Q.index_add_(0, positives, torch.add(zp, q_i, alpha=shrink, out=q_i))  # lr(z p_u − 2λ q_i), one pass
     Q.index_add_(0, negatives, q_j.mul_(shrink).sub_(zp))  # lr(−z p_u − 2λ q_j)
     if biases:
         z, shrink_bias = z[:, 0], -2.0 * l2_bias * lr
