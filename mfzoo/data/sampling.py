@@ -10,9 +10,10 @@ rejection), as the logQ correction of a sampled softmax needs; `log_prob(items)`
 any items (the positives' too).
 
 With `reject_seen`, negatives that are training items of their user are redrawn, all at once,
-for up to `max_rounds` rounds (membership by `PairSet`: a hashed bit filter, then an exact
-search of the few pairs it flags); what still collides after that (users who have seen nearly the
-whole catalogue) is kept and counted in `self.collisions`. Rejection makes the effective
+for up to `max_rounds` rounds of `candidates` (4) draws per slot, the first unseen draw kept
+(membership by `PairSet`: a hashed bit filter, then an exact search of the few pairs it
+flags); what still collides after that (users who have seen nearly the whole catalogue) is
+kept and counted in `self.collisions`. Rejection makes the effective
 distribution q conditioned on unseen items; `log_q` stays the proposal's.
 """
 
@@ -87,6 +88,8 @@ class PairSet:
 class Sampler:
     """Base: draws from `self.proposal(n, generator)`, rejects seen items when asked."""
 
+    candidates = 4  # draws per slot and redraw round
+
     def __init__(self, train: Interactions, n_negatives: int = 1, reject_seen: bool = False, max_rounds: int = 30):
         if n_negatives < 1:
             raise ValueError(f"n_negatives must be >= 1, got {n_negatives}")
@@ -110,15 +113,23 @@ class Sampler:
         shape = (len(users), self.n_negatives)
         items = self.proposal(shape[0] * shape[1], generator).to(users.device)  # [B*K]
         if self.seen is not None and len(self.seen):
-            slot_users = users.repeat_interleave(self.n_negatives)  # [B*K]
-            pending = torch.arange(len(items), device=items.device)  # slots still to check
+            slot_users = users.repeat_interleave(self.n_negatives) if self.n_negatives > 1 else users  # [B*K]
+            pending = self.is_seen(slot_users, items).nonzero().squeeze(1)  # [P] slots holding a seen item
+            m = self.candidates
             for _ in range(self.max_rounds):
-                pending = pending[self.is_seen(slot_users[pending], items[pending])]
                 if len(pending) == 0:
                     break
-                items[pending] = self.proposal(len(pending), generator).to(items.device)
-            else:
-                self.collisions += int(self.is_seen(slot_users[pending], items[pending]).sum())
+                # m fresh draws per pending slot, the first unseen one kept: the first unseen of
+                # i.i.d. draws from q is distributed as q restricted to unseen items, as with one
+                # draw per round, in fewer rounds (each round is a few small tensor operations)
+                draws = self.proposal(len(pending) * m, generator).to(items.device).view(-1, m)  # [P, m]
+                seen = self.is_seen(slot_users[pending].repeat_interleave(m), draws.view(-1)).view(-1, m)  # [P, m]
+                free = ~seen
+                done = free.any(1)  # [P]
+                first = free.to(torch.uint8).argmax(1, keepdim=True)  # [P, 1] the first unseen draw
+                items[pending[done]] = draws.gather(1, first).squeeze(1)[done]
+                pending = pending[~done]
+            self.collisions += len(pending)
         items = items.view(shape)  # [B, K]
         return items, self.log_prob(items)
 
