@@ -27,11 +27,13 @@ whose solution, with the YᵀY trick (α₀ YtY is shared by all rows, computed 
 
     A_u = α₀ YtY + Σ_{i∈I_u} (c_ui − α₀) y_i y_iᵀ + λ_u I,   b_u = Σ_{i∈I_u} c_ui y_i.
 
-All A_u of a block of `block_size` rows are built at once (outer products of the gathered
-y_i, accumulated with `index_add_`) and solved by one batched Cholesky factorisation
-(`spd_solve`; a singular A_u, e.g. λ = 0 and n_u < k, gets the minimum-norm solution and an
-empty row with a zero A_u gets x_u = 0). Memory per block: [block_size, k, k] for A plus the
-[chunk, k, k] outer-product temporary bounded by `linalg.CHUNK_ELEMENTS`.
+Rows are solved in blocks of up to `block_size` rows of similar degree (`_for_blocks`: the
+y_i of a block gathered into one padded [b, L, k] tensor of about `linalg.CHUNK_ELEMENTS`
+entries), by as many threads as torch has. A block of rows longer than k builds its A_u as one
+batched product and solves them by one batched Cholesky factorisation (`spd_solve`; a singular
+A_u, e.g. λ = 0 and n_u < k, gets the minimum-norm solution and an empty row gets x_u = 0); a
+block of shorter rows solves the same systems exactly through the Woodbury identity, an L x L
+Cholesky per row (`_solve_rows`). The CG path (`ials_half_step_cg`) never forms A_u.
 """
 
 from __future__ import annotations
