@@ -69,7 +69,7 @@ def test_pair_set_answers_exactly_like_a_python_set(n_pairs):
     pairs it has 2^19 bits, and Fibonacci hashing spreads the 60000 keys without a collision."""
     rng = np.random.default_rng(n_pairs)
     users, items = rng.integers(0, 300, n_pairs), rng.integers(0, 200, n_pairs)
-    pairs = PairSet(torch.from_numpy(users), torch.from_numpy(items), n_items=200)
+    pairs = PairSet(torch.unique(torch.from_numpy(users * 200 + items)), n_items=200)
     truth = {(int(u), int(i)) for u, i in zip(users, items)}
     assert len(pairs) == len(truth)
     qu, qi = torch.meshgrid(torch.arange(300), torch.arange(200), indexing="ij")

@@ -46,9 +46,10 @@ class PairSet:
     test of a 10M-pair set from a binary search per query into one byte gather per query.
     """
 
-    def __init__(self, users: Tensor, items: Tensor, n_items: int):
+    def __init__(self, keys: Tensor, n_items: int):
+        """keys: the sorted distinct keys user·n_items + item of the set (`Interactions.pair_keys`)."""
         self.n_items = int(n_items)
-        self.keys = torch.unique(users.long() * self.n_items + items.long(), sorted=True)  # [P] sorted
+        self.keys = keys  # [P] sorted
         self.bits = max(10, math.ceil(math.log2(max(len(self.keys), 1) * 32)))
         h = torch.unique(self._hash(self.keys))  # [H] distinct bit positions
         self.filter = torch.zeros(1 << (self.bits - 3), dtype=torch.uint8, device=self.keys.device)  # [2^bits / 8]
@@ -57,7 +58,7 @@ class PairSet:
 
     @classmethod
     def of(cls, data: Interactions) -> PairSet:
-        return cls(data.users, data.items, data.n_items)
+        return cls(data.pair_keys(), data.n_items)
 
     def __len__(self) -> int:
         return len(self.keys)
