@@ -129,7 +129,7 @@ def quality(args) -> list[str]:
 
 def learn_bpr(
     data: Interactions, reject_seen: bool, seed: int, epochs: int = 1, lr: float = 0.05, l2: float = 0.0025,
-    batch_size: int = 16384, threads: int | None = 1,
+    batch_size: int = 16384, threads: int | None = 1, compile: bool = False,
 ) -> tuple[float, Factors]:
     """Epochs of mfzoo's fused LearnBPR (`mfzoo.solvers.bpr`), 64 factors: (seconds, factors)."""
     torch.manual_seed(seed)
@@ -138,7 +138,8 @@ def learn_bpr(
     generator = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
     for _ in range(epochs):
-        bpr_epoch(model, data, sampler, lr=lr, l2=l2, batch_size=batch_size, generator=generator, threads=threads)
+        bpr_epoch(model, data, sampler, lr=lr, l2=l2, batch_size=batch_size, generator=generator, threads=threads,
+                  compile=compile)
     seconds = time.perf_counter() - start
     with torch.no_grad():
         return seconds, (model.user_factors(), model.item_factors())

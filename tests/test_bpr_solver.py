@@ -1,4 +1,5 @@
 import copy
+import logging
 
 import pytest
 import torch
@@ -7,14 +8,17 @@ from mfzoo.data.batch import Batch
 from mfzoo.data.sampling import UniformSampler
 from mfzoo.losses import BPRLoss
 from mfzoo.models.mf import MF
-from mfzoo.solvers.bpr import bpr_epoch, bpr_step
+from mfzoo.solvers import bpr as bpr_module
+from mfzoo.solvers.bpr import bpr_epoch, bpr_step, fused_step
 
 
+@pytest.mark.parametrize("step", [bpr_step, fused_step], ids=["eager", "compiled"])
 @pytest.mark.parametrize("biases", [False, True])
-def test_fused_step_equals_sgd_on_the_summed_bpr_loss(biases):
-    """The fused update equals torch SGD with lr·B on BPRLoss (mean over B + λ·penalty/B),
-    i.e. one SGD step on the summed per-sample objective, for P, Q and the item biases.
-    Repeated users and items in the batch must accumulate."""
+def test_fused_step_equals_sgd_on_the_summed_bpr_loss(biases, step):
+    """The fused update, eager (`bpr_step`) and compiled (`fused_step`), equals torch SGD with
+    lr·B on BPRLoss (mean over B + λ·penalty/B), i.e. one SGD step on the summed per-sample
+    objective, for P, Q and the item biases. Repeated users and items in the batch must
+    accumulate."""
     torch.manual_seed(0)
     model = MF(6, 9, dim=4, biases=biases, init_std=0.5)
     if biases:
@@ -32,7 +36,7 @@ def test_fused_step_equals_sgd_on_the_summed_bpr_loss(biases):
     optimizer = torch.optim.SGD(reference.parameters(), lr=lr * len(users))
     loss.backward()
     optimizer.step()
-    mean_nll = bpr_step(model, users, pos, neg, lr, l2, l2_bias)
+    mean_nll = step(model, users, pos, neg, lr, l2, l2_bias)
     assert torch.allclose(model.user_embedding.weight, reference.user_embedding.weight, atol=1e-6)
     assert torch.allclose(model.item_embedding.weight, reference.item_embedding.weight, atol=1e-6)
     if biases:
@@ -78,3 +82,45 @@ def test_one_stream_is_reproducible_and_parallel_streams_learn_as_well(ratings):
     assert abs(losses_c[-1] - losses_a[-1]) < 0.25 * losses_a[-1]
     with pytest.raises(ValueError, match="threads"):
         _fit(ratings, 0, epochs=1)
+
+
+def test_compiled_epochs_follow_the_eager_ones_and_stay_reproducible(ratings):
+    """bpr_epoch(compile=True): full batches through the compiled kernel, the short last one
+    eager. From the same seed it tracks the eager epochs (the same updates, rows summed in
+    another order), is reproducible bit for bit with one stream, and learns with two."""
+    def fit(compile, threads=1):
+        torch.manual_seed(0)
+        model = MF(ratings.n_users, ratings.n_items, dim=8, biases=True, init_std=0.01)
+        sampler = UniformSampler(ratings, n_negatives=1, reject_seen=True)
+        g = torch.Generator().manual_seed(1)
+        losses = [bpr_epoch(model, ratings, sampler, lr=0.1, l2=0.001, batch_size=64, generator=g, threads=threads,
+                            compile=compile) for _ in range(20)]
+        return model, losses
+
+    eager, eager_losses = fit(False)
+    compiled, compiled_losses = fit(True)
+    again, _ = fit(True)
+    assert torch.equal(compiled.user_embedding.weight, again.user_embedding.weight)
+    assert torch.allclose(compiled.user_embedding.weight, eager.user_embedding.weight, atol=1e-5)
+    assert compiled_losses == pytest.approx(eager_losses, rel=1e-5)
+    _, hogwild_losses = fit(True, threads=2)
+    assert hogwild_losses[-1] < 0.7 * hogwild_losses[0]
+
+
+def test_compile_failure_falls_back_to_the_eager_step(ratings, monkeypatch, caplog):
+    """Where the kernel cannot be compiled (no C++ compiler, say) the epoch warns with the
+    reason and runs `bpr_step`: the same numbers as compile=False."""
+    def broken(threads):
+        raise RuntimeError("no C++ compiler found")
+
+    monkeypatch.setattr(bpr_module, "fused_kernel", broken)
+    results = []
+    for compile in (False, True):
+        torch.manual_seed(0)
+        model = MF(ratings.n_users, ratings.n_items, dim=8, biases=False, init_std=0.01)
+        sampler = UniformSampler(ratings, n_negatives=1)
+        with caplog.at_level(logging.WARNING, logger="mfzoo.solvers.bpr"):
+            results.append(bpr_epoch(model, ratings, sampler, batch_size=64, generator=torch.Generator().manual_seed(0),
+                                     compile=compile))
+    assert results[0] == results[1]
+    assert "no C++ compiler found" in caplog.text and "running bpr_step" in caplog.text
