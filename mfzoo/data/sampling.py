@@ -36,7 +36,8 @@ _HASH = 0x9E3779B97F4A7C15 - (1 << 64)  # 2^64 / golden ratio, odd, as a signed 
 class PairSet:
     """Membership of (user, item) pairs in a fixed set, vectorised: `contains(users, items)`.
 
-    Exact: the answer is a search of the sorted distinct keys user·n_items + item. Most queries
+    Exact: the answer is a search of the sorted distinct keys user·n_items + item (a binary
+    search of the first keys of blocks of 64, then a compare with the block's keys). Most queries
     (negatives drawn at random are almost never training pairs) are answered before that by a
     bit filter: one bit per hash h(key) (Fibonacci hashing: the top `bits` bits of
     key·0x9E3779B97F4A7C15 mod 2^64) set for every pair of the set, so a clear bit proves the
@@ -46,10 +47,16 @@ class PairSet:
     test of a 10M-pair set from a binary search per query into one byte gather per query.
     """
 
+    block = 64  # keys per block of the exact search
+
     def __init__(self, keys: Tensor, n_items: int):
         """keys: the sorted distinct keys user·n_items + item of the set (`Interactions.pair_keys`)."""
         self.n_items = int(n_items)
-        self.keys = keys  # [P] sorted
+        # the keys padded to whole blocks with the largest int64 (no key: keys < n_users·n_items)
+        pad = -len(keys) % self.block
+        self.blocks = torch.cat([keys, keys.new_full((pad,), torch.iinfo(torch.int64).max)]).view(-1, self.block)
+        self.keys = self.blocks.view(-1)[:len(keys)]  # [P] sorted
+        self.fences = self.blocks[:, 0].clone()  # [P / block] the first key of every block
         self.bits = max(10, math.ceil(math.log2(max(len(self.keys), 1) * 32)))
         h = torch.unique(self._hash(self.keys))  # [H] distinct bit positions
         self.filter = torch.zeros(1 << (self.bits - 3), dtype=torch.uint8, device=self.keys.device)  # [2^bits / 8]
@@ -74,15 +81,17 @@ class PairSet:
         if not len(self.keys):
             return found
         if self.filter.device != keys.device:
-            self.keys, self.filter = self.keys.to(keys.device), self.filter.to(keys.device)
+            self.blocks, self.fences, self.filter = (t.to(keys.device) for t in (self.blocks, self.fences, self.filter))
+            self.keys = self.blocks.view(-1)[:len(self.keys)]
         h = self._hash(keys)  # [N]
         bit = (self.filter.index_select(0, h >> 3) >> (h & 7).to(torch.uint8)) & 1  # [N]
         maybe = bit.nonzero().squeeze(1)  # [M] the queries the filter cannot clear
         if len(maybe):
-            # sorted queries walk neighbouring paths of the binary search: about half the cache misses
-            candidates, by_key = keys.index_select(0, maybe).sort()  # [M]
-            pos = torch.searchsorted(self.keys, candidates).clamp_(max=len(self.keys) - 1)
-            found[maybe[by_key]] = self.keys[pos] == candidates
+            # two levels: a binary search of the block fences (small enough to stay in cache),
+            # then one compare against the 64 keys of the block (adjacent cache lines)
+            candidates = keys.index_select(0, maybe)  # [M]
+            block = torch.searchsorted(self.fences, candidates, right=True).sub_(1).clamp_(min=0)  # [M]
+            found[maybe] = (self.blocks.index_select(0, block) == candidates.unsqueeze(1)).any(1)
         return found
 
 

@@ -95,8 +95,9 @@ def _gradients(
     shrink: Tensor, shrink_bias: Tensor, dP: Tensor, dQ_i: Tensor, dQ_j: Tensor, db_i: Tensor, db_j: Tensor,
 ) -> Tensor:
     """The updates of `bpr_step` for a batch, written into dP, dQ_i, dQ_j [B, D] (and db_i, db_j
-    [B] when `bias` is the item-bias vector) rather than added into the weights; returns the
-    summed −ln σ(x). lr, shrink = −2λ·lr and shrink_bias = −2λ_b·lr are 0-d tensors. Written for `torch.compile`, which turns it into one loop over the batch
+    [B] when `bias` is the item-bias vector) rather than added into the weights; returns x [B].
+    lr, shrink = −2λ·lr and shrink_bias = −2λ_b·lr are 0-d tensors. (The loss is left to the
+    caller: a sum over the batch inside would split the kernel's single pass over the rows.) Written for `torch.compile`, which turns it into one loop over the batch
     that gathers each row once (`fused_kernel`); eager, it allocates its temporaries."""
     p, q_i, q_j = P[users], Q[positives], Q[negatives]  # [B, D]
     diff = q_i - q_j
@@ -112,7 +113,7 @@ def _gradients(
     if bias is not None:
         db_i.copy_(z + shrink_bias * b_i)
         db_j.copy_(shrink_bias * b_j - z)
-    return torch.nn.functional.softplus(-x).sum()
+    return x
 
 
 @functools.cache
@@ -143,15 +144,15 @@ def fused_step(
     kernel = fused_kernel(torch.get_num_threads() if threads is None else threads)
     # the scalars go in as 0-d tensors: as Python floats they would be compiled in as constants
     scalars = torch.tensor([lr, -2.0 * l2 * lr, -2.0 * l2_bias * lr], dtype=P.dtype).to(P.device)
-    total = kernel(P, Q, bias, users, positives, negatives, scalars[0], scalars[1], scalars[2],
-                   dP, dQ_i, dQ_j, db_i, db_j)
+    x = kernel(P, Q, bias, users, positives, negatives, scalars[0], scalars[1], scalars[2],
+               dP, dQ_i, dQ_j, db_i, db_j)
     P.index_add_(0, users, dP)
     Q.index_add_(0, positives, dQ_i)
     Q.index_add_(0, negatives, dQ_j)
     if bias is not None:
         bias.index_add_(0, positives, db_i)
         bias.index_add_(0, negatives, db_j)
-    return total / B
+    return torch.nn.functional.softplus(-x).mean()
 
 
 def bpr_epoch(
