@@ -175,7 +175,8 @@ def ials_half_step_cg(
         r = torch.bmm(torch.addcmul(rhs_w, gram_w, t, value=-1).unsqueeze(1), Yg).squeeze(1)  # [b, k]
         r.addmm_(X_rows, YtY, alpha=-1).addcmul_(reg_rows.unsqueeze(1), X_rows, value=-1)
         matvec = partial(_ials_matvec, Yg=Yg, gram_weight=gram_w, YtY=YtY, reg=reg_rows)
-        _batched_cg(matvec, r, X_rows, cg_steps)
+        quadratic = partial(_ials_quadratic, Yg=Yg, gram_weight=gram_w, YtY=YtY, reg=reg_rows)
+        _batched_cg(matvec, r, X_rows, cg_steps, quadratic)
 
     _for_blocks(solve, crow, col, (c - unobserved_weight, c), Y, block_size, order)
     return torch.empty_like(X_sorted).index_copy_(0, order, X_sorted)
@@ -399,14 +400,29 @@ def _ials_matvec(P: Tensor, Yg: Tensor, gram_weight: Tensor, YtY: Tensor, reg: T
     return AP.addmm_(P, YtY).addcmul_(reg.unsqueeze(1), P)  # YtY symmetric: P YtY = (YtY P)ᵀ
 
 
-def _batched_cg(matvec: Callable[[Tensor], Tensor], r: Tensor, X: Tensor, steps: int) -> Tensor:
+def _ials_quadratic(P: Tensor, Yg: Tensor, gram_weight: Tensor, YtY: Tensor, reg: Tensor) -> Tensor:
+    """p_uᵀ A_u p_u [b] for a block (the layout of `_ials_matvec`) in one pass over Yg, where
+    A P takes two:  p_uᵀ YtY p_u + Σ_{i∈I_u} (c_ui − α₀)(p_u·y_i)² + λ_u ‖p_u‖²."""
+    t = torch.bmm(P.unsqueeze(1), Yg.mT).squeeze(1)  # [b, L] p_u·y_i
+    return (t * t * gram_weight).sum(1) + torch.linalg.vecdot(P, P @ YtY) + reg * torch.linalg.vecdot(P, P)
+
+
+def _batched_cg(
+    matvec: Callable[[Tensor], Tensor], r: Tensor, X: Tensor, steps: int,
+    quadratic: Callable[[Tensor], Tensor] | None = None,
+) -> Tensor:
     """`steps` conjugate-gradient iterations on every row's A_u x_u = b_u at once (A given by
     `matvec` on [b, k] blocks), from X [b, k] (updated in place and returned) whose residuals
     r = b − A X [b, k] are given (and overwritten); a division by an exactly zero rᵀr or pᵀAp
-    (converged or empty rows) gives a step of 0 instead of NaN."""
+    (converged or empty rows) gives a step of 0 instead of NaN. `quadratic(P)` [b], if given,
+    is pᵀA p by a cheaper route than `matvec`: the last step needs only that, not A p."""
     p = r.clone()  # [b, k] search directions
     rs = torch.linalg.vecdot(r, r)  # [b] r_uᵀ r_u
     for step in range(steps):
+        if step == steps - 1 and quadratic is not None:
+            pAp = quadratic(p)  # [b]
+            X.addcmul_(torch.where(pAp > 0, rs / pAp, 0.0).unsqueeze(1), p)
+            break
         Ap = matvec(p)  # [b, k]
         pAp = torch.linalg.vecdot(p, Ap)  # [b]
         a = torch.where(pAp > 0, rs / pAp, 0.0).unsqueeze(1)  # [b, 1]
