@@ -124,3 +124,27 @@ def test_compile_failure_falls_back_to_the_eager_step(ratings, monkeypatch, capl
                                      compile=compile))
     assert results[0] == results[1]
     assert "no C++ compiler found" in caplog.text and "running bpr_step" in caplog.text
+
+
+def test_bpr_solver_keeps_its_sampler_and_repeats_from_the_global_seed(ratings):
+    """`BPRSolver.sweep` is one `bpr_epoch`: the loss falls over sweeps, the sampler is built
+    once per training set, and two solvers started from the same global seed give the same
+    factors."""
+    from mfzoo.solvers.bpr import BPRSolver
+
+    def fit():
+        torch.manual_seed(3)
+        model = MF(ratings.n_users, ratings.n_items, dim=8, biases=True, init_std=0.01)
+        solver = BPRSolver(lr=0.1, l2=0.001, batch_size=64)
+        losses = [solver.sweep(model, ratings) for _ in range(30)]
+        return model, solver, losses
+
+    model, solver, losses = fit()
+    assert losses[-1] < 0.6 * losses[0]
+    again, _, losses_again = fit()
+    assert losses_again == losses
+    assert torch.equal(model.item_embedding.weight, again.item_embedding.weight)
+    sampler = solver._state["sampler"]
+    assert isinstance(sampler, UniformSampler) and sampler.reject_seen
+    solver.sweep(model, ratings)
+    assert solver._state["sampler"] is sampler

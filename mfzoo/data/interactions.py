@@ -147,6 +147,9 @@ class Interactions:
         )
 
     def to(self, device: torch.device | str) -> Interactions:
+        """This set on `device`: itself (with its derived matrices) if it is there already."""
+        if all(t.device == torch.device(device) for t in (self.users, self.items, self.values)):
+            return self
         return replace(
             self,
             users=self.users.to(device),

@@ -23,13 +23,15 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 import torch
 from torch import Tensor
 
 from mfzoo.data.interactions import Interactions
-from mfzoo.data.sampling import Sampler
+from mfzoo.data.sampling import Sampler, UniformSampler
 from mfzoo.solvers.parallel import cpu_streams, run_streams
 
 log = logging.getLogger(__name__)
@@ -206,6 +208,46 @@ def bpr_epoch(
 
     results = run_streams(run, streams)
     return sum(t for t, _ in results) / max(sum(s for _, s in results), 1)
+
+
+@dataclass
+class BPRSolver:
+    """LearnBPR as a solver the training glue runs (`solver=bpr`, `configs/solver/bpr.yaml`):
+    one sweep is one `bpr_epoch` (len(train) bootstrap samples) written into the model's
+    weights, under the same evaluation, logging and checkpoints as the gradient path; the
+    config's loss and optimizer are not used. For `MF`-like models (user and item embeddings,
+    and the item biases when `model.biases`).
+
+    Args:
+        lr, l2, l2_bias: the SGD step and the L2 weights of the module docstring.
+        batch_size: samples per fused step.
+        sampler: the negative sampler as a partial taking the training interactions (a Hydra
+            `_partial_`, one negative per positive); None: uniform, rejecting the user's
+            training items. Built on the first sweep and kept while the training set is the same.
+        threads, compile: as `bpr_epoch` (threads=None: Hogwild streams, not bitwise reproducible).
+
+    Samples are drawn from a generator seeded from torch's global generator on the first
+    sweep, so a run seeded with `seed_everything` repeats.
+    """
+
+    lr: float = 0.05
+    l2: float = 0.0025
+    l2_bias: float = 0.0
+    batch_size: int = 16384
+    sampler: Callable[[Interactions], Sampler] | None = None
+    threads: int | None = 1
+    compile: bool = False
+    _state: dict = field(default_factory=dict, init=False, repr=False)
+
+    def sweep(self, model, train: Interactions) -> float:
+        """One epoch of LearnBPR on `train`; returns its mean −ln σ(x)."""
+        if self._state.get("train") is not train:
+            build = self.sampler or (lambda data: UniformSampler(data, n_negatives=1, reject_seen=True))
+            self._state.update(train=train, sampler=build(train))
+        if "generator" not in self._state:
+            self._state["generator"] = torch.Generator().manual_seed(int(torch.randint(2**62, ())))
+        return bpr_epoch(model, train, self._state["sampler"], self.lr, self.l2, self.l2_bias, self.batch_size,
+                         self._state["generator"], self.threads, self.compile)
 
 
 def _compiles(model, batch_size: int, threads: int | None) -> bool:

@@ -155,7 +155,8 @@ class SweepOptimizer(torch.optim.Optimizer):
 
 class SolverModule(EvaluatedModule):
     """Closed-form training: each epoch is one `solver.sweep(model, train)` (for ALS: a user
-    half-step and an item half-step) under manual optimisation, through a `SweepOptimizer`
+    half-step and an item half-step; for `BPRSolver` one LearnBPR epoch, whose mean loss is
+    logged as train/loss) under manual optimisation, through a `SweepOptimizer`
     over the model's parameters (no dummy parameters); evaluation, logging and checkpoints
     as `GradientModule`'s. The trainer runs one training batch per epoch
     (`limit_train_batches=1`, set by the glue); the batch itself is unused: the solver reads
@@ -165,15 +166,19 @@ class SolverModule(EvaluatedModule):
     def __init__(self, model: nn.Module, solver, rating_range: tuple[float, float] | None = None, ranking: dict | None = None):
         super().__init__(model, rating_range, ranking)
         self.solver = solver
+        self._loss = None  # what the last sweep returned
         self.automatic_optimization = False
 
     def _sweep(self) -> None:
-        self.solver.sweep(self.model, self.trainer.datamodule.train.to(self.device))
+        self._loss = self.solver.sweep(self.model, self.trainer.datamodule.train.to(self.device))
 
     def training_step(self, batch: Batch, batch_idx: int) -> None:
         start = time.perf_counter()
+        self._loss = None
         self.optimizers().step()
         self.log("train/sweep_seconds", time.perf_counter() - start, on_step=False, on_epoch=True, batch_size=1)
+        if self._loss is not None:  # solvers that report their objective (LearnBPR: mean −ln σ(x))
+            self.log("train/loss", float(self._loss), on_step=False, on_epoch=True, batch_size=1)
 
     def configure_optimizers(self) -> SweepOptimizer:
         return SweepOptimizer(self.model.parameters(), self._sweep)
