@@ -117,7 +117,7 @@ def test_compiled_epochs_follow_the_eager_ones_and_stay_reproducible(ratings):
 def test_compile_failure_falls_back_to_the_eager_step(ratings, monkeypatch, caplog):
     """Where the kernel cannot be compiled (no C++ compiler, say) the epoch warns with the
     reason and runs `bpr_step`: the same numbers as compile=False."""
-    def broken(threads):
+    def broken(threads, device_type):
         raise RuntimeError("no C++ compiler found")
 
     monkeypatch.setattr(bpr_module, "fused_kernel", broken)

@@ -119,12 +119,15 @@ def _gradients(
 
 
 @functools.cache
-def fused_kernel(threads: int):
-    """`_gradients` compiled by `torch.compile` (inductor, static shapes, `threads` OpenMP threads
-    in the generated CPU code), one compiled function per thread count: a Hogwild stream
-    (`bpr_epoch(threads=None)`) runs it single-threaded. Compiling needs a C++ compiler on a CPU
-    (Triton on a GPU) and takes some seconds, once per process and table shape."""
-    return torch.compile(_gradients, fullgraph=True, dynamic=False, options={"cpp.threads": threads, "cpp_wrapper": True})
+def fused_kernel(threads: int, device_type: str = "cpu"):
+    """`_gradients` compiled by `torch.compile` (inductor, static shapes), one compiled
+    function per thread count and device type. On a CPU the generated C++ runs `threads` OpenMP
+    threads (a Hogwild stream, `bpr_epoch(threads=None)`, runs it single-threaded) behind
+    inductor's C++ wrapper, which releases the GIL while the kernel runs, so that streams on
+    Python threads run at once. Compiling needs a C++ compiler on a CPU (Triton on a GPU) and
+    takes some seconds, once per process and table shape."""
+    options = {"cpp.threads": threads, "cpp_wrapper": True} if device_type == "cpu" else {}
+    return torch.compile(_gradients, fullgraph=True, dynamic=False, options=options)
 
 
 @torch.no_grad()
@@ -143,7 +146,7 @@ def fused_step(
     dP, dQ_i, dQ_j = ws.rows("dP", P, B), ws.rows("dQ_i", Q, B), ws.rows("dQ_j", Q, B)
     db = ws.rows("db", flat.view(-1, 1), 2 * B if bias is not None else 0)
     db_i, db_j = db[:B, 0], db[B:, 0]
-    kernel = fused_kernel(torch.get_num_threads() if threads is None else threads)
+    kernel = fused_kernel(torch.get_num_threads() if threads is None else threads, P.device.type)
     # the scalars go in as 0-d tensors: as Python floats they would be compiled in as constants
     scalars = torch.tensor([lr, -2.0 * l2 * lr, -2.0 * l2_bias * lr], dtype=P.dtype).to(P.device)
     x = kernel(P, Q, bias, users, positives, negatives, scalars[0], scalars[1], scalars[2],
