@@ -154,7 +154,7 @@ def test_als_sweep_rejects_biased_models():
 
 @pytest.mark.parametrize("implicit", [False, True])
 def test_block_size_does_not_change_the_result(implicit, monkeypatch):
-    monkeypatch.setattr(als, "CHUNK_ELEMENTS", 2 * K * K)  # also split each block's outer products
+    monkeypatch.setattr(als, "BLOCK_ELEMENTS", 2 * K * K)  # also split each block's outer products
     R, _ = ratings()
     Y = factors(N_COLS)
     R_csr = R.to_sparse_csr()

@@ -13,7 +13,7 @@ when new items arrive (their factors exist only after an item half-step).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -48,7 +48,8 @@ class ALSSolver:
     l2_exponent: float = 0.0
     method: str = "exact"
     cg_steps: int = 3
-    block_size: int = 1024
+    block_size: int = 512
+    _caches: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.method not in ("exact", "cg"):
@@ -56,25 +57,36 @@ class ALSSolver:
         if self.method == "cg" and not self.implicit:
             raise ValueError("the conjugate-gradient path is for iALS (implicit=True)")
 
-    def half_step(self, R: Tensor, Y: Tensor, X0: Tensor | None = None) -> Tensor:
-        """Rows of R solved with Y fixed: [R.shape[0], k] (X0: CG warm start)."""
+    def half_step(self, R: Tensor, Y: Tensor, X0: Tensor | None = None, cache: dict | None = None) -> Tensor:
+        """Rows of R solved with Y fixed: [R.shape[0], k] (X0: CG warm start; cache: a dict kept
+        with R across calls, see `als.ials_half_step`)."""
         if not self.implicit:
-            return als.least_squares_half_step(R, Y, self.l2, self.frequency_scaled, self.block_size)
+            return als.least_squares_half_step(R, Y, self.l2, self.frequency_scaled, self.block_size, cache)
         kwargs = dict(alpha=self.alpha, kind=self.kind, eps=self.eps, unobserved_weight=self.unobserved_weight,
-                      l2_exponent=self.l2_exponent)
+                      l2_exponent=self.l2_exponent, block_size=self.block_size, cache=cache)
         if self.method == "cg":
             start = torch.zeros(R.shape[0], Y.shape[1], dtype=Y.dtype, device=Y.device) if X0 is None else X0
-            return als.ials_half_step_cg(R, Y, start, self.l2, cg_steps=self.cg_steps, block_size=self.block_size,
-                                          **kwargs)
-        return als.ials_half_step(R, Y, self.l2, block_size=self.block_size, **kwargs)
+            return als.ials_half_step_cg(R, Y, start, self.l2, cg_steps=self.cg_steps, **kwargs)
+        return als.ials_half_step(R, Y, self.l2, **kwargs)
+
+    def _cache(self, R: Tensor) -> dict:
+        """The dict kept with R across sweeps (the training matrices, which `Interactions`
+        keeps); a new R replaces the old ones."""
+        kept = self._caches.get(id(R))
+        if kept is None or kept[0] is not R:
+            if len(self._caches) >= 2:  # a sweep uses two matrices; older ones are dropped
+                self._caches.clear()
+            kept = self._caches[id(R)] = (R, {})
+        return kept[1]
 
     @torch.no_grad()
     def sweep(self, model: nn.Module, train: Interactions) -> None:
         """One epoch: users on R (users × items), then items on Rᵀ, into the model's weights."""
         _check(model)
         users, items = model.user_embedding.weight, model.item_embedding.weight  # [U, D], [I, D]
-        users.copy_(self.half_step(train.csr("user").to(users.device), items, users))
-        items.copy_(self.half_step(train.csr("item").to(users.device), users, items))
+        R_users, R_items = train.csr("user").to(users.device), train.csr("item").to(users.device)
+        users.copy_(self.half_step(R_users, items, users, self._cache(R_users)))
+        items.copy_(self.half_step(R_items, users, items, self._cache(R_items)))
 
     @torch.no_grad()
     def fold_in(self, model: nn.Module, new: Interactions) -> Tensor:
