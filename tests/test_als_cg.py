@@ -184,3 +184,34 @@ def test_a_stream_error_is_raised_and_torch_threads_restored():
         run_streams(work, 2)
     assert torch.get_num_threads() == threads
     assert run_streams(lambda s: torch.get_num_threads(), 2) == [1, 1]  # torch single-threaded inside
+
+
+def test_torchscript_and_eager_blocks_agree(monkeypatch):
+    """The half-steps run `_cg_block` and `_block_layout` as TorchScript where torch has it and
+    eagerly otherwise: both give the same layout bit for bit and the same CG result, and the
+    half-steps run either way (the eager path is the fallback when TorchScript goes)."""
+    from mfzoo.solvers import als
+
+    torch.manual_seed(0)
+    b, L, n = 5, 7, 30
+    X, Yg = torch.randn(b, K, dtype=torch.float64), torch.randn(b, L, K, dtype=torch.float64)
+    gw, reg = torch.rand(b, L, dtype=torch.float64), torch.rand(b, dtype=torch.float64)
+    YtY = (lambda Y: Y.T @ Y)(torch.randn(n, K, dtype=torch.float64))
+    scripted = als._scripted(als._cg_block)
+    assert isinstance(scripted, torch.jit.ScriptFunction)
+    for steps in (0, 1, 3):
+        assert torch.allclose(scripted(X, Yg, gw, gw + 1, YtY, reg, steps), als._cg_block(X, Yg, gw, gw + 1, YtY, reg, steps),
+                              atol=1e-12)
+    counts, starts = torch.tensor([0, 2, 4]), torch.tensor([0, 0, 2])
+    col, w = torch.tensor([3, 1, 4, 1, 5, 9]), torch.arange(6, dtype=torch.float64)
+    Y_pad = torch.cat([torch.randn(10, K, dtype=torch.float64), torch.zeros(1, K, dtype=torch.float64)])
+    out_a, out_b = torch.empty(12, K, dtype=torch.float64), torch.empty(12, K, dtype=torch.float64)
+    eager = als._block_layout(counts, starts, 4, 5, 10, col, [w], Y_pad, out_a)
+    traced = als._scripted(als._block_layout)(counts, starts, 4, 5, 10, col, [w], Y_pad, out_b)
+    assert torch.equal(eager[0], traced[0]) and torch.equal(out_a, out_b)
+    assert torch.equal(eager[0], torch.tensor([[0.0, 0, 0, 0], [0, 1, 0, 0], [2, 3, 4, 5]], dtype=torch.float64))
+    assert torch.equal(out_a[:4], Y_pad[[10, 10, 10, 10]]) and torch.equal(out_a[8:], Y_pad[[4, 1, 5, 9]])
+    R_csr, Y = ratings()[0].to_sparse_csr(), factors(N_COLS)
+    expected = ials_half_step_cg(R_csr, Y, start(), L2, cg_steps=4)
+    monkeypatch.setattr(als, "_scripted", lambda fn: fn)
+    assert torch.allclose(ials_half_step_cg(R_csr, Y, start(), L2, cg_steps=4), expected, atol=1e-10)
