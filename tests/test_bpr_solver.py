@@ -91,7 +91,7 @@ def test_one_stream_is_reproducible_and_parallel_streams_learn_as_well(ratings):
 
 
 @needs_compiler
-def test_compiled_epochs_follow_the_eager_ones_and_stay_reproducible(ratings):
+def test_compiled_epochs_follow_the_eager_ones_and_stay_reproducible(ratings, monkeypatch):
     """bpr_epoch(compile=True): full batches through the compiled kernel, the short last one
     eager. From the same seed it tracks the eager epochs (the same updates, rows summed in
     another order), is reproducible bit for bit with one stream, and learns with two."""
@@ -104,8 +104,17 @@ def test_compiled_epochs_follow_the_eager_ones_and_stay_reproducible(ratings):
                             compile=compile) for _ in range(20)]
         return model, losses
 
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(len(args[1]))
+        return fused_step(*args, **kwargs)
+
+    monkeypatch.setattr(bpr_module, "fused_step", counted)
     eager, eager_losses = fit(False)
+    assert not calls
     compiled, compiled_losses = fit(True)
+    assert calls and set(calls) == {64}  # the full batches (and the compile run) went through the kernel
     again, _ = fit(True)
     assert torch.equal(compiled.user_embedding.weight, again.user_embedding.weight)
     assert torch.allclose(compiled.user_embedding.weight, eager.user_embedding.weight, atol=1e-5)

@@ -192,7 +192,8 @@ def bpr_epoch(
     n = len(train)
     seeds = torch.randint(2**62, (streams,), generator=generator).tolist() if streams > 1 else None
     kernel_threads = 1 if streams > 1 else None
-    fused = compile and _compiles(model, min(batch_size, n // streams), kernel_threads)
+    # only full batches go through the kernel: none when every stream's share is shorter
+    fused = compile and n // streams >= batch_size and _compiles(model, batch_size, kernel_threads)
 
     def run(stream: int) -> tuple[float, int]:
         g = generator if seeds is None else torch.Generator().manual_seed(seeds[stream])
