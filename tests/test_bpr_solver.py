@@ -130,6 +130,7 @@ def test_compile_failure_falls_back_to_the_eager_step(ratings, monkeypatch, capl
         raise RuntimeError("no C++ compiler found")
 
     monkeypatch.setattr(bpr_module, "fused_kernel", broken)
+    monkeypatch.setattr(bpr_module, "_compiled", {})  # no outcome remembered from other tests
     results = []
     for compile in (False, True):
         torch.manual_seed(0)

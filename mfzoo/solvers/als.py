@@ -76,9 +76,7 @@ def least_squares_half_step(
         l2: λ >= 0.
         frequency_scaled: λ n_u (ALS-WR) rather than a plain λ.
         block_size: rows whose systems are built and solved together.
-        cache: a dict kept with this R across calls (`ALSSolver` keeps one per matrix): what
-            depends on R and the hyperparameters alone (confidences, row order, block plan)
-            is computed on the first call only.
+        cache: as `ials_half_step`.
 
     Returns:
         X [n_rows, k] on Y's device, in Y's dtype.
@@ -89,7 +87,7 @@ def least_squares_half_step(
     counts = crow.diff().to(Y.dtype)  # [n_rows] n_u
     reg = l2 * counts if frequency_scaled else torch.full_like(counts, float(l2))  # [n_rows] λ_u
     ones = _memo(cache, ("ones", values.dtype, values.device), lambda: torch.ones_like(values))  # [nnz] weight 1
-    return _solve_rows(crow, col, ones, values, Y, reg, None, block_size, cache)
+    return _solve_rows(crow, col, ones, values, Y, reg, None, block_size, cache, nonnegative=True)
 
 
 def ials_half_step(
@@ -123,11 +121,11 @@ def ials_half_step(
     if not (l2 >= 0 and unobserved_weight >= 0):
         raise ValueError(f"l2 and unobserved_weight must be >= 0, got {l2} and {unobserved_weight}")
     crow, col, values = _csr_parts(R, Y, block_size)
-    gram_w, c = _confidences(values, kind, alpha, eps, unobserved_weight, cache)  # [nnz] c_ui − α₀, c_ui
+    gram_w, c, nonnegative = _confidences(values, kind, alpha, eps, unobserved_weight, cache)  # c − α₀, c [nnz]
     YtY = unobserved_weight * (Y.T @ Y)  # [k, k] α₀ YtY, once per half-step
     counts = crow.diff().to(Y.dtype)  # [n_rows] n_u
     reg = l2 * (counts + unobserved_weight * R.shape[1]).pow(l2_exponent)  # [n_rows] λ_u
-    return _solve_rows(crow, col, gram_w, c, Y, reg, YtY, block_size, cache)
+    return _solve_rows(crow, col, gram_w, c, Y, reg, YtY, block_size, cache, nonnegative)
 
 
 def ials_half_step_cg(
@@ -177,7 +175,7 @@ def ials_half_step_cg(
     crow, col, values = _csr_parts(R, Y, block_size)
     if X0.shape != (R.shape[0], Y.shape[1]):
         raise ValueError(f"X0 must be [n_rows, k] = {(R.shape[0], Y.shape[1])}, got {tuple(X0.shape)}")
-    gram_w, c = _confidences(values, kind, alpha, eps, unobserved_weight, cache)  # [nnz] c_ui − α₀, c_ui
+    gram_w, c, _ = _confidences(values, kind, alpha, eps, unobserved_weight, cache)  # [nnz] c_ui − α₀, c_ui
     YtY = unobserved_weight * (Y.T @ Y)  # [k, k] α₀ YtY, once per half-step
     counts = crow.diff()  # [n_rows] n_u
     reg = l2 * (counts.to(Y.dtype) + unobserved_weight * R.shape[1]).pow(l2_exponent)  # [n_rows] λ_u
@@ -357,11 +355,13 @@ def _memo(cache: dict | None, key: tuple, make: Callable[[], Any]) -> Any:
 
 def _confidences(
     values: Tensor, kind: str, alpha: float, eps: float, unobserved_weight: float, cache: dict | None,
-) -> tuple[Tensor, Tensor]:
-    """(c_ui − α₀, c_ui) [nnz] of the iALS half-steps, from the cache when it has them."""
-    def make() -> tuple[Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, bool]:
+    """(c_ui − α₀, c_ui) [nnz] of the iALS half-steps and whether every c_ui − α₀ >= 0, from the
+    cache when it has them."""
+    def make() -> tuple[Tensor, Tensor, bool]:
         c = confidence(values, kind, alpha, eps)
-        return c - unobserved_weight, c
+        gram_w = c - unobserved_weight
+        return gram_w, c, not bool((gram_w < 0).any())
 
     return _memo(cache, ("confidence", kind, float(alpha), float(eps), float(unobserved_weight), values.dtype,
                          values.device), make)
@@ -393,7 +393,7 @@ def _block_layout(
 
 def _solve_rows(
     crow: Tensor, col: Tensor, gram_weight: Tensor, rhs_weight: Tensor, Y: Tensor, reg: Tensor,
-    base: Tensor | None, block_size: int, cache: dict | None = None,
+    base: Tensor | None, block_size: int, cache: dict | None = None, nonnegative: bool | None = None,
 ) -> Tensor:
     """x_u = A_u⁻¹ b_u for every row of a CSR pattern (crow, col), block by block
     (`_for_blocks`), with
@@ -423,7 +423,8 @@ def _solve_rows(
     else:
         e, V = torch.linalg.eigh(base)  # [k], [k, k]
         Yr = Y @ V  # [n_cols, k] Ỹ
-    low_rank_ok = _memo(cache, ("nonnegative", id(gram_weight)), lambda: not bool((gram_weight < 0).any()))
+    # the low-rank path needs every w >= 0 (`nonnegative`, when the caller knows)
+    low_rank_ok = not bool((gram_weight < 0).any()) if nonnegative is None else nonnegative
     order = _row_order(crow, cache)  # [n_rows] the row order of the blocks
     reg_sorted = reg.index_select(0, order)  # [n_rows]
     X_sorted = Y.new_zeros(n_rows, k)  # [n_rows, k] x̃ (rotated), rows in `order`

@@ -99,8 +99,9 @@ def _gradients(
     """The updates of `bpr_step` for a batch, written into dP, dQ_i, dQ_j [B, D] (and db_i, db_j
     [B] when `bias` is the item-bias vector) rather than added into the weights; returns x [B].
     lr, shrink = −2λ·lr and shrink_bias = −2λ_b·lr are 0-d tensors. (The loss is left to the
-    caller: a sum over the batch inside would split the kernel's single pass over the rows.) Written for `torch.compile`, which turns it into one loop over the batch
-    that gathers each row once (`fused_kernel`); eager, it allocates its temporaries."""
+    caller: a sum over the batch inside would split the kernel's single pass over the rows.)
+    Written for `torch.compile`, which turns it into one loop over the batch that gathers each
+    row once (`fused_kernel`); eager, it allocates its temporaries."""
     p, q_i, q_j = P[users], Q[positives], Q[negatives]  # [B, D]
     diff = q_i - q_j
     x = (p * diff).sum(1)  # [B]
@@ -254,14 +255,28 @@ class BPRSolver:
                          self._state["generator"], self.threads, self.compile)
 
 
+# whether `_compiles` succeeded, by what the compiled code is specialised on
+_compiled: dict[tuple, bool] = {}
+
+
 def _compiles(model, batch_size: int, threads: int | None) -> bool:
     """Compiles `fused_kernel(threads)` for this model's tables and `batch_size` by running it
     once on the calling thread (before any stream starts) on copies of the tables; False, with a
-    warning, if compiling fails."""
-    device = model.user_embedding.weight.device
+    warning, if compiling fails. Done once per process for the same shapes, dtype, device and
+    thread count; later epochs only look the outcome up."""
+    weights = [model.user_embedding.weight, model.item_embedding.weight]
+    device = weights[0].device
+    biases = getattr(model, "biases", False)
+    key = (*(tuple(w.shape) for w in weights), weights[0].dtype, device, biases, batch_size,
+           threads if threads is not None else torch.get_num_threads())
+    if key not in _compiled:
+        _compiled[key] = _compile_run(model, batch_size, threads, biases, device)
+    return _compiled[key]
+
+
+def _compile_run(model, batch_size: int, threads: int | None, biases: bool, device: torch.device) -> bool:
     # three distinct index tensors: the compiled code is specialised on which inputs alias
     users, positives, negatives = (torch.zeros(batch_size, dtype=torch.long, device=device) for _ in range(3))
-    biases = getattr(model, "biases", False)
     scratch = SimpleNamespace(  # same shapes, dtypes and devices as the model's tables
         user_embedding=SimpleNamespace(weight=model.user_embedding.weight.detach().clone()),
         item_embedding=SimpleNamespace(weight=model.item_embedding.weight.detach().clone()),
