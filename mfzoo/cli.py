@@ -167,5 +167,13 @@ def similar() -> None:
     _print_items(items[0], scores[0], labels)
 
 
+def compare() -> None:
+    """`mfzoo-compare DIR... [options]`: the runs under one or more (multi)run directories in
+    one table and a plot (see `mfzoo.compare`)."""
+    from mfzoo.compare import main
+
+    main()
+
+
 if __name__ == "__main__":
     train()
