@@ -1,8 +1,10 @@
 """`ALSSolver`: explicit ALS or iALS as a configurable object the training glue can run.
 
 `sweep(model, train)` is one epoch of closed-form training (user half-step, then item
-half-step, written into the model's embedding weights). `fold_in` and `update_users` are the
-incremental updates: one ridge solve per affected user with the item factors held fixed.
+half-step, written into the model's embedding weights); it returns the objective after the
+sweep per training interaction (`objective(model, train) / len(train)`). `fold_in` and
+`update_users` are the incremental updates: one ridge solve per affected user with the item
+factors held fixed.
 
 When to refit: an incremental update is exactly the user half-step of a sweep restricted to
 the changed users, so their factors are optimal *for the current items*; the items themselves
@@ -80,13 +82,40 @@ class ALSSolver:
         return kept[1]
 
     @torch.no_grad()
-    def sweep(self, model: nn.Module, train: Interactions) -> None:
-        """One epoch: users on R (users × items), then items on Rᵀ, into the model's weights."""
+    def sweep(self, model: nn.Module, train: Interactions) -> float:
+        """One epoch: users on R (users × items), then items on Rᵀ, into the model's weights.
+        Returns the objective after the sweep per training interaction, `objective(model,
+        train) / len(train)` (the training module logs it as train/loss)."""
         _check(model)
         users, items = model.user_embedding.weight, model.item_embedding.weight  # [U, D], [I, D]
         R_users, R_items = train.csr("user").to(users.device), train.csr("item").to(users.device)
         users.copy_(self.half_step(R_users, items, users, self._cache(R_users)))
         items.copy_(self.half_step(R_items, users, items, self._cache(R_items)))
+        return self.objective(model, train) / max(len(train), 1)
+
+    @torch.no_grad()
+    def objective(self, model: nn.Module, train: Interactions) -> float:
+        """The objective the half-steps minimise, at the model's current factors, with the λ_u,
+        λ_i, confidences and α₀ of `half_step` (X user factors, Y item factors, R = `train`'s
+        users × items matrix, n_u and n_i its entries per user and item):
+
+            explicit: Σ_{(u,i)∈R} (r_ui − x_u·y_i)² + Σ_u λ_u ‖x_u‖² + Σ_i λ_i ‖y_i‖²,
+                      λ_u = λ n_u, λ_i = λ n_i (frequency_scaled) or λ;
+            iALS:     Σ_{(u,i)∈R} c_ui (1 − x_u·y_i)² + α₀ Σ_{(u,i)∉R} (x_u·y_i)²
+                      + Σ_u λ_u ‖x_u‖² + Σ_i λ_i ‖y_i‖²,
+                      λ_u = λ (n_u + α₀ n_items)^ν, λ_i = λ (n_i + α₀ n_users)^ν.
+
+        A sum, not a mean; O(nnz k + (n_users + n_items) k²) (`als.least_squares_sweep_objective`,
+        `als.ials_sweep_objective`). An exact half-step minimises it over one side, so exact
+        sweeps never increase it (CG half-steps lower it too, without reaching the minimum)."""
+        _check(model)
+        users, items = model.user_embedding.weight, model.item_embedding.weight  # [U, D], [I, D]
+        R = train.csr("user").to(users.device)  # [U, I]
+        if not self.implicit:
+            return als.least_squares_sweep_objective(R, users, items, self.l2, self.frequency_scaled, self._cache(R))
+        return als.ials_sweep_objective(R, users, items, self.l2, alpha=self.alpha, kind=self.kind, eps=self.eps,
+                                        unobserved_weight=self.unobserved_weight, l2_exponent=self.l2_exponent,
+                                        cache=self._cache(R))
 
     @torch.no_grad()
     def fold_in(self, model: nn.Module, new: Interactions) -> Tensor:
