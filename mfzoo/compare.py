@@ -141,7 +141,8 @@ def _checkpoint_monitor(config: dict) -> str | None:
 
 def read_run(path: Path) -> Run:
     """The run in directory `path`; incomplete (with `problem` set) when its metrics.json is
-    missing or unreadable. Overrides come from metrics.json, else from .hydra/overrides.yaml."""
+    missing or unreadable. Overrides come from metrics.json, else overrides.yaml, else
+    .hydra/overrides.yaml."""
     config = _load_yaml(path / "config.yaml", {}) or _load_yaml(path / ".hydra" / "config.yaml", {})
     hydra = _load_yaml(path / ".hydra" / "hydra.yaml", {}).get("hydra") or {}
     raw: dict = {}
@@ -156,7 +157,7 @@ def read_run(path: Path) -> Run:
         problem = f"metrics.json unreadable ({err})"
     overrides = raw.get("overrides")
     if not isinstance(overrides, list):
-        overrides = _load_yaml(path / ".hydra" / "overrides.yaml", [])
+        overrides = _load_yaml(path / "overrides.yaml", []) or _load_yaml(path / ".hydra" / "overrides.yaml", [])
     overrides = [str(o) for o in overrides if not str(o).lstrip("+").startswith("hydra.")]
     selected = _checkpoint_monitor(config) or raw.get("optimized_metric")
     return Run(path, overrides, flatten_metrics(raw), config, (hydra.get("runtime") or {}).get("choices") or {},
@@ -256,6 +257,7 @@ class Table:
     common: dict[str, str]  # the keys with one value across all complete runs
     incomplete: list[Run]
     repeats: list[list[Run]]  # runs of one row with identical overrides (all counted)
+    from_config: list[str] = field(default_factory=list)  # columns that differ in config.yaml, not in overrides
 
     @property
     def runs(self) -> list[Run]:
@@ -275,13 +277,39 @@ def _check_metric(runs: Sequence[Run], metric: str) -> None:
         raise CompareError(f"no run has metric {metric!r} (known: {', '.join(known)})")
 
 
+def _leaves(node: object, prefix: str = "") -> dict[str, str]:
+    """A nested config as {dotted key: canonical value}."""
+    if isinstance(node, dict):
+        return {k: v for key, child in node.items() for k, v in _leaves(child, f"{prefix}{key}.").items()}
+    return {prefix[:-1]: _canonical(node)}
+
+
+def _config_differences(runs: Sequence[Run], columns: Sequence[str], over: Sequence[str]) -> list[str]:
+    """The config.yaml keys on which runs that agree on `columns` still differ (a default
+    changed between two multiruns, say). A key that is, or in every run of the group equals, a
+    repetition key (`data.split.seed: ${seed}`) is no difference."""
+    groups: dict[tuple, list[tuple[Run, dict[str, str]]]] = {}
+    for run in runs:
+        if run.config:  # a run without config.yaml cannot show a difference
+            groups.setdefault(tuple(run.value(k) for k in columns), []).append((run, _leaves(run.config)))
+    found: list[str] = []
+    for group in groups.values():
+        for key in dict.fromkeys(k for _, leaves in group for k in leaves):
+            values = [leaves.get(key, MISSING) for _, leaves in group]
+            derived = any(all(v == run.value(o) for v, (run, _) in zip(values, group)) for o in over)
+            if key not in found and key not in over and len(set(values)) > 1 and not derived:
+                found.append(key)
+    return found
+
+
 def table(runs: Sequence[Run], metrics: Sequence[str] | None = None, over: Sequence[str] = DEFAULT_OVER) -> Table:
     """Group the complete runs: one row per combination of the varying keys not in `over`,
     with `Stat` (mean, sample sd, n) of each metric; `metrics` default `default_metrics`.
 
     A key is any override key of any run, plus the `over` keys; a run's value of it comes from
-    `Run.value`. Incomplete runs go to `Table.incomplete`. Raises CompareError when no run is
-    complete or a metric is in no run.
+    `Run.value`. Runs that agree on these but differ in their config.yaml elsewhere are kept
+    apart too, by the config keys that differ (`Table.from_config`). Incomplete runs go to
+    `Table.incomplete`. Raises CompareError when no run is complete or a metric is in no run.
     """
     complete = [run for run in runs if run.complete]
     incomplete = [run for run in runs if not run.complete]
@@ -292,6 +320,8 @@ def table(runs: Sequence[Run], metrics: Sequence[str] | None = None, over: Seque
     keys = [k for k in keys if any(v != MISSING for v in values[k])]
     varying = [k for k in keys if len(set(values[k])) > 1]
     columns = [k for k in varying if k not in over]
+    from_config = _config_differences(complete, columns, over)
+    columns += from_config
     metrics = list(metrics) if metrics else default_metrics(complete)
     for metric in metrics:
         _check_metric(complete, metric)
@@ -308,11 +338,11 @@ def table(runs: Sequence[Run], metrics: Sequence[str] | None = None, over: Seque
     for row in rows:
         same: dict[tuple, list[Run]] = {}
         for run in row.runs:
-            same.setdefault(tuple(run.value(k) for k in keys), []).append(run)
+            same.setdefault(tuple(run.value(k) for k in keys + from_config), []).append(run)
         repeats += [group for group in same.values() if len(group) > 1]
     over_found = {k: sorted(set(values[k]), key=_natural) for k in varying if k in over}
     common = {k: values[k][0] for k in keys if k not in varying}
-    return Table(rows, columns, metrics, over_found, common, incomplete, repeats)
+    return Table(rows, columns, metrics, over_found, common, incomplete, repeats, from_config)
 
 
 def lower_is_better(metric: str) -> bool:
@@ -371,6 +401,8 @@ def to_markdown(result: Table, sources: Sequence[str] = ()) -> str:
                      "(ddof = 1) over the row's n runs, the value alone when n = 1")
     else:
         lines.append("- averaged over: nothing (no repetition key varies); a row of n > 1 holds repeated runs, mean ± sample sd")
+    if result.from_config:
+        lines.append(f"- differ in config.yaml though no override sets them (rows kept apart): {', '.join(result.from_config)}")
     selected = sorted({run.selected_on for run in result.runs if run.selected_on})
     on = f" (by {', '.join(selected)})" if selected else ""
     lines.append(f"- numbers: each run's metrics.json; val/<m> = the metric on the validation part at the checkpoint "

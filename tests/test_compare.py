@@ -154,6 +154,49 @@ def test_runs_differing_in_a_non_repetition_key_are_not_merged(tmp_path):
     assert result.common == {"model.dim": "32"}
 
 
+def edit_config(run: Path, key: str, value) -> None:
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    *parents, leaf = key.split(".")
+    node = config
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+
+
+def test_runs_whose_configs_differ_outside_the_overrides_are_not_merged(tmp_path):
+    root = tmp_path / "m"
+    for seed, rmse in enumerate([1.0, 1.2, 2.0, 2.4]):
+        run = write_run(root / str(seed), [f"seed={seed}"], {"rmse": rmse}, {"rmse": rmse})
+        edit_config(run, "data.split.seed", seed)  # `${seed}` resolved: follows the repetition key, no difference
+    edit_config(root / "2", "model.reg", 0.05)  # the default changed between launches
+    edit_config(root / "3", "model.reg", 0.05)
+    result = table(collect([root]))
+    assert result.from_config == ["model.reg"] and result.columns == ["model.reg"]
+    assert [(row.key["model.reg"], row.n, row.stats["test/rmse"].mean) for row in result.rows] == [
+        ("0.01", 2, pytest.approx(1.1)), ("0.05", 2, pytest.approx(2.2))]
+    assert "differ in config.yaml though no override sets them (rows kept apart): model.reg" in to_markdown(result)
+
+
+def test_overrides_and_group_choices_from_the_hydra_directory(tmp_path):
+    """A metrics.json without "overrides" (an older writer): .hydra/overrides.yaml has them, and
+    .hydra/hydra.yaml the config-group choice of a run that did not override the group."""
+    root = tmp_path / "m"
+    for job, (group, rmse) in enumerate([("svd", 1.0), ("svd", 1.2), (None, 3.0)]):
+        overrides = [f"seed={job}"] + ([f"model={group}"] if group else [])
+        run = write_run(root / str(job), overrides, {"rmse": rmse}, {"rmse": rmse})
+        metrics = json.loads((run / "metrics.json").read_text())
+        del metrics["overrides"]
+        (run / "metrics.json").write_text(json.dumps(metrics))
+        (run / ".hydra").mkdir()
+        (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+        (run / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(
+            {"hydra": {"runtime": {"choices": {"model": group or "mf", "data": "ml100k"}}}}))
+    result = table(collect([root]))
+    assert [(row.key, row.n) for row in result.rows] == [({"model": "mf"}, 1), ({"model": "svd"}, 2)]
+    assert result.over == {"seed": ["0", "1", "2"]}
+
+
 def test_over_nothing_keeps_seeds_apart(grid):
     result = table(collect([grid]), over=[])
     assert len(result.rows) == 6 and all(row.n == 1 for row in result.rows)
