@@ -1,15 +1,20 @@
 """Explicit-feedback benchmark: mfzoo against scikit-surprise on the same folds, in one process.
 
-Protocol: MovieLens-100K, 5-fold random CV (`mfzoo.data.splits.KFold`, seed 0); every model is
-fitted on the same train part and scored on the same test part of each fold. RMSE/MAE are
-computed by mfzoo's metrics on predictions clipped to [1, 5] (Surprise clips too). Fit seconds
-are wall time of the fit call alone (mfzoo: `Trainer.fit` of the `experiment=ml100k_cv` config
-with `model=...`; Surprise: `algo.fit(trainset)`); each fit is repeated `--repeats` times and
-the median kept, with models interleaved so machine noise hits all alike. One untimed warm-up
-fit of each model comes first (imports, allocator, Lightning's first-call set-up).
+Protocol: MovieLens-100K, 5-fold random CV (`mfzoo.data.splits.KFold(n_folds=5, seed=0,
+val=0.1)`, the folds of `experiment=ml100k_cv`). In each outer fold, 10% of the training folds
+is carved out as val; mfzoo trains on the rest (the inner train part) with the config's
+callbacks: early stopping and the best val-RMSE checkpoint, chosen on val. Surprise is fitted
+on the same inner train rows (it has no use for val). Each model then scores the test fold
+once. RMSE/MAE are computed by mfzoo's metrics on predictions clipped to [1, 5] (Surprise
+clips too). Fit seconds are wall time of the fit call alone (mfzoo: `Trainer.fit` of the
+`experiment=ml100k_cv` config with `model=...`, per-epoch validation and checkpoint writes
+included; Surprise: `algo.fit(trainset)`); each fit is repeated `--repeats` times and the
+median kept, with models interleaved so machine noise hits all alike. One untimed warm-up fit
+of each model comes first (imports, allocator, Lightning's first-call set-up).
 
-A second table repeats every model once on a global temporal cut (`TemporalSplit`: the last
-20% of ratings by time are test), where time-aware models should gain most.
+A second table repeats every model once on a global temporal cut (`TemporalSplit(test=0.2,
+val=0.1)`: the last 20% of ratings by time are test, the 10% before them val), where
+time-aware models should gain most.
 
     python scripts/bench_explicit.py [--repeats 3] [--models mf,svdpp,...] [--out FILE] [overrides...]
 
@@ -22,8 +27,10 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
@@ -31,6 +38,7 @@ import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from omegaconf import DictConfig
 
 from _bench import emit, quiet
 from mfzoo.cli import CONFIG_DIR
@@ -39,9 +47,11 @@ from mfzoo.data.datamodule import InteractionsDataModule
 from mfzoo.data.sources import movielens
 from mfzoo.data.splits import KFold, Split, TemporalSplit
 from mfzoo.evaluation.metrics import rating_metrics
+from mfzoo.training.module import EvaluatedModule
 from mfzoo.training.run import build
 
 RATING_RANGE = (1.0, 5.0)
+VAL = 0.1  # share of each fold's training part carved out as val (configs/data/split/kfold.yaml)
 # name -> (library, model config or Surprise class name); `--models` picks by key
 MODELS = {
     "mf": ("mfzoo MF", "mf"),
@@ -53,38 +63,88 @@ MODELS = {
 # (ours, peer): fit-time and RMSE ratios printed for these pairs
 PAIRS = [("mf", "surprise_svd"), ("svdpp", "surprise_svdpp"), ("timesvdpp", "surprise_svdpp")]
 
-Fit = Callable[[Split], tuple[float, torch.Tensor]]
+# split -> (fit seconds, test predictions [N], epochs up to the best val checkpoint or None)
+Fit = Callable[[Split], tuple[float, torch.Tensor, int | None]]
 
 
-def mfzoo_fitter(model: str, overrides: list[str], seed: int) -> Fit:
-    """A fit function for one mfzoo model config, through the framework's own trainer."""
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=["experiment=ml100k_cv", "logger=none", f"model={model}", *overrides])
+@dataclass
+class Fitted:
+    """A module trained on a split's train part, at its best val checkpoint."""
 
-    def fit(split: Split) -> tuple[float, torch.Tensor]:
-        L.seed_everything(seed, verbose=False)
-        datamodule = InteractionsDataModule(split.train, split=lambda _: split, batch_size=cfg.data.batch_size, seed=seed)
-        datamodule, module = build(cfg, datamodule)
-        trainer = instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False)
+    module: EvaluatedModule
+    seconds: float  # wall time of Trainer.fit
+    best_val: float | None  # the checkpoint callback's monitored value at the best epoch
+    best_epochs: int  # epochs trained up to and including the best one
+    epochs: int  # epochs trained (early stopping may end before max_epochs)
+
+
+def fit_on_split(cfg: DictConfig, split: Split, seed: int, callbacks: bool = True, extra_callbacks: list | None = None) -> Fitted:
+    """Train `cfg`'s model on `split.train` through mfzoo's `build` and a Lightning Trainer.
+
+    With `callbacks`, the config's callbacks run on `split.val` (early stopping, best
+    val checkpoint) and the best checkpoint is loaded before returning; the test part is
+    never touched here. Without them the last epoch is kept (`split.val` may be None).
+    """
+    L.seed_everything(seed, verbose=False)
+    datamodule = InteractionsDataModule(
+        split.train, split=lambda _: split, batch_size=cfg.data.batch_size, eval_batch_size=cfg.data.eval_batch_size,
+        seed=seed, group_by_user=cfg.data.get("group_by_user", False),
+    )
+    datamodule, module = build(cfg, datamodule)
+    with tempfile.TemporaryDirectory(prefix="mfzoo-fit-") as workdir:
+        found = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()] if callbacks else []
+        for callback in found:
+            if isinstance(callback, L.pytorch.callbacks.ModelCheckpoint):
+                callback.dirpath = workdir
+        one_sweep = {"limit_train_batches": 1} if cfg.get("solver") else {}  # a solver epoch is one sweep
+        trainer: L.Trainer = instantiate(
+            cfg.trainer, logger=False, callbacks=found + list(extra_callbacks or []), default_root_dir=workdir,
+            enable_checkpointing=any(isinstance(c, L.pytorch.callbacks.ModelCheckpoint) for c in found),
+            **({} if split.val is not None else {"limit_val_batches": 0}), **one_sweep,
+        )
         start = time.perf_counter()
         trainer.fit(module, datamodule=datamodule)
         seconds = time.perf_counter() - start
-        test = split.test
-        with torch.no_grad():
-            scores = module.model.eval()(Batch(test.users, test.items, test.values, times=test.timestamps))
-        return seconds, scores[:, 0]
+        checkpoint = trainer.checkpoint_callback if found else None
+        best_path = getattr(checkpoint, "best_model_path", "") if checkpoint is not None else ""
+        best_val, best_epochs = None, trainer.current_epoch
+        if best_path:
+            state = torch.load(best_path, map_location="cpu", weights_only=False)
+            module.load_state_dict(state["state_dict"])
+            best_val = float(checkpoint.best_model_score)
+            best_epochs = int(state["epoch"]) + 1  # saved at the end of that (0-based) epoch
+    return Fitted(module, seconds, best_val, best_epochs, trainer.current_epoch)
+
+
+@torch.no_grad()
+def predict(module: EvaluatedModule, part) -> torch.Tensor:
+    """The model's rating predictions for the rows of `part` (unclipped), [N]."""
+    scores = module.model.eval()(Batch(part.users, part.items, part.values, times=part.timestamps))  # [N, 1]
+    return scores[:, 0]
+
+
+def mfzoo_fitter(model: str, overrides: list[str], seed: int) -> Fit:
+    """A fit function for one mfzoo model config, through the framework's own trainer: train on
+    the split's train part, early stopping and best checkpoint on its val part, predict test."""
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=ml100k_cv", "logger=none", f"model={model}", f"seed={seed}", *overrides])
+
+    def fit(split: Split) -> tuple[float, torch.Tensor, int | None]:
+        fitted = fit_on_split(cfg, split, seed)
+        return fitted.seconds, predict(fitted.module, split.test), fitted.best_epochs
 
     fit.cfg = cfg  # type: ignore[attr-defined]
     return fit
 
 
 def surprise_fitter(algo_name: str, seed: int) -> Fit:
-    """A fit function for a scikit-surprise algorithm (default parameters) on the same rows."""
+    """A fit function for a scikit-surprise algorithm (default parameters) on the split's train
+    part, the rows mfzoo trains on (the val part is not given to it)."""
     import surprise
 
     algo_cls = getattr(surprise, algo_name)
 
-    def fit(split: Split) -> tuple[float, torch.Tensor]:
+    def fit(split: Split) -> tuple[float, torch.Tensor, int | None]:
         train, test = split.train, split.test
         raw = zip(train.users.tolist(), train.items.tolist(), train.values.tolist(), [None] * len(train))
         trainset = surprise.Dataset(surprise.Reader(rating_scale=RATING_RANGE)).construct_trainset(list(raw))
@@ -93,7 +153,7 @@ def surprise_fitter(algo_name: str, seed: int) -> Fit:
         algo.fit(trainset)
         seconds = time.perf_counter() - start
         predictions = [algo.predict(u, i, clip=True).est for u, i in zip(test.users.tolist(), test.items.tolist())]
-        return seconds, torch.tensor(predictions)
+        return seconds, torch.tensor(predictions), None
 
     return fit
 
@@ -104,15 +164,16 @@ def evaluate(fits: dict[str, Fit], splits: list[Split], repeats: int) -> dict[st
     for k, split in enumerate(splits):
         times: dict[str, list[float]] = {key: [] for key in fits}
         predictions: dict[str, torch.Tensor] = {}
+        best_epochs: dict[str, int | None] = {}
         for _ in range(repeats):
             for key, fit in fits.items():  # interleaved
-                seconds, predictions[key] = fit(split)  # seeded: every repeat predicts the same
+                seconds, predictions[key], best_epochs[key] = fit(split)  # seeded: every repeat predicts the same
                 times[key].append(seconds)
         for key in fits:
             metrics = rating_metrics(predictions[key], split.test.values, RATING_RANGE)
-            rows[key].append({**metrics, "fit_s": statistics.median(times[key])})
+            rows[key].append({**metrics, "fit_s": statistics.median(times[key]), "best_epochs": best_epochs[key]})
             print(f"split {k} {MODELS[key][0]:16s} rmse {metrics['rmse']:.4f} mae {metrics['mae']:.4f} "
-                  f"fit {rows[key][-1]['fit_s']:.3f}s", flush=True)
+                  f"fit {rows[key][-1]['fit_s']:.3f}s best epoch {best_epochs[key]}", flush=True)
     return rows
 
 
@@ -130,6 +191,13 @@ def table(rows: dict[str, list[dict[str, float]]], labels: list[str]) -> list[st
     return lines
 
 
+def epochs_line(rows: dict[str, list[dict[str, float]]]) -> list[str]:
+    """The epoch of each mfzoo model's best val checkpoint, per split."""
+    cells = [f"{MODELS[k][0]} " + ", ".join(str(r["best_epochs"]) for r in rows[k])
+             for k in rows if rows[k] and rows[k][0]["best_epochs"] is not None]
+    return [f"Epochs up to the best val-RMSE checkpoint, per split: {'; '.join(cells)}."] if cells else []
+
+
 def ratios(rows: dict[str, list[dict[str, float]]]) -> list[str]:
     lines = ["| ours vs peer | RMSE ratio | fit-time ratio (ours / peer) | speed-up (peer / ours) |", "|---|---|---|---|"]
     for ours, peer in PAIRS:
@@ -145,7 +213,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3, help="fits per model and fold; the median time is kept")
     parser.add_argument("--folds", type=int, default=5)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="training seed (mfzoo, Surprise)")
+    parser.add_argument("--split-seed", type=int, default=0, help="seed of the fold partition (as data/split/kfold.yaml)")
+    parser.add_argument("--val", type=float, default=VAL, help="share of each fold's training part carved out as val")
     parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated keys of {list(MODELS)}")
     parser.add_argument("--no-temporal", action="store_true", help="skip the temporal-split table")
     parser.add_argument("--out", type=Path, default=None, help="also write the markdown tables here")
@@ -162,7 +232,7 @@ def main() -> None:
                 else surprise_fitter(MODELS[k][1], args.seed)) for k in keys}
 
     data = movielens("100k")
-    folds = list(KFold(n_folds=args.folds, seed=args.seed).folds(data))
+    folds = list(KFold(n_folds=args.folds, seed=args.split_seed, val=args.val).folds(data))
     for fit in fits.values():  # warm-up, untimed
         fit(folds[0])
     cv = evaluate(fits, folds, args.repeats)
@@ -171,22 +241,27 @@ def main() -> None:
                for k in keys if hasattr(fits[k], "cfg")]
     any_cfg = next((f.cfg for f in fits.values() if hasattr(f, "cfg")), None)
     lines = [
-        f"ML-100K, {args.folds}-fold random CV (seed {args.seed}), the same folds for every model; fit seconds = "
-        f"median of {args.repeats} interleaved fits per fold; torch {torch.__version__}, {torch.get_num_threads()} "
-        f"threads, {platform.machine()}.",
+        f"ML-100K, {args.folds}-fold random CV (KFold seed {args.split_seed}; in each fold {args.val:g} of the training "
+        f"part is val, the rest inner train: {len(folds[0].train)} / {len(folds[0].val)} / {len(folds[0].test)} "
+        f"train / val / test rows in fold 0), the same rows for every model; mfzoo: early stopping and best "
+        f"val-RMSE checkpoint on val; Surprise: fitted on the same inner train rows; test scored once. "
+        f"Training seed {args.seed}; fit seconds = median of {args.repeats} interleaved fits per fold; "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.machine()}.",
     ]
     if any_cfg is not None:
         lines.append(f"mfzoo training: MSE l2={any_cfg.loss.l2} l2_bias={any_cfg.loss.l2_bias}, Adam lr={any_cfg.optim.lr} "
-                     f"linear decay, {any_cfg.trainer.max_epochs} epochs, batch {any_cfg.data.batch_size}; Surprise: defaults.")
+                     f"linear decay over {any_cfg.trainer.max_epochs} epochs, batch {any_cfg.data.batch_size}; "
+                     "Surprise: defaults.")
     lines += [f"- {c}" for c in configs] + [""]
-    lines += table(cv, [f"fold {k}" for k in range(args.folds)]) + [""] + ratios(cv)
+    lines += table(cv, [f"fold {k}" for k in range(args.folds)]) + [""] + epochs_line(cv) + [""] + ratios(cv)
     if not args.no_temporal:
-        temporal = TemporalSplit(test=0.2)(data)
-        print(f"temporal split: train {len(temporal.train)} ratings before the cut, test {len(temporal.test)} after")
+        temporal = TemporalSplit(test=0.2, val=args.val)(data)
+        print(f"temporal split: train {len(temporal.train)}, val {len(temporal.val)} before the cut, test {len(temporal.test)} after")
         rows = evaluate(fits, [temporal], 1)
-        lines += ["", f"Global temporal cut (TemporalSplit(test=0.2): train {len(temporal.train)} ratings before the "
-                      f"cut, test {len(temporal.test)} after; one fit each):", ""]
-        lines += table(rows, ["temporal"])
+        lines += ["", f"Global temporal cut (TemporalSplit(test=0.2, val={args.val:g}): train {len(temporal.train)} "
+                      f"ratings, then val {len(temporal.val)} (early stopping, best checkpoint), then the cut and "
+                      f"test {len(temporal.test)}; Surprise fitted on the train rows; one fit each):", ""]
+        lines += table(rows, ["temporal"]) + [""] + epochs_line(rows)
     emit(lines, args.out)
 
 

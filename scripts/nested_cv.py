@@ -1,0 +1,274 @@
+"""Nested cross-validation: hyperparameters chosen on validation inside each outer fold, the
+test fold scored once with the choice.
+
+Protocol, per outer fold k of `KFold(n_folds=5, seed=0, val=0.1)` on MovieLens-100K (the folds
+of `scripts/bench_explicit.py` and `experiment=ml100k_cv`):
+
+1. Study. An Optuna study (TPE, seeded as in the YAML) of `--trials` trials over the search
+   space of `configs/hparams_search/<model>_optuna.yaml` (`hydra.sweeper.params`, parsed by the
+   Optuna sweeper's own parser, so the CLI sweep and this script share one definition). A trial
+   composes `experiment=ml100k_cv` with its settings, trains through `mfzoo.training.run.build`
+   and a Lightning Trainer on the fold's inner train part, with the config's callbacks on the
+   val part (early stopping, best val-RMSE checkpoint), and returns the val RMSE of that
+   checkpoint. The study is handed the train and val parts only.
+2. Refit. The best trial's settings are trained on train + val (all of the outer training
+   folds) for the number of epochs that reached its best val checkpoint (the learning-rate
+   schedule keeps the trial's length, `trainer.max_epochs`), once per training seed
+   (`--seeds`), without a val part or callbacks.
+3. Score. Each refit predicts the test fold once: RMSE/MAE on predictions clipped to [1, 5].
+
+`--baseline` also refits the default configuration (the one tuned on these test folds in
+experiments/ml100k_explicit) the same way, seed for seed, as a reference.
+
+    python scripts/nested_cv.py --model mf --trials 20 --folds 5 --seeds 3 --out experiments/nested_cv/results.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import platform
+import statistics
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lightning as L
+import optuna
+import torch
+from hydra import compose, initialize_config_dir
+from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
+from omegaconf import DictConfig, OmegaConf
+from optuna.distributions import BaseDistribution
+
+from _bench import emit, quiet
+from bench_explicit import RATING_RANGE, fit_on_split, predict
+from mfzoo.cli import CONFIG_DIR
+from mfzoo.data.interactions import Interactions
+from mfzoo.data.sources import movielens
+from mfzoo.data.splits import KFold, Split
+from mfzoo.evaluation.metrics import rating_metrics
+
+log = logging.getLogger("nested_cv")
+
+SEARCH_DIR = Path(CONFIG_DIR) / "hparams_search"
+# --model -> the overrides of the base configuration every trial starts from
+BASE = {
+    "mf": ["experiment=ml100k_cv"],
+    "svdpp": ["experiment=ml100k_cv", "model=svdpp"],
+}
+# The reference: experiments/ml100k_explicit's MF row, tuned on the test folds (no val part).
+TUNED_ON_TEST = {"mf": 0.9080, "svdpp": 0.9033}
+
+
+# search space -------------------------------------------------------------------------------
+@dataclass
+class SearchSpace:
+    """A sweeper's search space and study settings, as read from an hparams_search YAML."""
+
+    distributions: dict[str, BaseDistribution]  # swept keys
+    fixed: dict[str, str]  # keys given one value (set in every trial)
+    metric: str  # optimized_metric, e.g. "val/rmse"
+    direction: str  # "minimize" | "maximize"
+    n_trials: int
+    sampler: dict = field(default_factory=dict)  # TPESampler arguments (seed, n_startup_trials, ...)
+
+
+def parse_params(params: Mapping[str, str]) -> tuple[dict[str, BaseDistribution], dict[str, str]]:
+    """Hydra sweeper params -> (Optuna distributions, fixed values), by the Optuna sweeper's own
+    parser: `interval(a, b)` uniform on floats (Hydra reads interval ends as floats),
+    `tag(log, interval(a, b))` log-uniform, `range(a, b[, step])` a stepped int uniform with
+    b included (a float one if any argument is a float), `choice(...)` and comma lists
+    categorical; a plain value is fixed."""
+    return create_params_from_overrides([f"{key}={value}" for key, value in params.items()])
+
+
+def read_search_space(name: str, search_dir: Path = SEARCH_DIR) -> SearchSpace:
+    """The search space of `configs/hparams_search/<name>.yaml` (e.g. `mf_optuna`)."""
+    raw = OmegaConf.load(search_dir / f"{name}.yaml")
+    sweeper = raw.hydra.sweeper
+    distributions, fixed = parse_params({str(k): str(v) for k, v in sweeper.params.items()})
+    sampler = OmegaConf.to_container(sweeper.get("sampler") or {}, resolve=True)
+    return SearchSpace(distributions, fixed, str(raw.optimized_metric), str(sweeper.direction), int(sweeper.n_trials), sampler)
+
+
+def settings_overrides(params: Mapping[str, object]) -> list[str]:
+    """A trial's settings as Hydra overrides, written as the Optuna sweeper writes them."""
+    return [f"{name}={value}" for name, value in params.items()]
+
+
+def compose_cfg(base: list[str], settings: list[str], seed: int) -> DictConfig:
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose("train", overrides=[*base, "logger=none", f"seed={seed}", *settings])
+
+
+# one outer fold -------------------------------------------------------------------------------
+@dataclass
+class FoldResult:
+    fold: int
+    params: dict[str, object]  # the chosen settings
+    best_val: float  # their val RMSE (best checkpoint)
+    best_epochs: int  # epochs to that checkpoint, trained again in the refit
+    test: list[dict[str, float]]  # per refit seed: rmse, mae
+    baseline: list[dict[str, float]] = field(default_factory=list)  # the default config, same refit
+    study_seconds: float = 0.0
+    trials: list[dict] = field(default_factory=list)  # every trial: params, value, epochs
+
+
+class StopAfterEpochs(L.Callback):
+    """Ends training after `epochs` epochs whatever trainer.max_epochs is, so the learning-rate
+    schedule keeps the length the settings were validated with."""
+
+    def __init__(self, epochs: int):
+        self.epochs = epochs
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch + 1 >= self.epochs:
+            trainer.should_stop = True
+
+
+def tune(base: list[str], train: Interactions, val: Interactions, space: SearchSpace, trials: int, seed: int) -> optuna.Study:
+    """The study of one fold: it is given the train and val parts only (the trainer's test slot
+    holds the val part too, so no code path in a trial can reach a test row)."""
+    split = Split(train=train, val=val, test=val)
+    sampler = optuna.samplers.TPESampler(**{k: v for k, v in space.sampler.items() if k != "_target_"})
+    study = optuna.create_study(direction=space.direction, sampler=sampler)
+    for _ in range(trials):
+        trial = study.ask(fixed_distributions=space.distributions)
+        params = {**trial.params, **space.fixed}
+        cfg = compose_cfg(base, settings_overrides(params), seed)
+        monitor = cfg.callbacks.model_checkpoint.monitor
+        if monitor != space.metric:
+            raise ValueError(f"the checkpoint callback monitors {monitor!r}, the search optimizes {space.metric!r}")
+        fitted = fit_on_split(cfg, split, seed)
+        trial.set_user_attr("best_epochs", fitted.best_epochs)
+        if fitted.best_val is None or not math.isfinite(fitted.best_val):
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        else:
+            study.tell(trial, fitted.best_val)
+        log.info("trial %d: %s -> %s %.4f (epoch %d)", trial.number, params, space.metric, fitted.best_val or float("nan"), fitted.best_epochs)
+    return study
+
+
+def refit_and_score(cfg: DictConfig, train_val: Interactions, test: Interactions, epochs: int, seed: int) -> dict[str, float]:
+    """Train `cfg` on train + val for `epochs` epochs (no val part, no callbacks) and score the test part once."""
+    fitted = fit_on_split(cfg, Split(train=train_val, val=None, test=test), seed, callbacks=False,
+                          extra_callbacks=[StopAfterEpochs(epochs)])
+    if fitted.epochs != epochs:
+        raise RuntimeError(f"refit ran {fitted.epochs} epochs, {epochs} were asked for")
+    return rating_metrics(predict(fitted.module, test), test.values, RATING_RANGE)
+
+
+def nested_fold(fold: int, split: Split, model: str, space: SearchSpace, trials: int, seeds: list[int],
+                study_seed: int = 0, baseline: bool = False) -> FoldResult:
+    """Study on (train, val), refit on train + val, score on test: see the module docstring."""
+    base = BASE[model]
+    start = time.perf_counter()
+    study = tune(base, split.train, split.val, space, trials, study_seed)
+    study_seconds = time.perf_counter() - start
+    best = study.best_trial
+    params = {**best.params, **space.fixed}
+    epochs = int(best.user_attrs["best_epochs"])
+    train_val = Interactions.concat([split.train, split.val], name=f"{split.train.name}+val")
+    test = [refit_and_score(compose_cfg(base, settings_overrides(params), s), train_val, split.test, epochs, s) for s in seeds]
+    reference = []
+    if baseline:
+        for s in seeds:
+            cfg = compose_cfg(base, [], s)
+            reference.append(refit_and_score(cfg, train_val, split.test, int(cfg.trainer.max_epochs), s))
+    history = [{"params": t.params, "value": t.value, "epochs": t.user_attrs.get("best_epochs")}
+               for t in study.trials]
+    return FoldResult(fold, params, float(best.value), epochs, test, reference, study_seconds, history)
+
+
+# report ---------------------------------------------------------------------------------------
+def mean_sd(values: list[float]) -> str:
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.4f} ± {sd:.4f}"
+
+
+def show(value: object) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def report(results: list[FoldResult], args: argparse.Namespace, space: SearchSpace, seconds: float) -> list[str]:
+    keys = list(space.distributions)
+    lines = [
+        f"Nested CV of `{args.model}` on ML-100K: outer `KFold(n_folds={args.folds}, seed={args.split_seed}, "
+        f"val={args.val:g})`; per fold an Optuna TPE study of {args.trials} trials (sampler {space.sampler}) over "
+        f"`configs/hparams_search/{args.model}_optuna.yaml`, objective {space.metric} on the val part; the best "
+        f"settings refitted on train + val for their best-val epoch count, training seeds {args.seeds_list}, "
+        f"test fold scored once. torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.machine()}; "
+        f"total {seconds:.0f} s (a shared machine: times are noisy).",
+        "",
+        "| fold | " + " | ".join(f"`{k}`" for k in keys) + " | epochs | best val RMSE | test RMSE (mean of seeds) | "
+        "test RMSE per seed | test MAE |" + (" defaults, same refit: test RMSE |" if args.baseline else "") + " study s |",
+        "|---|" + "---|" * len(keys) + "---|---|---|---|---|" + ("---|" if args.baseline else "") + "---|",
+    ]
+    for r in results:
+        rmse = [t["rmse"] for t in r.test]
+        cells = [show(r.params[k]) for k in keys]
+        row = (f"| {r.fold} | " + " | ".join(cells) + f" | {r.best_epochs} | {r.best_val:.4f} | {statistics.mean(rmse):.4f} | "
+               + ", ".join(f"{x:.4f}" for x in rmse) + f" | {statistics.mean(t['mae'] for t in r.test):.4f} |")
+        if args.baseline:
+            row += f" {statistics.mean(b['rmse'] for b in r.baseline):.4f} |"
+        lines.append(row + f" {r.study_seconds:.0f} |")
+    fold_means = [statistics.mean(t["rmse"] for t in r.test) for r in results]
+    every = [t["rmse"] for r in results for t in r.test]
+    lines += [
+        "",
+        f"- test RMSE, mean ± sd over the {len(results)} folds (each the mean of its {len(args.seeds_list)} seeds): "
+        f"**{mean_sd(fold_means)}**",
+        f"- test RMSE, mean ± sd over folds x seeds ({len(every)} refits): {mean_sd(every)}",
+        f"- test MAE, mean over folds x seeds: {statistics.mean(t['mae'] for r in results for t in r.test):.4f}",
+        f"- best val RMSE (inner train part only), mean ± sd over folds: {mean_sd([r.best_val for r in results])}",
+    ]
+    if args.baseline:
+        base_means = [statistics.mean(b["rmse"] for b in r.baseline) for r in results]
+        lines.append(f"- the default configuration (chosen on these test folds), refitted the same way with the same "
+                     f"seeds: {mean_sd(base_means)} over folds")
+    if args.model in TUNED_ON_TEST:
+        lines.append(f"- reference: {TUNED_ON_TEST[args.model]:.4f}, experiments/ml100k_explicit's mean before the val "
+                     "part existed (configuration chosen on the test folds, seed 0)")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", choices=sorted(BASE), default="mf", help="reads configs/hparams_search/<model>_optuna.yaml")
+    parser.add_argument("--trials", type=int, default=None, help="trials per fold (default: the YAML's n_trials)")
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--only-folds", default=None, help="comma-separated outer folds to run (default: all)")
+    parser.add_argument("--seeds", type=int, default=3, help="training seeds 0..S-1 of each refit")
+    parser.add_argument("--study-seed", type=int, default=0, help="training seed of every trial")
+    parser.add_argument("--split-seed", type=int, default=0, help="seed of the fold partition (as data/split/kfold.yaml)")
+    parser.add_argument("--val", type=float, default=0.1, help="share of each fold's training part carved out as val")
+    parser.add_argument("--baseline", action="store_true", help="also refit the default configuration, seed for seed")
+    parser.add_argument("--out", type=Path, default=None, help="also write the markdown table here")
+    args = parser.parse_args()
+    args.seeds_list = list(range(args.seeds))
+
+    quiet()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("nested_cv").setLevel(logging.INFO)
+    space = read_search_space(f"{args.model}_optuna")
+    args.trials = args.trials or space.n_trials
+
+    start = time.perf_counter()
+    data = movielens("100k")
+    folds = list(KFold(n_folds=args.folds, seed=args.split_seed, val=args.val).folds(data))
+    wanted = range(args.folds) if args.only_folds is None else [int(k) for k in args.only_folds.split(",")]
+    results = []
+    for k in wanted:
+        result = nested_fold(k, folds[k], args.model, space, args.trials, args.seeds_list, args.study_seed, args.baseline)
+        rmse = statistics.mean(t["rmse"] for t in result.test)
+        print(f"fold {k}: {result.params} epochs {result.best_epochs} val {result.best_val:.4f} test {rmse:.4f} "
+              f"(study {result.study_seconds:.0f} s)", flush=True)
+        results.append(result)
+    emit(report(results, args, space, time.perf_counter() - start), args.out)
+
+
+if __name__ == "__main__":
+    main()
