@@ -169,6 +169,14 @@ def _natural(text: str) -> list:
     return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", text)]
 
 
+def _order(value: str) -> tuple:
+    """Sort key of a key's value: numbers by value (0.01 before 0.1), then the rest naturally."""
+    try:
+        return (0, float(value), [])
+    except ValueError:
+        return (1, 0.0, _natural(value))
+
+
 def _is_run(path: Path) -> bool:
     return any((path / name).is_file() for name in ("config.yaml", "metrics.json", ".hydra/config.yaml"))
 
@@ -179,7 +187,8 @@ def _run_dirs(path: Path, visited: set[Path]) -> list[Path]:
     visited.add(path.resolve())
     if _is_run(path):
         return [path]
-    children = sorted((c for c in path.iterdir() if c.is_dir() and not c.name.startswith(".")), key=lambda c: _natural(c.name))
+    children = [c for c in path.iterdir() if c.is_dir() and not c.name.startswith(".")]
+    children.sort(key=lambda c: _natural(c.name))
     return [run for child in children for run in _run_dirs(child, visited)]
 
 
@@ -314,7 +323,8 @@ def table(runs: Sequence[Run], metrics: Sequence[str] | None = None, over: Seque
     complete = [run for run in runs if run.complete]
     incomplete = [run for run in runs if not run.complete]
     if not complete:
-        raise CompareError(f"none of the {len(runs)} runs is complete (no metrics.json), e.g. {runs[0].path}" if runs else "no run")
+        example = f", e.g. {runs[0].path}" if runs else ""
+        raise CompareError(f"none of the {len(runs)} runs is complete (no metrics.json){example}")
     keys = list(dict.fromkeys([parse_override(o)[0] for run in complete for o in run.overrides] + list(over)))
     values = {k: [run.value(k) for run in complete] for k in keys}
     keys = [k for k in keys if any(v != MISSING for v in values[k])]
@@ -330,7 +340,7 @@ def table(runs: Sequence[Run], metrics: Sequence[str] | None = None, over: Seque
     for run in complete:
         groups.setdefault(tuple(run.value(k) for k in columns), []).append(run)
     rows = [Row(dict(zip(columns, key)), group, {}) for key, group in groups.items()]
-    rows.sort(key=lambda row: [_natural(v) for v in row.key.values()])
+    rows.sort(key=lambda row: [_order(v) for v in row.key.values()])
     for row in rows:
         for metric in metrics:
             row.stat(metric)
@@ -340,7 +350,7 @@ def table(runs: Sequence[Run], metrics: Sequence[str] | None = None, over: Seque
         for run in row.runs:
             same.setdefault(tuple(run.value(k) for k in keys + from_config), []).append(run)
         repeats += [group for group in same.values() if len(group) > 1]
-    over_found = {k: sorted(set(values[k]), key=_natural) for k in varying if k in over}
+    over_found = {k: sorted(set(values[k]), key=_order) for k in varying if k in over}
     common = {k: values[k][0] for k in keys if k not in varying}
     return Table(rows, columns, metrics, over_found, common, incomplete, repeats, from_config)
 
@@ -390,7 +400,8 @@ def to_markdown(result: Table, sources: Sequence[str] = ()) -> str:
     """The table as Markdown, headed by how its numbers were obtained, followed by warnings
     about repeated runs and the list of incomplete runs."""
     rows, n_runs = result.rows, len(result.runs)
-    lines = [f"## mfzoo-compare: {n_runs} runs in {len(rows)} rows", ""]
+    pending = f" ({len(result.incomplete)} incomplete, listed below)" if result.incomplete else ""
+    lines = [f"## mfzoo-compare: {n_runs} runs in {len(rows)} rows{pending}", ""]
     if sources:
         lines.append(f"- sources: {', '.join(sources)}")
     if result.common:
@@ -400,14 +411,17 @@ def to_markdown(result: Table, sources: Sequence[str] = ()) -> str:
         lines.append(f"- averaged over: {', '.join(result.over)} ({found}); each cell is mean ± sample sd "
                      "(ddof = 1) over the row's n runs, the value alone when n = 1")
     else:
-        lines.append("- averaged over: nothing (no repetition key varies); a row of n > 1 holds repeated runs, mean ± sample sd")
+        lines.append("- averaged over: nothing (no repetition key varies); "
+                     "a row of n > 1 holds repeated runs, mean ± sample sd")
     if result.from_config:
-        lines.append(f"- differ in config.yaml though no override sets them (rows kept apart): {', '.join(result.from_config)}")
+        lines.append("- differ in config.yaml though no override sets them (rows kept apart): "
+                     + ", ".join(result.from_config))
     selected = sorted({run.selected_on for run in result.runs if run.selected_on})
     on = f" (by {', '.join(selected)})" if selected else ""
     lines.append(f"- numbers: each run's metrics.json; val/<m> = the metric on the validation part at the checkpoint "
-                 f"chosen on validation{on}, test/<m> = that same checkpoint on the test part; fit_seconds = wall-clock "
-                 "seconds of fitting, epochs = epochs trained; \"(k of n)\": only k runs report the metric")
+                 f"chosen on validation{on}, test/<m> = that same checkpoint on the test part; "
+                 "fit_seconds = wall-clock seconds of fitting, epochs = epochs trained; "
+                 "\"(k of n)\": only k runs report the metric")
     lines.append("")
     formats = {m: _formatter([v for row in rows for v in (row.stat(m).mean, row.stat(m).sd)]) for m in result.metrics}
     header = (result.columns or ["runs"]) + ["n", *result.metrics]
@@ -438,7 +452,7 @@ def to_csv(result: Table, path: str | Path) -> None:
             cells: list[object] = [*row.key.values(), row.n]
             for m in result.metrics:
                 stat = row.stat(m)
-                cells += ["" if math.isnan(stat.mean) else repr(stat.mean), "" if math.isnan(stat.sd) else repr(stat.sd), stat.n]
+                cells += [*("" if math.isnan(x) else repr(x) for x in (stat.mean, stat.sd)), stat.n]
             writer.writerow(cells)
 
 
@@ -509,8 +523,9 @@ def plot_runs(result: Table, metric: str, path: str | Path) -> None:
         stat = row.stat(metric)
         ax.errorbar(i + 0.18, stat.mean, yerr=None if stat.n < 2 else stat.sd, fmt="o", color="C0", capsize=4,
                     zorder=3, label=None if i else "row mean ± sd")
+    slanted = len(result.rows) > 3
     ax.set_xticks(range(len(result.rows)), [row.label for row in result.rows],
-                  rotation=25 if len(result.rows) > 3 else 0, ha="right" if len(result.rows) > 3 else "center", fontsize=8)
+                  rotation=25 if slanted else 0, ha="right" if slanted else "center", fontsize=8)
     ax.set_ylabel(metric)
     ax.set_title(f"{metric}: {len(result.runs)} runs", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
@@ -534,14 +549,16 @@ def plot_epochs(result: Table, metric: str, path: str | Path) -> None:
             continue
         color = f"C{i % 10}"
         ax.plot(curve.epochs, curve.mean, ":", color=color)
-        ax.plot(curve.epochs, np.where(curve.n == row.n, curve.mean, np.nan), "-", color=color, label=f"{row.label} (n={row.n})")
-        band = curve.n > 1
-        ax.fill_between(curve.epochs, curve.mean - curve.sd, curve.mean + curve.sd, where=band, color=color, alpha=0.2, linewidth=0)
+        all_runs = np.where(curve.n == row.n, curve.mean, np.nan)  # [E], nan breaks the solid line
+        ax.plot(curve.epochs, all_runs, "-", color=color, label=f"{row.label} (n={row.n})")
+        ax.fill_between(curve.epochs, curve.mean - curve.sd, curve.mean + curve.sd, where=curve.n > 1,
+                        color=color, alpha=0.2, linewidth=0)
     ax.set_xlabel("epoch")
     ax.set_ylabel(metric)
     over = ", ".join(result.over) or "repeated runs"
     partial = any((curve.n < row.n).any() for row, curve in curves)
-    ax.set_title(f"{metric} per epoch: mean ± sample sd over {over}" + (" (dotted: not all runs)" if partial else ""), fontsize=10)
+    ax.set_title(f"{metric} per epoch: mean ± sample sd over {over}" + (" (dotted: not all runs)" if partial else ""),
+                 fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     figure.tight_layout()
@@ -571,7 +588,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     direction.add_argument("--desc", dest="descending", action="store_const", const=True, help="largest first")
     direction.add_argument("--asc", dest="descending", action="store_const", const=False, help="smallest first")
     parser.add_argument("--out", metavar="PREFIX", help="also write PREFIX.csv and PREFIX.md (and the plots' PREFIX)")
-    parser.add_argument("--plot", metavar="METRIC", help="PREFIX.png (compare.png without --out): each run and row means")
+    parser.add_argument("--plot", metavar="METRIC",
+                        help="PREFIX.png (compare.png without --out): each run, and each row's mean ± sd")
     parser.add_argument("--epochs", metavar="METRIC", help="PREFIX_epochs.png: the per-epoch curve from history.csv")
     args = parser.parse_args(argv)
     if args.descending is not None and not args.sort:

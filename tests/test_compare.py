@@ -16,14 +16,17 @@ import pytest
 import yaml
 
 from mfzoo import compare
-from mfzoo.compare import CompareError, collect, epoch_curve, plot_epochs, plot_runs, sort_rows, table, to_csv, to_markdown
+from mfzoo.compare import (CompareError, collect, epoch_curve, plot_epochs, plot_runs, sort_rows, table, to_csv,
+                           to_markdown)
 
 BASE_CONFIG = {
     "seed": 0,
     "model": {"_target_": "mfzoo.models.MF", "dim": 32, "reg": 0.01},
     "optim": {"lr": 0.01},
     "trainer": {"max_epochs": 12},
-    "callbacks": {"model_checkpoint": {"_target_": "lightning.pytorch.callbacks.ModelCheckpoint", "monitor": "val/rmse"}},
+    "callbacks": {
+        "model_checkpoint": {"_target_": "lightning.pytorch.callbacks.ModelCheckpoint", "monitor": "val/rmse"},
+    },
 }
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -116,7 +119,7 @@ def test_grid_gives_one_row_per_model_with_hand_computed_mean_and_sample_sd(grid
 
 def test_markdown_says_how_the_numbers_were_obtained(grid):
     text = to_markdown(table(collect([grid])), [str(grid)])
-    assert "6 runs in 2 rows" in text
+    assert "6 runs in 2 rows (1 incomplete, listed below)" in text
     assert "common: trainer.max_epochs=12" in text
     assert "averaged over: seed (seed ∈ {0, 1, 2})" in text and "sample sd (ddof = 1)" in text
     assert "metrics.json" in text and "chosen on validation (by val/rmse)" in text and "test part" in text
@@ -135,16 +138,17 @@ def test_a_single_run_is_its_value_without_sd(tmp_path):
 
 def test_runs_differing_in_a_non_repetition_key_are_not_merged(tmp_path):
     root = tmp_path / "multirun"
-    write_run(root / "0", ["model.dim=32", "model.reg=0.1", "seed=0"], {"rmse": 1.0}, {"rmse": 1.0})
+    write_run(root / "0", ["model.dim=32", "model.reg=0.1", "seed=0", "optim.lr=1e-2"], {"rmse": 1.0}, {"rmse": 1.0})
+    edit_config(root / "0", "optim.lr", 0.01)  # resolved: the number
     write_run(root / "1", ["model.dim=32", "model.reg=0.1", "seed=1"], {"rmse": 1.2}, {"rmse": 1.2})
     write_run(root / "2", ["model.dim=32", "model.reg=0.01", "seed=2"], {"rmse": 5.0}, {"rmse": 5.0})
     # no optim.lr override, but the config's lr is 0.01: the same as the override 1e-2 of job 0 ...
     write_run(root / "3", ["model.dim=32", "model.reg=0.1", "seed=3"], {"rmse": 1.4}, {"rmse": 1.4})
     # ... while job 4's 0.1 differs from everyone's 0.01
     write_run(root / "4", ["model.dim=32", "model.reg=0.1", "seed=4", "optim.lr=0.1"], {"rmse": 9.0}, {"rmse": 9.0})
-    (root / "0" / "metrics.json").write_text((root / "0" / "metrics.json").read_text().replace('"seed=0"', '"seed=0", "optim.lr=1e-2"'))
     result = table(collect([root]))
     assert result.columns == ["model.reg", "optim.lr"]
+    assert [tuple(row.key.values()) for row in result.rows] == [("0.01", "0.01"), ("0.1", "0.01"), ("0.1", "0.1")]
     by_key = {tuple(row.key.values()): row for row in result.rows}
     assert set(by_key) == {("0.1", "0.01"), ("0.01", "0.01"), ("0.1", "0.1")}
     merged = by_key[("0.1", "0.01")]
@@ -205,7 +209,8 @@ def test_over_nothing_keeps_seeds_apart(grid):
 
 def test_repeated_runs_are_counted_and_warned(grid, tmp_path):
     again = tmp_path / "multirun" / "2026-12-03" / "09-00-00" / "nested"
-    write_run(again / "0", ["model.dim=32", "seed=0", "trainer.max_epochs=12"], {"rmse": 0.99, "mae": 0.7}, {"rmse": 0.99, "mae": 0.7})
+    write_run(again / "0", ["model.dim=32", "seed=0", "trainer.max_epochs=12"], {"rmse": 0.99, "mae": 0.7},
+              {"rmse": 0.99, "mae": 0.7})
     result = table(collect([tmp_path / "multirun", grid]))  # grid twice: its runs count once
     small = result.rows[0]
     assert small.n == 4 and small.stats["test/rmse"].mean == pytest.approx((0.90 + 0.92 + 0.97 + 0.99) / 4)
@@ -235,7 +240,8 @@ def test_metrics_option_and_sort_direction(grid, capsys):
 
 def test_ranking_metrics_sort_descending(tmp_path):
     for job, (dim, ndcg) in enumerate([(8, 0.10), (16, 0.30), (32, 0.20)]):
-        write_run(tmp_path / "m" / str(job), [f"model.dim={dim}"], {"ndcg@10": ndcg}, {"ndcg@10": ndcg, "recall@20": 0.5})
+        write_run(tmp_path / "m" / str(job), [f"model.dim={dim}"], {"ndcg@10": ndcg},
+                  {"ndcg@10": ndcg, "recall@20": 0.5})
     result = sort_rows(table(collect([tmp_path / "m"])), "test/ndcg@10")
     assert [row.key["model.dim"] for row in result.rows] == ["16", "32", "8"]
     assert result.metrics == ["val/ndcg@10", "test/ndcg@10", "test/recall@20", "fit_seconds", "epochs"]
@@ -288,7 +294,8 @@ def test_epoch_curve_averages_the_histories_by_hand(tmp_path):
               history=[{"epoch": 0, "val/rmse": 1.0}, {"epoch": 1, "val/rmse": 0.9}, {"epoch": 2, "val/rmse": 0.8}])
     write_run(root / "1", ["seed=1"], {"rmse": 1.1}, {"rmse": 1.1},  # stopped after epoch 1
               history=[{"epoch": 0, "val/rmse": 1.2}, {"epoch": 1, "val/rmse": 1.1}])
-    write_run(root / "2", ["seed=2"], {"rmse": 0.9}, {"rmse": 0.9},  # train and val of an epoch in two rows, val skipped at 1
+    # job 2: train and val of an epoch in two rows, val not logged at epoch 1
+    write_run(root / "2", ["seed=2"], {"rmse": 0.9}, {"rmse": 0.9},
               history=[{"epoch": 0, "train/loss": 3.0}, {"epoch": 0, "val/rmse": 1.1}, {"epoch": 1, "train/loss": 2.0},
                        {"epoch": 2, "train/loss": 1.0, "val/rmse": 0.9}])
     (row,) = table(collect([root])).rows
@@ -298,7 +305,8 @@ def test_epoch_curve_averages_the_histories_by_hand(tmp_path):
     assert curve.mean == pytest.approx([1.1, 1.0, 0.85])
     assert curve.sd == pytest.approx([0.1, math.sqrt(0.02), math.sqrt(0.005)])
     loss = epoch_curve(row, "train/loss")
-    assert loss.epochs.tolist() == [0, 1, 2] and loss.mean == pytest.approx([3.0, 2.0, 1.0]) and loss.n.tolist() == [1, 1, 1]
+    assert loss.epochs.tolist() == [0, 1, 2] and loss.n.tolist() == [1, 1, 1]
+    assert loss.mean == pytest.approx([3.0, 2.0, 1.0])
     assert math.isnan(loss.sd[0])
 
 
@@ -341,4 +349,5 @@ def test_console_script_runs_on_a_multirun(grid, tmp_path):
     assert "| 64 | 3 | 0.9000 ± 0.0000 | 0.7000 ± 0.0000 | 0.9000 ± 0.0265 |" in done.stdout
     assert_png(work / "compare.png")  # no --out: compare.png in the working directory
     missing = subprocess.run([script, str(tmp_path / "nope")], cwd=work, capture_output=True, text=True, timeout=120)
-    assert missing.returncode == 2 and missing.stderr.startswith("mfzoo-compare: ") and "Traceback" not in missing.stderr
+    assert missing.returncode == 2 and missing.stderr.startswith("mfzoo-compare: ")
+    assert "Traceback" not in missing.stderr
