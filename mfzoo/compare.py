@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_OVER = ("seed", "data.split.fold")
 MISSING = "—"  # the value of a key that a run neither overrides nor has in its config
+COUNTERS = ("step", "epoch")  # logged beside val/test metrics by Lightning, not metrics
 # metric names whose smaller values are better: sorted ascending unless told otherwise
 LOWER_IS_BETTER = re.compile(r"rmse|mae|mse|loss|err|nll|seconds|time", re.IGNORECASE)
 
@@ -274,8 +275,9 @@ class Table:
 
 
 def default_metrics(runs: Sequence[Run]) -> list[str]:
-    """Every val/<m> then every test/<m> found (in first-seen order), fit_seconds, epochs."""
-    found = list(dict.fromkeys(m for run in runs for m in run.metrics))
+    """Every val/<m> then every test/<m> found (in first-seen order; not the counters `step`,
+    `epoch`), fit_seconds, epochs."""
+    found = [m for m in dict.fromkeys(m for run in runs for m in run.metrics) if m.rsplit("/", 1)[-1] not in COUNTERS]
     named = [m for m in found if m.startswith("val/")] + [m for m in found if m.startswith("test/")]
     return named + [m for m in ("fit_seconds", "epochs") if m in found]
 
@@ -537,6 +539,8 @@ def plot_runs(result: Table, metric: str, path: str | Path) -> None:
 def plot_epochs(result: Table, metric: str, path: str | Path) -> None:
     """A PNG of the per-epoch `metric` (history.csv): one line per row, the mean over its runs
     with a ± sd band; solid where all the row's runs contribute, dotted where some stopped."""
+    from matplotlib.ticker import MaxNLocator
+
     curves = [(row, epoch_curve(row, metric)) for row in result.rows]
     if not any(len(curve.epochs) for _, curve in curves):
         columns = sorted({c for run in result.runs for c in read_history(run.path)})
@@ -554,6 +558,7 @@ def plot_epochs(result: Table, metric: str, path: str | Path) -> None:
         ax.fill_between(curve.epochs, curve.mean - curve.sd, curve.mean + curve.sd, where=curve.n > 1,
                         color=color, alpha=0.2, linewidth=0)
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(metric)
     over = ", ".join(result.over) or "repeated runs"
     partial = any((curve.n < row.n).any() for row, curve in curves)

@@ -241,7 +241,7 @@ def test_metrics_option_and_sort_direction(grid, capsys):
 def test_ranking_metrics_sort_descending(tmp_path):
     for job, (dim, ndcg) in enumerate([(8, 0.10), (16, 0.30), (32, 0.20)]):
         write_run(tmp_path / "m" / str(job), [f"model.dim={dim}"], {"ndcg@10": ndcg},
-                  {"ndcg@10": ndcg, "recall@20": 0.5})
+                  {"ndcg@10": ndcg, "recall@20": 0.5, "step": 2.0})  # a counter, not a default metric
     result = sort_rows(table(collect([tmp_path / "m"])), "test/ndcg@10")
     assert [row.key["model.dim"] for row in result.rows] == ["16", "32", "8"]
     assert result.metrics == ["val/ndcg@10", "test/ndcg@10", "test/recall@20", "fit_seconds", "epochs"]
