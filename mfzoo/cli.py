@@ -11,6 +11,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from mfzoo.training.rundir import RunError
+
 # The configs live at the top of the source tree (an editable install: `pip install -e .`).
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
 
@@ -27,28 +29,48 @@ def quiet_lightning() -> None:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
-def train(cfg: DictConfig) -> float | None:
-    """`mfzoo-train [overrides]`: train, test, write the run directory, print test metrics.
-
-    Returns the value named by `optimized_metric` (for sweepers), when set.
-    """
+def _train(cfg: DictConfig) -> float | None:
     from mfzoo.training.run import train as run_training
 
     quiet_lightning()
-    run_dir = HydraConfig.get().runtime.output_dir
-    metrics = run_training(cfg, run_dir)
+    hydra_cfg = HydraConfig.get()
+    run_dir = hydra_cfg.runtime.output_dir
+    overrides = [o for o in hydra_cfg.overrides.task if not o.startswith("resume=")]
+    if cfg.get("resume"):
+        if overrides:
+            raise SystemExit(f"mfzoo: resume={cfg.resume} continues that run with its own config; "
+                             f"drop the other overrides ({' '.join(overrides)})")
+        if str(hydra_cfg.mode) == "RunMode.MULTIRUN":
+            raise SystemExit("mfzoo: resume continues one run; it cannot be part of a multirun (-m)")
+    try:
+        metrics = run_training(cfg, run_dir, overrides=overrides, resume=bool(cfg.get("resume")))
+    except RunError as err:
+        raise SystemExit(f"mfzoo: {err}") from None
     print(json.dumps({"run_dir": run_dir, **metrics}, indent=2))
-    metric = cfg.get("optimized_metric")
-    return metrics["test"].get(metric) if metric else None
+    return metrics["objective"]
+
+
+def train() -> float | None:
+    """`mfzoo-train [overrides]`: train, test, write the run directory, print its metrics;
+    `mfzoo-train resume=RUN_DIR` continues a killed run from its last checkpoint.
+
+    Returns the run's `objective` to a sweeper: the validation metric `optimized_metric` at
+    the checkpoint chosen on validation, never a test metric.
+    """
+    from mfzoo.training.rundir import register_resolvers
+
+    register_resolvers()
+    return _train()
 
 
 def _load(run_dir: str):
-    from mfzoo.training.restore import RunError, load_run
+    from mfzoo.training.restore import labels_of, load_run
 
     try:
-        return load_run(run_dir)
+        cfg, datamodule, model = load_run(run_dir)
     except (RunError, FileNotFoundError) as err:
         raise SystemExit(f"mfzoo: {err}") from None
+    return cfg, datamodule, model, labels_of(run_dir, datamodule)
 
 
 def _encode(encode, raw: str, what: str):
@@ -94,14 +116,12 @@ def recommend() -> None:
     raw_items = None if args.items is None else [x.strip() for x in args.items.split(",") if x.strip()]
     ratings = None if args.ratings is None else _parse_ratings(parser, args.ratings, len(raw_items))
     quiet_lightning()
-    cfg, datamodule, model = _load(args.run_dir)
+    cfg, datamodule, model, labels = _load(args.run_dir)
     from mfzoo.retrieval import new_users
     from mfzoo.retrieval import recommend as top_k
-    from mfzoo.training.restore import RunError, fold_in_of
-    from mfzoo.training.run import item_labels
+    from mfzoo.training.restore import fold_in_of
 
     data, train = datamodule.data, datamodule.train
-    labels = item_labels(cfg, datamodule)
     if raw_items is None:
         user = _encode(data.encode_users, args.user, "user")
         with torch.no_grad():
@@ -154,13 +174,11 @@ def similar() -> None:
     parser.add_argument("--metric", choices=["cosine", "dot"], default="cosine")
     args = parser.parse_args()
     quiet_lightning()
-    cfg, datamodule, model = _load(args.run_dir)
+    cfg, datamodule, model, labels = _load(args.run_dir)
     from mfzoo.retrieval import similar_items
-    from mfzoo.training.run import item_labels
 
     data = datamodule.data
     item = _encode(data.encode_items, args.item, "item")
-    labels = item_labels(cfg, datamodule)
     with torch.no_grad():
         scores, items = similar_items(model, torch.tensor([item]), args.k, metric=args.metric)
     print(f"{args.k} items most similar to item {labels[item]} by {args.metric}:")

@@ -19,7 +19,9 @@ class BatchLoader:
     """Iterates over `interactions` in batches of `batch_size` rows.
 
     With `shuffle`, each pass draws a new permutation from a generator seeded with
-    `seed + pass number`, so a run is reproducible and every epoch differs. With
+    `seed + epoch`, so a run is reproducible and every epoch differs. `epoch` counts the
+    passes from 0; `set_epoch(e)` sets it (the trainer does at the start of every epoch, so a
+    run resumed from a checkpoint draws what the uninterrupted run drew). With
     `group_by_user`, the rows of each user are consecutive (users in a random order, rows
     in a random order within a user): a batch then holds about `batch_size` rows of few
     users, and a per-user term is computed for those users only. Batches still have exactly
@@ -39,7 +41,11 @@ class BatchLoader:
         self.data, self.batch_size, self.shuffle, self.seed, self.drop_last = interactions, batch_size, shuffle, seed, drop_last
         # not `.sampler`: Lightning reads that name as a torch DataLoader sampler
         self.group_by_user, self.negative_sampler, self.weights = group_by_user, sampler, weights
-        self.passes = 0
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch whose permutation and negatives the next pass draws."""
+        self.epoch = int(epoch)
 
     def __len__(self) -> int:
         n = len(self.data)
@@ -48,7 +54,7 @@ class BatchLoader:
     def __iter__(self) -> Iterator[Batch]:
         data, n = self.data, len(self.data)
         order = None
-        generator = torch.Generator().manual_seed(self.seed + self.passes)
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
         if self.shuffle:
             order = torch.randperm(n, generator=generator)  # [N]
             if self.group_by_user:
@@ -58,7 +64,7 @@ class BatchLoader:
             order = order.to(data.device)
         elif self.group_by_user:
             order = torch.sort(data.users, stable=True).indices
-        self.passes += 1
+        self.epoch += 1
         for b in range(len(self)):
             start = b * self.batch_size
             if order is None:

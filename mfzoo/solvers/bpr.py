@@ -254,6 +254,17 @@ class BPRSolver:
         return bpr_epoch(model, train, self._state["sampler"], self.lr, self.l2, self.l2_bias, self.batch_size,
                          self._state["generator"], self.threads, self.compile)
 
+    def state_dict(self) -> dict[str, Tensor]:
+        """What a resumed run needs to draw the samples the uninterrupted run draws: the
+        generator's state (a uint8 tensor), once the first sweep has made it."""
+        generator = self._state.get("generator")
+        return {} if generator is None else {"generator": generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        if "generator" in state:
+            self._state["generator"] = torch.Generator()
+            self._state["generator"].set_state(state["generator"])
+
 
 # whether `_compiles` succeeded, by what the compiled code is specialised on
 _compiled: dict[tuple, bool] = {}

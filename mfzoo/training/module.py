@@ -24,7 +24,16 @@ class EvaluatedModule(L.LightningModule):
     `ranking` full-catalogue ranking metrics from the model's factors (validation ranks the
     val part with training items excluded; test ranks the test part with train and val items
     excluded). Logs `val/rmse`, `val/mae` (and `test/...`), or `val/ndcg@K`, `val/recall@K`,
-    ... and the popularity metrics."""
+    ... and the popularity metrics.
+
+    One x-axis for every run, the epoch: every logging round (a training epoch's metrics, a
+    validation pass, the test pass) goes to the loggers at step = the 0-based epoch index, the
+    test pass at the last trained epoch, on the gradient and the closed-form path alike, so
+    that their curves line up in TensorBoard (and the CSV logger's `step` column is the
+    epoch). The mechanism is Lightning's: a round whose metrics hold a "step" key is sent at
+    that step (`_LoggerConnector.log_metrics`), without it at the count of optimizer steps.
+    "step" then also appears in `trainer.callback_metrics` and in the dicts `trainer.validate`
+    / `trainer.test` return (a float, the epoch)."""
 
     def __init__(self, model: nn.Module, rating_range: tuple[float, float] | None = None, ranking: dict | None = None):
         super().__init__()
@@ -60,6 +69,7 @@ class EvaluatedModule(L.LightningModule):
         for name, value in metrics.items():
             if name not in ("n_users_evaluated", "seconds"):
                 self.log(f"{stage}/{name}", value, prog_bar=stage == "val" and name.startswith("ndcg"))
+        self._log_step(stage)
 
     def _log_metrics(self, stage: str) -> None:
         if self.ranking is not None:
@@ -71,6 +81,26 @@ class EvaluatedModule(L.LightningModule):
         self._outputs.clear()
         for name, value in rating_metrics(predictions, targets, self.rating_range).items():
             self.log(f"{stage}/{name}", value, prog_bar=stage == "val")
+        self._log_step(stage)
+
+    def _log_step(self, stage: str) -> None:
+        """Logs "step" = the 0-based epoch with this round's metrics, which makes Lightning
+        send the round at that step (see the class docstring); for "test" the last trained
+        epoch (`current_epoch` counts the finished epochs once `fit` is done)."""
+        epoch = self.trainer.current_epoch
+        if stage == "test":
+            epoch = max(epoch - 1, 0)
+        self.log("step", float(epoch), on_step=False, on_epoch=True, batch_size=1)
+
+    def on_train_epoch_start(self) -> None:
+        # the loader draws its shuffle and negatives from seed + epoch: a resumed run draws
+        # what the uninterrupted one drew
+        loader = self.trainer.train_dataloader
+        if hasattr(loader, "set_epoch"):
+            loader.set_epoch(self.current_epoch)
+
+    def on_train_epoch_end(self) -> None:
+        self._log_step("train")  # the epoch's train/... metrics go out after this hook
 
     def on_validation_epoch_end(self) -> None:
         self._log_metrics("val")
@@ -93,7 +123,8 @@ class GradientModule(EvaluatedModule):
         ranking: evaluate by full-catalogue ranking instead of rating error: a dict of
             `evaluate_ranking` arguments (ks, chunk_size, ...); see `EvaluatedModule`.
 
-    Logs `train/loss` per epoch and the evaluation metrics of `EvaluatedModule`.
+    Logs `train/loss` once per epoch, the mean of the epoch's batch losses weighted by batch
+    size, and the evaluation metrics of `EvaluatedModule`, all at step = epoch.
     """
 
     def __init__(
@@ -155,12 +186,18 @@ class SweepOptimizer(torch.optim.Optimizer):
 
 class SolverModule(EvaluatedModule):
     """Closed-form training: each epoch is one `solver.sweep(model, train)` (for ALS: a user
-    half-step and an item half-step; for `BPRSolver` one LearnBPR epoch, whose mean loss is
-    logged as train/loss) under manual optimisation, through a `SweepOptimizer`
+    half-step and an item half-step; for `BPRSolver` one LearnBPR epoch) under manual
+    optimisation, through a `SweepOptimizer`
     over the model's parameters (no dummy parameters); evaluation, logging and checkpoints
     as `GradientModule`'s. The trainer runs one training batch per epoch
     (`limit_train_batches=1`, set by the glue); the batch itself is unused: the solver reads
     the whole training part from the data module.
+
+    Logs per epoch `train/sweep_seconds` (the sweep alone) and `train/loss`: for a solver with
+    `objective(model, train)` (`ALSSolver`) its objective after the sweep divided by the
+    number of training interactions |R| (explicit ALS: Σ_R (r − x·y)² + penalties over |R|;
+    iALS: the weighted sum over all pairs + penalties over |R|), else what `sweep` returned
+    (`BPRSolver`: the mean −ln σ(x̂_uij) of the epoch's samples).
     """
 
     def __init__(self, model: nn.Module, solver, rating_range: tuple[float, float] | None = None, ranking: dict | None = None):
@@ -177,8 +214,20 @@ class SolverModule(EvaluatedModule):
         self._loss = None
         self.optimizers().step()
         self.log("train/sweep_seconds", time.perf_counter() - start, on_step=False, on_epoch=True, batch_size=1)
-        if self._loss is not None:  # solvers that report their objective (LearnBPR: mean −ln σ(x))
+        if hasattr(self.solver, "objective"):  # closed form: the objective after the sweep, per interaction
+            train = self.trainer.datamodule.train.to(self.device)
+            self._loss = self.solver.objective(self.model, train) / len(train)
+        if self._loss is not None:  # else what the sweep reported (LearnBPR: mean −ln σ(x))
             self.log("train/loss", float(self._loss), on_step=False, on_epoch=True, batch_size=1)
 
     def configure_optimizers(self) -> SweepOptimizer:
         return SweepOptimizer(self.model.parameters(), self._sweep)
+
+    # a solver's own state (LearnBPR's generator) goes into the checkpoint as tensors
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if hasattr(self.solver, "state_dict"):
+            checkpoint["solver_state"] = self.solver.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "solver_state" in checkpoint and hasattr(self.solver, "load_state_dict"):
+            self.solver.load_state_dict(checkpoint["solver_state"])

@@ -1,5 +1,6 @@
-"""Load a finished run back: its data (for id maps and seen items), its trained model, and the
-fold-in that matches how it was trained (for users who arrived after training)."""
+"""Load a finished run back from its own directory: its data (id maps and seen items), its
+trained model, and the fold-in that matches how it was trained (for users who arrived after
+training)."""
 
 from __future__ import annotations
 
@@ -14,42 +15,57 @@ from torch import nn
 from mfzoo.data.datamodule import InteractionsDataModule
 from mfzoo.losses import MSELoss
 from mfzoo.retrieval.cold import FoldIn, ridge_fold_in
+from mfzoo.training import artifacts
+from mfzoo.training.rundir import RunError
+from mfzoo.training.run import data_module, item_labels
 
-
-class RunError(ValueError):
-    """A run directory that cannot be loaded, with a message saying why."""
+__all__ = ["RunError", "checkpoint_of", "fold_in_of", "labels_of", "load_run"]
 
 
 def checkpoint_of(run_dir: Path) -> Path:
-    """The run's best checkpoint (from metrics.json), else its last one."""
+    """The run's best checkpoint (metrics.json's `best_checkpoint`, relative to the run
+    directory), else its last one; always a file inside `run_dir`, so a copied or moved run
+    reads its own checkpoints."""
     metrics = run_dir / "metrics.json"
     if metrics.is_file():
         best = json.loads(metrics.read_text()).get("best_checkpoint")
-        if best and Path(best).is_file():
-            return Path(best)
+        if best and not Path(best).is_absolute() and (run_dir / best).is_file():
+            return run_dir / best
     last = run_dir / "checkpoints" / "last.ckpt"
     if last.is_file():
         return last
-    raise RunError(f"{run_dir}: no checkpoint (the run was made with callbacks=none?); "
-                   "train with the default callbacks to keep one")
+    raise RunError(f"{run_dir}: no checkpoint (checkpoints/last.ckpt is missing)")
 
 
 def load_run(run_dir: str | Path) -> tuple[DictConfig, InteractionsDataModule, nn.Module]:
     """(the run's config, its data module set up as in the run, the model with the run's
-    trained weights in eval mode)."""
+    trained weights in eval mode).
+
+    Everything comes from the run directory itself: the split and id maps from its `data/`
+    files (or, for a run that kept only their digest, from the source, refused when the digest
+    differs), the weights from its own checkpoint, read with `torch.load(weights_only=True)`
+    (tensors and plain types only: loading executes nothing from the run)."""
     run_dir = Path(run_dir)
     config = run_dir / "config.yaml"
     if not config.is_file():
         raise RunError(f"{run_dir}: not a run directory (no config.yaml)")
     cfg = OmegaConf.load(config)
-    datamodule: InteractionsDataModule = instantiate(cfg.data)
-    datamodule.setup()
+    datamodule = data_module(cfg, run_dir)
     model = instantiate(cfg.model, n_users=datamodule.n_users, n_items=datamodule.n_items)
     if hasattr(model, "prepare"):
         model.prepare(datamodule.train, evaluation=datamodule.evaluation)
-    state = torch.load(checkpoint_of(run_dir), map_location="cpu", weights_only=False)["state_dict"]
+    path = checkpoint_of(run_dir)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    except (RuntimeError, OSError, EOFError, KeyError, ValueError) as err:
+        raise RunError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from None
     model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
     return cfg, datamodule, model.eval()
+
+
+def labels_of(run_dir: str | Path, datamodule: InteractionsDataModule) -> list[str]:
+    """A label per item of a finished run: raw id and, where the run recorded it, the title."""
+    return item_labels(datamodule, artifacts.titles(run_dir))
 
 
 def fold_in_of(cfg: DictConfig, model: nn.Module) -> FoldIn:

@@ -1,29 +1,48 @@
 """The glue: compose data, model, loss and optimizer from a config, train, test, record.
 
-Every run writes into its run directory:
-    config.yaml     the fully resolved config
-    tb/             TensorBoard logs (with logger=tensorboard)
-    checkpoints/    best and last checkpoints (with callbacks=default)
-    metrics.json    test metrics, best validation metric, fit seconds, epochs
+Every run writes into its own run directory (unique, locked while the run lives: see
+`mfzoo.training.rundir`):
+    config.yaml      the fully resolved config
+    overrides.yaml   the command-line overrides that made it
+    data/            the split and id maps it trained on (see `mfzoo.training.artifacts`)
+    checkpoints/     last.ckpt (every epoch) and, with a monitored metric, the best epoch
+    history.csv      epoch-level metrics, one row per epoch
+    tb/<run name>/   TensorBoard logs with the run's hparams (with logger=tensorboard)
+    metrics.json     what the run reports (strict JSON, paths relative to the run directory)
+
+Selection happens on validation only: the checkpoint whose monitored validation metric is
+best is chosen during training; `objective` (what a sweeper receives) is the value of
+`optimized_metric`, a `val/...` metric, at that checkpoint; the test part is scored once,
+from that checkpoint, and only reported.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+import yaml
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from mfzoo.data.datamodule import InteractionsDataModule
+from mfzoo.data.interactions import Interactions
+from mfzoo.training import artifacts
+from mfzoo.training.callbacks import History, Progress
 from mfzoo.training.module import GradientModule, SolverModule
+from mfzoo.training.rundir import RunError, claim, rank, relative
 
 log = logging.getLogger(__name__)
+
+LAST = "last.ckpt"
 
 
 def build(cfg: DictConfig, datamodule: InteractionsDataModule | None = None) -> tuple[InteractionsDataModule, GradientModule]:
@@ -56,69 +75,198 @@ def build(cfg: DictConfig, datamodule: InteractionsDataModule | None = None) -> 
     return datamodule, module
 
 
-def item_labels(cfg: DictConfig, datamodule: InteractionsDataModule) -> list[str]:
-    """A label per item row: the raw id, with the title for MovieLens runs."""
-    raw_ids = [x.item() if hasattr(x, "item") else x for x in datamodule.train.item_ids]
-    source = cfg.data.get("source") or {}
-    titles = {}
-    if str(source.get("_target_", "")).endswith("movielens"):
-        from mfzoo.data.sources import movielens_titles
+def data_module(cfg: DictConfig, run_dir: str | Path | None = None) -> InteractionsDataModule:
+    """The run's data module, set up. With `run_dir` (a finished or resumed run): the split the
+    run recorded, read from its own files, or, when it kept only a digest, re-read from the
+    source and checked against that digest (`RunError` if the data changed)."""
+    if run_dir is None:
+        datamodule = instantiate(cfg.data)
+    else:
+        split = artifacts.load(run_dir)
+        if split is None:  # keep_data=digest: the source, checked
+            datamodule = instantiate(cfg.data)
+            datamodule.setup()
+            artifacts.check(run_dir, datamodule.split)
+            return datamodule
+        parts = [p for p in (split.train, split.val, split.test) if p is not None]
+        everything = Interactions.concat(parts, name=split.train.name.removesuffix("/train"))
+        data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
+        rest = OmegaConf.create({k: v for k, v in data_cfg.items() if k not in ("source", "split")})
+        # callables, not the objects: instantiate would merge a dataclass into the config
+        datamodule = instantiate(rest, source=lambda: everything, split=lambda _: split)
+    datamodule.setup()
+    return datamodule
 
-        titles = movielens_titles(source.get("name", "100k"))
-    return [f"{raw} {titles[raw]}" if raw in titles else str(raw) for raw in raw_ids]
+
+def source_titles(cfg: DictConfig, datamodule: InteractionsDataModule) -> dict:
+    """Titles by raw item id for the run's items, where the source has them (MovieLens)."""
+    source = cfg.data.get("source") or {}
+    if not str(source.get("_target_", "")).endswith("movielens"):
+        return {}
+    from mfzoo.data.sources import movielens_titles
+
+    titles = movielens_titles(source.get("name", "100k"))
+    raw_ids = datamodule.train.item_ids.tolist()
+    return {raw: titles[raw] for raw in raw_ids if raw in titles}
+
+
+def item_labels(datamodule: InteractionsDataModule, titles: dict) -> list[str]:
+    """A label per item row: the raw id, with the title where known (`titles` keyed by raw id
+    or by its string)."""
+    labels = []
+    for raw in datamodule.train.item_ids.tolist():
+        title = titles.get(raw, titles.get(str(raw)))
+        labels.append(f"{raw} {title}" if title else str(raw))
+    return labels
 
 
 @torch.no_grad()
-def log_item_embeddings(logger, model, datamodule: InteractionsDataModule, cfg: DictConfig) -> None:
+def log_item_embeddings(logger, model, labels: list[str]) -> None:
     """The item factors, labelled with ids (and titles), into TensorBoard's projector."""
-    logger.experiment.add_embedding(
-        model.item_factors().detach().float().cpu(), metadata=item_labels(cfg, datamodule), tag="item_factors"
-    )
+    logger.experiment.add_embedding(model.item_factors().detach().float().cpu(), metadata=labels, tag="item_factors")
     logger.experiment.flush()
 
 
-def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
-    """Train and test the run described by `cfg`, writing its outputs into `run_dir`.
+def _checkpoints(cfg: DictConfig, run_dir: Path) -> tuple[list[L.Callback], ModelCheckpoint | None]:
+    """The configured callbacks (checkpoints into run_dir/checkpoints), plus the glue's own:
+    last.ckpt every epoch (what resume continues from). Returns them and the checkpoint
+    callback that selects on a monitored validation metric, if any."""
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    best = None
+    for callback in callbacks:
+        if isinstance(callback, ModelCheckpoint):
+            if callback.dirpath is None:
+                callback.dirpath = str(run_dir / "checkpoints")
+            if callback.monitor is not None and best is None:
+                best = callback
+    last = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename=LAST.removesuffix(".ckpt"), monitor=None,
+                           save_top_k=1, enable_version_counter=False)
+    return [*callbacks, last], best
+
+
+def _finite(value: Any) -> Any:
+    """metrics.json is strict JSON: a non-finite number becomes null (and is reported)."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, float) and not math.isfinite(value):
+        log.warning("a non-finite metric (%s) is recorded as null", value)
+        return None
+    return value
+
+
+def check_optimized_metric(cfg: DictConfig) -> str | None:
+    """`optimized_metric` must name a validation metric: what a sweeper optimises must never
+    come from the part that reports the result."""
+    metric = cfg.get("optimized_metric")
+    if metric and not str(metric).startswith("val/"):
+        raise ValueError(f"optimized_metric must be a validation metric (val/...), got {metric!r}: "
+                         "hyperparameters are chosen on validation, the test part only reports")
+    return metric
+
+
+def train(cfg: DictConfig, run_dir: str | Path, overrides: Sequence[str] = (), resume: bool = False) -> dict[str, Any]:
+    """Train and test the run described by `cfg`, writing its outputs into `run_dir` (which
+    must hold no other run); with `resume=True` continue the run in `run_dir` from its last
+    checkpoint, with its own config and data (`cfg` and `overrides` are then not used).
 
     Returns the metrics also written to `run_dir/metrics.json`.
     """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    with claim(run_dir, resume=resume):
+        return _run(cfg, run_dir, list(overrides), resume)
+
+
+def _run(cfg: DictConfig, run_dir: Path, overrides: list[str], resume: bool) -> dict[str, Any]:
+    writer = rank() == 0
+    ckpt_path = None
+    if resume:
+        if (run_dir / "metrics.json").is_file():
+            raise RunError(f"{run_dir}: the run has finished (metrics.json exists); nothing to resume")
+        ckpt_path = run_dir / "checkpoints" / LAST
+        if not (run_dir / "config.yaml").is_file() or not ckpt_path.is_file():
+            raise RunError(f"{run_dir}: nothing to resume from (needs config.yaml and checkpoints/{LAST})")
+        cfg = OmegaConf.load(run_dir / "config.yaml")
+        saved = run_dir / "overrides.yaml"
+        overrides = list(yaml.safe_load(saved.read_text()) or []) if saved.is_file() else []
+        log.info("resuming %s from %s", run_dir, ckpt_path)
+    elif writer:
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        (run_dir / "overrides.yaml").write_text(yaml.safe_dump(list(overrides)))
+    metric = check_optimized_metric(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
-    datamodule, module = build(cfg)
-    logger = instantiate(cfg.logger, save_dir=str(run_dir)) if cfg.get("logger") else False
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
-    for callback in callbacks:
-        if isinstance(callback, L.pytorch.callbacks.ModelCheckpoint) and callback.dirpath is None:
-            callback.dirpath = str(run_dir / "checkpoints")
+    datamodule = data_module(cfg, run_dir if resume else None)
+    titles = artifacts.titles(run_dir) if resume else source_titles(cfg, datamodule)
+    if writer and not resume:
+        source = OmegaConf.to_container(cfg.data.get("source"), resolve=True) if cfg.data.get("source") else None
+        artifacts.save(run_dir, datamodule.split, keep=cfg.get("keep_data", "copy"), source=source, titles=titles)
+    datamodule, module = build(cfg, datamodule)
+
+    logger = False
+    if cfg.get("logger"):
+        named = {}
+        if str(cfg.logger.get("_target_", "")).endswith("TensorBoardLogger"):
+            from mfzoo.training.tensorboard import run_name
+
+            named = {"version": run_name(overrides)}
+        elif resume:  # a CSV logger would replace the killed run's files: the resumed part gets its own
+            logs = run_dir / str(cfg.logger.get("name") or "")
+            named = {"version": next(v for v in (f"resumed-{n}" for n in range(1, 10**6)) if not (logs / v).exists())}
+        logger = instantiate(cfg.logger, save_dir=str(run_dir), **named)
+    callbacks, best_callback = _checkpoints(cfg, run_dir)
+    history = History(run_dir / "history.csv")
+    callbacks.append(history)
+    if cfg.get("progress", True):
+        callbacks.append(Progress(best_callback.monitor if best_callback else metric,
+                                  best_callback.mode if best_callback else "min"))
     one_sweep = {"limit_train_batches": 1} if cfg.get("solver") else {}  # a solver epoch is one sweep
     trainer: L.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks, default_root_dir=str(run_dir), **one_sweep)
 
     start = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True if ckpt_path else None)
     fit_seconds = time.perf_counter() - start
+    if trainer.interrupted:
+        raise RunError(f"{run_dir}: training was interrupted; continue it with resume={run_dir}")
 
-    checkpoint = trainer.checkpoint_callback
-    best_path = getattr(checkpoint, "best_model_path", "") if checkpoint is not None else ""
+    best_path = best_callback.best_model_path if best_callback is not None else ""
+    last_epoch = trainer.current_epoch - 1
+    best_epoch = last_epoch
     if best_path and not trainer.fast_dev_run:
-        state = torch.load(best_path, map_location="cpu", weights_only=False)["state_dict"]
-        module.load_state_dict(state)
+        checkpoint = torch.load(best_path, map_location="cpu", weights_only=True)
+        module.load_state_dict(checkpoint["state_dict"])
+        best_epoch = int(checkpoint["epoch"])
     (test,) = trainer.test(module, datamodule=datamodule, verbose=False)
 
+    val = {k.removeprefix("val/"): v for k, v in history.rows.get(best_epoch, {}).items() if k.startswith("val/")}
+    objective = val.get(metric.removeprefix("val/")) if metric else None
+    if metric and objective is None:
+        log.warning("%s was not measured (no validation part?): nothing is returned to a sweeper", metric)
     metrics: dict[str, Any] = {
-        "test": {k.removeprefix("test/"): float(v) for k, v in test.items()},
-        "fit_seconds": fit_seconds,
+        "optimized_metric": metric,
+        "objective": objective,
+        "val": val,
+        "test": {k.removeprefix("test/"): float(v) for k, v in test.items() if k.startswith("test/")},
+        "best_epoch": best_epoch,
         "epochs": trainer.current_epoch,
         "global_steps": trainer.global_step,
+        "fit_seconds": fit_seconds,
         "n_train": len(datamodule.train),
-        "best_checkpoint": best_path or None,
+        "best_checkpoint": relative(best_path, run_dir) if best_path else None,
+        "last_checkpoint": relative(run_dir / "checkpoints" / LAST, run_dir) if (run_dir / "checkpoints" / LAST).is_file() else None,
+        "overrides": overrides,
+        "seed": cfg.seed,
+        "data_digest": artifacts.meta(run_dir)["digest"] if (run_dir / artifacts.DATA / "meta.json").is_file() else None,
+        "resumed": resume,
     }
-    if checkpoint is not None and getattr(checkpoint, "best_model_score", None) is not None:
-        metrics["best_val"] = {checkpoint.monitor: float(checkpoint.best_model_score)}
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    if isinstance(logger, L.pytorch.loggers.TensorBoardLogger) and hasattr(module.model, "item_factors"):
-        log_item_embeddings(logger, module.model, datamodule, cfg)
+    metrics = _finite(metrics)
+    if writer:
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False))
+        if isinstance(logger, L.pytorch.loggers.TensorBoardLogger):
+            from mfzoo.training.tensorboard import log_hparams
+
+            final = {f"val/{k}": v for k, v in val.items()} | {f"test/{k}": v for k, v in metrics["test"].items()}
+            log_hparams(logger, cfg, overrides, {k: v for k, v in final.items() if v is not None})
+            if hasattr(module.model, "item_factors"):
+                log_item_embeddings(logger, module.model, item_labels(datamodule, titles))
     log.info("test metrics: %s (fit %.2f s) -> %s", metrics["test"], fit_seconds, run_dir)
     return metrics

@@ -1,0 +1,109 @@
+"""Callbacks the glue adds to every run: the per-epoch history file and progress lines.
+
+`History` writes `history.csv` in the run directory: one row per epoch, a column `epoch`
+(0-based) and one per metric logged at epoch level (train/loss, val/rmse, ...; an empty cell
+where a metric was not logged that epoch). Its rows are also kept in the checkpoints, so a
+resumed run continues the same file.
+
+`Progress` logs one line per epoch (INFO, on the run's console and log file): the epoch, the
+training loss, the validation metrics with the best so far of the monitored one, and the
+seconds the epoch took (for closed-form solvers also the seconds of the sweep itself).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+
+log = logging.getLogger("mfzoo.progress")
+
+
+def _scalars(trainer: L.Trainer, prefixes: tuple[str, ...]) -> dict[str, float]:
+    out = {}
+    for name, value in trainer.callback_metrics.items():
+        if name.startswith(prefixes):
+            out[name] = float(value)
+    return out
+
+
+class History(L.Callback):
+    """Epoch-level metrics of a run, written to `path` (CSV) after every epoch."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.rows: dict[int, dict[str, float]] = {}
+
+    def _record(self, trainer: L.Trainer, prefixes: tuple[str, ...]) -> None:
+        if trainer.sanity_checking or trainer.fast_dev_run:
+            return
+        self.rows.setdefault(trainer.current_epoch, {}).update(_scalars(trainer, prefixes))
+
+    # validation metrics are recorded before the epoch's checkpoint is written (Lightning runs
+    # checkpoint callbacks last), so a checkpoint holds the history up to its own validation
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._record(trainer, ("val/",))
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._record(trainer, ("train/", "val/"))
+        if trainer.is_global_zero:
+            self.write()
+
+    def write(self) -> None:
+        names = sorted({name for row in self.rows.values() for name in row})
+        with open(self.path, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["epoch", *names])
+            for epoch in sorted(self.rows):
+                row = self.rows[epoch]
+                writer.writerow([epoch, *(repr(row[n]) if n in row else "" for n in names)])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": {int(e): dict(r) for e, r in self.rows.items()}}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.rows = {int(e): dict(r) for e, r in state_dict.get("rows", {}).items()}
+
+
+class Progress(L.Callback):
+    """One INFO line per epoch; `monitor` / `mode` name the metric whose best is shown."""
+
+    def __init__(self, monitor: str | None = None, mode: str = "min"):
+        self.monitor, self.mode = monitor, mode
+        self.best: float | None = None
+        self._start = 0.0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        metrics = _scalars(trainer, ("train/", "val/"))
+        parts = [f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"]
+        if "train/loss" in metrics:
+            parts.append(f"train/loss {metrics['train/loss']:.4f}")
+        value = metrics.get(self.monitor) if self.monitor else None
+        if value is not None and math.isfinite(value):
+            better = self.best is None or (value < self.best if self.mode == "min" else value > self.best)
+            self.best = value if better else self.best
+        for name in sorted(n for n in metrics if n.startswith("val/")):
+            if name == self.monitor or len(parts) < 5:
+                parts.append(f"{name} {metrics[name]:.4f}")
+        if self.best is not None:
+            parts.append(f"(best {self.monitor} {self.best:.4f})")
+        if "train/sweep_seconds" in metrics:
+            parts.append(f"sweep {metrics['train/sweep_seconds']:.2f} s")
+        parts.append(f"epoch {time.perf_counter() - self._start:.2f} s")
+        log.info("  ".join(parts))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best = state_dict.get("best")

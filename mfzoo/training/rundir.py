@@ -1,0 +1,153 @@
+"""Run directories: a unique name per run, and a lock so that no two runs write into one.
+
+A run directory is named `ROOT/DATE/HH-MM-SS.micro_RAND_NAME`: the start time to the
+microsecond, four random hex digits (from the OS, not from the run's seeded generators) and
+the run name made of the command-line overrides, so two runs started in the same microsecond
+still get two directories. `mfzoo-train` takes the name from Hydra (`hydra.run.dir` and
+`hydra.sweep.dir` call the `mfzoo_run_dir` resolver, registered by `register_resolvers`).
+
+`claim(run_dir)` then holds `run.lock` (created exclusively, holding the owner's host and pid)
+for the run's lifetime. A second run that finds the lock held by a live process, or finds a
+run directory already used by another run, stops with `RunError` instead of mixing its files
+with the other's. The ranks of one multi-process run (which Lightning relaunches into the
+same directory) share it: only rank 0 claims it and writes `config.yaml`, `metrics.json` and
+checkpoints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import socket
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+LOCK = "run.lock"
+# the files that say a directory holds a run
+RUN_FILES = ("config.yaml", "metrics.json", "checkpoints")
+
+
+class RunError(ValueError):
+    """A run directory that cannot be used or loaded, with a message saying why."""
+
+
+def rank() -> int:
+    """This process's global rank (0 for a single-process run), from the launcher's
+    environment, as Lightning reads it before the trainer exists."""
+    for name in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return 0
+
+
+def new_name(root: str, name: str = "") -> str:
+    """`root/DATE/HH-MM-SS.micro_RAND[_name]`, unique even for runs started together."""
+    now = dt.datetime.now()
+    stem = f"{now:%H-%M-%S}.{now:%f}_{os.urandom(2).hex()}"
+    return f"{root}/{now:%Y-%m-%d}/{stem}_{name}" if name else f"{root}/{now:%Y-%m-%d}/{stem}"
+
+
+def _run_dir_resolver(root: str, overrides: Sequence[str] | None = None, resume: str | None = None) -> str:
+    """`${mfzoo_run_dir:ROOT,${hydra:overrides.task},${resume}}`: the directory of a resumed
+    run as given, else a new unique one named after the overrides."""
+    if resume:
+        return str(resume)
+    from mfzoo.training.tensorboard import run_name
+
+    task = [o for o in (overrides or []) if not str(o).startswith("resume=")]
+    return new_name(root, run_name(task) if task else "")
+
+
+def _run_name_resolver(overrides: Sequence[str] | None = None) -> str:
+    from mfzoo.training.tensorboard import run_name
+
+    return run_name(list(overrides or []))
+
+
+def register_resolvers() -> None:
+    """Register `mfzoo_run_dir` and `mfzoo_run_name` (used by `configs/train.yaml`'s
+    `hydra.run.dir` and `hydra.sweep`); the directory is cached, so a run resolves it once."""
+    if not OmegaConf.has_resolver("mfzoo_run_dir"):
+        OmegaConf.register_new_resolver("mfzoo_run_dir", _run_dir_resolver, use_cache=True)
+    if not OmegaConf.has_resolver("mfzoo_run_name"):
+        OmegaConf.register_new_resolver("mfzoo_run_name", _run_name_resolver)
+
+
+def _alive(owner: dict) -> bool:
+    """Whether the process that wrote a lock still runs (a lock of another host counts as live:
+    its process cannot be checked from here)."""
+    if owner.get("host") != socket.gethostname():
+        return True
+    try:
+        os.kill(int(owner.get("pid", -1)), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError, OverflowError):
+        return True
+    return True
+
+
+def _owner(lock: Path) -> dict:
+    try:
+        return json.loads(lock.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+@contextlib.contextmanager
+def claim(run_dir: str | Path, resume: bool = False) -> Iterator[Path]:
+    """Hold `run_dir` for one run (see the module docstring).
+
+    A new run needs a directory that holds no run yet (Hydra's own `.hydra/` and log file may
+    be there); `resume=True` continues the run in `run_dir` and takes over a lock whose process
+    has died (a killed run). Ranks other than 0 share rank 0's claim and take no lock.
+    """
+    run_dir = Path(run_dir)
+    if rank() != 0:
+        yield run_dir
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = run_dir / LOCK
+    owner = {"host": socket.gethostname(), "pid": os.getpid(), "started": dt.datetime.now().isoformat()}
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            break
+        except FileExistsError:
+            held = _owner(lock)
+            if _alive(held) or not resume:
+                raise RunError(
+                    f"{run_dir} is in use by another run (host {held.get('host')}, pid {held.get('pid')}, "
+                    f"since {held.get('started')}); give each run its own directory"
+                    + ("" if resume or _alive(held) else
+                       f", or continue that killed run with resume={run_dir}")
+                ) from None
+            lock.unlink(missing_ok=True)  # a killed run's lock: take it over
+    else:
+        raise RunError(f"{run_dir}: could not take the run lock")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(owner, f)
+        if not resume:
+            used = [name for name in RUN_FILES if (run_dir / name).exists()]
+            if used:
+                raise RunError(f"{run_dir} already holds a run ({', '.join(used)}); "
+                               f"a new run needs a new directory (or resume={run_dir} to continue it)")
+        yield run_dir
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def relative(path: str | Path | None, run_dir: str | Path) -> str | None:
+    """`path` relative to `run_dir` when inside it (what metrics.json records), else as is."""
+    if not path:
+        return None
+    path, run_dir = Path(path).resolve(), Path(run_dir).resolve()
+    try:
+        return path.relative_to(run_dir).as_posix()
+    except ValueError:
+        return str(path)

@@ -1,0 +1,224 @@
+"""Runs a researcher can trust: selection on validation only, unique and locked run
+directories, self-contained runs, and resume to the same metrics as the uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
+
+from mfzoo import cli
+from mfzoo.training import module as training_module
+from mfzoo.training.restore import load_run
+from mfzoo.training.rundir import RunError, claim, register_resolvers
+from mfzoo.training.run import train
+from tests.conftest import CONFIG_DIR
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ["data/source=synthetic", "data.source.n_users=300", "data.source.n_items=200",
+         "data.source.n_interactions=12000", "data.batch_size=1024", "trainer.max_epochs=4", "logger=csv"]
+
+
+def cfg_for(*overrides: str, hydra: bool = False, base: list[str] = SMALL):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose("train", overrides=[*base, *overrides], return_hydra_config=hydra)
+
+
+def _history(run_dir: Path) -> list[dict[str, str]]:
+    lines = (run_dir / "history.csv").read_text().splitlines()
+    names = lines[0].split(",")
+    return [dict(zip(names, line.split(","))) for line in lines[1:]]
+
+
+# selection on validation ----------------------------------------------------------------------
+SENTINEL = 123.0
+
+
+@pytest.fixture
+def poisoned_test(monkeypatch):
+    """Test metrics replaced by a sentinel: any value that reaches a sweeper carrying it came
+    from the test part."""
+    original = training_module.EvaluatedModule._log_metrics
+
+    def log_metrics(self, stage):
+        if stage != "test":
+            return original(self, stage)
+        self._outputs.clear()
+        for name in ("rmse", "mae", "ndcg@10"):
+            self.log(f"test/{name}", SENTINEL)
+
+    monkeypatch.setattr(training_module.EvaluatedModule, "_log_metrics", log_metrics)
+
+
+def test_what_reaches_the_sweeper_is_the_validation_metric_of_the_chosen_epoch(tmp_path, poisoned_test):
+    register_resolvers()
+    with_hydra = cfg_for(hydra=True)
+    with open_dict(with_hydra):
+        with_hydra.hydra.runtime.output_dir = str(tmp_path)
+    HydraConfig.instance().set_config(with_hydra)
+    returned = cli._train(cfg_for())  # what Hydra hands to a sweeper (the config passed through)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["test"]["rmse"] == SENTINEL and returned != SENTINEL
+    history = _history(tmp_path)
+    best = min(range(len(history)), key=lambda e: float(history[e]["val/rmse"]))
+    assert metrics["best_epoch"] == best
+    assert returned == metrics["objective"] == metrics["val"]["rmse"] == float(history[best]["val/rmse"])
+    assert metrics["best_checkpoint"] == f"checkpoints/epoch{best:03d}.ckpt"  # relative to the run
+
+
+def test_a_ranking_run_returns_its_validation_ndcg(tmp_path, poisoned_test):
+    metrics = train(cfg_for("experiment=ml100k_implicit_bpr", "trainer.max_epochs=3", *SMALL[:4]), tmp_path)
+    assert metrics["optimized_metric"] == "val/ndcg@10"
+    assert metrics["objective"] == metrics["val"]["ndcg@10"] != SENTINEL and 0 < metrics["objective"] < 1
+
+
+def test_a_test_metric_cannot_be_optimised(tmp_path):
+    with pytest.raises(ValueError, match="validation metric"):
+        train(cfg_for("optimized_metric=test/rmse"), tmp_path)
+    assert not (tmp_path / "metrics.json").exists()
+
+
+def test_last_checkpoint_every_epoch_and_one_history_row_per_epoch(tmp_path):
+    metrics = train(cfg_for("trainer.max_epochs=5", "callbacks.early_stopping.patience=100"), tmp_path)
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["epoch"] == 4 and metrics["epochs"] == 5
+    assert [int(r["epoch"]) for r in _history(tmp_path)] == [0, 1, 2, 3, 4]
+    assert metrics["last_checkpoint"] == "checkpoints/last.ckpt"
+
+
+# unique, locked run directories ---------------------------------------------------------------
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    return env
+
+
+def _mfzoo_train(cwd: Path, *overrides: str) -> subprocess.Popen:
+    command = [sys.executable, "-c", "from mfzoo.cli import train; train()", *SMALL, "trainer.max_epochs=2", *overrides]
+    return subprocess.Popen(command, cwd=cwd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_two_runs_started_together_get_two_complete_directories(tmp_path):
+    jobs = [_mfzoo_train(tmp_path, "model.dim=8", "logger=tensorboard") for _ in range(2)]
+    outputs = [job.communicate(timeout=300)[0] for job in jobs]
+    assert [job.returncode for job in jobs] == [0, 0], outputs
+    runs = sorted(p.parent for p in tmp_path.glob("runs/*/*/metrics.json"))
+    assert len(runs) == 2 and runs[0] != runs[1]
+    for run, output in zip(runs, sorted(outputs, key=lambda o: json.loads(o[o.index("{"):])["run_dir"])):
+        assert run.name.endswith("model.dim=8,logger=tensorboard") or "model.dim=8" in run.name
+        assert json.loads(output[output.index("{"):])["run_dir"].endswith(run.name)
+        for name in ("config.yaml", "overrides.yaml", "history.csv", "checkpoints/last.ckpt", "data/parts.pt"):
+            assert (run / name).is_file(), (run, name)
+        assert len(list(run.glob("tb/**/events.out.tfevents.*"))) == 1  # one writer per run
+        assert not (run / "run.lock").exists()  # released at the end
+
+
+def test_a_run_directory_in_use_or_used_is_refused(tmp_path):
+    with claim(tmp_path / "a"):
+        with pytest.raises(RunError, match="in use by another run"):
+            with claim(tmp_path / "a"):
+                pass
+    train(cfg_for("trainer.max_epochs=1"), tmp_path / "done")
+    with pytest.raises(RunError, match="already holds a run"):
+        train(cfg_for("trainer.max_epochs=1"), tmp_path / "done")
+    # a lock left by a killed process: refused for a new run, taken over by resume
+    stale = tmp_path / "stale"
+    stale.mkdir()
+    (stale / "run.lock").write_text(json.dumps({"host": socket.gethostname(), "pid": 2**22 + 12345}))
+    with pytest.raises(RunError, match="resume="):
+        with claim(stale):
+            pass
+    with claim(stale, resume=True):
+        assert json.loads((stale / "run.lock").read_text())["pid"] == os.getpid()
+
+
+# self-contained runs --------------------------------------------------------------------------
+def test_a_copied_run_serves_from_its_own_files(tmp_path):
+    original = tmp_path / "original"
+    train(cfg_for(), original)
+    _, datamodule, model = load_run(original)
+    with torch.no_grad():
+        expected = model.user_factors() @ model.item_factors().T
+    copy = tmp_path / "copy"
+    shutil.copytree(original, copy)
+    for ckpt in (original / "checkpoints").iterdir():  # the original's checkpoints are gone
+        ckpt.write_bytes(b"")
+    _, copied_data, copied = load_run(copy)
+    with torch.no_grad():
+        assert torch.equal(copied.user_factors() @ copied.item_factors().T, expected)
+    assert torch.equal(copied_data.seen.users, datamodule.seen.users)
+    assert np.array_equal(copied_data.data.user_ids, datamodule.data.user_ids)
+
+
+def _ratings_csv(path: Path, users: np.ndarray) -> None:
+    rng = np.random.default_rng(0)
+    keys = rng.choice(60 * 50, size=1500, replace=False)
+    rows = [f"{users[k // 50]},{k % 50},{rng.integers(1, 6)}" for k in keys]
+    path.write_text("user_id,item_id,rating\n" + "\n".join(rows) + "\n")
+
+
+@pytest.mark.parametrize("keep", ["copy", "digest"])
+def test_changed_source_data_is_refused_or_not_needed(tmp_path, keep):
+    data = tmp_path / "ratings.csv"
+    users = np.arange(1000, 1060)
+    _ratings_csv(data, users)
+    table = ["data/source=table", f"data.source.path={data}", "trainer.max_epochs=2", f"keep_data={keep}"]
+    run = tmp_path / "run"
+    train(cfg_for(*table, base=SMALL[4:]), run)
+    _, datamodule, _ = load_run(run)
+    _ratings_csv(data, users[::-1].copy())  # the same file with the users relabelled
+    if keep == "copy":  # the run does not read the source at all
+        _, again, _ = load_run(run)
+        assert np.array_equal(again.data.user_ids, datamodule.data.user_ids)
+        assert torch.equal(again.train.users, datamodule.train.users)
+    else:
+        with pytest.raises(RunError, match="differs from what the run was trained on"):
+            load_run(run)
+
+
+# resume ---------------------------------------------------------------------------------------
+RESUMABLE = {
+    "mf": ["model.dim=16", "trainer.max_epochs=5", "callbacks.early_stopping.patience=100"],
+    "learnbpr": ["experiment=ml100k_implicit_learnbpr", *SMALL[:5], "logger=csv", "trainer.max_epochs=5",
+                 "callbacks.early_stopping.patience=100", "model.dim=16"],
+}
+
+
+def _run(cwd: Path, *overrides: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-c", "from mfzoo.cli import train; train()", *overrides]
+    return subprocess.run(command, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize(("kind", "stop"), [("mf", "SIGKILL"), ("learnbpr", "SIGINT")])
+def test_a_killed_run_resumes_to_the_uninterrupted_metrics(tmp_path, kind, stop):
+    base = [*(SMALL if kind == "mf" else []), *RESUMABLE[kind]]
+    whole = _run(tmp_path, *base, f"hydra.run.dir={tmp_path / 'whole'}")
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    killed = tmp_path / "killed"
+    stopped = _run(tmp_path, *base, f"hydra.run.dir={killed}", "+callbacks.stop._target_=tests.interrupt.StopAt",
+                   "+callbacks.stop.epoch=2", f"+callbacks.stop.signal={stop}")
+    assert stopped.returncode != 0 and not (killed / "metrics.json").exists()
+    assert torch.load(killed / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] <= 2
+    assert _run(tmp_path, f"resume={killed}", "trainer.max_epochs=9").returncode != 0  # no other overrides
+    resumed = _run(tmp_path, f"resume={killed}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a = json.loads((tmp_path / "whole" / "metrics.json").read_text())
+    b = json.loads((killed / "metrics.json").read_text())
+    assert b["resumed"] and b["epochs"] == a["epochs"] == 5
+    assert b["test"] == a["test"] and b["val"] == a["val"] and b["best_epoch"] == a["best_epoch"]  # bit for bit
+    untimed = lambda rows: [{k: v for k, v in r.items() if "seconds" not in k} for r in rows]  # noqa: E731
+    assert untimed(_history(killed)) == untimed(_history(tmp_path / "whole"))
+    again = _run(tmp_path, f"resume={killed}")
+    assert again.returncode != 0 and "has finished" in again.stderr
