@@ -1,10 +1,9 @@
 """`ALSSolver`: explicit ALS or iALS as a configurable object the training glue can run.
 
 `sweep(model, train)` is one epoch of closed-form training (user half-step, then item
-half-step, written into the model's embedding weights); it returns the objective after the
-sweep per training interaction (`objective(model, train) / len(train)`). `fold_in` and
-`update_users` are the incremental updates: one ridge solve per affected user with the item
-factors held fixed.
+half-step, written into the model's embedding weights); `objective(model, train)` is the
+objective the sweeps descend, at the current factors. `fold_in` and `update_users` are the
+incremental updates: one ridge solve per affected user with the item factors held fixed.
 
 When to refit: an incremental update is exactly the user half-step of a sweep restricted to
 the changed users, so their factors are optimal *for the current items*; the items themselves
@@ -82,16 +81,15 @@ class ALSSolver:
         return kept[1]
 
     @torch.no_grad()
-    def sweep(self, model: nn.Module, train: Interactions) -> float:
+    def sweep(self, model: nn.Module, train: Interactions) -> None:
         """One epoch: users on R (users × items), then items on Rᵀ, into the model's weights.
-        Returns the objective after the sweep per training interaction, `objective(model,
-        train) / len(train)` (the training module logs it as train/loss)."""
+        It does not evaluate `objective` (a sweep is what benchmarks time); the training
+        module asks for it after the sweep."""
         _check(model)
         users, items = model.user_embedding.weight, model.item_embedding.weight  # [U, D], [I, D]
         R_users, R_items = train.csr("user").to(users.device), train.csr("item").to(users.device)
         users.copy_(self.half_step(R_users, items, users, self._cache(R_users)))
         items.copy_(self.half_step(R_items, users, items, self._cache(R_items)))
-        return self.objective(model, train) / max(len(train), 1)
 
     @torch.no_grad()
     def objective(self, model: nn.Module, train: Interactions) -> float:
