@@ -116,12 +116,14 @@ def test_two_runs_started_together_get_two_complete_directories(tmp_path):
     assert [job.returncode for job in jobs] == [0, 0], outputs
     runs = sorted(p.parent for p in tmp_path.glob("runs/*/*/metrics.json"))
     assert len(runs) == 2 and runs[0] != runs[1]
-    for run, output in zip(runs, sorted(outputs, key=lambda o: json.loads(o[o.index("{"):])["run_dir"])):
-        assert run.name.endswith("model.dim=8,logger=tensorboard") or "model.dim=8" in run.name
-        assert json.loads(output[output.index("{"):])["run_dir"].endswith(run.name)
+    printed = sorted(json.loads(out[out.index("\n{\n"):])["run_dir"] for out in outputs)
+    assert [Path(p).resolve() for p in printed] == [r.resolve() for r in runs]  # each job reports its own
+    for run in runs:
+        assert "data_source=synthetic" in run.name  # the overrides name the run (shortened, with a hash)
         for name in ("config.yaml", "overrides.yaml", "history.csv", "checkpoints/last.ckpt", "data/parts.pt"):
             assert (run / name).is_file(), (run, name)
-        assert len(list(run.glob("tb/**/events.out.tfevents.*"))) == 1  # one writer per run
+        writers = {p.name.split(".")[-2] for p in run.glob("tb/**/events.out.tfevents.*")}
+        assert len(writers) == 1  # every event file of the run comes from one process
         assert not (run / "run.lock").exists()  # released at the end
 
 
