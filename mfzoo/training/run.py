@@ -265,7 +265,7 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str], resume: bool) -> 
             from mfzoo.training.tensorboard import log_hparams
 
             final = {f"val/{k}": v for k, v in val.items()} | {f"test/{k}": v for k, v in metrics["test"].items()}
-            log_hparams(logger, cfg, overrides, {k: v for k, v in final.items() if v is not None})
+            log_hparams(logger, cfg, overrides, {k: v for k, v in final.items() if v is not None}, step=last_epoch)
             if hasattr(module.model, "item_factors"):
                 log_item_embeddings(logger, module.model, item_labels(datamodule, titles))
     log.info("test metrics: %s (fit %.2f s) -> %s", metrics["test"], fit_seconds, run_dir)
