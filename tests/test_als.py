@@ -14,13 +14,8 @@ from mfzoo.data.implicit import confidence
 from mfzoo.data.interactions import Interactions
 from mfzoo.models.mf import MF
 from mfzoo.solvers import als
-from mfzoo.solvers.als import (
-    als_sweep,
-    ials_half_step,
-    ials_objective,
-    least_squares_half_step,
-    least_squares_objective,
-)
+from mfzoo.solvers.als import als_sweep, ials_half_step, least_squares_half_step
+from mfzoo.solvers.objective import ials_objective, least_squares_objective
 
 N_ROWS, N_COLS, K = 11, 9, 4
 

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from mfzoo.data.implicit import confidence
-from mfzoo.solvers.als import ials_half_step, ials_half_step_cg, ials_objective
+from mfzoo.solvers.als import ials_half_step, ials_half_step_cg
+from mfzoo.solvers.objective import ials_objective
 from tests.test_als import N_COLS, N_ROWS, K, factors, ratings
 
 SETTINGS = [

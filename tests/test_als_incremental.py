@@ -11,7 +11,7 @@ from hydra import compose, initialize_config_dir
 
 from mfzoo.data.sources import synthetic
 from mfzoo.models.mf import MF
-from mfzoo.solvers.als import ials_objective
+from mfzoo.solvers.objective import ials_objective
 from mfzoo.solvers.solver import ALSSolver
 from mfzoo.training.run import train
 from tests.conftest import CONFIG_DIR

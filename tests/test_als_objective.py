@@ -11,7 +11,7 @@ import torch
 from mfzoo.data.implicit import confidence
 from mfzoo.data.interactions import Interactions
 from mfzoo.models.mf import MF
-from mfzoo.solvers import als
+from mfzoo.solvers.objective import ials_objective, least_squares_objective
 from mfzoo.solvers.solver import ALSSolver
 
 N_USERS, N_ITEMS, DIM = 14, 10, 4
@@ -85,9 +85,9 @@ def test_objective_equals_the_dense_computation(name):
     R = data.csr("user").double()
     if solver.implicit:
         kw = {k: SOLVERS[name][k] for k in ("alpha", "kind", "unobserved_weight", "l2_exponent")}
-        twin = als.ials_objective(R, X, Y, solver.l2, eps=solver.eps, both_sides=True, **kw)
+        twin = ials_objective(R, X, Y, solver.l2, eps=solver.eps, both_sides=True, **kw)
     else:
-        twin = als.least_squares_objective(R, X, Y, solver.l2, solver.frequency_scaled, both_sides=True)
+        twin = least_squares_objective(R, X, Y, solver.l2, solver.frequency_scaled, both_sides=True)
     assert float(twin) == pytest.approx(expected, rel=1e-12)
 
 

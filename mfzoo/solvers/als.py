@@ -27,10 +27,8 @@ whose solution, with the YᵀY trick (α₀ YtY is shared by all rows, computed 
 
     A_u = α₀ YtY + Σ_{i∈I_u} (c_ui − α₀) y_i y_iᵀ + λ_u I,   b_u = Σ_{i∈I_u} c_ui y_i.
 
-The sweep objectives (`least_squares_sweep_objective`, `ials_sweep_objective`: both sides,
-over the stored entries and, for iALS, the YᵀY trick for the unobserved pairs) are what
-`ALSSolver` reports after each sweep; `least_squares_objective` and `ials_objective` are their
-dense twins, over every pair (for tests on small data).
+The objectives these half-steps lower, of both sides as `ALSSolver` reports them after each
+sweep and their dense twins for tests, are in `mfzoo.solvers.objective`.
 
 Rows are solved in blocks of up to `block_size` rows of similar degree (`_for_blocks`: the
 y_i of a block gathered into one padded [b, L, k] tensor of about `BLOCK_ELEMENTS`
@@ -154,8 +152,8 @@ def ials_half_step_cg(
 
     the sparse part as per-entry dots t_ui = p_u·y_i (gathered along the CSR pattern), scaled by
     c_ui − α₀ and scattered back by one sparse CSR × Y product. Each step lowers the A_u-norm
-    error ‖x_u − x_u*‖_{A_u}, hence the iALS objective (`ials_objective`), and for SPD A_u CG
-    reaches x_u* = A_u⁻¹ b_u in at most k steps (in exact arithmetic). Cost per step
+    error ‖x_u − x_u*‖_{A_u}, hence the iALS objective (`objective.ials_objective`), and for
+    SPD A_u CG reaches x_u* = A_u⁻¹ b_u in at most k steps (in exact arithmetic). Cost per step
     O(nnz k + n_rows k²) instead of the O(nnz k² + n_rows k³) of the exact solve.
 
     Args:
@@ -197,125 +195,6 @@ def ials_half_step_cg(
     return torch.empty_like(X_sorted).index_copy_(0, order, X_sorted)
 
 
-def least_squares_objective(
-    R: Tensor, X: Tensor, Y: Tensor, l2: float, frequency_scaled: bool = True, both_sides: bool = False
-) -> Tensor:
-    """Explicit ALS objective, evaluated densely (for tests on small data):
-
-        Σ_{u,i∈I_u} (r_ui − x_u·y_i)² + Σ_u λ_u ‖x_u‖²   [+ Σ_i λ_i ‖y_i‖² if `both_sides`]
-
-    with λ_u = λ n_u (λ n_i for columns) or a plain λ. Differentiable in X and Y."""
-    R_dense, observed = _dense(R, X)  # [n_rows, n_cols] x2
-    residual = observed * (R_dense - X @ Y.T)  # [n_rows, n_cols]
-    value = residual.pow(2).sum()
-    row_reg = l2 * observed.sum(1) if frequency_scaled else torch.full_like(X[:, 0], float(l2))  # [n_rows]
-    value = value + (row_reg * X.pow(2).sum(1)).sum()
-    if both_sides:
-        col_reg = l2 * observed.sum(0) if frequency_scaled else torch.full_like(Y[:, 0], float(l2))  # [n_cols]
-        value = value + (col_reg * Y.pow(2).sum(1)).sum()
-    return value
-
-
-def ials_objective(
-    R: Tensor, X: Tensor, Y: Tensor, l2: float, alpha: float = 1.0, kind: str = "linear", eps: float = 1.0,
-    unobserved_weight: float = 1.0, l2_exponent: float = 0.0, both_sides: bool = False,
-) -> Tensor:
-    """iALS objective, evaluated densely (for tests on small data):
-
-        Σ_{u,i∈I_u} c_ui (1 − x_u·y_i)² + α₀ Σ_{u,i∉I_u} (x_u·y_i)² + Σ_u λ_u ‖x_u‖²
-                                                      [+ Σ_i λ_i ‖y_i‖² if `both_sides`]
-
-    with λ_u = λ (n_u + α₀ n_cols)^ν and λ_i = λ (n_i + α₀ n_rows)^ν; `ials_half_step` minimises
-    it over X (both_sides=False: the terms that depend on X). Differentiable in X and Y."""
-    R_dense, observed = _dense(R, X)  # [n_rows, n_cols] x2
-    C = torch.where(observed.bool(), confidence(R_dense, kind, alpha, eps), torch.full_like(R_dense, unobserved_weight))
-    scores = X @ Y.T  # [n_rows, n_cols]
-    value = (C * (observed - scores).pow(2)).sum()  # p_ui = observed
-    n_rows, n_cols = observed.shape
-    row_reg = l2 * (observed.sum(1) + unobserved_weight * n_cols).pow(l2_exponent)  # [n_rows]
-    value = value + (row_reg * X.pow(2).sum(1)).sum()
-    if both_sides:
-        col_reg = l2 * (observed.sum(0) + unobserved_weight * n_rows).pow(l2_exponent)  # [n_cols]
-        value = value + (col_reg * Y.pow(2).sum(1)).sum()
-    return value
-
-
-@torch.no_grad()
-def least_squares_sweep_objective(
-    R: Tensor, X: Tensor, Y: Tensor, l2: float, frequency_scaled: bool = True, cache: dict | None = None,
-) -> float:
-    """Explicit ALS objective of both sides, the quantity every half-step of a sweep lowers
-    (R: users × items, X the user factors, Y the item factors):
-
-        Σ_{(u,i)∈R} (r_ui − x_u·y_i)² + Σ_u λ_u ‖x_u‖² + Σ_i λ_i ‖y_i‖²,
-        λ_u = λ n_u and λ_i = λ n_i if `frequency_scaled` (n_i the entries of column i), else λ,
-
-    the λ_u and λ_i of `least_squares_half_step` on R and on Rᵀ. Equals the dense
-    `least_squares_objective(R, X, Y, l2, frequency_scaled, both_sides=True)`, evaluated on the
-    stored entries only (`_entry_scores`): O(nnz k) time, O(nnz) memory, in the factors' dtype.
-
-    Args:
-        R: sparse CSR [n_users, n_items], values = ratings.
-        X: [n_users, k] user factors; Y: [n_items, k] item factors.
-        l2: λ >= 0.
-        frequency_scaled: λ n_u (ALS-WR) rather than a plain λ.
-        cache: the dict `ALSSolver` keeps with R (the column counts are computed once).
-
-    Returns:
-        The objective, a sum over R (not a mean).
-    """
-    crow, col, values = _csr_parts(R, Y, 1)
-    scores = _entry_scores(crow, col, X, Y)  # [nnz] x_u·y_i
-    value = float((values - scores).pow(2).sum())
-    row_counts, col_counts = _counts(crow, col, R.shape[1], Y.dtype, cache)  # [n_users], [n_items] n_u, n_i
-    row_reg = l2 * row_counts if frequency_scaled else torch.full_like(row_counts, float(l2))  # [n_users] λ_u
-    col_reg = l2 * col_counts if frequency_scaled else torch.full_like(col_counts, float(l2))  # [n_items] λ_i
-    return value + _penalty(X, row_reg) + _penalty(Y, col_reg)
-
-
-@torch.no_grad()
-def ials_sweep_objective(
-    R: Tensor, X: Tensor, Y: Tensor, l2: float, alpha: float = 1.0, kind: str = "linear", eps: float = 1.0,
-    unobserved_weight: float = 1.0, l2_exponent: float = 0.0, cache: dict | None = None,
-) -> float:
-    """iALS objective of both sides, the quantity every half-step of a sweep lowers (R: users ×
-    items, X the user factors, Y the item factors, s_ui = x_u·y_i, α₀ = `unobserved_weight`):
-
-        Σ_{(u,i)∈R} c_ui (1 − s_ui)² + α₀ Σ_{(u,i)∉R} s_ui² + Σ_u λ_u ‖x_u‖² + Σ_i λ_i ‖y_i‖²,
-        λ_u = λ (n_u + α₀ n_items)^ν,   λ_i = λ (n_i + α₀ n_users)^ν,
-
-    with c_ui = `confidence(r_ui, kind, alpha, eps)` (1 + α r or 1 + α log(1 + r/ε)): the
-    c_ui, α₀ and λ of `ials_half_step` on R and on Rᵀ. With the YᵀY trick the sum over all
-    pairs is never formed: α₀ Σ_{all u,i} s_ui² = α₀ ⟨XᵀX, YᵀY⟩ (Frobenius), and on an observed
-    pair c (1 − s)² − α₀ s² = c − 2 c s + (c − α₀) s², so
-
-        objective = α₀ ⟨XᵀX, YᵀY⟩ + Σ_{(u,i)∈R} [c_ui − 2 c_ui s_ui + (c_ui − α₀) s_ui²] + penalties,
-
-    O(nnz k + (n_users + n_items) k²) time, O(nnz) memory, in the factors' dtype. Equals the
-    dense `ials_objective(R, X, Y, ..., both_sides=True)`.
-
-    Args:
-        R: sparse CSR [n_users, n_items], values = raw event strengths r_ui.
-        X: [n_users, k] user factors; Y: [n_items, k] item factors.
-        l2, alpha, kind, eps, unobserved_weight, l2_exponent: as `ials_half_step`.
-        cache: the dict `ALSSolver` keeps with R (the confidences, shared with the half-steps
-            on R, and the column counts are computed once).
-
-    Returns:
-        The objective, a sum over all pairs (not a mean).
-    """
-    crow, col, values = _csr_parts(R, Y, 1)
-    gram_w, c, _ = _confidences(values, kind, alpha, eps, unobserved_weight, cache)  # [nnz] c − α₀, c
-    scores = _entry_scores(crow, col, X, Y)  # [nnz] s_ui
-    observed = float((c * (1.0 - 2.0 * scores) + gram_w * scores.pow(2)).sum())
-    unobserved = unobserved_weight * float(((X.T @ X) * (Y.T @ Y)).sum())  # α₀ Σ_{all u,i} s_ui², [k, k] Grams
-    row_counts, col_counts = _counts(crow, col, R.shape[1], Y.dtype, cache)  # [n_users], [n_items] n_u, n_i
-    n_users, n_items = R.shape
-    row_reg = l2 * (row_counts + unobserved_weight * n_items).pow(l2_exponent)  # [n_users] λ_u
-    col_reg = l2 * (col_counts + unobserved_weight * n_users).pow(l2_exponent)  # [n_items] λ_i
-    return observed + unobserved + _penalty(X, row_reg) + _penalty(Y, col_reg)
-
-
 @torch.no_grad()
 def als_sweep(model: nn.Module, train: Interactions, l2: float, implicit: bool, **kwargs: Any) -> None:
     """One full ALS sweep on a model without biases (e.g. `MF(biases=False)`): the user
@@ -325,8 +204,8 @@ def als_sweep(model: nn.Module, train: Interactions, l2: float, implicit: bool, 
 
     `implicit` picks `ials_half_step` (kwargs: alpha, kind, eps, unobserved_weight,
     l2_exponent, block_size) or `least_squares_half_step` (kwargs: frequency_scaled,
-    block_size). Neither half-step increases the corresponding objective (`ials_objective` /
-    `least_squares_objective` with both_sides=True)."""
+    block_size). Neither half-step increases the corresponding objective
+    (`objective.ials_objective` / `objective.least_squares_objective` with both_sides=True)."""
     if getattr(model, "biases", False):
         raise ValueError(
             "als_sweep solves r̂ = p_u·q_i only; this model has biases (build it with biases=False)"
@@ -354,29 +233,6 @@ def _csr_parts(R: Tensor, Y: Tensor, block_size: int) -> tuple[Tensor, Tensor, T
     col = R.col_indices().to(device=Y.device, dtype=torch.long)  # [nnz]
     values = R.values().to(device=Y.device, dtype=Y.dtype)  # [nnz]
     return crow, col, values
-
-
-def _entry_scores(crow: Tensor, col: Tensor, X: Tensor, Y: Tensor) -> Tensor:
-    """x_u·y_i [nnz] of every stored entry (u, i) of a CSR pattern (crow, col), in the order of
-    `col`, by one sampled product (`torch.sparse.sampled_addmm`: X Yᵀ at the pattern's entries
-    only, no [nnz, k] gather)."""
-    if X.shape != (crow.numel() - 1, Y.shape[1]):
-        raise ValueError(f"X must be [n_rows, k] = {(crow.numel() - 1, Y.shape[1])}, got {tuple(X.shape)}")
-    X = X.to(device=Y.device, dtype=Y.dtype)
-    pattern = torch.sparse_csr_tensor(crow, col, X.new_zeros(col.numel()), size=(X.shape[0], Y.shape[0]),
-                                      check_invariants=False)  # [n_rows, n_cols]
-    return torch.sparse.sampled_addmm(pattern, X, Y.T, beta=0.0).values()  # [nnz]
-
-
-def _counts(crow: Tensor, col: Tensor, n_cols: int, dtype: torch.dtype, cache: dict | None) -> tuple[Tensor, Tensor]:
-    """Entries per row [n_rows] and per column [n_cols] of a CSR pattern, in `dtype`."""
-    return crow.diff().to(dtype), _memo(cache, ("col_counts", dtype, col.device),
-                                        lambda: torch.bincount(col, minlength=n_cols).to(dtype))
-
-
-def _penalty(factors: Tensor, reg: Tensor) -> float:
-    """Σ_u reg_u ‖factors_u‖²."""
-    return float((reg * factors.pow(2).sum(1)).sum())
 
 
 def _for_blocks(
@@ -609,15 +465,3 @@ def _scripted(fn: Callable) -> Callable:
     except Exception as error:  # noqa: BLE001 (any failure means: run eager)
         log.debug("TorchScript unavailable for %s (%s); running eager", fn.__name__, error)
         return fn
-
-
-def _dense(R: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
-    """Dense values and 0/1 observed mask [n_rows, n_cols] of a CSR R, in `like`'s dtype/device."""
-    if R.layout != torch.sparse_csr:
-        raise ValueError(f"R must be a torch sparse CSR tensor, got layout {R.layout}")
-    crow, col, values = R.crow_indices(), R.col_indices(), R.values()
-    R_dense = R.to_dense()  # [n_rows, n_cols]
-    observed = torch.sparse_csr_tensor(
-        crow, col, torch.ones_like(values), size=R.shape, check_invariants=False
-    ).to_dense()  # [n_rows, n_cols]
-    return R_dense.to(device=like.device, dtype=like.dtype), observed.to(device=like.device, dtype=like.dtype)

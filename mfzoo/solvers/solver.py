@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from mfzoo.data.interactions import Interactions
 from mfzoo.solvers import als
+from mfzoo.solvers.objective import ials_sweep_objective, least_squares_sweep_objective
 
 
 @dataclass
@@ -103,17 +104,17 @@ class ALSSolver:
                       + Σ_u λ_u ‖x_u‖² + Σ_i λ_i ‖y_i‖²,
                       λ_u = λ (n_u + α₀ n_items)^ν, λ_i = λ (n_i + α₀ n_users)^ν.
 
-        A sum, not a mean; O(nnz k + (n_users + n_items) k²) (`als.least_squares_sweep_objective`,
-        `als.ials_sweep_objective`). An exact half-step minimises it over one side, so exact
+        A sum, not a mean; O(nnz k + (n_users + n_items) k²) (`objective.least_squares_sweep_objective`,
+        `objective.ials_sweep_objective`). An exact half-step minimises it over one side, so exact
         sweeps never increase it (CG half-steps lower it too, without reaching the minimum)."""
         _check(model)
         users, items = model.user_embedding.weight, model.item_embedding.weight  # [U, D], [I, D]
         R = train.csr("user").to(users.device)  # [U, I]
         if not self.implicit:
-            return als.least_squares_sweep_objective(R, users, items, self.l2, self.frequency_scaled, self._cache(R))
-        return als.ials_sweep_objective(R, users, items, self.l2, alpha=self.alpha, kind=self.kind, eps=self.eps,
-                                        unobserved_weight=self.unobserved_weight, l2_exponent=self.l2_exponent,
-                                        cache=self._cache(R))
+            return least_squares_sweep_objective(R, users, items, self.l2, self.frequency_scaled, self._cache(R))
+        return ials_sweep_objective(R, users, items, self.l2, alpha=self.alpha, kind=self.kind, eps=self.eps,
+                                    unobserved_weight=self.unobserved_weight, l2_exponent=self.l2_exponent,
+                                    cache=self._cache(R))
 
     @torch.no_grad()
     def fold_in(self, model: nn.Module, new: Interactions) -> Tensor:
