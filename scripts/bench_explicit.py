@@ -16,7 +16,7 @@ A second table repeats every model once on a global temporal cut (`TemporalSplit
 val=0.1)`: the last 20% of ratings by time are test, the 10% before them val), where
 time-aware models should gain most.
 
-    python scripts/bench_explicit.py [--repeats 3] [--models mf,svdpp,...] [--out FILE] [overrides...]
+    python scripts/bench_explicit.py [--repeats 3] [--threads 1] [--models mf,svdpp,...] [--out FILE] [overrides...]
 
 Extra arguments are Hydra overrides applied to every mfzoo model (e.g. `trainer.max_epochs=20`).
 Needs the `[bench]` extra (scikit-surprise).
@@ -218,11 +218,16 @@ def main() -> None:
     parser.add_argument("--val", type=float, default=VAL, help="share of each fold's training part carved out as val")
     parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated keys of {list(MODELS)}")
     parser.add_argument("--no-temporal", action="store_true", help="skip the temporal-split table")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's own); 1 keeps timings stable on a machine shared with "
+                             "other jobs, where a 2-thread pool on 2 busy cores measured 2-15x slower")
     parser.add_argument("--out", type=Path, default=None, help="also write the markdown tables here")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every mfzoo model")
     args = parser.parse_args()
 
     quiet()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     keys = args.models.split(",")
     unknown = [k for k in keys if k not in MODELS]
