@@ -46,8 +46,28 @@ def _train(cfg: DictConfig) -> float | None:
         metrics = run_training(cfg, run_dir, overrides=overrides, resume=bool(cfg.get("resume")))
     except RunError as err:
         raise SystemExit(f"mfzoo: {err}") from None
-    print(json.dumps({"run_dir": run_dir, **metrics}, indent=2))
+    print(json.dumps({"run_dir": _shown(run_dir), **metrics}, indent=2))
     return metrics["objective"]
+
+
+def _shown(path: str) -> str:
+    """`path` relative to the working directory when inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return path
+
+
+def _quoted_resume(argv: list[str]) -> list[str]:
+    """`resume=DIR` with DIR quoted for Hydra's override parser: run directory names hold `=`
+    and `,` (they are named after their overrides), which the parser would read as syntax."""
+    out = []
+    for arg in argv:
+        if arg.startswith("resume=") and arg[len("resume="):][:1] not in ("'", '"', ""):
+            value = arg[len("resume="):].replace("\\", "\\\\").replace("'", "\\'")
+            arg = f"resume='{value}'"
+        out.append(arg)
+    return out
 
 
 def train() -> float | None:
@@ -57,19 +77,27 @@ def train() -> float | None:
     Returns the run's `objective` to a sweeper: the validation metric `optimized_metric` at
     the checkpoint chosen on validation, never a test metric.
     """
+    import sys
+
     from mfzoo.training.rundir import register_resolvers
 
     register_resolvers()
+    sys.argv = _quoted_resume(sys.argv)
     return _train()
 
 
 def _load(run_dir: str):
     from mfzoo.training.restore import labels_of, load_run
 
+    from mfzoo.data.errors import DataError
+
     try:
         cfg, datamodule, model = load_run(run_dir)
     except (RunError, FileNotFoundError) as err:
         raise SystemExit(f"mfzoo: {err}") from None
+    except DataError as err:  # a run that kept only a digest re-reads its source
+        raise SystemExit(f"mfzoo: {err} (this run keeps only a digest of its data and reads the source "
+                         "as its config.yaml names it, relative to the working directory)") from None
     return cfg, datamodule, model, labels_of(run_dir, datamodule)
 
 

@@ -203,7 +203,7 @@ def _run(cwd: Path, *overrides: str) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.parametrize(("kind", "stop"), [("mf", "SIGKILL"), ("learnbpr", "SIGINT")])
+@pytest.mark.parametrize(("kind", "stop"), [("mf", "SIGKILL"), ("learnbpr", "SIGINT"), ("mf", "SIGTERM")])
 def test_a_killed_run_resumes_to_the_uninterrupted_metrics(tmp_path, kind, stop):
     base = [*(SMALL if kind == "mf" else []), *RESUMABLE[kind]]
     whole = _run(tmp_path, *base, f"hydra.run.dir={tmp_path / 'whole'}")
@@ -211,16 +211,48 @@ def test_a_killed_run_resumes_to_the_uninterrupted_metrics(tmp_path, kind, stop)
     killed = tmp_path / "killed"
     stopped = _run(tmp_path, *base, f"hydra.run.dir={killed}", "+callbacks.stop._target_=tests.interrupt.StopAt",
                    "+callbacks.stop.epoch=2", f"+callbacks.stop.signal={stop}")
-    assert stopped.returncode != 0 and not (killed / "metrics.json").exists()
+    assert stopped.returncode != 0 and not (killed / "metrics.json").exists()  # SIGTERM too: not a success
+    if stop != "SIGKILL":
+        assert f"continue it with resume={killed}" in stopped.stderr
     assert torch.load(killed / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] <= 2
-    assert _run(tmp_path, f"resume={killed}", "trainer.max_epochs=9").returncode != 0  # no other overrides
-    resumed = _run(tmp_path, f"resume={killed}")
+    # moved, under a name with the characters of an override list: resume follows, keeps the best so far
+    moved = tmp_path / "elsewhere" / "0_model.dim=16,seed=0"
+    moved.parent.mkdir()
+    killed.rename(moved)
+    if stop == "SIGKILL":  # (once is enough)
+        assert _run(tmp_path, f"resume={moved}", "trainer.max_epochs=9").returncode != 0  # no other overrides
+    resumed = _run(tmp_path, f"resume={moved}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     a = json.loads((tmp_path / "whole" / "metrics.json").read_text())
-    b = json.loads((killed / "metrics.json").read_text())
+    b = json.loads((moved / "metrics.json").read_text())
     assert b["resumed"] and b["epochs"] == a["epochs"] == 5
     assert b["test"] == a["test"] and b["val"] == a["val"] and b["best_epoch"] == a["best_epoch"]  # bit for bit
     untimed = lambda rows: [{k: v for k, v in r.items() if "seconds" not in k} for r in rows]  # noqa: E731
-    assert untimed(_history(killed)) == untimed(_history(tmp_path / "whole"))
-    again = _run(tmp_path, f"resume={killed}")
-    assert again.returncode != 0 and "has finished" in again.stderr
+    assert untimed(_history(moved)) == untimed(_history(tmp_path / "whole"))
+    assert not (moved / "resume.ckpt").exists()
+    if stop == "SIGKILL":
+        again = _run(tmp_path, f"resume={moved}")
+        assert again.returncode != 0 and "has finished" in again.stderr
+
+
+def test_settings_that_would_train_without_a_result_are_refused(tmp_path):
+    with pytest.raises(RunError, match="no validation part.*callbacks=none"):
+        train(cfg_for("data.split.val=0"), tmp_path / "a")
+    with pytest.raises(RunError, match="max_epochs=0"):
+        train(cfg_for("trainer.max_epochs=0"), tmp_path / "b")
+    with pytest.raises(RunError, match="'val/RMSE' is not a validation metric.*val/mae, val/rmse"):
+        train(cfg_for("optimized_metric=val/RMSE", "trainer.max_epochs=3"), tmp_path / "c")
+    assert not (tmp_path / "c" / "metrics.json").exists() and not (tmp_path / "c" / "history.csv").exists()  # epoch 0
+    metrics = train(cfg_for("data.split.val=0", "callbacks=none", "trainer.max_epochs=2"), tmp_path / "d")
+    assert metrics["objective"] is None and metrics["val"] == {} and metrics["best_epoch"] == 1
+
+
+def test_a_missing_or_broken_checkpoint_is_named(tmp_path):
+    train(cfg_for("trainer.max_epochs=3", "callbacks.early_stopping.patience=100"), tmp_path)
+    best = json.loads((tmp_path / "metrics.json").read_text())["best_checkpoint"]
+    (tmp_path / best).write_bytes(b"not a checkpoint")
+    with pytest.raises(RunError, match="not a readable checkpoint"):
+        load_run(tmp_path)
+    (tmp_path / best).unlink()  # no silent fall-back to last.ckpt (another epoch)
+    with pytest.raises(RunError, match="best checkpoint recorded in metrics.json .* is missing"):
+        load_run(tmp_path)

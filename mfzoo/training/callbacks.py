@@ -6,8 +6,11 @@ where a metric was not logged that epoch). Its rows are also kept in the checkpo
 resumed run continues the same file.
 
 `Progress` logs one line per epoch (INFO, on the run's console and log file): the epoch, the
-training loss, the validation metrics with the best so far of the monitored one, and the
-seconds the epoch took (for closed-form solvers also the seconds of the sweep itself).
+training loss, the monitored validation metric (with its best so far) and a few others, and
+the seconds the epoch took (for closed-form solvers also the seconds of the sweep itself).
+
+`MetricCheck` stops a run whose `optimized_metric` is not among its validation metrics at the
+first validation.
 """
 
 from __future__ import annotations
@@ -70,6 +73,30 @@ class History(L.Callback):
         self.rows = {int(e): dict(r) for e, r in state_dict.get("rows", {}).items()}
 
 
+class MetricCheck(L.Callback):
+    """Stops a run at its first validation when `metric` (the run's `optimized_metric`) is not
+    among the validation metrics, naming those that are, instead of training to the end and
+    returning nothing to a sweeper."""
+
+    def __init__(self, metric: str | None):
+        self.metric, self.checked = metric, False
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.checked or not self.metric or trainer.sanity_checking:
+            return
+        self.checked = True
+        logged = sorted(n for n in trainer.callback_metrics if n.startswith("val/"))
+        if self.metric not in logged:
+            from mfzoo.training.rundir import RunError
+
+            raise RunError(f"optimized_metric {self.metric!r} is not a validation metric of this run; "
+                           f"it logs {', '.join(logged) or 'none'}")
+
+
+# the validation metrics a progress line shows first, beside the monitored one
+_SHOWN = ("val/rmse", "val/mae", "val/ndcg@10", "val/recall@10")
+
+
 class Progress(L.Callback):
     """One INFO line per epoch; `monitor` / `mode` name the metric whose best is shown."""
 
@@ -85,16 +112,17 @@ class Progress(L.Callback):
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
         metrics = _scalars(trainer, ("train/", "val/"))
-        parts = [f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"]
+        epoch = trainer.current_epoch  # 0-based, as in history.csv and the checkpoint names
+        parts = [f"epoch {epoch} ({epoch + 1} of {trainer.max_epochs})" if trainer.max_epochs > 0 else f"epoch {epoch}"]
         if "train/loss" in metrics:
             parts.append(f"train/loss {metrics['train/loss']:.4f}")
         value = metrics.get(self.monitor) if self.monitor else None
         if value is not None and math.isfinite(value):
             better = self.best is None or (value < self.best if self.mode == "min" else value > self.best)
             self.best = value if better else self.best
-        for name in sorted(n for n in metrics if n.startswith("val/")):
-            if name == self.monitor or len(parts) < 5:
-                parts.append(f"{name} {metrics[name]:.4f}")
+        shown = [n for n in (self.monitor, *_SHOWN) if n in metrics]
+        for name in dict.fromkeys(shown[:3]):
+            parts.append(f"{name} {metrics[name]:.4f}")
         if self.best is not None:
             parts.append(f"(best {self.monitor} {self.best:.4f})")
         if "train/sweep_seconds" in metrics:

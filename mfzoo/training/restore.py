@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
@@ -16,7 +15,7 @@ from mfzoo.data.datamodule import InteractionsDataModule
 from mfzoo.losses import MSELoss
 from mfzoo.retrieval.cold import FoldIn, ridge_fold_in
 from mfzoo.training import artifacts
-from mfzoo.training.rundir import RunError
+from mfzoo.training.rundir import RunError, read_checkpoint
 from mfzoo.training.run import data_module, item_labels
 
 __all__ = ["RunError", "checkpoint_of", "fold_in_of", "labels_of", "load_run"]
@@ -24,12 +23,16 @@ __all__ = ["RunError", "checkpoint_of", "fold_in_of", "labels_of", "load_run"]
 
 def checkpoint_of(run_dir: Path) -> Path:
     """The run's best checkpoint (metrics.json's `best_checkpoint`, relative to the run
-    directory), else its last one; always a file inside `run_dir`, so a copied or moved run
-    reads its own checkpoints."""
+    directory), else its last one when the run chose none; always a file inside `run_dir`, so a
+    copied or moved run reads its own checkpoints. A recorded best checkpoint that is missing is
+    an error, not a silent fall-back to another epoch."""
     metrics = run_dir / "metrics.json"
     if metrics.is_file():
         best = json.loads(metrics.read_text()).get("best_checkpoint")
-        if best and not Path(best).is_absolute() and (run_dir / best).is_file():
+        if best:
+            if Path(best).is_absolute() or not (run_dir / best).is_file():
+                raise RunError(f"{run_dir}: the best checkpoint recorded in metrics.json ({best}) is missing "
+                               "from the run directory")
             return run_dir / best
     last = run_dir / "checkpoints" / "last.ckpt"
     if last.is_file():
@@ -55,11 +58,12 @@ def load_run(run_dir: str | Path) -> tuple[DictConfig, InteractionsDataModule, n
     if hasattr(model, "prepare"):
         model.prepare(datamodule.train, evaluation=datamodule.evaluation)
     path = checkpoint_of(run_dir)
+    state = read_checkpoint(path).get("state_dict", {})
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
-    except (RuntimeError, OSError, EOFError, KeyError, ValueError) as err:
-        raise RunError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from None
-    model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
+        model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
+    except RuntimeError as err:
+        raise RunError(f"{path} does not fit the model of {config} (was the config edited?): "
+                       f"{str(err).splitlines()[0]} {' '.join(str(err).split()[-12:])}") from None
     return cfg, datamodule, model.eval()
 
 

@@ -36,9 +36,9 @@ from omegaconf import DictConfig, OmegaConf
 from mfzoo.data.datamodule import InteractionsDataModule
 from mfzoo.data.interactions import Interactions
 from mfzoo.training import artifacts
-from mfzoo.training.callbacks import History, Progress
+from mfzoo.training.callbacks import History, MetricCheck, Progress
 from mfzoo.training.module import GradientModule, SolverModule
-from mfzoo.training.rundir import RunError, claim, rank, relative
+from mfzoo.training.rundir import RunError, claim, rank, read_checkpoint, relative, relocate
 
 log = logging.getLogger(__name__)
 
@@ -159,9 +159,22 @@ def check_optimized_metric(cfg: DictConfig) -> str | None:
     come from the part that reports the result."""
     metric = cfg.get("optimized_metric")
     if metric and not str(metric).startswith("val/"):
-        raise ValueError(f"optimized_metric must be a validation metric (val/...), got {metric!r}: "
-                         "hyperparameters are chosen on validation, the test part only reports")
+        raise RunError(f"optimized_metric must be a validation metric (val/...), got {metric!r}: "
+                       "hyperparameters are chosen on validation, the test part only reports")
     return metric
+
+
+def _check_settings(cfg: DictConfig, datamodule: InteractionsDataModule, callbacks: list[L.Callback]) -> None:
+    """Settings that would train without a result, refused before training starts."""
+    if cfg.trainer.get("max_epochs") == 0:
+        raise RunError("trainer.max_epochs=0 trains nothing; give at least 1 (or -1: until stopped)")
+    if datamodule.split.val is None:
+        monitored = sorted({c.monitor for c in callbacks if str(getattr(c, "monitor", None) or "").startswith("val/")})
+        if monitored:
+            raise RunError(f"the split has no validation part, but {', '.join(monitored)} is monitored "
+                           "(early stopping, best checkpoint): give the split a val part (e.g. "
+                           "data.split.val=0.1), or use callbacks=none (no early stopping, the last "
+                           "epoch is tested)")
 
 
 def train(cfg: DictConfig, run_dir: str | Path, overrides: Sequence[str] = (), resume: bool = False) -> dict[str, Any]:
@@ -184,20 +197,26 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str], resume: bool) -> 
             raise RunError(f"{run_dir}: the run has finished (metrics.json exists); nothing to resume")
         ckpt_path = run_dir / "checkpoints" / LAST
         if not (run_dir / "config.yaml").is_file() or not ckpt_path.is_file():
-            raise RunError(f"{run_dir}: nothing to resume from (needs config.yaml and checkpoints/{LAST})")
+            raise RunError(f"{run_dir}: nothing to resume from (needs config.yaml and checkpoints/{LAST}; "
+                           "a run killed before its first epoch ended has none: start it again)")
+        checkpoint = read_checkpoint(ckpt_path)
+        if relocate(checkpoint, run_dir / "checkpoints"):  # moved or copied since: its paths follow
+            ckpt_path = run_dir / "resume.ckpt"
+            torch.save(checkpoint, ckpt_path)
         cfg = OmegaConf.load(run_dir / "config.yaml")
         saved = run_dir / "overrides.yaml"
         overrides = list(yaml.safe_load(saved.read_text()) or []) if saved.is_file() else []
-        log.info("resuming %s from %s", run_dir, ckpt_path)
-    elif writer:
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        (run_dir / "overrides.yaml").write_text(yaml.safe_dump(list(overrides)))
+        log.info("resuming %s from its epoch %d", run_dir, checkpoint["epoch"])
     metric = check_optimized_metric(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule = data_module(cfg, run_dir if resume else None)
+    callbacks, best_callback = _checkpoints(cfg, run_dir)
+    _check_settings(cfg, datamodule, callbacks)
     titles = artifacts.titles(run_dir) if resume else source_titles(cfg, datamodule)
     if writer and not resume:
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        (run_dir / "overrides.yaml").write_text(yaml.safe_dump(list(overrides)))
         source = OmegaConf.to_container(cfg.data.get("source"), resolve=True) if cfg.data.get("source") else None
         artifacts.save(run_dir, datamodule.split, keep=cfg.get("keep_data", "copy"), source=source, titles=titles)
     datamodule, module = build(cfg, datamodule)
@@ -213,9 +232,8 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str], resume: bool) -> 
             logs = run_dir / str(cfg.logger.get("name") or "")
             named = {"version": next(v for v in (f"resumed-{n}" for n in range(1, 10**6)) if not (logs / v).exists())}
         logger = instantiate(cfg.logger, save_dir=str(run_dir), **named)
-    callbacks, best_callback = _checkpoints(cfg, run_dir)
     history = History(run_dir / "history.csv")
-    callbacks.append(history)
+    callbacks += [history, MetricCheck(metric)]
     if cfg.get("progress", True):
         callbacks.append(Progress(best_callback.monitor if best_callback else metric,
                                   best_callback.mode if best_callback else "min"))
@@ -223,7 +241,14 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str], resume: bool) -> 
     trainer: L.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks, default_root_dir=str(run_dir), **one_sweep)
 
     start = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True if ckpt_path else None)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True if ckpt_path else None)
+    except SystemExit as stop:  # Lightning exits on Ctrl-C (status 1) and SIGTERM (status 0)
+        raise RunError(f"{run_dir}: training was stopped (exit status {stop.code}) before its end; "
+                       f"continue it with resume={run_dir}") from None
+    finally:
+        if ckpt_path is not None and ckpt_path.name == "resume.ckpt":
+            ckpt_path.unlink(missing_ok=True)
     fit_seconds = time.perf_counter() - start
     if trainer.interrupted:
         raise RunError(f"{run_dir}: training was interrupted; continue it with resume={run_dir}")
@@ -232,7 +257,7 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str], resume: bool) -> 
     last_epoch = trainer.current_epoch - 1
     best_epoch = last_epoch
     if best_path and not trainer.fast_dev_run:
-        checkpoint = torch.load(best_path, map_location="cpu", weights_only=True)
+        checkpoint = read_checkpoint(best_path)
         module.load_state_dict(checkpoint["state_dict"])
         best_epoch = int(checkpoint["epoch"])
     (test,) = trainer.test(module, datamodule=datamodule, verbose=False)
@@ -249,7 +274,7 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str], resume: bool) -> 
         "best_epoch": best_epoch,
         "epochs": trainer.current_epoch,
         "global_steps": trainer.global_step,
-        "fit_seconds": fit_seconds,
+        "fit_seconds": fit_seconds,  # of this process: a resumed run counts its own part
         "n_train": len(datamodule.train),
         "best_checkpoint": relative(best_path, run_dir) if best_path else None,
         "last_checkpoint": relative(run_dir / "checkpoints" / LAST, run_dir) if (run_dir / "checkpoints" / LAST).is_file() else None,

@@ -20,6 +20,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import pickle
 import socket
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -68,13 +69,24 @@ def _run_name_resolver(overrides: Sequence[str] | None = None) -> str:
     return run_name(list(overrides or []))
 
 
+def _hydra_subdir_resolver(run_dir: str | None = None, resume: str | None = None) -> str | None:
+    """`${mfzoo_hydra_subdir:${hydra.run.dir},${resume}}`: where Hydra writes its own record
+    of the job (`.hydra/`): nowhere for a resumed run or a directory that already holds a run,
+    so the original job's record is never replaced by a later command's."""
+    if resume or (run_dir and (Path(run_dir) / "config.yaml").exists()):
+        return None
+    return ".hydra"
+
+
 def register_resolvers() -> None:
-    """Register `mfzoo_run_dir` and `mfzoo_run_name` (used by `configs/train.yaml`'s
-    `hydra.run.dir` and `hydra.sweep`); the directory is cached, so a run resolves it once."""
+    """Register `mfzoo_run_dir`, `mfzoo_run_name` and `mfzoo_hydra_subdir` (used by
+    `configs/train.yaml`'s `hydra` settings); the directory is cached, so a run resolves it once."""
     if not OmegaConf.has_resolver("mfzoo_run_dir"):
         OmegaConf.register_new_resolver("mfzoo_run_dir", _run_dir_resolver, use_cache=True)
     if not OmegaConf.has_resolver("mfzoo_run_name"):
         OmegaConf.register_new_resolver("mfzoo_run_name", _run_name_resolver)
+    if not OmegaConf.has_resolver("mfzoo_hydra_subdir"):
+        OmegaConf.register_new_resolver("mfzoo_hydra_subdir", _hydra_subdir_resolver)
 
 
 def _alive(owner: dict) -> bool:
@@ -151,3 +163,40 @@ def relative(path: str | Path | None, run_dir: str | Path) -> str | None:
         return path.relative_to(run_dir).as_posix()
     except ValueError:
         return str(path)
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """A checkpoint read with `torch.load(weights_only=True)` (tensors and plain types only:
+    nothing in it runs); `RunError` naming the file when it is missing, truncated or not a
+    checkpoint."""
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError, AttributeError) as err:
+        first = (str(err).strip().splitlines() or [""])[0][:200]
+        raise RunError(f"{path}: not a readable checkpoint ({type(err).__name__}: {first})") from None
+
+
+def relocate(checkpoint: dict, checkpoints_dir: str | Path) -> bool:
+    """Point the checkpoint callbacks' saved paths (best, k-th best, last) at `checkpoints_dir`
+    when the run directory was moved or copied since they were written, so that resuming keeps
+    the best epoch found so far; True when something was changed."""
+    target = os.path.realpath(checkpoints_dir)
+    moved = False
+    for state in checkpoint.get("callbacks", {}).values():
+        old = state.get("dirpath") if isinstance(state, dict) else None
+        if not old or old == target:
+            continue
+        moved = True
+
+        def swap(path, old=old):
+            return target + path[len(old):] if isinstance(path, str) and path.startswith(old) else path
+
+        state["dirpath"] = target
+        for name in ("best_model_path", "kth_best_model_path", "last_model_path"):
+            if name in state:
+                state[name] = swap(state[name])
+        if isinstance(state.get("best_k_models"), dict):
+            state["best_k_models"] = {swap(k): v for k, v in state["best_k_models"].items()}
+    return moved
