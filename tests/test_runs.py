@@ -117,7 +117,7 @@ def test_two_runs_started_together_get_two_complete_directories(tmp_path):
     runs = sorted(p.parent for p in tmp_path.glob("runs/*/*/metrics.json"))
     assert len(runs) == 2 and runs[0] != runs[1]
     printed = sorted(json.loads(out[out.index("\n{\n"):])["run_dir"] for out in outputs)
-    assert [Path(p).resolve() for p in printed] == [r.resolve() for r in runs]  # each job reports its own
+    assert [(tmp_path / p).resolve() for p in printed] == [r.resolve() for r in runs]  # each job reports its own
     for run in runs:
         assert "data_source=synthetic" in run.name  # the overrides name the run (shortened, with a hash)
         for name in ("config.yaml", "overrides.yaml", "history.csv", "checkpoints/last.ckpt", "data/parts.pt"):
