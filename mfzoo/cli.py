@@ -42,8 +42,12 @@ def _train(cfg: DictConfig) -> float | None:
                              f"drop the other overrides ({' '.join(overrides)})")
         if str(hydra_cfg.mode) == "RunMode.MULTIRUN":
             raise SystemExit("mfzoo: resume continues one run; it cannot be part of a multirun (-m)")
+    # a sweeper other than Hydra's basic one (Optuna, Nevergrad, ...) optimises what the run returns
+    sweeper = str((hydra_cfg.get("sweeper") or {}).get("_target_", ""))
+    optimising = str(hydra_cfg.mode) == "RunMode.MULTIRUN" and not sweeper.endswith("BasicSweeper")
     try:
-        metrics = run_training(cfg, run_dir, overrides=overrides, resume=bool(cfg.get("resume")))
+        metrics = run_training(cfg, run_dir, overrides=overrides, resume=bool(cfg.get("resume")),
+                               objective=optimising)
     except RunError as err:
         raise SystemExit(f"mfzoo: {err}") from None
     print(json.dumps({"run_dir": _shown(run_dir), **metrics}, indent=2))

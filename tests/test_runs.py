@@ -213,7 +213,8 @@ def test_a_killed_run_resumes_to_the_uninterrupted_metrics(tmp_path, kind, stop)
                    "+callbacks.stop.epoch=2", f"+callbacks.stop.signal={stop}")
     assert stopped.returncode != 0 and not (killed / "metrics.json").exists()  # SIGTERM too: not a success
     if stop != "SIGKILL":
-        assert f"continue it with resume={killed}" in stopped.stderr
+        assert f"continue it with: mfzoo-train resume={killed}" in stopped.stderr
+        assert "exit status" not in stopped.stderr
     assert torch.load(killed / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] <= 2
     # moved, under a name with the characters of an override list: resume follows, keeps the best so far
     moved = tmp_path / "elsewhere" / "0_model.dim=16,seed=0"
@@ -243,6 +244,13 @@ def test_settings_that_would_train_without_a_result_are_refused(tmp_path):
     with pytest.raises(RunError, match="'val/RMSE' is not a validation metric.*val/mae, val/rmse"):
         train(cfg_for("optimized_metric=val/RMSE", "trainer.max_epochs=3"), tmp_path / "c")
     assert not (tmp_path / "c" / "metrics.json").exists() and not (tmp_path / "c" / "history.csv").exists()  # epoch 0
+    assert "'val/RMSE' is not a validation metric" in (tmp_path / "c" / "failed.txt").read_text()  # says why
+    from mfzoo.compare.runs import read_run
+
+    assert read_run(tmp_path / "c").problem.startswith("failed: ")
+    with pytest.raises(RunError, match="sweeper optimises val/rmse.*no validation part"):  # before any training
+        train(cfg_for("data.split.val=0", "callbacks=none"), tmp_path / "e", objective=True)
+    assert not (tmp_path / "e" / "config.yaml").exists()
     metrics = train(cfg_for("data.split.val=0", "callbacks=none", "trainer.max_epochs=2"), tmp_path / "d")
     assert metrics["objective"] is None and metrics["val"] == {} and metrics["best_epoch"] == 1
 
@@ -251,8 +259,40 @@ def test_a_missing_or_broken_checkpoint_is_named(tmp_path):
     train(cfg_for("trainer.max_epochs=3", "callbacks.early_stopping.patience=100"), tmp_path)
     best = json.loads((tmp_path / "metrics.json").read_text())["best_checkpoint"]
     (tmp_path / best).write_bytes(b"not a checkpoint")
+    with pytest.raises(RunError, match="SHA-256 differs"):
+        load_run(tmp_path)
+    record = json.loads((tmp_path / "metrics.json").read_text())
+    del record["checkpoint_sha256"]  # a run without recorded digests: the file itself is checked
+    (tmp_path / "metrics.json").write_text(json.dumps(record))
     with pytest.raises(RunError, match="not a readable checkpoint"):
         load_run(tmp_path)
     (tmp_path / best).unlink()  # no silent fall-back to last.ckpt (another epoch)
     with pytest.raises(RunError, match="best checkpoint recorded in metrics.json .* is missing"):
         load_run(tmp_path)
+
+
+def test_a_changed_checkpoint_is_refused(tmp_path):
+    train(cfg_for("trainer.max_epochs=2", "callbacks.early_stopping.patience=100"), tmp_path)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert set(metrics["checkpoint_sha256"]) == {metrics["best_checkpoint"], "checkpoints/last.ckpt"}
+    load_run(tmp_path)
+    best = tmp_path / metrics["best_checkpoint"]
+    data = bytearray(best.read_bytes())
+    data[len(data) // 2] ^= 1  # one flipped bit: still loads with torch, but it is not what the run wrote
+    best.write_bytes(bytes(data))
+    with pytest.raises(RunError, match="SHA-256 differs"):
+        load_run(tmp_path)
+
+
+def test_a_resume_without_its_best_checkpoint_is_refused_before_training(tmp_path):
+    killed = tmp_path / "killed"
+    stopped = _run(tmp_path, *SMALL, "callbacks.early_stopping.patience=100", "trainer.max_epochs=5",
+                   f"hydra.run.dir={killed}", "+callbacks.stop._target_=tests.interrupt.StopAt",
+                   "+callbacks.stop.epoch=2", "+callbacks.stop.signal=SIGKILL")
+    assert stopped.returncode != 0
+    for best in (killed / "checkpoints").glob("epoch*.ckpt"):
+        best.unlink()
+    history = (killed / "history.csv").read_text()
+    resumed = _run(tmp_path, f"resume={killed}")
+    assert resumed.returncode != 0 and "best checkpoint so far" in resumed.stderr and "is missing" in resumed.stderr
+    assert (killed / "history.csv").read_text() == history  # refused before training on

@@ -103,6 +103,18 @@ def test_optuna_multirun_returns_the_best_val_objective(tmp_path):
     assert "trainer.max_epochs" not in results["best_params"]  # fixed on the command line: out of the search
 
 
+def test_an_optuna_sweep_without_a_val_part_is_refused_at_its_first_trial(tmp_path):
+    command = [
+        sys.executable, "-m", "mfzoo.cli", "-m", "hparams_search=mf_optuna", "hydra.sweeper.n_trials=3",
+        "data/source=synthetic", "data.source.n_users=300", "data.source.n_items=200", "data.source.n_interactions=12000",
+        "trainer.max_epochs=2", "logger=none", "data.split.val=0", "callbacks=none", f"hydra.sweep.dir={tmp_path / 's'}",
+    ]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode != 0 and "no validation part" in done.stderr and "Traceback" not in done.stderr
+    trained = [p for p in (tmp_path / "s").rglob("*") if p.name in ("config.yaml", "checkpoints") and p.parent.name != ".hydra"]
+    assert not trained  # refused before the first trial trained (Hydra's own .hydra/ record aside)
+
+
 # nested CV -----------------------------------------------------------------------------------
 @pytest.fixture
 def nested_cv(monkeypatch):

@@ -131,7 +131,12 @@ def read_run(path: Path) -> Run:
         if not isinstance(raw, dict):
             problem, raw = "metrics.json is not a JSON object", {}
     except FileNotFoundError:
-        problem = "no metrics.json (crashed or still running)"
+        failed = path / "failed.txt"
+        if failed.is_file():
+            why = (failed.read_text(errors="replace").strip().splitlines() or ["(no reason recorded)"])[0]
+            problem = f"failed: {why}"
+        else:
+            problem = "no metrics.json (killed, crashed or still running)"
     except (OSError, ValueError) as err:
         problem = f"metrics.json unreadable ({err})"
     overrides = raw.get("overrides")

@@ -15,7 +15,7 @@ from mfzoo.data.datamodule import InteractionsDataModule
 from mfzoo.losses import MSELoss
 from mfzoo.retrieval.cold import FoldIn, ridge_fold_in
 from mfzoo.training import artifacts
-from mfzoo.training.rundir import RunError, read_checkpoint
+from mfzoo.training.rundir import RunError, read_checkpoint, sha256
 from mfzoo.training.run import data_module, item_labels
 
 __all__ = ["RunError", "checkpoint_of", "fold_in_of", "labels_of", "load_run"]
@@ -25,19 +25,35 @@ def checkpoint_of(run_dir: Path) -> Path:
     """The run's best checkpoint (metrics.json's `best_checkpoint`, relative to the run
     directory), else its last one when the run chose none; always a file inside `run_dir`, so a
     copied or moved run reads its own checkpoints. A recorded best checkpoint that is missing is
-    an error, not a silent fall-back to another epoch."""
+    an error, not a silent fall-back to another epoch, and so is a checkpoint whose SHA-256
+    differs from the one metrics.json recorded (changed since the run wrote it)."""
     metrics = run_dir / "metrics.json"
+    recorded: dict = {}
     if metrics.is_file():
-        best = json.loads(metrics.read_text()).get("best_checkpoint")
+        try:
+            record = json.loads(metrics.read_text())
+        except ValueError as err:
+            raise RunError(f"{metrics}: not readable JSON ({err})") from None
+        recorded = record.get("checkpoint_sha256") or {}
+        best = record.get("best_checkpoint")
         if best:
             if Path(best).is_absolute() or not (run_dir / best).is_file():
                 raise RunError(f"{run_dir}: the best checkpoint recorded in metrics.json ({best}) is missing "
                                "from the run directory")
-            return run_dir / best
+            return _checked(run_dir, best, recorded)
     last = run_dir / "checkpoints" / "last.ckpt"
     if last.is_file():
-        return last
+        return _checked(run_dir, "checkpoints/last.ckpt", recorded)
     raise RunError(f"{run_dir}: no checkpoint (checkpoints/last.ckpt is missing)")
+
+
+def _checked(run_dir: Path, name: str, recorded: dict) -> Path:
+    """`run_dir/name`, refused when its SHA-256 is not the one the run recorded for it."""
+    path = run_dir / name
+    if name in recorded and sha256(path) != recorded[name]:
+        raise RunError(f"{path} is not the checkpoint the run wrote (its SHA-256 differs from the one in "
+                       "metrics.json): it was changed or replaced after the run")
+    return path
 
 
 def load_run(run_dir: str | Path) -> tuple[DictConfig, InteractionsDataModule, nn.Module]:

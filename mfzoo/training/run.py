@@ -38,11 +38,12 @@ from mfzoo.data.interactions import Interactions
 from mfzoo.training import artifacts
 from mfzoo.training.callbacks import History, MetricCheck, Progress
 from mfzoo.training.module import GradientModule, SolverModule
-from mfzoo.training.rundir import RunError, claim, rank, read_checkpoint, relative, relocate
+from mfzoo.training.rundir import RunError, claim, rank, read_checkpoint, relative, relocate, resume_command, sha256
 
 log = logging.getLogger(__name__)
 
 LAST = "last.ckpt"
+FAILED = "failed.txt"  # why a run stopped without a result (removed when it is resumed to its end)
 
 
 def build(cfg: DictConfig, datamodule: InteractionsDataModule | None = None) -> tuple[InteractionsDataModule, GradientModule]:
@@ -164,10 +165,19 @@ def check_optimized_metric(cfg: DictConfig) -> str | None:
     return metric
 
 
-def _check_settings(cfg: DictConfig, datamodule: InteractionsDataModule, callbacks: list[L.Callback]) -> None:
-    """Settings that would train without a result, refused before training starts."""
+def _check_settings(cfg: DictConfig, datamodule: InteractionsDataModule, callbacks: list[L.Callback],
+                    objective: bool = False) -> None:
+    """Settings that would train without a result, refused before training starts (`objective`:
+    a sweeper waits for the run's validation objective)."""
     if cfg.trainer.get("max_epochs") == 0:
         raise RunError("trainer.max_epochs=0 trains nothing; give at least 1 (or -1: until stopped)")
+    if objective and not cfg.get("optimized_metric"):
+        raise RunError("the sweeper optimises what a run returns, but optimized_metric is not set "
+                       "(give a validation metric, e.g. optimized_metric=val/rmse)")
+    if objective and datamodule.split.val is None:
+        raise RunError(f"the sweeper optimises {cfg.optimized_metric}, but the split has no validation part "
+                       "to measure it on: give the split a val part (e.g. data.split.val=0.1); "
+                       "hyperparameters are never chosen on the test part")
     if datamodule.split.val is None:
         monitored = sorted({c.monitor for c in callbacks if str(getattr(c, "monitor", None) or "").startswith("val/")})
         if monitored:
@@ -177,19 +187,41 @@ def _check_settings(cfg: DictConfig, datamodule: InteractionsDataModule, callbac
                            "epoch is tested)")
 
 
-def train(cfg: DictConfig, run_dir: str | Path, overrides: Sequence[str] = (), resume: bool = False) -> dict[str, Any]:
+def train(cfg: DictConfig, run_dir: str | Path, overrides: Sequence[str] = (), resume: bool = False,
+          objective: bool = False) -> dict[str, Any]:
     """Train and test the run described by `cfg`, writing its outputs into `run_dir` (which
     must hold no other run); with `resume=True` continue the run in `run_dir` from its last
     checkpoint, with its own config and data (`cfg` and `overrides` are then not used).
+    `objective=True` (a sweeper is waiting for the objective): a run that could not measure
+    it (no `optimized_metric`, no validation part) is refused before it trains.
 
     Returns the metrics also written to `run_dir/metrics.json`.
     """
     run_dir = Path(run_dir)
     with claim(run_dir, resume=resume):
-        return _run(cfg, run_dir, list(overrides), resume)
+        try:
+            metrics = _run(cfg, run_dir, list(overrides), resume, objective)
+        except RunError as err:  # a run that started says why it has no result (mfzoo-compare shows it)
+            if rank() == 0 and (run_dir / "config.yaml").is_file() and not (run_dir / "metrics.json").exists():
+                (run_dir / FAILED).write_text(f"{err}\n")
+            raise
+        (run_dir / FAILED).unlink(missing_ok=True)
+        return metrics
 
 
-def _run(cfg: DictConfig, run_dir: Path, overrides: list[str], resume: bool) -> dict[str, Any]:
+def _check_resumable(checkpoint: dict, run_dir: Path) -> None:
+    """Before a resumed run trains on: the best checkpoint its last one points to must still be
+    there and readable, or the run would train its remaining epochs and fail at the test."""
+    for state in checkpoint.get("callbacks", {}).values():
+        best = state.get("best_model_path") if isinstance(state, dict) else None
+        if best and Path(best).name != LAST:
+            if not Path(best).is_file():
+                raise RunError(f"{run_dir}: the best checkpoint so far ({relative(best, run_dir)}) is missing; "
+                               "the run cannot be continued to the result it would have had: start it again")
+            read_checkpoint(best)
+
+
+def _run(cfg: DictConfig, run_dir: Path, overrides: list[str], resume: bool, objective: bool = False) -> dict[str, Any]:
     writer = rank() == 0
     ckpt_path = None
     if resume:
@@ -203,6 +235,7 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str], resume: bool) -> 
         if relocate(checkpoint, run_dir / "checkpoints"):  # moved or copied since: its paths follow
             ckpt_path = run_dir / "resume.ckpt"
             torch.save(checkpoint, ckpt_path)
+        _check_resumable(checkpoint, run_dir)
         cfg = OmegaConf.load(run_dir / "config.yaml")
         saved = run_dir / "overrides.yaml"
         overrides = list(yaml.safe_load(saved.read_text()) or []) if saved.is_file() else []
@@ -212,7 +245,7 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str], resume: bool) -> 
 
     datamodule = data_module(cfg, run_dir if resume else None)
     callbacks, best_callback = _checkpoints(cfg, run_dir)
-    _check_settings(cfg, datamodule, callbacks)
+    _check_settings(cfg, datamodule, callbacks, objective)
     titles = artifacts.titles(run_dir) if resume else source_titles(cfg, datamodule)
     if writer and not resume:
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
@@ -243,15 +276,15 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str], resume: bool) -> 
     start = time.perf_counter()
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True if ckpt_path else None)
-    except SystemExit as stop:  # Lightning exits on Ctrl-C (status 1) and SIGTERM (status 0)
-        raise RunError(f"{run_dir}: training was stopped (exit status {stop.code}) before its end; "
-                       f"continue it with resume={run_dir}") from None
+    except SystemExit:  # Lightning exits on Ctrl-C and on SIGTERM
+        raise RunError(f"{run_dir}: training was stopped by a signal before its end; "
+                       f"continue it with: {resume_command(run_dir)}") from None
     finally:
         if ckpt_path is not None and ckpt_path.name == "resume.ckpt":
             ckpt_path.unlink(missing_ok=True)
     fit_seconds = time.perf_counter() - start
     if trainer.interrupted:
-        raise RunError(f"{run_dir}: training was interrupted; continue it with resume={run_dir}")
+        raise RunError(f"{run_dir}: training was interrupted; continue it with: {resume_command(run_dir)}")
 
     best_path = best_callback.best_model_path if best_callback is not None else ""
     last_epoch = trainer.current_epoch - 1
@@ -266,6 +299,8 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str], resume: bool) -> 
     objective = val.get(metric.removeprefix("val/")) if metric else None
     if metric and objective is None:
         log.warning("%s was not measured (no validation part?): nothing is returned to a sweeper", metric)
+    last_path = run_dir / "checkpoints" / LAST
+    saved = [p for p in (best_path, last_path if last_path.is_file() else None) if p]
     metrics: dict[str, Any] = {
         "optimized_metric": metric,
         "objective": objective,
@@ -277,7 +312,9 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str], resume: bool) -> 
         "fit_seconds": fit_seconds,  # of this process: a resumed run counts its own part
         "n_train": len(datamodule.train),
         "best_checkpoint": relative(best_path, run_dir) if best_path else None,
-        "last_checkpoint": relative(run_dir / "checkpoints" / LAST, run_dir) if (run_dir / "checkpoints" / LAST).is_file() else None,
+        "last_checkpoint": relative(last_path, run_dir) if last_path.is_file() else None,
+        # a checkpoint changed after the run (a flipped byte, a file from another run) is refused on load
+        "checkpoint_sha256": {relative(p, run_dir): sha256(p) for p in saved} if writer else {},
         "overrides": overrides,
         "seed": cfg.seed,
         "data_digest": artifacts.meta(run_dir)["digest"] if (run_dir / artifacts.DATA / "meta.json").is_file() else None,

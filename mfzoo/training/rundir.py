@@ -174,8 +174,26 @@ def read_checkpoint(path: str | Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError, AttributeError) as err:
-        first = (str(err).strip().splitlines() or [""])[0][:200]
+        first = (str(err).strip().splitlines() or [""])[0]
         raise RunError(f"{path}: not a readable checkpoint ({type(err).__name__}: {first})") from None
+
+
+def sha256(path: str | Path) -> str:
+    """The hex SHA-256 of a file (what metrics.json records for the run's checkpoints)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def resume_command(run_dir: str | Path) -> str:
+    """The shell command that continues the run in `run_dir` (quoted for the shell)."""
+    import shlex
+
+    return f"mfzoo-train resume={shlex.quote(str(run_dir))}"
 
 
 def relocate(checkpoint: dict, checkpoints_dir: str | Path) -> bool:
