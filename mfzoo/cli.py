@@ -45,13 +45,32 @@ def _train(cfg: DictConfig) -> float | None:
     # a sweeper other than Hydra's basic one (Optuna, Nevergrad, ...) optimises what the run returns
     sweeper = str((hydra_cfg.get("sweeper") or {}).get("_target_", ""))
     optimising = str(hydra_cfg.mode) == "RunMode.MULTIRUN" and not sweeper.endswith("BasicSweeper")
+    from hydra.errors import InstantiationException
+
+    from mfzoo.data.errors import DataError
+
     try:
         metrics = run_training(cfg, run_dir, overrides=overrides, resume=bool(cfg.get("resume")),
                                objective=optimising)
-    except RunError as err:
+    except (RunError, DataError) as err:
         raise SystemExit(f"mfzoo: {err}") from None
+    except InstantiationException as err:  # a config value its class refuses: one line, naming both
+        raise SystemExit(f"mfzoo: {instantiation_error(err)}") from None
     print(json.dumps({"run_dir": _shown(run_dir), **metrics}, indent=2))
     return metrics["objective"]
+
+
+def instantiation_error(err: Exception) -> str:
+    """Hydra's instantiation error in one line: the config key, the class, the reason."""
+    import re
+
+    text = str(err)
+    target = re.search(r"target '([^']+)'", text)
+    key = re.search(r"full_key: (\S+)", text)
+    cause = err.__cause__
+    reason = f"{cause}" if cause is not None else (text.splitlines()[1:2] or [text])[0]
+    where = f"{key.group(1) if key else 'config'}" + (f" ({target.group(1)})" if target else "")
+    return f"{where}: {reason}".replace("\n", " ")
 
 
 def _shown(path: str) -> str:
@@ -90,13 +109,15 @@ def train() -> float | None:
     return _train()
 
 
-def _load(run_dir: str):
+def _load(run_dir: str, trust: list[str] | None = None):
     from mfzoo.training.restore import labels_of, load_run
 
     from mfzoo.data.errors import DataError
 
+    if not Path(run_dir).is_dir():
+        raise SystemExit(f"mfzoo: {run_dir}: no such run directory")
     try:
-        cfg, datamodule, model = load_run(run_dir)
+        cfg, datamodule, model = load_run(run_dir, trust or ())
     except (RunError, FileNotFoundError) as err:
         raise SystemExit(f"mfzoo: {err}") from None
     except DataError as err:  # a run that kept only a digest re-reads its source
@@ -141,14 +162,18 @@ def recommend() -> None:
     who.add_argument("--items", help="comma-separated raw item ids of a new user (not in the run's data)")
     parser.add_argument("--ratings", help="comma-separated values for --items, one per item "
                         "(default: the run's highest training value, i.e. liked)")
-    parser.add_argument("-k", type=int, default=10)
+    parser.add_argument("-k", type=_positive, default=10, help="how many items (>= 1)")
+    parser.add_argument("--trust", action="append", default=[], metavar="PKG",
+                        help="a package whose model classes the run may instantiate (your own model package)")
     args = parser.parse_args()
     if args.ratings is not None and args.items is None:
         parser.error("--ratings goes with --items")
     raw_items = None if args.items is None else [x.strip() for x in args.items.split(",") if x.strip()]
+    if raw_items is not None and not raw_items:
+        parser.error(f"--items needs at least one item id, got {args.items!r}")
     ratings = None if args.ratings is None else _parse_ratings(parser, args.ratings, len(raw_items))
     quiet_lightning()
-    cfg, datamodule, model, labels = _load(args.run_dir)
+    cfg, datamodule, model, labels = _load(args.run_dir, args.trust)
     from mfzoo.retrieval import new_users
     from mfzoo.retrieval import recommend as top_k
     from mfzoo.training.restore import fold_in_of
@@ -182,6 +207,19 @@ def recommend() -> None:
     _print_items(items[0], scores[0], labels)
 
 
+def _positive(text: str) -> int:
+    """argparse type of -k: an integer >= 1."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def _parse_ratings(parser, text: str, n_items: int) -> list[float]:
     try:
         ratings = [float(x) for x in text.split(",") if x.strip()]
@@ -202,11 +240,13 @@ def similar() -> None:
     parser = argparse.ArgumentParser(prog="mfzoo-similar", description=similar.__doc__)
     parser.add_argument("run_dir")
     parser.add_argument("--item", required=True, help="raw item id")
-    parser.add_argument("-k", type=int, default=10)
+    parser.add_argument("-k", type=_positive, default=10, help="how many items (>= 1)")
     parser.add_argument("--metric", choices=["cosine", "dot"], default="cosine")
+    parser.add_argument("--trust", action="append", default=[], metavar="PKG",
+                        help="a package whose model classes the run may instantiate (your own model package)")
     args = parser.parse_args()
     quiet_lightning()
-    cfg, datamodule, model, labels = _load(args.run_dir)
+    cfg, datamodule, model, labels = _load(args.run_dir, args.trust)
     from mfzoo.retrieval import similar_items
 
     data = datamodule.data

@@ -109,7 +109,7 @@ def fit_on_split(cfg: DictConfig, split: Split, seed: int, callbacks: bool = Tru
         best_path = getattr(checkpoint, "best_model_path", "") if checkpoint is not None else ""
         best_val, best_epochs = None, trainer.current_epoch
         if best_path:
-            state = torch.load(best_path, map_location="cpu", weights_only=False)
+            state = torch.load(best_path, map_location="cpu", weights_only=True)
             module.load_state_dict(state["state_dict"])
             best_val = float(checkpoint.best_model_score)
             best_epochs = int(state["epoch"]) + 1  # saved at the end of that (0-based) epoch

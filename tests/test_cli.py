@@ -55,7 +55,7 @@ def test_similar_and_unknown_ids(run_dir, monkeypatch, capsys):
     assert len(shown) == 4 and 3 not in shown
     with pytest.raises(SystemExit, match="unknown user id '99999'"):
         _call(cli.recommend, ["mfzoo-recommend", str(run_dir), "--user", "99999"], monkeypatch, capsys)
-    with pytest.raises(SystemExit, match="not a run directory"):
+    with pytest.raises(SystemExit, match="no such run directory"):
         _call(cli.similar, ["mfzoo-similar", str(run_dir / "nope"), "--item", "1"], monkeypatch, capsys)
 
 

@@ -196,6 +196,7 @@ def offline(tmp_path, monkeypatch):
     monkeypatch.setattr(grouplens, "_download", unreachable)
     monkeypatch.setattr(grouplens, "_pip_download", fake_pip)
     monkeypatch.setattr(grouplens, "_RECBOLE_INTER_SHA256", hashlib.sha256(INTER.encode()).hexdigest())
+    monkeypatch.setattr(grouplens, "_RECBOLE_ITEM_SHA256", hashlib.sha256(ITEM.encode()).hexdigest())
     monkeypatch.setitem(grouplens._EXPECTED_ROWS, "100k", 4)
     return calls
 

@@ -1,7 +1,8 @@
 """What a run directory keeps of its data, so that it serves and evaluates without the source.
 
     data/meta.json    sha256 digest of the split parts and id maps, their sizes, how they were
-                      kept (`keep_data`), the data config they came from
+                      kept (`keep_data`), the data config they came from, and the sha256 of
+                      each other file in data/ (checked whenever one is read)
     data/parts.pt     the split parts as plain tensors (users and items int32 where they fit,
                       values float32, timestamps int64): `torch.load(weights_only=True)` reads it
     data/ids.json     raw user and item ids in model-id order (`user_ids[u]`, `item_ids[i]`)
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,7 +26,7 @@ import torch
 
 from mfzoo.data.interactions import Interactions
 from mfzoo.data.splits import Split
-from mfzoo.training.rundir import RunError
+from mfzoo.training.rundir import RunError, sha256
 
 KeepData = Literal["copy", "digest"]
 DATA = "data"
@@ -102,6 +104,7 @@ def save(run_dir: str | Path, split: Split, keep: KeepData = "copy", source: dic
         (out / "ids.json").write_text(json.dumps(ids))
     if titles:
         (out / "titles.json").write_text(json.dumps({str(k): v for k, v in titles.items()}, ensure_ascii=False))
+    meta["files"] = {p.name: sha256(p) for p in sorted(out.iterdir()) if p.name != "meta.json"}
     (out / "meta.json").write_text(json.dumps(meta, indent=2))
     return value
 
@@ -112,7 +115,23 @@ def meta(run_dir: str | Path) -> dict:
     path = Path(run_dir) / DATA / "meta.json"
     if not path.is_file():
         raise RunError(f"{run_dir}: no {DATA}/meta.json (the run's data record); retrain it with this version")
-    return json.loads(path.read_text())
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise RunError(f"{path}: not readable JSON ({err})") from None
+    if not isinstance(record, dict) or "digest" not in record:
+        raise RunError(f"{path}: not a data record (no digest)")
+    return record
+
+
+def _verified(run_dir: str | Path, name: str, record: dict) -> Path:
+    """`data/name`, refused when its sha256 differs from the one meta.json recorded for it."""
+    path = Path(run_dir) / DATA / name
+    expected = (record.get("files") or {}).get(name)
+    if expected is not None and path.is_file() and sha256(path) != expected:
+        raise RunError(f"{path} was changed after the run wrote it (its sha256 differs from the one in "
+                       f"{DATA}/meta.json): restore it or retrain")
+    return path
 
 
 def load(run_dir: str | Path) -> Split | None:
@@ -123,9 +142,9 @@ def load(run_dir: str | Path) -> Split | None:
     if record["keep_data"] != "copy":
         return None
     try:
-        stored = torch.load(data / "parts.pt", map_location="cpu", weights_only=True)
-        ids = json.loads((data / "ids.json").read_text())
-    except (OSError, RuntimeError, ValueError, EOFError) as err:
+        stored = torch.load(_verified(run_dir, "parts.pt", record), map_location="cpu", weights_only=True)
+        ids = json.loads(_verified(run_dir, "ids.json", record).read_text())
+    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as err:
         raise RunError(f"{run_dir}: cannot read the run's data ({DATA}/parts.pt, {DATA}/ids.json): {err}") from None
     user_ids, item_ids = _ids_array(ids["users"]), _ids_array(ids["items"])
     parts = {}
@@ -156,4 +175,10 @@ def check(run_dir: str | Path, split: Split, record: dict | None = None) -> None
 def titles(run_dir: str | Path) -> dict[str, str]:
     """Item titles by raw id (as a string), as the run recorded them; {} when none."""
     path = Path(run_dir) / DATA / "titles.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    record = meta(run_dir) if (Path(run_dir) / DATA / "meta.json").is_file() else {}
+    try:
+        return json.loads(_verified(run_dir, "titles.json", record).read_text())
+    except (OSError, ValueError) as err:
+        raise RunError(f"{path}: not readable JSON ({err})") from None

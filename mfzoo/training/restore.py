@@ -5,6 +5,7 @@ training)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 from hydra.utils import instantiate
@@ -14,7 +15,7 @@ from torch import nn
 from mfzoo.data.datamodule import InteractionsDataModule
 from mfzoo.losses import MSELoss
 from mfzoo.retrieval.cold import FoldIn, ridge_fold_in
-from mfzoo.training import artifacts
+from mfzoo.training import artifacts, trust
 from mfzoo.training.rundir import RunError, read_checkpoint, sha256
 from mfzoo.training.run import data_module, item_labels
 
@@ -56,19 +57,27 @@ def _checked(run_dir: Path, name: str, recorded: dict) -> Path:
     return path
 
 
-def load_run(run_dir: str | Path) -> tuple[DictConfig, InteractionsDataModule, nn.Module]:
+def load_run(run_dir: str | Path, trust_packages: Iterable[str] = ()) -> tuple[DictConfig, InteractionsDataModule, nn.Module]:
     """(the run's config, its data module set up as in the run, the model with the run's
     trained weights in eval mode).
 
     Everything comes from the run directory itself: the split and id maps from its `data/`
     files (or, for a run that kept only their digest, from the source, refused when the digest
     differs), the weights from its own checkpoint, read with `torch.load(weights_only=True)`
-    (tensors and plain types only: loading executes nothing from the run)."""
+    (tensors and plain types only: loading executes nothing from the run). Only the `_target_`s
+    of `mfzoo.training.trust`'s allow-list are instantiated; `trust_packages` adds packages whose
+    classes may be (besides the config's own `trusted_packages`)."""
     run_dir = Path(run_dir)
     config = run_dir / "config.yaml"
     if not config.is_file():
         raise RunError(f"{run_dir}: not a run directory (no config.yaml)")
-    cfg = OmegaConf.load(config)
+    try:
+        cfg = OmegaConf.load(config)
+    except Exception as err:  # YAML and OmegaConf errors alike
+        raise RunError(f"{config}: not a readable config ({type(err).__name__}: {str(err).splitlines()[0]})") from None
+    if not isinstance(cfg, DictConfig) or "model" not in cfg or "data" not in cfg:
+        raise RunError(f"{config}: not a run's config (no model or data section)")
+    trust.check(cfg, trust_packages, source=str(config))
     datamodule = data_module(cfg, run_dir)
     model = instantiate(cfg.model, n_users=datamodule.n_users, n_items=datamodule.n_items)
     if hasattr(model, "prepare"):

@@ -35,9 +35,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from mfzoo.data.datamodule import InteractionsDataModule
 from mfzoo.data.interactions import Interactions
-from mfzoo.training import artifacts
+from mfzoo.training import artifacts, trust
 from mfzoo.training.callbacks import History, MetricCheck, Progress
-from mfzoo.training.module import GradientModule, SolverModule
+from mfzoo.training.module import GradientModule, SolverModule, check_config
 from mfzoo.training.rundir import RunError, claim, rank, read_checkpoint, relative, relocate, resume_command, sha256
 
 log = logging.getLogger(__name__)
@@ -237,10 +237,12 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str], resume: bool, obj
             torch.save(checkpoint, ckpt_path)
         _check_resumable(checkpoint, run_dir)
         cfg = OmegaConf.load(run_dir / "config.yaml")
+        trust.check(cfg, source=str(run_dir / "config.yaml"))  # resuming instantiates what it names
         saved = run_dir / "overrides.yaml"
         overrides = list(yaml.safe_load(saved.read_text()) or []) if saved.is_file() else []
         log.info("resuming %s from its epoch %d", run_dir, checkpoint["epoch"])
     metric = check_optimized_metric(cfg)
+    check_config(cfg)  # a solver's model, settings out of range: refused before any data is read
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule = data_module(cfg, run_dir if resume else None)
@@ -248,7 +250,7 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str], resume: bool, obj
     _check_settings(cfg, datamodule, callbacks, objective)
     titles = artifacts.titles(run_dir) if resume else source_titles(cfg, datamodule)
     if writer and not resume:
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(trust.with_trusted(cfg), resolve=True))
         (run_dir / "overrides.yaml").write_text(yaml.safe_dump(list(overrides)))
         source = OmegaConf.to_container(cfg.data.get("source"), resolve=True) if cfg.data.get("source") else None
         artifacts.save(run_dir, datamodule.split, keep=cfg.get("keep_data", "copy"), source=source, titles=titles)

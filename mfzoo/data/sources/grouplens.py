@@ -45,6 +45,7 @@ _RECBOLE_REQUIREMENT = "recbole==1.2.1"
 _RECBOLE_INTER = "recbole/dataset_example/ml-100k/ml-100k.inter"
 _RECBOLE_ITEM = "recbole/dataset_example/ml-100k/ml-100k.item"
 _RECBOLE_INTER_SHA256 = "4edb74e2a81178c2ba9ff381495f754f996c4aea351b1272ca36b43da0935eff"
+_RECBOLE_ITEM_SHA256 = "51d7cdf777ce5c0f5b32c1d947a4a81fe07d75e78abbe761e0cd4d0756064532"
 
 
 def movielens(
@@ -82,6 +83,7 @@ def movielens_titles(name: str = "100k", cache_dir: str | None = None) -> dict[i
         item_file = source.with_suffix(".item")
         if not item_file.is_file():
             return {}
+        _check_cached(item_file, _RECBOLE_ITEM_SHA256)
         lines = item_file.read_text(encoding="utf-8", errors="replace").splitlines()
         head = lines[0].split("\t")
         t, y = head.index("movie_title:token_seq"), head.index("release_year:token")
@@ -220,7 +222,9 @@ def _recbole_fallback(root: Path) -> Path:
         item = zf.read(_RECBOLE_ITEM) if _RECBOLE_ITEM in zf.namelist() else None
     _check_sha256(inter, _RECBOLE_INTER_SHA256, f"{wheel}!{_RECBOLE_INTER}")
     if item is not None:
-        (root / "ml-100k.item").write_bytes(item)
+        _check_sha256(item, _RECBOLE_ITEM_SHA256, f"{wheel}!{_RECBOLE_ITEM}")
+        (part := root / "ml-100k.item.part").write_bytes(item)
+        part.replace(root / "ml-100k.item")
     (part := root / "ml-100k.inter.part").write_bytes(inter)  # the .inter file appears whole or not at all
     return part.replace(root / "ml-100k.inter")
 
