@@ -90,7 +90,7 @@ def _load_yaml(path: Path, default):
     try:
         loaded = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as err:
-        log.warning("%s: unreadable (%s)", path, err)
+        log.warning("%s: unreadable (%s)", path, " ".join(str(err).split()))
         return default
     return loaded if isinstance(loaded, type(default)) else default
 
