@@ -114,7 +114,7 @@ def test_recommend_factors_for_cold_users_via_fold_in() -> None:
     item_ids = np.arange(50)
     rng = np.random.default_rng(3)
     users, items = np.repeat(np.arange(4), 6), rng.integers(0, 50, 24)
-    new = Interactions.from_arrays(users, items, rng.normal(3, 1, 24))
+    new = Interactions.from_arrays(users, items, rng.normal(3, 1, 24), pair_duplicates="keep")
     new = Interactions(new.users, torch.as_tensor(items), new.values, None, new.user_ids, item_ids, "cold")
     vectors = fold_in_interactions(model, new, l2=0.1)  # [4, D']
     got_s, got_i = recommend_factors(vectors, model, k=7, seen_items=new)

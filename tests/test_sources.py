@@ -132,6 +132,26 @@ def test_duplicates_keep_last_warns_and_error_policy_raises(tmp_path, caplog):
         read_table(path, "u", "i", "r", "t", duplicates="error")
 
 
+def test_repeated_pairs_name_file_lines_or_follow_the_policy(tmp_path):
+    path = write(tmp_path, "pairs.csv", "u,i,r,t\n1,1,5,100\n1,2,4,100\n\n1,1,2,300\n2,1,3,50\n1,1,3,200\n")
+    with pytest.raises(DataError, match=r"pairs\.csv: \(user, item\) pair \(1, 1\) occurs 3 times, at lines 2, 5, 7"):
+        read_table(path, "u", "i", "r", "t")
+    merged = read_table(path, "u", "i", "r", "t", pair_duplicates="mean")
+    assert merged.values.tolist() == pytest.approx([4.0, 10 / 3, 3.0]) and merged.timestamps.tolist() == [100, 300, 50]
+    last = read_table(path, "u", "i", "r", "t", pair_duplicates="last")
+    assert last.values.tolist() == [4.0, 2.0, 3.0]  # the latest event (t=300), not the last line
+    events = read_table(path, "u", "i")  # no value column: implicit events, repeats kept
+    assert len(events) == 5
+
+
+def test_large_integer_timestamps_are_read_exactly(tmp_path):
+    big = 2**62 + 1  # float64 would round it
+    path = write(tmp_path, "t.csv", f"u,i,t\n1,1,{big}\n1,2,2021-01-01\n2,1,{-big}\n")
+    assert read_table(path, "u", "i", time_col="t").timestamps.tolist() == [big, 1609459200, -big]
+    path = write(tmp_path, "f.csv", f"u,i,t\n1,1,{big}\n1,2,0.5\n")
+    assert read_table(path, "u", "i", time_col="t").timestamps.tolist() == [big, 0]
+
+
 def test_gzip_csv(tmp_path):
     import gzip
 

@@ -18,6 +18,7 @@ from mfzoo.data.splits import (
     RandomSplit,
     Split,
     TemporalSplit,
+    UserRandomSplit,
     check_disjoint,
     pair_overlap,
     parse_time,
@@ -294,7 +295,9 @@ def test_overlap_helpers() -> None:
     assert pair_overlap(a, inter.subset(np.array([3, 4]))) == 1  # same pair, another event
     with pytest.raises(DataError, match="share 1"):
         check_disjoint(Split(train=a, val=None, test=b))
-    check_disjoint(Split(train=a, val=None, test=inter.subset(np.array([3, 4]))))  # distinct events
+    with pytest.raises(DataError, match=r"share 1 \(user, item\) pair"):  # distinct events of one pair
+        check_disjoint(Split(train=a, val=None, test=inter.subset(np.array([3, 4]))))
+    check_disjoint(Split(train=inter.subset(np.array([0, 1, 2, 3])), val=None, test=inter.subset(np.array([4]))))
     with pytest.raises(DataError, match="id space"):
         pair_overlap(a, make_data(n=10))
 
@@ -306,8 +309,6 @@ def test_hydra_instantiate() -> None:
 
 
 def test_user_random_split_holds_out_a_share_of_every_user():
-    from mfzoo.data.splits import UserRandomSplit
-
     rng = np.random.default_rng(5)
     keys = rng.choice(60 * 80, size=1500, replace=False)
     data = Interactions.from_arrays(keys // 80, keys % 80, np.arange(1500, dtype=np.float32), np.arange(1500))
@@ -322,3 +323,75 @@ def test_user_random_split_holds_out_a_share_of_every_user():
     again = UserRandomSplit(test=0.2, val=0.1, seed=3)(data)
     other = UserRandomSplit(test=0.2, val=0.1, seed=4)(data)
     assert torch.equal(again.test.values, split.test.values) and not torch.equal(other.test.values, split.test.values)
+
+
+# repeated (user, item) pairs ---------------------------------------------------------------
+def make_repeated(n_pairs: int = 900, seed: int = 0) -> Interactions:
+    """Every pair 1-4 times, at random times, rows shuffled; values = row number."""
+    rng = np.random.default_rng(seed)
+    keys = rng.choice(N_USERS * N_ITEMS, size=n_pairs, replace=False)
+    keys = np.repeat(keys, rng.integers(1, 5, size=n_pairs))  # [N]
+    keys = keys[rng.permutation(len(keys))]
+    n = len(keys)
+    ts = T0 + rng.integers(0, 10_000_000, size=n)
+    return Interactions.from_arrays(keys // N_ITEMS, keys % N_ITEMS, values=np.arange(n, dtype=np.float32),
+                                    timestamps=ts, name="repeated", pair_duplicates="keep")
+
+
+REPEATED_SPLITTERS = [*SPLITTERS, (UserRandomSplit(test=0.2, val=0.1, seed=1), True),
+                      (UserRandomSplit(test=0.3), False)]
+
+
+@pytest.mark.parametrize(("splitter", "with_val"), REPEATED_SPLITTERS, ids=repr)
+def test_repeated_pairs_never_straddle_parts(splitter, with_val: bool) -> None:
+    data = make_repeated()
+    keys = (data.users * data.n_items + data.items).numpy()
+    assert len(np.unique(keys)) < len(data) / 2  # many pairs repeat
+    split = splitter(data)
+    assert_valid_partition(split, data, with_val)  # every row once, no pair key in two parts
+    assert sum(len(p) for p in split.parts().values()) == len(data)
+    for part in split.parts().values():  # each pair whole: as many rows as in the input
+        part_keys = (part.users * part.n_items + part.items).numpy()
+        np.testing.assert_array_equal(np.bincount(part_keys, minlength=keys.max() + 1)[np.unique(part_keys)],
+                                      np.bincount(keys)[np.unique(part_keys)])
+
+
+def latest_by_pair(part: Interactions) -> np.ndarray:
+    keys, t = (part.users * part.n_items + part.items).numpy(), part.timestamps.numpy()
+    order = np.lexsort((t, keys))
+    last = np.r_[keys[order][1:] != keys[order][:-1], True]
+    return t[order][last]  # [P] the latest event of each pair
+
+
+def test_temporal_split_places_a_pair_at_its_latest_event() -> None:
+    data = make_repeated()
+    split = TemporalSplit(test=0.2, val=0.1)(data)
+    # no train event at or after the val cut, no val event at or after the test cut
+    assert split.train.timestamps.max() < latest_by_pair(split.val).min()
+    assert latest_by_pair(split.val).max() < latest_by_pair(split.test).min()
+    n_pairs = len(np.unique((data.users * data.n_items + data.items).numpy()))
+    assert abs(len(latest_by_pair(split.test)) - 0.2 * n_pairs) <= 3  # the fraction counts pairs
+    cut = T0 + 8_000_000
+    split = TemporalSplit(test=None, cut=cut)(data)
+    assert split.train.timestamps.max() < cut <= latest_by_pair(split.test).min()
+    assert (split.test.timestamps.numpy() < cut).any()  # earlier events of held-out pairs go with them
+
+
+def test_leave_last_out_places_a_pair_at_its_latest_event() -> None:
+    inter = Interactions.from_arrays(
+        ["a"] * 6 + ["b"], [1, 2, 1, 3, 2, 4, 1], values=np.arange(7), timestamps=[1, 2, 9, 4, 5, 6, 3],
+        pair_duplicates="keep",
+    )
+    # user a, pairs by latest event: item 2 at t=5, item 4 at t=6, item 1 at t=9 (rows 0, 2)
+    split = LeaveLastOut(n=1, val_n=1)(inter)
+    assert rows(split.test).tolist() == [0, 2] and rows(split.val).tolist() == [5]
+    assert rows(split.train).tolist() == [1, 3, 4, 6]
+
+
+def test_unique_pairs_split_as_rows_as_before(data: Interactions) -> None:
+    """With unique pairs pair k is row k: a split of pairs is the split of rows it always was."""
+    perm = np.random.default_rng(3).permutation(len(data))
+    n_test, n_val = round(0.1 * len(data)), round(0.15 * len(data))
+    split = RandomSplit(test=0.1, val=0.15, seed=3)(data)
+    assert rows(split.test).tolist() == sorted(perm[:n_test].tolist())
+    assert rows(split.val).tolist() == sorted(perm[n_test:n_test + n_val].tolist())

@@ -137,7 +137,7 @@ def test_large_sparse_never_densifies(monkeypatch) -> None:
     n_users, n_items, nnz = 50_000, 20_000, 100_000
     users = np.concatenate([np.arange(n_users), rng.integers(0, n_users, nnz - n_users)])
     items = np.concatenate([np.arange(n_items), rng.integers(0, n_items, nnz - n_items)])
-    train = Interactions.from_arrays(users, items[:nnz], rng.integers(1, 6, nnz).astype(np.float32))
+    train = Interactions.from_arrays(users, items[:nnz], rng.integers(1, 6, nnz).astype(np.float32), pair_duplicates="keep")
     assert (train.n_users, train.n_items) == (n_users, n_items)
     for method in ("randomized", "lanczos"):
         model = TruncatedSVD(8, center="user", method=method).fit(train)

@@ -7,8 +7,9 @@ from collections.abc import Callable
 
 import lightning as L
 
+from mfzoo.data.duplicates import check_policies
 from mfzoo.data.implicit import confidence, positives
-from mfzoo.data.interactions import Interactions
+from mfzoo.data.interactions import Interactions, PairPolicy
 from mfzoo.data.loader import BatchLoader
 from mfzoo.data.sampling import Sampler
 from mfzoo.data.splits import Split
@@ -34,6 +35,11 @@ class InteractionsDataModule(L.LightningDataModule):
             class in `mfzoo.data.sampling`); training batches then carry K negatives each.
         confidence: per-example weights from the values: None, or a dict of
             `mfzoo.data.implicit.confidence` arguments (kind, alpha, eps).
+        pair_duplicates: the policy for a (user, item) pair in several rows (error, mean,
+            last, first, sum, max, keep: see `Interactions.from_arrays`), applied to the loaded
+            set before anything else; None leaves the source's own (error for ratings, keep
+            for events without values). File sources take it from here too (their config
+            reads `${data.pair_duplicates}`), so that their errors name file lines.
     """
 
     def __init__(
@@ -47,12 +53,16 @@ class InteractionsDataModule(L.LightningDataModule):
         positive_threshold: float | None = None,
         sampler: Callable[[Interactions], Sampler] | None = None,
         confidence: dict | None = None,
+        pair_duplicates: PairPolicy | None = None,
     ):
         super().__init__()
         self.source, self.split_fn = source, split
         self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size, seed
         self.group_by_user, self.positive_threshold = group_by_user, positive_threshold
         self.sampler_factory, self.confidence = sampler, confidence
+        if pair_duplicates is not None:
+            check_policies(pair_duplicates=pair_duplicates)
+        self.pair_duplicates = pair_duplicates
         self.sampler: Sampler | None = None
         self.data: Interactions | None = None
         self.split: Split | None = None
@@ -61,6 +71,8 @@ class InteractionsDataModule(L.LightningDataModule):
         if self.split is not None:
             return
         self.data = self.source if isinstance(self.source, Interactions) else self.source()
+        if self.pair_duplicates is not None:
+            self.data = self.data.with_pair_policy(self.pair_duplicates)
         self.data = positives(self.data, self.positive_threshold)
         self.split = self.split_fn(self.data)
         if self.sampler_factory is not None:

@@ -7,7 +7,6 @@ set they came from, so a model sized from the full set serves every part.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -16,11 +15,11 @@ import scipy.sparse as sp
 import torch
 from torch import Tensor
 
+from mfzoo.data.columns import encode_ids, ids_array, timestamps_column, values_column
+from mfzoo.data.duplicates import DuplicatePolicy, PairPolicy, check_policies, drop_repeated_rows, merge_pairs
 from mfzoo.data.errors import DataError
 
-log = logging.getLogger(__name__)
-
-DuplicatePolicy = Literal["keep_last", "keep_first", "error"]
+__all__ = ["DuplicatePolicy", "Interactions", "PairPolicy"]
 
 
 @dataclass(frozen=True)
@@ -51,49 +50,76 @@ class Interactions:
         *,
         name: str = "interactions",
         duplicates: DuplicatePolicy = "keep_last",
+        pair_duplicates: PairPolicy | None = None,
         row_offset: int = 0,
     ) -> Interactions:
         """Encode raw ids to contiguous ids and validate.
 
-        `values` default to 1 (implicit events). Non-finite or non-numeric values raise
-        `DataError` naming `name` and the first bad row (`row_offset` is added to the index,
-        so a file reader can report file lines). Rows that repeat the same (user, item,
-        timestamp) follow `duplicates`: "keep_last" / "keep_first" drop the others and log
-        how many, "error" raises. The same (user, item) at different times is kept: repeated
-        events are data.
+        `values` default to 1 (implicit events). Columns are checked after the cast to their
+        storage dtype (`mfzoo.data.columns`): non-numbers, NaN, inf, values beyond float32,
+        timestamps outside int64 and missing or mixed-type ids raise `DataError` naming `name`,
+        the column and the first bad row (`row_offset` is added to the index, so a file reader
+        can report file lines); fractional timestamps are floored to whole seconds.
+
+        Rows that repeat the same (user, item, timestamp) follow `duplicates`: "keep_last" /
+        "keep_first" drop the others and log how many, "error" raises. Then a (user, item)
+        pair in several rows follows `pair_duplicates` (see `mfzoo.data.duplicates.merge_pairs`):
+        "error" raises naming the first repeated pair and its rows; "mean", "sum", "max" merge
+        each pair's values into one row holding the pair's latest timestamp; "last" / "first"
+        keep the latest / earliest event (by timestamp, else by row); "keep" keeps every row.
+        The default (None) is "keep" without `values` (implicit events: repeats are data) and
+        "error" with values (ratings: a repeated pair is a defect until said otherwise).
         """
-        users, items = np.asarray(users), np.asarray(items)
+        if pair_duplicates is None:
+            pair_duplicates = "keep" if values is None else "error"
+        check_policies(duplicates, pair_duplicates)
+        users, items = ids_array(users), ids_array(items)
         n = len(users)
         if len(items) != n:
             raise DataError(f"{name}: {n} users but {len(items)} items")
         if n == 0:
             raise DataError(f"{name}: no interactions")
-        vals = np.ones(n, dtype=np.float32) if values is None else _numeric(values, name, "value", row_offset)
+        vals = np.ones(n, dtype=np.float32) if values is None else values_column(values, name, row_offset)
         if len(vals) != n:
             raise DataError(f"{name}: {n} users but {len(vals)} values")
-        ts = None if timestamps is None else _numeric(timestamps, name, "timestamp", row_offset, dtype=np.float64)
-        for label, arr in (("user", users), ("item", items)):
-            missing = _missing(arr)
-            if missing.any():
-                row = int(np.flatnonzero(missing)[0])
-                raise DataError(f"{name}: column '{label}' is missing at row {row + row_offset}")
-        user_ids, u = np.unique(users, return_inverse=True)
-        item_ids, i = np.unique(items, return_inverse=True)
-        u, i = u.astype(np.int64), i.astype(np.int64)
-        t = None if ts is None else ts.astype(np.int64)
-        keep = _deduplicate(u, i, t, duplicates, name, row_offset)
+        t = None if timestamps is None else timestamps_column(timestamps, name, row_offset)
+        if t is not None and len(t) != n:
+            raise DataError(f"{name}: {n} users but {len(t)} timestamps")
+        user_ids, u = encode_ids(users, "user", name, row_offset)
+        item_ids, i = encode_ids(items, "item", name, row_offset)
+        rows = np.arange(row_offset, row_offset + n)  # [N] row numbers for messages
+        keep = drop_repeated_rows(u, i, t, duplicates, name, row_offset)
         if keep is not None:
-            u, i, vals = u[keep], i[keep], vals[keep]
+            u, i, vals, rows = u[keep], i[keep], vals[keep], rows[keep]
+            t = None if t is None else t[keep]
+        merged = merge_pairs(u, i, vals, t, pair_duplicates, name=name, user_ids=user_ids, item_ids=item_ids,
+                             rows=rows)
+        if merged is not None:
+            keep, vals = merged
+            u, i = u[keep], i[keep]
             t = None if t is None else t[keep]
         return cls(
-            users=torch.from_numpy(u),
-            items=torch.from_numpy(i),
+            users=torch.from_numpy(np.ascontiguousarray(u)),
+            items=torch.from_numpy(np.ascontiguousarray(i)),
             values=torch.from_numpy(np.ascontiguousarray(vals, dtype=np.float32)),
-            timestamps=None if t is None else torch.from_numpy(t),
+            timestamps=None if t is None else torch.from_numpy(np.ascontiguousarray(t)),
             user_ids=user_ids,
             item_ids=item_ids,
             name=name,
         )
+
+    def with_pair_policy(self, policy: PairPolicy) -> Interactions:
+        """This set with `policy` applied to its repeated (user, item) pairs (as in
+        `from_arrays`, rows numbered from 0), in the same id space; itself when nothing changes."""
+        check_policies(pair_duplicates=policy)
+        u, i = self.users.cpu().numpy(), self.items.cpu().numpy()
+        t = None if self.timestamps is None else self.timestamps.cpu().numpy()
+        merged = merge_pairs(u, i, self.values.cpu().numpy(), t, policy, name=self.name, user_ids=self.user_ids,
+                             item_ids=self.item_ids, rows=np.arange(len(u)))
+        if merged is None:
+            return self
+        keep, values = merged
+        return replace(self.subset(torch.from_numpy(keep)), values=torch.from_numpy(values).to(self.device))
 
     # sizes -------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -212,61 +238,3 @@ def _encode(table: np.ndarray, raw: np.ndarray, what: str) -> np.ndarray:
     if bad.any():
         raise DataError(f"unknown {what} id(s): {raw[bad][:10].tolist()}")
     return pos.astype(np.int64)
-
-
-def _missing(arr: np.ndarray) -> np.ndarray:
-    if arr.dtype.kind == "f":
-        return ~np.isfinite(arr)
-    if arr.dtype.kind == "O":
-        return np.array([x is None or (isinstance(x, float) and not np.isfinite(x)) or x == "" for x in arr])
-    return np.zeros(len(arr), dtype=bool)
-
-
-def _numeric(arr: np.ndarray, name: str, column: str, row_offset: int, dtype=np.float32) -> np.ndarray:
-    arr = np.asarray(arr)
-    if arr.dtype.kind not in "biuf":
-        converted = np.empty(len(arr), dtype=np.float64)
-        for row, x in enumerate(arr):
-            try:
-                converted[row] = float(x)
-            except (TypeError, ValueError):
-                raise DataError(f"{name}: column '{column}' row {row + row_offset} is not a number: {x!r}") from None
-        arr = converted
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        raise DataError(
-            f"{name}: column '{column}' has {int(bad.sum())} non-finite value(s) (NaN/inf), "
-            f"first at row {row + row_offset}: {arr[row]}"
-        )
-    return arr.astype(dtype, copy=False)
-
-
-def _deduplicate(
-    u: np.ndarray, i: np.ndarray, t: np.ndarray | None, policy: str, name: str, row_offset: int
-) -> np.ndarray | None:
-    """Row positions to keep, or None when there is no duplicate (user, item, timestamp)."""
-    if t is None:
-        return None  # without times, repeated (user, item) rows are distinct events
-    order = np.lexsort((t, i, u))
-    su, si, st = u[order], i[order], t[order]
-    same = (su[1:] == su[:-1]) & (si[1:] == si[:-1]) & (st[1:] == st[:-1])
-    if not same.any():
-        return None
-    n_dup = int(same.sum())
-    # order is stable, so within a group the last position is the last row in the file
-    first_dup = int(order[1:][same].min())
-    if policy == "error":
-        raise DataError(
-            f"{name}: {n_dup} duplicate (user, item, timestamp) row(s), first at row {first_dup + row_offset}"
-        )
-    if policy == "keep_last":
-        drop = order[:-1][same]
-    elif policy == "keep_first":
-        drop = order[1:][same]
-    else:
-        raise ValueError(f"duplicates must be keep_last, keep_first or error, got {policy!r}")
-    log.warning("%s: dropped %d duplicate (user, item, timestamp) row(s) (policy %s)", name, n_dup, policy)
-    keep = np.ones(len(u), dtype=bool)
-    keep[drop] = False
-    return np.flatnonzero(keep)

@@ -2,7 +2,8 @@
 
 Each public function returns `Interactions` and can serve as a Hydra `_target_`, e.g.
 `{_target_: mfzoo.data.sources.movielens, name: 1m}`. Id encoding and value checks
-(NaN/inf, non-numbers, missing ids, duplicate rows) are those of `Interactions.from_arrays`.
+(NaN/inf, non-numbers, values beyond float32, timestamps beyond int64, missing or mixed-type
+ids, duplicate rows, repeated (user, item) pairs) are those of `Interactions.from_arrays`.
 
 Modules: `grouplens` (MovieLens download, cache and parsing), `tables` (`read_table`),
 `generator` (synthetic data). Their names differ from the functions re-exported here, so

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from mfzoo.data.errors import DataError
+from mfzoo.data.duplicates import PairPolicy
 from mfzoo.data.interactions import DuplicatePolicy, Interactions
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,8 @@ _RECBOLE_ITEM_SHA256 = "51d7cdf777ce5c0f5b32c1d947a4a81fe07d75e78abbe761e0cd4d07
 
 
 def movielens(
-    name: str = "100k", cache_dir: str | None = None, duplicates: DuplicatePolicy = "keep_last"
+    name: str = "100k", cache_dir: str | None = None, duplicates: DuplicatePolicy = "keep_last",
+    pair_duplicates: PairPolicy | None = None,
 ) -> Interactions:
     """Load a MovieLens release ("100k", "1m", "10m", "20m", "25m", "latest-small").
 
@@ -58,6 +60,8 @@ def movielens(
     reached, the copy inside the `recbole==1.2.1` wheel is fetched with `pip download`
     (not installed), checked by sha256 and cached as `ml-100k.inter`. Raw ids are int64,
     ratings float32, timestamps int64 seconds. Raises `DataError` when no source works.
+    `pair_duplicates`: what to do with a (user, item) pair rated more than once (see
+    `Interactions.from_arrays`; the releases hold one rating per pair).
     """
     source = _movielens_source(name, cache_dir)
     start = time.perf_counter()
@@ -70,7 +74,8 @@ def movielens(
         )
     users, items, ratings, times = table.T  # each [N]
     data = Interactions.from_arrays(users.astype(np.int64), items.astype(np.int64), ratings.astype(np.float32),
-                                    times.astype(np.int64), name=f"movielens-{name}", duplicates=duplicates)
+                                    times.astype(np.int64), name=f"movielens-{name}", duplicates=duplicates,
+                                    pair_duplicates=pair_duplicates)
     log.info("movielens-%s: %d ratings from %s in %.2fs", name, len(data), source, time.perf_counter() - start)
     return data
 

@@ -68,6 +68,42 @@ def _build(inter: Interactions, assign: np.ndarray, with_val: bool, who: str) ->
     return Split(train=parts[TRAIN], val=parts.get(VAL), test=parts[TEST])
 
 
+@dataclass(frozen=True)
+class _Pairs:
+    """The distinct (user, item) pairs of a set, numbered in the row order of one
+    representative row each (so that with unique pairs, pair k is row k)."""
+
+    of_row: np.ndarray  # [N] the pair of every row
+    rows: np.ndarray  # [P] the representative row of every pair, increasing
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def _pairs(inter: Interactions, times: np.ndarray | None = None) -> _Pairs:
+    """The pairs of `inter`, each represented by its first row, or, given the rows' `times`,
+    by the row of its latest event (largest time, then last row), whose time is then the
+    pair's time. Splitters assign pairs and give every row its pair's part, so that all
+    events of one (user, item) pair land in one part."""
+    keys = _pair_keys(inter)  # [N]
+    n = len(keys)
+    if times is not None:
+        order = np.lexsort((np.arange(n), times, keys))  # [N] by pair, time, row
+    else:
+        order = np.argsort(keys, kind="stable")  # [N] by pair, row
+    sk = keys[order]
+    first = np.r_[True, sk[1:] != sk[:-1]]  # [N] first position of each pair
+    if first.all():  # unique pairs: every row is its own pair
+        return _Pairs(of_row=np.arange(n), rows=np.arange(n))
+    last = np.r_[first[1:], True]
+    rep = order[last] if times is not None else order[first]  # [P] in key order
+    number = np.empty(len(rep), dtype=np.int64)
+    number[np.argsort(rep)] = np.arange(len(rep))  # [P] pairs renumbered in row order
+    of_row = np.empty(n, dtype=np.int64)
+    of_row[order] = number[np.cumsum(first) - 1]
+    return _Pairs(of_row=of_row, rows=np.sort(rep))
+
+
 def _check_test_val(test: float, val: float) -> None:
     _check_fraction("test", test, allow_zero=False)
     _check_fraction("val", val, allow_zero=True)
@@ -109,38 +145,11 @@ def pair_overlap(a: Interactions, b: Interactions) -> int:
     return int(len(_shared_keys(_pair_keys(a), _pair_keys(b))))
 
 
-def _event_overlap(a: Interactions, b: Interactions) -> int:
-    """Distinct events in both: (user, item, timestamp) when both have times, else (user, item)."""
-    if a.timestamps is None or b.timestamps is None:
-        return pair_overlap(a, b)
-    _same_space(a, b)
-    pa, pb = _pair_keys(a), _pair_keys(b)
-    shared = _shared_keys(pa, pb)
-    if len(shared) == 0:
-        return 0
-
-    def candidates(p: np.ndarray, x: Interactions) -> tuple[np.ndarray, np.ndarray]:
-        hit = shared[np.searchsorted(shared, p).clip(max=len(shared) - 1)] == p
-        return p[hit], x.timestamps.cpu().numpy()[hit]
-
-    (p1, t1), (p2, t2) = candidates(pa, a), candidates(pb, b)
-    pair, time = np.concatenate([p1, p2]), np.concatenate([t1, t2])
-    side = np.r_[np.zeros(len(p1), dtype=np.int8), np.ones(len(p2), dtype=np.int8)]
-    order = np.lexsort((side, time, pair))
-    p, t, s = pair[order], time[order], side[order]
-    same = (p[1:] == p[:-1]) & (t[1:] == t[:-1])
-    # a shared event shows as an a-row directly followed by a b-row with the same key
-    return int((same & (s[:-1] == 0) & (s[1:] == 1)).sum())
-
-
 def check_disjoint(split: Split) -> None:
-    """Raise `DataError` if any event occurs in two parts of `split`, or the parts do not
-    share an id space. An event is (user, item, timestamp); without timestamps events have
-    no identity beyond (user, item), so there any (user, item) pair in two parts counts,
-    which is right for data with unique pairs but too strict for repeated events."""
+    """Raise `DataError` if any (user, item) pair has rows in two parts of `split` (every
+    splitter keeps all events of a pair in one part, repeated events included), or the parts
+    do not share an id space."""
     for (na, a), (nb, b) in itertools.combinations(split.parts().items(), 2):
-        shared = _event_overlap(a, b)
+        shared = pair_overlap(a, b)
         if shared:
-            timed = a.timestamps is not None and b.timestamps is not None
-            key = "(user, item, timestamp)" if timed else "(user, item)"
-            raise DataError(f"split parts {na} and {nb} share {shared} {key} event(s)")
+            raise DataError(f"split parts {na} and {nb} share {shared} (user, item) pair(s)")

@@ -17,6 +17,7 @@ from mfzoo.data.splits.base import (
     Split,
     _build,
     _check_fraction,
+    _pairs,
     _round_count,
     _timestamps,
 )
@@ -45,13 +46,17 @@ def _order_by_user_time(u: np.ndarray, t: np.ndarray, n_users: int) -> np.ndarra
 
 @dataclass(frozen=True)
 class LeaveLastOut:
-    """Per user, the latest `n` events go to test and the `val_n` events before them to val.
+    """Per user, the latest `n` items go to test and the `val_n` items before them to val.
 
-    Each user's events are ordered by timestamp, ties by row order (a later row counts as a
-    later event), so every test event of a user is at or after (>=) each of that user's
-    train and val events. Users with fewer than `min_train + n + val_n` events keep all
-    their events in train (their number is logged), so every evaluated user has at least
-    `min_train` train events. With `min_train=0` users with exactly `n + val_n` events are
+    A user's items are the distinct (user, item) pairs, each placed in time at its latest
+    event (largest timestamp, then last row) and carrying all its events into the part it is
+    assigned to, so repeated events of a pair never straddle parts (with unique pairs, items
+    and events are the same thing). Each user's items are ordered by that time, ties by row
+    order (a later row counts as later), so the latest event of every test item of a user is
+    at or after (>=) every train and val event of that user: no train event comes after the
+    user's held-out ones. Users with fewer than `min_train + n + val_n` items keep all their
+    events in train (their number is logged), so every evaluated user has at least
+    `min_train` train items. With `min_train=0` users with exactly `n + val_n` items are
     evaluated with no train events (cold start). Requires timestamps.
     """
 
@@ -65,32 +70,35 @@ class LeaveLastOut:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
 
     def __call__(self, interactions: Interactions) -> Split:
-        t = _timestamps(interactions, "LeaveLastOut")
-        u = interactions.users.cpu().numpy()
+        times = _timestamps(interactions, "LeaveLastOut")
+        pairs = _pairs(interactions, times)
+        u = interactions.users.cpu().numpy()[pairs.rows]  # [P] user of each pair
+        t = times[pairs.rows]  # [P] latest event of each pair
         order = _order_by_user_time(u, t, interactions.n_users)
-        counts = np.bincount(u, minlength=interactions.n_users)
+        counts = np.bincount(u, minlength=interactions.n_users)  # [U] pairs per user
         starts = np.cumsum(counts) - counts
         su = u[order]
-        from_end = counts[su] - 1 - (np.arange(len(u)) - starts[su])  # 0 = the user's last event
+        from_end = counts[su] - 1 - (np.arange(len(u)) - starts[su])  # 0 = the user's last pair
         need = self.min_train + self.n + self.val_n
         eligible = counts[su] >= need
         part = np.full(len(u), TRAIN, dtype=np.int8)
         part[eligible & (from_end < self.n + self.val_n)] = VAL
         part[eligible & (from_end < self.n)] = TEST
-        assign = np.empty_like(part)
+        assign = np.empty_like(part)  # [P]
         assign[order] = part
         n_small = int(((counts > 0) & (counts < need)).sum())
         if n_small:
             log.info(
-                "%s: LeaveLastOut keeps %d of %d users entirely in train (fewer than %d events)",
+                "%s: LeaveLastOut keeps %d of %d users entirely in train (fewer than %d items)",
                 interactions.name, n_small, int((counts > 0).sum()), need,
             )
         if n_small == int((counts > 0).sum()):
             raise DataError(
-                f"{interactions.name}: no user has the {need} events LeaveLastOut(n={self.n}, val_n={self.val_n}, "
+                f"{interactions.name}: no user has the {need} items LeaveLastOut(n={self.n}, val_n={self.val_n}, "
                 f"min_train={self.min_train}) needs, so the test part would be empty"
             )
-        return _build(interactions, assign, self.val_n > 0, f"LeaveLastOut(n={self.n}, val_n={self.val_n})")
+        who = f"LeaveLastOut(n={self.n}, val_n={self.val_n})"
+        return _build(interactions, assign[pairs.of_row], self.val_n > 0, who)
 
 
 # global temporal cut ---------------------------------------------------------------------
@@ -138,17 +146,23 @@ def _tail_cut(ts: np.ndarray, k: int, what: str, name: str) -> int:
 
 @dataclass(frozen=True)
 class TemporalSplit:
-    """One global cut in time: test = events at or after the test cut, val = events in
-    [val cut, test cut), train = events before the val cut (or the test cut without val).
+    """One global cut in time: test = pairs whose latest event is at or after the test cut,
+    val = pairs whose latest event is in [val cut, test cut), train = the other pairs.
+
+    Events are assigned as whole (user, item) pairs, each placed in time at its latest event
+    and carrying all its events into its part, so repeated events of a pair never straddle
+    parts, and no train event is at or after the val cut (test cut without val): a pair with
+    an event after the cut is held out whole, its earlier events with it. With unique pairs
+    (one event each) this is a cut of events: max(train t) < min(val t) and
+    max(val or train t) < min(test t) strictly.
 
     The test cut is `cut` if given (epoch seconds, or an ISO 8601 string such as
     "2021-03-01" or "2021-03-01T12:00:00+02:00"; no time zone means UTC), and `test` is then
-    ignored; otherwise it is the timestamp that puts as close to `round(test * N)` events as
-    possible at or after it. Events exactly at a cut all go to the later part, so
-    max(train t) < min(val t) and max(val or train t) < min(test t) strictly; because of such
-    ties a part can be larger or smaller than its fraction by the events sharing the cut
-    time. The val cut is chosen the same way among the events before the test cut, aiming
-    at `round(val * N)` events (a fraction of all events). Raises `DataError` when a part
+    ignored; otherwise it is the timestamp that puts as close to `round(test * P)` of the P
+    pairs as possible at or after it. Pairs exactly at a cut all go to the later part; because
+    of such ties a part can be larger or smaller than its fraction by the pairs sharing the
+    cut time. The val cut is chosen the same way among the pairs before the test cut, aiming
+    at `round(val * P)` pairs (a fraction of all pairs). Raises `DataError` when a part
     would be empty, e.g. `cut` after the last event or all timestamps equal. Requires
     timestamps.
     """
@@ -170,7 +184,9 @@ class TemporalSplit:
 
     def __call__(self, interactions: Interactions) -> Split:
         name = interactions.name
-        t = _timestamps(interactions, "TemporalSplit")
+        times = _timestamps(interactions, "TemporalSplit")
+        pairs = _pairs(interactions, times)
+        t = times[pairs.rows]  # [P] latest event of each pair
         ts = np.sort(t)
         n = len(ts)
         if self.cut is not None:
@@ -182,22 +198,22 @@ class TemporalSplit:
                 )
             if test_cut <= ts[0]:
                 raise DataError(
-                    f"{name}: cut {self.cut!r} ({test_cut}) is at or before the first event ({int(ts[0])}); "
-                    "nothing would be left for train"
+                    f"{name}: cut {self.cut!r} ({test_cut}) is at or before the first event ({int(ts[0])}; "
+                    "a repeated (user, item) pair counts at its latest event); nothing would be left for train"
                 )
         else:
             k = _round_count(self.test, n)
             if k == 0:
                 raise DataError(
-                    f"{name}: test fraction {self.test} of {n} interactions rounds to an empty test part"
+                    f"{name}: test fraction {self.test} of {n} (user, item) pairs rounds to an empty test part"
                 )
             test_cut = _tail_cut(ts, k, "test", name)
-        assign = np.where(t >= test_cut, TEST, TRAIN).astype(np.int8)
+        assign = np.where(t >= test_cut, TEST, TRAIN).astype(np.int8)  # [P]
         if self.val > 0:
             k = _round_count(self.val, n)
             if k == 0:
                 raise DataError(
-                    f"{name}: val fraction {self.val} of {n} interactions rounds to an empty val part"
+                    f"{name}: val fraction {self.val} of {n} (user, item) pairs rounds to an empty val part"
                 )
             before = ts[: np.searchsorted(ts, test_cut, side="left")]
             val_cut = _tail_cut(before, k, "val", name)
@@ -206,4 +222,4 @@ class TemporalSplit:
         else:
             log.info("%s: TemporalSplit test cut %d", name, test_cut)
         who = f"TemporalSplit(test={self.test}, val={self.val}, cut={self.cut!r})"
-        return _build(interactions, assign, self.val > 0, who)
+        return _build(interactions, assign[pairs.of_row], self.val > 0, who)
