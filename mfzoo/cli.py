@@ -48,10 +48,18 @@ def _train(cfg: DictConfig) -> float | None:
     from hydra.errors import InstantiationException
 
     from mfzoo.data.errors import DataError
+    from mfzoo.training.module import TrainingDiverged
 
     try:
         metrics = run_training(cfg, run_dir, overrides=overrides, resume=bool(cfg.get("resume")),
                                objective=optimising)
+    except TrainingDiverged as err:
+        if str(hydra_cfg.mode) != "RunMode.MULTIRUN":
+            raise SystemExit(f"mfzoo: {err}") from None
+        # one diverged job of a sweep (a learning rate too high, say) is a failed trial, not the
+        # end of the sweep: its run directory says why (failed.txt); an optimising sweeper gets NaN
+        logging.getLogger("mfzoo").error("%s", err)
+        return float("nan")
     except (RunError, DataError) as err:
         raise SystemExit(f"mfzoo: {err}") from None
     except InstantiationException as err:  # a config value its class refuses: one line, naming both

@@ -8,6 +8,8 @@ passes it so that regularisation stays a property of the objective, not of the m
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -21,8 +23,8 @@ class _Regularised(nn.Module):
 
     def __init__(self, l2: float = 0.0, l2_bias: float | None = None, weighted: bool = True):
         super().__init__()
-        self.l2 = l2
-        self.l2_bias = l2 if l2_bias is None else l2_bias
+        self.l2 = _nonnegative("l2", l2)
+        self.l2_bias = self.l2 if l2_bias is None else _nonnegative("l2_bias", l2_bias)
         self.weighted = weighted
 
     def reduce(self, per_example: Tensor, batch: Batch, penalty: Tensor | None) -> Tensor:
@@ -36,6 +38,14 @@ class _Regularised(nn.Module):
 
     def extra_repr(self) -> str:
         return f"l2={self.l2}, l2_bias={self.l2_bias}, weighted={self.weighted}"
+
+
+def _nonnegative(name: str, value: float, positive: bool = False) -> float:
+    """`value`; ValueError naming it unless it is a finite number >= 0 (> 0 with `positive`)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not (value > 0 if positive else value >= 0):
+        raise ValueError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
+    return value
 
 
 def _needs_negatives(scores: Tensor, name: str) -> None:
@@ -75,7 +85,7 @@ class BCELoss(_Regularised):
 
     def __init__(self, negative_weight: float = 1.0, l2: float = 0.0, l2_bias: float | None = None, weighted: bool = True):
         super().__init__(l2, l2_bias, weighted)
-        self.negative_weight = negative_weight
+        self.negative_weight = _nonnegative("negative_weight", negative_weight)
 
     def forward(self, scores: Tensor, batch: Batch, penalty: Tensor | None = None) -> Tensor:
         _needs_negatives(scores, "BCELoss")
@@ -112,6 +122,7 @@ class SampledSoftmaxLoss(_Regularised):
         l2_bias: float | None = None, weighted: bool = True,
     ):
         super().__init__(l2, l2_bias, weighted)
+        _nonnegative("temperature", temperature, positive=True)
         self.temperature, self.logq_correction = temperature, logq_correction
 
     def forward(self, scores: Tensor, batch: Batch, penalty: Tensor | None = None) -> Tensor:

@@ -40,13 +40,17 @@ def start() -> torch.Tensor:
 
 @pytest.mark.parametrize("kw", SETTINGS)
 def test_one_step_matches_the_dense_formula(kw):
-    """x¹ = x⁰ + (rᵀr / rᵀA r) r with r = b − A x⁰, per row, with the explicit A_u."""
+    """x¹ = x⁰ + (rᵀr / rᵀA r) r with r = b − A x⁰, per row, with the explicit A_u; a row without
+    entries (row 3) gets its exact solution 0, as on the exact path."""
     R, mask = ratings()
     Y, X0 = factors(N_COLS), start()
     A, b = dense_systems(R, mask, Y, L2, **kw)
     r = b - torch.einsum("uij,uj->ui", A, X0)
     Ar = torch.einsum("uij,uj->ui", A, r)
     expected = X0 + ((r * r).sum(1) / (r * Ar).sum(1)).unsqueeze(1) * r
+    empty = mask.sum(1) == 0
+    assert empty.tolist() == [u == 3 for u in range(N_ROWS)]
+    expected[empty] = 0.0
     X = ials_half_step_cg(R.to_sparse_csr(), Y, X0, L2, cg_steps=1, **kw)
     assert torch.allclose(X, expected, rtol=0, atol=1e-12)
 
@@ -112,10 +116,13 @@ def test_zero_residual_and_singular_rows_stay_put_without_nan():
     X = ials_half_step_cg(R.to_sparse_csr(), Y, X0, l2=0.0, unobserved_weight=0.0, cg_steps=K)
     assert torch.isfinite(X).all()
     assert torch.all(X[3] == 0)
-    # a nonzero start on the empty row is left alone too (A_u = 0: nothing to minimise)
+    # a nonzero start on the empty row gets 0 too: the minimum-norm solution of A_u x = 0, what
+    # the exact path gives it
     X0[3] = 1.0
     X = ials_half_step_cg(R.to_sparse_csr(), Y, X0, l2=0.0, unobserved_weight=0.0, cg_steps=K)
-    assert torch.isfinite(X).all() and torch.all(X[3] == 1.0)
+    assert torch.isfinite(X).all() and torch.all(X[3] == 0)
+    exact = ials_half_step(R.to_sparse_csr(), Y, l2=0.0, unobserved_weight=0.0)
+    assert torch.all(exact[3] == 0)
 
 
 def test_warm_start_is_not_modified_and_zero_steps_copy_it():

@@ -115,6 +115,20 @@ def test_an_optuna_sweep_without_a_val_part_is_refused_at_its_first_trial(tmp_pa
     assert not trained  # refused before the first trial trained (Hydra's own .hydra/ record aside)
 
 
+def test_a_diverged_job_fails_alone_and_the_sweep_goes_on(tmp_path):
+    command = [
+        sys.executable, "-m", "mfzoo.cli", "-m", "optim.lr=1e9,0.01", "optim=sgd", "~scheduler",
+        "data/source=synthetic", "data.source.n_users=300", "data.source.n_items=200", "data.source.n_interactions=12000",
+        "trainer.max_epochs=2", "logger=none", f"hydra.sweep.dir={tmp_path / 's'}",
+    ]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    failed = list((tmp_path / "s").rglob("failed.txt"))
+    finished = list((tmp_path / "s").rglob("metrics.json"))
+    assert len(failed) == 1 and "lr=1000000000" in failed[0].parent.name and "diverged" in failed[0].read_text()
+    assert len(finished) == 1 and "lr=0.01" in finished[0].parent.name
+
+
 # nested CV -----------------------------------------------------------------------------------
 @pytest.fixture
 def nested_cv(monkeypatch):

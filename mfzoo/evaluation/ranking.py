@@ -7,7 +7,7 @@ gives the scores of a chunk of users, the items the user was trained on are set 
 Ranking rule, used everywhere here: items by score descending, ties by the lower item id (the
 order `sorted(range(n_items), key=lambda i: -score[i])` gives). Items scored −∞ (excluded, or
 scored −∞ by the model) are never recommended: if a user has fewer than K other items, the
-tail of its list holds score −∞ and item id −1. NaN scores raise.
+tail of its list holds score −∞ and item id −1. NaN scores raise `NonFiniteScores`.
 
 Accuracy metrics, for a user u with relevant set Rel_u (its distinct test items, |Rel_u| ≥ 1),
 top-K list L_u and rel_r = 1 if the item at rank r is in Rel_u (0 for an id −1):
@@ -26,10 +26,13 @@ holds the most-popular and random baselines.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from numbers import Integral, Real
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -46,6 +49,35 @@ ScoreFn = Callable[[Tensor], Tensor]
 (`tensor._base is not None`) is copied first."""
 
 ACCURACY = ("recall", "precision", "ndcg", "map", "mrr", "hitrate")
+
+
+class NonFiniteScores(ValueError):
+    """A score function returned NaN: the model's scores are not numbers (a diverged model)."""
+
+
+def check_ranking(settings: Mapping[str, Any], where: str = "ranking") -> dict[str, Any]:
+    """The settings of a run's ranking evaluation (`evaluate_ranking` keyword arguments, the
+    `ranking` key of a run config), checked before anything runs: `ks` a non-empty list of
+    integers >= 1, `chunk_size` an integer >= 1, `head_fraction` in [0, 1], no unknown keys.
+    ValueError naming the setting (as `where.key`) and the value; returns them as a dict."""
+    settings = dict(settings)
+    known = set(inspect.signature(evaluate_ranking).parameters) - {"score_fn", "train", "test"}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    ks = settings.get("ks", (10, 20))
+    if isinstance(ks, (str, bytes)) or not isinstance(ks, Sequence) or not ks:
+        raise ValueError(f"{where}.ks must be a non-empty list of list lengths (e.g. [10, 20]), got {ks!r}")
+    for k in ks:
+        if isinstance(k, bool) or not isinstance(k, Integral) or k < 1:
+            raise ValueError(f"{where}.ks: every list length K must be an integer >= 1, got {k!r} in {list(ks)!r}")
+    chunk_size = settings.get("chunk_size", 2048)
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, Integral) or chunk_size < 1:
+        raise ValueError(f"{where}.chunk_size must be an integer >= 1, got {chunk_size!r}")
+    head_fraction = settings.get("head_fraction", 0.2)
+    if isinstance(head_fraction, bool) or not isinstance(head_fraction, Real) or not 0.0 <= head_fraction <= 1.0:
+        raise ValueError(f"{where}.head_fraction must be a number in [0, 1], got {head_fraction!r}")
+    return settings
 
 
 def factor_scores(user_factors: Tensor, item_factors: Tensor) -> ScoreFn:
@@ -106,8 +138,10 @@ def iter_topk(
 ) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
     """`topk` one chunk at a time: yields (users [c], scores [c, k], items [c, k]) on the
     device of the scores, chunks of at most `chunk_size` users in the order of `users`."""
-    if k < 1 or chunk_size < 1:
-        raise ValueError(f"k and chunk_size must be >= 1, got {k} and {chunk_size}")
+    if k < 1:
+        raise ValueError(f"k (the list length) must be >= 1, got {k}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     users = torch.as_tensor(users, dtype=torch.int64)
     rows = ExclusionRows(exclude) if isinstance(exclude, Interactions) else exclude
     if rows is not None and len(users) and (int(users.min()) < 0 or int(users.max()) >= rows.n_users):
@@ -128,7 +162,7 @@ def iter_topk(
         top_scores, top_items = _topk_lowest_id(scores, k)  # [c, k], [c, k]
         if torch.isnan(top_scores).any():  # topk ranks NaN above everything, so one shows here
             bad = int(chunk[torch.isnan(top_scores).any(1)][0])
-            raise ValueError(f"score_fn returned NaN scores (first for user {bad})")
+            raise NonFiniteScores(f"score_fn returned NaN scores (first for user {bad})")
         yield chunk, top_scores, top_items
 
 
@@ -216,10 +250,8 @@ def evaluate_ranking(
             pairs that are training pairs, naming how many and the first (lowest user, item).
     """
     started = time.perf_counter()
+    check_ranking({"ks": list(ks), "chunk_size": chunk_size, "head_fraction": head_fraction}, where="evaluate_ranking")
     ks = sorted({int(k) for k in ks})
-    if not ks or ks[0] < 1 or chunk_size < 1 or not 0.0 <= head_fraction <= 1.0:
-        raise ValueError(f"need ks >= 1, chunk_size >= 1 and head_fraction in [0, 1], got {ks}, {chunk_size}, "
-                         f"{head_fraction}")
     if (train.n_users, train.n_items) != (test.n_users, test.n_items):
         raise DataError(
             f"train '{train.name}' ({train.n_users} users x {train.n_items} items) and test '{test.name}' "

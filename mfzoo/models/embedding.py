@@ -1,4 +1,5 @@
-"""Row gathers and row penalties for embedding tables, fast on CPU and GPU.
+"""Row gathers and row penalties for embedding tables, fast on CPU and GPU, and the checks of
+the sizes and scales a model is built with.
 
 `nn.Embedding`'s own backward on CPU is several times slower than `index_select`'s
 (a sort-based dense scatter), so the models keep `nn.Embedding` as the parameter
@@ -6,6 +7,9 @@ container and gather through these helpers.
 """
 
 from __future__ import annotations
+
+import math
+from numbers import Integral, Real
 
 import torch
 from torch import Tensor, nn
@@ -33,3 +37,24 @@ def row_norm_sum(table: nn.Embedding, index: Tensor, row_weights: Tensor | None 
     if row_weights is not None:
         counts = counts * row_weights
     return (counts * weight.pow(2).sum(1)).sum()
+
+
+def check_size(name: str, value: object, minimum: int = 1) -> int:
+    """`value` as an int; ValueError naming it unless it is an integer >= `minimum`."""
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_finite(name: str, value: object) -> float:
+    """`value` as a float; ValueError naming it unless it is a finite number."""
+    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(float(value)):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def check_scale(name: str, value: object) -> float:
+    """`value` as a float; ValueError naming it unless it is a finite number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, Real) or not (math.isfinite(float(value)) and value >= 0):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)

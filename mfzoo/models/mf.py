@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from mfzoo.data.batch import Batch
 from mfzoo.data.interactions import Interactions
-from mfzoo.models.embedding import row_norm_sum, rows
+from mfzoo.models.embedding import check_finite, check_scale, check_size, row_norm_sum, rows
 
 
 class MF(nn.Module):
@@ -31,6 +31,9 @@ class MF(nn.Module):
         biases: learn b_u, b_i and add the global mean μ (False: plain FunkSVD).
         init_std: factors start as N(0, init_std²); biases start at 0.
         reg_exponent: α of the frequency-scaled penalty (see the module docstring).
+
+    Sizes below 1 (dim, n_users, n_items), a negative or non-finite init_std and a non-finite
+    reg_exponent raise ValueError naming them.
     """
 
     def __init__(
@@ -38,6 +41,10 @@ class MF(nn.Module):
         reg_exponent: float = 1.0,
     ):
         super().__init__()
+        for name, size in (("n_users", n_users), ("n_items", n_items), ("dim", dim)):
+            check_size(name, size)
+        check_scale("init_std", init_std)
+        check_finite("reg_exponent", reg_exponent)
         self.n_users, self.n_items, self.dim, self.biases = n_users, n_items, dim, biases
         self.reg_exponent = reg_exponent
         self.user_embedding = nn.Embedding(n_users, dim)

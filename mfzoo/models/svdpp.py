@@ -17,7 +17,7 @@ from torch import Tensor
 
 from mfzoo.data.batch import Batch
 from mfzoo.data.interactions import Interactions
-from mfzoo.models.embedding import rows
+from mfzoo.models.embedding import check_scale, rows
 from mfzoo.models.implicit import ImplicitSets
 from mfzoo.models.mf import MF
 
@@ -46,6 +46,9 @@ class SVDpp(MF):
         implicit_l2_scale: float = 1.0, implicit_lr_scale: float = 1.0, implicit_init_std: float = 0.01,
     ):
         super().__init__(n_users, n_items, dim, biases, init_std, reg_exponent)
+        for name, value in (("implicit_l2_scale", implicit_l2_scale), ("implicit_lr_scale", implicit_lr_scale),
+                            ("implicit_init_std", implicit_init_std)):
+            check_scale(name, value)
         self.include_evaluation_items = include_evaluation_items
         self.implicit_l2_scale, self.implicit_lr_scale = implicit_l2_scale, implicit_lr_scale
         self.implicit = ImplicitSets(n_users, n_items, dim, implicit_init_std)

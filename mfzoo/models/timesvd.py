@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from mfzoo.data.batch import Batch
 from mfzoo.data.interactions import Interactions
-from mfzoo.models.embedding import row_norm_sum, rows
+from mfzoo.models.embedding import check_finite, check_scale, check_size, row_norm_sum, rows
 from mfzoo.models.implicit import ImplicitSets
 from mfzoo.models.mf import MF
 
@@ -59,8 +59,12 @@ class TimeSVD(MF):
         implicit_l2_scale: float = 1.0, implicit_lr_scale: float = 1.0, implicit_init_std: float = 0.01,
     ):
         super().__init__(n_users, n_items, dim, True, init_std, reg_exponent)
-        if n_bins < 1:
-            raise ValueError(f"n_bins must be >= 1, got {n_bins}")
+        check_size("n_bins", n_bins)
+        check_finite("beta", beta)
+        for name, value in (("time_l2_scale", time_l2_scale), ("bin_l2_scale", bin_l2_scale),
+                            ("drift_lr_scale", drift_lr_scale), ("implicit_l2_scale", implicit_l2_scale),
+                            ("implicit_lr_scale", implicit_lr_scale), ("implicit_init_std", implicit_init_std)):
+            check_scale(name, value)
         self.n_bins, self.beta, self.drift_lr_scale = n_bins, beta, drift_lr_scale
         self.time_l2_scale, self.bin_l2_scale = time_l2_scale, bin_l2_scale
         self.include_evaluation_items = include_evaluation_items

@@ -37,6 +37,11 @@ batched product and solves them by one batched Cholesky factorisation (`spd_solv
 A_u, e.g. λ = 0 and n_u < k, gets the minimum-norm solution and an empty row gets x_u = 0); a
 block of shorter rows solves the same systems exactly through the Woodbury identity, an L x L
 Cholesky per row (`_solve_rows`). The CG path (`ials_half_step_cg`) never forms A_u.
+
+Every path gives a row without entries x_u = 0: its b_u is 0, so 0 solves A_u x_u = b_u (the
+minimum-norm solution where A_u is singular). No half-step returns NaN or inf: a setting whose
+numbers overflow the factors' dtype (a confidence 1 + α r beyond float32, say) raises
+`NonFiniteError` naming the parameter to lower.
 """
 
 from __future__ import annotations
@@ -53,6 +58,9 @@ from torch import Tensor, nn
 
 from mfzoo.data.implicit import confidence
 from mfzoo.data.interactions import Interactions
+from mfzoo.solvers.checks import (
+    MF_PATH, NonFiniteError, check_ials_settings, check_model_class, ials_fix, nonnegative, solved,
+)
 from mfzoo.solvers.linalg import spd_solve
 from mfzoo.solvers.parallel import cpu_streams, run_streams
 
@@ -84,13 +92,14 @@ def least_squares_half_step(
     Returns:
         X [n_rows, k] on Y's device, in Y's dtype.
     """
-    if not l2 >= 0:
-        raise ValueError(f"l2 must be >= 0, got {l2}")
+    nonnegative("l2", l2)
     crow, col, values = _csr_parts(R, Y, block_size)
     counts = crow.diff().to(Y.dtype)  # [n_rows] n_u
     reg = l2 * counts if frequency_scaled else torch.full_like(counts, float(l2))  # [n_rows] λ_u
     ones = _memo(cache, ("ones", values.dtype, values.device), lambda: torch.ones_like(values))  # [nnz] weight 1
-    return _solve_rows(crow, col, ones, values, Y, reg, None, block_size, cache, nonnegative=True)
+    return solved(lambda: _solve_rows(crow, col, ones, values, Y, reg, None, block_size, cache, nonnegative=True),
+                   "the ALS half-step", lambda: f"check the scale of the ratings (largest |r| "
+                   f"{float(values.abs().max()) if values.numel() else 0.0:g}) and l2 (now {l2:g})")
 
 
 def ials_half_step(
@@ -121,14 +130,17 @@ def ials_half_step(
     Returns:
         X [n_rows, k] on Y's device, in Y's dtype.
     """
-    if not (l2 >= 0 and unobserved_weight >= 0):
-        raise ValueError(f"l2 and unobserved_weight must be >= 0, got {l2} and {unobserved_weight}")
+    check_ials_settings(l2, alpha, kind, eps, unobserved_weight, l2_exponent)
     crow, col, values = _csr_parts(R, Y, block_size)
-    gram_w, c, nonnegative = _confidences(values, kind, alpha, eps, unobserved_weight, cache)  # c − α₀, c [nnz]
-    YtY = unobserved_weight * (Y.T @ Y)  # [k, k] α₀ YtY, once per half-step
-    counts = crow.diff().to(Y.dtype)  # [n_rows] n_u
-    reg = l2 * (counts + unobserved_weight * R.shape[1]).pow(l2_exponent)  # [n_rows] λ_u
-    return _solve_rows(crow, col, gram_w, c, Y, reg, YtY, block_size, cache, nonnegative)
+
+    def solve() -> Tensor:
+        gram_w, c, all_nonnegative = _confidences(values, kind, alpha, eps, unobserved_weight, cache)  # [nnz] c − α₀, c
+        YtY = unobserved_weight * (Y.T @ Y)  # [k, k] α₀ YtY, once per half-step
+        counts = crow.diff().to(Y.dtype)  # [n_rows] n_u
+        reg = l2 * (counts + unobserved_weight * R.shape[1]).pow(l2_exponent)  # [n_rows] λ_u
+        return _solve_rows(crow, col, gram_w, c, Y, reg, YtY, block_size, cache, all_nonnegative)
+
+    return solved(solve, "the iALS half-step", lambda: ials_fix(values, l2, alpha, kind, eps, unobserved_weight))
 
 
 def ials_half_step_cg(
@@ -145,8 +157,9 @@ def ials_half_step_cg(
         a = r^sᵀ r^s / p^sᵀ A_u p^s,  x^{s+1} = x^s + a p^s,  r^{s+1} = r^s − a A_u p^s,
         β = r^{s+1}ᵀ r^{s+1} / r^sᵀ r^s,  p^{s+1} = r^{s+1} + β p^s,
 
-    with per-row a and β (a row whose residual or p_uᵀA_u p_u is exactly 0, e.g. converged or
-    empty with x⁰ = 0, gets a = β = 0 and stays put). A_u is never formed: for all rows at once
+    with per-row a and β (a row whose residual or p_uᵀA_u p_u is exactly 0, e.g. converged, gets
+    a = β = 0 and stays put). A row without entries gets x_u = 0 whatever its start, as on the
+    exact path (b_u = 0: 0 is its solution). A_u is never formed: for all rows at once
 
         A P = α₀ P YtY + Σ_{i∈I_u} (c_ui − α₀)(p_u·y_i) y_i + λ_u P,   b = C Y,
 
@@ -164,35 +177,43 @@ def ials_half_step_cg(
         alpha, kind, eps: the confidence function (`mfzoo.data.implicit.confidence`).
         unobserved_weight: α₀ >= 0, the weight of every unobserved pair.
         l2_exponent: ν; 0 gives a plain λ.
-        cg_steps: CG iterations >= 0 (0 returns a copy of X0); 3 is implicit's default.
+        cg_steps: CG iterations >= 0 (0 returns a copy of X0, empty rows included); 3 is
+            implicit's default.
         block_size: rows iterated together (bounds the [nnz_block, k] gathered y_i).
         cache: as `ials_half_step`.
 
     Returns:
         X [n_rows, k] on Y's device, in Y's dtype.
     """
-    if not (l2 >= 0 and unobserved_weight >= 0):
-        raise ValueError(f"l2 and unobserved_weight must be >= 0, got {l2} and {unobserved_weight}")
+    check_ials_settings(l2, alpha, kind, eps, unobserved_weight, l2_exponent)
     if cg_steps < 0:
         raise ValueError(f"cg_steps must be >= 0, got {cg_steps}")
     crow, col, values = _csr_parts(R, Y, block_size)
     if X0.shape != (R.shape[0], Y.shape[1]):
         raise ValueError(f"X0 must be [n_rows, k] = {(R.shape[0], Y.shape[1])}, got {tuple(X0.shape)}")
-    gram_w, c, _ = _confidences(values, kind, alpha, eps, unobserved_weight, cache)  # [nnz] c_ui − α₀, c_ui
+    if not bool(torch.isfinite(X0).all()):
+        raise NonFiniteError("ials_half_step_cg: the warm start X0 holds NaN or inf")
     YtY = unobserved_weight * (Y.T @ Y)  # [k, k] α₀ YtY, once per half-step
     counts = crow.diff()  # [n_rows] n_u
     reg = l2 * (counts.to(Y.dtype) + unobserved_weight * R.shape[1]).pow(l2_exponent)  # [n_rows] λ_u
     order = _row_order(crow, cache)  # [n_rows] the row order of the blocks
     X0 = X0.detach().to(device=Y.device, dtype=Y.dtype)
     X_sorted, reg_sorted = X0.index_select(0, order), reg.index_select(0, order)  # [n_rows, k], [n_rows]
+    if cg_steps > 0:  # rows without entries first in `order`: x_u = 0, their exact solution
+        X_sorted[: int((counts == 0).sum())] = 0.0
 
     cg_block = _scripted(_cg_block)
 
     def solve(block: slice, Yg: Tensor, gram_w: Tensor, rhs_w: Tensor) -> None:
         X_sorted[block] = cg_block(X_sorted[block], Yg, gram_w, rhs_w, YtY, reg_sorted[block], cg_steps)
 
-    _for_blocks(solve, crow, col, (gram_w, c), Y, block_size, order, cache)
-    return torch.empty_like(X_sorted).index_copy_(0, order, X_sorted)
+    def run() -> Tensor:
+        gram_w, c, _ = _confidences(values, kind, alpha, eps, unobserved_weight, cache)  # [nnz] c_ui − α₀, c_ui
+        _for_blocks(solve, crow, col, (gram_w, c), Y, block_size, order, cache)
+        return torch.empty_like(X_sorted).index_copy_(0, order, X_sorted)
+
+    return solved(run, "the iALS conjugate-gradient half-step",
+                   lambda: ials_fix(values, l2, alpha, kind, eps, unobserved_weight))
 
 
 @torch.no_grad()
@@ -206,6 +227,7 @@ def als_sweep(model: nn.Module, train: Interactions, l2: float, implicit: bool, 
     l2_exponent, block_size) or `least_squares_half_step` (kwargs: frequency_scaled,
     block_size). Neither half-step increases the corresponding objective
     (`objective.ials_objective` / `objective.least_squares_objective` with both_sides=True)."""
+    check_model_class("als_sweep", type(model), (MF_PATH,), "r̂ = p_u·q_i", "Use MF(biases=False).")
     if getattr(model, "biases", False):
         raise ValueError(
             "als_sweep solves r̂ = p_u·q_i only; this model has biases (build it with biases=False)"
@@ -229,6 +251,9 @@ def _csr_parts(R: Tensor, Y: Tensor, block_size: int) -> tuple[Tensor, Tensor, T
         raise ValueError(f"R has {R.shape[1]} columns but Y has {Y.shape[0]} rows")
     if block_size < 1:
         raise ValueError(f"block_size must be >= 1, got {block_size}")
+    if not bool(torch.isfinite(Y).all()):
+        raise NonFiniteError("the fixed factors Y hold NaN or inf: the other side's factors were non-finite "
+                             "before this half-step")
     crow = R.crow_indices().to(device=Y.device, dtype=torch.long)  # [n_rows+1]
     col = R.col_indices().to(device=Y.device, dtype=torch.long)  # [nnz]
     values = R.values().to(device=Y.device, dtype=Y.dtype)  # [nnz]
@@ -320,6 +345,8 @@ def _confidences(
     cache when it has them."""
     def make() -> tuple[Tensor, Tensor, bool]:
         c = confidence(values, kind, alpha, eps)
+        if not bool(torch.isfinite(c).all()):
+            raise NonFiniteError(f"the confidences c overflow {c.dtype}")
         gram_w = c - unobserved_weight
         return gram_w, c, not bool((gram_w < 0).any())
 
@@ -381,6 +408,8 @@ def _solve_rows(
     if base is None:
         e, V, Yr = Y.new_zeros(k), None, Y  # [k], -, [n_cols, k]
     else:
+        if not bool(torch.isfinite(base).all()):  # eigh would fail on it without saying why
+            raise NonFiniteError("α₀ YᵀY overflows (factors or unobserved_weight too large)")
         e, V = torch.linalg.eigh(base)  # [k], [k, k]
         Yr = Y @ V  # [n_cols, k] Ỹ
     # the low-rank path needs every w >= 0 (`nonnegative`, when the caller knows)

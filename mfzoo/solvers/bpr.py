@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -32,6 +33,7 @@ from torch import Tensor
 
 from mfzoo.data.interactions import Interactions
 from mfzoo.data.sampling import Sampler, UniformSampler
+from mfzoo.solvers.checks import MF_PATH, NonFiniteError, at_least, check_model_class, nonnegative, positive
 from mfzoo.solvers.parallel import cpu_streams, run_streams
 
 log = logging.getLogger(__name__)
@@ -233,6 +235,12 @@ class BPRSolver:
 
     Samples are drawn from a generator seeded from torch's global generator on the first
     sweep, so a run seeded with `seed_everything` repeats.
+
+    Settings out of range raise ValueError at construction (lr finite and > 0, l2 and l2_bias
+    finite and >= 0, batch_size and threads >= 1). Any model class but `MF` is refused
+    (`check_model`). An epoch whose updates blew the factors up to NaN or inf (lr too large)
+    raises `mfzoo.solvers.checks.NonFiniteError` naming lr; the model's factors are then not
+    usable.
     """
 
     lr: float = 0.05
@@ -244,15 +252,45 @@ class BPRSolver:
     compile: bool = False
     _state: dict = field(default_factory=dict, init=False, repr=False)
 
+    def __post_init__(self) -> None:
+        positive("lr", self.lr)
+        nonnegative("l2", self.l2)
+        nonnegative("l2_bias", self.l2_bias)
+        at_least("batch_size", self.batch_size, 1)
+        if self.threads is not None:
+            at_least("threads", self.threads, 1)
+
+    @classmethod
+    def check_model(cls, model_class: type, biases: bool | None = None) -> None:
+        """ValueError unless `model_class` (a class: checked before any data is read) is
+        `mfzoo.models.mf.MF`, with or without biases (LearnBPR updates p_u, q_i and b_i).
+        SVD++, timeSVD or a model class of one's own are refused, naming the alternatives."""
+        check_model_class(
+            "BPRSolver (solver=bpr)", model_class, (MF_PATH,), "x = p_u·(q_i − q_j) + b_i − b_j",
+            "Use model=funksvd or model=mf with this solver, or train "
+            f"{model_class.__qualname__} on the gradient path: solver=null with loss=bpr optim=adam and a "
+            "data.sampler.",
+        )
+
     def sweep(self, model, train: Interactions) -> float:
         """One epoch of LearnBPR on `train`; returns its mean −ln σ(x)."""
+        self.check_model(type(model))
         if self._state.get("train") is not train:
             build = self.sampler or (lambda data: UniformSampler(data, n_negatives=1, reject_seen=True))
             self._state.update(train=train, sampler=build(train))
         if "generator" not in self._state:
             self._state["generator"] = torch.Generator().manual_seed(int(torch.randint(2**62, ())))
-        return bpr_epoch(model, train, self._state["sampler"], self.lr, self.l2, self.l2_bias, self.batch_size,
+        loss = bpr_epoch(model, train, self._state["sampler"], self.lr, self.l2, self.l2_bias, self.batch_size,
                          self._state["generator"], self.threads, self.compile)
+        tables = {"user factors": model.user_embedding.weight, "item factors": model.item_embedding.weight}
+        if getattr(model, "biases", False):
+            tables["item biases"] = model.item_bias.weight
+        finite = torch.stack([torch.isfinite(t).all() for t in tables.values()]).tolist()  # one sync
+        if not all(finite) or not math.isfinite(loss):
+            bad = [name for name, ok in zip(tables, finite) if not ok] or ["the loss"]
+            raise NonFiniteError(f"LearnBPR: {', '.join(bad)} became NaN or inf in this epoch; "
+                                 f"lower lr (now {self.lr:g}) or raise l2 (now {self.l2:g})")
+        return loss
 
     def state_dict(self) -> dict[str, Tensor]:
         """What a resumed run needs to draw the samples the uninterrupted run draws: the

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from mfzoo.data.interactions import Interactions
+from mfzoo.solvers.checks import nonnegative
 from mfzoo.solvers.linalg import grouped_ridge
 
 
@@ -53,8 +54,8 @@ def fold_in(
         device and in its dtype.
     """
     l2_bias = l2 if l2_bias is None else l2_bias
-    if not (l2 >= 0 and l2_bias >= 0):
-        raise ValueError(f"l2 and l2_bias must be >= 0, got {l2} and {l2_bias}")
+    nonnegative("l2", l2)
+    nonnegative("l2_bias", l2_bias)
     users, items, values = _check_ratings(users, items, values, model.n_items)
     if n_users is None:
         n_users = int(users.max()) + 1

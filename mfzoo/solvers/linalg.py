@@ -11,6 +11,8 @@ import logging
 import torch
 from torch import Tensor
 
+from mfzoo.solvers.checks import NonFiniteError
+
 log = logging.getLogger(__name__)
 
 # Elements of the [chunk, k, k] outer-product temporary (and of an ALS block's gathered rows): 2^23 is 64 MiB in float64, 32 MiB in
@@ -102,6 +104,12 @@ def spd_solve(A: Tensor, b: Tensor) -> Tensor:
     is not numerically positive definite gets the minimum-norm least-squares solution
     θ_g = A_g⁺ b_g instead (so A_g = 0, b_g = 0 gives θ_g = 0), as in `grouped_ridge`.
 
+    A system holding NaN or inf (in b or in the lower triangle of A, the part that is read: A
+    is symmetric), or one whose solution overflows, raises `NonFiniteError` (never a NaN or a
+    made-up 0 in θ): callers name the setting that caused it. Found without a pass over A:
+    Cholesky fails on a NaN or an off-diagonal inf (those systems are then checked in full),
+    an inf on the diagonal shows in diag(L), and anything else in θ.
+
     Args:
         A: [G, k, k] symmetric matrices.
         b: [G, k] right-hand sides.
@@ -117,8 +125,22 @@ def spd_solve(A: Tensor, b: Tensor) -> Tensor:
     theta = torch.linalg.solve_triangular(L.mT, z, upper=True).squeeze(2)  # [G, k] Lᵀ θ = z
     failed = (info != 0).nonzero().squeeze(1)  # [F]
     if failed.numel():
+        A_f, b_f = A.index_select(0, failed), b.index_select(0, failed)  # [F, k, k], [F, k]
+        _check_systems(A_f.tril(), b_f, failed, A.shape[0])
         log.debug("spd_solve: %d of %d systems not positive definite; using the pseudo-inverse",
                   failed.numel(), A.shape[0])
-        A_f, b_f = A.index_select(0, failed), b.index_select(0, failed)  # [F, k, k], [F, k]
         theta[failed] = (torch.linalg.pinv(A_f, hermitian=True) @ b_f.unsqueeze(2)).squeeze(2)  # [F, k]
+    factored = torch.isfinite(L.diagonal(dim1=1, dim2=2)).all(1) | (info != 0)  # [G] diag(L) read where it holds
+    if not bool(torch.isfinite(theta).all() & factored.all()):
+        _check_systems(A.tril(), b, torch.arange(A.shape[0], device=A.device), A.shape[0])
+        raise NonFiniteError(f"spd_solve: the solution overflows {theta.dtype} (entries of A or b too large)")
     return theta
+
+
+def _check_systems(A: Tensor, b: Tensor, which: Tensor, n_systems: int) -> None:
+    """`NonFiniteError` when any of the systems A [F, k, k], b [F, k] (numbers `which` [F] of
+    `n_systems`) holds NaN or inf, naming how many and the first."""
+    bad = ~(torch.isfinite(A).flatten(1).all(1) & torch.isfinite(b).all(1))  # [F]
+    if bool(bad.any()):
+        raise NonFiniteError(f"spd_solve: {int(bad.sum())} of {n_systems} systems hold NaN or inf "
+                             f"(first: system {int(which[bad][0])})")

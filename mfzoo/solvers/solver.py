@@ -21,12 +21,14 @@ from torch import Tensor, nn
 
 from mfzoo.data.interactions import Interactions
 from mfzoo.solvers import als
+from mfzoo.solvers.checks import MF_PATH, at_least, check_model_class, nonnegative
 from mfzoo.solvers.objective import ials_sweep_objective, least_squares_sweep_objective
 
 
 @dataclass
 class ALSSolver:
-    """Closed-form ALS (explicit) or iALS (implicit) for a model without biases.
+    """Closed-form ALS (explicit) or iALS (implicit) for `MF` without biases (r̂ = p_u·q_i);
+    any other model class is refused (`check_model`), at set-up and at solve time.
 
     Args:
         l2: λ.
@@ -38,6 +40,11 @@ class ALSSolver:
         method: "exact" (batched Cholesky) or "cg" (conjugate gradient, iALS only).
         cg_steps: CG iterations per half-step, warm-started from the current factors.
         block_size: rows solved at once (memory: exact ~ block_size · k², CG ~ block_size · n_u · k).
+
+    Settings out of range raise ValueError at construction (λ, α, α₀ finite and >= 0, ε > 0,
+    cg_steps and block_size >= 1). A sweep never writes NaN or inf into the model: a setting
+    whose numbers overflow (a confidence 1 + α r beyond float32, say) raises
+    `mfzoo.solvers.checks.NonFiniteError` naming it; the failing half-step writes nothing.
     """
 
     l2: float = 0.1
@@ -54,10 +61,33 @@ class ALSSolver:
     _caches: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if self.implicit:
+            als.check_ials_settings(self.l2, self.alpha, self.kind, self.eps, self.unobserved_weight, self.l2_exponent)
+        else:
+            nonnegative("l2", self.l2)
+        at_least("cg_steps", self.cg_steps, 1)
+        at_least("block_size", self.block_size, 1)
         if self.method not in ("exact", "cg"):
             raise ValueError(f"method must be 'exact' or 'cg', got {self.method!r}")
         if self.method == "cg" and not self.implicit:
             raise ValueError("the conjugate-gradient path is for iALS (implicit=True)")
+
+    @classmethod
+    def check_model(cls, model_class: type, biases: bool | None = None) -> None:
+        """ValueError unless `model_class` (a class, not an instance: checked before any data is
+        read) is what ALS solves for: `mfzoo.models.mf.MF`, without biases (`biases`, when
+        known). SVD++, timeSVD or a model class of one's own are refused, naming the
+        alternatives: ALS on `MF`, or the model on the gradient path."""
+        check_model_class(
+            "ALSSolver (solver=als / solver=ials)", model_class, (MF_PATH,), "r̂ = p_u·q_i",
+            "Use model=funksvd (or model=mf model.biases=false) with this solver, or train "
+            f"{model_class.__qualname__} on the gradient path: solver=null with loss=mse optim=adam (explicit "
+            "ratings) or loss=bpr / loss=bce with a data.sampler (implicit feedback).",
+        )
+        if biases:
+            raise ValueError("ALSSolver (solver=als / solver=ials) solves r̂ = p_u·q_i; this MF has biases, which "
+                             "it would never update: set model.biases=false (or use model=funksvd), or train the "
+                             "biased MF on the gradient path (solver=null, loss=mse optim=adam)")
 
     def half_step(self, R: Tensor, Y: Tensor, X0: Tensor | None = None, cache: dict | None = None) -> Tensor:
         """Rows of R solved with Y fixed: [R.shape[0], k] (X0: CG warm start; cache: a dict kept
@@ -145,5 +175,5 @@ class ALSSolver:
 
 
 def _check(model: nn.Module) -> None:
-    if getattr(model, "biases", False):
-        raise ValueError("ALS solves r̂ = p_u·q_i; this model has biases (use model=funksvd or biases=false)")
+    """The solve-time twin of `ALSSolver.check_model`, for a model instance."""
+    ALSSolver.check_model(type(model), bool(getattr(model, "biases", False)))

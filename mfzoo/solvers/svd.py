@@ -51,6 +51,7 @@ import torch
 from torch import Tensor, nn
 
 from mfzoo.data.interactions import Interactions
+from mfzoo.solvers.checks import NonFiniteError, at_least
 
 Center = Literal["global", "user"] | None
 Method = Literal["randomized", "lanczos"]
@@ -140,8 +141,8 @@ class TruncatedSVD(nn.Module):
         center: None (zero-filled), "global" or "user" centring of the observed entries.
         method: "randomized" (Halko et al. 2011, torch sparse products, any device) or
             "lanczos" (ARPACK via scipy, computed on the CPU).
-        n_oversamples: extra sketch columns of the randomized method.
-        n_iter: power iterations of the randomized method.
+        n_oversamples: extra sketch columns of the randomized method (>= 0).
+        n_iter: power iterations of the randomized method (>= 0; 0: the plain range finder).
         seed: seed of the random test matrix (randomized) / start vector (lanczos).
         dtype: dtype of the computation and of the stored factors (float64 by default: the
             power iterations lose accuracy in float32).
@@ -152,6 +153,9 @@ class TruncatedSVD(nn.Module):
         n_iter: int = 4, seed: int = 0, dtype: torch.dtype = torch.float64,
     ):
         super().__init__()
+        at_least("k", k, 1)
+        at_least("n_oversamples", n_oversamples, 0)
+        at_least("n_iter", n_iter, 0)
         if center not in (None, "global", "user"):
             raise ValueError(f"center must be None, 'global' or 'user', got {center!r}")
         if method not in ("randomized", "lanczos"):
@@ -195,6 +199,9 @@ class TruncatedSVD(nn.Module):
             )
             U, S, V = (torch.from_numpy(np.ascontiguousarray(x)).to(device, self.dtype) for x in lanczos_svd(A_sp, self.k, self.seed))
         U, V = _fix_signs(U, V)
+        if not bool(torch.isfinite(U).all() & torch.isfinite(S).all() & torch.isfinite(V).all()):
+            raise NonFiniteError(f"TruncatedSVD: the factorisation produced NaN or inf; check the data's values "
+                                 f"(largest |value| {float(values.abs().max()):g}) and dtype (now {self.dtype})")
         self.U, self.S, self.V = U, S, V
         self.global_mean, self.user_offset = mu.reshape(()), offset
         return self

@@ -3,10 +3,20 @@
 Both evaluate the same way (`EvaluatedModule`), so checkpoints, logs and metrics match.
 
 The only place where a model and a loss meet: `loss(model(batch), batch, model.penalty(batch))`.
+
+A run whose numbers stop being numbers stops with `TrainingDiverged` (a `RunError`: one line
+`mfzoo: ...`, no metrics.json): a NaN or inf training loss, parameter or evaluation metric,
+found at the end of each training epoch and at each validation (the losses of an epoch are
+gathered on the device and looked at once, not with a host sync per step), or a solver's
+`NonFiniteError`. The message names what became non-finite, the epoch and the likely fix.
+`check_config` refuses, before any data is read, a solver given a model it does not solve for
+and settings out of range.
 """
 
 from __future__ import annotations
 
+import inspect
+import math
 import time
 from collections.abc import Callable
 
@@ -16,7 +26,76 @@ from torch import Tensor, nn
 
 from mfzoo.data.batch import Batch
 from mfzoo.evaluation.metrics import rating_metrics
-from mfzoo.evaluation.ranking import evaluate_ranking, factor_scores
+from mfzoo.evaluation.ranking import NonFiniteScores, check_ranking, evaluate_ranking, factor_scores
+from mfzoo.solvers.checks import NonFiniteError
+from mfzoo.training.rundir import RunError
+
+
+class TrainingDiverged(RunError):
+    """Training produced NaN or inf (loss, parameters, metrics); the message says where, in
+    which epoch, and what to change."""
+
+
+def check_config(cfg) -> None:
+    """What a run config is refused for before any data is read, raised as `RunError` saying
+    `group (target): reason` (one line on the command line):
+
+    - a solver given a model class it does not solve for (`solver_class.check_model(model
+      class, biases=...)`, both classes resolved from their `_target_` without building
+      anything), e.g. SVD++ with `solver=als`;
+    - settings out of range: the model's (built once at 1 user x 1 item: sizes such as dim
+      and n_bins), the solver's, the loss's, the optimizer's (given one dummy parameter), the
+      `ranking` settings (list lengths K >= 1) and `rating_range`.
+    """
+    from hydra.errors import InstantiationException
+    from hydra.utils import get_class, instantiate
+    from omegaconf import OmegaConf
+
+    def refused(group: str, make: Callable[[], object]) -> object:
+        """make(); a refusal raised as `RunError` naming the config group and its target."""
+        node = cfg.get(group)
+        target = node.get("_target_") if OmegaConf.is_dict(node) else None
+        where = f"{group} ({target})" if target else group
+        try:
+            return make()
+        except (InstantiationException, ValueError, TypeError, ImportError) as error:
+            if isinstance(error, InstantiationException):  # Hydra's wrapper: the constructor's message is the cause
+                error = error.__cause__ or error
+            reason = str(error)
+            reason = reason if reason.startswith(f"{group}.") else f"{where}: {reason}"
+            raise RunError(reason.replace("\n", " ")) from None
+
+    model_cfg, solver_cfg = cfg.get("model"), cfg.get("solver")
+    if model_cfg is not None:
+        model_class = refused("model", lambda: get_class(str(model_cfg._target_)))
+        if solver_cfg:
+            solver_class = refused("solver", lambda: get_class(str(solver_cfg._target_)))
+            if hasattr(solver_class, "check_model"):
+                try:
+                    default = inspect.signature(model_class).parameters.get("biases")
+                except (TypeError, ValueError):  # a class without an inspectable signature
+                    default = None
+                biases = model_cfg.get("biases", None if default is None else default.default)
+                refused("solver", lambda: solver_class.check_model(model_class, biases=None if biases is None
+                                                                   else bool(biases)))
+        refused("model", lambda: instantiate(model_cfg, n_users=1, n_items=1))
+    if solver_cfg:
+        refused("solver", lambda: instantiate(solver_cfg))
+    else:
+        if cfg.get("loss"):
+            refused("loss", lambda: instantiate(cfg.loss))
+        if cfg.get("optim"):
+            refused("optim", lambda: instantiate(cfg.optim)([torch.zeros(1, requires_grad=True)]))
+    if cfg.get("ranking") is not None:
+        refused("ranking", lambda: check_ranking(OmegaConf.to_container(cfg.ranking, resolve=True)))
+    bounds = cfg.get("rating_range")
+    if bounds is not None:
+        bounds = OmegaConf.to_container(bounds, resolve=True) if OmegaConf.is_list(bounds) else bounds
+        if not (isinstance(bounds, list) and len(bounds) == 2 and all(
+                isinstance(b, (int, float)) and not isinstance(b, bool) and math.isfinite(b) for b in bounds)
+                and bounds[0] < bounds[1]):
+            raise RunError(f"rating_range must be [low, high] with finite low < high (or null: the training "
+                           f"data's range), got {bounds!r}")
 
 
 class EvaluatedModule(L.LightningModule):
@@ -38,9 +117,52 @@ class EvaluatedModule(L.LightningModule):
     def __init__(self, model: nn.Module, rating_range: tuple[float, float] | None = None, ranking: dict | None = None):
         super().__init__()
         self.model = model
-        self.ranking = None if ranking is None else dict(ranking)
+        self.ranking = None if ranking is None else check_ranking(ranking)
         self.rating_range = None if rating_range is None else (float(rating_range[0]), float(rating_range[1]))
         self._outputs: list[tuple[Tensor, Tensor]] = []
+        self._loss_finite: Tensor | None = None  # this epoch's losses all finite (on the device)
+        self._checked_step: int | None = None  # the global step of the last finiteness check
+
+    # non-finite numbers stop the run ------------------------------------------------------
+    def _fix(self) -> str:
+        """What to change when training diverges (the subclasses know their settings)."""
+        return "check the data's scale and the regularisation"
+
+    def _track_loss(self, loss: Tensor | float) -> None:
+        """Fold one loss into the epoch's finiteness flag, on the device (no host sync)."""
+        finite = torch.isfinite(torch.as_tensor(loss, device=self.device).detach())
+        self._loss_finite = finite if self._loss_finite is None else self._loss_finite & finite
+
+    def _diverged(self, what: str) -> TrainingDiverged:
+        return TrainingDiverged(f"training diverged in epoch {self.current_epoch}: {what}; {self._fix()}")
+
+    @torch.no_grad()
+    def _check_finite(self) -> None:
+        """`TrainingDiverged` when this epoch's training loss or any parameter is NaN or inf,
+        naming which. One host sync (and, on many processes, one all-reduce of the verdict);
+        skipped when nothing was trained since the last check."""
+        if self._checked_step == self.trainer.global_step and self._loss_finite is None:
+            return
+        self._checked_step = self.trainer.global_step
+        named = list(self.named_parameters())
+        loss_ok = self._loss_finite if self._loss_finite is not None else torch.ones((), dtype=torch.bool)
+        self._loss_finite = None
+        flags = [loss_ok.to(self.device), *(torch.isfinite(p).all().to(self.device) for _, p in named)]
+        ok = torch.stack(flags).tolist()  # one host sync
+        if self.trainer.strategy.reduce_boolean_decision(not all(ok), all=False):
+            bad = [name for (name, _), fine in zip(named, ok[1:]) if not fine]
+            parts = ["the training loss"] if not ok[0] else []
+            parts += bad[:4] + ([f"{len(bad) - 4} more"] if len(bad) > 4 else [])
+            raise self._diverged(f"{', '.join(parts) or 'another process'} became NaN or inf")
+
+    def _check_metrics(self, stage: str, metrics: dict[str, float]) -> None:
+        bad = sorted(name for name, value in metrics.items() if not math.isfinite(value))
+        if bad:
+            raise self._diverged(f"the {stage} metrics {', '.join(f'{stage}/{n}' for n in bad)} are NaN or inf")
+
+    def on_validation_epoch_start(self) -> None:
+        if not self.trainer.sanity_checking and self.trainer.state.fn == "fit":
+            self._check_finite()
 
     def forward(self, batch: Batch) -> Tensor:
         return self.model(batch)
@@ -65,7 +187,11 @@ class EvaluatedModule(L.LightningModule):
         if part is None:
             return
         scores = factor_scores(self.model.user_factors(), self.model.item_factors())
-        metrics = evaluate_ranking(scores, seen.to(self.device), part.to(self.device), **self.ranking)
+        try:
+            metrics = evaluate_ranking(scores, seen.to(self.device), part.to(self.device), **self.ranking)
+        except NonFiniteScores as error:
+            raise self._diverged(f"the model's {stage} scores are NaN ({error})") from None
+        self._check_metrics(stage, {n: v for n, v in metrics.items() if n not in ("n_users_evaluated", "seconds")})
         for name, value in metrics.items():
             if name not in ("n_users_evaluated", "seconds"):
                 self.log(f"{stage}/{name}", value, prog_bar=stage == "val" and name.startswith("ndcg"))
@@ -79,7 +205,9 @@ class EvaluatedModule(L.LightningModule):
         predictions = torch.cat([p for p, _ in self._outputs])
         targets = torch.cat([t for _, t in self._outputs])
         self._outputs.clear()
-        for name, value in rating_metrics(predictions, targets, self.rating_range).items():
+        metrics = rating_metrics(predictions, targets, self.rating_range)
+        self._check_metrics(stage, metrics)
+        for name, value in metrics.items():
             self.log(f"{stage}/{name}", value, prog_bar=stage == "val")
         self._log_step(stage)
 
@@ -100,6 +228,7 @@ class EvaluatedModule(L.LightningModule):
             loader.set_epoch(self.current_epoch)
 
     def on_train_epoch_end(self) -> None:
+        self._check_finite()  # validation, when the epoch has one, ran (and checked) before this hook
         self._log_step("train")  # the epoch's train/... metrics go out after this hook
 
     def on_validation_epoch_end(self) -> None:
@@ -160,7 +289,14 @@ class GradientModule(EvaluatedModule):
         penalty = self.model.penalty(batch) if hasattr(self.model, "penalty") else None
         loss = self.loss(scores, batch, penalty)
         self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(batch))
+        self._track_loss(loss)
         return loss
+
+    def _fix(self) -> str:
+        keywords = getattr(self.optimizer_factory, "keywords", None) or {}
+        lr = f" (now {keywords['lr']:g})" if isinstance(keywords.get("lr"), (int, float)) else ""
+        scale = f" (ratings in [{self.rating_range[0]:g}, {self.rating_range[1]:g}])" if self.rating_range else ""
+        return f"lower optim.lr{lr}, or check the data's scale{scale} and the loss's regularisation (loss.l2)"
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.parameter_groups())
@@ -207,7 +343,17 @@ class SolverModule(EvaluatedModule):
         self.automatic_optimization = False
 
     def _sweep(self) -> None:
-        self._loss = self.solver.sweep(self.model, self.trainer.datamodule.train.to(self.device))
+        try:
+            self._loss = self.solver.sweep(self.model, self.trainer.datamodule.train.to(self.device))
+        except NonFiniteError as error:  # the solver names the setting; the run adds the epoch
+            raise TrainingDiverged(f"training diverged in epoch {self.current_epoch}: {error}") from None
+
+    def _fix(self) -> str:
+        solver, name = self.solver, type(self.solver).__name__
+        keys = ("lr", "alpha", "l2") if getattr(solver, "implicit", False) else ("lr", "l2")
+        settings = [f"solver.{key} (now {getattr(solver, key):g})" for key in keys
+                    if isinstance(getattr(solver, key, None), (int, float))]
+        return f"check the data's scale and {name}'s settings: {', '.join(settings) or 'its regularisation'}"
 
     def training_step(self, batch: Batch, batch_idx: int) -> None:
         start = time.perf_counter()
@@ -219,6 +365,7 @@ class SolverModule(EvaluatedModule):
             self._loss = self.solver.objective(self.model, train) / len(train)
         if self._loss is not None:  # else what the sweep reported (LearnBPR: mean −ln σ(x))
             self.log("train/loss", float(self._loss), on_step=False, on_epoch=True, batch_size=1)
+            self._track_loss(float(self._loss))
 
     def configure_optimizers(self) -> SweepOptimizer:
         return SweepOptimizer(self.model.parameters(), self._sweep)
