@@ -13,8 +13,25 @@ from omegaconf import DictConfig
 
 from mfzoo.training.rundir import RunError
 
-# The configs live at the top of the source tree (an editable install: `pip install -e .`).
-CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
+
+
+def _config_dir() -> str:
+    """The configs: `configs/` at the top of the source tree, which the build ships inside the
+    package as `mfzoo.configs` (a wheel holds them; an editable install maps them to the source
+    tree); a checkout used without installing reads the source tree directly."""
+    from importlib.util import find_spec
+
+    try:
+        spec = find_spec("mfzoo.configs")
+    except ImportError:
+        spec = None
+    for location in (spec.submodule_search_locations or []) if spec is not None else []:
+        if (Path(location) / "train.yaml").is_file():
+            return str(Path(location).resolve())
+    return str(Path(__file__).resolve().parents[1] / "configs")
+
+
+CONFIG_DIR = _config_dir()
 
 
 def quiet_lightning() -> None:
@@ -113,8 +130,19 @@ def train() -> float | None:
     from mfzoo.training.rundir import register_resolvers
 
     register_resolvers()
+    _importable_here()
     sys.argv = _quoted_resume(sys.argv)
     return _train()
+
+
+def _importable_here() -> None:
+    """Put the working directory on the import path, as `python -m` does, so that a config's
+    `_target_` may name a module of the project the command runs in (your own model)."""
+    import os
+    import sys
+
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
 
 
 def _load(run_dir: str, trust: list[str] | None = None):
@@ -181,6 +209,7 @@ def recommend() -> None:
         parser.error(f"--items needs at least one item id, got {args.items!r}")
     ratings = None if args.ratings is None else _parse_ratings(parser, args.ratings, len(raw_items))
     quiet_lightning()
+    _importable_here()
     cfg, datamodule, model, labels = _load(args.run_dir, args.trust)
     from mfzoo.retrieval import new_users
     from mfzoo.retrieval import recommend as top_k
@@ -254,6 +283,7 @@ def similar() -> None:
                         help="a package whose model classes the run may instantiate (your own model package)")
     args = parser.parse_args()
     quiet_lightning()
+    _importable_here()
     cfg, datamodule, model, labels = _load(args.run_dir, args.trust)
     from mfzoo.retrieval import similar_items
 

@@ -131,7 +131,7 @@ def test_cold_user_errors_name_the_model() -> None:
     timesvd = TimeSVD(30, 50, dim=4)
     with pytest.raises(ValueError, match="TimeSVD cannot fold in new users"):
         recommend(timesvd, new, k=5, fold_in=ridge_fold_in(0.1))
-    with pytest.raises(ValueError, match="TruncatedSVD has no ridge fold-in"):
+    with pytest.raises(ValueError, match="TruncatedSVD is not RidgeFoldIn .* the ridge fold-in of new users needs"):
         ridge_fold_in(0.1)(TruncatedSVD(k=4).fit(train), new)
     with pytest.raises(ValueError, match="50 items but MF has 40"):
         recommend(MF(30, 40, 4), new, k=5, fold_in=ridge_fold_in(0.1))

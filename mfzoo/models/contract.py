@@ -14,6 +14,7 @@ never probed with `hasattr` in the middle of training:
 |                |   with `user_factors() @ item_factors().T` = scores |   closed-form solvers, fold-in, the projector  |
 | `RidgeFoldIn`  | `fold_in_design(users, items, n_users)`,            | new users by the ridge fold-in (MSE-trained)   |
 |                |   `folded_user_factors(theta, extra)`               |                                                |
+| `OwnFoldIn`    | `fold_in_users(rows: CSR) -> [n, D]`                | new users without a configured fold-in (SVD)   |
 | `GroupedParams`| `optimizer_groups() -> [param groups]`              | per-group learning rates (optional)            |
 
 `Batch` (`mfzoo.data.batch`) is what `forward` and `penalty` see: `users [B]`, `items [B, 1+K]`
@@ -30,11 +31,11 @@ from torch import Tensor, nn
 from mfzoo.data.batch import Batch
 from mfzoo.data.interactions import Interactions
 
-__all__ = ["ContractError", "Factorised", "GroupedParams", "Penalised", "Prepared", "RidgeFoldIn", "Scorer",
+__all__ = ["ContractError", "Factorised", "GroupedParams", "OwnFoldIn", "Penalised", "Prepared", "RidgeFoldIn", "Scorer",
            "capabilities", "require"]
 
 
-class ContractError(TypeError):
+class ContractError(TypeError, ValueError):
     """A model lacks a capability that a configured part needs; the message names both."""
 
 
@@ -83,6 +84,14 @@ class RidgeFoldIn(Protocol):
 
 
 @runtime_checkable
+class OwnFoldIn(Protocol):
+    """A parameter-free fold-in of its own (a truncated SVD's `u = m V_k Σ_k⁻¹`): user factors
+    of new users from their rows (a sparse CSR [n, n_items])."""
+
+    def fold_in_users(self, rows: Tensor) -> Tensor: ...
+
+
+@runtime_checkable
 class GroupedParams(Protocol):
     """Optimizer parameter groups (e.g. a learning-rate scale per group)."""
 
@@ -95,6 +104,7 @@ _METHODS = {
     Penalised: "penalty(batch) -> [2]",
     Factorised: "user_factors() and item_factors()",
     RidgeFoldIn: "fold_in_design(users, items, n_users) and folded_user_factors(theta, extra)",
+    OwnFoldIn: "fold_in_users(rows)",
     GroupedParams: "optimizer_groups()",
 }
 

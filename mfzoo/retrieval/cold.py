@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from mfzoo.data.interactions import Interactions
+from mfzoo.models.contract import Factorised, OwnFoldIn, RidgeFoldIn, require
 from mfzoo.solvers.foldin import fold_in_interactions
 
 FoldIn = Callable[[nn.Module, Interactions], Tensor]
@@ -90,8 +91,7 @@ def ridge_fold_in(l2: float, l2_bias: float | None = None) -> FoldIn:
     `mfzoo.solvers.foldin`."""
 
     def fold(model: nn.Module, new: Interactions) -> Tensor:
-        if not hasattr(model, "fold_in_design"):
-            raise ValueError(f"{type(model).__name__} has no ridge fold-in (no `fold_in_design`)")
+        require(model, RidgeFoldIn, "the ridge fold-in of new users")
         return fold_in_interactions(model, new, l2, l2_bias)
 
     return fold
@@ -101,12 +101,13 @@ def fold_in_users(model: nn.Module, new: Interactions, fold_in: FoldIn | None = 
     """[new.n_users, D'] user factors of the new users by `fold_in` (default: the model's own
     parameter-free fold-in, `fold_in_users(rows)` of a truncated SVD). Errors name the model."""
     name = type(model).__name__
+    require(model, Factorised, "recommending to new users")
     item_vectors = model.item_factors()  # [n_items, D']
     if new.n_items != item_vectors.shape[0]:
         raise ValueError(f"{new.name}: {new.n_items} items but {name} has {item_vectors.shape[0]}; "
                          "build them with `new_users(train, ...)`")
     if fold_in is None:
-        if not hasattr(model, "fold_in_users"):
+        if not isinstance(model, OwnFoldIn):
             raise ValueError(
                 f"{name}: new users need a fold-in matching how the model was trained: pass fold_in="
                 "ridge_fold_in(l2, l2_bias) (MSELoss), ALSSolver(...).fold_in (ALS / iALS), or "

@@ -29,11 +29,22 @@ from mfzoo.evaluation.metrics import rating_metrics
 from mfzoo.evaluation.ranking import NonFiniteScores, check_ranking, evaluate_ranking, factor_scores
 from mfzoo.solvers.checks import NonFiniteError
 from mfzoo.training.rundir import RunError
+from mfzoo.models.contract import GroupedParams, Penalised, require
+from mfzoo.training.building import make_model
 
 
 class TrainingDiverged(RunError):
     """Training produced NaN or inf (loss, parameters, metrics); the message says where, in
     which epoch, and what to change."""
+
+
+def check_penalised(model: nn.Module, loss: nn.Module) -> None:
+    """`ContractError` when the loss regularises (`l2` or `l2_bias` > 0) a model that has no
+    `penalty(batch)`: it would silently train unregularised."""
+    penalised = {k: float(getattr(loss, k)) for k in ("l2", "l2_bias") if float(getattr(loss, k, 0.0) or 0.0) > 0}
+    if penalised:
+        require(model, Penalised, f"loss {type(loss).__name__}({', '.join(f'{k}={v:g}' for k, v in penalised.items())}) "
+                "(or set loss.l2=0 loss.l2_bias=0 and regularise inside the model)")
 
 
 def check_config(cfg) -> None:
@@ -78,12 +89,14 @@ def check_config(cfg) -> None:
                 biases = model_cfg.get("biases", None if default is None else default.default)
                 refused("solver", lambda: solver_class.check_model(model_class, biases=None if biases is None
                                                                    else bool(biases)))
-        refused("model", lambda: instantiate(model_cfg, n_users=1, n_items=1))
+        model = refused("model", lambda: make_model(model_cfg, 1, 1))
     if solver_cfg:
         refused("solver", lambda: instantiate(solver_cfg))
     else:
         if cfg.get("loss"):
-            refused("loss", lambda: instantiate(cfg.loss))
+            loss = refused("loss", lambda: instantiate(cfg.loss))
+            if model_cfg is not None:
+                refused("loss", lambda: check_penalised(model, loss))
         if cfg.get("optim"):
             refused("optim", lambda: instantiate(cfg.optim)([torch.zeros(1, requires_grad=True)]))
     if cfg.get("ranking") is not None:
@@ -268,11 +281,12 @@ class GradientModule(EvaluatedModule):
         super().__init__(model, rating_range, ranking)
         self.loss = loss
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        check_penalised(model, loss)
 
     def parameter_groups(self) -> list[dict]:
         """The model's `optimizer_groups()` when it has them (a group's `lr_scale` multiplies
         the optimizer's lr for that group), else all parameters in one group."""
-        if not hasattr(self.model, "optimizer_groups"):
+        if not isinstance(self.model, GroupedParams):
             return [{"params": list(self.model.parameters())}]
         groups = [dict(g) for g in self.model.optimizer_groups()]
         lr = self.optimizer_factory.keywords.get("lr") if hasattr(self.optimizer_factory, "keywords") else None
@@ -286,7 +300,7 @@ class GradientModule(EvaluatedModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         scores = self.model(batch)
-        penalty = self.model.penalty(batch) if hasattr(self.model, "penalty") else None
+        penalty = self.model.penalty(batch) if isinstance(self.model, Penalised) else None
         loss = self.loss(scores, batch, penalty)
         self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(batch))
         self._track_loss(loss)

@@ -17,6 +17,8 @@ from mfzoo.losses import MSELoss
 from mfzoo.retrieval.cold import FoldIn, ridge_fold_in
 from mfzoo.training import artifacts, trust
 from mfzoo.training.rundir import RunError, read_checkpoint, sha256
+from mfzoo.models.contract import Prepared, RidgeFoldIn
+from mfzoo.training.building import make_model
 from mfzoo.training.run import data_module, item_labels
 
 __all__ = ["RunError", "checkpoint_of", "fold_in_of", "labels_of", "load_run"]
@@ -79,8 +81,8 @@ def load_run(run_dir: str | Path, trust_packages: Iterable[str] = ()) -> tuple[D
         raise RunError(f"{config}: not a run's config (no model or data section)")
     trust.check(cfg, trust_packages, source=str(config))
     datamodule = data_module(cfg, run_dir)
-    model = instantiate(cfg.model, n_users=datamodule.n_users, n_items=datamodule.n_items)
-    if hasattr(model, "prepare"):
+    model = make_model(cfg.model, datamodule.n_users, datamodule.n_items)
+    if isinstance(model, Prepared):
         model.prepare(datamodule.train, evaluation=datamodule.evaluation)
     path = checkpoint_of(run_dir)
     state = read_checkpoint(path).get("state_dict", {})
@@ -105,7 +107,11 @@ def fold_in_of(cfg: DictConfig, model: nn.Module) -> FoldIn:
     if cfg.get("solver"):
         return instantiate(cfg.solver).fold_in
     loss = instantiate(cfg.loss)
-    if isinstance(loss, MSELoss) and hasattr(model, "fold_in_design"):
+    if isinstance(loss, MSELoss):
+        if not isinstance(model, RidgeFoldIn):
+            raise RunError(f"{type(model).__name__} has no fold_in_design / folded_user_factors (the RidgeFoldIn "
+                           "capability of mfzoo.models.contract), which folding new users into an MSE-trained "
+                           "model needs; recommend to training users with --user instead")
         return ridge_fold_in(loss.l2, loss.l2_bias)
     raise RunError(f"{type(model).__name__} trained with {type(loss).__name__} has no fold-in for new users "
                    "(there is one for models trained with MSELoss and for ALS / iALS runs)")

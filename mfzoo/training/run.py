@@ -37,6 +37,8 @@ from mfzoo.data.datamodule import InteractionsDataModule
 from mfzoo.data.interactions import Interactions
 from mfzoo.training import artifacts, trust
 from mfzoo.training.callbacks import History, MetricCheck, Progress
+from mfzoo.models.contract import Factorised, Prepared
+from mfzoo.training.building import make_model
 from mfzoo.training.module import GradientModule, SolverModule, check_config
 from mfzoo.training.rundir import RunError, claim, rank, read_checkpoint, relative, relocate, resume_command, sha256
 
@@ -57,8 +59,8 @@ def build(cfg: DictConfig, datamodule: InteractionsDataModule | None = None) -> 
     if datamodule is None:
         datamodule = instantiate(cfg.data)
     datamodule.setup()
-    model = instantiate(cfg.model, n_users=datamodule.n_users, n_items=datamodule.n_items)
-    if hasattr(model, "prepare"):
+    model = make_model(cfg.model, datamodule.n_users, datamodule.n_items)
+    if isinstance(model, Prepared):
         model.prepare(datamodule.train, evaluation=datamodule.evaluation)
     rating_range = cfg.get("rating_range") or datamodule.train.rating_range()
     ranking = cfg.get("ranking")
@@ -330,7 +332,7 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str], resume: bool, obj
 
             final = {f"val/{k}": v for k, v in val.items()} | {f"test/{k}": v for k, v in metrics["test"].items()}
             log_hparams(logger, cfg, overrides, {k: v for k, v in final.items() if v is not None}, step=last_epoch)
-            if hasattr(module.model, "item_factors"):
+            if isinstance(module.model, Factorised):
                 log_item_embeddings(logger, module.model, item_labels(datamodule, titles))
     log.info("test metrics: %s (fit %.2f s) -> %s", metrics["test"], fit_seconds, run_dir)
     return metrics

@@ -1,0 +1,1 @@
+"""mfzoo's Hydra configs, shipped inside the package as `mfzoo.configs`."""

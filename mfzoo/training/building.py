@@ -1,0 +1,69 @@
+"""Building a model from its config, for mfzoo's models and for anyone else's.
+
+`make_model(cfg.model, n_users, n_items)` instantiates the model with the sizes known only
+after loading data, and checks the one required part of the contract (`Scorer`, see
+`mfzoo.models.contract`).
+
+mfzoo's model configs and experiments share a few hyperparameters (`SHARED_KEYS`: `dim`,
+`biases`, `init_std`, `reg_exponent`). A model from another package that is selected with
+`model._target_=pkg.Model` on top of the default model config would otherwise be handed keys
+it never declared: those shared keys (and only those) are passed only when the model's
+constructor takes them, and each one left out is logged. Any other key the constructor does
+not take is an error, as usual (a typo stays an error).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from mfzoo.models.contract import Scorer, require
+
+log = logging.getLogger(__name__)
+
+SHARED_KEYS = ("dim", "biases", "init_std", "reg_exponent")
+
+
+def _accepted(target: type) -> set[str] | None:
+    """The keyword names `target`'s constructor takes; None when it takes **kwargs."""
+    try:
+        parameters = inspect.signature(target).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return None
+    return {p.name for p in parameters}
+
+
+def model_config(model_cfg: DictConfig) -> DictConfig:
+    """`model_cfg` without the shared keys its target's constructor does not take."""
+    target = model_cfg.get("_target_")
+    if target is None:
+        return model_cfg
+    try:
+        cls = get_class(str(target))
+    except Exception:  # not importable or not a class: instantiate says so
+        return model_cfg
+    accepted = _accepted(cls)
+    if accepted is None:
+        return model_cfg
+    dropped = [k for k in SHARED_KEYS if k in model_cfg and k not in accepted]
+    if not dropped:
+        return model_cfg
+    log.info("model: %s takes no %s; not passed (shared keys of mfzoo's model configs)",
+             cls.__name__, ", ".join(dropped))
+    kept = {k: v for k, v in OmegaConf.to_container(model_cfg, resolve=True).items() if k not in dropped}
+    return OmegaConf.create(kept)
+
+
+def make_model(model_cfg: DictConfig, n_users: int, n_items: int) -> nn.Module:
+    """The model of `model_cfg` for `n_users` x `n_items`, checked to be a `Scorer`."""
+    model = instantiate(model_config(model_cfg), n_users=n_users, n_items=n_items)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: {model_cfg.get('_target_')} built a {type(model).__name__}, not a torch nn.Module")
+    require(model, Scorer, "training and evaluation")
+    return model
