@@ -39,14 +39,6 @@ def test_funksvd_is_a_plain_dot_product():
     assert not hasattr(model, "user_bias")
 
 
-@pytest.mark.parametrize("biases", [True, False])
-def test_augmented_factors_reproduce_every_score(biases):
-    model = _model(biases)
-    users = torch.arange(5).repeat_interleave(7)
-    items = torch.arange(7).repeat(5)
-    scores = model(Batch(users, items.unsqueeze(1)))[:, 0].view(5, 7)
-    full = model.user_factors() @ model.item_factors().T
-    assert torch.allclose(full, scores, atol=1e-6)
 
 
 def test_penalty_counts_each_use_of_a_row():

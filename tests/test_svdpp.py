@@ -49,12 +49,6 @@ def test_gradients_reach_the_implicit_factors_of_R_u_only():
     assert torch.allclose(grad[1], model.item_embedding.weight[3].detach() / math.sqrt(2))
 
 
-def test_augmented_factors_reproduce_scores():
-    train, model = _toy()
-    users = torch.arange(4).repeat_interleave(5)
-    items = torch.arange(5).repeat(4)
-    scores = model(Batch(users, items.unsqueeze(1)))[:, 0].view(4, 5)
-    assert torch.allclose(model.user_factors() @ model.item_factors().T, scores, atol=1e-5)
 
 
 def test_evaluation_items_join_R_u_only_when_asked():

@@ -86,13 +86,6 @@ def test_timesvd_without_the_implicit_term_and_time_required():
         TimeSVD(2, 2, dim=2).prepare(no_time)
 
 
-def test_static_factors_equal_scores_at_the_last_training_day():
-    train, model = _model(day_bias=False, factor_drift=True)
-    t_last = int(train.timestamps.max())
-    users = torch.arange(3).repeat_interleave(4)
-    items = torch.arange(4).repeat(3)
-    scores = model(Batch(users, items.unsqueeze(1), times=torch.full((12,), t_last)))[:, 0].view(3, 4)
-    assert torch.allclose(model.user_factors() @ model.item_factors().T, scores, atol=1e-5)
 
 
 def test_gradients_reach_time_terms_and_checkpoint_round_trip():
