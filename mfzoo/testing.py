@@ -31,7 +31,8 @@ the model breaks:
 - `check_recommend`: `recommend` returns the best unseen items by a full sort of `forward`
   scores; `check_similar`: `similar_items` equals a full sort of item-factor dot products
   (or is refused with a `ContractError` for a model without factors);
-- `check_step(model, loss)`: one SGD step on a batch lowers that loss;
+- `check_step(model, loss)`: one SGD step on a batch lowers that loss (`loss`: a name in
+  `configs/loss`, or a config dict of your own loss);
 - `check_ranks_checkerboard(model, loss)` (ranking losses) and
   `check_solver_ranks_checkerboard(model, solver)`: after a short training, three users in
   four or more get their best unseen item from their own half (chance: one in two; the dot
@@ -227,11 +228,20 @@ MODEL_CHECKS = (check_shapes, check_factors, check_checkpoint, check_recommend, 
 
 
 # checks of a model with a loss -----------------------------------------------------------------
-def _loss(name: str) -> nn.Module:
-    return instantiate(config("loss", name))
+def _loss(loss: str | Mapping) -> nn.Module:
+    """A loss by config name (`configs/loss/<name>.yaml`) or as a config dict (your own)."""
+    from mfzoo.training.building import make_loss
+
+    cfg = OmegaConf.create(config("loss", loss) if isinstance(loss, str) else dict(loss))
+    return make_loss(cfg, N_USERS, N_ITEMS)
 
 
-def check_step(model: Mapping, loss: str) -> None:
+def _ranking(loss: str | Mapping) -> bool:
+    """Whether `loss` ranks (every loss but MSE: it fits ratings)."""
+    return loss in RANKING_LOSSES if isinstance(loss, str) else not str(loss.get("_target_", "")).endswith("MSELoss")
+
+
+def check_step(model: Mapping, loss: str | Mapping) -> None:
     train = toy()
     built = build(model, train)
     objective = _loss(loss)
@@ -262,8 +272,8 @@ def _own_half_share(built: nn.Module, train: Interactions) -> float:
     return float(own.all(dim=1).float().mean())
 
 
-def check_ranks_checkerboard(model: Mapping, loss: str, steps: int = 120) -> None:
-    if loss not in RANKING_LOSSES:
+def check_ranks_checkerboard(model: Mapping, loss: str | Mapping, steps: int = 120) -> None:
+    if not _ranking(loss):
         return
     train = toy(implicit=True, days=1)  # a static preference: time-aware models have nothing to explain by time
     built = build(model, train)

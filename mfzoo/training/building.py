@@ -60,6 +60,21 @@ def model_config(model_cfg: DictConfig) -> DictConfig:
     return OmegaConf.create(kept)
 
 
+def make_loss(loss_cfg: DictConfig, n_users: int, n_items: int) -> nn.Module:
+    """The loss of `loss_cfg`; `n_users` and `n_items` are passed when its constructor takes
+    them (a loss with per-item state), so such a loss needs no change to the glue."""
+    target = loss_cfg.get("_target_")
+    try:
+        accepted = _accepted(get_class(str(target))) if target is not None else set()
+    except Exception:  # not importable or not a class: instantiate says so
+        accepted = set()
+    sizes = {k: v for k, v in (("n_users", n_users), ("n_items", n_items))
+             if k not in loss_cfg and (accepted is None or k in accepted)}
+    if accepted is None:  # **kwargs: sizes only when named explicitly
+        sizes = {}
+    return instantiate(loss_cfg, **sizes)
+
+
 def make_model(model_cfg: DictConfig, n_users: int, n_items: int) -> nn.Module:
     """The model of `model_cfg` for `n_users` x `n_items`, checked to be a `Scorer`."""
     model = instantiate(model_config(model_cfg), n_users=n_users, n_items=n_items)

@@ -18,7 +18,7 @@ from mfzoo.retrieval.cold import FoldIn, ridge_fold_in
 from mfzoo.training import artifacts, trust
 from mfzoo.training.rundir import RunError, read_checkpoint, sha256
 from mfzoo.models.contract import Prepared, RidgeFoldIn
-from mfzoo.training.building import make_model
+from mfzoo.training.building import make_loss, make_model
 from mfzoo.training.run import data_module, item_labels
 
 __all__ = ["RunError", "checkpoint_of", "fold_in_of", "labels_of", "load_run"]
@@ -106,7 +106,7 @@ def fold_in_of(cfg: DictConfig, model: nn.Module) -> FoldIn:
     (BPR, BCE and softmax objectives have no closed-form fold-in)."""
     if cfg.get("solver"):
         return instantiate(cfg.solver).fold_in
-    loss = instantiate(cfg.loss)
+    loss = make_loss(cfg.loss, model.n_users, model.n_items)
     if isinstance(loss, MSELoss):
         if not isinstance(model, RidgeFoldIn):
             raise RunError(f"{type(model).__name__} has no fold_in_design / folded_user_factors (the RidgeFoldIn "

@@ -38,7 +38,7 @@ from mfzoo.data.interactions import Interactions
 from mfzoo.training import artifacts, trust
 from mfzoo.training.callbacks import History, MetricCheck, Progress
 from mfzoo.models.contract import Factorised, Prepared
-from mfzoo.training.building import make_model
+from mfzoo.training.building import make_loss, make_model
 from mfzoo.training.module import GradientModule, SolverModule, check_config
 from mfzoo.training.rundir import RunError, claim, rank, read_checkpoint, relative, relocate, resume_command, sha256
 
@@ -69,7 +69,7 @@ def build(cfg: DictConfig, datamodule: InteractionsDataModule | None = None) -> 
         return datamodule, SolverModule(model, instantiate(cfg.solver), tuple(rating_range), ranking)
     module = GradientModule(
         model=model,
-        loss=instantiate(cfg.loss),
+        loss=make_loss(cfg.loss, datamodule.n_users, datamodule.n_items),
         optimizer=instantiate(cfg.optim),
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
         rating_range=tuple(rating_range),
