@@ -152,14 +152,19 @@ def _load(run_dir: str, trust: list[str] | None = None):
 
     if not Path(run_dir).is_dir():
         raise SystemExit(f"mfzoo: {run_dir}: no such run directory")
+    from hydra.errors import InstantiationException
+
     try:
         cfg, datamodule, model = load_run(run_dir, trust or ())
+        labels = labels_of(run_dir, datamodule)
     except (RunError, FileNotFoundError) as err:
         raise SystemExit(f"mfzoo: {err}") from None
+    except InstantiationException as err:  # a config.yaml edited since the run
+        raise SystemExit(f"mfzoo: {run_dir}/config.yaml: {instantiation_error(err)}") from None
     except DataError as err:  # a run that kept only a digest re-reads its source
         raise SystemExit(f"mfzoo: {err} (this run keeps only a digest of its data and reads the source "
                          "as its config.yaml names it, relative to the working directory)") from None
-    return cfg, datamodule, model, labels_of(run_dir, datamodule)
+    return cfg, datamodule, model, labels
 
 
 def _encode(encode, raw: str, what: str):
@@ -176,10 +181,16 @@ def _encode(encode, raw: str, what: str):
 
 
 def _print_items(items, scores, labels) -> None:
+    shown = 0
     for rank, (i, s) in enumerate(zip(items.tolist(), scores.tolist()), 1):
         if i < 0:
             break
         print(f"{rank:3d}. score {s:7.4f}  item {labels[i]}")
+        shown += 1
+    if shown == 0:
+        print("  (no item left to recommend)")
+    elif shown < len(items):
+        print(f"  ({shown} items: no more left to recommend)")
 
 
 def recommend() -> None:
@@ -230,6 +241,10 @@ def recommend() -> None:
         raise SystemExit(f"mfzoo: item id {repeated[0]!r} given more than once")
     if ratings is None:
         ratings = [float(train.values.max())] * len(codes)
+    low, high = float(train.values.min()), float(train.values.max())
+    outside = [r for r in ratings if not low <= r <= high]
+    if outside:
+        raise SystemExit(f"mfzoo: --ratings {outside[0]:g} is outside the run's rating range [{low:g}, {high:g}]")
     try:
         fold_in = fold_in_of(cfg, model)
         new = new_users(train, codes, ratings, encoded=True)

@@ -178,7 +178,8 @@ def titles(run_dir: str | Path) -> dict[str, str]:
     if not path.is_file():
         return {}
     record = meta(run_dir) if (Path(run_dir) / DATA / "meta.json").is_file() else {}
+    verified = _verified(run_dir, "titles.json", record)
     try:
-        return json.loads(_verified(run_dir, "titles.json", record).read_text())
+        return json.loads(verified.read_text())
     except (OSError, ValueError) as err:
         raise RunError(f"{path}: not readable JSON ({err})") from None

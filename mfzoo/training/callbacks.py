@@ -74,23 +74,27 @@ class History(L.Callback):
 
 
 class MetricCheck(L.Callback):
-    """Stops a run at its first validation when `metric` (the run's `optimized_metric`) is not
-    among the validation metrics, naming those that are, instead of training to the end and
-    returning nothing to a sweeper."""
+    """Stops a run at its first validation when `metric` (the run's `optimized_metric`) or a
+    metric a callback monitors (`monitored`: early stopping, the best checkpoint) is not among
+    the validation metrics, naming those that are, instead of training to the end and returning
+    nothing to a sweeper. Put it before the callbacks that monitor."""
 
-    def __init__(self, metric: str | None):
+    def __init__(self, metric: str | None, monitored: dict[str, str] | None = None):
         self.metric, self.checked = metric, False
+        self.monitored = dict(monitored or {})
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.checked or not self.metric or trainer.sanity_checking:
+        if self.checked or trainer.sanity_checking:
             return
         self.checked = True
         logged = sorted(n for n in trainer.callback_metrics if n.startswith("val/"))
-        if self.metric not in logged:
-            from mfzoo.training.rundir import RunError
+        wanted = ({"optimized_metric": self.metric} if self.metric else {}) | self.monitored
+        for what, name in wanted.items():
+            if name not in logged:
+                from mfzoo.training.rundir import RunError
 
-            raise RunError(f"optimized_metric {self.metric!r} is not a validation metric of this run; "
-                           f"it logs {', '.join(logged) or 'none'}")
+                raise RunError(f"{what} {name!r} is not a validation metric of this run; it logs "
+                               f"{', '.join(logged) or 'none'} (see ranking.ks for the K of @K metrics)")
 
 
 # the validation metrics a progress line shows first, beside the monitored one

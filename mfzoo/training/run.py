@@ -167,6 +167,33 @@ def check_optimized_metric(cfg: DictConfig) -> str | None:
     return metric
 
 
+def _warn_unseen(datamodule: InteractionsDataModule) -> None:
+    """Say how many val/test users and items have no training interactions: their rating
+    predictions come from untrained factors (the global mean and their initialisation)."""
+    train = datamodule.train
+    seen_users = torch.zeros(train.n_users, dtype=torch.bool).index_fill_(0, train.users, True)
+    seen_items = torch.zeros(train.n_items, dtype=torch.bool).index_fill_(0, train.items, True)
+    for name, part in (("val", datamodule.split.val), ("test", datamodule.split.test)):
+        if part is None or len(part) == 0:
+            continue
+        users, items = part.users.unique(), part.items.unique()
+        cold_u, cold_i = int((~seen_users[users]).sum()), int((~seen_items[items]).sum())
+        if cold_u or cold_i:
+            log.warning("%s: %d of %d users and %d of %d items have no training interactions; their "
+                        "predictions come from untrained factors", name, cold_u, len(users), cold_i, len(items))
+
+
+def check_basics(cfg: DictConfig) -> None:
+    """Values every run needs, refused before data is read: no mandatory value left out
+    (`???` in a config, e.g. `data.source.path` of `data/source=table`), an integer seed."""
+    missing = sorted(k for k in OmegaConf.missing_keys(cfg) if not str(k).startswith("hydra"))
+    if missing:
+        raise RunError(f"{', '.join(missing)} must be given (e.g. {missing[0]}=...): the config leaves it open")
+    seed = cfg.get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise RunError(f"seed must be an integer, got {seed!r}")
+
+
 def _check_settings(cfg: DictConfig, datamodule: InteractionsDataModule, callbacks: list[L.Callback],
                     objective: bool = False) -> None:
     """Settings that would train without a result, refused before training starts (`objective`:
@@ -203,9 +230,10 @@ def train(cfg: DictConfig, run_dir: str | Path, overrides: Sequence[str] = (), r
     with claim(run_dir, resume=resume):
         try:
             metrics = _run(cfg, run_dir, list(overrides), resume, objective)
-        except RunError as err:  # a run that started says why it has no result (mfzoo-compare shows it)
-            if rank() == 0 and (run_dir / "config.yaml").is_file() and not (run_dir / "metrics.json").exists():
-                (run_dir / FAILED).write_text(f"{err}\n")
+        except Exception as err:  # the run's own directory says why it has no result (mfzoo-compare shows it)
+            if rank() == 0 and not (run_dir / "metrics.json").exists():
+                why = str(err) if isinstance(err, ValueError) else f"{type(err).__name__}: {err}"
+                (run_dir / FAILED).write_text(" ".join(why.split()) + "\n")
             raise
         (run_dir / FAILED).unlink(missing_ok=True)
         return metrics
@@ -244,12 +272,15 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str], resume: bool, obj
         overrides = list(yaml.safe_load(saved.read_text()) or []) if saved.is_file() else []
         log.info("resuming %s from its epoch %d", run_dir, checkpoint["epoch"])
     metric = check_optimized_metric(cfg)
+    check_basics(cfg)
     check_config(cfg)  # a solver's model, settings out of range: refused before any data is read
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule = data_module(cfg, run_dir if resume else None)
     callbacks, best_callback = _checkpoints(cfg, run_dir)
     _check_settings(cfg, datamodule, callbacks, objective)
+    if not cfg.get("ranking"):
+        _warn_unseen(datamodule)
     titles = artifacts.titles(run_dir) if resume else source_titles(cfg, datamodule)
     if writer and not resume:
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(trust.with_trusted(cfg), resolve=True))
@@ -270,7 +301,9 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str], resume: bool, obj
             named = {"version": next(v for v in (f"resumed-{n}" for n in range(1, 10**6)) if not (logs / v).exists())}
         logger = instantiate(cfg.logger, save_dir=str(run_dir), **named)
     history = History(run_dir / "history.csv")
-    callbacks += [history, MetricCheck(metric)]
+    monitored = {f"callbacks.{name}.monitor": str(c.monitor) for name, c in zip((cfg.get("callbacks") or {}).keys(), callbacks)
+                 if str(getattr(c, "monitor", None) or "").startswith("val/")}
+    callbacks = [MetricCheck(metric, monitored), *callbacks, history]  # the check first: before early stopping asks
     if cfg.get("progress", True):
         callbacks.append(Progress(best_callback.monitor if best_callback else metric,
                                   best_callback.mode if best_callback else "min"))

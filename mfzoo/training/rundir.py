@@ -169,11 +169,18 @@ def read_checkpoint(path: str | Path) -> dict:
     """A checkpoint read with `torch.load(weights_only=True)` (tensors and plain types only:
     nothing in it runs); `RunError` naming the file when it is missing, truncated or not a
     checkpoint."""
+    import warnings
+
     import torch
 
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError, AttributeError) as err:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on pickle protocols: the error says it all
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise RunError(f"{path}: not a readable checkpoint (it holds objects other than tensors and plain "
+                       "types, which are refused: loading them could run code)") from None
+    except (RuntimeError, OSError, EOFError, ValueError, AttributeError) as err:
         first = (str(err).strip().splitlines() or [""])[0]
         raise RunError(f"{path}: not a readable checkpoint ({type(err).__name__}: {first})") from None
 

@@ -59,6 +59,25 @@ def targets(cfg: Any, where: str = "") -> Iterator[tuple[str, str]]:
             yield from targets(value, f"{where}[{n}]")
 
 
+def _interpolations(cfg: Any, where: str = "") -> list[str]:
+    """The keys of `cfg` whose values are interpolations (`${...}`), at any depth."""
+    found = []
+    if isinstance(cfg, DictConfig):
+        for key in cfg.keys():
+            place = f"{where}.{key}" if where else str(key)
+            if OmegaConf.is_interpolation(cfg, key):
+                found.append(place)
+            else:
+                found += _interpolations(cfg._get_node(key), place)
+    elif isinstance(cfg, ListConfig):
+        for n in range(len(cfg)):
+            if OmegaConf.is_interpolation(cfg, n):
+                found.append(f"{where}[{n}]")
+            else:
+                found += _interpolations(cfg._get_node(n), f"{where}[{n}]")
+    return found
+
+
 def _package(target: str) -> str:
     return target.split(".", 1)[0]
 
@@ -81,14 +100,21 @@ def check(cfg: DictConfig, trust: Iterable[str] = (), source: str = "config.yaml
     if refused:
         raise RunError(f"{source}: trusted_packages names {', '.join(refused)}, which cannot be trusted to "
                        "provide run classes (standard library or a package mfzoo builds on)")
+    interpolated = _interpolations(cfg)
+    if interpolated:
+        raise RunError(f"{source}: {interpolated[0]} holds an interpolation (${{...}}); a run's config is written "
+                       "resolved, so this one was edited: resolvers could read the environment or files")
     for where, target in targets(cfg):
         if target.startswith(MFZOO):
             continue
         if not (target.startswith(CLASSES) or _package(target) in trusted):
+            package = _package(target)
+            hint = ("" if package in UNTRUSTABLE else
+                    f"; if {package} is your own package, trust it: --trust {package} on the command line, "
+                    f"load_run(..., trust_packages=['{package}']) in Python")
             raise RunError(f"{source}: {where}._target_ is {target!r}, which loading a run does not instantiate "
                            "(allowed: mfzoo's own, torch.optim, Lightning callbacks and loggers, and classes of "
-                           "packages in trusted_packages); if this is your own package, pass it as trusted "
-                           f"(load_run(..., trust=['{_package(target)}']))")
+                           f"packages in trusted_packages){hint}")
         _require_class(target, where, source)
 
 

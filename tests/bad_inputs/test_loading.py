@@ -171,7 +171,7 @@ def test_a_users_own_model_package_trains_and_loads(tmp_path, monkeypatch):
     _, _, model = load_run(run_dir)
     assert type(model).__name__ == "MyMF"
     _edit_config(run_dir, lambda c: c.update(trusted_packages=[]))  # without the record: refused,
-    with pytest.raises(RunError, match="trust=\\['usermodels'\\]"):  # with how to allow it
+    with pytest.raises(RunError, match="--trust usermodels .*trust_packages=\\['usermodels'\\]"):  # with how to allow it
         load_run(run_dir)
     assert type(load_run(run_dir, trust_packages=["usermodels"])[2]).__name__ == "MyMF"
 
@@ -277,3 +277,68 @@ def tiny_cfg_overrides() -> list[str]:
     from tests.bad_inputs.conftest import TINY
 
     return [o for o in TINY if o != "logger=csv"] + ["logger=none"]
+
+
+# found by trying it as a new user ------------------------------------------------------------
+def test_an_interpolation_in_a_run_config_is_refused(run, tmp_path):
+    _edit_config(run, lambda c: c["model"].update(init_std="${oc.env:HOME}"))
+    with pytest.raises(RunError, match="model.init_std holds an interpolation"):
+        load_run(run)
+
+
+def test_an_edited_run_is_one_line_from_the_cli(run, monkeypatch, capsys):
+    titles = run / "data" / "titles.json"
+    if titles.exists():
+        titles.write_text('{"1": "edited"}')
+        monkeypatch.setattr(sys, "argv", ["mfzoo", str(run), "--user", "3"])
+        with pytest.raises(SystemExit, match="titles.json was changed after the run wrote it"):
+            cli.recommend()
+        titles.unlink()
+    _edit_config(run, lambda c: c["model"].update(dim=0))
+    monkeypatch.setattr(sys, "argv", ["mfzoo", str(run), "--user", "3"])
+    with pytest.raises(SystemExit, match="config.yaml: model .*dim must be an integer >= 1, got 0"):
+        cli.recommend()
+
+
+def test_ratings_outside_the_runs_range_are_refused(finished, monkeypatch):
+    for bad in ("100", "1e39", "nan"):
+        monkeypatch.setattr(sys, "argv", ["mfzoo", str(finished), "--items", "3", "--ratings", bad])
+        with pytest.raises(SystemExit, match="--ratings .* is outside the run's rating range"):
+            cli.recommend()
+
+
+@pytest.mark.parametrize("case", ["seed", "path"])
+def test_open_or_wrong_basics_are_refused_before_data(tmp_path, case):
+    from omegaconf import OmegaConf
+
+    cfg = tiny_cfg("seed=abc") if case == "seed" else tiny_cfg()
+    if case == "path":  # data/source=table without data.source.path
+        cfg.data.source = OmegaConf.create({"_target_": "mfzoo.data.sources.read_table", "_partial_": True, "path": "???"})
+    words = "seed must be an integer, got 'abc'" if case == "seed" else "data.source.path must be given"
+    with pytest.raises(RunError, match=words):
+        train(cfg, tmp_path / "run")
+    assert not (tmp_path / "run" / "config.yaml").exists()
+    assert (tmp_path / "run" / "failed.txt").read_text().startswith(words.split(",")[0][:20])
+
+
+def test_a_data_error_leaves_failed_txt(tmp_path):
+    bad = tmp_path / "big.csv"
+    bad.write_text("user_id,item_id,rating\n1,2,1e39\n2,3,4\n")
+    cfg = tiny_cfg()
+    cfg.data.source = {"_target_": "mfzoo.data.sources.read_table", "_partial_": True, "path": str(bad),
+                       "user_col": "user_id", "item_col": "item_id", "value_col": "rating"}
+    with pytest.raises(DataError):
+        train(cfg, tmp_path / "run")
+    assert "float32" in (tmp_path / "run" / "failed.txt").read_text()
+    from mfzoo.compare.runs import read_run
+
+    assert read_run(tmp_path / "run").problem.startswith("failed: ")
+
+
+def test_the_selection_metric_follows_optimized_metric_and_an_unlogged_one_stops_at_once(tmp_path):
+    metrics = train(tiny_cfg("experiment=ml100k_implicit_bpr", "ranking.ks=[5]", "optimized_metric=val/ndcg@5"),
+                    tmp_path / "a")
+    assert metrics["objective"] == metrics["val"]["ndcg@5"]
+    with pytest.raises(RunError, match="callbacks.early_stopping.monitor 'val/foo' is not a validation metric"):
+        train(tiny_cfg("callbacks.early_stopping.monitor=val/foo"), tmp_path / "b")
+    assert not (tmp_path / "b" / "metrics.json").exists() and (tmp_path / "b" / "failed.txt").exists()
