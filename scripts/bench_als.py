@@ -10,7 +10,7 @@ scored by mfzoo's evaluator from their factors: NDCG@10, Recall@10.
 Part 2, speed (`--synthetic`): 200k users x 50k items x 10M interactions, 64 factors, seconds
 per iteration (one full sweep: user and item half-steps) of mfzoo iALS exact and CG (3 steps)
 and implicit's Cholesky and CG solvers: `--repeats` interleaved fits of `--iterations`
-iterations each, every iteration timed on its own (mfzoo: each `ALSSolver.sweep`; implicit: its
+iterations each, every iteration timed on its own (mfzoo: each `IALSSolver.sweep`; implicit: its
 fit callback's per-iteration seconds), median over all of them, with ratios. Set-up is left out
 of both (and printed for mfzoo): mfzoo's CSR matrices are built once per data set
 (`Interactions.csr`), implicit transposes its input inside `fit` before the first iteration.
@@ -38,9 +38,10 @@ from threadpoolctl import threadpool_limits
 from mfzoo.data.interactions import Interactions
 from mfzoo.data.sources import movielens, synthetic
 from mfzoo.data.splits import UserRandomSplit
-from mfzoo.evaluation.ranking import evaluate_ranking, factor_scores
+from mfzoo.evaluation.ranking import evaluate_ranking
 from mfzoo.models.mf import MF
-from mfzoo.solvers.solver import ALSSolver
+from mfzoo.retrieval.topk import factor_scores
+from mfzoo.solvers.solver import IALSSolver
 
 FACTORS, L2, ALPHA = 64, 0.1, 10.0
 
@@ -54,7 +55,7 @@ def ones(data: Interactions) -> Interactions:
 def mfzoo_ials(train: Interactions, method: str, iterations: int, seed: int) -> tuple[float, tuple]:
     torch.manual_seed(seed)
     model = MF(train.n_users, train.n_items, dim=FACTORS, biases=False, init_std=0.01)
-    solver = ALSSolver(l2=L2, implicit=True, alpha=ALPHA - 1.0, method=method, cg_steps=3)
+    solver = IALSSolver(l2=L2, alpha=ALPHA - 1.0, method=method, cg_steps=3)
     start = time.perf_counter()
     for _ in range(iterations):
         solver.sweep(model, train)
@@ -97,10 +98,10 @@ def quality(args) -> list[str]:
 
 
 def mfzoo_iterations(data: Interactions, method: str, iterations: int, seed: int) -> list[float]:
-    """Seconds of each `ALSSolver.sweep` of an mfzoo iALS fit (64 factors) on `data`."""
+    """Seconds of each `IALSSolver.sweep` of an mfzoo iALS fit (64 factors) on `data`."""
     torch.manual_seed(seed)
     model = MF(data.n_users, data.n_items, dim=FACTORS, biases=False, init_std=0.01)
-    solver = ALSSolver(l2=L2, implicit=True, alpha=ALPHA - 1.0, method=method, cg_steps=3)
+    solver = IALSSolver(l2=L2, alpha=ALPHA - 1.0, method=method, cg_steps=3)
     seconds = []
     for _ in range(iterations):
         start = time.perf_counter()

@@ -48,8 +48,9 @@ from mfzoo.data.sampling import UniformSampler
 from mfzoo.data.sources import movielens, synthetic
 from mfzoo.data.splits import LeaveLastOut, Split, UserRandomSplit
 from mfzoo.evaluation.beyond import popularity_scores, random_scores
-from mfzoo.evaluation.ranking import evaluate_ranking, factor_scores
+from mfzoo.evaluation.ranking import evaluate_ranking
 from mfzoo.models.mf import MF
+from mfzoo.retrieval.topk import factor_scores
 from mfzoo.solvers.bpr import bpr_epoch
 from mfzoo.training.run import build
 

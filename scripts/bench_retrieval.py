@@ -31,7 +31,7 @@ from torch import nn
 from mfzoo.data.sources import synthetic
 from mfzoo.models.mf import MF
 from mfzoo.retrieval import ExactIndex, FaissIndex, ann_recall, recommend
-from mfzoo.solvers.solver import ALSSolver
+from mfzoo.solvers.solver import IALSSolver
 
 
 class Factors(nn.Module):
@@ -92,7 +92,7 @@ def main() -> None:
     data = synthetic(n_users=args.users, n_items=args.items, n_interactions=10_000_000, implicit=True, seed=0)
     torch.manual_seed(0)
     trained = MF(data.n_users, data.n_items, dim=args.dim, biases=False, init_std=0.01)
-    solver = ALSSolver(l2=0.1, implicit=True, alpha=9.0, method="cg")
+    solver = IALSSolver(l2=0.1, alpha=9.0, method="cg")
     start = time.perf_counter()
     for _ in range(args.train_iterations):
         solver.sweep(trained, data)

@@ -8,7 +8,7 @@ seed and fixed epochs (no val part):
     MF + MSE      experiment=ml100k_mf (biased MF on the ratings, 12 epochs)
     MF + BPR      experiment=ml100k_implicit_bpr (no biases, uniform negatives, 30 epochs)
     MF + BCE      experiment=ml100k_implicit_bce (the same with negative-sampling BCE)
-    iALS          experiment=ml100k_ials (`ALSSolver` sweeps, c = 1 + α r, 10 sweeps)
+    iALS          experiment=ml100k_ials (`IALSSolver` sweeps, c = 1 + α r, 10 sweeps)
     most popular, random   (`mfzoo.evaluation.beyond` baselines)
 
 (a) Item-to-item, over the items with at least one training user (the others have no learned
@@ -51,8 +51,8 @@ from mfzoo.cli import CONFIG_DIR
 from mfzoo.data.sources import movielens
 from mfzoo.data.splits import Split, UserRandomSplit
 from mfzoo.evaluation.beyond import item_popularity, popularity_scores, random_scores
-from mfzoo.evaluation.ranking import evaluate_ranking, factor_scores
-from mfzoo.retrieval import similar_rows
+from mfzoo.evaluation.ranking import evaluate_ranking
+from mfzoo.retrieval import factor_scores, similar_rows
 from mfzoo.training.run import build
 
 K = 10
@@ -85,7 +85,7 @@ def describe(cfg: DictConfig) -> str:
     model = f"dim={cfg.model.dim}, biases={cfg.model.biases}"
     if cfg.get("solver"):
         solver = cfg.solver
-        return f"{model}, ALSSolver(l2={solver.l2}, alpha={solver.alpha}), {cfg.trainer.max_epochs} sweeps"
+        return f"{model}, IALSSolver(l2={solver.l2}, alpha={solver.alpha}), {cfg.trainer.max_epochs} sweeps"
     text = (f"{model}, {cfg.loss._target_.rsplit('.', 1)[1]}(l2={cfg.loss.l2}), Adam lr={cfg.optim.lr}, "
             f"{cfg.trainer.max_epochs} epochs, batch {cfg.data.batch_size}")
     sampler = cfg.data.get("sampler")
@@ -106,7 +106,7 @@ def fit_gradient(cfg: DictConfig, split: Split, seed: int) -> nn.Module:
 
 
 def fit_ials(cfg: DictConfig, split: Split, seed: int) -> nn.Module:
-    """`trainer.max_epochs` sweeps of the config's `ALSSolver` on `split.train`."""
+    """`trainer.max_epochs` sweeps of the config's `IALSSolver` on `split.train`."""
     L.seed_everything(seed, verbose=False)
     train = split.train
     model = instantiate(cfg.model, n_users=train.n_users, n_items=train.n_items)

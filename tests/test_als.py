@@ -1,20 +1,22 @@
-"""ALS half-steps against slow, obvious dense references (one `torch.linalg.solve` per row of
-the written formula), the stationarity of the iALS objective, exact low-rank reconstruction,
-block-size invariance and the monotone decrease of `als_sweep`."""
+"""ALS half-steps against their plain per-row references (`mfzoo.solvers.als_reference`: one
+dense `torch.linalg.solve` per row of the written formula, themselves checked by hand), the
+stationarity of the iALS objective, exact low-rank reconstruction, block-size invariance and
+the monotone decrease of `als_sweep`."""
 
 from __future__ import annotations
 
 import itertools
+from functools import partial
 
 import numpy as np
 import pytest
 import torch
 
-from mfzoo.data.implicit import confidence
 from mfzoo.data.interactions import Interactions
 from mfzoo.models.mf import MF
-from mfzoo.solvers import als
+from mfzoo.solvers import blocks
 from mfzoo.solvers.als import als_sweep, ials_half_step, least_squares_half_step
+from mfzoo.solvers.als_reference import ials_cg_reference, ials_reference, least_squares_reference
 from mfzoo.solvers.objective import ials_objective, least_squares_objective
 
 N_ROWS, N_COLS, K = 11, 9, 4
@@ -38,36 +40,47 @@ def factors(n: int, seed: int = 1) -> torch.Tensor:
     return torch.randn(n, K, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
 
-def explicit_reference(R: torch.Tensor, mask: torch.Tensor, Y: torch.Tensor, l2: float, frequency_scaled: bool):
-    """x_u = (Y_Iᵀ Y_I + λ_u I)⁻¹ Y_Iᵀ r_u, one row at a time; empty rows 0."""
-    X = torch.zeros(R.shape[0], Y.shape[1], dtype=Y.dtype)
-    for u in range(R.shape[0]):
-        items = mask[u].nonzero().squeeze(1)
-        if items.numel() == 0:
-            continue
-        Y_I = Y[items]
-        lam = l2 * items.numel() if frequency_scaled else l2
-        X[u] = torch.linalg.solve(Y_I.T @ Y_I + lam * torch.eye(Y.shape[1], dtype=Y.dtype), Y_I.T @ R[u, items])
-    return X
+# the plain per-row references are the oracle below; first they are checked by hand ----------
+def test_least_squares_reference_by_hand():
+    """k = 1: x_u = Σ_i y_i r_ui / (Σ_i y_i² + λ_u), written out for two rows and an empty one."""
+    R = torch.tensor([[2.0, 0.0, 4.0], [0.0, 0.0, 0.0], [0.0, 3.0, 0.0]], dtype=torch.float64)
+    Y = torch.tensor([[1.0], [2.0], [0.5]], dtype=torch.float64)
+    X = least_squares_reference(R.to_sparse_csr(), Y, l2=0.5, frequency_scaled=True)  # λ_u = 0.5 n_u
+    assert X.dtype == torch.float64
+    assert X[0, 0].item() == pytest.approx((1 * 2 + 0.5 * 4) / (1 + 0.25 + 0.5 * 2), abs=1e-14)
+    assert X[1, 0].item() == 0.0
+    assert X[2, 0].item() == pytest.approx(2 * 3 / (4 + 0.5), abs=1e-14)
+    assert least_squares_reference(R.to_sparse_csr(), Y, 0.5, frequency_scaled=False)[0, 0].item() == pytest.approx(
+        4 / 1.75, abs=1e-14)
 
 
-def ials_reference(R, mask, Y, l2, alpha, kind, eps, unobserved_weight, l2_exponent):
-    """x_u = (Yᵀ C_u Y + λ_u I)⁻¹ Yᵀ C_u p_u with the full dense C (α₀ on unobserved pairs)."""
-    C = torch.where(mask.bool(), confidence(R, kind, alpha, eps), torch.full_like(R, unobserved_weight))
-    X = torch.zeros(R.shape[0], Y.shape[1], dtype=Y.dtype)
-    for u in range(R.shape[0]):
-        lam = l2 * (mask[u].sum() + unobserved_weight * R.shape[1]) ** l2_exponent
-        A = Y.T @ (C[u].unsqueeze(1) * Y) + lam * torch.eye(Y.shape[1], dtype=Y.dtype)
-        X[u] = torch.linalg.solve(A, Y.T @ (C[u] * mask[u]))
-    return X
+def test_ials_reference_by_hand():
+    """k = 1, c = 1 + α r, α₀ on the other columns: x_u = Σ_i c_ui p_ui y_i / (Σ_i c_ui y_i² + λ_u)."""
+    R = torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]], dtype=torch.float64)
+    Y = torch.tensor([[1.0], [2.0], [-1.0]], dtype=torch.float64)
+    X = ials_reference(R.to_sparse_csr(), Y, l2=0.3, alpha=2.0, unobserved_weight=0.5, l2_exponent=1.0)
+    lam = 0.3 * (1 + 0.5 * 3)  # λ (n_u + α₀ n_cols)^ν, ν = 1
+    assert X[0, 0].item() == pytest.approx(5 * 1 / (5 * 1 + 0.5 * 4 + 0.5 * 1 + lam), abs=1e-14)  # c = 1 + 2·2
+    assert X[1, 0].item() == 0.0  # no entries: b_u = 0
+
+
+def test_ials_cg_reference_by_hand():
+    """One CG step from x⁰ on a 1 x 1 system is the exact solution; zero steps keep x⁰."""
+    R = torch.tensor([[2.0, 0.0, 0.0]], dtype=torch.float64).to_sparse_csr()
+    Y = torch.tensor([[1.0], [2.0], [-1.0]], dtype=torch.float64)
+    x0 = torch.tensor([[7.0]], dtype=torch.float64)
+    kw = {"l2": 0.3, "alpha": 2.0, "unobserved_weight": 0.5, "l2_exponent": 1.0}
+    assert ials_cg_reference(R, Y, x0, cg_steps=1, **kw)[0, 0].item() == pytest.approx(
+        ials_reference(R, Y, **kw)[0, 0].item(), abs=1e-14)
+    assert ials_cg_reference(R, Y, x0, cg_steps=0, **kw)[0, 0].item() == 7.0
 
 
 @pytest.mark.parametrize("frequency_scaled", [True, False])
 def test_least_squares_half_step_matches_dense_reference(frequency_scaled):
-    R, mask = ratings()
+    R, _ = ratings()
     Y = factors(N_COLS)
     X = least_squares_half_step(R.to_sparse_csr(), Y, l2=0.3, frequency_scaled=frequency_scaled)
-    expected = explicit_reference(R, mask, Y, 0.3, frequency_scaled)
+    expected = least_squares_reference(R.to_sparse_csr(), Y, 0.3, frequency_scaled)
     assert X.shape == (N_ROWS, K) and X.dtype == torch.float64
     assert torch.allclose(X, expected, rtol=0, atol=1e-10)
     assert torch.all(X[3] == 0)  # the empty row
@@ -76,11 +89,11 @@ def test_least_squares_half_step_matches_dense_reference(frequency_scaled):
 @pytest.mark.parametrize("kind,alpha,eps", [("linear", 2.0, 1.0), ("log", 3.0, 0.5)])
 @pytest.mark.parametrize("unobserved_weight,l2_exponent", [(1.0, 0.0), (0.3, 0.7)])
 def test_ials_half_step_matches_dense_reference(kind, alpha, eps, unobserved_weight, l2_exponent):
-    R, mask = ratings()
+    R, _ = ratings()
     Y = factors(N_COLS)
     kw = {"alpha": alpha, "kind": kind, "eps": eps, "unobserved_weight": unobserved_weight, "l2_exponent": l2_exponent}
     X = ials_half_step(R.to_sparse_csr(), Y, l2=0.2, **kw)
-    expected = ials_reference(R, mask, Y, 0.2, **kw)
+    expected = ials_reference(R.to_sparse_csr(), Y, 0.2, **kw)
     assert torch.allclose(X, expected, rtol=0, atol=1e-10)
 
 
@@ -135,7 +148,8 @@ def test_als_sweep_lowers_the_objective_every_sweep(implicit):
 
     values = [value()]
     for _ in range(5):
-        als_sweep(model, train, l2=0.1, implicit=implicit, block_size=7, **kw)
+        half_step = ials_half_step if implicit else least_squares_half_step
+        als_sweep(model, train, partial(half_step, l2=0.1, block_size=7, **kw))
         values.append(value())
     assert all(b < a for a, b in itertools.pairwise(values)), values
     assert values[-1] < 0.9 * values[0]
@@ -144,12 +158,12 @@ def test_als_sweep_lowers_the_objective_every_sweep(implicit):
 def test_als_sweep_rejects_biased_models():
     train = Interactions.from_arrays(np.array([0, 1]), np.array([0, 1]), np.array([1.0, 2.0]))
     with pytest.raises(ValueError, match="biases"):
-        als_sweep(MF(2, 2, dim=2, biases=True), train, l2=0.1, implicit=True)
+        als_sweep(MF(2, 2, dim=2, biases=True), train, partial(ials_half_step, l2=0.1))
 
 
 @pytest.mark.parametrize("implicit", [False, True])
 def test_block_size_does_not_change_the_result(implicit, monkeypatch):
-    monkeypatch.setattr(als, "BLOCK_ELEMENTS", 2 * K * K)  # also split each block's outer products
+    monkeypatch.setattr(blocks, "BLOCK_ELEMENTS", 2 * K * K)  # also split each block's outer products
     R, _ = ratings()
     Y = factors(N_COLS)
     R_csr = R.to_sparse_csr()
@@ -169,15 +183,15 @@ def test_block_size_does_not_change_the_result(implicit, monkeypatch):
 def test_low_rank_and_direct_paths_match_the_dense_reference(dim, implicit, unobserved_weight):
     """Rows shorter than k are solved through the Woodbury identity, longer rows directly;
     α₀ = 8 > c_ui makes some weights c_ui − α₀ negative, where only the direct path is valid."""
-    R, mask = ratings()
+    R, _ = ratings()
     Y = torch.randn(N_COLS, dim, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     if implicit:
         kw = {"alpha": 2.0, "kind": "linear", "eps": 1.0, "unobserved_weight": unobserved_weight, "l2_exponent": 0.5}
         X = ials_half_step(R.to_sparse_csr(), Y, l2=0.2, **kw)
-        expected = ials_reference(R, mask, Y, 0.2, **kw)
+        expected = ials_reference(R.to_sparse_csr(), Y, 0.2, **kw)
     else:
         X = least_squares_half_step(R.to_sparse_csr(), Y, l2=0.2)
-        expected = explicit_reference(R, mask, Y, 0.2, True)
+        expected = least_squares_reference(R.to_sparse_csr(), Y, 0.2, True)
     assert torch.allclose(X, expected, rtol=0, atol=1e-10)
 
 
@@ -187,6 +201,7 @@ def test_zero_l2_gives_the_minimum_norm_solution_for_short_rows():
     R, mask = ratings()
     Y = torch.randn(N_COLS, 12, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
     X = least_squares_half_step(R.to_sparse_csr(), Y, l2=0.0)
+    assert torch.allclose(X, least_squares_reference(R.to_sparse_csr(), Y, 0.0), rtol=0, atol=1e-8)
     for u in (0, 1, 2):
         items = mask[u].nonzero().squeeze(1)
         expected = torch.linalg.pinv(Y[items]) @ R[u, items]

@@ -1,7 +1,8 @@
 """The conjugate-gradient iALS half-step against its dense twins: one CG step written out with
-the explicit A_u, the exact `ials_half_step` after k steps (CG terminates in k steps on a k-dim
-SPD system), the fixed point at the exact solution, the monotone decrease of `ials_objective`
-over steps, block-size invariance, the zero-division guards and float32."""
+the explicit A_u, the plain per-row CG of `als_reference` for every step count, the exact
+solution after k steps (CG terminates in k steps on a k-dim SPD system), the fixed point at the
+exact solution, the monotone decrease of `ials_objective` over steps, block-size invariance, the
+zero-division guards and float32."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import torch
 
 from mfzoo.data.implicit import confidence
 from mfzoo.solvers.als import ials_half_step, ials_half_step_cg
+from mfzoo.solvers.als_reference import ials_cg_reference, ials_reference
 from mfzoo.solvers.objective import ials_objective
 from tests.test_als import N_COLS, N_ROWS, K, factors, ratings
 
@@ -56,13 +58,24 @@ def test_one_step_matches_the_dense_formula(kw):
 
 
 @pytest.mark.parametrize("kw", SETTINGS)
+@pytest.mark.parametrize("steps", [1, 2, 3, K + 2])
+def test_every_step_count_matches_the_per_row_reference(kw, steps):
+    """The blocked CG (no A_u formed) and the textbook recurrence on each row's dense A_u."""
+    R, _ = ratings()
+    Y, X0 = factors(N_COLS), start()
+    X = ials_half_step_cg(R.to_sparse_csr(), Y, X0, L2, cg_steps=steps, block_size=4, **kw)
+    expected = ials_cg_reference(R.to_sparse_csr(), Y, X0, L2, cg_steps=steps, **kw)
+    assert torch.allclose(X, expected, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("kw", SETTINGS)
 @pytest.mark.parametrize("from_zero", [False, True])
 def test_k_steps_reach_the_exact_solution(kw, from_zero):
     R, _ = ratings()
     Y = factors(N_COLS)
     R_csr = R.to_sparse_csr()
     X0 = torch.zeros(N_ROWS, K, dtype=torch.float64) if from_zero else start()
-    exact = ials_half_step(R_csr, Y, L2, **kw)
+    exact = ials_reference(R_csr, Y, L2, **kw)
     X = ials_half_step_cg(R_csr, Y, X0, L2, cg_steps=K, **kw)
     assert X.shape == (N_ROWS, K) and X.dtype == torch.float64
     assert (X - exact).norm() / exact.norm() < 1e-8
@@ -195,17 +208,17 @@ def test_a_stream_error_is_raised_and_torch_threads_restored():
 
 
 def test_torchscript_and_eager_blocks_agree(monkeypatch):
-    """The half-steps run `_cg_block` and `_block_layout` as TorchScript where torch has it and
+    """The half-steps run `_cg_block` and `block_layout` as TorchScript where torch has it and
     eagerly otherwise: both give the same layout bit for bit and the same CG result, and the
     half-steps run either way (the eager path is the fallback when TorchScript goes)."""
-    from mfzoo.solvers import als
+    from mfzoo.solvers import als, blocks
 
     torch.manual_seed(0)
     b, L, n = 5, 7, 30
     X, Yg = torch.randn(b, K, dtype=torch.float64), torch.randn(b, L, K, dtype=torch.float64)
     gw, reg = torch.rand(b, L, dtype=torch.float64), torch.rand(b, dtype=torch.float64)
     YtY = (lambda Y: Y.T @ Y)(torch.randn(n, K, dtype=torch.float64))
-    scripted = als._scripted(als._cg_block)
+    scripted = blocks.scripted(als._cg_block)
     assert isinstance(scripted, torch.jit.ScriptFunction)
     for steps in (0, 1, 3):
         assert torch.allclose(scripted(X, Yg, gw, gw + 1, YtY, reg, steps), als._cg_block(X, Yg, gw, gw + 1, YtY, reg, steps),
@@ -214,12 +227,13 @@ def test_torchscript_and_eager_blocks_agree(monkeypatch):
     col, w = torch.tensor([3, 1, 4, 1, 5, 9]), torch.arange(6, dtype=torch.float64)
     Y_pad = torch.cat([torch.randn(10, K, dtype=torch.float64), torch.zeros(1, K, dtype=torch.float64)])
     out_a, out_b = torch.empty(12, K, dtype=torch.float64), torch.empty(12, K, dtype=torch.float64)
-    eager = als._block_layout(counts, starts, 4, 5, 10, col, [w], Y_pad, out_a)
-    traced = als._scripted(als._block_layout)(counts, starts, 4, 5, 10, col, [w], Y_pad, out_b)
+    eager = blocks.block_layout(counts, starts, 4, 5, 10, col, [w], Y_pad, out_a)
+    traced = blocks.scripted(blocks.block_layout)(counts, starts, 4, 5, 10, col, [w], Y_pad, out_b)
     assert torch.equal(eager[0], traced[0]) and torch.equal(out_a, out_b)
     assert torch.equal(eager[0], torch.tensor([[0.0, 0, 0, 0], [0, 1, 0, 0], [2, 3, 4, 5]], dtype=torch.float64))
     assert torch.equal(out_a[:4], Y_pad[[10, 10, 10, 10]]) and torch.equal(out_a[8:], Y_pad[[4, 1, 5, 9]])
     R_csr, Y = ratings()[0].to_sparse_csr(), factors(N_COLS)
     expected = ials_half_step_cg(R_csr, Y, start(), L2, cg_steps=4)
-    monkeypatch.setattr(als, "_scripted", lambda fn: fn)
+    monkeypatch.setattr(als, "scripted", lambda fn: fn)
+    monkeypatch.setattr(blocks, "scripted", lambda fn: fn)
     assert torch.allclose(ials_half_step_cg(R_csr, Y, start(), L2, cg_steps=4), expected, atol=1e-10)

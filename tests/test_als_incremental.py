@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from mfzoo.data.sources import synthetic
 from mfzoo.models.mf import MF
 from mfzoo.solvers.objective import ials_objective
-from mfzoo.solvers.solver import ALSSolver
+from mfzoo.solvers.solver import ALSSolver, IALSSolver
 from mfzoo.training.run import train
 from tests.conftest import CONFIG_DIR
 
@@ -23,10 +23,10 @@ def _data():
     return synthetic(n_users=150, n_items=80, n_interactions=3000, implicit=True, seed=4)
 
 
-def _fitted(data, sweeps: int = 15) -> tuple[MF, ALSSolver]:
+def _fitted(data, sweeps: int = 15) -> tuple[MF, IALSSolver]:
     torch.manual_seed(0)
     model = MF(data.n_users, data.n_items, dim=8, biases=False, init_std=0.1).double()
-    solver = ALSSolver(l2=0.5, implicit=True, alpha=2.0)
+    solver = IALSSolver(l2=0.5, alpha=2.0)
     for _ in range(sweeps):
         solver.sweep(model, data)
     return model, solver
@@ -39,8 +39,9 @@ def test_solver_runs_through_the_glue_and_logs_ranking_metrics(tmp_path):
     assert metrics["global_steps"] == 3  # one sweep per epoch
     assert metrics["epochs"] == 3 and metrics["test"]["ndcg@10"] > 0
     assert "ndcg@10" in metrics["val"]
-    with pytest.raises(ValueError, match="biases"):
-        ALSSolver().sweep(MF(3, 3, dim=2, biases=True), _data())
+    for solver in (ALSSolver(), IALSSolver()):
+        with pytest.raises(ValueError, match="biases"):
+            solver.sweep(MF(3, 3, dim=2, biases=True), _data())
 
 
 def test_learnbpr_solver_runs_through_the_glue(tmp_path):

@@ -1,4 +1,4 @@
-"""`ALSSolver.objective` against a dense, obvious computation over every (user, item) pair:
+"""`ALSSolver.objective` and `IALSSolver.objective` against a dense, obvious computation over every (user, item) pair:
 equal values for explicit ALS and iALS, the exact half-step as its minimiser over one side,
 no increase over exact sweeps, and float32 factors that change nothing but rounding."""
 
@@ -12,19 +12,24 @@ from mfzoo.data.implicit import confidence
 from mfzoo.data.interactions import Interactions
 from mfzoo.models.mf import MF
 from mfzoo.solvers.objective import ials_objective, least_squares_objective
-from mfzoo.solvers.solver import ALSSolver
+from mfzoo.solvers.solver import ALSBase, ALSSolver, IALSSolver
 
 N_USERS, N_ITEMS, DIM = 14, 10, 4
 
 SOLVERS = {
-    "explicit": dict(implicit=False, frequency_scaled=True, l2=0.3),
-    "explicit_unscaled": dict(implicit=False, frequency_scaled=False, l2=0.3),
+    "explicit": (ALSSolver, dict(frequency_scaled=True, l2=0.3)),
+    "explicit_unscaled": (ALSSolver, dict(frequency_scaled=False, l2=0.3)),
     # α₀ < 1 and ν > 0: λ_u depends on n_u, every c − α₀ > 0
-    "ials_linear": dict(implicit=True, l2=0.2, alpha=2.0, kind="linear", unobserved_weight=0.3, l2_exponent=0.7),
+    "ials_linear": (IALSSolver, dict(l2=0.2, alpha=2.0, kind="linear", unobserved_weight=0.3, l2_exponent=0.7)),
     # α₀ = 5: c − α₀ < 0 on events of strength 1 (c = 1 + 3 log 3 ≈ 4.3), > 0 from strength 2
     # (c = 1 + 3 log 5 ≈ 5.8)
-    "ials_log": dict(implicit=True, l2=0.1, alpha=3.0, kind="log", eps=0.5, unobserved_weight=5.0, l2_exponent=0.5),
+    "ials_log": (IALSSolver, dict(l2=0.1, alpha=3.0, kind="log", eps=0.5, unobserved_weight=5.0, l2_exponent=0.5)),
 }
+
+
+def solver_for(name: str) -> ALSBase:
+    solver_class, settings = SOLVERS[name]
+    return solver_class(**settings)
 
 
 def interactions(seed: int = 0) -> Interactions:
@@ -44,7 +49,7 @@ def model_for(seed: int = 1, dtype: torch.dtype = torch.float64) -> MF:
     return MF(N_USERS, N_ITEMS, dim=DIM, biases=False, init_std=0.5).to(dtype)
 
 
-def dense_objective(solver: ALSSolver, data: Interactions, X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
+def dense_objective(solver: ALSBase, data: Interactions, X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
     """The objective written out over every pair, with the dense ratings R [U, I] and mask M:
     explicit Σ M (R − XYᵀ)² + Σ_u λ_u‖x_u‖² + Σ_i λ_i‖y_i‖²; iALS with the confidence matrix
     C = c(R) on observed and α₀ on unobserved pairs, Σ C (M − XYᵀ)² + the same penalties."""
@@ -54,7 +59,7 @@ def dense_objective(solver: ALSSolver, data: Interactions, X: torch.Tensor, Y: t
     M[data.users, data.items] = 1.0
     S = X @ Y.T  # [U, I]
     n_u, n_i = M.sum(1), M.sum(0)  # [U], [I]
-    if not solver.implicit:
+    if isinstance(solver, ALSSolver):
         error = (M * (R - S) ** 2).sum()
         lam_u = solver.l2 * n_u if solver.frequency_scaled else torch.full_like(n_u, solver.l2)
         lam_i = solver.l2 * n_i if solver.frequency_scaled else torch.full_like(n_i, solver.l2)
@@ -77,14 +82,14 @@ def factors(model: MF) -> tuple[torch.Tensor, torch.Tensor]:
 
 @pytest.mark.parametrize("name", SOLVERS)
 def test_objective_equals_the_dense_computation(name):
-    data, model, solver = interactions(), model_for(), ALSSolver(**SOLVERS[name])
+    data, model, solver = interactions(), model_for(), solver_for(name)
     X, Y = factors(model)
     expected = float(dense_objective(solver, data, X, Y))
     assert solver.objective(model, data) == pytest.approx(expected, rel=1e-12)
     # the library's dense twin (both sides) agrees as well
     R = data.csr("user").double()
-    if solver.implicit:
-        kw = {k: SOLVERS[name][k] for k in ("alpha", "kind", "unobserved_weight", "l2_exponent")}
+    if isinstance(solver, IALSSolver):
+        kw = {k: SOLVERS[name][1][k] for k in ("alpha", "kind", "unobserved_weight", "l2_exponent")}
         twin = ials_objective(R, X, Y, solver.l2, eps=solver.eps, both_sides=True, **kw)
     else:
         twin = least_squares_objective(R, X, Y, solver.l2, solver.frequency_scaled, both_sides=True)
@@ -93,7 +98,7 @@ def test_objective_equals_the_dense_computation(name):
 
 def test_the_log_confidence_case_has_negative_weights():
     """The "ials_log" case above covers c − α₀ < 0 (and c − α₀ > 0) on observed pairs."""
-    data, kw = interactions(), SOLVERS["ials_log"]
+    data, kw = interactions(), SOLVERS["ials_log"][1]
     c = confidence(data.values.double(), "log", kw["alpha"], kw["eps"])
     assert (c < kw["unobserved_weight"]).any() and (c > kw["unobserved_weight"]).any()
 
@@ -101,8 +106,8 @@ def test_the_log_confidence_case_has_negative_weights():
 @pytest.mark.parametrize("name", ["explicit", "ials_linear", "ials_log"])
 def test_float32_changes_only_rounding(name):
     data = interactions()
-    expected = ALSSolver(**SOLVERS[name]).objective(model_for(), data)
-    assert ALSSolver(**SOLVERS[name]).objective(model_for(dtype=torch.float32), data) == pytest.approx(expected, rel=1e-5)
+    expected = solver_for(name).objective(model_for(), data)
+    assert solver_for(name).objective(model_for(dtype=torch.float32), data) == pytest.approx(expected, rel=1e-5)
 
 
 @pytest.mark.parametrize("name", SOLVERS)
@@ -110,7 +115,7 @@ def test_the_exact_half_steps_minimise_the_objective(name):
     """Right after the user half-step the gradient of the dense objective with respect to the
     user factors is ~0 (while the item factors' is not); right after the item half-step the
     item factors' is ~0. A small move away from the half-step raises the objective."""
-    data, model, solver = interactions(), model_for(), ALSSolver(**SOLVERS[name])
+    data, model, solver = interactions(), model_for(), solver_for(name)
     X, Y = factors(model)
     R_users, R_items = data.csr("user").double(), data.csr("item").double()
     X = solver.half_step(R_users, Y).requires_grad_()
@@ -131,7 +136,7 @@ def test_the_exact_half_steps_minimise_the_objective(name):
 def test_exact_sweeps_never_increase_the_objective(name):
     """Over 5 exact sweeps from random factors the objective never goes up and goes down in
     total."""
-    data, model, solver = interactions(), model_for(), ALSSolver(**SOLVERS[name])
+    data, model, solver = interactions(), model_for(), solver_for(name)
     values = [solver.objective(model, data)]
     for _ in range(5):
         solver.sweep(model, data)

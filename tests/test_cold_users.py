@@ -14,7 +14,7 @@ from mfzoo.data.interactions import Interactions
 from mfzoo.models.mf import MF
 from mfzoo.models.timesvd import TimeSVD
 from mfzoo.retrieval import new_users, recommend, ridge_fold_in
-from mfzoo.solvers import ALSSolver, TruncatedSVD, fold_in_interactions
+from mfzoo.solvers import ALSSolver, IALSSolver, TruncatedSVD, fold_in_interactions
 from mfzoo.training.restore import RunError, fold_in_of
 from tests.conftest import CONFIG_DIR
 from tests.test_foldin import L2, L2_BIAS, N_USERS, _data, _trained, dense_fold_in
@@ -91,14 +91,14 @@ def test_folding_in_training_users_reproduces_their_top_k() -> None:
     assert (wrong_i != warm_i).any(1).float().mean() > 0.5
 
 
-@pytest.mark.parametrize("implicit", [False, True])
-def test_als_cold_users_are_the_solver_user_half_step(implicit: bool) -> None:
+@pytest.mark.parametrize("solver", [ALSSolver(l2=0.1, frequency_scaled=True), IALSSolver(l2=0.1, alpha=2.0)],
+                         ids=["als", "ials"])
+def test_als_cold_users_are_the_solver_user_half_step(solver) -> None:
     """After an ALS / iALS sweep and one more user half-step, every user's factors solve its
     equation for the current items, so folding in the training users with `solver.fold_in`
     gives their lists by id."""
     train = _train()
     model = MF(train.n_users, train.n_items, 6, biases=False, init_std=0.1)
-    solver = ALSSolver(l2=0.1, implicit=implicit, frequency_scaled=True, alpha=2.0)
     for _ in range(3):
         solver.sweep(model, train)
     with torch.no_grad():

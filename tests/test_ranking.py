@@ -1,5 +1,6 @@
-"""Ranking evaluation: hand-computed toy values, a brute-force twin on random data, baselines,
-guards and chunking."""
+"""Ranking evaluation: hand-computed toy values (of the whole and of its per-user part), a
+brute-force twin on random data, baselines, guards, chunking, and the distinct-pair CSR rows
+behind the exclusions."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ import torch
 from mfzoo.data.errors import DataError
 from mfzoo.data.interactions import Interactions
 from mfzoo.evaluation.beyond import gini, head_items, item_popularity, popularity_scores, random_scores
-from mfzoo.evaluation.ranking import evaluate_ranking, factor_scores, topk
+from mfzoo.data.keys import csr_rows, pair_keys
+from mfzoo.evaluation.ranking import ACCURACY, Relevance, evaluate_ranking, user_metrics
+from mfzoo.retrieval.topk import ExclusionRows, factor_scores, topk
 
 L3 = math.log2(3)
 
@@ -90,6 +93,44 @@ def test_every_metric_on_the_toy_case_by_hand():
     assert m["gini@1"] == pytest.approx(0.5, abs=1e-12)
     assert m["long_tail@1"] == 1.0 and m["novelty@1"] == pytest.approx(2.0)
     assert m["seconds"] >= 0
+
+
+def test_per_user_metrics_on_the_toy_case_by_hand():
+    """`user_metrics`, the per-user part of `evaluate_ranking`, on the toy lists (K = 3): the
+    values of the comment above, one row per user, in the order of `ACCURACY`."""
+    train, test = split(TOY_TRAIN, TOY_TEST)
+    relevance = Relevance.of(ExclusionRows(train), train, test, allow_overlap=False)
+    assert relevance.users.tolist() == [0, 1, 2] and relevance.counts.tolist() == [4, 1, 1, 0]
+    lists = torch.tensor([[1, 2, 3], [5, 1, 2], [4, 5, 1]])
+    got = user_metrics(relevance.users, lists, relevance, ks=(1, 3))  # [3 users, 2 Ks, 6]
+    assert got.shape == (3, 2, len(ACCURACY))
+    want_k3 = [[2 / 4, 2 / 3, 1.5 / (1 + 1 / L3 + 0.5), 5 / 9, 1.0, 1.0],
+               [1.0, 1 / 3, 1 / L3, 1 / 2, 1 / 2, 1.0],
+               [0.0] * 6]
+    assert got[:, 1].tolist() == [pytest.approx(row, abs=1e-12) for row in want_k3]
+    assert got[:, 0].tolist() == [pytest.approx([1 / 4, 1, 1, 1, 1, 1], abs=1e-12), [0.0] * 6, [0.0] * 6]
+
+
+def test_csr_rows_of_distinct_pairs_match_a_dense_accumulation():
+    """The one helper behind the exclusions, `Interactions.csr` and the pair keys: distinct
+    pairs in CSR rows (ascending columns), values of repeated pairs summed."""
+    rng = np.random.default_rng(7)
+    rows, cols = rng.integers(0, 6, 40), rng.integers(0, 9, 40)  # many repeats
+    values = torch.from_numpy(rng.random(40))
+    dense = torch.zeros(7, 9, dtype=torch.float64)  # row 6: no pairs
+    dense.index_put_((torch.from_numpy(rows), torch.from_numpy(cols)), values, accumulate=True)
+    present = torch.zeros(7, 9, dtype=torch.bool)
+    present[rows, cols] = True
+    indptr, indices, summed = csr_rows(torch.from_numpy(rows), torch.from_numpy(cols), 7, 9, values)
+    assert indptr.tolist() == [0, *present.sum(1).cumsum(0).tolist()]
+    for r in range(7):
+        assert indices[indptr[r]:indptr[r + 1]].tolist() == present[r].nonzero().squeeze(1).tolist()
+    assert torch.allclose(summed, dense[present], rtol=0, atol=1e-12)  # row-major order of the pairs
+    keys = pair_keys(torch.from_numpy(rows), torch.from_numpy(cols), 9)
+    assert keys.tolist() == sorted({int(r) * 9 + int(c) for r, c in zip(rows, cols)})
+    assert csr_rows(torch.from_numpy(rows), torch.from_numpy(cols), 7, 9).values is None
+    train, _ = random_split()
+    assert torch.equal(ExclusionRows(train).keys(), train.pair_keys())
 
 
 def test_without_excluding_training_items():

@@ -126,7 +126,7 @@ def test_hparams_are_flat_scalars_of_the_right_sections():
     assert all(isinstance(v, (int, float, str, bool)) for v in gradient.values())
 
     solver = hparams(cfg_for("experiment=ml100k_ials", "seed=3"), ["experiment=ml100k_ials", "seed=3"])
-    assert solver["solver"] == "ALSSolver" and solver["solver.implicit"] is True and solver["solver.l2"] == 0.1
+    assert solver["solver"] == "IALSSolver" and solver["solver.alpha"] == 1.0 and solver["solver.l2"] == 0.1
     assert solver["data.split"] == "UserRandomSplit" and solver["seed"] == 3 and solver["data.split.seed"] == 3
     assert not any(k.split(".")[0] in ("loss", "optim", "scheduler") for k in solver)  # unused with a solver
 
@@ -154,7 +154,7 @@ def test_log_hparams_writes_the_hparams_plugin_data(tmp_path):
     assert set(start.hparams) == set(expected)
     assert start.hparams["solver"].string_value == "ALSSolver"
     assert start.hparams["model.dim"].number_value == 8
-    assert start.hparams["solver.implicit"].bool_value is False and start.hparams["solver.implicit"].HasField("bool_value")
+    assert start.hparams["solver.frequency_scaled"].bool_value is True and start.hparams["solver.frequency_scaled"].HasField("bool_value")
     assert start.hparams["solver.l2"].number_value == pytest.approx(0.05)
     assert start.hparams["overrides"].string_value == "solver=als,model=funksvd,model.dim=8"
     end = metadata.parse_session_end_info_plugin_data(contents[metadata.SESSION_END_INFO_TAG])

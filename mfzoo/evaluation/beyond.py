@@ -31,7 +31,7 @@ _MASK32 = 0xFFFFFFFF
 
 def item_popularity(data: Interactions) -> Tensor:
     """pop_i: the number of distinct users with an event on item i, [n_items] int64 (on CPU)."""
-    keys = torch.unique(data.users.cpu() * data.n_items + data.items.cpu())  # [P] distinct pairs
+    keys = data.pair_keys().cpu()  # [P] distinct pairs
     return torch.bincount(keys % data.n_items, minlength=data.n_items)  # [n_items]
 
 
@@ -107,7 +107,7 @@ class ExposureTracker:
 def popularity_scores(train: Interactions) -> Callable[[Tensor], Tensor]:
     """Most-popular baseline: every user's score of item i is pop_i (distinct training users), so
     with the training items excluded each user gets the most popular items it has not seen,
-    ties by the lower item id (the ranking rule of `mfzoo.evaluation.ranking`)."""
+    ties by the lower item id (the ranking rule of `mfzoo.retrieval.topk`)."""
     popularity = item_popularity(train).float()  # [n_items]
 
     def score_fn(users: Tensor) -> Tensor:

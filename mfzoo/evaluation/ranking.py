@@ -1,13 +1,16 @@
-"""Full-catalogue top-K ranking and its accuracy metrics (no sampled metrics).
+"""Full-catalogue ranking metrics (no sampled metrics) of any score function.
 
-Every user is scored against every item, chunk by chunk: a `score_fn(users [c]) -> [c, n_items]`
-gives the scores of a chunk of users, the items the user was trained on are set to −∞, and
-`torch.topk` picks the K best. Memory is bounded by one chunk of scores (`chunk_size × n_items`).
+Every user with a test item is ranked against the whole catalogue by the top-K core of
+`mfzoo.retrieval.topk` (chunks of users, training items excluded, ties by the lower item id,
+−∞ / −1 padding of short lists, `NonFiniteScores` on NaN); a model's score function is
+`mfzoo.retrieval.topk.model_scores(model)`, which works for any `Scorer` and takes the matmul
+of a `Factorised` one. `evaluate_ranking` is the composition of three parts:
 
-Ranking rule, used everywhere here: items by score descending, ties by the lower item id (the
-order `sorted(range(n_items), key=lambda i: -score[i])` gives). Items scored −∞ (excluded, or
-scored −∞ by the model) are never recommended: if a user has fewer than K other items, the
-tail of its list holds score −∞ and item id −1. NaN scores raise `NonFiniteScores`.
+1. ranking: `iter_topk` gives the top-max(K) list of each chunk of users;
+2. per-user metrics: `user_metrics` turns a chunk's lists into the accuracy metrics below,
+   against the distinct test pairs (`Relevance`);
+3. aggregation: `aggregate` averages them over the evaluated users and adds the
+   beyond-accuracy metrics accumulated by `mfzoo.evaluation.beyond.ExposureTracker`.
 
 Accuracy metrics, for a user u with relevant set Rel_u (its distinct test items, |Rel_u| ≥ 1),
 top-K list L_u and rel_r = 1 if the item at rank r is in Rel_u (0 for an id −1):
@@ -30,7 +33,8 @@ import inspect
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Any
 
@@ -39,20 +43,16 @@ from torch import Tensor
 
 from mfzoo.data.errors import DataError
 from mfzoo.data.interactions import Interactions
-from mfzoo.evaluation.beyond import ExposureTracker, item_popularity
+from mfzoo.evaluation.beyond import ExposureTracker
+# the top-K core lives in retrieval; re-exported here for the callers that import it from evaluation
+from mfzoo.retrieval.topk import ExclusionRows, NonFiniteScores, ScoreFn, factor_scores, iter_topk, model_scores, topk
+
+__all__ = ["ACCURACY", "ExclusionRows", "NonFiniteScores", "Relevance", "ScoreFn", "aggregate", "check_ranking",
+           "evaluate_ranking", "factor_scores", "iter_topk", "model_scores", "topk", "user_metrics"]
 
 log = logging.getLogger(__name__)
 
-ScoreFn = Callable[[Tensor], Tensor]
-"""`score_fn(users [c] int64) -> scores [c, n_items]`. The result may be overwritten in place
-(the excluded items are set to −∞), so return a fresh tensor, as a matmul does; a view
-(`tensor._base is not None`) is copied first."""
-
 ACCURACY = ("recall", "precision", "ndcg", "map", "mrr", "hitrate")
-
-
-class NonFiniteScores(ValueError):
-    """A score function returned NaN: the model's scores are not numbers (a diverged model)."""
 
 
 def check_ranking(settings: Mapping[str, Any], where: str = "ranking") -> dict[str, Any]:
@@ -80,148 +80,6 @@ def check_ranking(settings: Mapping[str, Any], where: str = "ranking") -> dict[s
     return settings
 
 
-def factor_scores(user_factors: Tensor, item_factors: Tensor) -> ScoreFn:
-    """Score function of a factor model: scores = U[users] @ Vᵀ, with U [n_users, D] and
-    V [n_items, D], computed on the factors' device."""
-    if user_factors.ndim != 2 or item_factors.ndim != 2 or user_factors.shape[1] != item_factors.shape[1]:
-        raise ValueError(f"factors must be [n_users, D] and [n_items, D], got {tuple(user_factors.shape)} "
-                         f"and {tuple(item_factors.shape)}")
-
-    def score_fn(users: Tensor) -> Tensor:
-        return user_factors[users.to(user_factors.device)] @ item_factors.T  # [c, n_items]
-
-    return score_fn
-
-
-def pair_keys(data: Interactions) -> Tensor:
-    """Sorted distinct keys user · n_items + item of the (user, item) pairs of `data`, on CPU
-    (repeated events count once)."""
-    return data.pair_keys().cpu()  # [P]
-
-
-class ExclusionRows:
-    """The distinct items of each user of `data`, as CSR rows built once: `indptr` [n_users + 1],
-    `indices` [P] (item ids, ascending within a row)."""
-
-    def __init__(self, data: Interactions) -> None:
-        keys = pair_keys(data)  # [P]
-        self.indices = keys % data.n_items  # [P]
-        counts = torch.bincount(keys // data.n_items, minlength=data.n_users)  # [n_users]
-        self.indptr = torch.zeros(data.n_users + 1, dtype=torch.int64)  # [n_users + 1]
-        torch.cumsum(counts, 0, out=self.indptr[1:])
-        self.n_users, self.n_items = data.n_users, data.n_items
-
-    def to(self, device: torch.device) -> ExclusionRows:
-        if self.indptr.device != device:
-            self.indptr, self.indices = self.indptr.to(device), self.indices.to(device)
-        return self
-
-    def mask_(self, scores: Tensor, users: Tensor) -> Tensor:
-        """Set scores[j, i] = −∞ for every item i of user users[j], in place (flat CSR gather,
-        no loop over users). Returns the row lengths [c]."""
-        starts = self.indptr[users]  # [c]
-        lengths = self.indptr[users + 1] - starts  # [c]
-        total = int(lengths.sum())
-        rows = torch.repeat_interleave(torch.arange(len(users), device=users.device), lengths,
-                                       output_size=total)  # [T] row of each excluded pair
-        # position in `indices`: start of its row + its offset in the row
-        shift = torch.repeat_interleave(starts - (torch.cumsum(lengths, 0) - lengths), lengths,
-                                        output_size=total)  # [T]
-        cols = self.indices[torch.arange(total, device=users.device) + shift]  # [T]
-        scores.index_put_((rows, cols), torch.tensor(-math.inf, dtype=scores.dtype, device=scores.device))
-        return lengths
-
-
-def iter_topk(
-    score_fn: ScoreFn, users: Tensor, k: int, exclude: Interactions | ExclusionRows | None = None,
-    chunk_size: int = 2048,
-) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
-    """`topk` one chunk at a time: yields (users [c], scores [c, k], items [c, k]) on the
-    device of the scores, chunks of at most `chunk_size` users in the order of `users`."""
-    if k < 1:
-        raise ValueError(f"k (the list length) must be >= 1, got {k}")
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    users = torch.as_tensor(users, dtype=torch.int64)
-    rows = ExclusionRows(exclude) if isinstance(exclude, Interactions) else exclude
-    if rows is not None and len(users) and (int(users.min()) < 0 or int(users.max()) >= rows.n_users):
-        raise ValueError(f"user ids must lie in 0..{rows.n_users - 1}, got {int(users.min())}..{int(users.max())}")
-    for start in range(0, len(users), chunk_size):
-        chunk = users[start:start + chunk_size]  # [c]
-        with torch.no_grad():
-            scores = score_fn(chunk)  # [c, n_items]
-        if scores.ndim != 2 or scores.shape[0] != len(chunk):
-            raise ValueError(f"score_fn returned shape {tuple(scores.shape)} for {len(chunk)} users")
-        if rows is not None and scores.shape[1] != rows.n_items:
-            raise ValueError(f"score_fn returned {scores.shape[1]} items, the exclusions have {rows.n_items}")
-        if rows is not None and (scores._base is not None or not scores.is_contiguous()):
-            scores = scores.clone(memory_format=torch.contiguous_format)  # never write into the caller's tensor
-        chunk = chunk.to(scores.device)
-        if rows is not None:
-            rows.to(scores.device).mask_(scores, chunk)
-        top_scores, top_items = _topk_lowest_id(scores, k)  # [c, k], [c, k]
-        if torch.isnan(top_scores).any():  # topk ranks NaN above everything, so one shows here
-            bad = int(chunk[torch.isnan(top_scores).any(1)][0])
-            raise NonFiniteScores(f"score_fn returned NaN scores (first for user {bad})")
-        yield chunk, top_scores, top_items
-
-
-def topk(
-    score_fn: ScoreFn, users: Tensor, k: int, exclude: Interactions | None = None, chunk_size: int = 2048,
-) -> tuple[Tensor, Tensor]:
-    """The K best items of each user over the whole catalogue.
-
-    Args:
-        score_fn: `users [c] -> scores [c, n_items]` (see `ScoreFn`); never called with more
-            than `chunk_size` users, so memory stays at one [chunk_size, n_items] block.
-        users: [n] int64 user ids.
-        k: list length (may exceed n_items; the tail is then padded).
-        exclude: pairs never to recommend (usually the training set): their scores are set
-            to −∞ before `torch.topk`.
-        chunk_size: users scored at once.
-
-    Returns:
-        scores [n, k] and items [n, k] (int64), best first, ties by the lower item id. Where a
-        user has fewer than k items that are not excluded (or not scored −∞), the tail holds
-        score −∞ and item −1.
-    """
-    parts = list(iter_topk(score_fn, users, k, exclude, chunk_size))
-    if not parts:
-        return torch.empty(0, k), torch.empty(0, k, dtype=torch.int64)
-    return torch.cat([p[1] for p in parts]), torch.cat([p[2] for p in parts])
-
-
-def _topk_lowest_id(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """`torch.topk` made exact under ties: order by (score desc, item id asc); items scored −∞
-    become id −1. One k+1 selection; the rows whose k-th and (k+1)-th scores tie (rare for
-    continuous scores, common for a popularity ranking) are resolved against their full row."""
-    c, n = scores.shape
-    kk = min(k + 1, n)
-    vals, idx = torch.topk(scores, kk, dim=1)  # [c, kk], sorted descending
-    idx, order = idx.sort(dim=1)  # ids ascending ...
-    vals = vals.gather(1, order)
-    vals, order = vals.sort(dim=1, descending=True, stable=True)  # ... then scores descending
-    idx = idx.gather(1, order)  # [c, kk] ties within the selection by lower id
-    if kk > k:
-        tied = (vals[:, k - 1] == vals[:, k]) & (vals[:, k - 1] > -math.inf)  # [c]
-        if tied.any():
-            rows = tied.nonzero().squeeze(1)  # [t]
-            threshold = vals[rows, k - 1]  # [t]
-            n_above = (vals[rows, :k] > threshold.unsqueeze(1)).sum(1)  # [t] all in the selection
-            equal = scores[rows] == threshold.unsqueeze(1)  # [t, n]
-            rank = equal.cumsum(1)  # [t, n] 1-based rank among the tied, by id
-            take = equal & (rank <= (k - n_above).unsqueeze(1))  # [t, n]
-            r, col = take.nonzero(as_tuple=True)  # [m], [m]
-            sub = idx[rows]  # [t, kk]
-            sub[r, n_above[r] + rank[r, col] - 1] = col
-            idx[rows] = sub
-    vals, idx = vals[:, :k], idx[:, :k]
-    if k > n:  # pad a list longer than the catalogue
-        vals = torch.cat([vals, vals.new_full((c, k - n), -math.inf)], 1)
-        idx = torch.cat([idx, idx.new_full((c, k - n), -1)], 1)
-    return vals, idx.masked_fill(vals == -math.inf, -1)  # [c, k], [c, k]
-
-
 def evaluate_ranking(
     score_fn: ScoreFn, train: Interactions, test: Interactions, ks: Sequence[int] = (10, 20),
     chunk_size: int = 2048, exclude_train: bool = True, allow_overlap: bool = False,
@@ -236,7 +94,8 @@ def evaluate_ranking(
     `n_users_evaluated` and `seconds`. Accumulation is in float64 on the device of the scores.
 
     Args:
-        score_fn: `users [c] -> scores [c, n_items]` (see `ScoreFn`).
+        score_fn: `users [c] -> scores [c, n_items]` (see `ScoreFn`); for a model,
+            `model_scores(model)`.
         train, test: one id space (same n_users and n_items, e.g. parts of one split).
         ks: list lengths; one top-max(ks) per chunk serves them all.
         chunk_size: users scored at once (memory ~ chunk_size × n_items scores).
@@ -252,66 +111,102 @@ def evaluate_ranking(
     started = time.perf_counter()
     check_ranking({"ks": list(ks), "chunk_size": chunk_size, "head_fraction": head_fraction}, where="evaluate_ranking")
     ks = sorted({int(k) for k in ks})
-    if (train.n_users, train.n_items) != (test.n_users, test.n_items):
-        raise DataError(
-            f"train '{train.name}' ({train.n_users} users x {train.n_items} items) and test '{test.name}' "
-            f"({test.n_users} x {test.n_items}) are not one id space; split one Interactions into both"
-        )
-    if len(test) == 0:
-        raise DataError(f"test '{test.name}' has no interactions")
-    n_users, n_items = train.n_users, train.n_items
-    test_keys, train_keys = pair_keys(test), pair_keys(train)  # [P_test], [P_train]
-    _check_leakage(test_keys, train_keys, test, allow_overlap)
-    users, n_relevant = torch.unique(test_keys // n_items, return_counts=True)  # [n], [n]
-    popularity = item_popularity(train)  # [n_items]
-    n_cold = int((torch.bincount(train_keys // n_items, minlength=n_users)[users] == 0).sum())
-    if n_cold:
-        log.warning("%d of %d test users have no training interactions; they are evaluated all the same",
-                    n_cold, len(users))
-    relevant_count = torch.zeros(n_users, dtype=torch.float64)  # [n_users] |Rel_u|
-    relevant_count[users] = n_relevant.double()
-    exposure = ExposureTracker(popularity, n_users, ks, head_fraction)
-    k_max = ks[-1]
-    discount = 1.0 / torch.log2(torch.arange(2, k_max + 2, dtype=torch.float64))  # [k_max] 1/log2(r+1)
-    ideal = torch.cumsum(discount, 0)  # [k_max] IDCG for 1..k_max relevant items
-    ranks = torch.arange(1, k_max + 1, dtype=torch.float64)  # [k_max]
+    seen = ExclusionRows(train)
+    relevance = Relevance.of(seen, train, test, allow_overlap)
+    popularity = torch.bincount(seen.indices.cpu(), minlength=train.n_items)  # [n_items] `item_popularity(train)`
+    exposure = ExposureTracker(popularity, train.n_users, ks, head_fraction)
     totals = torch.zeros(len(ks), len(ACCURACY), dtype=torch.float64)  # [len(ks), 6] sums over users
-
-    exclude = ExclusionRows(train) if exclude_train else None
-    for chunk, _, items in iter_topk(score_fn, users.to(test.device), k_max, exclude, chunk_size):
-        device = items.device
-        if totals.device != device:
-            test_keys, relevant_count, discount, ideal, ranks, totals = (
-                t.to(device) for t in (test_keys, relevant_count, discount, ideal, ranks, totals))
-        keys = chunk.unsqueeze(1) * n_items + items  # [c, k_max]
-        pos = torch.searchsorted(test_keys, keys).clamp_(max=len(test_keys) - 1)  # [c, k_max]
-        hit = (test_keys[pos] == keys) & (items >= 0)  # [c, k_max] rel_r
-        rel = hit.double()  # [c, k_max]
-        n_hits = rel.cumsum(1)  # [c, k_max] hits within the first r
-        dcg = (rel * discount).cumsum(1)  # [c, k_max]
-        ap_sum = (rel * n_hits / ranks).cumsum(1)  # [c, k_max] Σ P@r·rel_r
-        first = torch.where(hit, ranks, math.inf).cummin(1).values  # [c, k_max] first hit rank so far
-        n_rel = relevant_count[chunk].unsqueeze(1)  # [c, 1]
-        for j, k in enumerate(ks):
-            m = n_rel.squeeze(1).clamp(max=k)  # [c] min(K, |Rel_u|)
-            h = n_hits[:, k - 1]  # [c]
-            per_user = torch.stack([
-                h / n_rel.squeeze(1), h / k, dcg[:, k - 1] / ideal[m.long() - 1], ap_sum[:, k - 1] / m,
-                1.0 / first[:, k - 1], (h > 0).double(),
-            ], 1)  # [c, 6]
-            totals[j] += per_user.sum(0)
+    for chunk, _, items in iter_topk(score_fn, relevance.users.to(test.device), ks[-1],
+                                     seen if exclude_train else None, chunk_size):
+        totals = totals.to(items.device) + user_metrics(chunk, items, relevance, ks).sum(0)
         exposure.update(items)
+    result = aggregate(totals, len(relevance.users), ks, exposure)
+    result["seconds"] = time.perf_counter() - started
+    log.info("ranking on %d users (%d items) in %.2f s: %s", len(relevance.users), train.n_items, result["seconds"],
+             ", ".join(f"{name} {value:.4f}" for name, value in result.items() if "@" in name))
+    return result
 
-    n_eval = len(users)
-    means = (totals / n_eval).cpu().tolist()
+
+@dataclass
+class Relevance:
+    """What a ranking is scored against: the distinct test pairs as sorted keys
+    user · n_items + item (`keys` [P]), the users with at least one (`users` [n], ascending) and
+    |Rel_u| of every user (`counts` [n_users] float64, 0 for users without test pairs)."""
+
+    keys: Tensor
+    users: Tensor
+    counts: Tensor
+    n_items: int
+
+    @classmethod
+    def of(cls, seen: ExclusionRows, train: Interactions, test: Interactions, allow_overlap: bool) -> Relevance:
+        """The relevance of `test`, checked against the training pairs `seen` (the CSR rows of
+        `train`): one id space, a non-empty test set, no leakage unless `allow_overlap`
+        (`DataError` otherwise); logs how many test users have no training pairs."""
+        if (train.n_users, train.n_items) != (test.n_users, test.n_items):
+            raise DataError(
+                f"train '{train.name}' ({train.n_users} users x {train.n_items} items) and test '{test.name}' "
+                f"({test.n_users} x {test.n_items}) are not one id space; split one Interactions into both"
+            )
+        if len(test) == 0:
+            raise DataError(f"test '{test.name}' has no interactions")
+        keys = test.pair_keys()  # [P_test]
+        _check_leakage(keys, seen.keys().to(keys.device), test, allow_overlap)
+        users, n_relevant = torch.unique(keys // test.n_items, return_counts=True)  # [n], [n]
+        counts = torch.zeros(test.n_users, dtype=torch.float64, device=keys.device)  # [n_users] |Rel_u|
+        counts[users] = n_relevant.double()
+        n_cold = int((seen.indptr.diff().to(users.device)[users] == 0).sum())
+        if n_cold:
+            log.warning("%d of %d test users have no training interactions; they are evaluated all the same",
+                        n_cold, len(users))
+        return cls(keys, users, counts, test.n_items)
+
+    def to(self, device: torch.device) -> Relevance:
+        if self.keys.device != device:
+            self.keys, self.counts = self.keys.to(device), self.counts.to(device)
+        return self
+
+
+def user_metrics(users: Tensor, items: Tensor, relevance: Relevance, ks: Sequence[int]) -> Tensor:
+    """The accuracy metrics of each user's list (module docstring): [c, len(ks), 6] float64, the
+    last axis in the order of `ACCURACY`, for the lists `items` [c, ≥ max(ks)] (item ids, −1 for
+    an empty slot) of `users` [c] (each with at least one relevant item), on their device."""
+    relevance = relevance.to(items.device)
+    k_max = max(ks)
+    ranks = torch.arange(1, k_max + 1, dtype=torch.float64, device=items.device)  # [k_max]
+    discount = 1.0 / torch.log2(ranks + 1)  # [k_max] 1/log2(r+1)
+    ideal = torch.cumsum(discount, 0)  # [k_max] IDCG for 1..k_max relevant items
+    items = items[:, :k_max]
+    keys = users.unsqueeze(1) * relevance.n_items + items  # [c, k_max]
+    pos = torch.searchsorted(relevance.keys, keys).clamp_(max=len(relevance.keys) - 1)  # [c, k_max]
+    hit = (relevance.keys[pos] == keys) & (items >= 0)  # [c, k_max] rel_r
+    rel = hit.double()  # [c, k_max]
+    n_hits = rel.cumsum(1)  # [c, k_max] hits within the first r
+    dcg = (rel * discount).cumsum(1)  # [c, k_max]
+    ap_sum = (rel * n_hits / ranks).cumsum(1)  # [c, k_max] Σ P@r·rel_r
+    first = torch.where(hit, ranks, math.inf).cummin(1).values  # [c, k_max] first hit rank so far
+    n_rel = relevance.counts[users]  # [c] |Rel_u|
+    per_k = []
+    for k in ks:
+        m = n_rel.clamp(max=k)  # [c] min(K, |Rel_u|)
+        h = n_hits[:, k - 1]  # [c]
+        per_k.append(torch.stack([
+            h / n_rel, h / k, dcg[:, k - 1] / ideal[m.long() - 1], ap_sum[:, k - 1] / m,
+            1.0 / first[:, k - 1], (h > 0).double(),
+        ], 1))  # [c, 6]
+    return torch.stack(per_k, 1)  # [c, len(ks), 6]
+
+
+def aggregate(totals: Tensor, n_users: int, ks: Sequence[int], exposure: ExposureTracker) -> dict[str, float]:
+    """The metrics of a ranking: `totals` [len(ks), 6] (the sums of `user_metrics` over the
+    `n_users` evaluated users) as means named `name@K`, the beyond-accuracy metrics of
+    `exposure`, and `n_users_evaluated`."""
+    means = (totals / n_users).cpu().tolist()
     result: dict[str, float] = {}
     for j, k in enumerate(ks):
         result.update({f"{name}@{k}": value for name, value in zip(ACCURACY, means[j])})
     result.update(exposure.result())
-    result["n_users_evaluated"] = float(n_eval)
-    result["seconds"] = time.perf_counter() - started
-    log.info("ranking on %d users (%d items) in %.2f s: %s", n_eval, n_items, result["seconds"],
-             ", ".join(f"{name} {value:.4f}" for name, value in result.items() if "@" in name))
+    result["n_users_evaluated"] = float(n_users)
     return result
 
 

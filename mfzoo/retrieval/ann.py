@@ -38,9 +38,10 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from mfzoo.evaluation.ranking import topk
+from mfzoo.models.contract import Factorised, require
+from mfzoo.retrieval.topk import topk
 
 _FAISS_DEFAULTS: dict[str, dict[str, int]] = {
     # M=32 links per node and efSearch=128 give recall@10 > 0.9 on ~10⁴ vectors of dim ~32-64
@@ -52,7 +53,7 @@ _FAISS_DEFAULTS: dict[str, dict[str, int]] = {
 
 class ExactIndex:
     """Exact inner-product search: chunked `queries @ vectorsᵀ` and `torch.topk` (through
-    `mfzoo.evaluation.ranking.topk`, so ties go to the lower id)."""
+    `mfzoo.retrieval.topk.topk`, so ties go to the lower id)."""
 
     def __init__(self, chunk_size: int = 2048) -> None:
         self.chunk_size = chunk_size
@@ -181,6 +182,16 @@ class FaissIndex:
         # the transform orders by exact q·x only up to float32 rounding; re-sort the exact scores
         scores, order = scores.sort(dim=1, descending=True, stable=True)
         return scores, ids.gather(1, order)
+
+
+def item_index(model: nn.Module, index: ExactIndex | FaissIndex | None = None) -> ExactIndex | FaissIndex:
+    """`index` (default a new `ExactIndex`) with the model's `item_factors()` added, row i = item
+    i: `search(user_factors()[users], k)` then ranks items by the model's exact score. Needs a
+    `Factorised` model (`ContractError` naming what is missing otherwise)."""
+    require(model, Factorised, "an inner-product index of items")
+    index = ExactIndex() if index is None else index
+    index.add(model.item_factors().detach())
+    return index
 
 
 def ann_recall(ann_ids: Tensor, exact_ids: Tensor) -> float:

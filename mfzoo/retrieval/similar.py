@@ -13,7 +13,8 @@ Metrics, for query row x_q and candidate x_j:
 Dot favours long vectors: in most factor models the norm grows with popularity (or confidence),
 so dot neighbours drift to the popular head. Cosine compares direction only, so a short,
 well-aligned (niche) vector beats a long one pointing slightly away. The query row itself is
-never returned; ties go to the lower id (ranking rule of `mfzoo.evaluation.ranking`).
+never returned; ties go to the lower id (ranking rule of `mfzoo.retrieval.topk`). Both need a
+`Factorised` model: one without factors raises `ContractError` naming what is missing.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from mfzoo.evaluation.ranking import topk
+from mfzoo.models.contract import Factorised, require
+from mfzoo.retrieval.topk import topk
 
 Metric = Literal["cosine", "dot"]
 
@@ -62,6 +64,7 @@ def similar_items(
 ) -> tuple[Tensor, Tensor]:
     """The k items nearest to each of `items` [m] over `model.item_factors()` (module docstring).
     Returns scores [m, k], item ids [m, k]."""
+    require(model, Factorised, "item similarity")
     return similar_rows(model.item_factors(), items, k, metric, chunk_size)
 
 
@@ -70,4 +73,5 @@ def similar_users(
 ) -> tuple[Tensor, Tensor]:
     """The k users nearest to each of `users` [m] over `model.user_factors()` (module docstring).
     Returns scores [m, k], user ids [m, k]."""
+    require(model, Factorised, "user similarity")
     return similar_rows(model.user_factors(), users, k, metric, chunk_size)

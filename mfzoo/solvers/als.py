@@ -27,16 +27,20 @@ whose solution, with the YᵀY trick (α₀ YtY is shared by all rows, computed 
 
     A_u = α₀ YtY + Σ_{i∈I_u} (c_ui − α₀) y_i y_iᵀ + λ_u I,   b_u = Σ_{i∈I_u} c_ui y_i.
 
-The objectives these half-steps lower, of both sides as `ALSSolver` reports them after each
-sweep and their dense twins for tests, are in `mfzoo.solvers.objective`.
+The objectives these half-steps lower, of both sides as `ALSSolver` / `IALSSolver` report them
+after each sweep and their dense twins for tests, are in `mfzoo.solvers.objective`; the same
+half-steps written as a plain loop over rows (one dense `torch.linalg.solve` each) are in
+`mfzoo.solvers.als_reference`.
 
-Rows are solved in blocks of up to `block_size` rows of similar degree (`_for_blocks`: the
-y_i of a block gathered into one padded [b, L, k] tensor of about `BLOCK_ELEMENTS`
-entries), by as many threads as torch has. A block of rows longer than k builds its A_u as one
-batched product and solves them by one batched Cholesky factorisation (`spd_solve`; a singular
-A_u, e.g. λ = 0 and n_u < k, gets the minimum-norm solution and an empty row gets x_u = 0); a
-block of shorter rows solves the same systems exactly through the Woodbury identity, an L x L
-Cholesky per row (`_solve_rows`). The CG path (`ials_half_step_cg`) never forms A_u.
+This module holds the maths of a block of rows; which rows form a block, in how much memory
+and on how many threads, is `mfzoo.solvers.blocks` (`for_blocks`: blocks of up to
+`block_size` rows of similar degree, the y_i of a block gathered into one padded [b, L, k]
+tensor of about `blocks.BLOCK_ELEMENTS` entries). A block of rows longer than k builds its A_u
+as one batched product and solves them by one batched Cholesky factorisation (`spd_solve`; a
+singular A_u, e.g. λ = 0 and n_u < k, gets the minimum-norm solution and an empty row gets
+x_u = 0); a block of shorter rows solves the same systems exactly through the Woodbury
+identity, an L x L Cholesky per row (`_solve_rows`). The CG path (`ials_half_step_cg`) never
+forms A_u.
 
 Every path gives a row without entries x_u = 0: its b_u is 0, so 0 solves A_u x_u = b_u (the
 minimum-norm solution where A_u is singular). No half-step returns NaN or inf: a setting whose
@@ -46,12 +50,7 @@ numbers overflow the factors' dtype (a confidence 1 + α r beyond float32, say) 
 
 from __future__ import annotations
 
-import functools
-import logging
-import threading
-import warnings
 from collections.abc import Callable
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -61,14 +60,8 @@ from mfzoo.data.interactions import Interactions
 from mfzoo.solvers.checks import (
     MF_PATH, NonFiniteError, check_ials_settings, check_model_class, ials_fix, nonnegative, solved,
 )
+from mfzoo.solvers.blocks import for_blocks, memo, row_order, scripted
 from mfzoo.solvers.linalg import spd_solve
-from mfzoo.solvers.parallel import cpu_streams, run_streams
-
-log = logging.getLogger(__name__)
-
-# entries of a block's gathered rows [b, L, k] (16 MiB of float32): on a 2-core CPU with 2 MiB
-# of L2 per core, 2^22 ran CG sweeps about 6% faster than 2^23, with 512 rows per block at most
-BLOCK_ELEMENTS = 1 << 22
 
 
 def least_squares_half_step(
@@ -96,7 +89,7 @@ def least_squares_half_step(
     crow, col, values = _csr_parts(R, Y, block_size)
     counts = crow.diff().to(Y.dtype)  # [n_rows] n_u
     reg = l2 * counts if frequency_scaled else torch.full_like(counts, float(l2))  # [n_rows] λ_u
-    ones = _memo(cache, ("ones", values.dtype, values.device), lambda: torch.ones_like(values))  # [nnz] weight 1
+    ones = memo(cache, ("ones", values.dtype, values.device), lambda: torch.ones_like(values))  # [nnz] weight 1
     return solved(lambda: _solve_rows(crow, col, ones, values, Y, reg, None, block_size, cache, nonnegative=True),
                    "the ALS half-step", lambda: f"check the scale of the ratings (largest |r| "
                    f"{float(values.abs().max()) if values.numel() else 0.0:g}) and l2 (now {l2:g})")
@@ -123,7 +116,7 @@ def ials_half_step(
         unobserved_weight: α₀ >= 0, the weight of every unobserved pair.
         l2_exponent: ν; 0 gives a plain λ.
         block_size: rows whose systems are built and solved together.
-        cache: a dict kept with this R across calls (`ALSSolver` keeps one per matrix): what
+        cache: a dict kept with this R across calls (the solvers keep one per matrix): what
             depends on R and the hyperparameters alone (confidences, row order, block plan)
             is computed on the first call only.
 
@@ -196,20 +189,20 @@ def ials_half_step_cg(
     YtY = unobserved_weight * (Y.T @ Y)  # [k, k] α₀ YtY, once per half-step
     counts = crow.diff()  # [n_rows] n_u
     reg = l2 * (counts.to(Y.dtype) + unobserved_weight * R.shape[1]).pow(l2_exponent)  # [n_rows] λ_u
-    order = _row_order(crow, cache)  # [n_rows] the row order of the blocks
+    order = row_order(crow, cache)  # [n_rows] the row order of the blocks
     X0 = X0.detach().to(device=Y.device, dtype=Y.dtype)
     X_sorted, reg_sorted = X0.index_select(0, order), reg.index_select(0, order)  # [n_rows, k], [n_rows]
     if cg_steps > 0:  # rows without entries first in `order`: x_u = 0, their exact solution
         X_sorted[: int((counts == 0).sum())] = 0.0
 
-    cg_block = _scripted(_cg_block)
+    cg_block = scripted(_cg_block)
 
     def solve(block: slice, Yg: Tensor, gram_w: Tensor, rhs_w: Tensor) -> None:
         X_sorted[block] = cg_block(X_sorted[block], Yg, gram_w, rhs_w, YtY, reg_sorted[block], cg_steps)
 
     def run() -> Tensor:
         gram_w, c, _ = _confidences(values, kind, alpha, eps, unobserved_weight, cache)  # [nnz] c_ui − α₀, c_ui
-        _for_blocks(solve, crow, col, (gram_w, c), Y, block_size, order, cache)
+        for_blocks(solve, crow, col, (gram_w, c), Y, block_size, order, cache)
         return torch.empty_like(X_sorted).index_copy_(0, order, X_sorted)
 
     return solved(run, "the iALS conjugate-gradient half-step",
@@ -217,27 +210,24 @@ def ials_half_step_cg(
 
 
 @torch.no_grad()
-def als_sweep(model: nn.Module, train: Interactions, l2: float, implicit: bool, **kwargs: Any) -> None:
-    """One full ALS sweep on a model without biases (e.g. `MF(biases=False)`): the user
-    half-step on R = `train.csr("user")` (users × items) written into
-    `model.user_embedding.weight`, then the item half-step on Rᵀ = `train.csr("item")` with the
-    new user factors, written into `model.item_embedding.weight`.
-
-    `implicit` picks `ials_half_step` (kwargs: alpha, kind, eps, unobserved_weight,
-    l2_exponent, block_size) or `least_squares_half_step` (kwargs: frequency_scaled,
-    block_size). Neither half-step increases the corresponding objective
+def als_sweep(model: nn.Module, train: Interactions, half_step: Callable[[Tensor, Tensor], Tensor]) -> None:
+    """One full ALS sweep on a model without biases (e.g. `MF(biases=False)`) with one solver
+    function for both sides, `half_step(R, Y) -> X` (e.g. `functools.partial(ials_half_step,
+    l2=0.1, alpha=2.0)` or `partial(least_squares_half_step, l2=0.1)`): the user half-step on
+    R = `train.csr("user")` (users × items) written into `model.user_embedding.weight`, then
+    the item half-step on Rᵀ = `train.csr("item")` with the new user factors, written into
+    `model.item_embedding.weight`. Neither half-step increases the corresponding objective
     (`objective.ials_objective` / `objective.least_squares_objective` with both_sides=True)."""
     check_model_class("als_sweep", type(model), (MF_PATH,), "r̂ = p_u·q_i", "Use MF(biases=False).")
     if getattr(model, "biases", False):
         raise ValueError(
             "als_sweep solves r̂ = p_u·q_i only; this model has biases (build it with biases=False)"
         )
-    half_step = ials_half_step if implicit else least_squares_half_step
     users, items = model.user_embedding.weight, model.item_embedding.weight  # [n_users, D], [n_items, D]
     R_users = train.csr("user").to(users.device)  # [n_users, n_items]
     R_items = train.csr("item").to(users.device)  # [n_items, n_users]
-    users.copy_(half_step(R_users, items, l2, **kwargs))
-    items.copy_(half_step(R_items, users, l2, **kwargs))
+    users.copy_(half_step(R_users, items))
+    items.copy_(half_step(R_items, users))
 
 
 # -- internals ------------------------------------------------------------------------------
@@ -260,84 +250,6 @@ def _csr_parts(R: Tensor, Y: Tensor, block_size: int) -> tuple[Tensor, Tensor, T
     return crow, col, values
 
 
-def _for_blocks(
-    solve: Callable[..., None], crow: Tensor, col: Tensor, weights: tuple[Tensor, ...], Y: Tensor, block_size: int,
-    order: Tensor, cache: dict | None = None,
-) -> None:
-    """Calls `solve(block, Yg [b, L, k], *weights each [b, L])` for the rows of a CSR pattern in
-    blocks of the row order `order` (rows by ascending degree, `argsort(crow.diff(),
-    stable=True)`): `block` is a slice of `order`, and row j of Yg holds y_i of the entries of
-    row order[block][j], padded to the block's longest row with a zero row of weight 0. Sorted
-    rows waste little on padding (about 4% on power-law data); a block holds at most
-    `block_size` rows and about `BLOCK_ELEMENTS` entries of Yg. `solve` writes its results
-    itself (the blocks are disjoint), typically into tensors already in `order`, so that a block
-    is a contiguous slice rather than a gather.
-
-    Yg is written into a buffer allocated once per thread (`index_select(out=)`): fresh
-    multi-megabyte tensors per block cost more in page faults than the gather itself on a CPU.
-
-    On a CPU with more than one torch thread the blocks (longest rows first) are taken in turn
-    by that many streams (`mfzoo.solvers.parallel.run_streams`: Python threads, torch
-    single-threaded meanwhile), which keeps both cores of a 2-core machine busy where one
-    multi-threaded stream of small batched operations does not. Every block's arithmetic is the
-    same either way, so the result does not depend on the number of threads.
-    """
-    k = Y.shape[1]
-    counts, starts, degree, plan = _memo(cache, ("plan", block_size, k, BLOCK_ELEMENTS),
-                                         lambda: _plan(crow, order, block_size, k))
-    Y_pad = torch.cat([Y, Y.new_zeros(1, k)])  # [n_cols + 1, k]: the last row pads
-    pad, last = Y.shape[0], max(col.numel() - 1, 0)
-
-    tasks, lock = iter(plan[::-1]), threading.Lock()  # longest rows first: the threads finish together
-    layout = _scripted(_block_layout)
-
-    def run(_stream: int) -> None:
-        buffer = Y.new_empty(0)  # grows (doubling) to the largest block
-        while True:
-            with lock:
-                start, end = next(tasks, (0, 0))
-            if start == end:
-                return
-            b, longest = end - start, degree[end - 1]  # the block's rows, its longest row L
-            if buffer.numel() < b * longest * k:
-                buffer = Y.new_empty(max(b * longest * k, 2 * buffer.numel()))
-            Yg = buffer[:b * longest * k].view(b * longest, k)
-            if col.numel():
-                padded = layout(counts[start:end], starts[start:end], longest, last, pad, col, list(weights), Y_pad, Yg)
-            else:  # no entries at all: every row is padding
-                padded = [Y.new_zeros(b, longest) for _ in weights]
-                torch.index_select(Y_pad, 0, torch.full((b * longest,), pad, device=Y.device), out=Yg)
-            solve(slice(start, end), Yg.view(b, longest, k), *padded)
-
-    run_streams(run, min(cpu_streams(Y.device), len(plan)))
-
-
-def _plan(crow: Tensor, order: Tensor, block_size: int, k: int) -> tuple[Tensor, Tensor, list[int], list[tuple[int, int]]]:
-    """The blocks of `_for_blocks`: the rows' entry counts and first entries in `order`
-    ([n_rows] each), the counts as a list, and (start, end) slices of `order` of at most
-    `block_size` rows and about `BLOCK_ELEMENTS` entries of Yg."""
-    n_rows = crow.numel() - 1
-    counts = crow.diff().index_select(0, order)  # [n_rows] ascending
-    starts = crow[:-1].index_select(0, order)  # [n_rows] first entry of each row
-    degree = counts.tolist()
-    plan, start = [], 0  # (start, end) in `order`
-    while start < n_rows:
-        end = min(start + block_size, n_rows)
-        end = min(end, start + max(1, BLOCK_ELEMENTS // max(1, degree[end - 1] * k)))  # memory
-        plan.append((start, end))
-        start = end
-    return counts, starts, degree, plan
-
-
-def _memo(cache: dict | None, key: tuple, make: Callable[[], Any]) -> Any:
-    """cache[key], made by `make()` on first use; just `make()` without a cache."""
-    if cache is None:
-        return make()
-    if key not in cache:
-        cache[key] = make()
-    return cache[key]
-
-
 def _confidences(
     values: Tensor, kind: str, alpha: float, eps: float, unobserved_weight: float, cache: dict | None,
 ) -> tuple[Tensor, Tensor, bool]:
@@ -350,32 +262,8 @@ def _confidences(
         gram_w = c - unobserved_weight
         return gram_w, c, not bool((gram_w < 0).any())
 
-    return _memo(cache, ("confidence", kind, float(alpha), float(eps), float(unobserved_weight), values.dtype,
+    return memo(cache, ("confidence", kind, float(alpha), float(eps), float(unobserved_weight), values.dtype,
                          values.device), make)
-
-
-def _row_order(crow: Tensor, cache: dict | None) -> Tensor:
-    """Rows by ascending degree (stable), from the cache when it has them."""
-    return _memo(cache, ("order", crow.device), lambda: torch.argsort(crow.diff(), stable=True))
-
-
-def _block_layout(
-    counts: Tensor, starts: Tensor, longest: int, last: int, pad: int, col: Tensor, weights: list[Tensor],
-    Y_pad: Tensor, out: Tensor,
-) -> list[Tensor]:
-    """The padded layout of one block of `_for_blocks`: the rows y_i of every entry gathered
-    into `out` [b·L, k] (row j·L + l: entry l of the block's row j, `pad` (a zero row of Y_pad)
-    past the row's end), and each of `weights` [nnz] laid out as [b, L] with 0 on padding.
-    counts, starts [b]: the rows' entry counts and first positions in `col`; last: the last
-    valid position. Runs as TorchScript where torch has it (`_scripted`), for the reason given
-    in `_cg_block`."""
-    b = counts.shape[0]
-    slots = torch.arange(longest, device=col.device)  # [L]
-    invalid = slots >= counts.unsqueeze(1)  # [b, L] padding
-    pos = (starts.unsqueeze(1) + slots).clamp_(max=last).view(-1)  # [b·L] entry positions
-    items = col.index_select(0, pos).view(b, longest).masked_fill_(invalid, pad)  # [b, L]
-    torch.index_select(Y_pad, 0, items.view(-1), out=out)
-    return [w.index_select(0, pos).view(b, longest).masked_fill_(invalid, 0.0) for w in weights]
 
 
 def _solve_rows(
@@ -383,7 +271,7 @@ def _solve_rows(
     base: Tensor | None, block_size: int, cache: dict | None = None, nonnegative: bool | None = None,
 ) -> Tensor:
     """x_u = A_u⁻¹ b_u for every row of a CSR pattern (crow, col), block by block
-    (`_for_blocks`), with
+    (`blocks.for_blocks`), with
 
         A_u = B_u + Y_uᵀ W_u Y_u,   B_u = base + reg_u I,   b_u = Y_uᵀ h_u,
 
@@ -414,7 +302,7 @@ def _solve_rows(
         Yr = Y @ V  # [n_cols, k] Ỹ
     # the low-rank path needs every w >= 0 (`nonnegative`, when the caller knows)
     low_rank_ok = not bool((gram_weight < 0).any()) if nonnegative is None else nonnegative
-    order = _row_order(crow, cache)  # [n_rows] the row order of the blocks
+    order = row_order(crow, cache)  # [n_rows] the row order of the blocks
     reg_sorted = reg.index_select(0, order)  # [n_rows]
     X_sorted = Y.new_zeros(n_rows, k)  # [n_rows, k] x̃ (rotated), rows in `order`
 
@@ -437,7 +325,7 @@ def _solve_rows(
             A.diagonal(dim1=1, dim2=2).add_(diag)  # + diag(e + λ_u)
             X_sorted[block] = spd_solve(A, torch.bmm(rhs_w.unsqueeze(1), Yg).squeeze(1))  # b_u [b, k]
 
-    _for_blocks(solve, crow, col, (gram_weight, rhs_weight), Yr, block_size, order, cache)
+    for_blocks(solve, crow, col, (gram_weight, rhs_weight), Yr, block_size, order, cache)
     X = torch.empty_like(X_sorted).index_copy_(0, order, X_sorted)  # [n_rows, k]
     return X if V is None else X @ V.T
 
@@ -445,7 +333,7 @@ def _solve_rows(
 def _cg_block(X: Tensor, Yg: Tensor, gram_weight: Tensor, rhs_weight: Tensor, YtY: Tensor, reg: Tensor,
               steps: int) -> Tensor:
     """`steps` conjugate-gradient iterations on every row's A_u x_u = b_u of a block in the
-    padded layout of `_for_blocks` (Yg [b, L, k], gram_weight = c_ui − α₀ and rhs_weight = c_ui
+    padded layout of `blocks.for_blocks` (Yg [b, L, k], gram_weight = c_ui − α₀ and rhs_weight = c_ui
     [b, L], 0 on padding), from X [b, k] (not modified); returns the new X [b, k]. No A_u is
     formed:
 
@@ -458,7 +346,7 @@ def _cg_block(X: Tensor, Yg: Tensor, gram_weight: Tensor, rhs_weight: Tensor, Yt
     gives a step of 0 instead of NaN. The [b, 1, k] @ [b, k, L] form of the products is about
     twice as fast on a CPU as [b, L, k] @ [b, k, 1].
 
-    Runs as TorchScript where torch has it (`_scripted`): its interpreter runs the ~40
+    Runs as TorchScript where torch has it (`blocks.scripted`): its interpreter runs the ~40
     operations of a block without taking the GIL for each, so the solver's threads do not queue
     on it (about 15% of a CG sweep on 2 cores)."""
     t = torch.bmm(X.unsqueeze(1), Yg.mT).squeeze(1)  # [b, L] x⁰·y_i
@@ -481,16 +369,3 @@ def _cg_block(X: Tensor, Yg: Tensor, gram_weight: Tensor, rhs_weight: Tensor, Yt
         p = r + torch.where(rs > 0, rs_new / rs, 0.0).unsqueeze(1) * p
         rs = rs_new
     return X
-
-
-@functools.cache
-def _scripted(fn: Callable) -> Callable:
-    """`fn` compiled by TorchScript, or `fn` itself where that fails (TorchScript is deprecated
-    in torch 2.x and may go; the eager function computes the same)."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            return torch.jit.script(fn)
-    except Exception as error:  # noqa: BLE001 (any failure means: run eager)
-        log.debug("TorchScript unavailable for %s (%s); running eager", fn.__name__, error)
-        return fn

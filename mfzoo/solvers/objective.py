@@ -1,5 +1,5 @@
-"""The objectives of explicit ALS and iALS: what `ALSSolver.objective` reports after each
-sweep, and what every half-step of `mfzoo.solvers.als` lowers.
+"""The objectives of explicit ALS and iALS: what `ALSSolver.objective` / `IALSSolver.objective`
+report after each sweep, and what every half-step of `mfzoo.solvers.als` lowers.
 
 Notation as in `mfzoo.solvers.als`, with R [n_users, n_items] the sparse observations (n_u the
 entries of row u, n_i those of column i), X [n_users, k] the user factors x_u, Y [n_items, k]
@@ -11,7 +11,7 @@ the item factors y_i, s_ui = x_u·y_i and α₀ the weight of the unobserved pai
                    + Σ_u λ_u ‖x_u‖² + Σ_i λ_i ‖y_i‖²,
                    λ_u = λ (n_u + α₀ n_items)^ν,   λ_i = λ (n_i + α₀ n_users)^ν.
 
-`least_squares_sweep_objective` and `ials_sweep_objective` (what `ALSSolver` reports) sum over
+`least_squares_sweep_objective` and `ials_sweep_objective` (what the solvers report) sum over
 the stored entries only, the unobserved pairs of iALS by the YᵀY trick: O(nnz k + (n_users +
 n_items) k²). `least_squares_objective` and `ials_objective` are their dense twins, over every
 pair and differentiable, for tests on small data (both_sides=False: the terms of one half-step).
@@ -23,7 +23,8 @@ import torch
 from torch import Tensor
 
 from mfzoo.data.implicit import confidence
-from mfzoo.solvers.als import _confidences, _csr_parts, _memo
+from mfzoo.solvers.als import _confidences, _csr_parts
+from mfzoo.solvers.blocks import memo
 
 
 def least_squares_objective(
@@ -88,7 +89,7 @@ def least_squares_sweep_objective(
         X: [n_users, k] user factors; Y: [n_items, k] item factors.
         l2: λ >= 0.
         frequency_scaled: λ n_u (ALS-WR) rather than a plain λ.
-        cache: the dict `ALSSolver` keeps with R (the column counts are computed once).
+        cache: the dict the solver keeps with R (the column counts are computed once).
 
     Returns:
         The objective, a sum over R (not a mean).
@@ -127,7 +128,7 @@ def ials_sweep_objective(
         R: sparse CSR [n_users, n_items], values = raw event strengths r_ui.
         X: [n_users, k] user factors; Y: [n_items, k] item factors.
         l2, alpha, kind, eps, unobserved_weight, l2_exponent: as `ials_half_step`.
-        cache: the dict `ALSSolver` keeps with R (the confidences, shared with the half-steps
+        cache: the dict `IALSSolver` keeps with R (the confidences, shared with the half-steps
             on R, and the column counts are computed once).
 
     Returns:
@@ -159,7 +160,7 @@ def _entry_scores(crow: Tensor, col: Tensor, X: Tensor, Y: Tensor) -> Tensor:
 
 def _counts(crow: Tensor, col: Tensor, n_cols: int, dtype: torch.dtype, cache: dict | None) -> tuple[Tensor, Tensor]:
     """Entries per row [n_rows] and per column [n_cols] of a CSR pattern, in `dtype`."""
-    return crow.diff().to(dtype), _memo(cache, ("col_counts", dtype, col.device),
+    return crow.diff().to(dtype), memo(cache, ("col_counts", dtype, col.device),
                                         lambda: torch.bincount(col, minlength=n_cols).to(dtype))
 
 

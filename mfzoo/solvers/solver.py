@@ -1,4 +1,6 @@
-"""`ALSSolver`: explicit ALS or iALS as a configurable object the training glue can run.
+"""`ALSSolver` (explicit ALS) and `IALSSolver` (iALS) as configurable objects the training glue
+can run; both are an `ALSBase`, which holds what they share and asks them for their half-step
+and their objective.
 
 `sweep(model, train)` is one epoch of closed-form training (user half-step, then item
 half-step, written into the model's embedding weights); `objective(model, train)` is the
@@ -14,63 +16,50 @@ when new items arrive (their factors exist only after an item half-step).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from mfzoo.data.interactions import Interactions
 from mfzoo.solvers import als
-from mfzoo.solvers.checks import MF_PATH, at_least, check_model_class, nonnegative
+from mfzoo.solvers.checks import MF_PATH, at_least, check_ials_settings, check_model_class, nonnegative
 from mfzoo.solvers.objective import ials_sweep_objective, least_squares_sweep_objective
 
 
 @dataclass
-class ALSSolver:
-    """Closed-form ALS (explicit) or iALS (implicit) for `MF` without biases (r̂ = p_u·q_i);
-    any other model class is refused (`check_model`), at set-up and at solve time.
+class ALSBase:
+    """What explicit ALS and iALS share, for `MF` without biases (r̂ = p_u·q_i): the sweep, the
+    fold-in of new users, the update of changed users, the caches kept with the training
+    matrices and the model check (`check_model`: any other model class is refused, at set-up
+    and at solve time). A subclass gives `half_step`, `objective` and its config name.
 
     Args:
-        l2: λ.
-        implicit: iALS (Hu, Koren & Volinsky 2008) instead of explicit ALS.
-        frequency_scaled: explicit ALS: λ_u = λ n_u (ALS-WR) instead of λ.
-        alpha, kind, eps: iALS confidence c = 1 + α r ("linear") or 1 + α log(1 + r/ε) ("log").
-        unobserved_weight: iALS α₀, the weight of the unobserved pairs (Rendle et al. 2022).
-        l2_exponent: iALS ν, λ_u = λ (n_u + α₀ n_items)^ν (0: plain λ).
-        method: "exact" (batched Cholesky) or "cg" (conjugate gradient, iALS only).
-        cg_steps: CG iterations per half-step, warm-started from the current factors.
-        block_size: rows solved at once (memory: exact ~ block_size · k², CG ~ block_size · n_u · k).
-
-    Settings out of range raise ValueError at construction (λ, α, α₀ finite and >= 0, ε > 0,
-    cg_steps and block_size >= 1). A sweep never writes NaN or inf into the model: a setting
-    whose numbers overflow (a confidence 1 + α r beyond float32, say) raises
-    `mfzoo.solvers.checks.NonFiniteError` naming it; the failing half-step writes nothing.
+        l2: λ >= 0.
+        block_size: rows solved at once (memory: exact ~ block_size · k², CG ~ block_size · n_u · k),
+            >= 1; keyword only.
     """
 
+    config: ClassVar[str] = ""  # the config that selects the solver (`solver=...`), for messages
+
     l2: float = 0.1
-    implicit: bool = True
-    frequency_scaled: bool = True
-    alpha: float = 1.0
-    kind: str = "linear"
-    eps: float = 1.0
-    unobserved_weight: float = 1.0
-    l2_exponent: float = 0.0
-    method: str = "exact"
-    cg_steps: int = 3
+    _: KW_ONLY
     block_size: int = 512
     _caches: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.implicit:
-            als.check_ials_settings(self.l2, self.alpha, self.kind, self.eps, self.unobserved_weight, self.l2_exponent)
-        else:
-            nonnegative("l2", self.l2)
-        at_least("cg_steps", self.cg_steps, 1)
         at_least("block_size", self.block_size, 1)
-        if self.method not in ("exact", "cg"):
-            raise ValueError(f"method must be 'exact' or 'cg', got {self.method!r}")
-        if self.method == "cg" and not self.implicit:
-            raise ValueError("the conjugate-gradient path is for iALS (implicit=True)")
+
+    def half_step(self, R: Tensor, Y: Tensor, X0: Tensor | None = None, cache: dict | None = None) -> Tensor:
+        """Rows of R solved with Y fixed: [R.shape[0], k] (X0: the current rows, a warm start
+        where the method uses one; cache: a dict kept with R across calls, see
+        `als.ials_half_step`)."""
+        raise NotImplementedError
+
+    def objective(self, model: nn.Module, train: Interactions) -> float:
+        """The objective the half-steps minimise, at the model's current factors (a sum)."""
+        raise NotImplementedError
 
     @classmethod
     def check_model(cls, model_class: type, biases: bool | None = None) -> None:
@@ -78,28 +67,17 @@ class ALSSolver:
         read) is what ALS solves for: `mfzoo.models.mf.MF`, without biases (`biases`, when
         known). SVD++, timeSVD or a model class of one's own are refused, naming the
         alternatives: ALS on `MF`, or the model on the gradient path."""
+        name = f"{cls.__name__} (solver={cls.config})"
         check_model_class(
-            "ALSSolver (solver=als / solver=ials)", model_class, (MF_PATH,), "r̂ = p_u·q_i",
+            name, model_class, (MF_PATH,), "r̂ = p_u·q_i",
             "Use model=funksvd (or model=mf model.biases=false) with this solver, or train "
             f"{model_class.__qualname__} on the gradient path: solver=null with loss=mse optim=adam (explicit "
             "ratings) or loss=bpr / loss=bce with a data.sampler (implicit feedback).",
         )
         if biases:
-            raise ValueError("ALSSolver (solver=als / solver=ials) solves r̂ = p_u·q_i; this MF has biases, which "
-                             "it would never update: set model.biases=false (or use model=funksvd), or train the "
-                             "biased MF on the gradient path (solver=null, loss=mse optim=adam)")
-
-    def half_step(self, R: Tensor, Y: Tensor, X0: Tensor | None = None, cache: dict | None = None) -> Tensor:
-        """Rows of R solved with Y fixed: [R.shape[0], k] (X0: CG warm start; cache: a dict kept
-        with R across calls, see `als.ials_half_step`)."""
-        if not self.implicit:
-            return als.least_squares_half_step(R, Y, self.l2, self.frequency_scaled, self.block_size, cache)
-        kwargs = dict(alpha=self.alpha, kind=self.kind, eps=self.eps, unobserved_weight=self.unobserved_weight,
-                      l2_exponent=self.l2_exponent, block_size=self.block_size, cache=cache)
-        if self.method == "cg":
-            start = torch.zeros(R.shape[0], Y.shape[1], dtype=Y.dtype, device=Y.device) if X0 is None else X0
-            return als.ials_half_step_cg(R, Y, start, self.l2, cg_steps=self.cg_steps, **kwargs)
-        return als.ials_half_step(R, Y, self.l2, **kwargs)
+            raise ValueError(f"{name} solves r̂ = p_u·q_i; this MF has biases, which it would never update: set "
+                             "model.biases=false (or use model=funksvd), or train the biased MF on the gradient "
+                             "path (solver=null, loss=mse optim=adam)")
 
     def _cache(self, R: Tensor) -> dict:
         """The dict kept with R across sweeps (the training matrices, which `Interactions`
@@ -116,41 +94,17 @@ class ALSSolver:
         """One epoch: users on R (users × items), then items on Rᵀ, into the model's weights.
         It does not evaluate `objective` (a sweep is what benchmarks time); the training
         module asks for it after the sweep."""
-        _check(model)
+        self._check(model)
         users, items = model.user_embedding.weight, model.item_embedding.weight  # [U, D], [I, D]
         R_users, R_items = train.csr("user").to(users.device), train.csr("item").to(users.device)
         users.copy_(self.half_step(R_users, items, users, self._cache(R_users)))
         items.copy_(self.half_step(R_items, users, items, self._cache(R_items)))
 
     @torch.no_grad()
-    def objective(self, model: nn.Module, train: Interactions) -> float:
-        """The objective the half-steps minimise, at the model's current factors, with the λ_u,
-        λ_i, confidences and α₀ of `half_step` (X user factors, Y item factors, R = `train`'s
-        users × items matrix, n_u and n_i its entries per user and item):
-
-            explicit: Σ_{(u,i)∈R} (r_ui − x_u·y_i)² + Σ_u λ_u ‖x_u‖² + Σ_i λ_i ‖y_i‖²,
-                      λ_u = λ n_u, λ_i = λ n_i (frequency_scaled) or λ;
-            iALS:     Σ_{(u,i)∈R} c_ui (1 − x_u·y_i)² + α₀ Σ_{(u,i)∉R} (x_u·y_i)²
-                      + Σ_u λ_u ‖x_u‖² + Σ_i λ_i ‖y_i‖²,
-                      λ_u = λ (n_u + α₀ n_items)^ν, λ_i = λ (n_i + α₀ n_users)^ν.
-
-        A sum, not a mean; O(nnz k + (n_users + n_items) k²) (`objective.least_squares_sweep_objective`,
-        `objective.ials_sweep_objective`). An exact half-step minimises it over one side, so exact
-        sweeps never increase it (CG half-steps lower it too, without reaching the minimum)."""
-        _check(model)
-        users, items = model.user_embedding.weight, model.item_embedding.weight  # [U, D], [I, D]
-        R = train.csr("user").to(users.device)  # [U, I]
-        if not self.implicit:
-            return least_squares_sweep_objective(R, users, items, self.l2, self.frequency_scaled, self._cache(R))
-        return ials_sweep_objective(R, users, items, self.l2, alpha=self.alpha, kind=self.kind, eps=self.eps,
-                                    unobserved_weight=self.unobserved_weight, l2_exponent=self.l2_exponent,
-                                    cache=self._cache(R))
-
-    @torch.no_grad()
     def fold_in(self, model: nn.Module, new: Interactions) -> Tensor:
         """Factors [new.n_users, D] of new users (their own id space; items in the model's
         item space) from their interactions, items fixed. Not written into the model."""
-        _check(model)
+        self._check(model)
         if new.n_items != model.n_items:
             raise ValueError(f"{new.name}: {new.n_items} items but the model has {model.n_items}; "
                              "encode the new users' items with the training set's item_ids")
@@ -161,7 +115,7 @@ class ALSSolver:
     def update_users(self, model: nn.Module, interactions: Interactions, users: Tensor) -> None:
         """Recompute `users` [n] (model ids) from all their current `interactions` (model's
         id space), items fixed, and write the new factors into the model."""
-        _check(model)
+        self._check(model)
         weight, items = model.user_embedding.weight, model.item_embedding.weight
         users = torch.unique(users.to(interactions.users.device))
         rows = interactions.subset(torch.isin(interactions.users, users))
@@ -173,7 +127,118 @@ class ALSSolver:
         start = weight.index_select(0, users.to(weight.device))
         weight[users.to(weight.device)] = self.half_step(sub.csr("user").to(items.device), items, start)
 
+    def _check(self, model: nn.Module) -> None:
+        """The solve-time twin of `check_model`, for a model instance."""
+        self.check_model(type(model), bool(getattr(model, "biases", False)))
 
-def _check(model: nn.Module) -> None:
-    """The solve-time twin of `ALSSolver.check_model`, for a model instance."""
-    ALSSolver.check_model(type(model), bool(getattr(model, "biases", False)))
+
+@dataclass
+class ALSSolver(ALSBase):
+    """Closed-form explicit ALS (Zhou et al. 2008, "ALS-WR") on the ratings; see `ALSBase`.
+
+    Args:
+        l2: λ >= 0.
+        frequency_scaled: λ_u = λ n_u (ALS-WR) instead of λ.
+        block_size: as `ALSBase`.
+
+    Settings out of range raise ValueError at construction. A sweep never writes NaN or inf
+    into the model: ratings whose squares overflow raise `mfzoo.solvers.checks.NonFiniteError`
+    naming them; the failing half-step writes nothing.
+    """
+
+    config: ClassVar[str] = "als"
+
+    frequency_scaled: bool = True
+
+    def __post_init__(self) -> None:
+        nonnegative("l2", self.l2)
+        super().__post_init__()
+
+    def half_step(self, R: Tensor, Y: Tensor, X0: Tensor | None = None, cache: dict | None = None) -> Tensor:
+        """`als.least_squares_half_step` on the rows of R with Y fixed (X0 unused: the solve is exact)."""
+        return als.least_squares_half_step(R, Y, self.l2, self.frequency_scaled, self.block_size, cache)
+
+    @torch.no_grad()
+    def objective(self, model: nn.Module, train: Interactions) -> float:
+        """The objective the half-steps minimise, at the model's current factors (X user factors,
+        Y item factors, R = `train`'s users × items matrix, n_u and n_i its entries per user
+        and item):
+
+            Σ_{(u,i)∈R} (r_ui − x_u·y_i)² + Σ_u λ_u ‖x_u‖² + Σ_i λ_i ‖y_i‖²,
+            λ_u = λ n_u, λ_i = λ n_i (frequency_scaled) or λ.
+
+        A sum, not a mean; O(nnz k) (`objective.least_squares_sweep_objective`). An exact
+        half-step minimises it over one side, so sweeps never increase it."""
+        self._check(model)
+        users, items = model.user_embedding.weight, model.item_embedding.weight  # [U, D], [I, D]
+        R = train.csr("user").to(users.device)  # [U, I]
+        return least_squares_sweep_objective(R, users, items, self.l2, self.frequency_scaled, self._cache(R))
+
+
+@dataclass
+class IALSSolver(ALSBase):
+    """Closed-form iALS (Hu, Koren & Volinsky 2008, with the unobserved weight and the
+    regularisation exponent of Rendle et al. 2022) on implicit feedback; see `ALSBase`.
+
+    Args:
+        l2: λ >= 0.
+        alpha, kind, eps: confidence c = 1 + α r ("linear") or 1 + α log(1 + r/ε) ("log"), or 1
+            ("none").
+        unobserved_weight: α₀ >= 0, the weight of the unobserved pairs.
+        l2_exponent: ν, λ_u = λ (n_u + α₀ n_items)^ν (0: plain λ).
+        method: "exact" (batched Cholesky) or "cg" (conjugate gradient).
+        cg_steps: CG iterations per half-step (>= 1), warm-started from the current factors.
+        block_size: as `ALSBase`.
+
+    Settings out of range raise ValueError at construction (λ, α, α₀ finite and >= 0, ε > 0,
+    cg_steps and block_size >= 1). A sweep never writes NaN or inf into the model: a setting
+    whose numbers overflow (a confidence 1 + α r beyond float32, say) raises
+    `mfzoo.solvers.checks.NonFiniteError` naming it; the failing half-step writes nothing.
+    """
+
+    config: ClassVar[str] = "ials"
+
+    alpha: float = 1.0
+    kind: str = "linear"
+    eps: float = 1.0
+    unobserved_weight: float = 1.0
+    l2_exponent: float = 0.0
+    method: str = "exact"
+    cg_steps: int = 3
+
+    def __post_init__(self) -> None:
+        check_ials_settings(self.l2, self.alpha, self.kind, self.eps, self.unobserved_weight, self.l2_exponent)
+        at_least("cg_steps", self.cg_steps, 1)
+        super().__post_init__()
+        if self.method not in ("exact", "cg"):
+            raise ValueError(f"method must be 'exact' or 'cg', got {self.method!r}")
+
+    def half_step(self, R: Tensor, Y: Tensor, X0: Tensor | None = None, cache: dict | None = None) -> Tensor:
+        """`als.ials_half_step` (exact) or `als.ials_half_step_cg` from X0 (CG; zeros without X0)
+        on the rows of R with Y fixed."""
+        kwargs = dict(alpha=self.alpha, kind=self.kind, eps=self.eps, unobserved_weight=self.unobserved_weight,
+                      l2_exponent=self.l2_exponent, block_size=self.block_size, cache=cache)
+        if self.method == "cg":
+            start = torch.zeros(R.shape[0], Y.shape[1], dtype=Y.dtype, device=Y.device) if X0 is None else X0
+            return als.ials_half_step_cg(R, Y, start, self.l2, cg_steps=self.cg_steps, **kwargs)
+        return als.ials_half_step(R, Y, self.l2, **kwargs)
+
+    @torch.no_grad()
+    def objective(self, model: nn.Module, train: Interactions) -> float:
+        """The objective the half-steps minimise, at the model's current factors, with the λ_u,
+        λ_i, confidences and α₀ of `half_step` (X user factors, Y item factors, R = `train`'s
+        users × items matrix, n_u and n_i its entries per user and item):
+
+            Σ_{(u,i)∈R} c_ui (1 − x_u·y_i)² + α₀ Σ_{(u,i)∉R} (x_u·y_i)²
+            + Σ_u λ_u ‖x_u‖² + Σ_i λ_i ‖y_i‖²,
+            λ_u = λ (n_u + α₀ n_items)^ν, λ_i = λ (n_i + α₀ n_users)^ν.
+
+        A sum, not a mean; O(nnz k + (n_users + n_items) k²) (`objective.ials_sweep_objective`).
+        Exact sweeps never increase it (CG half-steps lower it too, without reaching the
+        minimum)."""
+        self._check(model)
+        users, items = model.user_embedding.weight, model.item_embedding.weight  # [U, D], [I, D]
+        R = train.csr("user").to(users.device)  # [U, I]
+        return ials_sweep_objective(R, users, items, self.l2, alpha=self.alpha, kind=self.kind, eps=self.eps,
+                                    unobserved_weight=self.unobserved_weight, l2_exponent=self.l2_exponent,
+                                    cache=self._cache(R))

@@ -26,11 +26,12 @@ from torch import Tensor, nn
 
 from mfzoo.data.batch import Batch
 from mfzoo.evaluation.metrics import rating_metrics
-from mfzoo.evaluation.ranking import NonFiniteScores, check_ranking, evaluate_ranking, factor_scores
+from mfzoo.evaluation.ranking import check_ranking, evaluate_ranking
+from mfzoo.retrieval.topk import NonFiniteScores, model_scores
 from mfzoo.solvers.checks import NonFiniteError
 from mfzoo.training.rundir import RunError
 from mfzoo.models.contract import GroupedParams, Penalised, require
-from mfzoo.training.building import make_model
+from mfzoo.training.building import make_loss, make_model
 
 
 class TrainingDiverged(RunError):
@@ -94,7 +95,7 @@ def check_config(cfg) -> None:
         refused("solver", lambda: instantiate(solver_cfg))
     else:
         if cfg.get("loss"):
-            loss = refused("loss", lambda: instantiate(cfg.loss))
+            loss = refused("loss", lambda: make_loss(cfg.loss, 1, 1))
             if model_cfg is not None:
                 refused("loss", lambda: check_penalised(model, loss))
         if cfg.get("optim"):
@@ -113,10 +114,11 @@ def check_config(cfg) -> None:
 
 class EvaluatedModule(L.LightningModule):
     """Evaluation shared by the training modules: RMSE/MAE on the val/test batches, or with
-    `ranking` full-catalogue ranking metrics from the model's factors (validation ranks the
-    val part with training items excluded; test ranks the test part with train and val items
-    excluded). Logs `val/rmse`, `val/mae` (and `test/...`), or `val/ndcg@K`, `val/recall@K`,
-    ... and the popularity metrics.
+    `ranking` full-catalogue ranking metrics of the model's scores (`model_scores`: any scorer,
+    the matmul of its factors where it is `Factorised`; validation ranks the val part with
+    training items excluded; test ranks the test part with train and val items excluded).
+    Logs `val/rmse`, `val/mae` (and `test/...`), or `val/ndcg@K`, `val/recall@K`, ... and the
+    popularity metrics.
 
     One x-axis for every run, the epoch: every logging round (a training epoch's metrics, a
     validation pass, the test pass) goes to the loggers at step = the 0-based epoch index, the
@@ -199,7 +201,7 @@ class EvaluatedModule(L.LightningModule):
         seen, part = (split.train, split.val) if stage == "val" else (datamodule.seen, split.test)
         if part is None:
             return
-        scores = factor_scores(self.model.user_factors(), self.model.item_factors())
+        scores = model_scores(self.model)  # any scorer; the matmul of a factorised one
         try:
             metrics = evaluate_ranking(scores, seen.to(self.device), part.to(self.device), **self.ranking)
         except NonFiniteScores as error:
@@ -344,7 +346,7 @@ class SolverModule(EvaluatedModule):
     the whole training part from the data module.
 
     Logs per epoch `train/sweep_seconds` (the sweep alone) and `train/loss`: for a solver with
-    `objective(model, train)` (`ALSSolver`) its objective after the sweep divided by the
+    `objective(model, train)` (`ALSSolver`, `IALSSolver`) its objective after the sweep divided by the
     number of training interactions |R| (explicit ALS: Σ_R (r − x·y)² + penalties over |R|;
     iALS: the weighted sum over all pairs + penalties over |R|), else what `sweep` returned
     (`BPRSolver`: the mean −ln σ(x̂_uij) of the epoch's samples).
@@ -364,8 +366,7 @@ class SolverModule(EvaluatedModule):
 
     def _fix(self) -> str:
         solver, name = self.solver, type(self.solver).__name__
-        keys = ("lr", "alpha", "l2") if getattr(solver, "implicit", False) else ("lr", "l2")
-        settings = [f"solver.{key} (now {getattr(solver, key):g})" for key in keys
+        settings = [f"solver.{key} (now {getattr(solver, key):g})" for key in ("lr", "alpha", "l2")
                     if isinstance(getattr(solver, key, None), (int, float))]
         return f"check the data's scale and {name}'s settings: {', '.join(settings) or 'its regularisation'}"
 

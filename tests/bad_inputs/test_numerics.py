@@ -29,7 +29,7 @@ from mfzoo.solvers.bpr import BPRSolver
 from mfzoo.solvers.checks import NonFiniteError
 from mfzoo.solvers.foldin import fold_in
 from mfzoo.solvers.linalg import spd_solve
-from mfzoo.solvers.solver import ALSSolver
+from mfzoo.solvers.solver import ALSSolver, IALSSolver
 from mfzoo.solvers.svd import TruncatedSVD
 from mfzoo.training.module import GradientModule, TrainingDiverged
 from mfzoo.training.run import train
@@ -101,7 +101,7 @@ def test_a_nan_validation_metric_is_the_same_error():
     (["model.dim=-4"], ["dim must be an integer >= 1, got -4"]),
     (["model=timesvd", "model.n_bins=0"], ["model (mfzoo.models.timesvd.TimeSVD)", "n_bins", "got 0"]),
     (["model=svdpp", "model.implicit_lr_scale=nan"], ["implicit_lr_scale", "finite", "nan"]),
-    ([IALS, "solver.alpha=-1"], ["solver (mfzoo.solvers.solver.ALSSolver)", "alpha must be a finite number >= 0, got -1"]),
+    ([IALS, "solver.alpha=-1"], ["solver (mfzoo.solvers.solver.IALSSolver)", "alpha must be a finite number >= 0, got -1"]),
     ([IALS, "solver.alpha=nan"], ["alpha must be a finite number >= 0, got nan"]),
     ([IALS, "solver.alpha=inf"], ["alpha must be a finite number >= 0, got inf"]),
     ([IALS, "solver.eps=0", "solver.kind=log"], ["eps must be a finite number > 0, got 0"]),
@@ -142,7 +142,7 @@ def _missing_data_cfg(tmp_path: Path, *overrides: str):
 @pytest.mark.parametrize(("overrides", "words"), [
     (["model=svdpp", "model.biases=false", "solver=als"], ["ALSSolver", "mfzoo.models.svdpp.SVDpp", "model=funksvd",
                                                           "loss=mse optim=adam"]),
-    (["model=svdpp", "model.biases=false", "solver=ials"], ["ALSSolver", "SVDpp"]),
+    (["model=svdpp", "model.biases=false", "solver=ials"], ["IALSSolver", "SVDpp"]),
     (["model=timesvd", "solver=als"], ["ALSSolver", "mfzoo.models.timesvd.TimeSVD", "gradient path"]),
     (["model=timesvdpp", "solver=bpr"], ["BPRSolver", "TimeSVD", "loss=bpr"]),
     (["model=svdpp", "solver=bpr"], ["BPRSolver", "SVDpp"]),
@@ -165,7 +165,7 @@ def test_the_missing_data_file_is_what_a_compatible_pair_fails_on(tmp_path):
         train(_missing_data_cfg(tmp_path, "model=funksvd", "solver=als"), tmp_path / "run")
 
 
-@pytest.mark.parametrize("solver", [ALSSolver(), ALSSolver(implicit=False), BPRSolver()])
+@pytest.mark.parametrize("solver", [IALSSolver(), ALSSolver(), BPRSolver()])
 @pytest.mark.parametrize("model", [SVDpp(3, 3, dim=2, biases=False), TimeSVD(3, 3, dim=2, implicit=False)],
                          ids=["SVDpp", "TimeSVD"])
 def test_a_solver_refuses_an_incompatible_model_at_solve_time(solver, model, ratings):
@@ -177,28 +177,29 @@ def test_a_solver_refuses_an_incompatible_model_at_solve_time(solver, model, rat
 
 def test_check_model_takes_classes_and_accepts_what_each_solver_solves():
     ALSSolver.check_model(MF, biases=False)
+    IALSSolver.check_model(MF, biases=False)
     BPRSolver.check_model(MF, biases=True)
     BPRSolver.check_model(MF, biases=False)
 
     class MyMF(MF):  # a user's own model: parameters a solver for MF would not know
         pass
 
-    for solver in (ALSSolver, BPRSolver):
+    for solver in (ALSSolver, IALSSolver, BPRSolver):
         with pytest.raises(ValueError, match="MyMF"):
             solver.check_model(MyMF)
 
 
 # solver settings and solves ------------------------------------------------------------------
 @pytest.mark.parametrize(("make", "name"), [
-    (lambda: ALSSolver(alpha=-1.0), "alpha"),
-    (lambda: ALSSolver(alpha=math.nan), "alpha"),
-    (lambda: ALSSolver(eps=0.0), "eps"),
-    (lambda: ALSSolver(l2=math.inf), "l2"),
-    (lambda: ALSSolver(implicit=False, l2=-1.0), "l2"),
-    (lambda: ALSSolver(unobserved_weight=-0.5), "unobserved_weight"),
-    (lambda: ALSSolver(l2_exponent=math.nan), "l2_exponent"),
-    (lambda: ALSSolver(block_size=0), "block_size"),
-    (lambda: ALSSolver(kind="square"), "kind"),
+    (lambda: IALSSolver(alpha=-1.0), "alpha"),
+    (lambda: IALSSolver(alpha=math.nan), "alpha"),
+    (lambda: IALSSolver(eps=0.0), "eps"),
+    (lambda: IALSSolver(l2=math.inf), "l2"),
+    (lambda: ALSSolver(l2=-1.0), "l2"),
+    (lambda: IALSSolver(unobserved_weight=-0.5), "unobserved_weight"),
+    (lambda: IALSSolver(l2_exponent=math.nan), "l2_exponent"),
+    (lambda: IALSSolver(block_size=0), "block_size"),
+    (lambda: IALSSolver(kind="square"), "kind"),
     (lambda: BPRSolver(lr=0.0), "lr"),
     (lambda: BPRSolver(lr=-1.0), "lr"),
     (lambda: BPRSolver(lr=math.nan), "lr"),
@@ -218,7 +219,7 @@ def test_a_huge_alpha_raises_instead_of_writing_nan(alpha, method, ratings):
     model = MF(ratings.n_users, ratings.n_items, dim=4, biases=False)
     before = model.user_embedding.weight.detach().clone()
     with pytest.raises(NonFiniteError, match=re.escape(f"alpha {alpha:g}") + ".*lower alpha"):
-        ALSSolver(alpha=alpha, method=method).sweep(model, ratings)
+        IALSSolver(alpha=alpha, method=method).sweep(model, ratings)
     assert torch.equal(model.user_embedding.weight, before)  # the failing half-step wrote nothing
 
 
@@ -287,7 +288,7 @@ def test_rows_without_interactions_are_zero_on_the_exact_and_the_cg_path(ratings
         torch.manual_seed(1)
         model = MF(ratings.n_users, ratings.n_items, dim=4, biases=False, init_std=0.5)
         assert bool((model.user_embedding.weight[0] != 0).all())  # the random start is not 0
-        ALSSolver(alpha=2.0, method=method, cg_steps=2).sweep(model, train_part)
+        IALSSolver(alpha=2.0, method=method, cg_steps=2).sweep(model, train_part)
         results[method] = model.user_embedding.weight.detach(), model.item_embedding.weight.detach()
         assert torch.equal(results[method][0][0], torch.zeros(4))
         assert torch.equal(results[method][1][0], torch.zeros(4))
@@ -300,7 +301,7 @@ def test_rows_without_interactions_are_zero_on_the_exact_and_the_cg_path(ratings
 def test_explicit_als_gives_rows_without_ratings_zero_too(ratings):
     train_part = ratings.subset(ratings.users != 0)
     model = MF(ratings.n_users, ratings.n_items, dim=3, biases=False, init_std=0.5)
-    ALSSolver(implicit=False).sweep(model, train_part)
+    ALSSolver().sweep(model, train_part)
     assert torch.equal(model.user_embedding.weight[0], torch.zeros(3))
 
 

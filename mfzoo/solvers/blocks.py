@@ -1,0 +1,149 @@
+"""The block scheduler of the ALS half-steps: which rows are solved together, in what memory,
+on how many threads. The maths of a block (normal equations, Woodbury, CG) is in
+`mfzoo.solvers.als`; this module only hands each block its gathered rows.
+
+A half-step solves one small system per row u of a sparse CSR pattern (crow, col), each built
+from the rows y_i of the fixed factors Y [n_cols, k] at the entries i of row u. Rows are taken
+by ascending degree (`row_order`) in blocks of at most `block_size` rows and about
+`BLOCK_ELEMENTS` gathered entries (`plan`); `for_blocks` gathers a block's y_i into one padded
+[b, L, k] tensor and calls the block solver on it, on as many threads as torch has.
+
+What depends on the pattern alone (row order, block plan) is kept in a `cache` dict that the
+caller keeps with the matrix (`memo`), so repeated sweeps over one training set compute it once.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from mfzoo.solvers.parallel import cpu_streams, run_streams
+
+log = logging.getLogger(__name__)
+
+# entries of a block's gathered rows [b, L, k] (16 MiB of float32): on a 2-core CPU with 2 MiB
+# of L2 per core, 2^22 ran CG sweeps about 6% faster than 2^23, with 512 rows per block at most
+BLOCK_ELEMENTS = 1 << 22
+
+
+def memo(cache: dict | None, key: tuple, make: Callable[[], Any]) -> Any:
+    """cache[key], made by `make()` on first use; just `make()` without a cache."""
+    if cache is None:
+        return make()
+    if key not in cache:
+        cache[key] = make()
+    return cache[key]
+
+
+def row_order(crow: Tensor, cache: dict | None) -> Tensor:
+    """Rows by ascending degree (stable) [n_rows], from the cache when it has them."""
+    return memo(cache, ("order", crow.device), lambda: torch.argsort(crow.diff(), stable=True))
+
+
+def for_blocks(
+    solve: Callable[..., None], crow: Tensor, col: Tensor, weights: tuple[Tensor, ...], Y: Tensor, block_size: int,
+    order: Tensor, cache: dict | None = None,
+) -> None:
+    """Calls `solve(block, Yg [b, L, k], *weights each [b, L])` for the rows of a CSR pattern in
+    blocks of the row order `order` (rows by ascending degree, `row_order`): `block` is a slice
+    of `order`, and row j of Yg holds y_i of the entries of row order[block][j], padded to the
+    block's longest row with a zero row of weight 0. Sorted rows waste little on padding (about
+    4% on power-law data); a block holds at most `block_size` rows and about `BLOCK_ELEMENTS`
+    entries of Yg. `solve` writes its results itself (the blocks are disjoint), typically into
+    tensors already in `order`, so that a block is a contiguous slice rather than a gather.
+
+    Yg is written into a buffer allocated once per thread (`index_select(out=)`): fresh
+    multi-megabyte tensors per block cost more in page faults than the gather itself on a CPU.
+
+    On a CPU with more than one torch thread the blocks (longest rows first) are taken in turn
+    by that many streams (`mfzoo.solvers.parallel.run_streams`: Python threads, torch
+    single-threaded meanwhile), which keeps both cores of a 2-core machine busy where one
+    multi-threaded stream of small batched operations does not. Every block's arithmetic is the
+    same either way, so the result does not depend on the number of threads.
+    """
+    k = Y.shape[1]
+    counts, starts, degree, blocks = memo(cache, ("plan", block_size, k, BLOCK_ELEMENTS),
+                                          lambda: plan(crow, order, block_size, k))
+    Y_pad = torch.cat([Y, Y.new_zeros(1, k)])  # [n_cols + 1, k]: the last row pads
+    pad, last = Y.shape[0], max(col.numel() - 1, 0)
+
+    tasks, lock = iter(blocks[::-1]), threading.Lock()  # longest rows first: the threads finish together
+    layout = scripted(block_layout)
+
+    def run(_stream: int) -> None:
+        buffer = Y.new_empty(0)  # grows (doubling) to the largest block
+        while True:
+            with lock:
+                start, end = next(tasks, (0, 0))
+            if start == end:
+                return
+            b, longest = end - start, degree[end - 1]  # the block's rows, its longest row L
+            if buffer.numel() < b * longest * k:
+                buffer = Y.new_empty(max(b * longest * k, 2 * buffer.numel()))
+            Yg = buffer[:b * longest * k].view(b * longest, k)
+            if col.numel():
+                padded = layout(counts[start:end], starts[start:end], longest, last, pad, col, list(weights), Y_pad, Yg)
+            else:  # no entries at all: every row is padding
+                padded = [Y.new_zeros(b, longest) for _ in weights]
+                torch.index_select(Y_pad, 0, torch.full((b * longest,), pad, device=Y.device), out=Yg)
+            solve(slice(start, end), Yg.view(b, longest, k), *padded)
+
+    run_streams(run, min(cpu_streams(Y.device), len(blocks)))
+
+
+def plan(
+    crow: Tensor, order: Tensor, block_size: int, k: int,
+) -> tuple[Tensor, Tensor, list[int], list[tuple[int, int]]]:
+    """The blocks of `for_blocks`: the rows' entry counts and first entries in `order`
+    ([n_rows] each), the counts as a list, and (start, end) slices of `order` of at most
+    `block_size` rows and about `BLOCK_ELEMENTS` entries of Yg."""
+    n_rows = crow.numel() - 1
+    counts = crow.diff().index_select(0, order)  # [n_rows] ascending
+    starts = crow[:-1].index_select(0, order)  # [n_rows] first entry of each row
+    degree = counts.tolist()
+    blocks, start = [], 0  # (start, end) in `order`
+    while start < n_rows:
+        end = min(start + block_size, n_rows)
+        end = min(end, start + max(1, BLOCK_ELEMENTS // max(1, degree[end - 1] * k)))  # memory
+        blocks.append((start, end))
+        start = end
+    return counts, starts, degree, blocks
+
+
+def block_layout(
+    counts: Tensor, starts: Tensor, longest: int, last: int, pad: int, col: Tensor, weights: list[Tensor],
+    Y_pad: Tensor, out: Tensor,
+) -> list[Tensor]:
+    """The padded layout of one block of `for_blocks`: the rows y_i of every entry gathered
+    into `out` [b·L, k] (row j·L + l: entry l of the block's row j, `pad` (a zero row of Y_pad)
+    past the row's end), and each of `weights` [nnz] laid out as [b, L] with 0 on padding.
+    counts, starts [b]: the rows' entry counts and first positions in `col`; last: the last
+    valid position. Runs as TorchScript where torch has it (`scripted`), for the reason given
+    in `mfzoo.solvers.als._cg_block`."""
+    b = counts.shape[0]
+    slots = torch.arange(longest, device=col.device)  # [L]
+    invalid = slots >= counts.unsqueeze(1)  # [b, L] padding
+    pos = (starts.unsqueeze(1) + slots).clamp_(max=last).view(-1)  # [b·L] entry positions
+    items = col.index_select(0, pos).view(b, longest).masked_fill_(invalid, pad)  # [b, L]
+    torch.index_select(Y_pad, 0, items.view(-1), out=out)
+    return [w.index_select(0, pos).view(b, longest).masked_fill_(invalid, 0.0) for w in weights]
+
+
+@functools.cache
+def scripted(fn: Callable) -> Callable:
+    """`fn` compiled by TorchScript, or `fn` itself where that fails (TorchScript is deprecated
+    in torch 2.x and may go; the eager function computes the same)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return torch.jit.script(fn)
+    except Exception as error:  # noqa: BLE001 (any failure means: run eager)
+        log.debug("TorchScript unavailable for %s (%s); running eager", fn.__name__, error)
+        return fn
