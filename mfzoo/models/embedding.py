@@ -1,5 +1,5 @@
-"""Row gathers and row penalties for embedding tables, fast on CPU and GPU, and the checks of
-the sizes and scales a model is built with.
+"""Row gathers and row penalties for embedding tables, fast on CPU and GPU (the checks of the
+sizes and scales a model is built with are `mfzoo.checks`).
 
 `nn.Embedding`'s own backward on CPU is several times slower than `index_select`'s
 (a sort-based dense scatter), so the models keep `nn.Embedding` as the parameter
@@ -7,9 +7,6 @@ container and gather through these helpers.
 """
 
 from __future__ import annotations
-
-import math
-from numbers import Integral, Real
 
 import torch
 from torch import Tensor, nn
@@ -39,22 +36,17 @@ def row_norm_sum(table: nn.Embedding, index: Tensor, row_weights: Tensor | None 
     return (counts * weight.pow(2).sum(1)).sum()
 
 
-def check_size(name: str, value: object, minimum: int = 1) -> int:
-    """`value` as an int; ValueError naming it unless it is an integer >= `minimum`."""
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def check_finite(name: str, value: object) -> float:
-    """`value` as a float; ValueError naming it unless it is a finite number."""
-    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(float(value)):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    return float(value)
-
-
-def check_scale(name: str, value: object) -> float:
-    """`value` as a float; ValueError naming it unless it is a finite number >= 0."""
-    if isinstance(value, bool) or not isinstance(value, Real) or not (math.isfinite(float(value)) and value >= 0):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return float(value)
+def add_id_tables(model: nn.Module, n_users: int, n_items: int, dim: int, init_std: float, biases: bool) -> None:
+    """The id tables of a factor model, as attributes of `model`: `user_embedding` [U, dim] and
+    `item_embedding` [I, dim] drawn from N(0, init_std²), and with `biases` `user_bias` [U, 1],
+    `item_bias` [I, 1] at zero and a `global_mean` buffer (0 until the model's `prepare`)."""
+    model.user_embedding = nn.Embedding(n_users, dim)
+    model.item_embedding = nn.Embedding(n_items, dim)
+    nn.init.normal_(model.user_embedding.weight, std=init_std)
+    nn.init.normal_(model.item_embedding.weight, std=init_std)
+    if biases:
+        model.user_bias = nn.Embedding(n_users, 1)
+        model.item_bias = nn.Embedding(n_items, 1)
+        nn.init.zeros_(model.user_bias.weight)
+        nn.init.zeros_(model.item_bias.weight)
+    model.register_buffer("global_mean", torch.zeros(()))

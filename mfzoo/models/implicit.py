@@ -14,7 +14,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from mfzoo.models.embedding import check_scale, check_size, row_norm_sum
+from mfzoo.checks import at_least, nonnegative
+from mfzoo.models.embedding import row_norm_sum
 
 
 class ImplicitSets(nn.Module):
@@ -28,8 +29,8 @@ class ImplicitSets(nn.Module):
     def __init__(self, n_users: int, n_items: int, dim: int, init_std: float = 0.01):
         super().__init__()
         for name, size in (("n_users", n_users), ("n_items", n_items), ("dim", dim)):
-            check_size(name, size)
-        check_scale("init_std", init_std)
+            at_least(name, size, 1)
+        nonnegative("init_std", init_std)
         self.n_users, self.n_items = n_users, n_items
         self.embedding = nn.Embedding(n_items, dim)
         nn.init.normal_(self.embedding.weight, std=init_std)

@@ -17,9 +17,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from mfzoo.checks import at_least, finite, nonnegative
 from mfzoo.data.batch import Batch
 from mfzoo.data.interactions import Interactions
-from mfzoo.models.embedding import check_finite, check_scale, check_size, row_norm_sum, rows
+from mfzoo.models.embedding import add_id_tables, row_norm_sum, rows
 
 
 class MF(nn.Module):
@@ -42,21 +43,12 @@ class MF(nn.Module):
     ):
         super().__init__()
         for name, size in (("n_users", n_users), ("n_items", n_items), ("dim", dim)):
-            check_size(name, size)
-        check_scale("init_std", init_std)
-        check_finite("reg_exponent", reg_exponent)
+            at_least(name, size, 1)
+        nonnegative("init_std", init_std)
+        finite("reg_exponent", reg_exponent)
         self.n_users, self.n_items, self.dim, self.biases = n_users, n_items, dim, biases
         self.reg_exponent = reg_exponent
-        self.user_embedding = nn.Embedding(n_users, dim)
-        self.item_embedding = nn.Embedding(n_items, dim)
-        nn.init.normal_(self.user_embedding.weight, std=init_std)
-        nn.init.normal_(self.item_embedding.weight, std=init_std)
-        if biases:
-            self.user_bias = nn.Embedding(n_users, 1)
-            self.item_bias = nn.Embedding(n_items, 1)
-            nn.init.zeros_(self.user_bias.weight)
-            nn.init.zeros_(self.item_bias.weight)
-        self.register_buffer("global_mean", torch.zeros(()))
+        add_id_tables(self, n_users, n_items, dim, init_std, biases)
         # per-use penalty weights n_r^(α-1); all ones until `prepare` sees the training counts
         self.register_buffer("user_reg_weight", torch.ones(n_users))
         self.register_buffer("item_reg_weight", torch.ones(n_items))

@@ -15,9 +15,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from mfzoo.checks import nonnegative
 from mfzoo.data.batch import Batch
 from mfzoo.data.interactions import Interactions
-from mfzoo.models.embedding import check_scale, rows
+from mfzoo.models.embedding import rows
 from mfzoo.models.implicit import ImplicitSets
 from mfzoo.models.mf import MF
 
@@ -48,7 +49,7 @@ class SVDpp(MF):
         super().__init__(n_users, n_items, dim, biases, init_std, reg_exponent)
         for name, value in (("implicit_l2_scale", implicit_l2_scale), ("implicit_lr_scale", implicit_lr_scale),
                             ("implicit_init_std", implicit_init_std)):
-            check_scale(name, value)
+            nonnegative(name, value)
         self.include_evaluation_items = include_evaluation_items
         self.implicit_l2_scale, self.implicit_lr_scale = implicit_l2_scale, implicit_lr_scale
         self.implicit = ImplicitSets(n_users, n_items, dim, implicit_init_std)

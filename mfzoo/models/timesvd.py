@@ -19,9 +19,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from mfzoo.checks import at_least, finite, nonnegative
 from mfzoo.data.batch import Batch
 from mfzoo.data.interactions import Interactions
-from mfzoo.models.embedding import check_finite, check_scale, check_size, row_norm_sum, rows
+from mfzoo.models.embedding import row_norm_sum, rows
 from mfzoo.models.implicit import ImplicitSets
 from mfzoo.models.mf import MF
 
@@ -59,12 +60,12 @@ class TimeSVD(MF):
         implicit_l2_scale: float = 1.0, implicit_lr_scale: float = 1.0, implicit_init_std: float = 0.01,
     ):
         super().__init__(n_users, n_items, dim, True, init_std, reg_exponent)
-        check_size("n_bins", n_bins)
-        check_finite("beta", beta)
+        at_least("n_bins", n_bins, 1)
+        finite("beta", beta)
         for name, value in (("time_l2_scale", time_l2_scale), ("bin_l2_scale", bin_l2_scale),
                             ("drift_lr_scale", drift_lr_scale), ("implicit_l2_scale", implicit_l2_scale),
                             ("implicit_lr_scale", implicit_lr_scale), ("implicit_init_std", implicit_init_std)):
-            check_scale(name, value)
+            nonnegative(name, value)
         self.n_bins, self.beta, self.drift_lr_scale = n_bins, beta, drift_lr_scale
         self.time_l2_scale, self.bin_l2_scale = time_l2_scale, bin_l2_scale
         self.include_evaluation_items = include_evaluation_items

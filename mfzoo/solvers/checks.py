@@ -9,12 +9,12 @@ would never update, so it is refused like any other class.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
-from numbers import Integral, Real
 
 import torch
 from torch import Tensor
+
+from mfzoo.checks import at_least, finite, nonnegative, positive  # noqa: F401  (re-exported)
 
 MF_PATH = "mfzoo.models.mf.MF"
 
@@ -22,34 +22,6 @@ MF_PATH = "mfzoo.models.mf.MF"
 class NonFiniteError(FloatingPointError, ValueError):
     """A solve met or produced NaN or inf; the message names what to change. A ValueError too,
     so that callers that report bad settings in one line report this one as well."""
-
-
-def finite(name: str, value: object) -> float:
-    """`value` as a float, refused unless it is a finite real number."""
-    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(float(value)):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    return float(value)
-
-
-def nonnegative(name: str, value: object) -> float:
-    """`value` as a float, refused unless finite and >= 0."""
-    if isinstance(value, bool) or not isinstance(value, Real) or not (math.isfinite(float(value)) and value >= 0):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return float(value)
-
-
-def positive(name: str, value: object) -> float:
-    """`value` as a float, refused unless finite and > 0."""
-    if isinstance(value, bool) or not isinstance(value, Real) or not (math.isfinite(float(value)) and value > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
-
-
-def at_least(name: str, value: object, minimum: int) -> int:
-    """`value` as an int, refused unless it is an integer >= `minimum`."""
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def class_path(model_class: type) -> str:
