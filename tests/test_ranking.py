@@ -347,3 +347,29 @@ def test_random_baseline_reproducible_and_independent_of_chunking():
     _, many = topk(random_scores(40, seed=5), torch.arange(2000), 10, None, chunk_size=512)
     share = torch.bincount(many.flatten(), minlength=40).double() / 2000
     assert share.min() > 0.18 and share.max() < 0.32
+
+
+def test_candidates_test_items_ranks_the_test_items_among_themselves_by_hand():
+    """Toy case with candidates="test_items": the test items are {1, 3, 4, 5} (item 2 never in
+    test, item 0 too), so items 0 and 2 are never listed.
+    u0 (train {0}): 1 3 4 5 -> top3 [1, 3, 4], Rel {1,3,4,5}: 3 hits of 3.
+    u1 (train {3, 4}): 5 1 -> [5, 1, -1], Rel {1}: hit at rank 2.
+    u2 (train {0, 2}): 4 5 1 3 -> [4, 5, 1], Rel {3}: no hit."""
+    train, test = split(TOY_TRAIN, TOY_TEST)
+    m = evaluate_ranking(table_scores(TOY_SCORES), train, test, ks=(3,), candidates="test_items")
+    idcg_u0 = 1 + 1 / L3 + 0.5
+    assert m["recall@3"] == pytest.approx((3 / 4 + 1 + 0) / 3, abs=1e-12)
+    assert m["precision@3"] == pytest.approx((1 + 1 / 3 + 0) / 3, abs=1e-12)
+    assert m["ndcg@3"] == pytest.approx((idcg_u0 / idcg_u0 + 1 / L3 + 0) / 3, abs=1e-12)
+    assert m["hitrate@3"] == pytest.approx(2 / 3, abs=1e-12)
+    # against the full-catalogue ranking of the same scores with items 0 and 2 scored -inf
+    masked = TOY_SCORES.clone()
+    masked[:, [0, 2]] = -math.inf
+    full = evaluate_ranking(table_scores(masked), train, test, ks=(3,))
+    assert all(m[f"{name}@3"] == full[f"{name}@3"] for name in ACCURACY)
+
+
+def test_candidates_setting_is_checked():
+    train, test = split(TOY_TRAIN, TOY_TEST)
+    with pytest.raises(ValueError, match="candidates must be one of catalogue, test_items, got 'cold'"):
+        evaluate_ranking(table_scores(TOY_SCORES), train, test, candidates="cold")

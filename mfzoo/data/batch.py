@@ -7,6 +7,8 @@ from dataclasses import dataclass, fields, replace
 import torch
 from torch import Tensor
 
+from mfzoo.data.features import Features
+
 
 @dataclass
 class Batch:
@@ -19,6 +21,17 @@ class Batch:
 
     Shapes: users [B], items [B, 1+K], targets [B], weights [B], times [B], log_q [B, 1+K];
     all but users and items may be None.
+
+    Side information (`mfzoo.data.features.Features`, None unless asked for):
+    `user_features` has B rows, row b describing `users[b]`; `item_features` has B·(1+K) rows,
+    row b·(1+K) + m describing `items[b, m]` (the row-major order of `items.reshape(-1)`).
+    Why both routes exist: the feature tables are indexed by model id, so a factor model
+    keeps them itself (from `prepare(train)`, as `mfzoo.models.features.FeatureMF` does) and
+    gathers the rows of the ids it scores; it has to, since `item_factors()` covers the whole
+    catalogue with no batch at hand. The batch fields serve a model that is handed its
+    features per row instead (no table of its own, or features gathered elsewhere): the
+    loader fills them with one `Features.take` per side and batch, and only when it is built
+    with `features=True` on data that has tables, so batches of every other run are as before.
     """
 
     users: Tensor
@@ -27,6 +40,8 @@ class Batch:
     weights: Tensor | None = None
     times: Tensor | None = None
     log_q: Tensor | None = None
+    user_features: Features | None = None
+    item_features: Features | None = None
 
     def __post_init__(self) -> None:
         if self.items.dim() == 1:
@@ -37,7 +52,8 @@ class Batch:
 
     def to(self, device: torch.device | str) -> Batch:
         moved = {
-            f.name: (v.to(device, non_blocking=True) if isinstance(v, Tensor) else v)
+            f.name: (v.to(device, non_blocking=True) if isinstance(v, Tensor) else v.to(device) if isinstance(v, Features)
+                     else v)
             for f in fields(self)
             for v in [getattr(self, f.name)]
         }

@@ -40,6 +40,10 @@ class InteractionsDataModule(L.LightningDataModule):
             set before anything else; None leaves the source's own (error for ratings, keep
             for events without values). File sources take it from here too (their config
             reads `${data.pair_duplicates}`), so that their errors name file lines.
+        batch_features: batches carry the feature rows of their users and items
+            (`Batch.user_features` / `item_features`) when the data has feature tables; for a
+            model that reads its features from the batch. Off, nothing is gathered (a model
+            that keeps the tables itself, as `FeatureMF` does, takes them in `prepare`).
     """
 
     def __init__(
@@ -54,6 +58,7 @@ class InteractionsDataModule(L.LightningDataModule):
         sampler: Callable[[Interactions], Sampler] | None = None,
         confidence: dict | None = None,
         pair_duplicates: PairPolicy | None = None,
+        batch_features: bool = False,
     ):
         super().__init__()
         self.source, self.split_fn = source, split
@@ -63,6 +68,7 @@ class InteractionsDataModule(L.LightningDataModule):
         if pair_duplicates is not None:
             check_policies(pair_duplicates=pair_duplicates)
         self.pair_duplicates = pair_duplicates
+        self.batch_features = batch_features
         self.sampler: Sampler | None = None
         self.data: Interactions | None = None
         self.split: Split | None = None
@@ -118,12 +124,12 @@ class InteractionsDataModule(L.LightningDataModule):
         weights = None if not self.confidence else confidence(train.values, **self.confidence)
         return BatchLoader(
             train, self.batch_size, shuffle=True, seed=self.seed, group_by_user=self.group_by_user,
-            sampler=self.sampler, weights=weights,
+            sampler=self.sampler, weights=weights, features=self.batch_features,
         )
 
     def val_dataloader(self) -> BatchLoader | list:
         val = self._parts().val
-        return [] if val is None else BatchLoader(val, self.eval_batch_size)
+        return [] if val is None else BatchLoader(val, self.eval_batch_size, features=self.batch_features)
 
     def test_dataloader(self) -> BatchLoader:
-        return BatchLoader(self._parts().test, self.eval_batch_size)
+        return BatchLoader(self._parts().test, self.eval_batch_size, features=self.batch_features)

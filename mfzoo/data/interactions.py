@@ -3,6 +3,10 @@
 Users and items are contiguous ids `0..n_users-1`, `0..n_items-1`; `user_ids[u]` and
 `item_ids[i]` give the raw ids back. Subsets made by splits share the id space of the
 set they came from, so a model sized from the full set serves every part.
+
+Optional side information: `user_features` / `item_features` (`mfzoo.data.features.Features`),
+tables with one row per model id (row u describes `user_ids[u]`). Every part of a split
+shares the tables of the set it came from (`subset`, `concat`, `to` keep them).
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from torch import Tensor
 from mfzoo.data.columns import encode_ids, ids_array, timestamps_column, values_column
 from mfzoo.data.duplicates import DuplicatePolicy, PairPolicy, check_policies, drop_repeated_rows, merge_pairs
 from mfzoo.data.errors import DataError
+from mfzoo.data.keys import CSRRows, csr_rows, pair_keys
+from mfzoo.data.features import Features
 
 __all__ = ["DuplicatePolicy", "Interactions", "PairPolicy"]
 
@@ -26,6 +32,8 @@ __all__ = ["DuplicatePolicy", "Interactions", "PairPolicy"]
 class Interactions:
     """Events as aligned tensors: users [N] int64, items [N] int64, values [N] float32,
     timestamps [N] int64 (seconds) or None. `user_ids` / `item_ids` map back to raw ids.
+    `user_features` [n_users rows] / `item_features` [n_items rows]: optional feature tables
+    indexed by model id (set them with `with_features`).
 
     A set is not modified after construction (methods return new sets), so derived matrices
     (`csr`) are built once and kept."""
@@ -37,6 +45,8 @@ class Interactions:
     user_ids: np.ndarray
     item_ids: np.ndarray
     name: str = "interactions"
+    user_features: Features | None = field(default=None, repr=False, compare=False)
+    item_features: Features | None = field(default=None, repr=False, compare=False)
     _derived: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     # construction ------------------------------------------------------------------
@@ -121,6 +131,21 @@ class Interactions:
         keep, values = merged
         return replace(self.subset(torch.from_numpy(keep)), values=torch.from_numpy(values).to(self.device))
 
+    def with_features(self, user_features: Features | None = None, item_features: Features | None = None
+                      ) -> Interactions:
+        """This set with feature tables attached (None leaves a side's table as it is). A
+        table must have one row per model id (`n_users` / `n_items` rows, in model-id order:
+        see `Features.align`); otherwise `DataError` naming the side and both sizes."""
+        for side, table, n in (("user", user_features, self.n_users), ("item", item_features, self.n_items)):
+            if table is not None and len(table) != n:
+                raise DataError(f"{self.name}: the {side} feature table has {len(table)} rows, but there are "
+                                f"{n} {side}s (one row per model id, in id order: use Features.align)")
+        return replace(
+            self,
+            user_features=self.user_features if user_features is None else user_features.to(self.device),
+            item_features=self.item_features if item_features is None else item_features.to(self.device),
+        )
+
     # sizes -------------------------------------------------------------------------
     def __len__(self) -> int:
         return self.users.shape[0]
@@ -158,10 +183,15 @@ class Interactions:
 
     @staticmethod
     def concat(parts: list[Interactions], name: str | None = None) -> Interactions:
-        """Rows of `parts` (which share one id space) one after the other."""
+        """Rows of `parts` (which share one id space and feature tables) one after the other."""
         first = parts[0]
         if any(p.n_users != first.n_users or p.n_items != first.n_items for p in parts):
             raise ValueError("concat needs parts of one id space (made by subset/split of one set)")
+        for side in ("user_features", "item_features"):
+            table = getattr(first, side)
+            if any(not (getattr(p, side) is table or (table is not None and table.equals(getattr(p, side))))
+                   for p in parts[1:]):
+                raise ValueError(f"concat needs parts with the same {side} (made by subset/split of one set)")
         times = None if any(p.timestamps is None for p in parts) else torch.cat([p.timestamps for p in parts])
         return replace(
             first,
@@ -174,7 +204,8 @@ class Interactions:
 
     def to(self, device: torch.device | str) -> Interactions:
         """This set on `device`: itself (with its derived matrices) if it is there already."""
-        if all(t.device == torch.device(device) for t in (self.users, self.items, self.values)):
+        tables = [t.offsets for t in (self.user_features, self.item_features) if t is not None]
+        if all(t.device == torch.device(device) for t in (self.users, self.items, self.values, *tables)):
             return self
         return replace(
             self,
@@ -182,41 +213,41 @@ class Interactions:
             items=self.items.to(device),
             values=self.values.to(device),
             timestamps=None if self.timestamps is None else self.timestamps.to(device),
+            user_features=None if self.user_features is None else self.user_features.to(device),
+            item_features=None if self.item_features is None else self.item_features.to(device),
         )
 
     def to_scipy(self, by: Literal["user", "item"] = "user") -> sp.csr_matrix:
-        """CSR matrix, users x items (`by="user"`) or items x users (`by="item"`).
+        """CSR matrix, users x items (`by="user"`) or items x users (`by="item"`), on the CPU.
         Repeated (user, item) events are summed."""
-        u, i = self.users.cpu().numpy(), self.items.cpu().numpy()
-        v = self.values.cpu().numpy()
-        if by == "user":
-            m = sp.csr_matrix((v, (u, i)), shape=(self.n_users, self.n_items))
-        elif by == "item":
-            m = sp.csr_matrix((v, (i, u)), shape=(self.n_items, self.n_users))
-        else:
-            raise ValueError(f"by must be 'user' or 'item', got {by!r}")
-        m.sum_duplicates()
-        return m
+        indptr, indices, values = self._rows(by)
+        shape = (self.n_users, self.n_items) if by == "user" else (self.n_items, self.n_users)
+        return sp.csr_matrix((values.cpu().numpy(), indices.cpu().numpy(), indptr.cpu().numpy()), shape=shape)
 
     def csr(self, by: Literal["user", "item"] = "user") -> Tensor:
         """The same matrix as `to_scipy(by)`, as a torch sparse CSR tensor on `self.device`;
         built on the first call and kept (closed-form solvers ask for it every sweep); do not
         modify it in place."""
         if ("csr", by) not in self._derived:
-            m = self.to_scipy(by)
-            self._derived["csr", by] = torch.sparse_csr_tensor(
-                torch.from_numpy(m.indptr.astype(np.int64)),
-                torch.from_numpy(m.indices.astype(np.int64)),
-                torch.from_numpy(m.data.astype(np.float32)),
-                size=m.shape,
-                check_invariants=False,
-            ).to(self.device)
+            indptr, indices, values = self._rows(by)
+            shape = (self.n_users, self.n_items) if by == "user" else (self.n_items, self.n_users)
+            self._derived["csr", by] = torch.sparse_csr_tensor(indptr, indices, values, size=shape,
+                                                               check_invariants=False)
         return self._derived["csr", by]
+
+    def _rows(self, by: str) -> CSRRows:
+        """The distinct pairs as CSR rows by user or by item, values summed (`keys.csr_rows`)."""
+        values = self.values.float()
+        if by == "user":
+            return csr_rows(self.users, self.items, self.n_users, self.n_items, values)
+        if by == "item":
+            return csr_rows(self.items, self.users, self.n_items, self.n_users, values)
+        raise ValueError(f"by must be 'user' or 'item', got {by!r}")
 
     def pair_keys(self) -> Tensor:
         """Sorted distinct keys user · n_items + item of the (user, item) pairs, on this set's
         device (repeated events count once): membership of any pairs is one `searchsorted`."""
-        return torch.unique(self.users * self.n_items + self.items, sorted=True)  # [P]
+        return pair_keys(self.users, self.items, self.n_items)  # [P]
 
     # id maps -----------------------------------------------------------------------
     def encode_users(self, raw: np.ndarray) -> np.ndarray:

@@ -28,19 +28,22 @@ class BatchLoader:
     `batch_size` rows, so a user's rows may straddle two batches.
     Batches: users [B], items [B, 1+K], targets [B] (the values), times [B] when present,
     weights [B] when `weights` [N] is given; with a `sampler`, K negatives per row are drawn
-    (from the same seeded generator) and `log_q` [B, 1+K] is set.
+    (from the same seeded generator) and `log_q` [B, 1+K] is set. With `features` (and feature
+    tables on `interactions`), `user_features` and `item_features` hold the rows of the batch's
+    users and items (see `Batch`); without it nothing is gathered.
     """
 
     def __init__(
         self, interactions: Interactions, batch_size: int, shuffle: bool = False, seed: int = 0,
         drop_last: bool = False, group_by_user: bool = False, sampler: Sampler | None = None,
-        weights: torch.Tensor | None = None,
+        weights: torch.Tensor | None = None, features: bool = False,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.data, self.batch_size, self.shuffle, self.seed, self.drop_last = interactions, batch_size, shuffle, seed, drop_last
         # not `.sampler`: Lightning reads that name as a torch DataLoader sampler
         self.group_by_user, self.negative_sampler, self.weights = group_by_user, sampler, weights
+        self.features = features
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -65,6 +68,8 @@ class BatchLoader:
         elif self.group_by_user:
             order = torch.sort(data.users, stable=True).indices
         self.epoch += 1
+        user_table = data.user_features if self.features else None
+        item_table = data.item_features if self.features else None
         for b in range(len(self)):
             start = b * self.batch_size
             if order is None:
@@ -85,4 +90,6 @@ class BatchLoader:
                 weights=None if self.weights is None else pick(self.weights),
                 times=None if data.timestamps is None else pick(data.timestamps),
                 log_q=log_q,
+                user_features=None if user_table is None else user_table.take(users),
+                item_features=None if item_table is None else item_table.take(items),
             )

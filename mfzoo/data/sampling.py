@@ -145,13 +145,31 @@ class Sampler:
 
 
 class UniformSampler(Sampler):
-    """Negatives uniform over the catalogue: q(i) = 1 / n_items."""
+    """Negatives uniform over the catalogue: q(i) = 1 / n_items; or, with `train_items_only`,
+    uniform over the items with a training event: q(i) = 1 / |I_train| for those, 0 (log q =
+    −∞) for the others. The cold-start protocol needs the latter: an item never drawn as a
+    negative is not learned to be bad merely because it has no training events
+    (`mfzoo.data.splits.ColdItemSplit`)."""
+
+    def __init__(self, train: Interactions, n_negatives: int = 1, reject_seen: bool = False, max_rounds: int = 30,
+                 train_items_only: bool = False):
+        super().__init__(train, n_negatives, reject_seen, max_rounds)
+        self.pool = torch.unique(train.items.cpu()) if train_items_only else None  # [I_train] sorted
+        if self.pool is not None and len(self.pool) == 0:
+            raise ValueError("train_items_only: the training part has no items to draw negatives from")
 
     def proposal(self, n: int, generator: torch.Generator | None) -> Tensor:
-        return torch.randint(self.n_items, (n,), generator=generator)
+        if self.pool is None:
+            return torch.randint(self.n_items, (n,), generator=generator)
+        return self.pool[torch.randint(len(self.pool), (n,), generator=generator)]
 
     def log_prob(self, items: Tensor) -> Tensor:
-        return torch.full(items.shape, -math.log(self.n_items), device=items.device)
+        if self.pool is None:
+            return torch.full(items.shape, -math.log(self.n_items), device=items.device)
+        pool = self.pool.to(items.device)
+        position = torch.searchsorted(pool, items.clamp(min=0)).clamp(max=len(pool) - 1)
+        inside = pool[position] == items
+        return torch.where(inside, -math.log(len(pool)), -math.inf).to(torch.float32)
 
 
 class PopularitySampler(Sampler):

@@ -116,6 +116,30 @@ def popularity_scores(train: Interactions) -> Callable[[Tensor], Tensor]:
     return score_fn
 
 
+def feature_popularity_scores(train: Interactions) -> Callable[[Tensor], Tensor]:
+    """Feature-popularity baseline for items without training events (cold-start items): the
+    score of item i is the mean, over the categorical features f of i (its genres, say), of
+    share_f, the share of training events that fall on items having f:
+
+        share_f = Σ_{j ∋ f} n_j / N,   score_i = (Σ_{f ∈ F(i)} w_if share_f) / Σ_{f ∈ F(i)} w_if
+
+    (n_j the training events of item j, N all training events, w_if the feature weights of
+    `train.item_features`, 1 for a plain multi-hot; an item without features scores 0). The
+    same list for every user, ties by the lower item id. Needs `train.item_features`."""
+    if train.item_features is None:
+        raise ValueError("feature_popularity_scores needs item features (train.item_features is None); load the "
+                         "data with its side information, e.g. movielens('100k', features=True)")
+    table = train.item_features.to_dense().cpu().double()  # [n_items, V]
+    counts = torch.bincount(train.items.cpu(), minlength=train.n_items).double()  # [n_items]
+    share = (counts @ (table != 0).double()) / max(len(train), 1)  # [V]
+    scores = ((table @ share) / table.sum(1).clamp(min=1e-12)).float()  # [n_items]
+
+    def score_fn(users: Tensor) -> Tensor:
+        return scores.to(users.device).expand(len(users), -1).clone()  # [c, n_items] fresh
+
+    return score_fn
+
+
 def random_scores(n_items: int, seed: int = 0) -> Callable[[Tensor], Tensor]:
     """Random baseline: a different pseudo-random ranking per user, a pure function of
     (seed, user, item), so the same for any chunking, order of users or device.

@@ -45,7 +45,8 @@ from mfzoo.data.errors import DataError
 from mfzoo.data.interactions import Interactions
 from mfzoo.evaluation.beyond import ExposureTracker
 # the top-K core lives in retrieval; re-exported here for the callers that import it from evaluation
-from mfzoo.retrieval.topk import ExclusionRows, NonFiniteScores, ScoreFn, factor_scores, iter_topk, model_scores, topk
+from mfzoo.retrieval.topk import (ExclusionRows, NonFiniteScores, ScoreFn, factor_scores, iter_topk, model_scores,  # noqa: F401
+                                 restrict, topk)
 
 __all__ = ["ACCURACY", "ExclusionRows", "NonFiniteScores", "Relevance", "ScoreFn", "aggregate", "check_ranking",
            "evaluate_ranking", "factor_scores", "iter_topk", "model_scores", "topk", "user_metrics"]
@@ -53,6 +54,7 @@ __all__ = ["ACCURACY", "ExclusionRows", "NonFiniteScores", "Relevance", "ScoreFn
 log = logging.getLogger(__name__)
 
 ACCURACY = ("recall", "precision", "ndcg", "map", "mrr", "hitrate")
+CANDIDATES = ("catalogue", "test_items")
 
 
 def check_ranking(settings: Mapping[str, Any], where: str = "ranking") -> dict[str, Any]:
@@ -77,13 +79,16 @@ def check_ranking(settings: Mapping[str, Any], where: str = "ranking") -> dict[s
     head_fraction = settings.get("head_fraction", 0.2)
     if isinstance(head_fraction, bool) or not isinstance(head_fraction, Real) or not 0.0 <= head_fraction <= 1.0:
         raise ValueError(f"{where}.head_fraction must be a number in [0, 1], got {head_fraction!r}")
+    candidates = settings.get("candidates", "catalogue")
+    if candidates not in CANDIDATES:
+        raise ValueError(f"{where}.candidates must be one of {', '.join(CANDIDATES)}, got {candidates!r}")
     return settings
 
 
 def evaluate_ranking(
     score_fn: ScoreFn, train: Interactions, test: Interactions, ks: Sequence[int] = (10, 20),
     chunk_size: int = 2048, exclude_train: bool = True, allow_overlap: bool = False,
-    head_fraction: float = 0.2,
+    head_fraction: float = 0.2, candidates: str = "catalogue",
 ) -> dict[str, float]:
     """Full-catalogue ranking metrics of `score_fn` on `test`, trained on `train`.
 
@@ -103,14 +108,21 @@ def evaluate_ranking(
         allow_overlap: accept test pairs that are also training pairs; otherwise they raise
             `DataError` (leakage). With `exclude_train` such a pair can never be hit.
         head_fraction: share of the catalogue that is the popularity head (for `long_tail@K`).
+        candidates: "catalogue" (every item competes) or "test_items": only the items with an
+            event in `test` are ranked, the others scored −∞ (the cold-start protocol: items
+            unseen in training ranked among themselves, `ColdItemSplit`). The popularity
+            metrics keep their catalogue-wide definitions.
 
     Raises:
         DataError: different id spaces, an empty test set, or (unless `allow_overlap`) test
             pairs that are training pairs, naming how many and the first (lowest user, item).
     """
     started = time.perf_counter()
-    check_ranking({"ks": list(ks), "chunk_size": chunk_size, "head_fraction": head_fraction}, where="evaluate_ranking")
+    check_ranking({"ks": list(ks), "chunk_size": chunk_size, "head_fraction": head_fraction, "candidates": candidates},
+                  where="evaluate_ranking")
     ks = sorted({int(k) for k in ks})
+    if candidates == "test_items":
+        score_fn = restrict(score_fn, torch.unique(test.items.cpu()), train.n_items)
     seen = ExclusionRows(train)
     relevance = Relevance.of(seen, train, test, allow_overlap)
     popularity = torch.bincount(seen.indices.cpu(), minlength=train.n_items)  # [n_items] `item_popularity(train)`

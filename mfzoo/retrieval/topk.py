@@ -282,7 +282,7 @@ def recommend(
         raise ValueError(f"user ids must lie in 0..{model.n_users - 1}, got {int(users.min())}..{int(users.max())}")
     score_fn = model_scores(model)
     if candidates is not None:
-        score_fn = _restrict(score_fn, candidates, model.n_items)
+        score_fn = restrict(score_fn, candidates, model.n_items)
     return topk(score_fn, users, k, seen if exclude_seen else None, chunk_size)
 
 
@@ -319,7 +319,7 @@ def recommend_factors(
                          f"got {int(users.min())}..{int(users.max())}")
     score_fn = factor_scores(user_vectors.detach(), item_vectors)
     if candidates is not None:
-        score_fn = _restrict(score_fn, candidates, item_vectors.shape[0])
+        score_fn = restrict(score_fn, candidates, item_vectors.shape[0])
     return topk(score_fn, users, k, seen_items, chunk_size)
 
 
@@ -337,7 +337,7 @@ def candidate_mask(candidates: Tensor, n_items: int) -> Tensor:
     return allowed
 
 
-def _restrict(score_fn: ScoreFn, candidates: Tensor, n_items: int) -> ScoreFn:
+def restrict(score_fn: ScoreFn, candidates: Tensor, n_items: int) -> ScoreFn:
     """`score_fn` with the items outside `candidates` scored −∞."""
     blocked = ~candidate_mask(candidates, n_items)  # [n_items]
 

@@ -6,6 +6,8 @@
     data/parts.pt     the split parts as plain tensors (users and items int32 where they fit,
                       values float32, timestamps int64): `torch.load(weights_only=True)` reads it
     data/ids.json     raw user and item ids in model-id order (`user_ids[u]`, `item_ids[i]`)
+    data/features.pt  the user and item feature tables (`mfzoo.data.features.Features`: CSR
+                      tensors, vocabulary, numeric columns), where the data has them
     data/titles.json  item titles by raw id, where the source has them
 
 With `keep_data: digest` only meta.json (and titles) are written: the run then re-reads its
@@ -24,6 +26,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from mfzoo.data.features import Features
 from mfzoo.data.interactions import Interactions
 from mfzoo.data.splits import Split
 from mfzoo.training.rundir import RunError, sha256
@@ -58,7 +61,29 @@ def digest(split: Split) -> str:
         h.update(part.items.cpu().to(torch.int64).numpy().tobytes())
         h.update(part.values.cpu().to(torch.float32).numpy().tobytes())
         h.update(b"none" if part.timestamps is None else part.timestamps.cpu().to(torch.int64).numpy().tobytes())
+    for side, table in _tables(split.train).items():  # data without features: the digest it always had
+        h.update(side.encode())
+        h.update("\x00".join(table.vocabulary + ("|",) + table.dense_names).encode("utf-8"))
+        for tensor in (table.offsets, table.indices, table.weights, table.dense):
+            h.update(b"none" if tensor is None else tensor.cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
+
+
+def _tables(part: Interactions) -> dict[str, Features]:
+    """The feature tables a part carries: {"user": ..., "item": ...}, those it has."""
+    return {side: table for side, table in (("user", part.user_features), ("item", part.item_features))
+            if table is not None}
+
+
+def _stored_table(table: Features) -> dict[str, Any]:
+    return {"offsets": table.offsets.cpu(), "indices": table.indices.cpu(), "weights": table.weights.cpu().float(),
+            "dense": None if table.dense is None else table.dense.cpu(), "vocabulary": list(table.vocabulary),
+            "dense_names": list(table.dense_names)}
+
+
+def _read_table(stored: dict[str, Any]) -> Features:
+    return Features(stored["offsets"], stored["indices"], stored["weights"], tuple(stored["vocabulary"]),
+                    stored["dense"], tuple(stored["dense_names"]))
 
 
 def _compact(part: Interactions) -> dict[str, torch.Tensor]:
@@ -102,6 +127,9 @@ def save(run_dir: str | Path, split: Split, keep: KeepData = "copy", source: dic
         torch.save({name: _compact(part) for name, part in parts.items()}, out / "parts.pt")
         ids = {"users": _ids_json(split.train.user_ids), "items": _ids_json(split.train.item_ids)}
         (out / "ids.json").write_text(json.dumps(ids))
+        tables = _tables(split.train)
+        if tables:
+            torch.save({side: _stored_table(table) for side, table in tables.items()}, out / "features.pt")
     if titles:
         (out / "titles.json").write_text(json.dumps({str(k): v for k, v in titles.items()}, ensure_ascii=False))
     meta["files"] = {p.name: sha256(p) for p in sorted(out.iterdir()) if p.name != "meta.json"}
@@ -154,6 +182,13 @@ def load(run_dir: str | Path) -> Split | None:
             timestamps=tensors.get("timestamps"), user_ids=user_ids, item_ids=item_ids,
             name=record["names"].get(name, name),
         )
+    if "features.pt" in (record.get("files") or {}):
+        try:
+            stored = torch.load(_verified(run_dir, "features.pt", record), map_location="cpu", weights_only=True)
+            tables = {f"{side}_features": _read_table(table) for side, table in stored.items()}
+            parts = {name: part.with_features(**tables) for name, part in parts.items()}
+        except (OSError, RuntimeError, ValueError, EOFError, KeyError, TypeError, pickle.UnpicklingError) as err:
+            raise RunError(f"{run_dir}: cannot read the run's feature tables ({DATA}/features.pt): {err}") from None
     split = Split(train=parts["train"], val=parts.get("val"), test=parts["test"])
     check(run_dir, split, record)
     return split

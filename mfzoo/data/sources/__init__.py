@@ -4,6 +4,8 @@ Each public function returns `Interactions` and can serve as a Hydra `_target_`,
 `{_target_: mfzoo.data.sources.movielens, name: 1m}`. Id encoding and value checks
 (NaN/inf, non-numbers, values beyond float32, timestamps beyond int64, missing or mixed-type
 ids, duplicate rows, repeated (user, item) pairs) are those of `Interactions.from_arrays`.
+Side information (user and item feature tables, `mfzoo.data.features`) comes with
+`movielens(..., features=True)` (100k) and `read_table(..., user_features=, item_features=)`.
 
 Modules: `grouplens` (MovieLens download, cache and parsing), `tables` (`read_table`),
 `generator` (synthetic data). Their names differ from the functions re-exported here, so
@@ -11,7 +13,8 @@ Modules: `grouplens` (MovieLens download, cache and parsing), `tables` (`read_ta
 """
 
 from mfzoo.data.sources.generator import synthetic, synthetic_with_truth
-from mfzoo.data.sources.grouplens import movielens, movielens_titles
-from mfzoo.data.sources.tables import Column, read_table
+from mfzoo.data.sources.grouplens import movielens, movielens_features, movielens_titles
+from mfzoo.data.sources.tables import Column, read_features, read_table
 
-__all__ = ["Column", "movielens", "movielens_titles", "read_table", "synthetic", "synthetic_with_truth"]
+__all__ = ["Column", "movielens", "movielens_features", "movielens_titles", "read_features", "read_table", "synthetic",
+           "synthetic_with_truth"]

@@ -19,6 +19,7 @@ import numpy as np
 
 from mfzoo.data.errors import DataError
 from mfzoo.data.duplicates import PairPolicy
+from mfzoo.data.features import Features
 from mfzoo.data.interactions import DuplicatePolicy, Interactions
 
 log = logging.getLogger(__name__)
@@ -45,13 +46,22 @@ _DOWNLOAD_TIMEOUT_S = 10.0
 _RECBOLE_REQUIREMENT = "recbole==1.2.1"
 _RECBOLE_INTER = "recbole/dataset_example/ml-100k/ml-100k.inter"
 _RECBOLE_ITEM = "recbole/dataset_example/ml-100k/ml-100k.item"
+_RECBOLE_USER = "recbole/dataset_example/ml-100k/ml-100k.user"
 _RECBOLE_INTER_SHA256 = "4edb74e2a81178c2ba9ff381495f754f996c4aea351b1272ca36b43da0935eff"
 _RECBOLE_ITEM_SHA256 = "51d7cdf777ce5c0f5b32c1d947a4a81fe07d75e78abbe761e0cd4d0756064532"
+_RECBOLE_USER_SHA256 = "4f670007d9cfbeb9807e757209af1555b9bcc186bde25e767f67cb67c6dd5972"
+# MovieLens-100K side information: the 19 genre flags of u.item in column order (u.genre), and
+# the age groups of MovieLens-1M's users.dat (upper bound exclusive -> label) for u.user's ages
+_ML100K_GENRES = (
+    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
+    "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
+)
+_AGE_GROUPS = ((18, "<18"), (25, "18-24"), (35, "25-34"), (45, "35-44"), (50, "45-49"), (56, "50-55"))
 
 
 def movielens(
     name: str = "100k", cache_dir: str | None = None, duplicates: DuplicatePolicy = "keep_last",
-    pair_duplicates: PairPolicy | None = None,
+    pair_duplicates: PairPolicy | None = None, features: bool = False,
 ) -> Interactions:
     """Load a MovieLens release ("100k", "1m", "10m", "20m", "25m", "latest-small").
 
@@ -62,7 +72,12 @@ def movielens(
     ratings float32, timestamps int64 seconds. Raises `DataError` when no source works.
     `pair_duplicates`: what to do with a (user, item) pair rated more than once (see
     `Interactions.from_arrays`; the releases hold one rating per pair).
+
+    `features=True` (100k only) attaches side information (`Interactions.user_features`,
+    `item_features`, see `movielens_features`).
     """
+    if features and name != "100k":
+        raise DataError(f"MovieLens features are read for 100k only, not {name!r}")
     source = _movielens_source(name, cache_dir)
     start = time.perf_counter()
     table = _read_ratings(source, name)  # [N, 4]: user, item, rating, timestamp
@@ -76,8 +91,112 @@ def movielens(
     data = Interactions.from_arrays(users.astype(np.int64), items.astype(np.int64), ratings.astype(np.float32),
                                     times.astype(np.int64), name=f"movielens-{name}", duplicates=duplicates,
                                     pair_duplicates=pair_duplicates)
+    if features:
+        (user_ids, users_table), (item_ids, items_table) = movielens_features(name, cache_dir)
+        data = data.with_features(users_table.align(user_ids, data.user_ids, f"movielens-{name} users"),
+                                  items_table.align(item_ids, data.item_ids, f"movielens-{name} items"))
     log.info("movielens-%s: %d ratings from %s in %.2fs", name, len(data), source, time.perf_counter() - start)
     return data
+
+
+def movielens_features(name: str = "100k", cache_dir: str | None = None
+                       ) -> tuple[tuple[np.ndarray, Features], tuple[np.ndarray, Features]]:
+    """The side information of MovieLens-100K, ((raw user ids, user table), (raw item ids,
+    item table)), rows in file order (`Features.align` puts them in a model's id order).
+
+    Users: "age=<18|18-24|25-34|35-44|45-49|50-55|56+" (the age groups of MovieLens-1M),
+    "gender=F|M", "occupation=..." (one-hot each). Items: "genre=..." multi-hot over the 19
+    genres (an item may have several). Read from `u.user` and the genre flags of `u.item` in
+    the GroupLens zip, or from `ml-100k.user` and the `class:token_seq` column of
+    `ml-100k.item` of the RecBole copy (checked by sha256, taken from the wheel when not yet
+    cached); both give the same tables. Malformed rows raise `DataError` naming the file
+    and line."""
+    if name != "100k":
+        raise DataError(f"MovieLens features are read for 100k only, not {name!r}")
+    source = _movielens_source(name, cache_dir)
+    if source.suffix == ".inter":
+        root = source.parent
+        users = _recbole_rows(_recbole_extra(root, _RECBOLE_USER),
+                              ("user_id:token", "age:token", "gender:token", "occupation:token"))
+        items = _recbole_rows(_recbole_extra(root, _RECBOLE_ITEM), ("item_id:token", "class:token_seq"))
+        item_ids = [row[0] for _, row in items]
+        genres = [row[1].split() for _, row in items]
+        for (line, row), cell in zip(items, genres):
+            unknown = sorted(set(cell) - set(_ML100K_GENRES))
+            if unknown:
+                raise DataError(f"{root / 'ml-100k.item'}: column 'class:token_seq' line {line} names unknown "
+                                f"genre(s) {unknown}")
+        user_rows, where = [row for _, row in users], root / "ml-100k.user"
+        user_lines = [line for line, _ in users]
+    else:
+        with zipfile.ZipFile(source) as zf:
+            text = {}
+            for base in ("u.user", "u.item"):
+                member = _zip_member(zf, base)
+                if member is None:
+                    raise DataError(f"{source}: no {base} inside, which MovieLens-100K features need")
+                text[base] = (f"{source}!{member}", zf.read(member).decode("latin-1"))
+        where, lines = text["u.user"][0], text["u.user"][1].splitlines()
+        user_lines = [k + 1 for k, line in enumerate(lines) if line.strip()]
+        user_rows = [lines[k - 1].split("|") for k in user_lines]
+        item_ids, genres = [], []
+        item_where, lines = text["u.item"][0], text["u.item"][1].splitlines()
+        for k, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            fields = line.split("|")
+            flags = fields[5:]
+            if len(fields) != 5 + len(_ML100K_GENRES) or any(f.strip() not in ("0", "1") for f in flags):
+                raise DataError(f"{item_where}: line {k} does not end in {len(_ML100K_GENRES)} genre flags (0/1) "
+                                f"after 5 fields ({len(fields)} fields)")
+            item_ids.append(fields[0])
+            genres.append([g for g, f in zip(_ML100K_GENRES, flags) if f.strip() == "1"])
+    ages, genders, occupations = [], [], []
+    for line, row in zip(user_lines, user_rows):
+        if len(row) < 4:
+            raise DataError(f"{where}: line {line} has {len(row)} field(s), 4 needed (id, age, gender, occupation)")
+        try:
+            age = int(row[1])
+        except ValueError:
+            raise DataError(f"{where}: column 'age' line {line} holds {row[1]!r}, not a whole number") from None
+        ages.append([_age_group(age)])
+        genders.append([row[2].strip()])
+        occupations.append([row[3].strip()])
+    users_table = Features.from_columns(len(user_rows), {"age": ages, "gender": genders, "occupation": occupations})
+    items_table = Features.from_columns(len(item_ids), {"genre": genres})
+    return ((_int_ids([r[0] for r in user_rows], where), users_table), (_int_ids(item_ids, where), items_table))
+
+
+def _age_group(age: int) -> str:
+    """The MovieLens-1M age group of an age in years."""
+    return next((label for bound, label in _AGE_GROUPS if age < bound), "56+")
+
+
+def _int_ids(ids: list[str], where: object) -> np.ndarray:
+    try:
+        return np.array([int(x) for x in ids], dtype=np.int64)
+    except ValueError as err:
+        raise DataError(f"{where}: an id is not a whole number ({err})") from None
+
+
+def _recbole_rows(path: Path, columns: tuple[str, ...]) -> list[tuple[int, list[str]]]:
+    """(line, [cells of `columns`]) for every data line of a RecBole atomic file (tab-separated,
+    a typed header); `DataError` naming the file for a missing column or a short line."""
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    head = lines[0].split("\t") if lines else []
+    missing = [c for c in columns if c not in head]
+    if missing:
+        raise DataError(f"{path}: no column(s) {missing} in its header {head}")
+    index = [head.index(c) for c in columns]
+    rows = []
+    for k, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        cells = line.split("\t")
+        if len(cells) <= max(index):
+            raise DataError(f"{path}: line {k} has {len(cells)} field(s), {max(index) + 1} needed")
+        rows.append((k, [cells[i] for i in index]))
+    return rows
 
 
 def movielens_titles(name: str = "100k", cache_dir: str | None = None) -> dict[int, str]:
@@ -219,19 +338,49 @@ def _find_wheel(folder: Path, requirement: str) -> Path | None:
 
 def _recbole_fallback(root: Path) -> Path:
     """Extract ml-100k from the RecBole wheel (cached in `root/wheels` or pip-downloaded
-    there), verify it, and cache `ml-100k.inter` / `ml-100k.item` in `root`."""
+    there), verify it, and cache `ml-100k.inter` / `ml-100k.item` / `ml-100k.user` in `root`."""
     wheels = root / "wheels"
     wheel = _find_wheel(wheels, _RECBOLE_REQUIREMENT) or _pip_download(_RECBOLE_REQUIREMENT, wheels)
     with zipfile.ZipFile(wheel) as zf:
         inter = zf.read(_RECBOLE_INTER)
-        item = zf.read(_RECBOLE_ITEM) if _RECBOLE_ITEM in zf.namelist() else None
+        extras = {m: zf.read(m) for m in (_RECBOLE_ITEM, _RECBOLE_USER) if m in zf.namelist()}
     _check_sha256(inter, _RECBOLE_INTER_SHA256, f"{wheel}!{_RECBOLE_INTER}")
-    if item is not None:
-        _check_sha256(item, _RECBOLE_ITEM_SHA256, f"{wheel}!{_RECBOLE_ITEM}")
-        (part := root / "ml-100k.item.part").write_bytes(item)
-        part.replace(root / "ml-100k.item")
-    (part := root / "ml-100k.inter.part").write_bytes(inter)  # the .inter file appears whole or not at all
-    return part.replace(root / "ml-100k.inter")
+    for member, data in extras.items():
+        _check_sha256(data, _recorded_sha256(member), f"{wheel}!{member}")
+        _write_whole(root / member.rsplit("/", 1)[-1], data)
+    return _write_whole(root / "ml-100k.inter", inter)  # the .inter file appears whole or not at all
+
+
+def _recorded_sha256(member: str) -> str:
+    """The recorded sha256 of a RecBole ml-100k member."""
+    return {_RECBOLE_INTER: _RECBOLE_INTER_SHA256, _RECBOLE_ITEM: _RECBOLE_ITEM_SHA256,
+            _RECBOLE_USER: _RECBOLE_USER_SHA256}[member]
+
+
+def _write_whole(path: Path, data: bytes) -> Path:
+    """Write `data` to `path` through a `.part` file, so that `path` appears whole or not at all."""
+    (part := path.with_name(path.name + ".part")).write_bytes(data)
+    return part.replace(path)
+
+
+def _recbole_extra(root: Path, member: str) -> Path:
+    """A side file of the RecBole ml-100k copy (`ml-100k.item`, `ml-100k.user`) in `root`:
+    the cached one, checked against its recorded sha256, else extracted from the wheel (cached in
+    `root/wheels` or pip-downloaded there) and checked. `DataError` when neither works."""
+    path, expected = root / member.rsplit("/", 1)[-1], _recorded_sha256(member)
+    if path.is_file():
+        _check_cached(path, expected)
+        return path
+    try:
+        wheels = root / "wheels"
+        wheel = _find_wheel(wheels, _RECBOLE_REQUIREMENT) or _pip_download(_RECBOLE_REQUIREMENT, wheels)
+        with zipfile.ZipFile(wheel) as zf:
+            data = zf.read(member)
+    except (OSError, subprocess.SubprocessError, zipfile.BadZipFile, KeyError) as err:
+        raise DataError(f"{path} is missing and could not be taken from the {_RECBOLE_REQUIREMENT} wheel "
+                        f"({err}); place its {member} at {path}") from None
+    _check_sha256(data, expected, f"{wheel}!{member}")
+    return _write_whole(path, data)
 
 
 def _zip_member(zf: zipfile.ZipFile, base: str) -> str | None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from mfzoo.data.errors import DataError
+from mfzoo.data.features import Features
 from mfzoo.data.interactions import DuplicatePolicy, Interactions, PairPolicy
 
 Column = str | int
@@ -22,6 +23,8 @@ def read_table(
     path: str | os.PathLike, user_col: Column, item_col: Column, value_col: Column | None = None,
     time_col: Column | None = None, sep: str | None = None, header: bool = True,
     duplicates: DuplicatePolicy = "keep_last", pair_duplicates: PairPolicy | None = None, name: str | None = None,
+    user_features: str | os.PathLike | None = None, item_features: str | os.PathLike | None = None,
+    categorical_features: list[str] | tuple[str, ...] = (), feature_sep: str = "|",
 ) -> Interactions:
     """Read interactions from CSV/TSV (optionally `.gz`) or Parquet.
 
@@ -36,6 +39,12 @@ def read_table(
     are kept). Bad input raises `DataError` naming the file, the column and the 1-based file
     line (Parquet: 1-based row); so does a file that cannot be read at all (empty, header
     only, not UTF-8 text, not Parquet, truncated).
+
+    `user_features` / `item_features`: optional feature files (CSV/TSV/Parquet, with a header)
+    read by `read_features`: the first column is the raw user / item id, every other column a
+    feature (`categorical_features` names columns to take as categories even when they hold
+    numbers, e.g. a zip code; `feature_sep` splits multi-valued cells). The tables are
+    aligned with the model ids (`Interactions.user_features` / `item_features`).
     """
     path = Path(path)
     if not path.is_file():
@@ -55,7 +64,112 @@ def read_table(
                                         pair_duplicates=pair_duplicates, row_offset=offset)
     except DataError as err:
         raise _locate(err, labels, lines, offset) from None
-    return replace(data, name=name or path.name.split(".")[0])
+    data = replace(data, name=name or path.name.split(".")[0])
+    tables, columns = {}, set()
+    for side, file, raw in (("user", user_features, data.user_ids), ("item", item_features, data.item_ids)):
+        if file is not None:
+            ids, table, names = _feature_file(file, 0, categorical_features, None, feature_sep)
+            tables[f"{side}_features"] = table.align(ids, raw, f"{file} ({side} features)")
+            columns |= set(names)
+    unknown = sorted(set(categorical_features) - columns)
+    if unknown:
+        files = [str(f) for f in (user_features, item_features) if f is not None]
+        raise DataError(f"categorical_features names column(s) {unknown} that no feature file has ({files})")
+    return data.with_features(**tables) if tables else data
+
+
+def read_features(
+    path: str | os.PathLike, id_col: Column = 0, categorical: list[str] | tuple[str, ...] = (),
+    sep: str | None = None, multi_sep: str = "|",
+) -> tuple[np.ndarray, Features]:
+    """A feature file: (raw ids [n], `Features` with one row per line, in file order).
+
+    CSV/TSV (optionally `.gz`, with a header) or Parquet. `id_col` (a name or a position) holds
+    the ids, parsed as `read_table` parses ids; every other column is a feature:
+    - numeric, when every cell is a number (Parquet: a numeric or boolean column), kept as a
+      number in `Features.dense` (column name as its name);
+    - categorical otherwise, or when named in `categorical`: each distinct value becomes a
+      vocabulary entry "column=value"; a cell may hold several values split by `multi_sep`
+      ("Action|Comedy": multi-hot); an empty cell holds none.
+    `DataError` naming the file, the column and the 1-based file line (Parquet: row) for a
+    missing or repeated id, an empty or non-finite cell in a numeric column; and for a file
+    that cannot be read, has no feature column, or names an unknown `categorical` column.
+    """
+    ids, table, names = _feature_file(path, id_col, categorical, sep, multi_sep)
+    unknown = sorted(set(categorical) - set(names))
+    if unknown:
+        raise DataError(f"{path}: categorical feature column(s) {unknown} not found; columns: {names}")
+    return ids, table
+
+
+def _feature_file(
+    path: str | os.PathLike, id_col: Column, categorical: list[str] | tuple[str, ...], sep: str | None,
+    multi_sep: str,
+) -> tuple[np.ndarray, Features, list[str]]:
+    """`read_features`, also returning the file's column names (`categorical` names that are
+    not columns of this file are not looked at)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    if path.suffix.lower() == ".parquet":
+        (cols, labels), lines = _read_parquet(path, None), None
+    else:
+        cols, labels, lines = _read_delimited(path, None, sep, header=True)
+    names = list(cols)
+    id_name = names[_column_index(path, id_col, names)]
+    if len(names) < 2:
+        raise DataError(f"{path}: no feature columns besides the id column {id_name!r}")
+    n = len(cols[id_name])
+    line_of = (lambda k: f"line {lines[k]}") if lines is not None else (lambda k: f"row {k + 1}")  # noqa: E731
+    raw = cols[id_name]
+    missing = np.array([x is None or (isinstance(x, float) and x != x) or str(x).strip() == "" for x in raw])
+    if missing.any():
+        raise DataError(f"{path}: column '{id_name}' (the id) is missing at {line_of(int(np.flatnonzero(missing)[0]))}")
+    ids = _raw_ids(raw)
+    keys = np.array([str(x) for x in ids], dtype=object)
+    order = np.argsort(keys, kind="stable")
+    repeated = np.flatnonzero(keys[order][1:] == keys[order][:-1])
+    if len(repeated):
+        a, b = sorted((int(order[repeated[0]]), int(order[repeated[0] + 1])))
+        raise DataError(f"{path}: column '{id_name}' repeats id {keys[a]!r} at {line_of(a)} and {line_of(b)}")
+    categories, numeric = {}, {}
+    for name in names:
+        if name == id_name:
+            continue
+        cells = cols[name]
+        values = None if name in categorical else _numeric_feature(cells)
+        if values is None:
+            categories[name] = [[] if c is None else [v.strip() for v in str(c).split(multi_sep) if v.strip()]
+                                for c in cells]
+            continue
+        bad = ~np.isfinite(values)
+        if bad.any():
+            k = int(np.flatnonzero(bad)[0])
+            cell = cells[k]
+            empty = cell is None or (str(cell).strip() == "" if isinstance(cell, str) else cell != cell)  # NaN: null
+            what = "is empty" if empty else f"holds {str(cell).strip()!r}, not a finite number"
+            raise DataError(f"{path}: numeric feature column '{name}' {what} at {line_of(k)}; give a number "
+                            f"(or list '{name}' in categorical features to take it as categories)")
+        numeric[name] = values
+    return ids, Features.from_columns(n, categories, numeric), names
+
+
+def _numeric_feature(cells: np.ndarray) -> np.ndarray | None:
+    """float64 [n] when a column is numeric (empty cells NaN, "inf"/"nan" as written), None when
+    it is categorical: text in some cell, or no number at all."""
+    if cells.dtype.kind in "biuf":  # Parquet numbers (nulls are NaN)
+        return cells.astype(np.float64)
+    text = np.array(["" if c is None else str(c).strip() for c in cells], dtype=str)
+    filled = text != ""
+    if not filled.any():
+        return None
+    try:
+        numbers = text[filled].astype(np.float64)
+    except ValueError:
+        return None
+    out = np.full(len(text), np.nan)
+    out[filled] = numbers
+    return out
 
 
 def _locate(err: DataError, labels: dict[str, str], lines: np.ndarray | None, offset: int) -> DataError:
@@ -74,10 +188,11 @@ def _locate(err: DataError, labels: dict[str, str], lines: np.ndarray | None, of
 
 
 def _read_delimited(
-    path: Path, wanted: dict[str, Column], sep: str | None, header: bool
+    path: Path, wanted: dict[str, Column] | None, sep: str | None, header: bool
 ) -> tuple[dict[str, np.ndarray], dict[str, str], np.ndarray]:
-    """Cells of the wanted columns as str arrays, their display names, and each row's line.
-    A file that is not UTF-8 delimited text (binary, a bad or truncated gzip) raises `DataError`."""
+    """Cells of the wanted columns (None: every column, keyed by its header name) as str
+    arrays, their display names, and each row's line. A file that is not UTF-8 delimited text
+    (binary, a bad or truncated gzip) raises `DataError`."""
     try:
         return _parse_delimited(path, wanted, sep, header)
     except UnicodeDecodeError as err:
@@ -90,7 +205,7 @@ def _read_delimited(
 
 
 def _parse_delimited(
-    path: Path, wanted: dict[str, Column], sep: str | None, header: bool
+    path: Path, wanted: dict[str, Column] | None, sep: str | None, header: bool
 ) -> tuple[dict[str, np.ndarray], dict[str, str], np.ndarray]:
     suffixes = [s.lower() for s in path.suffixes if s.lower() != ".gz"]
     opener = gzip.open if path.suffix.lower() == ".gz" else open
@@ -106,6 +221,8 @@ def _parse_delimited(
         f.seek(0)
         reader = csv.reader(f, delimiter=sep)
         names = [c.strip() for c in next(reader)] if header else None
+        if wanted is None:
+            wanted = _all_columns(path, names)
         index = {role: _column_index(path, col, names) for role, col in wanted.items()}
         labels = {role: str(col) if names is None else names[index[role]] for role, col in wanted.items()}
         need = max(index.values()) + 1
@@ -145,8 +262,20 @@ def _column_index(path: Path, col: Column, names: list[str] | None) -> int:
     return names.index(col)
 
 
-def _read_parquet(path: Path, wanted: dict[str, Column]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Wanted Parquet columns as numpy arrays (datetimes as int64 seconds), and their names.
+def _all_columns(path: Path, names: list[str] | None) -> dict[str, Column]:
+    """Every column of a file by its header name; `DataError` without a header or with a
+    name twice."""
+    if names is None:
+        raise DataError(f"{path}: reading every column needs a header")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise DataError(f"{path}: the header names column(s) {repeated} more than once")
+    return {name: name for name in names}
+
+
+def _read_parquet(path: Path, wanted: dict[str, Column] | None) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Wanted Parquet columns (None: every column, keyed by name) as numpy arrays (datetimes
+    as int64 seconds), and their names.
     A file pyarrow cannot read (empty, truncated, not Parquet) or a column that holds neither
     numbers nor strings raises `DataError`."""
     try:
@@ -158,6 +287,8 @@ def _read_parquet(path: Path, wanted: dict[str, Column]) -> tuple[dict[str, np.n
         names = pq.read_schema(path).names
     except (pa.ArrowException, OSError, ValueError) as err:
         raise DataError(f"{path}: not a readable Parquet file ({_first_line(err)})") from None
+    if wanted is None:
+        wanted = _all_columns(path, names)
     labels = {role: names[_column_index(path, col, names)] for role, col in wanted.items()}
     try:
         table = pq.read_table(path, columns=sorted(set(labels.values())))
