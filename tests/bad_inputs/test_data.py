@@ -48,7 +48,16 @@ CSV_CASES = {
     "empty_0_bytes": ("", ["empty"]),
     "header_only": (HEADER, ["no data rows"]),
     "blank_lines_only": ("\n\n  \n", ["empty"]),
+    # a .csv delimited by ';': one column is read; the message says which delimiter it holds
+    "semicolons": (HEADER.replace(",", ";") + GOOD_ROWS.replace(",", ";"),
+                   ["no column 'user_id'", "delimited by ';'", "data.source.sep=';'"]),
 }
+
+
+def test_a_directory_instead_of_a_file_is_named(tmp_path):
+    with pytest.raises(DataError) as err:
+        read_table(tmp_path, "user_id", "item_id", "rating")
+    one_line_error(err, str(tmp_path), "is a directory")
 
 
 @pytest.mark.parametrize("case", list(CSV_CASES))

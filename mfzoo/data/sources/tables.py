@@ -47,8 +47,7 @@ def read_table(
     aligned with the model ids (`Interactions.user_features` / `item_features`).
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
+    _check_file(path)
     wanted = {"user": user_col, "item": item_col, "value": value_col, "timestamp": time_col}
     wanted = {role: col for role, col in wanted.items() if col is not None}
     if path.suffix.lower() == ".parquet":
@@ -109,8 +108,7 @@ def _feature_file(
     """`read_features`, also returning the file's column names (`categorical` names that are
     not columns of this file are not looked at)."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
+    _check_file(path)
     if path.suffix.lower() == ".parquet":
         (cols, labels), lines = _read_parquet(path, None), None
     else:
@@ -249,6 +247,14 @@ def _sniff(path: Path, sample: str) -> str:
         raise DataError(f"{path}: cannot infer the separator; pass sep=") from None
 
 
+def _check_file(path: Path) -> None:
+    """`DataError` unless `path` is a readable file: it does not exist, or is a directory."""
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, not a data file (give the file inside it)")
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+
+
 def _column_index(path: Path, col: Column, names: list[str] | None) -> int:
     """0-based position of `col` (a header name, or a position)."""
     if isinstance(col, int) and not isinstance(col, bool):
@@ -258,7 +264,13 @@ def _column_index(path: Path, col: Column, names: list[str] | None) -> int:
     if names is None:
         raise DataError(f"{path}: column {col!r} given by name, but header=False; give its position")
     if col not in names:
-        raise DataError(f"{path}: no column {col!r}; available columns: {names}")
+        hint = ""
+        if len(names) == 1:  # one column: the file is likely split by another delimiter
+            other = next((d for d in (";", "\t", "|", ",", " ") if d in names[0]), None)
+            if other is not None:
+                hint = (f" (the header was read as one column: is the file delimited by {other!r}? "
+                        f"give sep={other!r}, e.g. data.source.sep='{other}')")
+        raise DataError(f"{path}: no column {col!r}; available columns: {names}{hint}")
     return names.index(col)
 
 
