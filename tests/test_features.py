@@ -497,3 +497,16 @@ def test_a_run_keeps_its_feature_tables_and_refuses_changed_ones(tmp_path, keep)
         (tmp_path / "items.csv").write_text((tmp_path / "items.csv").read_text().replace("m0,Drama", "m0,Comedy"))
         with pytest.raises(RunError, match="the data differs from what the run was trained on"):
             load_run(tmp_path / "run")
+
+
+def test_batch_feature_rows_train_the_same_model_as_the_model_tables(tmp_path):
+    """FeatureMF scores a batch from its own feature rows when it carries them: with the same
+    seed, data.batch_features=true trains to the same metrics as the model's tables."""
+    from mfzoo.training.run import train
+
+    results = {}
+    for flag in ("false", "true"):
+        (tmp_path / flag).mkdir()
+        results[flag] = train(_featured_run_cfg(tmp_path / flag, f"data.batch_features={flag}"), tmp_path / flag / "run")
+    assert results["true"]["val"]["ndcg@10"] == pytest.approx(results["false"]["val"]["ndcg@10"], abs=1e-5)
+    assert results["true"]["test"]["ndcg@10"] == pytest.approx(results["false"]["test"]["ndcg@10"], abs=1e-5)
