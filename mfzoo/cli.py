@@ -304,8 +304,13 @@ def similar() -> None:
 
     data = datamodule.data
     item = _encode(data.encode_items, args.item, "item")
-    with torch.no_grad():
-        scores, items = similar_items(model, torch.tensor([item]), args.k, metric=args.metric)
+    from mfzoo.models.contract import ContractError
+
+    try:
+        with torch.no_grad():
+            scores, items = similar_items(model, torch.tensor([item]), args.k, metric=args.metric)
+    except ContractError as err:  # a model without factors: the message names what is missing
+        raise SystemExit(f"mfzoo: {err}") from None
     print(f"{args.k} items most similar to item {labels[item]} by {args.metric}:")
     _print_items(items[0], scores[0], labels)
 

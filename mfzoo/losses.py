@@ -68,6 +68,8 @@ class MSELoss(_Regularised):
         weighted: use `batch.weights` as per-example weights w_b.
     """
 
+    uses_negatives = False  # column 0 only: sampled negatives would be drawn and ignored
+
     def forward(self, scores: Tensor, batch: Batch, penalty: Tensor | None = None) -> Tensor:
         if batch.targets is None:
             raise ValueError("MSELoss needs batch.targets (explicit ratings)")
@@ -82,6 +84,8 @@ class BCELoss(_Regularised):
     s_b0 the positive's score, s_bk the K sampled negatives', c = `negative_weight`; the total
     is as in `MSELoss` (mean over the batch, weights, L2 on the rows used).
     """
+
+    needs_negatives = True  # ranks column 0 against sampled negatives: a run needs data.sampler
 
     def __init__(self, negative_weight: float = 1.0, l2: float = 0.0, l2_bias: float | None = None, weighted: bool = True):
         super().__init__(l2, l2_bias, weighted)
@@ -102,6 +106,8 @@ class BPRLoss(_Regularised):
     the positive should outrank each sampled negative; total as in `MSELoss`.
     """
 
+    needs_negatives = True  # ranks column 0 against sampled negatives: a run needs data.sampler
+
     def forward(self, scores: Tensor, batch: Batch, penalty: Tensor | None = None) -> Tensor:
         _needs_negatives(scores, "BPRLoss")
         return self.reduce(-F.logsigmoid(scores[:, :1] - scores[:, 1:]).mean(1), batch, penalty)  # [B]
@@ -116,6 +122,8 @@ class SampledSoftmaxLoss(_Regularised):
     included, makes the sampled softmax an estimate of the full softmax over the catalogue
     (`logq_correction=False` drops it). τ = `temperature`. Total as in `MSELoss`.
     """
+
+    needs_negatives = True  # ranks column 0 against sampled negatives: a run needs data.sampler
 
     def __init__(
         self, temperature: float = 1.0, logq_correction: bool = True, l2: float = 0.0,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from mfzoo import testing
+from mfzoo.models.contract import ContractError
 
 MODELS = sorted(p.stem for p in (testing.CONFIGS / "model").glob("*.yaml"))
 SMALL = {"dim": 4}
@@ -68,12 +69,31 @@ def test_a_model_without_factors_or_penalty_meets_the_checks_that_apply():
     testing.check_checkpoint(cfg)
     testing.check_factors(cfg)  # nothing to compare
     testing.check_similar(cfg)  # refused with a ContractError
-    with pytest.raises(Exception, match="NotFactorised is not Penalised .* loss BPRLoss"):
-        from hydra.utils import instantiate
+    # a regularising loss is refused by the suite as training refuses it; without l2 it passes
+    for check in testing.LOSS_CHECKS:
+        with pytest.raises(ContractError, match="NotFactorised is not Penalised .* loss BPRLoss"):
+            check(cfg, "bpr")
+        check(cfg, {**testing.config("loss", "bpr"), "l2": 0.0})
 
-        from mfzoo.training.module import check_penalised
 
-        check_penalised(testing.build(cfg), instantiate(testing.config("loss", "bpr")))
+class VectorLoss(__import__("torch").nn.Module):
+    def forward(self, scores, batch, penalty=None):
+        return scores[:, 0]
+
+
+class WrongShape(NotFactorised):
+    def forward(self, batch):
+        return super().forward(batch)[:, 0]
+
+
+def test_the_suite_names_wrong_shapes_and_non_scalar_losses_as_training_does():
+    from mfzoo.training.module import ModelContractError
+
+    cfg = {"_target_": f"{__name__}.NotFactorised", "dim": 4}
+    with pytest.raises(ModelContractError, match="VectorLoss returned .*not a scalar"):
+        testing.check_step(cfg, {"_target_": f"{__name__}.VectorLoss"})
+    with pytest.raises(ModelContractError, match=r"WrongShape.forward returned shape \(\d+,\)"):
+        testing.check_step({"_target_": f"{__name__}.WrongShape", "dim": 4}, {**testing.config("loss", "bpr"), "l2": 0.0})
 
 
 def test_a_broken_model_fails_the_suite():

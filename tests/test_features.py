@@ -3,6 +3,7 @@ model, and the cold-start item split."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import shutil
@@ -258,7 +259,7 @@ def test_feature_model_ranks_cold_items_better_than_random():
     data = genre_world()
     split = ColdItemSplit(test_items=0.2, val_items=0.0, seed=0)(data)
     torch.manual_seed(0)
-    model = FeatureMF(data.n_users, data.n_items, dim=16, biases=False, item_id_dropout=0.5)
+    model = FeatureMF(data.n_users, data.n_items, dim=16, biases=False, item_id_dropout=0.5, user_features=False)
     model.prepare(split.train)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
     loss_fn = BPRLoss(l2=1e-4)
@@ -510,3 +511,10 @@ def test_batch_feature_rows_train_the_same_model_as_the_model_tables(tmp_path):
         results[flag] = train(_featured_run_cfg(tmp_path / flag, f"data.batch_features={flag}"), tmp_path / flag / "run")
     assert results["true"]["val"]["ndcg@10"] == pytest.approx(results["false"]["val"]["ndcg@10"], abs=1e-5)
     assert results["true"]["test"]["ndcg@10"] == pytest.approx(results["false"]["test"]["ndcg@10"], abs=1e-5)
+
+
+def test_feature_mf_refuses_data_without_its_tables(featured):
+    bare = dataclasses.replace(featured, user_features=None, item_features=None)
+    with pytest.raises(DataError, match="needs the training data's user feature table.*model.user_features=false"):
+        FeatureMF(bare.n_users, bare.n_items, dim=4).prepare(bare)
+    FeatureMF(bare.n_users, bare.n_items, dim=4, user_features=False, item_features=False).prepare(bare)  # id-only: fine

@@ -121,8 +121,10 @@ def evaluate_ranking(
     check_ranking({"ks": list(ks), "chunk_size": chunk_size, "head_fraction": head_fraction, "candidates": candidates},
                   where="evaluate_ranking")
     ks = sorted({int(k) for k in ks})
+    n_candidates = train.n_items
     if candidates == "test_items":
-        score_fn = restrict(score_fn, torch.unique(test.items.cpu()), train.n_items)
+        allowed = torch.unique(test.items.cpu())
+        score_fn, n_candidates = restrict(score_fn, allowed, train.n_items), len(allowed)
     seen = ExclusionRows(train)
     relevance = Relevance.of(seen, train, test, allow_overlap)
     popularity = torch.bincount(seen.indices.cpu(), minlength=train.n_items)  # [n_items] `item_popularity(train)`
@@ -134,7 +136,8 @@ def evaluate_ranking(
         exposure.update(items)
     result = aggregate(totals, len(relevance.users), ks, exposure)
     result["seconds"] = time.perf_counter() - started
-    log.info("ranking on %d users (%d items) in %.2f s: %s", len(relevance.users), train.n_items, result["seconds"],
+    log.info("ranking on %d users (%d of %d items) in %.2f s: %s", len(relevance.users), n_candidates, train.n_items,
+             result["seconds"],
              ", ".join(f"{name} {value:.4f}" for name, value in result.items() if "@" in name))
     return result
 

@@ -38,6 +38,7 @@ from torch import Tensor, nn
 
 from mfzoo.checks import at_least, nonnegative
 from mfzoo.data.batch import Batch
+from mfzoo.data.errors import DataError
 from mfzoo.data.features import Features
 from mfzoo.data.interactions import Interactions
 from mfzoo.models.embedding import add_id_tables, row_norm_sum, rows
@@ -104,8 +105,13 @@ class FeatureMF(nn.Module):
         for side, table, n in (("user", train.user_features, self.n_users), ("item", train.item_features, self.n_items)):
             for name in [b for b in self._buffers if b.startswith(f"{side}_table_")]:
                 del self._buffers[name]
-            if table is None or not self.use[side]:
+            if not self.use[side]:
                 continue
+            if table is None:  # without its tables the model would silently be plain MF
+                raise DataError(
+                    f"FeatureMF(with {side} features) needs the training data's {side} feature table, and the data "
+                    f"has none: load it (MovieLens-100K: data.source.features=true; a table: "
+                    f"data.source.{side}_features=FILE) or set model.{side}_features=false")
             if len(table) != n:
                 raise ValueError(f"the {side} feature table has {len(table)} rows, the model {n} {side}s")
             self._add_table(side, table.to(device))

@@ -8,7 +8,8 @@ mfzoo's model configs and experiments share a few hyperparameters (`SHARED_KEYS`
 `biases`, `init_std`, `reg_exponent`). A model from another package that is selected with
 `model._target_=pkg.Model` on top of the default model config would otherwise be handed keys
 it never declared: those shared keys (and only those) are passed only when the model's
-constructor takes them, and each one left out is logged. Any other key the constructor does
+constructor takes them, and each one left out is logged. Losses likewise for the keys of
+mfzoo's loss configs (`LOSS_SHARED_KEYS`: `l2`, `l2_bias`, `weighted`). Any other key the constructor does
 not take is an error, as usual (a typo stays an error).
 """
 
@@ -26,10 +27,14 @@ from mfzoo.models.contract import Scorer, require
 log = logging.getLogger(__name__)
 
 SHARED_KEYS = ("dim", "biases", "init_std", "reg_exponent")
+LOSS_SHARED_KEYS = ("l2", "l2_bias", "weighted")
 
 
 def _accepted(target: type) -> set[str] | None:
-    """The keyword names `target`'s constructor takes; None when it takes **kwargs."""
+    """The keyword names `target`'s constructor takes; None when it takes **kwargs (a module
+    that keeps `nn.Module.__init__`, whose **kwargs refuses any name, takes none)."""
+    if isinstance(target, type) and issubclass(target, nn.Module) and target.__init__ is nn.Module.__init__:
+        return set()
     try:
         parameters = inspect.signature(target).parameters.values()
     except (TypeError, ValueError):
@@ -41,28 +46,42 @@ def _accepted(target: type) -> set[str] | None:
 
 def model_config(model_cfg: DictConfig) -> DictConfig:
     """`model_cfg` without the shared keys its target's constructor does not take."""
-    target = model_cfg.get("_target_")
+    return _without_shared(model_cfg, SHARED_KEYS, "model", "mfzoo's model configs")
+
+
+def loss_config(loss_cfg: DictConfig) -> DictConfig:
+    """`loss_cfg` without the shared loss keys its target's constructor does not take."""
+    return _without_shared(loss_cfg, LOSS_SHARED_KEYS, "loss", "mfzoo's loss configs")
+
+
+_told: set[tuple[str, tuple[str, ...]]] = set()  # each dropped set is logged once per process
+
+
+def _without_shared(cfg: DictConfig, keys: tuple[str, ...], what: str, whose: str) -> DictConfig:
+    target = cfg.get("_target_")
     if target is None:
-        return model_cfg
+        return cfg
     try:
         cls = get_class(str(target))
     except Exception:  # not importable or not a class: instantiate says so
-        return model_cfg
+        return cfg
     accepted = _accepted(cls)
     if accepted is None:
-        return model_cfg
-    dropped = [k for k in SHARED_KEYS if k in model_cfg and k not in accepted]
+        return cfg
+    dropped = tuple(k for k in keys if k in cfg and k not in accepted)
     if not dropped:
-        return model_cfg
-    log.info("model: %s takes no %s; not passed (shared keys of mfzoo's model configs)",
-             cls.__name__, ", ".join(dropped))
-    kept = {k: v for k, v in OmegaConf.to_container(model_cfg, resolve=True).items() if k not in dropped}
+        return cfg
+    if (str(target), dropped) not in _told:
+        _told.add((str(target), dropped))
+        log.info("%s: %s takes no %s; not passed (shared keys of %s)", what, cls.__name__, ", ".join(dropped), whose)
+    kept = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in dropped}
     return OmegaConf.create(kept)
 
 
 def make_loss(loss_cfg: DictConfig, n_users: int, n_items: int) -> nn.Module:
     """The loss of `loss_cfg`; `n_users` and `n_items` are passed when its constructor takes
     them (a loss with per-item state), so such a loss needs no change to the glue."""
+    loss_cfg = loss_config(loss_cfg)
     target = loss_cfg.get("_target_")
     try:
         accepted = _accepted(get_class(str(target))) if target is not None else set()

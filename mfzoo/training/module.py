@@ -48,6 +48,13 @@ def check_penalised(model: nn.Module, loss: nn.Module) -> None:
                 "(or set loss.l2=0 loss.l2_bias=0 and regularise inside the model)")
 
 
+def _resolve(path: str) -> Callable:
+    """The function or class a `_target_` names."""
+    from hydra._internal.utils import _locate  # hydra.utils.get_object logs its failures as errors
+
+    return _locate(path)
+
+
 def check_config(cfg) -> None:
     """What a run config is refused for before any data is read, raised as `RunError` saying
     `group (target): reason` (one line on the command line):
@@ -55,6 +62,10 @@ def check_config(cfg) -> None:
     - a solver given a model class it does not solve for (`solver_class.check_model(model
       class, biases=...)`, both classes resolved from their `_target_` without building
       anything), e.g. SVD++ with `solver=als`;
+    - keys of `data.source` its function does not take (an experiment made for MovieLens on
+      another source);
+    - a loss that uses no negatives (`uses_negatives = False`, MSE) with a negative sampler,
+      and a ranking loss (`needs_negatives = True`) without one;
     - settings out of range: the model's (built once at 1 user x 1 item: sizes such as dim
       and n_bins), the solver's, the loss's, the optimizer's (given one dummy parameter), the
       `ranking` settings (list lengths K >= 1) and `rating_range`.
@@ -98,8 +109,31 @@ def check_config(cfg) -> None:
             loss = refused("loss", lambda: make_loss(cfg.loss, 1, 1))
             if model_cfg is not None:
                 refused("loss", lambda: check_penalised(model, loss))
+            sampler = (cfg.get("data") or {}).get("sampler")
+            if not sampler and getattr(loss, "needs_negatives", False):
+                raise RunError(f"loss ({cfg.loss._target_}) ranks each observed item against sampled negatives, "
+                               "and the data config draws none: add a sampler (data/sampler=uniform|popularity), "
+                               "or start from an implicit-feedback experiment (experiment=ml100k_implicit_bpr)")
+            if sampler and getattr(loss, "uses_negatives", True) is False:
+                raise RunError(f"loss ({cfg.loss._target_}) fits the observed values only (column 0) and never uses "
+                               f"the negatives that data.sampler ({sampler.get('_target_')}) draws: for implicit "
+                               "feedback use a ranking loss (loss=bpr|bce|softmax); for ratings drop the sampler "
+                               "(data/sampler=null)")
         if cfg.get("optim"):
             refused("optim", lambda: instantiate(cfg.optim)([torch.zeros(1, requires_grad=True)]))
+    source = (cfg.get("data") or {}).get("source")
+    if OmegaConf.is_dict(source) and source.get("_target_"):
+        function = refused("data", lambda: _resolve(str(source._target_)))
+        try:
+            parameters = inspect.signature(function).parameters
+        except (TypeError, ValueError):
+            parameters = None
+        if parameters is not None and not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+            unknown = sorted(k for k in source if not str(k).startswith("_") and k not in parameters)
+            if unknown:
+                raise RunError(f"data.source ({source._target_}) takes no {', '.join(unknown)} (given by the config: "
+                               f"an experiment made for another source?); remove it (e.g. '~data.source.{unknown[0]}') "
+                               f"or pick the source it was made for")
     if cfg.get("ranking") is not None:
         refused("ranking", lambda: check_ranking(OmegaConf.to_container(cfg.ranking, resolve=True)))
     bounds = cfg.get("rating_range")
@@ -184,7 +218,9 @@ class EvaluatedModule(L.LightningModule):
 
     # evaluation: collect predictions, compute metrics once per pass ---------------------
     def _collect(self, batch: Batch) -> None:
-        self._outputs.append((self.model(batch)[:, 0].detach(), batch.targets))
+        scores = self.model(batch)
+        check_scores(self.model, scores, batch)
+        self._outputs.append((scores[:, 0].detach(), batch.targets))
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         if self.ranking is None:
@@ -253,6 +289,28 @@ class EvaluatedModule(L.LightningModule):
         self._log_metrics("test")
 
 
+class ModelContractError(RunError):
+    """A model or loss broke the contract while training (the shape or finiteness of its
+    scores, a loss that is not a scalar); the message names which and what it returned."""
+
+
+def check_scores(model: nn.Module, scores: object, batch: Batch, finite: bool = False) -> None:
+    """`ModelContractError` unless `scores` is a tensor of shape [B, 1+K] = `batch.items.shape`
+    (no host sync); with `finite`, also unless every score is finite (one host sync: the first
+    batch only, so that a model that gives NaN from the start is not blamed on the lr)."""
+    name = type(model).__name__
+    if not isinstance(scores, Tensor):
+        raise ModelContractError(f"{name}.forward returned a {type(scores).__name__}, not a tensor of scores [B, 1+K]")
+    expected = tuple(batch.items.shape)
+    if tuple(scores.shape) != expected:
+        raise ModelContractError(f"{name}.forward returned shape {tuple(scores.shape)} for a batch of {expected[0]} "
+                                 f"users x {expected[1]} items: scores must be [B, 1+K] = {expected} "
+                                 "(column 0 the observed item, the others its negatives; see mfzoo.models.contract)")
+    if finite and not bool(torch.isfinite(scores).all()):
+        raise ModelContractError(f"{name}.forward returned NaN or inf scores on the first training batch, "
+                                 "before any update: the model's scores, not the learning rate")
+
+
 class GradientModule(EvaluatedModule):
     """Gradient training of a scoring model.
 
@@ -283,6 +341,7 @@ class GradientModule(EvaluatedModule):
         super().__init__(model, rating_range, ranking)
         self.loss = loss
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self._first_batch = True  # the first training batch also checks that the scores are finite
         check_penalised(model, loss)
 
     def parameter_groups(self) -> list[dict]:
@@ -302,8 +361,14 @@ class GradientModule(EvaluatedModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         scores = self.model(batch)
+        check_scores(self.model, scores, batch, finite=self._first_batch)
         penalty = self.model.penalty(batch) if isinstance(self.model, Penalised) else None
         loss = self.loss(scores, batch, penalty)
+        if not isinstance(loss, Tensor) or loss.ndim != 0:
+            shape = tuple(loss.shape) if isinstance(loss, Tensor) else type(loss).__name__
+            raise ModelContractError(f"the loss {type(self.loss).__name__} returned {shape}, not a scalar tensor: "
+                                     "a loss reduces the batch to one number (forward(scores, batch, penalty) -> [])")
+        self._first_batch = False
         self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(batch))
         self._track_loss(loss)
         return loss

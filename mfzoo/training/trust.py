@@ -119,13 +119,22 @@ def check(cfg: DictConfig, trust: Iterable[str] = (), source: str = "config.yaml
 
 
 def _require_class(target: str, where: str, source: str) -> None:
+    import importlib.util
+
     from hydra._internal.utils import _locate
 
     try:
         obj = _locate(target)
     except Exception as err:  # ImportError, AttributeError, or whatever the import raised
-        raise RunError(f"{source}: {where}._target_ {target!r} cannot be imported ({type(err).__name__}: "
-                       f"{str(err).splitlines()[0] if str(err) else ''})") from None
+        cause = err
+        while cause.__cause__ is not None and not str(cause.__cause__) == "":  # Hydra wraps the real reason
+            cause = cause.__cause__
+        reason = " ".join(str(cause).split()) or type(cause).__name__
+        package = target.split(".")[0]
+        hint = (f"; run from the folder that holds {package}/, or pip install it"
+                if importlib.util.find_spec(package) is None else "")
+        raise RunError(f"{source}: {where}._target_ {target!r} cannot be imported ({type(cause).__name__}: "
+                       f"{reason}){hint}") from None
     if not isinstance(obj, type):
         raise RunError(f"{source}: {where}._target_ {target!r} is not a class; outside mfzoo, loading a run "
                        "instantiates classes only")

@@ -119,6 +119,11 @@ def test_a_nan_validation_metric_is_the_same_error():
     ([IALS, "ranking.ks=[]"], ["ranking.ks must be a non-empty list"]),
     ([IALS, "ranking.chunk_size=0"], ["ranking.chunk_size must be an integer >= 1, got 0"]),
     (["rating_range=[5,1]"], ["rating_range", "low < high", "[5, 1]"]),
+    ([IALS, "ranking.candidates=cold"], ["ranking.candidates must be one of catalogue, test_items, got 'cold'"]),
+    (["loss=bpr"], ["loss (mfzoo.losses.BPRLoss)", "sampled negatives", "data/sampler=uniform"]),
+    (["data/sampler=uniform", "loss=mse"], ["loss (mfzoo.losses.MSELoss)", "never uses", "data/sampler=null"]),
+    (["experiment=ml100k_cold_items", "data/source=synthetic"], ["data.source (mfzoo.data.sources.synthetic) takes no "
+                                                                 "features", "'~data.source.features'"]),
 ])
 def test_settings_out_of_range_are_refused_before_the_data_is_read(tmp_path, overrides, words):
     run_dir = tmp_path / "run"
@@ -345,3 +350,50 @@ def test_ranking_list_lengths_must_be_positive():
     with pytest.raises(ValueError, match="unknown setting.*kz"):
         check_ranking({"kz": [10]})
     assert check_ranking({"ks": [10, 20], "chunk_size": 64}) == {"ks": [10, 20], "chunk_size": 64}
+
+
+# a model or loss that breaks the contract in training: named at the first batch ---------------
+class _Dot(torch.nn.Module):
+    def __init__(self, n_users: int, n_items: int, dim: int = 4):
+        super().__init__()
+        self.n_users, self.n_items = n_users, n_items
+        self.u, self.i = torch.nn.Embedding(n_users, dim), torch.nn.Embedding(n_items, dim)
+
+    def forward(self, batch):
+        return (self.u(batch.users).unsqueeze(1) * self.i(batch.items)).sum(-1)
+
+
+class FlatScores(_Dot):
+    def forward(self, batch):
+        return super().forward(batch)[:, 0]
+
+
+class NaNScores(_Dot):
+    def forward(self, batch):
+        return super().forward(batch) * math.nan
+
+
+class VectorLoss(torch.nn.Module):
+    def forward(self, scores, batch, penalty=None):
+        return scores[:, 0]
+
+
+@pytest.mark.parametrize(("overrides", "words"), [
+    ([f"model._target_={__name__}.FlatScores"], ["FlatScores.forward returned shape (", "must be [B, 1+K]"]),
+    ([f"model._target_={__name__}.FlatScores", "experiment=ml100k_implicit_bpr", "data/source=synthetic"],
+     ["FlatScores.forward returned shape (", ", 5)"]),
+    ([f"model._target_={__name__}.NaNScores"], ["NaNScores.forward returned NaN or inf scores on the first training "
+                                                "batch", "not the learning rate"]),
+    ([f"loss._target_={__name__}.VectorLoss"], ["the loss VectorLoss returned (", "not a scalar"]),
+])
+def test_a_model_or_loss_breaking_the_contract_is_named_at_the_first_batch(tmp_path, overrides, words):
+    from mfzoo.training.module import ModelContractError
+
+    run_dir = tmp_path / "run"
+    with pytest.raises(ModelContractError) as raised:
+        train(tiny_cfg("loss.l2=0", "loss.l2_bias=0", *overrides), run_dir)
+    message = str(raised.value)
+    assert "\n" not in message
+    for word in words:
+        assert word in message, message
+    assert (run_dir / "failed.txt").read_text().strip() == " ".join(message.split())

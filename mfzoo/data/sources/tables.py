@@ -129,7 +129,9 @@ def _feature_file(
     repeated = np.flatnonzero(keys[order][1:] == keys[order][:-1])
     if len(repeated):
         a, b = sorted((int(order[repeated[0]]), int(order[repeated[0] + 1])))
-        raise DataError(f"{path}: column '{id_name}' repeats id {keys[a]!r} at {line_of(a)} and {line_of(b)}")
+        hint = (f" (the id column is the first one, '{id_name}', unless told otherwise: is it the id column?)"
+                if id_col == 0 else "")
+        raise DataError(f"{path}: column '{id_name}' repeats id {keys[a]!r} at {line_of(a)} and {line_of(b)}{hint}")
     categories, numeric = {}, {}
     for name in names:
         if name == id_name:
