@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from mfzoo.data.batch import Batch
+from mfzoo.data.interactions import Interactions
 from mfzoo.evaluation.metrics import rating_metrics
 from mfzoo.evaluation.ranking import check_ranking, evaluate_ranking
 from mfzoo.retrieval.topk import NonFiniteScores, model_scores
@@ -422,10 +423,20 @@ class SolverModule(EvaluatedModule):
         self.solver = solver
         self._loss = None  # what the last sweep returned
         self.automatic_optimization = False
+        self._on_device: tuple[Interactions, Interactions] | None = None  # (the data module's set, its copy here)
+
+    def _train(self) -> Interactions:
+        """The training set on the model's device, moved once per fit: the copy keeps its CSR
+        matrices, so a sweep on an accelerator does not rebuild them (nor the solver's caches,
+        which follow the matrices)."""
+        train = self.trainer.datamodule.train
+        if self._on_device is None or self._on_device[0] is not train or self._on_device[1].device != self.device:
+            self._on_device = (train, train.to(self.device))
+        return self._on_device[1]
 
     def _sweep(self) -> None:
         try:
-            self._loss = self.solver.sweep(self.model, self.trainer.datamodule.train.to(self.device))
+            self._loss = self.solver.sweep(self.model, self._train())
         except NonFiniteError as error:  # the solver names the setting; the run adds the epoch
             raise TrainingDiverged(f"training diverged in epoch {self.current_epoch}: {error}") from None
 
@@ -441,7 +452,7 @@ class SolverModule(EvaluatedModule):
         self.optimizers().step()
         self.log("train/sweep_seconds", time.perf_counter() - start, on_step=False, on_epoch=True, batch_size=1)
         if hasattr(self.solver, "objective"):  # closed form: the objective after the sweep, per interaction
-            train = self.trainer.datamodule.train.to(self.device)
+            train = self._train()
             self._loss = self.solver.objective(self.model, train) / len(train)
         if self._loss is not None:  # else what the sweep reported (LearnBPR: mean −ln σ(x))
             self.log("train/loss", float(self._loss), on_step=False, on_epoch=True, batch_size=1)
