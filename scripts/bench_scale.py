@@ -1,0 +1,137 @@
+"""Scaling of iALS over processes: sharded iALS-CG (`mfzoo.solvers.distributed.ShardedALS`) with
+1 rank x 1 thread, 2 ranks x 1 thread each (gloo, one machine), and 1 rank x 2 threads (the
+single-process default on a 2-core machine).
+
+Data: `synthetic(n_users, n_items, n_interactions, implicit=True, seed=0)` (default 200k users x
+50k items x 10M interactions, power-law users and items). Model: k = 64 factors, IALSSolver(l2
+0.1, alpha 9, CG 3 steps). Every configuration starts from the same factors and runs
+`--sweeps` sweeps; each sweep is timed on rank 0 between two barriers (the ranks wait for each
+other in the all-gathers anyway), and the median over sweeps is reported with the throughput
+relative to 1 rank x 1 thread. Peak resident memory is per process (ru_maxrss of the rank,
+data generation included). The factors of the 2-rank run are compared with the 1-rank run's
+(max abs difference relative to the largest entry; float32, where YᵀY and the CG steps round
+differently per rank count; tests/test_distributed.py checks equality to 1e-5 in float64).
+
+    python scripts/bench_scale.py [--interactions 10000000] [--sweeps 3] [--out experiments/scale/README.md]
+
+About 3 minutes on 2 cores at 10M interactions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from mfzoo.data.sources import synthetic
+from mfzoo.solvers.distributed import ShardedALS
+from mfzoo.solvers.solver import IALSSolver
+
+K = 64
+
+
+def _rank(rank: int, world: int, threads: int, init: str, args: dict, out: str) -> None:
+    torch.set_num_threads(threads)
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        train = synthetic(n_users=args["users"], n_items=args["items"], n_interactions=args["interactions"],
+                          implicit=True, seed=0)
+        g = torch.Generator().manual_seed(0)
+        users = 0.01 * torch.randn(train.n_users, K, generator=g)
+        items = 0.01 * torch.randn(train.n_items, K, generator=g)
+        part = ShardedALS.of(IALSSolver(l2=0.1, alpha=9.0, method="cg", cg_steps=3), train, users, items)
+        nnz = part.R_users._nnz()
+        del train, users, items
+        seconds = []
+        for _ in range(args["sweeps"]):
+            dist.barrier()
+            start = time.perf_counter()
+            part.sweep()
+            dist.barrier()
+            seconds.append(time.perf_counter() - start)
+        X, Y = part.factors()
+        peak = torch.tensor([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20])  # GiB (ru_maxrss in KiB)
+        peaks = [torch.zeros(1) for _ in range(world)]
+        dist.all_gather(peaks, peak)
+        if rank == 0:
+            torch.save({"seconds": seconds, "peak_gib": [float(p) for p in peaks], "users": X, "items": Y,
+                        "local_nnz": nnz}, out)
+    finally:
+        dist.destroy_process_group()
+
+
+def run(world: int, threads: int, args: dict, tmp: Path) -> dict:
+    out = tmp / f"w{world}t{threads}.pt"
+    mp.spawn(_rank, args=(world, threads, f"file://{tmp / f'rdv{world}{threads}'}", args, str(out)), nprocs=world,
+             join=True)
+    return torch.load(out, weights_only=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--users", type=int, default=200_000)
+    parser.add_argument("--items", type=int, default=50_000)
+    parser.add_argument("--interactions", type=int, default=10_000_000)
+    parser.add_argument("--sweeps", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=None, help="write the table (markdown) here")
+    a = parser.parse_args()
+    args = {"users": a.users, "items": a.items, "interactions": a.interactions, "sweeps": a.sweeps}
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        results = {}
+        for world, threads in ((1, 1), (2, 1), (1, 2)):
+            results[world, threads] = r = run(world, threads, args, Path(tmp))
+            print(f"{world} rank(s) x {threads} thread(s): sweeps {[round(s, 2) for s in r['seconds']]} s, "
+                  f"peak {max(r['peak_gib']):.2f} GiB per rank", flush=True)
+    base = statistics.median(results[1, 1]["seconds"])
+    diff = max(float((results[2, 1][s] - results[1, 1][s]).abs().max() / results[1, 1][s].abs().max())
+               for s in ("users", "items"))
+    head = "| ranks x threads | s / sweep (median) | throughput vs 1 x 1 | peak RSS per rank (GiB) |\n|---|---|---|---|\n"
+    for (world, threads), r in results.items():
+        median = statistics.median(r["seconds"])
+        rows.append(f"| {world} x {threads} | {median:.2f} | {base / median:.2f}x | "
+                    f"{' / '.join(f'{p:.2f}' for p in r['peak_gib'])} |")
+    text = head + "\n".join(rows) + "\n"
+    facts = (f"{a.users} users x {a.items} items x {a.interactions} interactions, k = {K}, iALS-CG 3 steps, "
+             f"{a.sweeps} sweeps each; 2-rank factors vs 1-rank: max abs difference {diff:.1e} of the largest factor entry (float32); "
+             f"{os.cpu_count()} CPUs, torch {torch.__version__}, Python {platform.python_version()}")
+    print(text + facts)
+    if a.out is not None:
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        a.out.write_text(README.format(table=text, facts=facts, command=" ".join(["python", *sys.argv])))
+    print(json.dumps({f"{w}x{t}": statistics.median(r["seconds"]) for (w, t), r in results.items()}))
+
+
+README = """# Scaling iALS over processes
+
+**Question.** The per-row solves of ALS are independent, so sharding users and items over
+processes should scale. On a 2-core machine, how does sharded iALS-CG with 2 ranks of one
+thread compare with one rank of one thread, and with the single-process default of one rank
+using both cores? Are the factors the same?
+
+**Protocol.** `scripts/bench_scale.py` (see its docstring): `mfzoo.solvers.distributed.ShardedALS`
+over gloo on one machine, every configuration from the same start, each sweep timed on rank 0
+between barriers, median over the sweeps.
+
+**Command.** `{command}`
+
+**Results.**
+
+{table}
+{facts}.
+"""
+
+
+if __name__ == "__main__":
+    main()
