@@ -207,3 +207,23 @@ def test_refit_runs_the_epochs_chosen_on_val(nested_cv):
     # the lr schedule keeps the length of trainer.max_epochs: after 2 of 6 epochs, 2/3 of lr is left
     optimizer = stopped.module.trainer.optimizers[0]
     assert optimizer.param_groups[0]["lr"] == pytest.approx(cfg.optim.lr * 4 / 6, rel=1e-6)
+
+
+def test_a_sweep_runs_as_submitit_jobs(tmp_path):
+    """hydra/launcher=submitit_local: each job a separate process started by submitit, as on
+    Slurm (submitit_slurm) without the cluster; every job writes its own complete run."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    sweep_dir = tmp_path / "sweep"
+    command = [
+        sys.executable, "-m", "mfzoo.cli", "-m", "hydra/launcher=submitit_local", "data/source=synthetic",
+        "data.source.n_users=120", "data.source.n_items=80", "data.source.n_interactions=3000", "trainer.max_epochs=2",
+        "logger=none", "progress=false", "model.dim=4,8", f"hydra.sweep.dir={sweep_dir}",
+    ]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (sweep_dir / ".submitit").is_dir()  # the jobs went through submitit
+    runs = sorted(p.parent for p in sweep_dir.glob("*/metrics.json"))
+    assert len(runs) == 2
+    dims = sorted(yaml.safe_load((run / "config.yaml").read_text())["model"]["dim"] for run in runs)
+    assert dims == [4, 8]
+    assert all(json.loads((run / "metrics.json").read_text())["objective"] > 0 for run in runs)
