@@ -13,6 +13,7 @@ data generation included). The factors of the 2-rank run are compared with the 1
 differently per rank count; tests/test_distributed.py checks equality to 1e-5 in float64).
 
     python scripts/bench_scale.py [--interactions 10000000] [--sweeps 3] [--out experiments/scale/README.md]
+    python scripts/bench_scale.py --memory 10000000 100000000   # peak memory per path and size
 
 About 3 minutes on 2 cores at 10M interactions.
 """
@@ -78,6 +79,49 @@ def run(world: int, threads: int, args: dict, tmp: Path) -> dict:
     return torch.load(out, weights_only=True)
 
 
+def _memory_job(_: int, n: int, path: str, out: str) -> None:
+    """One fresh process: `path` ("ials": one iALS-CG sweep, k = 64; "gradient": one epoch of
+    MF + BPR, Adam, batch 65536, one uniform negative) on n synthetic interactions (users n/50,
+    items n/200); saves the seconds and the process's peak RSS."""
+    from mfzoo.data.loader import BatchLoader
+    from mfzoo.data.sampling import UniformSampler
+    from mfzoo.losses import BPRLoss
+    from mfzoo.models.mf import MF
+
+    torch.set_num_threads(2)
+    train = synthetic(n_users=n // 50, n_items=n // 200, n_interactions=n, implicit=True, seed=0)
+    torch.manual_seed(0)
+    model = MF(train.n_users, train.n_items, dim=K, biases=False, init_std=0.01)
+    start = time.perf_counter()
+    if path == "ials":
+        IALSSolver(l2=0.1, alpha=9.0, method="cg", cg_steps=3).sweep(model, train)
+    else:
+        loss, optimizer = BPRLoss(l2=0.0), torch.optim.Adam(model.parameters(), lr=0.01)
+        for batch in BatchLoader(train, 65536, shuffle=True, sampler=UniformSampler(train, 1)):
+            optimizer.zero_grad(set_to_none=True)
+            loss(model(batch), batch).backward()
+            optimizer.step()
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    torch.save({"seconds": seconds, "peak_gib": peak, "n": len(train)}, out)
+
+
+def memory(sizes: list[int]) -> str:
+    """The `--memory` table: peak RSS per path and size, each in a fresh process."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for path in ("ials", "gradient"):
+            for n in sizes:
+                out = str(Path(tmp) / f"{path}{n}.pt")
+                mp.spawn(_memory_job, args=(n, path, out), nprocs=1, join=True)
+                r = torch.load(out, weights_only=True)
+                rows.append(f"| {path} | {r['n']:,} | {r['seconds']:.1f} | {r['peak_gib']:.2f} | "
+                            f"{r['peak_gib'] * 2**30 / r['n']:.0f} |")
+                print(rows[-1], flush=True)
+    return ("| path | interactions | seconds (one sweep / epoch) | peak RSS (GiB) | bytes per interaction |\n"
+            "|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, default=200_000)
@@ -85,7 +129,12 @@ def main() -> None:
     parser.add_argument("--interactions", type=int, default=10_000_000)
     parser.add_argument("--sweeps", type=int, default=3)
     parser.add_argument("--out", type=Path, default=None, help="write the table (markdown) here")
+    parser.add_argument("--memory", type=int, nargs="+", default=None, metavar="N",
+                        help="instead: peak memory of one iALS sweep and one gradient epoch at these sizes")
     a = parser.parse_args()
+    if a.memory:
+        print(memory(a.memory))
+        return
     args = {"users": a.users, "items": a.items, "interactions": a.interactions, "sweeps": a.sweeps}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -59,3 +59,12 @@ def test_a_model_scores_the_same_on_cpu_and_gpu(model):
         cpu = built(batch)
         gpu = built.to("cuda")(batch.to("cuda")).cpu()
     torch.testing.assert_close(gpu, cpu, atol=1e-4, rtol=1e-4)
+
+
+def test_a_cpu_training_set_moves_to_the_gpu_once():
+    train = synthetic(n_users=600, n_items=300, n_interactions=20_000, seed=1)  # stays on the CPU
+    model, solver = _mf(train, "cuda"), IALSSolver(l2=0.1, alpha=2.0)
+    solver.sweep(model, train)
+    moved = solver._cache(train.csr("user"))[("on", "cuda:0")]
+    solver.sweep(model, train)
+    assert solver._cache(train.csr("user"))[("on", "cuda:0")] is moved and moved.device.type == "cuda"

@@ -84,10 +84,19 @@ class ALSBase:
         keeps); a new R replaces the old ones."""
         kept = self._caches.get(id(R))
         if kept is None or kept[0] is not R:
-            if len(self._caches) >= 2:  # a sweep uses two matrices; older ones are dropped
+            if len(self._caches) >= 4:  # a sweep uses two matrices (and their copies on the model's device)
                 self._caches.clear()
             kept = self._caches[id(R)] = (R, {})
         return kept[1]
+
+    def _on(self, train: Interactions, by: str, device: torch.device) -> Tensor:
+        """`train.csr(by)` on `device`: the matrix itself where it lives there, else a copy
+        kept with it (in its cache), so that sweeps of a GPU model over a CPU training set
+        move it once, not once per sweep."""
+        R = train.csr(by)
+        if R.device == device:
+            return R
+        return self._cache(R).setdefault(("on", str(device)), R.to(device))
 
     @torch.no_grad()
     def sweep(self, model: nn.Module, train: Interactions) -> None:
@@ -96,7 +105,7 @@ class ALSBase:
         module asks for it after the sweep."""
         self._check(model)
         users, items = model.user_embedding.weight, model.item_embedding.weight  # [U, D], [I, D]
-        R_users, R_items = train.csr("user").to(users.device), train.csr("item").to(users.device)
+        R_users, R_items = self._on(train, "user", users.device), self._on(train, "item", users.device)
         users.copy_(self.half_step(R_users, items, users, self._cache(R_users)))
         items.copy_(self.half_step(R_items, users, items, self._cache(R_items)))
 
@@ -171,7 +180,7 @@ class ALSSolver(ALSBase):
         half-step minimises it over one side, so sweeps never increase it."""
         self._check(model)
         users, items = model.user_embedding.weight, model.item_embedding.weight  # [U, D], [I, D]
-        R = train.csr("user").to(users.device)  # [U, I]
+        R = self._on(train, "user", users.device)  # [U, I]
         return least_squares_sweep_objective(R, users, items, self.l2, self.frequency_scaled, self._cache(R))
 
 
@@ -238,7 +247,7 @@ class IALSSolver(ALSBase):
         minimum)."""
         self._check(model)
         users, items = model.user_embedding.weight, model.item_embedding.weight  # [U, D], [I, D]
-        R = train.csr("user").to(users.device)  # [U, I]
+        R = self._on(train, "user", users.device)  # [U, I]
         return ials_sweep_objective(R, users, items, self.l2, alpha=self.alpha, kind=self.kind, eps=self.eps,
                                     unobserved_weight=self.unobserved_weight, l2_exponent=self.l2_exponent,
                                     cache=self._cache(R))
