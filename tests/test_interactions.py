@@ -210,3 +210,40 @@ def test_ids_mixed_missing_and_kept_as_given():
         Interactions.from_arrays(np.array(["a", "b"]), np.array(["x", ""]))
     data = Interactions.from_arrays(["a\0", "a"], [1, 2])  # numpy would drop the trailing NUL
     assert sorted(data.user_ids.tolist()) == ["a", "a\0"]
+
+
+@pytest.mark.parametrize(("n", "batch_size", "world"), [(1000, 64, 2), (1000, 64, 3), (130, 64, 2), (129, 64, 2)])
+def test_ranks_take_disjoint_slices_that_make_up_the_single_process_batches(n, batch_size, world):
+    """Batch b of W ranks together is batch b of one process with a batch W times larger, in
+    the same order; every rank takes as many batches; the negatives differ by rank."""
+    from mfzoo.data.sampling import UniformSampler
+
+    rng = np.random.default_rng(0)
+    data = Interactions.from_arrays(rng.integers(0, 50, n), rng.integers(0, 40, n), rng.random(n).astype(np.float32),
+                                    pair_duplicates="keep")
+
+    def rows(batch):  # a row's identity: (user, item, value)
+        return list(zip(batch.users.tolist(), batch.items[:, 0].tolist(), batch.targets.tolist()))
+
+    single = [rows(b) for b in BatchLoader(data, batch_size * world, shuffle=True, seed=3)]
+    per_rank = [[b for b in BatchLoader(data, batch_size, shuffle=True, seed=3, rank=r, world_size=world,
+                                        sampler=UniformSampler(data, 2))] for r in range(world)]
+    assert len({len(batches) for batches in per_rank}) == 1  # the same number of steps on every rank
+    for b, together in enumerate(zip(*per_rank)):
+        assert sum((rows(batch) for batch in together), []) == single[b]
+        assert all(len(batch) >= 1 for batch in together)
+    covered = sum(len(batch) for batches in per_rank for batch in batches)
+    assert covered == (n if (n % (batch_size * world)) >= world or n % (batch_size * world) == 0
+                       else n - n % (batch_size * world))
+    negatives = [batches[0].items[:, 1:] for batches in per_rank]
+    assert not torch.equal(negatives[0][: len(negatives[1])], negatives[1][: len(negatives[0])])
+
+
+def test_one_rank_of_one_draws_what_a_plain_loader_draws(ratings):
+    from mfzoo.data.sampling import UniformSampler
+
+    plain = list(BatchLoader(ratings, 7, shuffle=True, seed=1, sampler=UniformSampler(ratings, 2)))
+    ranked = list(BatchLoader(ratings, 7, shuffle=True, seed=1, rank=0, world_size=1, sampler=UniformSampler(ratings, 2)))
+    assert all(torch.equal(a.items, b.items) and torch.equal(a.users, b.users) for a, b in zip(plain, ranked))
+    with pytest.raises(ValueError, match="rank and world_size go together"):
+        BatchLoader(ratings, 7, rank=2, world_size=2)

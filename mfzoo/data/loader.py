@@ -31,12 +31,21 @@ class BatchLoader:
     (from the same seeded generator) and `log_q` [B, 1+K] is set. With `features` (and feature
     tables on `interactions`), `user_features` and `item_features` hold the rows of the batch's
     users and items (see `Batch`); without it nothing is gathered.
+
+    Under data parallelism (`rank`, `world_size`, or an initialised torch.distributed group),
+    every rank draws the same epoch order and takes a disjoint slice of it: batch b of the W
+    ranks together is the single-process batch b of `batch_size · W` rows, each rank holding
+    `batch_size` of them (the last one split as evenly as possible; dropped when it has fewer
+    rows than ranks, so that every rank takes as many steps). Negatives come from a generator
+    seeded per rank (`seed + epoch + 1000003·(rank + 1)`); with one process they come from the
+    permutation's generator, as they always have.
     """
 
     def __init__(
         self, interactions: Interactions, batch_size: int, shuffle: bool = False, seed: int = 0,
         drop_last: bool = False, group_by_user: bool = False, sampler: Sampler | None = None,
-        weights: torch.Tensor | None = None, features: bool = False,
+        weights: torch.Tensor | None = None, features: bool = False, rank: int | None = None,
+        world_size: int | None = None,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -45,14 +54,43 @@ class BatchLoader:
         self.group_by_user, self.negative_sampler, self.weights = group_by_user, sampler, weights
         self.features = features
         self.epoch = 0
+        self._rank, self._world = rank, world_size
+        if (rank is None) != (world_size is None) or (world_size is not None and not 0 <= rank < world_size):
+            raise ValueError(f"rank and world_size go together, with 0 <= rank < world_size; got {rank}, {world_size}")
+
+    def ranks(self) -> tuple[int, int]:
+        """(this process's rank, the number of ranks): as given, else torch.distributed's
+        when a process group is initialised, else (0, 1)."""
+        if self._world is not None:
+            return self._rank, self._world
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+        return 0, 1
 
     def set_epoch(self, epoch: int) -> None:
         """The epoch whose permutation and negatives the next pass draws."""
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
-        n = len(self.data)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        n, (_, world) = len(self.data), self.ranks()
+        size = self.batch_size * world  # one global batch: a slice of batch_size rows per rank
+        if self.drop_last:
+            return n // size
+        full, last = divmod(n, size)
+        return full + (1 if last >= world else 0)  # a last global batch too short to give every rank a row is dropped
+
+    def _slice(self, b: int) -> tuple[int, int]:
+        """Rows [start, end) of the epoch's order that batch b of this rank holds: batch b of all
+        ranks together is rows [b·B·W, (b+1)·B·W), the single-process batch of size B·W; rank r
+        takes the r-th of W contiguous parts (equal, or within one row for the last batch)."""
+        rank, world = self.ranks()
+        size = self.batch_size * world
+        start, rows = b * size, min(size, len(self.data) - b * size)
+        base, extra = divmod(rows, world)
+        first = start + rank * base + min(rank, extra)
+        return first, first + base + (1 if rank < extra else 0)
 
     def __iter__(self) -> Iterator[Batch]:
         data, n = self.data, len(self.data)
@@ -67,20 +105,25 @@ class BatchLoader:
             order = order.to(data.device)
         elif self.group_by_user:
             order = torch.sort(data.users, stable=True).indices
+        rank, world = self.ranks()
+        if world > 1:  # the same order on every rank; negatives of its own per rank
+            negatives_generator = torch.Generator().manual_seed(self.seed + self.epoch + 1_000_003 * (rank + 1))
+        else:
+            negatives_generator = generator  # one process: the permutation's generator, as always
         self.epoch += 1
         user_table = data.user_features if self.features else None
         item_table = data.item_features if self.features else None
         for b in range(len(self)):
-            start = b * self.batch_size
+            start, end = self._slice(b)
             if order is None:
-                idx = slice(start, start + self.batch_size)
+                idx = slice(start, end)
                 pick = lambda t: t[idx]  # noqa: E731
             else:
-                idx = order[start : start + self.batch_size]  # [B]
+                idx = order[start:end]  # [B]
                 pick = lambda t: t.index_select(0, idx)  # noqa: E731
             users, items, log_q = pick(data.users), pick(data.items).unsqueeze(1), None  # [B], [B, 1]
             if self.negative_sampler is not None:
-                negatives, log_q_neg = self.negative_sampler(users, generator)  # [B, K], [B, K]
+                negatives, log_q_neg = self.negative_sampler(users, negatives_generator)  # [B, K], [B, K]
                 log_q = torch.cat([self.negative_sampler.log_prob(items), log_q_neg], dim=1)  # [B, 1+K]
                 items = torch.cat([items, negatives], dim=1)  # [B, 1+K]
             yield Batch(
