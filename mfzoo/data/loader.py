@@ -32,7 +32,8 @@ class BatchLoader:
     tables on `interactions`), `user_features` and `item_features` hold the rows of the batch's
     users and items (see `Batch`); without it nothing is gathered.
 
-    Under data parallelism (`rank`, `world_size`, or an initialised torch.distributed group),
+    Under data parallelism (`rank`, `world_size`, or `distributed=True` and an initialised
+    torch.distributed group),
     every rank draws the same epoch order and takes a disjoint slice of it: batch b of the W
     ranks together is the single-process batch b of `batch_size · W` rows, each rank holding
     `batch_size` of them (the last one split as evenly as possible; dropped when it has fewer
@@ -45,7 +46,7 @@ class BatchLoader:
         self, interactions: Interactions, batch_size: int, shuffle: bool = False, seed: int = 0,
         drop_last: bool = False, group_by_user: bool = False, sampler: Sampler | None = None,
         weights: torch.Tensor | None = None, features: bool = False, rank: int | None = None,
-        world_size: int | None = None,
+        world_size: int | None = None, distributed: bool = False,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -54,18 +55,19 @@ class BatchLoader:
         self.group_by_user, self.negative_sampler, self.weights = group_by_user, sampler, weights
         self.features = features
         self.epoch = 0
-        self._rank, self._world = rank, world_size
+        self._rank, self._world, self.distributed = rank, world_size, distributed
         if (rank is None) != (world_size is None) or (world_size is not None and not 0 <= rank < world_size):
             raise ValueError(f"rank and world_size go together, with 0 <= rank < world_size; got {rank}, {world_size}")
 
     def ranks(self) -> tuple[int, int]:
-        """(this process's rank, the number of ranks): as given, else torch.distributed's
-        when a process group is initialised, else (0, 1)."""
+        """(this process's rank, the number of ranks): as given, else with `distributed`
+        torch.distributed's when a process group is initialised, else (0, 1). Only a training
+        loader should shard: evaluation loaders keep every row (their metrics are not gathered)."""
         if self._world is not None:
             return self._rank, self._world
         import torch.distributed as dist
 
-        if dist.is_available() and dist.is_initialized():
+        if self.distributed and dist.is_available() and dist.is_initialized():
             return dist.get_rank(), dist.get_world_size()
         return 0, 1
 
