@@ -266,15 +266,13 @@ def _model_and_loss(model: Mapping, loss: str | Mapping, train: Interactions) ->
 def _value(built: nn.Module, objective: nn.Module, batch: Batch) -> Tensor:
     """The loss of one batch, with the checks training makes: scores [B, 1+K] and finite, a
     scalar loss (`ModelContractError`, naming what was returned)."""
-    from mfzoo.training.module import ModelContractError, check_scores
+    from mfzoo.training.module import check_loss, check_scores
 
     scores = built(batch)
     check_scores(built, scores, batch, finite=True)
     penalty = built.penalty(batch) if isinstance(built, Penalised) else None
     value = objective(scores, batch, penalty)
-    if not isinstance(value, Tensor) or value.ndim != 0:
-        shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
-        raise ModelContractError(f"the loss {type(objective).__name__} returned {shape}, not a scalar tensor")
+    check_loss(objective, value)
     return value
 
 

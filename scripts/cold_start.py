@@ -73,10 +73,9 @@ def run(setting: dict, seed: int, runs: Path) -> tuple[Path, dict]:
     return run_dir, train(cfg, run_dir, overrides)
 
 
-def baselines(run_dir: Path, seed: int) -> dict[str, dict[str, float]]:
-    """The baselines on the split of `run_dir`, evaluated as the run's test part was: the test
-    items ranked among themselves, the train and val items of each user excluded."""
-    _, datamodule, _ = load_run(run_dir)
+def baselines(datamodule, seed: int) -> dict[str, dict[str, float]]:
+    """The baselines on the split of a run's data module, evaluated as the run's test part
+    was: the test items ranked among themselves, the train and val items of each user excluded."""
     train_part, seen, test = datamodule.split.train, datamodule.seen, datamodule.split.test
     score = {"genre popularity": feature_popularity_scores(train_part), "random": random_scores(train_part.n_items, seed)}
     return {name: evaluate_ranking(fn, seen, test, ks=KS, candidates="test_items") for name, fn in score.items()}
@@ -92,8 +91,8 @@ def run_seed(seed: int, runs: Path) -> tuple[dict[str, dict[str, float]], dict]:
         if chosen is None or metrics["objective"] > chosen[2]["objective"]:
             chosen = (setting, run_dir, metrics)
     setting, run_dir, metrics = chosen
-    results = {"FeatureMF": metrics["test"], **baselines(run_dir, seed)}
-    _, datamodule, _ = load_run(run_dir)
+    _, datamodule, _ = load_run(run_dir)  # the chosen run's own split
+    results = {"FeatureMF": metrics["test"], **baselines(datamodule, seed)}
     test = datamodule.split.test
     info = {"seed": seed, "setting": setting, "epoch": metrics["best_epoch"] + 1, "val_ndcg": metrics["objective"],
             "test_items": int(torch.unique(test.items).numel()), "test_events": len(test),

@@ -15,6 +15,16 @@ from mfzoo.data.interactions import Interactions
 from mfzoo.data.sampling import Sampler
 
 
+def shard(n: int, rank: int, world: int) -> tuple[int, int]:
+    """The rows [start, end) of `rank` when n rows are split into `world` contiguous parts whose
+    sizes differ by at most one (the first n mod world parts one longer)."""
+    if not 0 <= rank < world:
+        raise ValueError(f"rank must lie in 0..{world - 1}, got {rank}")
+    base, extra = divmod(n, world)
+    start = rank * base + min(rank, extra)
+    return start, start + base + (1 if rank < extra else 0)
+
+
 class BatchLoader:
     """Iterates over `interactions` in batches of `batch_size` rows.
 
@@ -89,10 +99,9 @@ class BatchLoader:
         takes the r-th of W contiguous parts (equal, or within one row for the last batch)."""
         rank, world = self.ranks()
         size = self.batch_size * world
-        start, rows = b * size, min(size, len(self.data) - b * size)
-        base, extra = divmod(rows, world)
-        first = start + rank * base + min(rank, extra)
-        return first, first + base + (1 if rank < extra else 0)
+        start = b * size
+        first, last = shard(min(size, len(self.data) - start), rank, world)
+        return start + first, start + last
 
     def __iter__(self) -> Iterator[Batch]:
         data, n = self.data, len(self.data)

@@ -33,19 +33,10 @@ import torch.distributed as dist
 from torch import Tensor
 
 from mfzoo.data.interactions import Interactions
+from mfzoo.data.loader import shard
 from mfzoo.solvers.solver import ALSBase
 
 __all__ = ["ShardedALS", "all_gather_rows", "shard"]
-
-
-def shard(n: int, rank: int, world: int) -> tuple[int, int]:
-    """The rows [start, end) of `rank` when n rows are split into `world` contiguous parts whose
-    sizes differ by at most one (the first n mod world parts one longer)."""
-    if not 0 <= rank < world:
-        raise ValueError(f"rank must lie in 0..{world - 1}, got {rank}")
-    base, extra = divmod(n, world)
-    start = rank * base + min(rank, extra)
-    return start, start + base + (1 if rank < extra else 0)
 
 
 def all_gather_rows(local: Tensor, n: int, group: dist.ProcessGroup | None = None) -> Tensor:

@@ -312,6 +312,14 @@ def check_scores(model: nn.Module, scores: object, batch: Batch, finite: bool = 
                                  "before any update: the model's scores, not the learning rate")
 
 
+def check_loss(loss: nn.Module, value: object) -> None:
+    """`ModelContractError` unless the loss returned a scalar tensor (no host sync)."""
+    if not isinstance(value, Tensor) or value.ndim != 0:
+        shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+        raise ModelContractError(f"the loss {type(loss).__name__} returned {shape}, not a scalar tensor: "
+                                 "a loss reduces the batch to one number (forward(scores, batch, penalty) -> [])")
+
+
 class GradientModule(EvaluatedModule):
     """Gradient training of a scoring model.
 
@@ -365,10 +373,7 @@ class GradientModule(EvaluatedModule):
         check_scores(self.model, scores, batch, finite=self._first_batch)
         penalty = self.model.penalty(batch) if isinstance(self.model, Penalised) else None
         loss = self.loss(scores, batch, penalty)
-        if not isinstance(loss, Tensor) or loss.ndim != 0:
-            shape = tuple(loss.shape) if isinstance(loss, Tensor) else type(loss).__name__
-            raise ModelContractError(f"the loss {type(self.loss).__name__} returned {shape}, not a scalar tensor: "
-                                     "a loss reduces the batch to one number (forward(scores, batch, penalty) -> [])")
+        check_loss(self.loss, loss)
         self._first_batch = False
         self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(batch))
         self._track_loss(loss)
