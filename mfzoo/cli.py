@@ -43,6 +43,8 @@ def quiet_lightning() -> None:
         logger.propagate = True
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    # under data parallelism rank 0 evaluates and hands every rank the same metrics: nothing to sync
+    warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
@@ -59,6 +61,10 @@ def _train(cfg: DictConfig) -> float | None:
                              f"drop the other overrides ({' '.join(overrides)})")
         if str(hydra_cfg.mode) == "RunMode.MULTIRUN":
             raise SystemExit("mfzoo: resume continues one run; it cannot be part of a multirun (-m)")
+    if str(hydra_cfg.mode) == "RunMode.MULTIRUN" and _parallel(cfg):
+        raise SystemExit("mfzoo: a multirun (-m) runs its jobs one process each; a data-parallel trainer "
+                         "(trainer=ddp, several devices, or a torchrun launch) trains one run per command: "
+                         "launch each setting as its own run (or sweep with one process per job)")
     # a sweeper other than Hydra's basic one (Optuna, Nevergrad, ...) optimises what the run returns
     sweeper = str((hydra_cfg.get("sweeper") or {}).get("_target_", ""))
     optimising = str(hydra_cfg.mode) == "RunMode.MULTIRUN" and not sweeper.endswith("BasicSweeper")
@@ -81,8 +87,21 @@ def _train(cfg: DictConfig) -> float | None:
         raise SystemExit(f"mfzoo: {err}") from None
     except InstantiationException as err:  # a config value its class refuses: one line, naming both
         raise SystemExit(f"mfzoo: {instantiation_error(err)}") from None
-    print(json.dumps({"run_dir": _shown(run_dir), **metrics}, indent=2))
+    from mfzoo.training.rundir import rank
+
+    if rank() == 0:  # one report per run, not one per process
+        print(json.dumps({"run_dir": _shown(run_dir), **metrics}, indent=2))
     return metrics["objective"]
+
+
+def _parallel(cfg: DictConfig) -> bool:
+    """Whether the run trains on several processes (a launcher's, or the trainer's own)."""
+    from mfzoo.training.rundir import world_size
+
+    trainer = cfg.get("trainer") or {}
+    devices = trainer.get("devices", 1)
+    strategy = str(trainer.get("strategy") or "")
+    return world_size() > 1 or "ddp" in strategy or (isinstance(devices, int) and devices > 1) or devices == -1
 
 
 def instantiation_error(err: Exception) -> str:

@@ -24,7 +24,8 @@ SOLVERS = {
 
 
 def data():
-    return synthetic(n_users=157, n_items=91, n_interactions=2500, seed=3)  # sizes that do not split evenly
+    # sizes that do not split evenly; sparse enough that no rank's rows touch all of the other side
+    return synthetic(n_users=157, n_items=301, n_interactions=1500, seed=3)
 
 
 def start(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -34,16 +35,29 @@ def start(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
             0.1 * torch.randn(train.n_items, K, generator=g, dtype=torch.float64))
 
 
-def _worker(rank: int, world: int, init: str, name: str, out: str) -> None:
+def _worker(rank: int, world: int, init: str, name: str, out: str, exchange: str = "gather") -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     try:
         train = data()
         users, items = start()
-        part = ShardedALS.of(SOLVERS[name](), train, users, items)
+        part = ShardedALS.of(SOLVERS[name](), train, users, items, exchange=exchange)
         (u0, u1), (i0, i1) = shard(train.n_users, rank, world), shard(train.n_items, rank, world)
-        assert part.R_users.shape == (u1 - u0, train.n_items) and part.R_items.shape == (i1 - i0, train.n_users)
         assert part.users.shape == (u1 - u0, K) and part.items.shape == (i1 - i0, K)
+        own = train.subset((train.users >= u0) & (train.users < u1))
+        own_items = train.subset((train.items >= i0) & (train.items < i1))
+        if exchange == "gather":
+            assert part.R_users.shape == (u1 - u0, train.n_items) and part.R_items.shape == (i1 - i0, train.n_users)
+        else:  # only the other side's rows that its own rows touch, and R's columns renumbered to them
+            assert torch.equal(part.needed_items, own.items.unique()) and torch.equal(part.needed_users, own_items.users.unique())
+            assert part.R_users.shape == (u1 - u0, len(part.needed_items))
+            assert part.R_items.shape == (i1 - i0, len(part.needed_users))
+            assert len(part.needed_items) < train.n_items and len(part.needed_users) < train.n_users
+        # the rank's matrix holds exactly its users' entries (global item ids recovered)
+        cols = part.R_users.col_indices() if exchange == "gather" else part.needed_items[part.R_users.col_indices()]
+        assert part.R_users.values().numel() == len(own)
+        assert sorted(zip(part.R_users.to_sparse_coo().indices()[0].add(u0).tolist(), cols.tolist())) == \
+            sorted(zip(own.users.tolist(), own.items.tolist()))
         for _ in range(SWEEPS):
             part.sweep()
         X, Y = part.factors()
@@ -53,10 +67,11 @@ def _worker(rank: int, world: int, init: str, name: str, out: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.parametrize("exchange", ["gather", "blockwise"])
 @pytest.mark.parametrize("name", list(SOLVERS))
-def test_two_ranks_give_the_single_process_factors(tmp_path, name):
+def test_two_ranks_give_the_single_process_factors(tmp_path, name, exchange):
     out = tmp_path / "factors.pt"
-    mp.spawn(_worker, args=(2, f"file://{tmp_path / 'rendezvous'}", name, str(out)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, f"file://{tmp_path / 'rendezvous'}", name, str(out), exchange), nprocs=2, join=True)
     sharded = torch.load(out, weights_only=True)
 
     train = data()

@@ -125,6 +125,7 @@ class InteractionsDataModule(L.LightningDataModule):
         return BatchLoader(
             train, self.batch_size, shuffle=True, seed=self.seed, group_by_user=self.group_by_user,
             sampler=self.sampler, weights=weights, features=self.batch_features,
+            distributed=True,  # under data parallelism each rank takes its slice of every epoch
         )
 
     def val_dataloader(self) -> BatchLoader | list:

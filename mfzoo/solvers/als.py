@@ -98,6 +98,7 @@ def least_squares_half_step(
 def ials_half_step(
     R: Tensor, Y: Tensor, l2: float, alpha: float = 1.0, kind: str = "linear", eps: float = 1.0,
     unobserved_weight: float = 1.0, l2_exponent: float = 0.0, block_size: int = 512, cache: dict | None = None,
+    gram: Tensor | None = None, n_cols: int | None = None,
 ) -> Tensor:
     """Implicit ALS half-step: X [n_rows, k] minimising (see the module docstring)
 
@@ -119,6 +120,9 @@ def ials_half_step(
         cache: a dict kept with this R across calls (the solvers keep one per matrix): what
             depends on R and the hyperparameters alone (confidences, row order, block plan)
             is computed on the first call only.
+        gram, n_cols: for a Y that holds only some of the other side's rows (a rank of a
+            sharded solve, R's columns renumbered to them): YᵀY [k, k] of the whole other
+            side and its number of rows (for λ_u); by default Y's own Gram and R.shape[1].
 
     Returns:
         X [n_rows, k] on Y's device, in Y's dtype.
@@ -128,9 +132,9 @@ def ials_half_step(
 
     def solve() -> Tensor:
         gram_w, c, all_nonnegative = _confidences(values, kind, alpha, eps, unobserved_weight, cache)  # [nnz] c − α₀, c
-        YtY = unobserved_weight * (Y.T @ Y)  # [k, k] α₀ YtY, once per half-step
+        YtY = unobserved_weight * (Y.T @ Y if gram is None else gram.to(Y))  # [k, k] α₀ YtY, once per half-step
         counts = crow.diff().to(Y.dtype)  # [n_rows] n_u
-        reg = l2 * (counts + unobserved_weight * R.shape[1]).pow(l2_exponent)  # [n_rows] λ_u
+        reg = l2 * (counts + unobserved_weight * (R.shape[1] if n_cols is None else n_cols)).pow(l2_exponent)  # [n_rows] λ_u
         return _solve_rows(crow, col, gram_w, c, Y, reg, YtY, block_size, cache, all_nonnegative)
 
     return solved(solve, "the iALS half-step", lambda: ials_fix(values, l2, alpha, kind, eps, unobserved_weight))
@@ -139,7 +143,7 @@ def ials_half_step(
 def ials_half_step_cg(
     R: Tensor, Y: Tensor, X0: Tensor, l2: float, alpha: float = 1.0, kind: str = "linear", eps: float = 1.0,
     unobserved_weight: float = 1.0, l2_exponent: float = 0.0, cg_steps: int = 3, block_size: int = 512,
-    cache: dict | None = None,
+    cache: dict | None = None, gram: Tensor | None = None, n_cols: int | None = None,
 ) -> Tensor:
     """Implicit ALS half-step by conjugate gradient (Takács, Pilászy & Tikk 2011, "Applications
     of the conjugate gradient method for implicit feedback collaborative filtering"; the CG
@@ -173,7 +177,7 @@ def ials_half_step_cg(
         cg_steps: CG iterations >= 0 (0 returns a copy of X0, empty rows included); 3 is
             implicit's default.
         block_size: rows iterated together (bounds the [nnz_block, k] gathered y_i).
-        cache: as `ials_half_step`.
+        cache, gram, n_cols: as `ials_half_step`.
 
     Returns:
         X [n_rows, k] on Y's device, in Y's dtype.
@@ -186,9 +190,10 @@ def ials_half_step_cg(
         raise ValueError(f"X0 must be [n_rows, k] = {(R.shape[0], Y.shape[1])}, got {tuple(X0.shape)}")
     if not bool(torch.isfinite(X0).all()):
         raise NonFiniteError("ials_half_step_cg: the warm start X0 holds NaN or inf")
-    YtY = unobserved_weight * (Y.T @ Y)  # [k, k] α₀ YtY, once per half-step
+    YtY = unobserved_weight * (Y.T @ Y if gram is None else gram.to(Y))  # [k, k] α₀ YtY, once per half-step
     counts = crow.diff()  # [n_rows] n_u
-    reg = l2 * (counts.to(Y.dtype) + unobserved_weight * R.shape[1]).pow(l2_exponent)  # [n_rows] λ_u
+    width = R.shape[1] if n_cols is None else n_cols
+    reg = l2 * (counts.to(Y.dtype) + unobserved_weight * width).pow(l2_exponent)  # [n_rows] λ_u
     order = row_order(crow, cache)  # [n_rows] the row order of the blocks
     X0 = X0.detach().to(device=Y.device, dtype=Y.dtype)
     X_sorted, reg_sorted = X0.index_select(0, order), reg.index_select(0, order)  # [n_rows, k], [n_rows]

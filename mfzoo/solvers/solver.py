@@ -39,22 +39,35 @@ class ALSBase:
         l2: λ >= 0.
         block_size: rows solved at once (memory: exact ~ block_size · k², CG ~ block_size · n_u · k),
             >= 1; keyword only.
+        distributed: under a multi-process trainer (`trainer=ddp`), shard the sweeps' rows
+            over the processes (`mfzoo.solvers.distributed.ShardedALS`) instead of every
+            process solving all of them; with one process it changes nothing. Keyword only.
+        exchange: how a sharded sweep gets the other side's factors: "gather" (all of them
+            on every process) or "blockwise" (each process's shard broadcast in turn, every
+            process keeping only the rows its own rows touch). Keyword only.
     """
 
     config: ClassVar[str] = ""  # the config that selects the solver (`solver=...`), for messages
+    uses_gram: ClassVar[bool] = False  # whether half_step uses the other side's YᵀY (iALS; not explicit ALS)
 
     l2: float = 0.1
     _: KW_ONLY
     block_size: int = 512
+    distributed: bool = False
+    exchange: str = "gather"
     _caches: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         at_least("block_size", self.block_size, 1)
+        if self.exchange not in ("gather", "blockwise"):
+            raise ValueError(f"exchange must be 'gather' or 'blockwise', got {self.exchange!r}")
 
-    def half_step(self, R: Tensor, Y: Tensor, X0: Tensor | None = None, cache: dict | None = None) -> Tensor:
+    def half_step(self, R: Tensor, Y: Tensor, X0: Tensor | None = None, cache: dict | None = None,
+                  gram: Tensor | None = None, n_cols: int | None = None) -> Tensor:
         """Rows of R solved with Y fixed: [R.shape[0], k] (X0: the current rows, a warm start
         where the method uses one; cache: a dict kept with R across calls, see
-        `als.ials_half_step`)."""
+        `als.ials_half_step`; gram, n_cols: the Gram matrix and row count of the whole other
+        side when Y holds only some of its rows, as on a rank of a sharded sweep)."""
         raise NotImplementedError
 
     def objective(self, model: nn.Module, train: Interactions) -> float:
@@ -163,8 +176,10 @@ class ALSSolver(ALSBase):
         nonnegative("l2", self.l2)
         super().__post_init__()
 
-    def half_step(self, R: Tensor, Y: Tensor, X0: Tensor | None = None, cache: dict | None = None) -> Tensor:
-        """`als.least_squares_half_step` on the rows of R with Y fixed (X0 unused: the solve is exact)."""
+    def half_step(self, R: Tensor, Y: Tensor, X0: Tensor | None = None, cache: dict | None = None,
+                  gram: Tensor | None = None, n_cols: int | None = None) -> Tensor:
+        """`als.least_squares_half_step` on the rows of R with Y fixed (X0 unused: the solve is
+        exact; gram and n_cols unused: the explicit objective has no term over unobserved pairs)."""
         return als.least_squares_half_step(R, Y, self.l2, self.frequency_scaled, self.block_size, cache)
 
     @torch.no_grad()
@@ -222,11 +237,14 @@ class IALSSolver(ALSBase):
         if self.method not in ("exact", "cg"):
             raise ValueError(f"method must be 'exact' or 'cg', got {self.method!r}")
 
-    def half_step(self, R: Tensor, Y: Tensor, X0: Tensor | None = None, cache: dict | None = None) -> Tensor:
+    uses_gram: ClassVar[bool] = True  # α₀ YᵀY: a sharded sweep all-reduces it
+
+    def half_step(self, R: Tensor, Y: Tensor, X0: Tensor | None = None, cache: dict | None = None,
+                  gram: Tensor | None = None, n_cols: int | None = None) -> Tensor:
         """`als.ials_half_step` (exact) or `als.ials_half_step_cg` from X0 (CG; zeros without X0)
         on the rows of R with Y fixed."""
         kwargs = dict(alpha=self.alpha, kind=self.kind, eps=self.eps, unobserved_weight=self.unobserved_weight,
-                      l2_exponent=self.l2_exponent, block_size=self.block_size, cache=cache)
+                      l2_exponent=self.l2_exponent, block_size=self.block_size, cache=cache, gram=gram, n_cols=n_cols)
         if self.method == "cg":
             start = torch.zeros(R.shape[0], Y.shape[1], dtype=Y.dtype, device=Y.device) if X0 is None else X0
             return als.ials_half_step_cg(R, Y, start, self.l2, cg_steps=self.cg_steps, **kwargs)

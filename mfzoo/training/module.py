@@ -219,6 +219,8 @@ class EvaluatedModule(L.LightningModule):
 
     # evaluation: collect predictions, compute metrics once per pass ---------------------
     def _collect(self, batch: Batch) -> None:
+        if not self._evaluates():  # another rank evaluates
+            return
         scores = self.model(batch)
         check_scores(self.model, scores, batch)
         self._outputs.append((scores[:, 0].detach(), batch.targets))
@@ -232,35 +234,57 @@ class EvaluatedModule(L.LightningModule):
             self._collect(batch)
 
     @torch.no_grad()
-    def _ranking_metrics(self, stage: str) -> None:
+    def _ranking_metrics(self, stage: str) -> dict[str, float] | None:
         datamodule = self.trainer.datamodule
         split = datamodule.split
         seen, part = (split.train, split.val) if stage == "val" else (datamodule.seen, split.test)
         if part is None:
-            return
+            return None
         scores = model_scores(self.model)  # any scorer; the matmul of a factorised one
         try:
             metrics = evaluate_ranking(scores, seen.to(self.device), part.to(self.device), **self.ranking)
         except NonFiniteScores as error:
             raise self._diverged(f"the model's {stage} scores are NaN ({error})") from None
-        self._check_metrics(stage, {n: v for n, v in metrics.items() if n not in ("n_users_evaluated", "seconds")})
-        for name, value in metrics.items():
-            if name not in ("n_users_evaluated", "seconds"):
-                self.log(f"{stage}/{name}", value, prog_bar=stage == "val" and name.startswith("ndcg"))
-        self._log_step(stage)
+        return {n: float(v) for n, v in metrics.items() if n not in ("n_users_evaluated", "seconds")}
 
-    def _log_metrics(self, stage: str) -> None:
-        if self.ranking is not None:
-            return self._ranking_metrics(stage)
+    def _rating_metrics(self, stage: str) -> dict[str, float] | None:
         if not self._outputs:
-            return
+            return None
         predictions = torch.cat([p for p, _ in self._outputs])
         targets = torch.cat([t for _, t in self._outputs])
         self._outputs.clear()
-        metrics = rating_metrics(predictions, targets, self.rating_range)
-        self._check_metrics(stage, metrics)
+        return {n: float(v) for n, v in rating_metrics(predictions, targets, self.rating_range).items()}
+
+    def _evaluates(self) -> bool:
+        """Whether this process computes the metrics: every process of a single-process run;
+        under data parallelism rank 0 alone, which hands them to the others (evaluation runs
+        once, on the whole val/test part, never split or counted twice)."""
+        return self.trainer.world_size == 1 or self.trainer.is_global_zero
+
+    def _log_metrics(self, stage: str) -> None:
+        """Compute the stage's metrics (on rank 0 when there are several processes), give
+        them to every rank (the callbacks of each, early stopping and checkpoints, read the
+        same values) and log them."""
+        result: tuple[str, object] = ("ok", None)
+        if self._evaluates():
+            try:
+                metrics = self._ranking_metrics(stage) if self.ranking is not None else self._rating_metrics(stage)
+                if metrics is not None:
+                    self._check_metrics(stage, metrics)
+                result = ("ok", metrics)
+            except TrainingDiverged as error:
+                result = ("diverged", str(error))
+        self._outputs.clear()
+        if self.trainer.world_size > 1:
+            result = self.trainer.strategy.broadcast(result, src=0)
+        if result[0] == "diverged":
+            raise TrainingDiverged(result[1])
+        metrics = result[1]
+        if metrics is None:
+            return
         for name, value in metrics.items():
-            self.log(f"{stage}/{name}", value, prog_bar=stage == "val")
+            shown = stage == "val" and (self.ranking is None or name.startswith("ndcg"))
+            self.log(f"{stage}/{name}", value, prog_bar=shown)
         self._log_step(stage)
 
     def _log_step(self, stage: str) -> None:
@@ -416,6 +440,11 @@ class SolverModule(EvaluatedModule):
     (`limit_train_batches=1`, set by the glue); the batch itself is unused: the solver reads
     the whole training part from the data module.
 
+    Under several processes (`trainer=ddp`) every process runs the whole sweep, unless the
+    solver is `distributed` (ALS/iALS with `solver.distributed=true`): then each process solves
+    its shard of the rows (`mfzoo.solvers.distributed.ShardedALS`), after which the factors are
+    gathered into every process's model, so evaluation and checkpoints read them as usual.
+
     Logs per epoch `train/sweep_seconds` (the sweep alone) and `train/loss`: for a solver with
     `objective(model, train)` (`ALSSolver`, `IALSSolver`) its objective after the sweep divided by the
     number of training interactions |R| (explicit ALS: Σ_R (r − x·y)² + penalties over |R|;
@@ -429,6 +458,7 @@ class SolverModule(EvaluatedModule):
         self._loss = None  # what the last sweep returned
         self.automatic_optimization = False
         self._on_device: tuple[Interactions, Interactions] | None = None  # (the data module's set, its copy here)
+        self._shards = None  # this rank's ShardedALS (solver.distributed under several processes)
 
     def _train(self) -> Interactions:
         """The training set on the model's device, moved once per fit: the copy keeps its CSR
@@ -439,9 +469,32 @@ class SolverModule(EvaluatedModule):
             self._on_device = (train, train.to(self.device))
         return self._on_device[1]
 
+    def _sharded(self):
+        """This rank's `ShardedALS` when the solver is `distributed` and the trainer runs several
+        processes (built at the first sweep from the model's factors, the same on every rank,
+        and again after a checkpoint is loaded), else None."""
+        if not getattr(self.solver, "distributed", False) or self.trainer.world_size == 1:
+            return None
+        if self._shards is None:
+            from mfzoo.solvers.distributed import ShardedALS
+
+            self.solver._check(self.model)
+            users, items = self.model.user_embedding.weight, self.model.item_embedding.weight  # [U, D], [I, D]
+            # the rows of R it keeps are read from the host copy of the training set: only the shard moves
+            self._shards = ShardedALS.of(self.solver, self.trainer.datamodule.train, users.detach(), items.detach())
+        return self._shards
+
+    @torch.no_grad()
     def _sweep(self) -> None:
         try:
-            self._loss = self.solver.sweep(self.model, self._train())
+            shards = self._sharded()
+            if shards is None:
+                self._loss = self.solver.sweep(self.model, self._train())
+                return
+            shards.sweep()
+            X, Y = shards.factors()  # every rank's model holds all the factors (evaluation, checkpoints)
+            self.model.user_embedding.weight.copy_(X)
+            self.model.item_embedding.weight.copy_(Y)
         except NonFiniteError as error:  # the solver names the setting; the run adds the epoch
             raise TrainingDiverged(f"training diverged in epoch {self.current_epoch}: {error}") from None
 
@@ -472,5 +525,6 @@ class SolverModule(EvaluatedModule):
             checkpoint["solver_state"] = self.solver.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._shards = None  # rebuilt from the loaded factors at the next sweep
         if "solver_state" in checkpoint and hasattr(self.solver, "load_state_dict"):
             self.solver.load_state_dict(checkpoint["solver_state"])

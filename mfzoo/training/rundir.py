@@ -52,15 +52,48 @@ def new_name(root: str, name: str = "") -> str:
     return f"{root}/{now:%Y-%m-%d}/{stem}_{name}" if name else f"{root}/{now:%Y-%m-%d}/{stem}"
 
 
+def world_size() -> int:
+    """The number of processes the launcher started (1 without a launcher), from its environment."""
+    for name in ("WORLD_SIZE", "SLURM_NTASKS"):
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return 1
+
+
+def agreed(name: str) -> str:
+    """Rank 0's `name` on every process of a multi-process launch, so that the ranks of one
+    run share one directory. Under torchrun (single or multi-node) rank 0 publishes it in the
+    launcher's key-value store, which the other ranks read; a launcher without such a store
+    (srun, mpirun) must be given the directory (`hydra.run.dir=...`): `RunError` otherwise.
+    Lightning's own launcher passes rank 0's directory to the processes it starts, so this is
+    not asked there."""
+    if world_size() == 1:
+        return name
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        raise RunError(f"{world_size()} processes were started by a launcher other than torchrun; give them one run "
+                       "directory to share: hydra.run.dir=DIR (e.g. runs/$SLURM_JOB_ID)")
+    from datetime import timedelta
+
+    from torch.distributed import TCPStore
+
+    store = TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
+                     timeout=timedelta(minutes=10))
+    key = f"mfzoo/run_dir/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
+    if rank() == 0:
+        store.set(key, name)
+    return store.get(key).decode()
+
+
 def _run_dir_resolver(root: str, overrides: Sequence[str] | None = None, resume: str | None = None) -> str:
     """`${mfzoo_run_dir:ROOT,${hydra:overrides.task},${resume}}`: the directory of a resumed
-    run as given, else a new unique one named after the overrides."""
+    run as given, else a new unique one named after the overrides (rank 0's, for every
+    process of a multi-process run: `agreed`)."""
     if resume:
         return str(resume)
     from mfzoo.training.tensorboard import run_name
 
     task = [o for o in (overrides or []) if not str(o).startswith("resume=")]
-    return new_name(root, run_name(task) if task else "")
+    return agreed(new_name(root, run_name(task) if task else ""))
 
 
 def _run_name_resolver(overrides: Sequence[str] | None = None) -> str:
