@@ -14,8 +14,13 @@ differently per rank count; tests/test_distributed.py checks equality to 1e-5 in
 
     python scripts/bench_scale.py [--interactions 10000000] [--sweeps 3] [--out experiments/scale/README.md]
     python scripts/bench_scale.py --memory 10000000 100000000   # peak memory per path and size
+    python scripts/bench_scale.py --grid --out experiments/scale/grid.md   # shapes x factor counts
 
-About 3 minutes on 2 cores at 10M interactions.
+About 3 minutes on 2 cores at 10M interactions. `--grid` runs every configuration (1 x 1,
+2 x 1 with the all-gather exchange, 2 x 1 blockwise, 1 x 2) on two shapes of 10M interactions,
+A: 200k users x 50k items (user exponent 1.2, item 1.0) and B: 150k users x 75k items (user
+exponent 0.8, item 1.3: flatter users, a heavier item head), with k = 32, 64 and 128; each
+shape is generated once and read by every rank (about 10 minutes).
 """
 
 from __future__ import annotations
@@ -35,23 +40,40 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from mfzoo.data.interactions import Interactions
 from mfzoo.data.sources import synthetic
 from mfzoo.solvers.distributed import ShardedALS
 from mfzoo.solvers.solver import IALSSolver
 
 K = 64
+SHAPES = {  # name: (users, items, user exponent, item exponent)
+    "A": (200_000, 50_000, 1.2, 1.0),
+    "B": (150_000, 75_000, 0.8, 1.3),
+}
+
+
+def _data(args: dict) -> Interactions:
+    """The benchmark's synthetic set: read from `args["data"]` when the grid saved it, else generated."""
+    if args.get("data"):
+        saved = torch.load(args["data"], weights_only=True)
+        return Interactions(saved["users"], saved["items"], saved["values"], None, saved["user_ids"].numpy(),
+                            saved["item_ids"].numpy(), name="synthetic")
+    return synthetic(n_users=args["users"], n_items=args["items"], n_interactions=args["interactions"],
+                     user_alpha=args.get("user_alpha", 1.2), item_alpha=args.get("item_alpha", 1.0),
+                     implicit=True, seed=0)
 
 
 def _rank(rank: int, world: int, threads: int, init: str, args: dict, out: str) -> None:
     torch.set_num_threads(threads)
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     try:
-        train = synthetic(n_users=args["users"], n_items=args["items"], n_interactions=args["interactions"],
-                          implicit=True, seed=0)
+        train = _data(args)
+        k = args.get("k", K)
         g = torch.Generator().manual_seed(0)
-        users = 0.01 * torch.randn(train.n_users, K, generator=g)
-        items = 0.01 * torch.randn(train.n_items, K, generator=g)
-        part = ShardedALS.of(IALSSolver(l2=0.1, alpha=9.0, method="cg", cg_steps=3), train, users, items)
+        users = 0.01 * torch.randn(train.n_users, k, generator=g)
+        items = 0.01 * torch.randn(train.n_items, k, generator=g)
+        part = ShardedALS.of(IALSSolver(l2=0.1, alpha=9.0, method="cg", cg_steps=3), train, users, items,
+                             exchange=args.get("exchange", "gather"))
         nnz = part.R_users._nnz()
         del train, users, items
         seconds = []
@@ -73,10 +95,41 @@ def _rank(rank: int, world: int, threads: int, init: str, args: dict, out: str) 
 
 
 def run(world: int, threads: int, args: dict, tmp: Path) -> dict:
-    out = tmp / f"w{world}t{threads}.pt"
-    mp.spawn(_rank, args=(world, threads, f"file://{tmp / f'rdv{world}{threads}'}", args, str(out)), nprocs=world,
-             join=True)
+    tag = f"w{world}t{threads}{args.get('exchange', '')}{args.get('k', '')}{Path(args.get('data') or '').stem}"
+    out = tmp / f"{tag}.pt"
+    mp.spawn(_rank, args=(world, threads, f"file://{tmp / f'rdv-{tag}'}", args, str(out)), nprocs=world, join=True)
     return torch.load(out, weights_only=True)
+
+
+def grid(sweeps: int, ks: list[int]) -> str:
+    """The `--grid` table: every configuration on shapes A and B and factor counts `ks`."""
+    head = ("| shape | k | 1 x 1 s/sweep | 2 x 1 (gather) | 2 x 1 (blockwise) | 1 x 2 | 2 x 1 speed-up "
+            "(gather / blockwise) | 1 x 2 speed-up | peak RSS per rank, 1 x 1 / 2 x 1 gather / blockwise (GiB) "
+            "| max rel. factor diff, 2 x 1 |\n|---|---|---|---|---|---|---|---|---|---|\n")
+    rows = []
+    configs = (("1x1", 1, 1, "gather"), ("2x1g", 2, 1, "gather"), ("2x1b", 2, 1, "blockwise"), ("1x2", 1, 2, "gather"))
+    with tempfile.TemporaryDirectory() as tmp:
+        for shape, (n_users, n_items, user_alpha, item_alpha) in SHAPES.items():
+            train = synthetic(n_users=n_users, n_items=n_items, n_interactions=10_000_000, user_alpha=user_alpha,
+                              item_alpha=item_alpha, implicit=True, seed=0)
+            data = Path(tmp) / f"shape{shape}.pt"
+            torch.save({"users": train.users, "items": train.items, "values": train.values,
+                        "user_ids": torch.from_numpy(train.user_ids), "item_ids": torch.from_numpy(train.item_ids)}, data)
+            del train
+            for k in ks:
+                r = {}
+                for name, world, threads, exchange in configs:
+                    r[name] = run(world, threads, {"data": str(data), "sweeps": sweeps, "k": k, "exchange": exchange},
+                                  Path(tmp))
+                med = {name: statistics.median(x["seconds"]) for name, x in r.items()}
+                diff = max(float((r[c][s] - r["1x1"][s]).abs().max() / r["1x1"][s].abs().max())
+                           for c in ("2x1g", "2x1b") for s in ("users", "items"))
+                peaks = " / ".join(f"{max(r[c]['peak_gib']):.2f}" for c in ("1x1", "2x1g", "2x1b"))
+                rows.append(f"| {shape} | {k} | {med['1x1']:.2f} | {med['2x1g']:.2f} | {med['2x1b']:.2f} | "
+                            f"{med['1x2']:.2f} | {med['1x1'] / med['2x1g']:.2f}x / {med['1x1'] / med['2x1b']:.2f}x | "
+                            f"{med['1x1'] / med['1x2']:.2f}x | {peaks} | {diff:.1e} |")
+                print(rows[-1], flush=True)
+    return head + "\n".join(rows) + "\n"
 
 
 def _memory_job(_: int, n: int, path: str, out: str) -> None:
@@ -131,7 +184,19 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="write the table (markdown) here")
     parser.add_argument("--memory", type=int, nargs="+", default=None, metavar="N",
                         help="instead: peak memory of one iALS sweep and one gradient epoch at these sizes")
+    parser.add_argument("--grid", action="store_true", help="instead: shapes A and B x factor counts --ks")
+    parser.add_argument("--ks", type=int, nargs="+", default=[32, 64, 128])
     a = parser.parse_args()
+    if a.grid:
+        table = grid(a.sweeps, a.ks)
+        facts = (f"10,000,000 interactions per shape (A: 200k x 50k, exponents 1.2 / 1.0; B: 150k x 75k, 0.8 / 1.3), "
+                 f"iALS-CG 3 steps, {a.sweeps} sweeps per configuration, median; {os.cpu_count()} CPUs, "
+                 f"torch {torch.__version__}, Python {platform.python_version()}")
+        print(table + facts)
+        if a.out is not None:
+            a.out.parent.mkdir(parents=True, exist_ok=True)
+            a.out.write_text(f"Command: `{' '.join(['python', *sys.argv])}`\n\n{table}\n{facts}.\n")
+        return
     if a.memory:
         print(memory(a.memory))
         return
