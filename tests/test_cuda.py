@@ -68,3 +68,58 @@ def test_a_cpu_training_set_moves_to_the_gpu_once():
     moved = solver._cache(train.csr("user"))[("on", "cuda:0")]
     solver.sweep(model, train)
     assert solver._cache(train.csr("user"))[("on", "cuda:0")] is moved and moved.device.type == "cuda"
+
+
+def _syncs(run) -> int:
+    """How many synchronising CUDA calls `run()` makes (torch's sync debug mode)."""
+    import warnings
+
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            run()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message) for w in caught)
+
+
+def test_learnbpr_syncs_the_host_per_epoch_not_per_step():
+    from mfzoo.data.sampling import UniformSampler
+    from mfzoo.solvers.bpr import bpr_epoch
+
+    train = synthetic(n_users=600, n_items=300, n_interactions=20_000, implicit=True, seed=1).to("cuda")
+    model, sampler = _mf(train, "cuda"), UniformSampler(train, 1)
+    bpr_epoch(model, train, sampler, batch_size=5000)  # warm-up: caches, kernels
+    few = _syncs(lambda: bpr_epoch(model, train, sampler, batch_size=5000, generator=torch.Generator()))  # 4 steps
+    many = _syncs(lambda: bpr_epoch(model, train, sampler, batch_size=1250, generator=torch.Generator()))  # 16 steps
+    assert many == few, f"{few} syncs in 4 steps, {many} in 16: a sync per step"
+
+
+def test_gradient_epoch_syncs_the_host_per_epoch_not_per_step(tmp_path):
+    import lightning as L
+
+    from mfzoo.data.datamodule import InteractionsDataModule
+    from mfzoo.losses import BPRLoss
+    from mfzoo.training.module import GradientModule
+
+    data = synthetic(n_users=600, n_items=300, n_interactions=20_000, implicit=True, seed=1)
+
+    def fit(batch_size: int) -> int:
+        from functools import partial
+
+        from mfzoo.data.sampling import UniformSampler
+        from mfzoo.data.splits import RandomSplit
+
+        dm = InteractionsDataModule(source=data, split=RandomSplit(test=0.1, val=0.0), batch_size=batch_size,
+                                    sampler=partial(UniformSampler, n_negatives=1))
+        module = GradientModule(_mf(data, "cpu"), BPRLoss(), partial(torch.optim.Adam, lr=0.01))
+        trainer = L.Trainer(accelerator="gpu", devices=1, max_epochs=2, logger=False, enable_checkpointing=False,
+                            enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                            default_root_dir=str(tmp_path))
+        return _syncs(lambda: trainer.fit(module, datamodule=dm))
+
+    # the whole fit (set-up and the per-epoch checks are the same for both): 4 and 16 steps per epoch
+    few, many = fit(4500), fit(1125)
+    assert many == few, f"{few} syncs with 4 steps per epoch, {many} with 16: a sync per step"

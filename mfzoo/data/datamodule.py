@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+
 import logging
 from collections.abc import Callable
 
@@ -119,8 +121,24 @@ class InteractionsDataModule(L.LightningDataModule):
         s = self._parts()
         return s.train if s.val is None else Interactions.concat([s.train, s.val], name=f"{s.train.name}+val")
 
-    def train_dataloader(self) -> BatchLoader:
+    def _device(self) -> torch.device:
+        """The device the trainer trains on (the CPU without a trainer)."""
+        trainer = getattr(self, "trainer", None)
+        return torch.device("cpu") if trainer is None else trainer.strategy.root_device
+
+    def _train_on(self, device: torch.device) -> Interactions:
+        """The training part on `device`, moved there once (kept while the part is the same):
+        on a GPU the loader then slices batches there, none copied from the host."""
         train = self._parts().train
+        if device.type == "cpu" or train.device == device:
+            return train
+        kept = getattr(self, "_moved", None)
+        if kept is None or kept[0] is not train or kept[1] != device:
+            self._moved = kept = (train, device, train.to(device))
+        return kept[2]
+
+    def train_dataloader(self) -> BatchLoader:
+        train = self._train_on(self._device())
         weights = None if not self.confidence else confidence(train.values, **self.confidence)
         return BatchLoader(
             train, self.batch_size, shuffle=True, seed=self.seed, group_by_user=self.group_by_user,

@@ -49,7 +49,9 @@ class BatchLoader:
     `batch_size` of them (the last one split as evenly as possible; dropped when it has fewer
     rows than ranks, so that every rank takes as many steps). Negatives come from a generator
     seeded per rank (`seed + epoch + 1000003·(rank + 1)`); with one process they come from the
-    permutation's generator, as they always have.
+    permutation's generator, as they always have. For data on a GPU the permutation is drawn
+    on the CPU and moved once per epoch, and the negatives come from a generator on the GPU
+    (seeded as under data parallelism), so that no batch copies from the host.
     """
 
     def __init__(
@@ -117,7 +119,10 @@ class BatchLoader:
         elif self.group_by_user:
             order = torch.sort(data.users, stable=True).indices
         rank, world = self.ranks()
-        if world > 1:  # the same order on every rank; negatives of its own per rank
+        if data.device.type != "cpu":  # data on a GPU: negatives drawn there (no copy, no host sync per batch)
+            negatives_generator = torch.Generator(device=data.device)
+            negatives_generator.manual_seed(self.seed + self.epoch + 1_000_003 * (rank + 1))
+        elif world > 1:  # the same order on every rank; negatives of its own per rank
             negatives_generator = torch.Generator().manual_seed(self.seed + self.epoch + 1_000_003 * (rank + 1))
         else:
             negatives_generator = generator  # one process: the permutation's generator, as always

@@ -109,11 +109,26 @@ class Sampler:
         self.seen = PairSet.of(train) if reject_seen else None  # the training pairs (for `is_seen`)
 
     def proposal(self, n: int, generator: torch.Generator | None) -> Tensor:
+        """n draws from q, on the generator's device (the CPU without one)."""
         raise NotImplementedError
 
     def log_prob(self, items: Tensor) -> Tensor:
         """log q(item) under the proposal, same shape as `items`."""
         raise NotImplementedError
+
+    @staticmethod
+    def device_of(generator: torch.Generator | None) -> torch.device:
+        """Where draws from `generator` are made: a generator on a GPU draws there, so that a
+        batch's negatives need no copy (nor the host sync of one)."""
+        return torch.device("cpu") if generator is None else generator.device
+
+    def _on(self, name: str, device: torch.device) -> Tensor:
+        """The table `self.<name>` on `device`, copied there once."""
+        copies = self.__dict__.setdefault("_copies", {})
+        key = (name, str(device))
+        if key not in copies:
+            copies[key] = getattr(self, name).to(device)
+        return copies[key]
 
     def is_seen(self, users: Tensor, items: Tensor) -> Tensor:
         """Whether each (users[n], items[n]) is a training pair (1-D, same length): bool [N]."""
@@ -159,14 +174,15 @@ class UniformSampler(Sampler):
             raise ValueError("train_items_only: the training part has no items to draw negatives from")
 
     def proposal(self, n: int, generator: torch.Generator | None) -> Tensor:
+        device = self.device_of(generator)
         if self.pool is None:
-            return torch.randint(self.n_items, (n,), generator=generator)
-        return self.pool[torch.randint(len(self.pool), (n,), generator=generator)]
+            return torch.randint(self.n_items, (n,), generator=generator, device=device)
+        return self._on("pool", device)[torch.randint(len(self.pool), (n,), generator=generator, device=device)]
 
     def log_prob(self, items: Tensor) -> Tensor:
         if self.pool is None:
             return torch.full(items.shape, -math.log(self.n_items), device=items.device)
-        pool = self.pool.to(items.device)
+        pool = self._on("pool", items.device)
         position = torch.searchsorted(pool, items.clamp(min=0)).clamp(max=len(pool) - 1)
         inside = pool[position] == items
         return torch.where(inside, -math.log(len(pool)), -math.inf).to(torch.float32)
@@ -191,8 +207,9 @@ class PopularitySampler(Sampler):
 
     def proposal(self, n: int, generator: torch.Generator | None) -> Tensor:
         # inverse-CDF sampling: one uniform draw and one binary search per sample
-        u = torch.rand(n, generator=generator)
-        return torch.searchsorted(self.cdf, u, right=True).clamp(max=self.n_items - 1)
+        device = self.device_of(generator)
+        u = torch.rand(n, generator=generator, device=device)
+        return torch.searchsorted(self._on("cdf", device), u, right=True).clamp(max=self.n_items - 1)
 
     def log_prob(self, items: Tensor) -> Tensor:
-        return self.log_probs.to(items.device)[items]
+        return self._on("log_probs", items.device)[items]

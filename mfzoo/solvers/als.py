@@ -310,13 +310,16 @@ def _solve_rows(
     order = row_order(crow, cache)  # [n_rows] the row order of the blocks
     reg_sorted = reg.index_select(0, order)  # [n_rows]
     X_sorted = Y.new_zeros(n_rows, k)  # [n_rows, k] x̃ (rotated), rows in `order`
+    # every B_u positive definite: one host sync per half-step, not one per block (on a GPU
+    # each would stall the queue); blocks are checked one by one only when this fails
+    definite = low_rank_ok and n_rows > 0 and bool(e.min() + reg.min() > 0)
 
     def solve(block: slice, Yg: Tensor, gram_w: Tensor, rhs_w: Tensor) -> None:
         L = Yg.shape[1]
         if L == 0:
             return  # rows without entries: b_u = 0, x_u = 0
         diag = e + reg_sorted[block].unsqueeze(1)  # [b, k] the diagonal of B_u, rotated
-        if L < k and low_rank_ok and bool((diag > 0).all()):
+        if L < k and low_rank_ok and (definite or bool((diag > 0).all())):
             Z = Yg / diag.unsqueeze(1)  # [b, L, k] Y_u B_u⁻¹
             G = torch.bmm(Z, Yg.mT)  # [b, L, L] Y_u B_u⁻¹ Y_uᵀ
             s = gram_w.sqrt()  # [b, L] S

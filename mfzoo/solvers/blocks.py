@@ -5,7 +5,8 @@ on how many threads. The maths of a block (normal equations, Woodbury, CG) is in
 A half-step solves one small system per row u of a sparse CSR pattern (crow, col), each built
 from the rows y_i of the fixed factors Y [n_cols, k] at the entries i of row u. Rows are taken
 by ascending degree (`row_order`) in blocks of at most `block_size` rows and about
-`BLOCK_ELEMENTS` gathered entries (`plan`); `for_blocks` gathers a block's y_i into one padded
+`BLOCK_ELEMENTS` gathered entries (`plan`; both 16 times larger on an accelerator, where a
+block is one batched call per degree bucket); `for_blocks` gathers a block's y_i into one padded
 [b, L, k] tensor and calls the block solver on it, on as many threads as torch has.
 
 What depends on the pattern alone (row order, block plan) is kept in a `cache` dict that the
@@ -31,6 +32,26 @@ log = logging.getLogger(__name__)
 # entries of a block's gathered rows [b, L, k] (16 MiB of float32): on a 2-core CPU with 2 MiB
 # of L2 per core, 2^22 ran CG sweeps about 6% faster than 2^23, with 512 rows per block at most
 BLOCK_ELEMENTS = 1 << 22
+# on an accelerator, few large batched calls: 16 times the entries (256 MiB of float32) and, by
+# default, 8192 rows per block (a GPU runs a [b, k, k] batched Cholesky in one launch; per-launch
+# overhead, not caches, sets the size there)
+DEVICE_BLOCK_FACTOR = 16
+DEVICE_BLOCK_ROWS = 8192
+CPU_BLOCK_ROWS = 512
+
+
+def block_rows(block_size: int | None, device: torch.device) -> int:
+    """The rows per block: `block_size` when given, else the device's default (512 on a CPU,
+    `DEVICE_BLOCK_ROWS` on an accelerator)."""
+    if block_size is not None:
+        return block_size
+    return CPU_BLOCK_ROWS if torch.device(device).type == "cpu" else DEVICE_BLOCK_ROWS
+
+
+def block_elements(device: torch.device) -> int:
+    """Entries of a block's gathered rows: `BLOCK_ELEMENTS` on a CPU (cache-sized), 16 times as
+    many on an accelerator."""
+    return BLOCK_ELEMENTS if torch.device(device).type == "cpu" else BLOCK_ELEMENTS * DEVICE_BLOCK_FACTOR
 
 
 def memo(cache: dict | None, key: tuple, make: Callable[[], Any]) -> Any:
@@ -68,9 +89,9 @@ def for_blocks(
     multi-threaded stream of small batched operations does not. Every block's arithmetic is the
     same either way, so the result does not depend on the number of threads.
     """
-    k = Y.shape[1]
-    counts, starts, degree, blocks = memo(cache, ("plan", block_size, k, BLOCK_ELEMENTS),
-                                          lambda: plan(crow, order, block_size, k))
+    k, elements = Y.shape[1], block_elements(Y.device)
+    counts, starts, degree, blocks = memo(cache, ("plan", block_size, k, elements),
+                                          lambda: plan(crow, order, block_size, k, elements))
     Y_pad = torch.cat([Y, Y.new_zeros(1, k)])  # [n_cols + 1, k]: the last row pads
     pad, last = Y.shape[0], max(col.numel() - 1, 0)
 
@@ -99,11 +120,12 @@ def for_blocks(
 
 
 def plan(
-    crow: Tensor, order: Tensor, block_size: int, k: int,
+    crow: Tensor, order: Tensor, block_size: int, k: int, elements: int | None = None,
 ) -> tuple[Tensor, Tensor, list[int], list[tuple[int, int]]]:
     """The blocks of `for_blocks`: the rows' entry counts and first entries in `order`
     ([n_rows] each), the counts as a list, and (start, end) slices of `order` of at most
-    `block_size` rows and about `BLOCK_ELEMENTS` entries of Yg."""
+    `block_size` rows and about `elements` (default `BLOCK_ELEMENTS`) entries of Yg."""
+    elements = BLOCK_ELEMENTS if elements is None else elements
     n_rows = crow.numel() - 1
     counts = crow.diff().index_select(0, order)  # [n_rows] ascending
     starts = crow[:-1].index_select(0, order)  # [n_rows] first entry of each row
@@ -111,7 +133,7 @@ def plan(
     blocks, start = [], 0  # (start, end) in `order`
     while start < n_rows:
         end = min(start + block_size, n_rows)
-        end = min(end, start + max(1, BLOCK_ELEMENTS // max(1, degree[end - 1] * k)))  # memory
+        end = min(end, start + max(1, elements // max(1, degree[end - 1] * k)))  # memory
         blocks.append((start, end))
         start = end
     return counts, starts, degree, blocks

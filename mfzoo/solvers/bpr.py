@@ -198,23 +198,29 @@ def bpr_epoch(
     # only full batches go through the kernel: none when every stream's share is shorter
     fused = compile and n // streams >= batch_size and _compiles(model, batch_size, kernel_threads)
 
-    def run(stream: int) -> tuple[float, int]:
+    def run(stream: int) -> tuple[Tensor, int]:
         g = generator if seeds is None else torch.Generator().manual_seed(seeds[stream])
-        total, steps, workspace = 0.0, 0, Workspace()
+        if device.type != "cpu":  # on a GPU the samples are drawn there: no copy, no host sync per step
+            seed = int(torch.randint(2**62, (), generator=g))
+            g = torch.Generator(device=device)
+            g.manual_seed(seed)
+        total, steps, workspace = torch.zeros((), dtype=torch.float64, device=device), 0, Workspace()  # summed on the device
         share = n // streams + (stream < n % streams)  # this stream's samples
         for start in range(0, share, batch_size):
-            rows = torch.randint(n, (min(batch_size, share - start),), generator=g).to(device)  # [B]
+            rows = torch.randint(n, (min(batch_size, share - start),), generator=g,
+                                 device=None if g is None else g.device).to(device)  # [B]
             u, i = users.index_select(0, rows), items.index_select(0, rows)
             j, _ = sampler(u, g)  # [B, 1]
             if fused and len(rows) == batch_size:
-                total += float(fused_step(model, u, i, j[:, 0], lr, l2, l2_bias, workspace, kernel_threads))
+                loss = fused_step(model, u, i, j[:, 0], lr, l2, l2_bias, workspace, kernel_threads)
             else:
-                total += float(bpr_step(model, u, i, j[:, 0], lr, l2, l2_bias, workspace))
+                loss = bpr_step(model, u, i, j[:, 0], lr, l2, l2_bias, workspace)
+            total += loss.detach().to(total.dtype)  # no host sync per step: read once, after the epoch
             steps += 1
         return total, steps
 
     results = run_streams(run, streams)
-    return sum(t for t, _ in results) / max(sum(s for _, s in results), 1)
+    return float(sum(t for t, _ in results)) / max(sum(s for _, s in results), 1)
 
 
 @dataclass

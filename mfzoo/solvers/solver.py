@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from mfzoo.data.interactions import Interactions
 from mfzoo.solvers import als
+from mfzoo.solvers.blocks import block_rows
 from mfzoo.solvers.checks import MF_PATH, at_least, check_ials_settings, check_model_class, nonnegative
 from mfzoo.solvers.objective import ials_sweep_objective, least_squares_sweep_objective
 
@@ -38,7 +39,7 @@ class ALSBase:
     Args:
         l2: λ >= 0.
         block_size: rows solved at once (memory: exact ~ block_size · k², CG ~ block_size · n_u · k),
-            >= 1; keyword only.
+            >= 1, or None: 512 on a CPU, 8192 on an accelerator (`blocks.block_rows`); keyword only.
         distributed: under a multi-process trainer (`trainer=ddp`), shard the sweeps' rows
             over the processes (`mfzoo.solvers.distributed.ShardedALS`) instead of every
             process solving all of them; with one process it changes nothing. Keyword only.
@@ -52,13 +53,14 @@ class ALSBase:
 
     l2: float = 0.1
     _: KW_ONLY
-    block_size: int = 512
+    block_size: int | None = None
     distributed: bool = False
     exchange: str = "gather"
     _caches: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        at_least("block_size", self.block_size, 1)
+        if self.block_size is not None:
+            at_least("block_size", self.block_size, 1)
         if self.exchange not in ("gather", "blockwise"):
             raise ValueError(f"exchange must be 'gather' or 'blockwise', got {self.exchange!r}")
 
@@ -180,7 +182,8 @@ class ALSSolver(ALSBase):
                   gram: Tensor | None = None, n_cols: int | None = None) -> Tensor:
         """`als.least_squares_half_step` on the rows of R with Y fixed (X0 unused: the solve is
         exact; gram and n_cols unused: the explicit objective has no term over unobserved pairs)."""
-        return als.least_squares_half_step(R, Y, self.l2, self.frequency_scaled, self.block_size, cache)
+        return als.least_squares_half_step(R, Y, self.l2, self.frequency_scaled, block_rows(self.block_size, Y.device),
+                                           cache)
 
     @torch.no_grad()
     def objective(self, model: nn.Module, train: Interactions) -> float:
@@ -244,7 +247,8 @@ class IALSSolver(ALSBase):
         """`als.ials_half_step` (exact) or `als.ials_half_step_cg` from X0 (CG; zeros without X0)
         on the rows of R with Y fixed."""
         kwargs = dict(alpha=self.alpha, kind=self.kind, eps=self.eps, unobserved_weight=self.unobserved_weight,
-                      l2_exponent=self.l2_exponent, block_size=self.block_size, cache=cache, gram=gram, n_cols=n_cols)
+                      l2_exponent=self.l2_exponent, block_size=block_rows(self.block_size, Y.device), cache=cache,
+                      gram=gram, n_cols=n_cols)
         if self.method == "cg":
             start = torch.zeros(R.shape[0], Y.shape[1], dtype=Y.dtype, device=Y.device) if X0 is None else X0
             return als.ials_half_step_cg(R, Y, start, self.l2, cg_steps=self.cg_steps, **kwargs)
