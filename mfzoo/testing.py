@@ -328,11 +328,13 @@ LOSS_CHECKS = (check_step, check_ranks_checkerboard)
 
 
 def check_solver_ranks_checkerboard(model: Mapping, solver: str, sweeps: int = 200) -> None:
-    """A solver either refuses the model (naming it) or trains it to rank the checkerboard."""
+    """A solver either refuses the model (naming it) or trains it to rank the checkerboard (the
+    implicit one; a solver of ratings, `explicit`, the rated one: 5 for the own half, 1 for the
+    other)."""
     solver_cfg = config("solver", solver)
-    train = toy(implicit=True, days=1)
-    built = build(model, train)
     step = instantiate(solver_cfg)
+    train = toy(implicit=not getattr(type(step), "explicit", False), days=1)
+    built = build(model, train)
     try:
         type(step).check_model(type(built), biases=bool(getattr(built, "biases", False)))
     except (ValueError, TypeError) as refusal:

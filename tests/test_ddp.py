@@ -30,10 +30,14 @@ from mfzoo.models.mf import MF
 
 class ProbeMF(MF):
     def forward(self, batch):
+        rank = os.environ.get('LOCAL_RANK', '0')
         if self.training:
-            with open(f"rows-{os.environ.get('LOCAL_RANK', '0')}.txt", "a") as f:
+            with open(f"rows-{rank}.txt", "a") as f:
                 for u, i in zip(batch.users.tolist(), batch.items[:, 0].tolist()):
                     f.write(f"{u} {i}\\n")
+        else:  # evaluation
+            with open(f"evaluated-{rank}.txt", "a") as f:
+                f.write(f"{len(batch.users)}\\n")
         return super().forward(batch)
 '''
 
@@ -64,6 +68,11 @@ def test_gradient_ddp_equals_one_process_with_the_global_batch(tmp_path):
     common = [*DATA, "model._target_=probe.ProbeMF", "model.dim=8", "trainer.max_epochs=3"]
     ddp = mfzoo(tmp_path, *common, "trainer=ddp", "data.batch_size=500")
     seen = {r: (tmp_path / f"rows-{r}.txt").read_text().split("\n")[:-1] for r in (0, 1)}
+    # rank 0 alone evaluated: every val and test row once per evaluation, rank 1 none
+    assert not (tmp_path / "evaluated-1.txt").exists()
+    evaluated = sum(int(n) for n in (tmp_path / "evaluated-0.txt").read_text().split())
+    n_val = ddp["n_train"] // 8  # the split is 80 / 10 / 10
+    assert evaluated == 3 * n_val + n_val  # three validations, one test
     for r in (0, 1):
         (tmp_path / f"rows-{r}.txt").unlink()
     single = mfzoo(tmp_path, *common, "data.batch_size=1000")

@@ -13,7 +13,10 @@ x_u = A_u⁻¹ b_u.
 Explicit ALS (Zhou et al. 2008, "ALS-WR"), for each row u:
 
     min_{x_u} Σ_{i∈I_u} (r_ui − x_u·y_i)² + λ_u ‖x_u‖²,
-    A_u = Y_{I_u}ᵀ Y_{I_u} + λ_u I,   b_u = Y_{I_u}ᵀ r_u,   λ_u = λ n_u (or λ unscaled).
+    A_u = Y_{I_u}ᵀ Y_{I_u} + λ_u I,   b_u = Y_{I_u}ᵀ r_u,   λ_u = λ n_u (or λ unscaled);
+
+with biases (r̂ = μ + b_u + b_i + x_u·y_i, `biased_least_squares_half_step`) the same solve for
+the augmented row [x_u, b_u] against [y_i, 1], target r_ui − μ − b_i, λ_b on the bias.
 
 Implicit ALS (Hu, Koren & Volinsky 2008; with the unobserved weight α₀ and the regularisation
 exponent ν of Rendle et al. 2022, "Revisiting the performance of iALS on item recommendation
@@ -93,6 +96,52 @@ def least_squares_half_step(
     return solved(lambda: _solve_rows(crow, col, ones, values, Y, reg, None, block_size, cache, nonnegative=True),
                    "the ALS half-step", lambda: f"check the scale of the ratings (largest |r| "
                    f"{float(values.abs().max()) if values.numel() else 0.0:g}) and l2 (now {l2:g})")
+
+
+def biased_least_squares_half_step(
+    R: Tensor, Y: Tensor, other_bias: Tensor, mean: float | Tensor, l2: float, l2_bias: float,
+    frequency_scaled: bool = True, block_size: int = 512, cache: dict | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Explicit ALS half-step with biases, r̂_ui = μ + b_u + b_i + x_u·y_i: for every row u, with
+    the other side (y_i, b_i) and μ fixed,
+
+        (x_u, b_u) = argmin Σ_{i∈I_u} (r_ui − μ − b_i − b_u − x_u·y_i)² + λ_u ‖x_u‖² + λ^b_u b_u²,
+
+    one ridge solve of the augmented row [x_u, b_u] against [y_i, 1] with the target
+    r_ui − μ − b_i: A_u = Ỹ_{I_u}ᵀ Ỹ_{I_u} + diag(λ_u, …, λ_u, λ^b_u), with λ_u = λ n_u and
+    λ^b_u = λ_b n_u (`frequency_scaled`: per-rating regularisation, as the gradient path's
+    per-use penalty) or λ and λ_b. The bias is solved with the factors, not in a separate
+    pass, so each half-step is the exact minimum over its side. Rows without entries get
+    x_u = 0, b_u = 0.
+
+    Args:
+        R: sparse CSR [n_rows, n_cols], values = ratings.
+        Y: [n_cols, k] factors of the other side (fixed); other_bias: [n_cols] its biases.
+        mean: μ, the global mean.
+        l2, l2_bias: λ >= 0 on the factors, λ_b >= 0 on the biases.
+        frequency_scaled, block_size, cache: as `least_squares_half_step`.
+
+    Returns:
+        (X [n_rows, k], b [n_rows]) on Y's device, in Y's dtype.
+    """
+    nonnegative("l2", l2)
+    nonnegative("l2_bias", l2_bias)
+    crow, col, values = _csr_parts(R, Y, block_size)
+    if other_bias.shape != (Y.shape[0],):
+        raise ValueError(f"other_bias must be [n_cols] = [{Y.shape[0]}], got {tuple(other_bias.shape)}")
+    k = Y.shape[1]
+    target = values - other_bias.to(Y).index_select(0, col) - torch.as_tensor(mean, dtype=Y.dtype, device=Y.device)  # [nnz]
+    Ya = torch.cat([Y, Y.new_ones(Y.shape[0], 1)], dim=1)  # [n_cols, k + 1] [y_i, 1]
+    counts = crow.diff().to(Y.dtype)  # [n_rows] n_u
+    scale = counts if frequency_scaled else torch.ones_like(counts)  # [n_rows]
+    weights = Y.new_full((k + 1,), float(l2))  # [k + 1] (λ, …, λ, λ_b)
+    weights[k] = float(l2_bias)
+    ones = memo(cache, ("ones", values.dtype, values.device), lambda: torch.ones_like(values))  # [nnz] weight 1
+    solution = solved(lambda: _solve_rows(crow, col, ones, target, Ya, scale, None, block_size, cache,
+                                          nonnegative=True, reg_weights=weights),
+                      "the biased ALS half-step", lambda: f"check the scale of the ratings (largest |r| "
+                      f"{float(values.abs().max()) if values.numel() else 0.0:g}) and l2 (now {l2:g})")
+    return solution[:, :k], solution[:, k]
 
 
 def ials_half_step(
@@ -274,6 +323,7 @@ def _confidences(
 def _solve_rows(
     crow: Tensor, col: Tensor, gram_weight: Tensor, rhs_weight: Tensor, Y: Tensor, reg: Tensor,
     base: Tensor | None, block_size: int, cache: dict | None = None, nonnegative: bool | None = None,
+    reg_weights: Tensor | None = None,
 ) -> Tensor:
     """x_u = A_u⁻¹ b_u for every row of a CSR pattern (crow, col), block by block
     (`blocks.for_blocks`), with
@@ -296,8 +346,14 @@ def _solve_rows(
 
     A_u that is not positive definite (e.g. λ = 0 and n_u < k) gets the minimum-norm solution
     (`spd_solve`); rows without entries get x_u = 0.
+
+    `reg_weights` [k] (without `base` only): B_u = reg_u diag(reg_weights) instead of reg_u I,
+    a penalty per coordinate (the bias of `biased_least_squares_half_step` has its own).
     """
     n_rows, k = crow.numel() - 1, Y.shape[1]
+    if reg_weights is not None and base is not None:
+        raise ValueError("reg_weights apply without a shared base only")
+    w = Y.new_ones(k) if reg_weights is None else reg_weights.to(Y)  # [k] the penalty's shape
     if base is None:
         e, V, Yr = Y.new_zeros(k), None, Y  # [k], -, [n_cols, k]
     else:
@@ -312,13 +368,13 @@ def _solve_rows(
     X_sorted = Y.new_zeros(n_rows, k)  # [n_rows, k] x̃ (rotated), rows in `order`
     # every B_u positive definite: one host sync per half-step, not one per block (on a GPU
     # each would stall the queue); blocks are checked one by one only when this fails
-    definite = low_rank_ok and n_rows > 0 and bool(e.min() + reg.min() > 0)
+    definite = low_rank_ok and n_rows > 0 and bool(e.min() + reg.min() * w.min() > 0)
 
     def solve(block: slice, Yg: Tensor, gram_w: Tensor, rhs_w: Tensor) -> None:
         L = Yg.shape[1]
         if L == 0:
             return  # rows without entries: b_u = 0, x_u = 0
-        diag = e + reg_sorted[block].unsqueeze(1)  # [b, k] the diagonal of B_u, rotated
+        diag = e + reg_sorted[block].unsqueeze(1) * w  # [b, k] the diagonal of B_u, rotated
         if L < k and low_rank_ok and (definite or bool((diag > 0).all())):
             Z = Yg / diag.unsqueeze(1)  # [b, L, k] Y_u B_u⁻¹
             G = torch.bmm(Z, Yg.mT)  # [b, L, L] Y_u B_u⁻¹ Y_uᵀ

@@ -104,6 +104,32 @@ def least_squares_sweep_objective(
 
 
 @torch.no_grad()
+def biased_least_squares_sweep_objective(
+    R: Tensor, X: Tensor, Y: Tensor, user_bias: Tensor, item_bias: Tensor, mean: float | Tensor, l2: float,
+    l2_bias: float, frequency_scaled: bool = True, cache: dict | None = None,
+) -> float:
+    """Explicit ALS objective with biases, what every half-step of
+    `als.biased_least_squares_half_step` lowers (R: users × items, X, Y the factors, b_u, b_i
+    the biases, μ the global mean):
+
+        Σ_{(u,i)∈R} (r_ui − μ − b_u − b_i − x_u·y_i)² + Σ_u (λ_u ‖x_u‖² + λ^b_u b_u²)
+        + Σ_i (λ_i ‖y_i‖² + λ^b_i b_i²),
+
+    λ_u = λ n_u, λ^b_u = λ_b n_u (and the same per item) if `frequency_scaled`, else λ and λ_b.
+    A sum over R, O(nnz k)."""
+    crow, col, values = _csr_parts(R, Y, 1)
+    user_bias, item_bias = user_bias.to(Y).reshape(-1), item_bias.to(Y).reshape(-1)
+    scores = _entry_scores(crow, col, X, Y)  # [nnz] x_u·y_i
+    rows = torch.repeat_interleave(torch.arange(X.shape[0], device=Y.device), crow.diff())  # [nnz] u of each entry
+    residual = values - scores - user_bias.index_select(0, rows) - item_bias.index_select(0, col) - float(mean)
+    row_counts, col_counts = _counts(crow, col, R.shape[1], Y.dtype, cache)  # [n_users], [n_items]
+    row_scale = row_counts if frequency_scaled else torch.ones_like(row_counts)
+    col_scale = col_counts if frequency_scaled else torch.ones_like(col_counts)
+    return (float(residual.pow(2).sum()) + _penalty(X, l2 * row_scale) + _penalty(Y, l2 * col_scale)
+            + _penalty(user_bias.unsqueeze(1), l2_bias * row_scale) + _penalty(item_bias.unsqueeze(1), l2_bias * col_scale))
+
+
+@torch.no_grad()
 def ials_sweep_objective(
     R: Tensor, X: Tensor, Y: Tensor, l2: float, alpha: float = 1.0, kind: str = "linear", eps: float = 1.0,
     unobserved_weight: float = 1.0, l2_exponent: float = 0.0, cache: dict | None = None,

@@ -26,12 +26,14 @@ from mfzoo.data.interactions import Interactions
 from mfzoo.solvers import als
 from mfzoo.solvers.blocks import block_rows
 from mfzoo.solvers.checks import MF_PATH, at_least, check_ials_settings, check_model_class, nonnegative
-from mfzoo.solvers.objective import ials_sweep_objective, least_squares_sweep_objective
+from mfzoo.solvers.objective import (
+    biased_least_squares_sweep_objective, ials_sweep_objective, least_squares_sweep_objective,
+)
 
 
 @dataclass
 class ALSBase:
-    """What explicit ALS and iALS share, for `MF` without biases (r̂ = p_u·q_i): the sweep, the
+    """What explicit ALS and iALS share, for `MF` (r̂ = p_u·q_i; explicit ALS also with biases): the sweep, the
     fold-in of new users, the update of changed users, the caches kept with the training
     matrices and the model check (`check_model`: any other model class is refused, at set-up
     and at solve time). A subclass gives `half_step`, `objective` and its config name.
@@ -49,6 +51,7 @@ class ALSBase:
     """
 
     config: ClassVar[str] = ""  # the config that selects the solver (`solver=...`), for messages
+    solves_biases: ClassVar[bool] = False  # whether it solves MF's biases too (explicit ALS does)
     uses_gram: ClassVar[bool] = False  # whether half_step uses the other side's YᵀY (iALS; not explicit ALS)
 
     l2: float = 0.1
@@ -80,16 +83,18 @@ class ALSBase:
     def check_model(cls, model_class: type, biases: bool | None = None) -> None:
         """ValueError unless `model_class` (a class, not an instance: checked before any data is
         read) is what ALS solves for: `mfzoo.models.mf.MF`, without biases (`biases`, when
-        known). SVD++, timeSVD or a model class of one's own are refused, naming the
+        known) unless the solver `solves_biases` (explicit ALS). SVD++, timeSVD or a model class of one's own are refused, naming the
         alternatives: ALS on `MF`, or the model on the gradient path."""
         name = f"{cls.__name__} (solver={cls.config})"
+        formula, use = (("r̂ = μ + b_u + b_i + p_u·q_i or p_u·q_i", "model=mf or model=funksvd") if cls.solves_biases
+                        else ("r̂ = p_u·q_i", "model=funksvd (or model=mf model.biases=false)"))
         check_model_class(
-            name, model_class, (MF_PATH,), "r̂ = p_u·q_i",
-            "Use model=funksvd (or model=mf model.biases=false) with this solver, or train "
+            name, model_class, (MF_PATH,), formula,
+            f"Use {use} with this solver, or train "
             f"{model_class.__qualname__} on the gradient path: solver=null with loss=mse optim=adam (explicit "
             "ratings) or loss=bpr / loss=bce with a data.sampler (implicit feedback).",
         )
-        if biases:
+        if biases and not cls.solves_biases:
             raise ValueError(f"{name} solves r̂ = p_u·q_i; this MF has biases, which it would never update: set "
                              "model.biases=false (or use model=funksvd), or train the biased MF on the gradient "
                              "path (solver=null, loss=mse optim=adam)")
@@ -142,12 +147,7 @@ class ALSBase:
         self._check(model)
         weight, items = model.user_embedding.weight, model.item_embedding.weight
         users = torch.unique(users.to(interactions.users.device))
-        rows = interactions.subset(torch.isin(interactions.users, users))
-        # renumber the affected users 0..n-1 so that their rows form a small matrix
-        local = torch.full((interactions.n_users,), -1, dtype=torch.long, device=users.device)
-        local[users] = torch.arange(len(users), device=users.device)
-        sub = Interactions(local[rows.users], rows.items, rows.values, rows.timestamps,
-                           rows.user_ids[users.cpu().numpy()], rows.item_ids, name=f"{interactions.name}[updated]")
+        sub = _affected(interactions, users)
         start = weight.index_select(0, users.to(weight.device))
         weight[users.to(weight.device)] = self.half_step(sub.csr("user").to(items.device), items, start)
 
@@ -156,13 +156,28 @@ class ALSBase:
         self.check_model(type(model), bool(getattr(model, "biases", False)))
 
 
+def _affected(interactions: Interactions, users: Tensor) -> Interactions:
+    """The rows of `users` (sorted, distinct model ids) with the users renumbered 0..n-1, so that
+    they form a small matrix."""
+    rows = interactions.subset(torch.isin(interactions.users, users))
+    local = torch.full((interactions.n_users,), -1, dtype=torch.long, device=users.device)
+    local[users] = torch.arange(len(users), device=users.device)
+    return Interactions(local[rows.users], rows.items, rows.values, rows.timestamps,
+                        rows.user_ids[users.cpu().numpy()], rows.item_ids, name=f"{interactions.name}[updated]")
+
+
 @dataclass
 class ALSSolver(ALSBase):
-    """Closed-form explicit ALS (Zhou et al. 2008, "ALS-WR") on the ratings; see `ALSBase`.
+    """Closed-form explicit ALS (Zhou et al. 2008, "ALS-WR") on the ratings; see `ALSBase`. For
+    `MF` with or without biases: with them (r̂ = μ + b_u + b_i + p_u·q_i, μ the training mean)
+    each half-step solves its side's factors and biases together
+    (`als.biased_least_squares_half_step`).
 
     Args:
-        l2: λ >= 0.
-        frequency_scaled: λ_u = λ n_u (ALS-WR) instead of λ.
+        l2: λ >= 0 on the factors.
+        frequency_scaled: λ_u = λ n_u (ALS-WR: per-rating regularisation) instead of λ; the
+            same scaling for the biases.
+        l2_bias: λ_b >= 0 on the biases (None: λ).
         block_size: as `ALSBase`.
 
     Settings out of range raise ValueError at construction. A sweep never writes NaN or inf
@@ -171,12 +186,77 @@ class ALSSolver(ALSBase):
     """
 
     config: ClassVar[str] = "als"
+    solves_biases: ClassVar[bool] = True
+    explicit: ClassVar[bool] = True  # it fits ratings (iALS and LearnBPR fit implicit feedback)
 
     frequency_scaled: bool = True
+    l2_bias: float | None = None
 
     def __post_init__(self) -> None:
         nonnegative("l2", self.l2)
+        if self.l2_bias is not None:
+            nonnegative("l2_bias", self.l2_bias)
         super().__post_init__()
+
+    @property
+    def bias_l2(self) -> float:
+        """λ_b: `l2_bias`, or λ when it is not given."""
+        return self.l2 if self.l2_bias is None else self.l2_bias
+
+    def _biased(self, model: nn.Module) -> bool:
+        return bool(getattr(model, "biases", False))
+
+    def _biased_half(self, R: Tensor, Y: Tensor, other_bias: Tensor, mean: Tensor, cache: dict | None) -> tuple[Tensor, Tensor]:
+        return als.biased_least_squares_half_step(R, Y, other_bias, mean, self.l2, self.bias_l2, self.frequency_scaled,
+                                                  block_rows(self.block_size, Y.device), cache)
+
+    @torch.no_grad()
+    def sweep(self, model: nn.Module, train: Interactions) -> None:
+        """One epoch (see `ALSBase.sweep`); for `MF` with biases each half-step solves the
+        factors and the biases of its side together (`als.biased_least_squares_half_step`),
+        μ (the training mean the model holds) fixed."""
+        if not self._biased(model):
+            return super().sweep(model, train)
+        self._check(model)
+        users, items = model.user_embedding.weight, model.item_embedding.weight  # [U, D], [I, D]
+        b_u, b_i = model.user_bias.weight, model.item_bias.weight  # [U, 1], [I, 1]
+        R_users, R_items = self._on(train, "user", users.device), self._on(train, "item", users.device)
+        X, b = self._biased_half(R_users, items, b_i[:, 0], model.global_mean, self._cache(R_users))
+        users.copy_(X)
+        b_u.copy_(b.unsqueeze(1))
+        Y, b = self._biased_half(R_items, users, b_u[:, 0], model.global_mean, self._cache(R_items))
+        items.copy_(Y)
+        b_i.copy_(b.unsqueeze(1))
+
+    @torch.no_grad()
+    def fold_in(self, model: nn.Module, new: Interactions) -> Tensor:
+        """As `ALSBase.fold_in`; for `MF` with biases the users' augmented factors
+        [p_u, μ + b_u, 1] [new.n_users, D + 2] (what `model.user_factors()` gives for trained
+        users: their product with `model.item_factors()` is the score)."""
+        if not self._biased(model):
+            return super().fold_in(model, new)
+        self._check(model)
+        if new.n_items != model.n_items:
+            raise ValueError(f"{new.name}: {new.n_items} items but the model has {model.n_items}; "
+                             "encode the new users' items with the training set's item_ids")
+        items = model.item_embedding.weight
+        X, b = self._biased_half(new.csr("user").to(items.device), items, model.item_bias.weight[:, 0],
+                                 model.global_mean, None)
+        return torch.cat([X, (model.global_mean + b).unsqueeze(1), torch.ones_like(b).unsqueeze(1)], dim=1)
+
+    @torch.no_grad()
+    def update_users(self, model: nn.Module, interactions: Interactions, users: Tensor) -> None:
+        """As `ALSBase.update_users`; with biases the users' b_u are solved and written too."""
+        if not self._biased(model):
+            return super().update_users(model, interactions, users)
+        self._check(model)
+        weight, items = model.user_embedding.weight, model.item_embedding.weight
+        users = torch.unique(users.to(interactions.users.device))
+        sub = _affected(interactions, users)
+        X, b = self._biased_half(sub.csr("user").to(items.device), items, model.item_bias.weight[:, 0],
+                                 model.global_mean, None)
+        weight[users.to(weight.device)] = X
+        model.user_bias.weight[users.to(weight.device)] = b.unsqueeze(1)
 
     def half_step(self, R: Tensor, Y: Tensor, X0: Tensor | None = None, cache: dict | None = None,
                   gram: Tensor | None = None, n_cols: int | None = None) -> Tensor:
@@ -199,6 +279,10 @@ class ALSSolver(ALSBase):
         self._check(model)
         users, items = model.user_embedding.weight, model.item_embedding.weight  # [U, D], [I, D]
         R = self._on(train, "user", users.device)  # [U, I]
+        if self._biased(model):
+            return biased_least_squares_sweep_objective(R, users, items, model.user_bias.weight, model.item_bias.weight,
+                                                        model.global_mean, self.l2, self.bias_l2,
+                                                        self.frequency_scaled, self._cache(R))
         return least_squares_sweep_objective(R, users, items, self.l2, self.frequency_scaled, self._cache(R))
 
 

@@ -16,6 +16,7 @@ and settings out of range.
 from __future__ import annotations
 
 import inspect
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -33,6 +34,8 @@ from mfzoo.solvers.checks import NonFiniteError
 from mfzoo.training.rundir import RunError
 from mfzoo.models.contract import GroupedParams, Penalised, require
 from mfzoo.training.building import make_loss, make_model
+
+log = logging.getLogger(__name__)
 
 
 class TrainingDiverged(RunError):
@@ -259,7 +262,8 @@ class EvaluatedModule(L.LightningModule):
         """Whether this process computes the metrics: every process of a single-process run;
         under data parallelism rank 0 alone, which hands them to the others (evaluation runs
         once, on the whole val/test part, never split or counted twice)."""
-        return self.trainer.world_size == 1 or self.trainer.is_global_zero
+        trainer = self._trainer  # None outside a trainer (a module evaluated by hand)
+        return trainer is None or trainer.world_size == 1 or trainer.is_global_zero
 
     def _log_metrics(self, stage: str) -> None:
         """Compute the stage's metrics (on rank 0 when there are several processes), give
@@ -275,7 +279,7 @@ class EvaluatedModule(L.LightningModule):
             except TrainingDiverged as error:
                 result = ("diverged", str(error))
         self._outputs.clear()
-        if self.trainer.world_size > 1:
+        if self._trainer is not None and self._trainer.world_size > 1:
             result = self.trainer.strategy.broadcast(result, src=0)
         if result[0] == "diverged":
             raise TrainingDiverged(result[1])
@@ -469,6 +473,14 @@ class SolverModule(EvaluatedModule):
             self._on_device = (train, train.to(self.device))
         return self._on_device[1]
 
+    def on_fit_start(self) -> None:
+        if self.trainer.world_size > 1 and not getattr(self.solver, "distributed", False) and self.trainer.is_global_zero:
+            shardable = hasattr(self.solver, "distributed")
+            log.warning("%d processes each run the whole %s sweep (the same one: nothing is gained)%s",
+                        self.trainer.world_size, type(self.solver).__name__,
+                        "; solver.distributed=true shards its rows over them" if shardable else
+                        "; this solver has no sharded form: train it in one process")
+
     def _sharded(self):
         """This rank's `ShardedALS` when the solver is `distributed` and the trainer runs several
         processes (built at the first sweep from the model's factors, the same on every rank,
@@ -479,6 +491,9 @@ class SolverModule(EvaluatedModule):
             from mfzoo.solvers.distributed import ShardedALS
 
             self.solver._check(self.model)
+            if getattr(self.model, "biases", False):
+                raise RunError("solver.distributed=true shards the factors of MF without biases; this MF has biases "
+                               "(model.biases=false, or train the biased model in one process)")
             users, items = self.model.user_embedding.weight, self.model.item_embedding.weight  # [U, D], [I, D]
             # the rows of R it keeps are read from the host copy of the training set: only the shard moves
             self._shards = ShardedALS.of(self.solver, self.trainer.datamodule.train, users.detach(), items.detach())
