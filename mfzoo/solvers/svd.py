@@ -42,7 +42,8 @@ division by S, guarded for zero singular values (those components get 0).
 
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import dataclass
+from typing import ClassVar, Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -51,7 +52,7 @@ import torch
 from torch import Tensor, nn
 
 from mfzoo.data.interactions import Interactions
-from mfzoo.solvers.checks import NonFiniteError, at_least
+from mfzoo.solvers.checks import MF_PATH, NonFiniteError, at_least, check_model_class
 
 Center = Literal["global", "user"] | None
 Method = Literal["randomized", "lanczos"]
@@ -270,3 +271,86 @@ def _fix_signs(U: Tensor, V: Tensor) -> tuple[Tensor, Tensor]:
     signs = torch.sign(V.gather(0, pivot[None, :]))  # [1, k]
     signs = torch.where(signs == 0, torch.ones_like(signs), signs)
     return U * signs, V * signs
+
+
+@dataclass
+class SVDSolver:
+    """Truncated SVD as a solver the training glue runs (`solver=svd`, `configs/solver/svd.yaml`),
+    so that it trains, evaluates, checkpoints and serves through the same paths as ALS: one
+    sweep factorises the training matrix at rank k = the model's `dim` (`TruncatedSVD`, see the
+    module docstring) and writes the result into an `MF`:
+
+        center=None (PureSVD, Cremonesi, Koren & Turrin 2010: the zero-filled matrix):
+            p_u = (U_k Σ_k)_u, q_i = (V_k)_i, and for an MF with biases μ = b_u = b_i = 0;
+        center="global" or "user" (mean-centred observed entries; an MF with biases):
+            p_u, q_i as above, μ = the observed mean, b_u = offset_u − μ (0 for "global",
+            the user's mean minus μ for "user"), b_i = 0,
+
+    so that the model's scores are the reconstruction M̂ exactly. The factorisation does not
+    depend on the model's current factors: every sweep gives the same result, and one epoch
+    is all it takes (`trainer.max_epochs=1`). `train/loss` is the squared reconstruction error
+    of the observed entries per interaction (`objective`).
+
+    Args:
+        center: None, "global" or "user".
+        method, n_oversamples, n_iter, seed: as `TruncatedSVD` (randomized by default).
+    """
+
+    config: ClassVar[str] = "svd"
+
+    center: Center = None
+    method: Method = "randomized"
+    n_oversamples: int = 10
+    n_iter: int = 4
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        at_least("n_oversamples", self.n_oversamples, 0)
+        at_least("n_iter", self.n_iter, 0)
+        if self.center not in (None, "global", "user"):
+            raise ValueError(f"center must be null, 'global' or 'user', got {self.center!r}")
+        if self.method not in ("randomized", "lanczos"):
+            raise ValueError(f"method must be 'randomized' or 'lanczos', got {self.method!r}")
+
+    @classmethod
+    def check_model(cls, model_class: type, biases: bool | None = None) -> None:
+        """ValueError unless `model_class` is `mfzoo.models.mf.MF` (with or without biases; a
+        centred SVD needs them, which `sweep` checks on the instance)."""
+        check_model_class(
+            f"{cls.__name__} (solver={cls.config})", model_class, (MF_PATH,), "r̂ = μ + b_u + b_i + p_u·q_i or p_u·q_i",
+            f"Use model=funksvd (PureSVD) or model=mf (with solver.center=global|user) with this solver, or train "
+            f"{model_class.__qualname__} on the gradient path.",
+        )
+
+    def _check(self, model: nn.Module) -> None:
+        self.check_model(type(model))
+        if self.center is not None and not getattr(model, "biases", False):
+            raise ValueError(f"solver.center={self.center} subtracts a mean that only an MF with biases can add back: "
+                             "use model=mf, or solver.center=null (PureSVD) with model=funksvd")
+
+    @torch.no_grad()
+    def sweep(self, model: nn.Module, train: Interactions) -> None:
+        """Factorise `train` at rank `model.dim` and write the factors (see the class docstring)."""
+        self._check(model)
+        users, items = model.user_embedding.weight, model.item_embedding.weight  # [U, k], [I, k]
+        k = users.shape[1]
+        if k > min(train.n_users, train.n_items) - (self.method == "lanczos"):
+            raise ValueError(f"a rank-{k} SVD (model.dim) of a {train.n_users} x {train.n_items} matrix is not defined: "
+                             f"give model.dim <= {min(train.n_users, train.n_items) - (self.method == 'lanczos')}")
+        svd = TruncatedSVD(k, self.center, self.method, self.n_oversamples, self.n_iter, self.seed)
+        svd.fit(train.to(users.device))
+        users.copy_((svd.U * svd.S).to(users.dtype))
+        items.copy_(svd.V.to(items.dtype))
+        if getattr(model, "biases", False):
+            model.global_mean.fill_(float(svd.global_mean))
+            model.user_bias.weight.copy_((svd.user_offset - svd.global_mean).unsqueeze(1).to(users.dtype))
+            model.item_bias.weight.zero_()
+
+    @torch.no_grad()
+    def objective(self, model: nn.Module, train: Interactions) -> float:
+        """Σ_{(u,i)∈R} (r_ui − r̂_ui)², the reconstruction error of the observed entries (a sum)."""
+        users, items = train.users.to(model.user_embedding.weight.device), train.items.to(model.user_embedding.weight.device)
+        scores = (model.user_embedding.weight[users] * model.item_embedding.weight[items]).sum(1)
+        if getattr(model, "biases", False):
+            scores = scores + model.global_mean + model.user_bias.weight[users, 0] + model.item_bias.weight[items, 0]
+        return float((train.values.to(scores) - scores).double().pow(2).sum())

@@ -512,6 +512,10 @@ class SolverModule(EvaluatedModule):
             self.model.item_embedding.weight.copy_(Y)
         except NonFiniteError as error:  # the solver names the setting; the run adds the epoch
             raise TrainingDiverged(f"training diverged in epoch {self.current_epoch}: {error}") from None
+        except ValueError as error:  # a setting that does not fit the data (a rank above its size, say)
+            if isinstance(error, RunError):
+                raise
+            raise RunError(f"solver ({type(self.solver).__name__}): {error}") from None
 
     def _fix(self) -> str:
         solver, name = self.solver, type(self.solver).__name__
