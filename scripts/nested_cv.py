@@ -61,6 +61,8 @@ SEARCH_DIR = Path(CONFIG_DIR) / "hparams_search"
 BASE = {
     "mf": ["experiment=ml100k_cv"],
     "svdpp": ["experiment=ml100k_cv", "model=svdpp"],
+    "als": ["experiment=ml100k_cv", "model=mf", "solver=als"],
+    "bayesian": ["experiment=ml100k_cv", "model=bayesian_mf", "solver=gibbs"],
 }
 # The reference: experiments/ml100k_explicit's MF row, tuned on the test folds (no val part).
 TUNED_ON_TEST = {"mf": 0.9080, "svdpp": 0.9033}
