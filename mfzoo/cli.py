@@ -65,6 +65,9 @@ def _train(cfg: DictConfig) -> float | None:
         raise SystemExit("mfzoo: a multirun (-m) runs its jobs one process each; a data-parallel trainer "
                          "(trainer=ddp, several devices, or a torchrun launch) trains one run per command: "
                          "launch each setting as its own run (or sweep with one process per job)")
+    launched = _launched_mismatch(cfg)
+    if launched:
+        raise SystemExit(_once(f"mfzoo: {launched}"))
     # a sweeper other than Hydra's basic one (Optuna, Nevergrad, ...) optimises what the run returns
     sweeper = str((hydra_cfg.get("sweeper") or {}).get("_target_", ""))
     optimising = str(hydra_cfg.mode) == "RunMode.MULTIRUN" and not sweeper.endswith("BasicSweeper")
@@ -78,20 +81,47 @@ def _train(cfg: DictConfig) -> float | None:
                                objective=optimising)
     except TrainingDiverged as err:
         if str(hydra_cfg.mode) != "RunMode.MULTIRUN":
-            raise SystemExit(f"mfzoo: {err}") from None
+            raise SystemExit(_once(f"mfzoo: {err}")) from None
         # one diverged job of a sweep (a learning rate too high, say) is a failed trial, not the
         # end of the sweep: its run directory says why (failed.txt); an optimising sweeper gets NaN
         logging.getLogger("mfzoo").error("%s", err)
         return float("nan")
     except (RunError, DataError) as err:
-        raise SystemExit(f"mfzoo: {err}") from None
+        raise SystemExit(_once(f"mfzoo: {err}")) from None
     except InstantiationException as err:  # a config value its class refuses: one line, naming both
-        raise SystemExit(f"mfzoo: {instantiation_error(err)}") from None
+        raise SystemExit(_once(f"mfzoo: {instantiation_error(err)}")) from None
     from mfzoo.training.rundir import rank
 
     if rank() == 0:  # one report per run, not one per process
         print(json.dumps({"run_dir": _shown(run_dir), **metrics}, indent=2))
     return metrics["objective"]
+
+
+def _once(message: str) -> str | int:
+    """What a process exits with: the message on rank 0, a bare failure code on the others (the
+    processes of one run fail alike; the user reads the reason once)."""
+    from mfzoo.training.rundir import rank
+
+    return message if rank() == 0 else 1
+
+
+def _launched_mismatch(cfg: DictConfig) -> str | None:
+    """Why a launcher's processes (torchrun, srun) and the trainer disagree, if they do: each
+    process would otherwise train the whole run on its own, into the same directory."""
+    from mfzoo.training.rundir import world_size
+
+    world = world_size()
+    if world == 1:
+        return None
+    trainer = cfg.get("trainer") or {}
+    devices, nodes = trainer.get("devices", 1), trainer.get("num_nodes", 1) or 1
+    if isinstance(devices, int) and devices > 0 and isinstance(nodes, int) and devices * nodes == world \
+            and "ddp" in str(trainer.get("strategy") or ""):
+        return None
+    return (f"the launcher started {world} processes, but the trainer trains on {devices} device(s) x {nodes} "
+            f"node(s){'' if 'ddp' in str(trainer.get('strategy') or '') else ' without DDP'}: give trainer=ddp "
+            f"trainer.devices={world} (with several machines, trainer.devices = processes per machine and "
+            "trainer.num_nodes = machines), or start one process")
 
 
 def _parallel(cfg: DictConfig) -> bool:

@@ -5,6 +5,7 @@ sharded over the ranks, both exchanges), and a torchrun launch sharing one run d
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -84,6 +85,10 @@ def test_gradient_ddp_equals_one_process_with_the_global_batch(tmp_path):
             assert ddp[part][name] == pytest.approx(value, rel=1e-5, abs=1e-6), (part, name)
     for name, value in factors(single).items():
         torch.testing.assert_close(factors(ddp)[name], value, atol=1e-5, rtol=1e-5)
+    # train/loss: every epoch's mean over all ranks' rows, as one process's over its batches
+    losses = [[float(row["train/loss"]) for row in csv.DictReader(open(run["dir"] / "history.csv"))]
+              for run in (ddp, single)]
+    assert len(losses[0]) == 3 and losses[0] == pytest.approx(losses[1], rel=1e-5)
     # each epoch's rows split between the ranks: as many each, none twice, all of them once
     epochs, n = 3, single["n_train"]
     assert len(seen[0]) == len(seen[1]) == epochs * n // 2
@@ -117,3 +122,15 @@ def test_a_multirun_of_ddp_runs_is_refused(tmp_path):
     done = subprocess.run([sys.executable, "-m", "mfzoo", "-m", *DATA, "trainer=ddp", "seed=1,2"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode != 0 and "one run per command" in done.stderr
+
+
+def test_a_launch_the_trainer_does_not_match_is_refused(tmp_path):
+    """torchrun's 2 processes with a one-device trainer would each train the whole run into one
+    directory: refused, once, naming the fix."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "-m", "mfzoo", *DATA],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert done.stderr.count("trainer=ddp trainer.devices=2") == 1, done.stderr[-2000:]
+    assert not list(tmp_path.glob("runs/*/*/metrics.json")) and not list(tmp_path.glob("runs/*/*/checkpoints"))
+

@@ -105,6 +105,10 @@ def check_config(cfg) -> None:
                 biases = model_cfg.get("biases", None if default is None else default.default)
                 refused("solver", lambda: solver_class.check_model(model_class, biases=None if biases is None
                                                                    else bool(biases)))
+                if solver_cfg.get("distributed") and biases:
+                    raise RunError("solver.distributed=true shards the factors of MF without biases; this MF has "
+                                   "biases: use model=funksvd (or model.biases=false), or train the biased model "
+                                   "in one process")
         model = refused("model", lambda: make_model(model_cfg, 1, 1))
     if solver_cfg:
         refused("solver", lambda: instantiate(solver_cfg))
@@ -403,7 +407,9 @@ class GradientModule(EvaluatedModule):
         loss = self.loss(scores, batch, penalty)
         check_loss(self.loss, loss)
         self._first_batch = False
-        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(batch))
+        # under data parallelism the epoch's mean over every rank's rows (each rank holds a slice)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(batch),
+                 sync_dist=self._trainer is not None and self._trainer.world_size > 1)
         self._track_loss(loss)
         return loss
 
@@ -476,7 +482,8 @@ class SolverModule(EvaluatedModule):
     def on_fit_start(self) -> None:
         if self.trainer.world_size > 1 and not getattr(self.solver, "distributed", False) and self.trainer.is_global_zero:
             shardable = hasattr(self.solver, "distributed")
-            log.warning("%d processes each run the whole %s sweep (the same one: nothing is gained)%s",
+            log.warning("%d processes each run the whole %s sweep (nothing is gained, and the run is not the "
+                        "one-process run)%s",
                         self.trainer.world_size, type(self.solver).__name__,
                         "; solver.distributed=true shards its rows over them" if shardable else
                         "; this solver has no sharded form: train it in one process")

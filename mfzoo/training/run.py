@@ -314,8 +314,11 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str], resume: bool, obj
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True if ckpt_path else None)
     except SystemExit:  # Lightning exits on Ctrl-C and on SIGTERM
-        raise RunError(f"{run_dir}: training was stopped by a signal before its end; "
-                       f"continue it with: {resume_command(run_dir)}") from None
+        if (run_dir / "checkpoints" / LAST).is_file():
+            raise RunError(f"{run_dir}: training was stopped by a signal before its end; "
+                           f"continue it with: {resume_command(run_dir)}") from None
+        raise RunError(f"{run_dir}: training was stopped by a signal before its first epoch ended (no checkpoint "
+                       "to continue from): start it again") from None
     finally:
         if ckpt_path is not None and ckpt_path.name == "resume.ckpt":
             ckpt_path.unlink(missing_ok=True)
@@ -367,5 +370,6 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str], resume: bool, obj
             log_hparams(logger, cfg, overrides, {k: v for k, v in final.items() if v is not None}, step=last_epoch)
             if isinstance(module.model, Factorised):
                 log_item_embeddings(logger, module.model, item_labels(datamodule, titles))
-    log.info("test metrics: %s (fit %.2f s) -> %s", metrics["test"], fit_seconds, run_dir)
+    if writer:
+        log.info("test metrics: %s (fit %.2f s) -> %s", metrics["test"], fit_seconds, run_dir)
     return metrics

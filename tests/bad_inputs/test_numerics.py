@@ -152,6 +152,7 @@ def _missing_data_cfg(tmp_path: Path, *overrides: str):
     (["model=timesvdpp", "solver=bpr"], ["BPRSolver", "TimeSVD", "loss=bpr"]),
     (["model=svdpp", "solver=bpr"], ["BPRSolver", "SVDpp"]),
     (["model=mf", "solver=ials"], ["IALSSolver", "has biases", "model.biases=false"]),
+    (["model=mf", "solver=als", "solver.distributed=true"], ["solver.distributed=true", "biases", "model=funksvd"]),
     (["model._target_=torch.nn.Linear", "solver=als"], ["ALSSolver", "torch.nn.modules.linear.Linear"]),
 ])
 def test_a_solver_refuses_a_model_it_does_not_solve_before_reading_data(tmp_path, overrides, words):
