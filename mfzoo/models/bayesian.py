@@ -115,30 +115,23 @@ class BayesianMF(nn.Module):
             return torch.stack([factors, torch.zeros_like(factors)])
         return torch.stack([factors, row_norm_sum(self.user_bias, batch.users) + row_norm_sum(self.item_bias, batch.items)])
 
+    def _averaged(self, kept: Tensor, weight: Tensor, bias: nn.Embedding | None) -> tuple[Tensor, Tensor | None]:
+        """One side's kept draws side by side, each scaled by S^-½ ([n, S·dim]), and the mean of
+        its kept biases ([n, 1]); the current state before any draw is kept."""
+        S, d = self.held(), self.dim
+        if S == 0:
+            return weight, None if bias is None else bias.weight
+        side = (kept[:S, :, :d] / S ** 0.5).permute(1, 0, 2).reshape(kept.shape[1], S * d)  # [n, S·d]
+        return side, kept[:S, :, d:].mean(0) if self.biases else None
+
     def user_factors(self) -> Tensor:
         """[n_users, D']: `user_factors() @ item_factors().T` are the scores (the average over the
         kept draws; the current state before any is kept). With biases the last two columns
         are [μ + b̄_u, 1] (b̄_u: the mean of the kept b_u)."""
-        S, d = self.held(), self.dim
-        if S == 0:
-            P = self.user_embedding.weight
-            b = self.user_bias.weight if self.biases else None
-        else:
-            P = (self.kept_users[:S, :, :d] / S ** 0.5).permute(1, 0, 2).reshape(self.n_users, S * d)  # [U, S·d]
-            b = self.kept_users[:S, :, d:].mean(0) if self.biases else None
-        if not self.biases:
-            return P
-        return torch.cat([P, self.global_mean + b, torch.ones_like(b)], dim=1)
+        P, b = self._averaged(self.kept_users, self.user_embedding.weight, self.user_bias if self.biases else None)
+        return P if b is None else torch.cat([P, self.global_mean + b, torch.ones_like(b)], dim=1)
 
     def item_factors(self) -> Tensor:
         """[n_items, D']: the companion of `user_factors`; with biases the last columns [1, b̄_i]."""
-        S, d = self.held(), self.dim
-        if S == 0:
-            Q = self.item_embedding.weight
-            b = self.item_bias.weight if self.biases else None
-        else:
-            Q = (self.kept_items[:S, :, :d] / S ** 0.5).permute(1, 0, 2).reshape(self.n_items, S * d)  # [I, S·d]
-            b = self.kept_items[:S, :, d:].mean(0) if self.biases else None
-        if not self.biases:
-            return Q
-        return torch.cat([Q, torch.ones_like(b), b], dim=1)
+        Q, b = self._averaged(self.kept_items, self.item_embedding.weight, self.item_bias if self.biases else None)
+        return Q if b is None else torch.cat([Q, torch.ones_like(b), b], dim=1)
