@@ -174,3 +174,20 @@ def test_gibbs_refuses_other_models():
 
     with pytest.raises(ValueError, match="BayesianMF|bayesian_mf"):
         GibbsSolver.check_model(MF)
+
+
+@pytest.mark.parametrize("overrides, words", [
+    (["experiment=ml100k_bayesian", "trainer.max_epochs=3"], ["max_epochs=3", "burn_in=5", "no draw"]),
+    (["model=bayesian_mf"], ["trained by solver=gibbs"]),
+])
+def test_runs_that_would_not_sample_the_posterior_are_refused(tmp_path, overrides, words):
+    from mfzoo.training.rundir import RunError
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[*overrides, "logger=none", "progress=false", "data/source=synthetic",
+                                          "data.source.n_users=100", "data.source.n_items=60",
+                                          "data.source.n_interactions=2000"])
+    with pytest.raises(RunError) as refused:
+        run_training(cfg, tmp_path / "run")
+    for word in words:
+        assert word in str(refused.value), str(refused.value)

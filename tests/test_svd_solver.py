@@ -71,3 +71,28 @@ def test_an_impossible_rank_is_a_one_line_error_from_the_glue(tmp_path):
         cfg = compose("train", overrides=["experiment=ml100k_puresvd", "model.dim=500", *SMALL])
     with pytest.raises(RunError, match="model.dim <= 150"):
         run_training(cfg, tmp_path / "run")
+
+
+@pytest.mark.parametrize("center, biases", [(None, False), (None, True), ("global", True), ("user", True)])
+def test_folding_in_a_training_user_gives_back_its_factors(center, biases):
+    """A training row folded in is exact: (m − offset) V_k = U_k Σ_k (V_k's columns are right
+    singular vectors), so its scores equal the model's for that user."""
+    train = synthetic(n_users=60, n_items=40, n_interactions=900, seed=2)
+    model = MF(train.n_users, train.n_items, dim=5, biases=biases).double()
+    model.prepare(train)
+    solver = SVDSolver(center=center, method="lanczos")
+    solver.sweep(model, train)
+    folded = solver.fold_in(model, train)  # every training user as a new one
+    with torch.no_grad():
+        torch.testing.assert_close(folded @ model.item_factors().T, model.user_factors() @ model.item_factors().T,
+                                   atol=1e-8, rtol=1e-8)
+
+
+def test_a_solver_without_fold_in_says_so(tmp_path):
+    from omegaconf import OmegaConf
+
+    from mfzoo.training.restore import fold_in_of
+
+    cfg = OmegaConf.create({"solver": {"_target_": "mfzoo.solvers.gibbs.GibbsSolver"}})
+    with pytest.raises(RunError, match="GibbsSolver.*no fold-in.*--user"):
+        fold_in_of(cfg, None)

@@ -12,14 +12,16 @@ The Gibbs state (the current draw of every p_u, q_i, b_u, b_i) lives in the same
 which is what `forward`, `user_factors` and `item_factors` give once a draw has been kept (the
 factors are the kept draws side by side, each scaled by S^-½, so that one dot product is the
 average of the S dot products: retrieval, top-K and similarity need nothing else). Before any
-draw is kept the model scores with its current state, like `MF` (so it also trains on the
-gradient path, where it is MF with an averaged predictor that is never filled).
+draw is kept the model scores with its current state, like `MF` (the shared model checks train
+it on the gradient path too; `mfzoo-train` refuses that: `trained_by`).
 
 The kept draws are buffers of a fixed size `keep` ([keep, n, dim]), part of the checkpoint;
 beyond `keep` draws the oldest is replaced (the average is over the last `keep` kept draws).
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -40,6 +42,8 @@ class BayesianMF(nn.Module):
         keep: how many kept draws the average is over (memory: keep · (n_users + n_items) · dim).
         init_std: the factors start as N(0, init_std²), the chain's starting point.
     """
+
+    trained_by: ClassVar[str] = "gibbs"  # the solver that samples it (the glue refuses it on the gradient path)
 
     def __init__(self, n_users: int, n_items: int, dim: int = 10, biases: bool = True, keep: int = 100,
                  init_std: float = 0.1):

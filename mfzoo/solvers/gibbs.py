@@ -140,7 +140,7 @@ class GibbsSolver:
     config: ClassVar[str] = "gibbs"
     explicit: ClassVar[bool] = True  # it fits ratings
 
-    burn_in: int = 10
+    burn_in: int = 5
     noise_precision: float | None = None
     noise_shape: float = 1.0
     noise_rate: float = 1.0
@@ -167,6 +167,13 @@ class GibbsSolver:
         check_model_class(f"{cls.__name__} (solver={cls.config})", model_class, (BAYESIAN_PATH,),
                           "r ~ N(μ + b_u + b_i + p_u·q_i, α⁻¹) with Gaussian-Wishart priors",
                           "Use model=bayesian_mf with this solver.")
+
+    def check_epochs(self, epochs: int | None) -> None:
+        """ValueError when a run of `epochs` sweeps would keep no draw (the model would predict
+        with one draw of the burn-in, not the posterior average)."""
+        if epochs is not None and 0 <= epochs <= self.burn_in:
+            raise ValueError(f"trainer.max_epochs={epochs} sweeps keep no draw after solver.burn_in={self.burn_in}: "
+                             f"give more epochs (the average improves with every kept draw) or a shorter burn-in")
 
     @property
     def alpha(self) -> float:

@@ -337,14 +337,46 @@ class SVDSolver:
         if k > min(train.n_users, train.n_items) - (self.method == "lanczos"):
             raise ValueError(f"a rank-{k} SVD (model.dim) of a {train.n_users} x {train.n_items} matrix is not defined: "
                              f"give model.dim <= {min(train.n_users, train.n_items) - (self.method == 'lanczos')}")
-        svd = TruncatedSVD(k, self.center, self.method, self.n_oversamples, self.n_iter, self.seed)
-        svd.fit(train.to(users.device))
+        key = (id(train), len(train), k, str(users.device))
+        kept = getattr(self, "_last", None)  # a second sweep over the same data repeats the same factorisation
+        if kept is not None and kept[0] == key and kept[1] is train:
+            svd = kept[2]
+        else:
+            svd = TruncatedSVD(k, self.center, self.method, self.n_oversamples, self.n_iter, self.seed)
+            svd.fit(train.to(users.device))
+            self._last = (key, train, svd)
         users.copy_((svd.U * svd.S).to(users.dtype))
         items.copy_(svd.V.to(items.dtype))
         if getattr(model, "biases", False):
             model.global_mean.fill_(float(svd.global_mean))
             model.user_bias.weight.copy_((svd.user_offset - svd.global_mean).unsqueeze(1).to(users.dtype))
             model.item_bias.weight.zero_()
+
+    @torch.no_grad()
+    def fold_in(self, model: nn.Module, new: Interactions) -> Tensor:
+        """Factor rows of new users (their own id space, items in the model's) comparable with
+        `model.user_factors()`: the folding-in of the module docstring, p = (m − offset) V_k on
+        their observed entries (V_k the model's item factors, offset 0, μ or the user's own
+        mean as `center`), with [offset, 1] appended for an MF with biases (μ + b_u = offset)."""
+        self._check(model)
+        if new.n_items != model.n_items:
+            raise ValueError(f"{new.name}: {new.n_items} items but the model has {model.n_items}; "
+                             "encode the new users' items with the training set's item_ids")
+        V = model.item_embedding.weight  # [I, k] V_k
+        users, items = new.users.to(V.device), new.items.to(V.device)
+        values = new.values.to(V)
+        offset = torch.zeros(new.n_users, dtype=V.dtype, device=V.device)  # [n]
+        if self.center == "global":
+            offset.fill_(float(model.global_mean))
+        elif self.center == "user":
+            counts = torch.bincount(users, minlength=new.n_users).to(V.dtype)
+            sums = torch.zeros_like(offset).index_add_(0, users, values)
+            offset = torch.where(counts > 0, sums / counts.clamp(min=1), model.global_mean.to(V.dtype))
+        P = torch.zeros(new.n_users, V.shape[1], dtype=V.dtype, device=V.device).index_add_(
+            0, users, (values - offset[users]).unsqueeze(1) * V[items])  # [n, k] (m − offset) V_k
+        if not getattr(model, "biases", False):
+            return P
+        return torch.cat([P, offset.unsqueeze(1), torch.ones_like(offset).unsqueeze(1)], dim=1)
 
     @torch.no_grad()
     def objective(self, model: nn.Module, train: Interactions) -> float:

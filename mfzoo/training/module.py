@@ -109,6 +109,10 @@ def check_config(cfg) -> None:
                     raise RunError("solver.distributed=true shards the factors of MF without biases; this MF has "
                                    "biases: use model=funksvd (or model.biases=false), or train the biased model "
                                    "in one process")
+        trained_by = getattr(model_class, "trained_by", None)  # a model only a solver trains (Bayesian MF)
+        if trained_by and not solver_cfg:
+            raise RunError(f"model ({model_cfg._target_}) is trained by solver={trained_by}, not by a loss and an "
+                           f"optimizer: add solver={trained_by} (e.g. experiment=ml100k_bayesian)")
         model = refused("model", lambda: make_model(model_cfg, 1, 1))
     if solver_cfg:
         refused("solver", lambda: instantiate(solver_cfg))
@@ -480,6 +484,12 @@ class SolverModule(EvaluatedModule):
         return self._on_device[1]
 
     def on_fit_start(self) -> None:
+        check_epochs = getattr(self.solver, "check_epochs", None)  # a solver that needs a number of sweeps
+        if check_epochs is not None:
+            try:
+                check_epochs(self.trainer.max_epochs)
+            except ValueError as error:
+                raise RunError(f"solver ({type(self.solver).__name__}): {error}") from None
         if self.trainer.world_size > 1 and not getattr(self.solver, "distributed", False) and self.trainer.is_global_zero:
             shardable = hasattr(self.solver, "distributed")
             log.warning("%d processes each run the whole %s sweep (nothing is gained, and the run is not the "

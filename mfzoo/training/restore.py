@@ -105,7 +105,12 @@ def fold_in_of(cfg: DictConfig, model: nn.Module) -> FoldIn:
     for a model trained with `MSELoss`; a `RunError` naming the model and the loss otherwise
     (BPR, BCE and softmax objectives have no closed-form fold-in)."""
     if cfg.get("solver"):
-        return instantiate(cfg.solver).fold_in
+        solver = instantiate(cfg.solver)
+        fold_in = getattr(solver, "fold_in", None)
+        if fold_in is None:
+            raise RunError(f"{type(solver).__name__} (solver={getattr(solver, 'config', '?')}) has no fold-in of new "
+                           "users; recommend to training users with --user instead")
+        return fold_in
     loss = make_loss(cfg.loss, model.n_users, model.n_items)
     if isinstance(loss, MSELoss):
         if not isinstance(model, RidgeFoldIn):
