@@ -13,7 +13,6 @@ from mfzoo.data.interactions import Interactions
 from mfzoo.data.sources import synthetic
 from mfzoo.models.mf import MF
 from mfzoo.solvers.als import biased_least_squares_half_step
-from mfzoo.solvers.objective import biased_least_squares_sweep_objective
 from mfzoo.solvers.solver import ALSSolver
 from mfzoo.training.run import train as run_training
 from tests.conftest import CONFIG_DIR

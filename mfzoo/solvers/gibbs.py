@@ -47,7 +47,7 @@ from torch import Tensor, nn
 
 from mfzoo.data.interactions import Interactions
 from mfzoo.solvers.blocks import block_rows, for_blocks, row_order
-from mfzoo.solvers.checks import NonFiniteError, at_least, check_model_class, nonnegative, positive
+from mfzoo.solvers.checks import NonFiniteError, at_least, check_model_class, positive
 
 BAYESIAN_PATH = "mfzoo.models.bayesian.BayesianMF"
 
