@@ -15,6 +15,7 @@ differently per rank count; tests/test_distributed.py checks equality to 1e-5 in
     python scripts/bench_scale.py [--interactions 10000000] [--sweeps 3] [--out experiments/scale/README.md]
     python scripts/bench_scale.py --memory 10000000 100000000   # peak memory per path and size
     python scripts/bench_scale.py --grid --out experiments/scale/grid.md   # shapes x factor counts
+    python scripts/bench_scale.py --step-time 100000000   # gradient steps: dense Adam vs SparseAdam
 
 About 3 minutes on 2 cores at 10M interactions. `--grid` runs every configuration (1 x 1,
 2 x 1 with the all-gather exchange, 2 x 1 blockwise, 1 x 2) on two shapes of 10M interactions,
@@ -145,8 +146,9 @@ def grid(sweeps: int, ks: list[int], repeats: int = 2) -> str:
 
 def _memory_job(_: int, n: int, path: str, out: str) -> None:
     """One fresh process: `path` ("ials": one iALS-CG sweep, k = 64; "gradient": one epoch of
-    MF + BPR, Adam, batch 65536, one uniform negative) on n synthetic interactions (users n/50,
-    items n/200); saves the seconds and the process's peak RSS."""
+    MF + BPR, Adam, batch 65536, one uniform negative; "gradient_sparse": the same with sparse
+    tables and SparseAdam, each step touching only the batch's rows) on n synthetic interactions
+    (users n/50, items n/200); saves the seconds and the process's peak RSS."""
     from mfzoo.data.loader import BatchLoader
     from mfzoo.data.sampling import UniformSampler
     from mfzoo.losses import BPRLoss
@@ -155,12 +157,13 @@ def _memory_job(_: int, n: int, path: str, out: str) -> None:
     torch.set_num_threads(2)
     train = synthetic(n_users=n // 50, n_items=n // 200, n_interactions=n, implicit=True, seed=0)
     torch.manual_seed(0)
-    model = MF(train.n_users, train.n_items, dim=K, biases=False, init_std=0.01)
+    model = MF(train.n_users, train.n_items, dim=K, biases=False, init_std=0.01, sparse=path == "gradient_sparse")
     start = time.perf_counter()
     if path == "ials":
         IALSSolver(l2=0.1, alpha=9.0, method="cg", cg_steps=3).sweep(model, train)
     else:
-        loss, optimizer = BPRLoss(l2=0.0), torch.optim.Adam(model.parameters(), lr=0.01)
+        optimizer_class = torch.optim.SparseAdam if path == "gradient_sparse" else torch.optim.Adam
+        loss, optimizer = BPRLoss(l2=0.0), optimizer_class(list(model.parameters()), lr=0.01)
         for batch in BatchLoader(train, 65536, shuffle=True, sampler=UniformSampler(train, 1)):
             optimizer.zero_grad(set_to_none=True)
             loss(model(batch), batch).backward()
@@ -170,11 +173,42 @@ def _memory_job(_: int, n: int, path: str, out: str) -> None:
     torch.save({"seconds": seconds, "peak_gib": peak, "n": len(train)}, out)
 
 
-def memory(sizes: list[int]) -> str:
+def step_times(n: int, steps: int = 8) -> str:
+    """The `--step-time` table: seconds per MF + BPR step (batch 65536, one negative, k = 64) with
+    the tables of n interactions (users n/50, items n/200), dense Adam against sparse tables and
+    SparseAdam; random batches (no data set is built), median over the steps after 2 warm-up
+    ones, and the epoch it implies (n / 65536 steps)."""
+    from mfzoo.data.batch import Batch
+    from mfzoo.losses import BPRLoss
+    from mfzoo.models.mf import MF
+
+    torch.set_num_threads(2)
+    n_users, n_items, size = n // 50, n // 200, 65536
+    lines = ["| optimizer | s / step (median) | implied epoch (min) |", "|---|---|---|"]
+    for sparse in (False, True):
+        torch.manual_seed(0)
+        model = MF(n_users, n_items, dim=K, biases=False, init_std=0.01, sparse=sparse)
+        optimizer = (torch.optim.SparseAdam if sparse else torch.optim.Adam)(list(model.parameters()), lr=0.01)
+        loss, seconds = BPRLoss(l2=0.0), []
+        for _ in range(steps + 2):
+            batch = Batch(torch.randint(n_users, (size,)), torch.randint(n_items, (size, 2)), torch.ones(size))
+            start = time.perf_counter()
+            optimizer.zero_grad(set_to_none=True)
+            loss(model(batch), batch).backward()
+            optimizer.step()
+            seconds.append(time.perf_counter() - start)
+        median = statistics.median(seconds[2:])
+        lines.append(f"| {'SparseAdam, sparse tables' if sparse else 'Adam, dense tables'} | {median:.3f} | "
+                     f"{median * (n // size) / 60:.1f} |")
+        print(lines[-1], flush=True)
+    return "\n".join(lines) + "\n"
+
+
+def memory(sizes: list[int], paths: list[str] = ("ials", "gradient", "gradient_sparse")) -> str:
     """The `--memory` table: peak RSS per path and size, each in a fresh process."""
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for path in ("ials", "gradient"):
+        for path in paths:
             for n in sizes:
                 out = str(Path(tmp) / f"{path}{n}.pt")
                 mp.spawn(_memory_job, args=(n, path, out), nprocs=1, join=True)
@@ -195,6 +229,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="write the table (markdown) here")
     parser.add_argument("--memory", type=int, nargs="+", default=None, metavar="N",
                         help="instead: peak memory of one iALS sweep and one gradient epoch at these sizes")
+    parser.add_argument("--paths", nargs="+", default=["ials", "gradient", "gradient_sparse"],
+                        choices=["ials", "gradient", "gradient_sparse"], help="--memory: which paths")
+    parser.add_argument("--step-time", type=int, default=None, metavar="N",
+                        help="instead: seconds per MF + BPR step, dense Adam vs SparseAdam, at the table sizes of N")
     parser.add_argument("--grid", action="store_true", help="instead: shapes A and B x factor counts --ks")
     parser.add_argument("--ks", type=int, nargs="+", default=[32, 64, 128])
     parser.add_argument("--repeats", type=int, default=2, help="--grid: interleaved runs of each configuration")
@@ -212,7 +250,10 @@ def main() -> None:
             a.out.write_text(f"Command: `{' '.join(['python', *sys.argv])}`\n\n{table}\n{facts}.\n")
         return
     if a.memory:
-        print(memory(a.memory))
+        print(memory(a.memory, a.paths))
+        return
+    if a.step_time:
+        print(step_times(a.step_time))
         return
     args = {"users": a.users, "items": a.items, "interactions": a.interactions, "sweeps": a.sweeps}
     rows = []

@@ -75,3 +75,45 @@ def test_prepare_sets_the_training_mean(ratings):
     model.prepare(ratings)
     assert model.global_mean.item() == pytest.approx(ratings.values.double().mean().item(), rel=1e-6)
     assert "global_mean" in model.state_dict()  # restored from checkpoints
+
+
+def test_sparse_tables_give_the_dense_gradients_row_for_row():
+    from mfzoo.data.batch import Batch
+
+    torch.manual_seed(0)
+    dense = MF(30, 20, dim=4, biases=True, reg_exponent=1.0)
+    sparse = MF(30, 20, dim=4, biases=True, reg_exponent=1.0, sparse=True)
+    sparse.load_state_dict(dense.state_dict())
+    batch = Batch(torch.tensor([0, 3, 3, 7]), torch.tensor([[1, 2], [5, 1], [0, 0], [19, 4]]), torch.ones(4))
+    for model in (dense, sparse):
+        (model(batch).pow(2).sum() + model.penalty(batch).sum()).backward()
+    for (name, d), (_, s) in zip(dense.named_parameters(), sparse.named_parameters()):
+        assert s.grad.is_sparse, name
+        torch.testing.assert_close(s.grad.to_dense(), d.grad, msg=name)
+    # rows no batch used get no update from SparseAdam
+    optimizer = torch.optim.SparseAdam(list(sparse.parameters()), lr=0.1)
+    before = sparse.user_embedding.weight.detach().clone()
+    optimizer.step()
+    moved = (sparse.user_embedding.weight.detach() != before).any(1)
+    assert moved.nonzero().squeeze(1).tolist() == [0, 3, 7]
+
+
+def test_sparse_gradients_and_the_optimizer_must_match(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from mfzoo.training.rundir import RunError
+    from mfzoo.training.run import train
+    from tests.conftest import CONFIG_DIR
+
+    small = ["data/source=synthetic", "data.source.n_users=200", "data.source.n_items=100",
+             "data.source.n_interactions=4000", "logger=none", "progress=false", "trainer.max_epochs=3"]
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        ok = compose("train", overrides=["model.sparse=true", "optim=sparse_adam", *small])
+        dense_with_sparse = compose("train", overrides=["optim=sparse_adam", *small])
+        sparse_with_dense = compose("train", overrides=["model.sparse=true", *small])
+    metrics = train(ok, tmp_path / "ok")
+    assert metrics["test"]["rmse"] < 1.2
+    with pytest.raises(RunError, match="model.sparse=true"):
+        train(dense_with_sparse, tmp_path / "a")
+    with pytest.raises(RunError, match="optim=sparse_adam"):
+        train(sparse_with_dense, tmp_path / "b")

@@ -9,12 +9,18 @@ container and gather through these helpers.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
 def rows(table: nn.Embedding, index: Tensor) -> Tensor:
-    """`table.weight[index]`: shape `[*index.shape, dim]`."""
-    flat = table.weight.index_select(0, index.reshape(-1))  # [N, D]
+    """`table.weight[index]`: shape `[*index.shape, dim]`. A table built with `sparse=True`
+    gets a sparse gradient (only the gathered rows), for an optimizer of sparse gradients
+    (`optim=sparse_adam`): a step then costs O(batch · dim), not O(table)."""
+    if table.sparse:
+        flat = F.embedding(index.reshape(-1), table.weight, sparse=True)  # [N, D]
+    else:
+        flat = table.weight.index_select(0, index.reshape(-1))  # [N, D]
     return flat.view(*index.shape, table.weight.shape[1])
 
 
@@ -27,8 +33,8 @@ def row_norm_sum(table: nn.Embedding, index: Tensor, row_weights: Tensor | None 
     """
     weight = table.weight
     index = index.reshape(-1)
-    if index.numel() * 4 < weight.shape[0]:
-        norms = weight.index_select(0, index).pow(2).sum(1)  # [N]
+    if table.sparse or index.numel() * 4 < weight.shape[0]:  # a sparse table: never touch all its rows
+        norms = rows(table, index).pow(2).sum(1)  # [N]
         return (norms if row_weights is None else norms * row_weights.index_select(0, index)).sum()
     counts = torch.bincount(index, minlength=weight.shape[0]).to(weight.dtype)  # [n_rows]
     if row_weights is not None:
@@ -36,17 +42,19 @@ def row_norm_sum(table: nn.Embedding, index: Tensor, row_weights: Tensor | None 
     return (counts * weight.pow(2).sum(1)).sum()
 
 
-def add_id_tables(model: nn.Module, n_users: int, n_items: int, dim: int, init_std: float, biases: bool) -> None:
+def add_id_tables(model: nn.Module, n_users: int, n_items: int, dim: int, init_std: float, biases: bool,
+                  sparse: bool = False) -> None:
     """The id tables of a factor model, as attributes of `model`: `user_embedding` [U, dim] and
     `item_embedding` [I, dim] drawn from N(0, init_std²), and with `biases` `user_bias` [U, 1],
-    `item_bias` [I, 1] at zero and a `global_mean` buffer (0 until the model's `prepare`)."""
-    model.user_embedding = nn.Embedding(n_users, dim)
-    model.item_embedding = nn.Embedding(n_items, dim)
+    `item_bias` [I, 1] at zero and a `global_mean` buffer (0 until the model's `prepare`);
+    `sparse`: tables whose gradients are sparse (see `rows`)."""
+    model.user_embedding = nn.Embedding(n_users, dim, sparse=sparse)
+    model.item_embedding = nn.Embedding(n_items, dim, sparse=sparse)
     nn.init.normal_(model.user_embedding.weight, std=init_std)
     nn.init.normal_(model.item_embedding.weight, std=init_std)
     if biases:
-        model.user_bias = nn.Embedding(n_users, 1)
-        model.item_bias = nn.Embedding(n_items, 1)
+        model.user_bias = nn.Embedding(n_users, 1, sparse=sparse)
+        model.item_bias = nn.Embedding(n_items, 1, sparse=sparse)
         nn.init.zeros_(model.user_bias.weight)
         nn.init.zeros_(model.item_bias.weight)
     model.register_buffer("global_mean", torch.zeros(()))

@@ -133,6 +133,8 @@ def check_config(cfg) -> None:
                                "(data/sampler=null)")
         if cfg.get("optim"):
             refused("optim", lambda: instantiate(cfg.optim)([torch.zeros(1, requires_grad=True)]))
+            if model_cfg is not None:
+                check_sparse(model, cfg.optim._target_)
     source = (cfg.get("data") or {}).get("source")
     if OmegaConf.is_dict(source) and source.get("_target_"):
         function = refused("data", lambda: _resolve(str(source._target_)))
@@ -156,6 +158,22 @@ def check_config(cfg) -> None:
                 and bounds[0] < bounds[1]):
             raise RunError(f"rating_range must be [low, high] with finite low < high (or null: the training "
                            f"data's range), got {bounds!r}")
+
+
+SPARSE_OPTIMIZERS = ("torch.optim.SparseAdam", "torch.optim.SGD", "torch.optim.Adagrad")
+
+
+def check_sparse(model: nn.Module, optimizer: str) -> None:
+    """`RunError` when the model's gradients and the optimizer do not go together: sparse
+    tables (`model.sparse=true`) need an optimizer of sparse gradients (optim=sparse_adam, or
+    SGD / Adagrad), and SparseAdam needs sparse tables."""
+    sparse = any(m.sparse for m in model.modules() if isinstance(m, nn.Embedding))
+    if sparse and optimizer not in SPARSE_OPTIMIZERS:
+        raise RunError(f"model.sparse=true gives sparse gradients, which {optimizer} does not take: use "
+                       "optim=sparse_adam (or optim=sgd / optim=adagrad), or model.sparse=false")
+    if not sparse and optimizer == "torch.optim.SparseAdam":
+        raise RunError(f"optim=sparse_adam updates sparse gradients only, and {type(model).__name__} gives dense "
+                       "ones: set model.sparse=true (MF), or use optim=adam")
 
 
 class EvaluatedModule(L.LightningModule):
