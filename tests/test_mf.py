@@ -108,9 +108,9 @@ def test_sparse_gradients_and_the_optimizer_must_match(tmp_path):
     small = ["data/source=synthetic", "data.source.n_users=200", "data.source.n_items=100",
              "data.source.n_interactions=4000", "logger=none", "progress=false", "trainer.max_epochs=3"]
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        ok = compose("train", overrides=["model.sparse=true", "optim=sparse_adam", *small])
+        ok = compose("train", overrides=["+model.sparse=true", "optim=sparse_adam", *small])
         dense_with_sparse = compose("train", overrides=["optim=sparse_adam", *small])
-        sparse_with_dense = compose("train", overrides=["model.sparse=true", *small])
+        sparse_with_dense = compose("train", overrides=["+model.sparse=true", *small])
     metrics = train(ok, tmp_path / "ok")
     assert metrics["test"]["rmse"] < 1.2
     with pytest.raises(RunError, match="model.sparse=true"):

@@ -169,11 +169,11 @@ def check_sparse(model: nn.Module, optimizer: str) -> None:
     SGD / Adagrad), and SparseAdam needs sparse tables."""
     sparse = any(m.sparse for m in model.modules() if isinstance(m, nn.Embedding))
     if sparse and optimizer not in SPARSE_OPTIMIZERS:
-        raise RunError(f"model.sparse=true gives sparse gradients, which {optimizer} does not take: use "
+        raise RunError(f"sparse tables (model.sparse=true) give sparse gradients, which {optimizer} does not take: use "
                        "optim=sparse_adam (or optim=sgd / optim=adagrad), or model.sparse=false")
     if not sparse and optimizer == "torch.optim.SparseAdam":
         raise RunError(f"optim=sparse_adam updates sparse gradients only, and {type(model).__name__} gives dense "
-                       "ones: set model.sparse=true (MF), or use optim=adam")
+                       "ones: set +model.sparse=true (MF), or use optim=adam")
 
 
 class EvaluatedModule(L.LightningModule):
