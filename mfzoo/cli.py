@@ -105,6 +105,12 @@ def _once(message: str) -> str | int:
     return message if rank() == 0 else 1
 
 
+def _trainer_processes(cfg: DictConfig) -> tuple[object, object, bool]:
+    """(trainer.devices, trainer.num_nodes, whether the strategy is DDP) of a run config."""
+    trainer = cfg.get("trainer") or {}
+    return trainer.get("devices", 1), trainer.get("num_nodes", 1) or 1, "ddp" in str(trainer.get("strategy") or "")
+
+
 def _launched_mismatch(cfg: DictConfig) -> str | None:
     """Why a launcher's processes (torchrun, srun) and the trainer disagree, if they do: each
     process would otherwise train the whole run on its own, into the same directory."""
@@ -113,25 +119,20 @@ def _launched_mismatch(cfg: DictConfig) -> str | None:
     world = world_size()
     if world == 1:
         return None
-    trainer = cfg.get("trainer") or {}
-    devices, nodes = trainer.get("devices", 1), trainer.get("num_nodes", 1) or 1
-    if isinstance(devices, int) and devices > 0 and isinstance(nodes, int) and devices * nodes == world \
-            and "ddp" in str(trainer.get("strategy") or ""):
+    devices, nodes, ddp = _trainer_processes(cfg)
+    if ddp and isinstance(devices, int) and devices > 0 and isinstance(nodes, int) and devices * nodes == world:
         return None
     return (f"the launcher started {world} processes, but the trainer trains on {devices} device(s) x {nodes} "
-            f"node(s){'' if 'ddp' in str(trainer.get('strategy') or '') else ' without DDP'}: give trainer=ddp "
-            f"trainer.devices={world} (with several machines, trainer.devices = processes per machine and "
-            "trainer.num_nodes = machines), or start one process")
+            f"node(s){'' if ddp else ' without DDP'}: give trainer=ddp trainer.devices={world} (with several "
+            "machines, trainer.devices = processes per machine and trainer.num_nodes = machines), or start one process")
 
 
 def _parallel(cfg: DictConfig) -> bool:
     """Whether the run trains on several processes (a launcher's, or the trainer's own)."""
     from mfzoo.training.rundir import world_size
 
-    trainer = cfg.get("trainer") or {}
-    devices = trainer.get("devices", 1)
-    strategy = str(trainer.get("strategy") or "")
-    return world_size() > 1 or "ddp" in strategy or (isinstance(devices, int) and devices > 1) or devices == -1
+    devices, _, ddp = _trainer_processes(cfg)
+    return world_size() > 1 or ddp or (isinstance(devices, int) and devices > 1) or devices == -1
 
 
 def instantiation_error(err: Exception) -> str:

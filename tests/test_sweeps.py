@@ -86,15 +86,20 @@ def test_grid_and_cv_experiments_expose_their_sweeps():
     assert compose_hydra(["experiment=ml100k_cv", "seed=5"]).data.seed == 5  # the training seed still varies
 
 
-def test_optuna_multirun_returns_the_best_val_objective(tmp_path):
+def multirun(tmp_path: Path, *overrides: str) -> Path:
+    """`python -m mfzoo.cli -m OVERRIDES` in tmp_path, which must succeed; its sweep directory."""
     sweep_dir = tmp_path / "sweep"
-    command = [
-        sys.executable, "-m", "mfzoo.cli", "-m", "hparams_search=mf_optuna", "hydra.sweeper.n_trials=3",
-        "data/source=synthetic", "data.source.n_users=300", "data.source.n_items=200", "data.source.n_interactions=12000",
-        "data.batch_size=1024", "trainer.max_epochs=2", "logger=none", f"hydra.sweep.dir={sweep_dir}",
-    ]
+    command = [sys.executable, "-m", "mfzoo.cli", "-m", *overrides, "trainer.max_epochs=2", "logger=none",
+               f"hydra.sweep.dir={sweep_dir}"]
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
+    return sweep_dir
+
+
+def test_optuna_multirun_returns_the_best_val_objective(tmp_path):
+    sweep_dir = multirun(tmp_path, "hparams_search=mf_optuna", "hydra.sweeper.n_trials=3", "data/source=synthetic",
+                         "data.source.n_users=300", "data.source.n_items=200", "data.source.n_interactions=12000",
+                         "data.batch_size=1024")
     metrics = [json.loads(p.read_text()) for p in sorted(sweep_dir.rglob("metrics.json"))]
     assert len(metrics) == 3
     results = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
@@ -217,14 +222,8 @@ def test_a_sweep_runs_as_submitit_jobs(tmp_path):
     """hydra/launcher=submitit_local: each job a separate process started by submitit, as on
     Slurm (submitit_slurm) without the cluster; every job writes its own complete run."""
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    sweep_dir = tmp_path / "sweep"
-    command = [
-        sys.executable, "-m", "mfzoo.cli", "-m", "hydra/launcher=submitit_local", "data/source=synthetic",
-        "data.source.n_users=120", "data.source.n_items=80", "data.source.n_interactions=3000", "trainer.max_epochs=2",
-        "logger=none", "progress=false", "model.dim=4,8", f"hydra.sweep.dir={sweep_dir}",
-    ]
-    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    sweep_dir = multirun(tmp_path, "hydra/launcher=submitit_local", "data/source=synthetic", "data.source.n_users=120",
+                         "data.source.n_items=80", "data.source.n_interactions=3000", "progress=false", "model.dim=4,8")
     assert (sweep_dir / ".submitit").is_dir()  # the jobs went through submitit
     runs = sorted(p.parent for p in sweep_dir.glob("*/metrics.json"))
     assert len(runs) == 2

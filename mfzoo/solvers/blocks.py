@@ -63,6 +63,28 @@ def memo(cache: dict | None, key: tuple, make: Callable[[], Any]) -> Any:
     return cache[key]
 
 
+def kept_with(caches: dict, R: Tensor, limit: int = 4) -> dict:
+    """The dict kept with the matrix R in `caches` across sweeps (the training matrices, which
+    `Interactions` keeps, and their device copies); a new R replaces the old ones once `limit`
+    matrices are held (a sweep uses two, and their copies on the model's device)."""
+    kept = caches.get(id(R))
+    if kept is None or kept[0] is not R:
+        if len(caches) >= limit:
+            caches.clear()
+        kept = caches[id(R)] = (R, {})
+    return kept[1]
+
+
+def matrix_on(caches: dict, train, by: str, device: torch.device) -> Tensor:
+    """`train.csr(by)` on `device`: the matrix itself where it lives there, else a copy kept
+    with it (`kept_with`), so that sweeps of a model on a GPU over a CPU training set move it
+    once, not once per sweep."""
+    R = train.csr(by)
+    if R.device == device:
+        return R
+    return kept_with(caches, R).setdefault(("on", str(device)), R.to(device))
+
+
 def row_order(crow: Tensor, cache: dict | None) -> Tensor:
     """Rows by ascending degree (stable) [n_rows], from the cache when it has them."""
     return memo(cache, ("order", crow.device), lambda: torch.argsort(crow.diff(), stable=True))

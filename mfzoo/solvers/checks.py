@@ -77,3 +77,11 @@ def solved(solve: Callable[[], Tensor], what: str, fix: Callable[[], str]) -> Te
     if not bool(torch.isfinite(X).all()):
         raise NonFiniteError(f"{what} produced non-finite factors (NaN or inf); {fix()}")
     return X
+
+
+def check_new_items(model, new) -> None:
+    """ValueError unless the new users' interactions `new` use the model's item ids (a fold-in
+    solves them against the model's item factors)."""
+    if new.n_items != model.n_items:
+        raise ValueError(f"{new.name}: {new.n_items} items but the model has {model.n_items}; "
+                         "encode the new users' items with the training set's item_ids")

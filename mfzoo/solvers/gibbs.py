@@ -46,7 +46,7 @@ import torch
 from torch import Tensor, nn
 
 from mfzoo.data.interactions import Interactions
-from mfzoo.solvers.blocks import block_rows, for_blocks, row_order
+from mfzoo.solvers.blocks import block_rows, for_blocks, kept_with, matrix_on, row_order
 from mfzoo.solvers.checks import NonFiniteError, at_least, check_model_class, positive
 
 BAYESIAN_PATH = "mfzoo.models.bayesian.BayesianMF"
@@ -180,15 +180,6 @@ class GibbsSolver:
         """The current noise precision α."""
         return float(self._state["alpha"])
 
-    def _matrices(self, train: Interactions, device: torch.device) -> tuple[Tensor, Tensor]:
-        key = (id(train), str(device))
-        kept = self._caches.get("matrices")
-        if kept is None or kept[0] != key or kept[1] is not train:
-            self._caches.clear()
-            kept = self._caches["matrices"] = (key, train, train.csr("user").to(device), train.csr("item").to(device),
-                                               {}, {})
-        return kept[2], kept[3]
-
     @torch.no_grad()
     def sweep(self, model: nn.Module, train: Interactions) -> None:
         """One Gibbs sweep: the users' hyperparameters and rows, the items' hyperparameters and
@@ -199,8 +190,7 @@ class GibbsSolver:
         torch_generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
         users, items = model.state()  # [U, d], [I, d] the current draw
         device, dtype = users.device, users.dtype
-        R_users, R_items = self._matrices(train, device)
-        caches = self._caches["matrices"]
+        R_users, R_items = matrix_on(self._caches, train, "user", device), matrix_on(self._caches, train, "item", device)
         mean = float(model.global_mean) if model.biases else 0.0
         rows = block_rows(self.block_size, device)
 
@@ -216,8 +206,8 @@ class GibbsSolver:
             Z = torch.randn(R.shape[0], own.shape[1], generator=torch_generator, dtype=torch.float64)
             return draw_rows(R, design, target, torch.from_numpy(Lam), torch.from_numpy(m), self.alpha, Z, rows, cache)
 
-        users = side(R_users, users, items, caches[4])
-        items = side(R_items, items, users, caches[5])
+        users = side(R_users, users, items, kept_with(self._caches, R_users))
+        items = side(R_items, items, users, kept_with(self._caches, R_items))
         model.set_state(users, items)
         if self.noise_precision is None:
             sse = self.objective(model, train)

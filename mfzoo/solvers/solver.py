@@ -24,8 +24,10 @@ from torch import Tensor, nn
 
 from mfzoo.data.interactions import Interactions
 from mfzoo.solvers import als
-from mfzoo.solvers.blocks import block_rows
-from mfzoo.solvers.checks import MF_PATH, at_least, check_ials_settings, check_model_class, nonnegative
+from mfzoo.solvers.blocks import block_rows, kept_with, matrix_on
+from mfzoo.solvers.checks import (
+    MF_PATH, at_least, check_ials_settings, check_model_class, check_new_items, nonnegative,
+)
 from mfzoo.solvers.objective import (
     biased_least_squares_sweep_objective, ials_sweep_objective, least_squares_sweep_objective,
 )
@@ -100,23 +102,12 @@ class ALSBase:
                              "path (solver=null, loss=mse optim=adam)")
 
     def _cache(self, R: Tensor) -> dict:
-        """The dict kept with R across sweeps (the training matrices, which `Interactions`
-        keeps); a new R replaces the old ones."""
-        kept = self._caches.get(id(R))
-        if kept is None or kept[0] is not R:
-            if len(self._caches) >= 4:  # a sweep uses two matrices (and their copies on the model's device)
-                self._caches.clear()
-            kept = self._caches[id(R)] = (R, {})
-        return kept[1]
+        """The dict kept with R across sweeps (`blocks.kept_with`)."""
+        return kept_with(self._caches, R)
 
     def _on(self, train: Interactions, by: str, device: torch.device) -> Tensor:
-        """`train.csr(by)` on `device`: the matrix itself where it lives there, else a copy
-        kept with it (in its cache), so that sweeps of a GPU model over a CPU training set
-        move it once, not once per sweep."""
-        R = train.csr(by)
-        if R.device == device:
-            return R
-        return self._cache(R).setdefault(("on", str(device)), R.to(device))
+        """`train.csr(by)` on `device`, moved once (`blocks.matrix_on`)."""
+        return matrix_on(self._caches, train, by, device)
 
     @torch.no_grad()
     def sweep(self, model: nn.Module, train: Interactions) -> None:
@@ -134,22 +125,26 @@ class ALSBase:
         """Factors [new.n_users, D] of new users (their own id space; items in the model's
         item space) from their interactions, items fixed. Not written into the model."""
         self._check(model)
-        if new.n_items != model.n_items:
-            raise ValueError(f"{new.name}: {new.n_items} items but the model has {model.n_items}; "
-                             "encode the new users' items with the training set's item_ids")
-        items = model.item_embedding.weight
-        return self.half_step(new.csr("user").to(items.device), items)
+        check_new_items(model, new)
+        return self._fold(model, new.csr("user").to(model.item_embedding.weight.device))
+
+    def _fold(self, model: nn.Module, R: Tensor) -> Tensor:
+        """The factors of the users of R [n, n_items] against the model's items."""
+        return self.half_step(R, model.item_embedding.weight)
 
     @torch.no_grad()
     def update_users(self, model: nn.Module, interactions: Interactions, users: Tensor) -> None:
         """Recompute `users` [n] (model ids) from all their current `interactions` (model's
         id space), items fixed, and write the new factors into the model."""
         self._check(model)
-        weight, items = model.user_embedding.weight, model.item_embedding.weight
         users = torch.unique(users.to(interactions.users.device))
         sub = _affected(interactions, users)
-        start = weight.index_select(0, users.to(weight.device))
-        weight[users.to(weight.device)] = self.half_step(sub.csr("user").to(items.device), items, start)
+        self._update(model, sub.csr("user").to(model.item_embedding.weight.device), users.to(model.item_embedding.weight.device))
+
+    def _update(self, model: nn.Module, R: Tensor, users: Tensor) -> None:
+        """Solve the rows of R (the users `users`, in order) against the model's items and write them."""
+        weight = model.user_embedding.weight
+        weight[users] = self.half_step(R, model.item_embedding.weight, weight.index_select(0, users))
 
     def _check(self, model: nn.Module) -> None:
         """The solve-time twin of `check_model`, for a model instance."""
@@ -228,35 +223,22 @@ class ALSSolver(ALSBase):
         items.copy_(Y)
         b_i.copy_(b.unsqueeze(1))
 
-    @torch.no_grad()
-    def fold_in(self, model: nn.Module, new: Interactions) -> Tensor:
-        """As `ALSBase.fold_in`; for `MF` with biases the users' augmented factors
-        [p_u, μ + b_u, 1] [new.n_users, D + 2] (what `model.user_factors()` gives for trained
-        users: their product with `model.item_factors()` is the score)."""
+    def _fold(self, model: nn.Module, R: Tensor) -> Tensor:
+        """As `ALSBase._fold`; for `MF` with biases the users' augmented factors [p_u, μ + b_u, 1]
+        [n, D + 2] (what `model.user_factors()` gives for trained users: their product with
+        `model.item_factors()` is the score)."""
         if not self._biased(model):
-            return super().fold_in(model, new)
-        self._check(model)
-        if new.n_items != model.n_items:
-            raise ValueError(f"{new.name}: {new.n_items} items but the model has {model.n_items}; "
-                             "encode the new users' items with the training set's item_ids")
-        items = model.item_embedding.weight
-        X, b = self._biased_half(new.csr("user").to(items.device), items, model.item_bias.weight[:, 0],
-                                 model.global_mean, None)
+            return super()._fold(model, R)
+        X, b = self._biased_half(R, model.item_embedding.weight, model.item_bias.weight[:, 0], model.global_mean, None)
         return torch.cat([X, (model.global_mean + b).unsqueeze(1), torch.ones_like(b).unsqueeze(1)], dim=1)
 
-    @torch.no_grad()
-    def update_users(self, model: nn.Module, interactions: Interactions, users: Tensor) -> None:
-        """As `ALSBase.update_users`; with biases the users' b_u are solved and written too."""
+    def _update(self, model: nn.Module, R: Tensor, users: Tensor) -> None:
+        """As `ALSBase._update`; with biases the users' b_u are solved and written too."""
         if not self._biased(model):
-            return super().update_users(model, interactions, users)
-        self._check(model)
-        weight, items = model.user_embedding.weight, model.item_embedding.weight
-        users = torch.unique(users.to(interactions.users.device))
-        sub = _affected(interactions, users)
-        X, b = self._biased_half(sub.csr("user").to(items.device), items, model.item_bias.weight[:, 0],
-                                 model.global_mean, None)
-        weight[users.to(weight.device)] = X
-        model.user_bias.weight[users.to(weight.device)] = b.unsqueeze(1)
+            return super()._update(model, R, users)
+        X, b = self._biased_half(R, model.item_embedding.weight, model.item_bias.weight[:, 0], model.global_mean, None)
+        model.user_embedding.weight[users] = X
+        model.user_bias.weight[users] = b.unsqueeze(1)
 
     def half_step(self, R: Tensor, Y: Tensor, X0: Tensor | None = None, cache: dict | None = None,
                   gram: Tensor | None = None, n_cols: int | None = None) -> Tensor:

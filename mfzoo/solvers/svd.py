@@ -42,7 +42,7 @@ division by S, guarded for zero singular values (those components get 0).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 import numpy as np
@@ -52,7 +52,7 @@ import torch
 from torch import Tensor, nn
 
 from mfzoo.data.interactions import Interactions
-from mfzoo.solvers.checks import MF_PATH, NonFiniteError, at_least, check_model_class
+from mfzoo.solvers.checks import MF_PATH, NonFiniteError, at_least, check_model_class, check_new_items
 
 Center = Literal["global", "user"] | None
 Method = Literal["randomized", "lanczos"]
@@ -303,6 +303,7 @@ class SVDSolver:
     n_oversamples: int = 10
     n_iter: int = 4
     seed: int = 0
+    _last: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         at_least("n_oversamples", self.n_oversamples, 0)
@@ -337,14 +338,13 @@ class SVDSolver:
         if k > min(train.n_users, train.n_items) - (self.method == "lanczos"):
             raise ValueError(f"a rank-{k} SVD (model.dim) of a {train.n_users} x {train.n_items} matrix is not defined: "
                              f"give model.dim <= {min(train.n_users, train.n_items) - (self.method == 'lanczos')}")
-        key = (id(train), len(train), k, str(users.device))
-        kept = getattr(self, "_last", None)  # a second sweep over the same data repeats the same factorisation
-        if kept is not None and kept[0] == key and kept[1] is train:
+        kept = self._last  # a second sweep over the same data repeats the same factorisation
+        if kept is not None and kept[0] is train and kept[1] == (k, users.device):
             svd = kept[2]
         else:
             svd = TruncatedSVD(k, self.center, self.method, self.n_oversamples, self.n_iter, self.seed)
             svd.fit(train.to(users.device))
-            self._last = (key, train, svd)
+            self._last = (train, (k, users.device), svd)
         users.copy_((svd.U * svd.S).to(users.dtype))
         items.copy_(svd.V.to(items.dtype))
         if getattr(model, "biases", False):
@@ -355,28 +355,22 @@ class SVDSolver:
     @torch.no_grad()
     def fold_in(self, model: nn.Module, new: Interactions) -> Tensor:
         """Factor rows of new users (their own id space, items in the model's) comparable with
-        `model.user_factors()`: the folding-in of the module docstring, p = (m − offset) V_k on
-        their observed entries (V_k the model's item factors, offset 0, μ or the user's own
-        mean as `center`), with [offset, 1] appended for an MF with biases (μ + b_u = offset)."""
+        `model.user_factors()`: `TruncatedSVD.fold_in_users` against the model's item factors
+        V_k, p = (m − offset) V_k (offset 0, μ or the user's own mean as `center`), with
+        [offset, 1] after it for an MF with biases (μ + b_u = offset)."""
         self._check(model)
-        if new.n_items != model.n_items:
-            raise ValueError(f"{new.name}: {new.n_items} items but the model has {model.n_items}; "
-                             "encode the new users' items with the training set's item_ids")
+        check_new_items(model, new)
         V = model.item_embedding.weight  # [I, k] V_k
-        users, items = new.users.to(V.device), new.items.to(V.device)
-        values = new.values.to(V)
-        offset = torch.zeros(new.n_users, dtype=V.dtype, device=V.device)  # [n]
-        if self.center == "global":
-            offset.fill_(float(model.global_mean))
-        elif self.center == "user":
-            counts = torch.bincount(users, minlength=new.n_users).to(V.dtype)
-            sums = torch.zeros_like(offset).index_add_(0, users, values)
-            offset = torch.where(counts > 0, sums / counts.clamp(min=1), model.global_mean.to(V.dtype))
-        P = torch.zeros(new.n_users, V.shape[1], dtype=V.dtype, device=V.device).index_add_(
-            0, users, (values - offset[users]).unsqueeze(1) * V[items])  # [n, k] (m − offset) V_k
+        svd = TruncatedSVD(V.shape[1], self.center, dtype=V.dtype)
+        svd.V = V
+        if self.center is not None:
+            svd.global_mean = model.global_mean.to(V)
+        folded = svd.fold_in_users(new.csr("user").to(V.device))  # [n, k(+1)]: [m V_k, offset] when centred
         if not getattr(model, "biases", False):
-            return P
-        return torch.cat([P, offset.unsqueeze(1), torch.ones_like(offset).unsqueeze(1)], dim=1)
+            return folded
+        if self.center is None:  # PureSVD in a biased MF: μ = b_u = 0
+            folded = torch.cat([folded, torch.zeros_like(folded[:, :1])], dim=1)
+        return torch.cat([folded, torch.ones_like(folded[:, :1])], dim=1)
 
     @torch.no_grad()
     def objective(self, model: nn.Module, train: Interactions) -> float:

@@ -105,10 +105,8 @@ def check_config(cfg) -> None:
                 biases = model_cfg.get("biases", None if default is None else default.default)
                 refused("solver", lambda: solver_class.check_model(model_class, biases=None if biases is None
                                                                    else bool(biases)))
-                if solver_cfg.get("distributed") and biases:
-                    raise RunError("solver.distributed=true shards the factors of MF without biases; this MF has "
-                                   "biases: use model=funksvd (or model.biases=false), or train the biased model "
-                                   "in one process")
+                if solver_cfg.get("distributed"):
+                    check_shardable(bool(biases))
         trained_by = getattr(model_class, "trained_by", None)  # a model only a solver trains (Bayesian MF)
         if trained_by and not solver_cfg:
             raise RunError(f"model ({model_cfg._target_}) is trained by solver={trained_by}, not by a loss and an "
@@ -158,6 +156,14 @@ def check_config(cfg) -> None:
                 and bounds[0] < bounds[1]):
             raise RunError(f"rating_range must be [low, high] with finite low < high (or null: the training "
                            f"data's range), got {bounds!r}")
+
+
+def check_shardable(biases: bool) -> None:
+    """`RunError` for `solver.distributed=true` with a biased MF: the sharded sweep solves the
+    factors of MF without biases."""
+    if biases:
+        raise RunError("solver.distributed=true shards the factors of MF without biases; this MF has biases: use "
+                       "model=funksvd (or model.biases=false), or train the biased model in one process")
 
 
 SPARSE_OPTIMIZERS = ("torch.optim.SparseAdam", "torch.optim.SGD", "torch.optim.Adagrad")
@@ -281,7 +287,6 @@ class EvaluatedModule(L.LightningModule):
             return None
         predictions = torch.cat([p for p, _ in self._outputs])
         targets = torch.cat([t for _, t in self._outputs])
-        self._outputs.clear()
         return {n: float(v) for n, v in rating_metrics(predictions, targets, self.rating_range).items()}
 
     def _evaluates(self) -> bool:
@@ -526,9 +531,7 @@ class SolverModule(EvaluatedModule):
             from mfzoo.solvers.distributed import ShardedALS
 
             self.solver._check(self.model)
-            if getattr(self.model, "biases", False):
-                raise RunError("solver.distributed=true shards the factors of MF without biases; this MF has biases "
-                               "(model.biases=false, or train the biased model in one process)")
+            check_shardable(bool(getattr(self.model, "biases", False)))
             users, items = self.model.user_embedding.weight, self.model.item_embedding.weight  # [U, D], [I, D]
             # the rows of R it keeps are read from the host copy of the training set: only the shard moves
             self._shards = ShardedALS.of(self.solver, self.trainer.datamodule.train, users.detach(), items.detach())
