@@ -17,10 +17,16 @@ of `scripts/bench_explicit.py` and `experiment=ml100k_cv`):
    (`--seeds`), without a val part or callbacks.
 3. Score. Each refit predicts the test fold once: RMSE/MAE on predictions clipped to [1, 5].
 
-`--baseline` also measures the default configuration (the one tuned on these test folds in
-experiments/ml100k_explicit), as a reference: its val RMSE trained like a trial (is the search
-finding settings at least as good on val?), and its test RMSE refitted the same way, seed for
-seed.
+`--baseline` also measures the defaults: for an mfzoo model its default configuration (for MF,
+the one tuned on these test folds in experiments/ml100k_explicit), for a peer the library's
+own defaults, as a reference: their val RMSE trained like a trial, and their test RMSE refitted
+the same way (mfzoo: the config's `trainer.max_epochs`), seed for seed.
+
+Peers (`--model surprise_svd | surprise_svdpp`) run the same protocol with the same number of
+trials over their own documented constructor arguments (`scripts/search_spaces/<model>.yaml`),
+the number of epochs among them (Surprise has no early stopping). `--results-out` writes the
+test metrics per fold and seed for `scripts/compare_nested.py` (defaults and tuned tables, paired
+t-tests).
 
     python scripts/nested_cv.py --model mf --trials 20 --folds 5 --seeds 3 --out experiments/nested_cv/results.md
 """
@@ -35,7 +41,7 @@ import platform
 import statistics
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import lightning as L
@@ -137,26 +143,101 @@ class StopAfterEpochs(L.Callback):
             trainer.should_stop = True
 
 
-def tune(base: list[str], train: Interactions, val: Interactions, space: SearchSpace, trials: int, seed: int) -> optuna.Study:
-    """The study of one fold: it is given the train and val parts only (the trainer's test slot
-    holds the val part too, so no code path in a trial can reach a test row)."""
-    split = Split(train=train, val=val, test=val)
+class MfzooLearner:
+    """An mfzoo model config (`base` overrides of `train.yaml`), trained through `build` and a
+    Lightning Trainer. A trial keeps its best val-RMSE checkpoint; the refit trains the epochs
+    that reached it."""
+
+    def __init__(self, base: list[str]):
+        self.base = base
+
+    def validate(self, params: Mapping[str, object], train: Interactions, val: Interactions, seed: int,
+                 metric: str | None = None) -> tuple[float | None, int]:
+        """(val RMSE of the best checkpoint, epochs up to it) trained on `train`. The trainer's
+        test slot holds the val part too, so no code path here can reach a test row."""
+        cfg = compose_cfg(self.base, settings_overrides(params), seed)
+        monitor = cfg.callbacks.model_checkpoint.monitor
+        if metric is not None and monitor != metric:
+            raise ValueError(f"the checkpoint callback monitors {monitor!r}, the search optimizes {metric!r}")
+        fitted = fit_on_split(cfg, Split(train=train, val=val, test=val), seed)
+        return fitted.best_val, fitted.best_epochs
+
+    def refit(self, params: Mapping[str, object], epochs: int | None, train_val: Interactions, test: Interactions,
+              seed: int) -> dict[str, float]:
+        """Train on train + val for `epochs` (None: the config's `trainer.max_epochs`), score `test` once."""
+        cfg = compose_cfg(self.base, settings_overrides(params), seed)
+        return refit_and_score(cfg, train_val, test, int(cfg.trainer.max_epochs) if epochs is None else epochs, seed)
+
+
+class SurpriseLearner:
+    """A scikit-surprise algorithm (`SVD`, `SVDpp`) with the keyword arguments of a trial; the
+    defaults are the library's own. Surprise has no early stopping: `n_epochs` is a searched
+    setting, and the refit trains that many. Predictions are clipped to [1, 5] by Surprise and
+    scored by mfzoo's metrics, as for mfzoo's models."""
+
+    def __init__(self, algo: str, **fixed: object):
+        self.algo, self.fixed = algo, fixed
+
+    def fit(self, params: Mapping[str, object], train: Interactions, seed: int):
+        import surprise
+
+        raw = zip(train.users.tolist(), train.items.tolist(), train.values.tolist(), [None] * len(train))
+        trainset = surprise.Dataset(surprise.Reader(rating_scale=RATING_RANGE)).construct_trainset(list(raw))
+        algo = getattr(surprise, self.algo)(random_state=seed, **self.fixed, **params)
+        return algo.fit(trainset)
+
+    def score(self, algo, part: Interactions) -> dict[str, float]:
+        predictions = [algo.predict(u, i, clip=True).est for u, i in zip(part.users.tolist(), part.items.tolist())]
+        return rating_metrics(torch.tensor(predictions, dtype=torch.float64), part.values, RATING_RANGE)
+
+    def validate(self, params: Mapping[str, object], train: Interactions, val: Interactions, seed: int,
+                 metric: str | None = None) -> tuple[float | None, int]:
+        algo = self.fit(params, train, seed)
+        return self.score(algo, val)["rmse"], int(algo.n_epochs)
+
+    def refit(self, params: Mapping[str, object], epochs: int | None, train_val: Interactions, test: Interactions,
+              seed: int) -> dict[str, float]:
+        return self.score(self.fit(params, train_val, seed), test)
+
+
+# --model -> Surprise learner; its search space is scripts/search_spaces/<model>.yaml
+PEERS = {
+    "surprise_svd": lambda: SurpriseLearner("SVD"),
+    "surprise_svdpp": lambda: SurpriseLearner("SVDpp", cache_ratings=True),
+}
+PEER_SPACES = Path(__file__).resolve().parent / "search_spaces"
+
+
+def space_file(model: str) -> str:
+    return f"scripts/search_spaces/{model}.yaml" if model in PEERS else f"configs/hparams_search/{model}_optuna.yaml"
+
+
+def learner_for(model: str) -> MfzooLearner | SurpriseLearner:
+    return PEERS[model]() if model in PEERS else MfzooLearner(BASE[model])
+
+
+def space_for(model: str) -> SearchSpace:
+    """mfzoo models: `configs/hparams_search/<model>_optuna.yaml` (the file `mfzoo-train -m` sweeps);
+    peers: `scripts/search_spaces/<model>.yaml`, in the same format, over the peer's own
+    documented constructor arguments."""
+    return read_search_space(model, PEER_SPACES) if model in PEERS else read_search_space(f"{model}_optuna")
+
+
+def tune(learner: MfzooLearner | SurpriseLearner, train: Interactions, val: Interactions, space: SearchSpace,
+         trials: int, seed: int) -> optuna.Study:
+    """The study of one fold: it is given the train and val parts only."""
     sampler = optuna.samplers.TPESampler(**{k: v for k, v in space.sampler.items() if k != "_target_"})
     study = optuna.create_study(direction=space.direction, sampler=sampler)
     for _ in range(trials):
         trial = study.ask(fixed_distributions=space.distributions)
         params = {**trial.params, **space.fixed}
-        cfg = compose_cfg(base, settings_overrides(params), seed)
-        monitor = cfg.callbacks.model_checkpoint.monitor
-        if monitor != space.metric:
-            raise ValueError(f"the checkpoint callback monitors {monitor!r}, the search optimizes {space.metric!r}")
-        fitted = fit_on_split(cfg, split, seed)
-        trial.set_user_attr("best_epochs", fitted.best_epochs)
-        if fitted.best_val is None or not math.isfinite(fitted.best_val):
+        best_val, best_epochs = learner.validate(params, train, val, seed, space.metric)
+        trial.set_user_attr("best_epochs", best_epochs)
+        if best_val is None or not math.isfinite(best_val):
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
         else:
-            study.tell(trial, fitted.best_val)
-        log.info("trial %d: %s -> %s %.4f (epoch %d)", trial.number, params, space.metric, fitted.best_val or float("nan"), fitted.best_epochs)
+            study.tell(trial, best_val)
+        log.info("trial %d: %s -> %s %.4f (epoch %d)", trial.number, params, space.metric, best_val or float("nan"), best_epochs)
     return study
 
 
@@ -171,22 +252,22 @@ def refit_and_score(cfg: DictConfig, train_val: Interactions, test: Interactions
 
 def nested_fold(fold: int, split: Split, model: str, space: SearchSpace, trials: int, seeds: list[int],
                 study_seed: int = 0, baseline: bool = False) -> FoldResult:
-    """Study on (train, val), refit on train + val, score on test: see the module docstring."""
-    base = BASE[model]
+    """Study on (train, val), refit on train + val, score on test: see the module docstring.
+    With `baseline`, the model's default settings (mfzoo: the config; a peer: the library's
+    defaults) are validated like a trial and refitted the same way, seed for seed."""
+    learner = learner_for(model)
     start = time.perf_counter()
-    study = tune(base, split.train, split.val, space, trials, study_seed)
+    study = tune(learner, split.train, split.val, space, trials, study_seed)
     study_seconds = time.perf_counter() - start
     best = study.best_trial
     params = {**best.params, **space.fixed}
     epochs = int(best.user_attrs["best_epochs"])
     train_val = Interactions.concat([split.train, split.val], name=f"{split.train.name}+val")
-    test = [refit_and_score(compose_cfg(base, settings_overrides(params), s), train_val, split.test, epochs, s) for s in seeds]
+    test = [learner.refit(params, epochs, train_val, split.test, s) for s in seeds]
     reference, reference_val = [], None
     if baseline:
-        reference_val = fit_on_split(compose_cfg(base, [], study_seed), Split(split.train, split.val, split.val), study_seed).best_val
-        for s in seeds:
-            cfg = compose_cfg(base, [], s)
-            reference.append(refit_and_score(cfg, train_val, split.test, int(cfg.trainer.max_epochs), s))
+        reference_val, _ = learner.validate({}, split.train, split.val, study_seed)
+        reference = [learner.refit({}, None, train_val, split.test, s) for s in seeds]
     history = [{"params": t.params, "value": t.value, "epochs": t.user_attrs.get("best_epochs")}
                for t in study.trials]
     return FoldResult(fold, params, float(best.value), epochs, test, reference, reference_val, study_seconds, history)
@@ -207,7 +288,7 @@ def report(results: list[FoldResult], args: argparse.Namespace, space: SearchSpa
     lines = [
         f"Nested CV of `{args.model}` on ML-100K: outer `KFold(n_folds={args.folds}, seed={args.split_seed}, "
         f"val={args.val:g})`; per fold an Optuna TPE study of {args.trials} trials (sampler {space.sampler}) over "
-        f"`configs/hparams_search/{args.model}_optuna.yaml`, objective {space.metric} on the val part; the best "
+        f"`{space_file(args.model)}`, objective {space.metric} on the val part; the best "
         f"settings refitted on train + val for their best-val epoch count, training seeds {args.seeds_list}, "
         f"test fold scored once. torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.machine()}; "
         f"total {seconds:.0f} s (a shared machine: times are noisy).",
@@ -237,7 +318,8 @@ def report(results: list[FoldResult], args: argparse.Namespace, space: SearchSpa
     ]
     if args.baseline:
         base_means = [statistics.mean(b["rmse"] for b in r.baseline) for r in results]
-        lines.append(f"- the default configuration (chosen on these test folds): val RMSE "
+        which = "the library's defaults" if args.model in PEERS else "the default configuration (chosen on these test folds)"
+        lines.append(f"- {which}: val RMSE "
                      f"{mean_sd([r.baseline_val for r in results])} over folds (trained like a trial); refitted the "
                      f"same way with the same seeds, test RMSE {mean_sd(base_means)} over folds")
     if args.model in TUNED_ON_TEST:
@@ -248,7 +330,8 @@ def report(results: list[FoldResult], args: argparse.Namespace, space: SearchSpa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", choices=sorted(BASE), default="mf", help="reads configs/hparams_search/<model>_optuna.yaml")
+    parser.add_argument("--model", choices=sorted(BASE) + sorted(PEERS), default="mf",
+                        help="mfzoo models read configs/hparams_search/<model>_optuna.yaml, peers scripts/search_spaces/<model>.yaml")
     parser.add_argument("--trials", type=int, default=None, help="trials per fold (default: the YAML's n_trials)")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--only-folds", default=None, help="comma-separated outer folds to run (default: all)")
@@ -258,15 +341,21 @@ def main() -> None:
     parser.add_argument("--val", type=float, default=0.1, help="share of each fold's training part carved out as val")
     parser.add_argument("--baseline", action="store_true",
                         help="also measure the default configuration: val RMSE, and test RMSE after the same refit")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     parser.add_argument("--out", type=Path, default=None, help="also write the markdown table here")
     parser.add_argument("--trials-out", type=Path, default=None, help="write every fold's trials (settings, val RMSE, epochs) as JSON")
+    parser.add_argument("--results-out", type=Path, default=None,
+                        help="write every fold's result as JSON (chosen settings, test metrics per seed, the defaults' "
+                             "per seed with --baseline): the input of scripts/compare_nested.py")
     args = parser.parse_args()
     args.seeds_list = list(range(args.seeds))
 
     quiet()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("nested_cv").setLevel(logging.INFO)
-    space = read_search_space(f"{args.model}_optuna")
+    space = space_for(args.model)
     args.trials = args.trials or space.n_trials
 
     start = time.perf_counter()
@@ -284,6 +373,13 @@ def main() -> None:
     if args.trials_out:
         args.trials_out.parent.mkdir(parents=True, exist_ok=True)
         args.trials_out.write_text(json.dumps([{"fold": r.fold, "trials": r.trials} for r in results], indent=1) + "\n")
+    if args.results_out:
+        args.results_out.parent.mkdir(parents=True, exist_ok=True)
+        meta = {"model": args.model, "trials": args.trials, "folds": args.folds, "split_seed": args.split_seed, "val": args.val,
+                "seeds": args.seeds_list, "study_seed": args.study_seed, "space": space_file(args.model),
+                "sampler": space.sampler, "torch": torch.__version__}
+        folds_out = [{k: v for k, v in asdict(r).items() if k != "trials"} for r in results]
+        args.results_out.write_text(json.dumps({**meta, "results": folds_out}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

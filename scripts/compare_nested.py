@@ -1,0 +1,149 @@
+"""Tables of nested-CV results side by side: defaults against defaults, tuned against tuned, and
+a paired t-test for each headline comparison.
+
+Reads the `--results-out` files of `scripts/nested_cv.py` (one per model; a model run fold by
+fold with `--only-folds` may come in several files, whose folds are gathered). Every model was
+scored on the same outer folds with the same refit seeds, so a result of model A and one of model
+B pair up by (fold, seed): 5 folds x 3 seeds = 15 pairs.
+
+- **Defaults**: each library's default settings (mfzoo: the model's config; a peer: its
+  constructor defaults), refitted on train + val, scored on the test fold (`--baseline`).
+- **Tuned**: the settings an Optuna study of the same number of trials chose on the val part of
+  each fold, refitted on train + val, scored on the test fold once.
+- **Paired t-test** (`scipy.stats.ttest_rel`, two-sided) of A − B over the 15 (fold, seed) pairs,
+  as asked of the tables; the three seeds of a fold share its test ratings, so the 15 pairs are
+  not independent and the test over the 5 fold means (each the mean of its seeds) is printed
+  beside it as the more conservative one.
+
+RMSE is one definition for every model here: mfzoo's `rating_metrics` on predictions clipped to
+[1, 5], over the same test ratings.
+
+    python scripts/compare_nested.py experiments/nested_cv/*_results.json \\
+        --pairs mf:surprise_svd,svdpp:surprise_svdpp --out experiments/nested_cv/comparison.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from scipy import stats
+
+from _bench import emit
+
+LABELS = {
+    "mf": "mfzoo MF", "svdpp": "mfzoo SVD++", "als": "mfzoo ALS (biased)", "bayesian": "mfzoo Bayesian MF (Gibbs)",
+    "surprise_svd": "Surprise SVD", "surprise_svdpp": "Surprise SVDpp",
+}
+
+
+@dataclass
+class ModelResults:
+    """One model's nested-CV results: test RMSE per (fold, seed), tuned and (if run) defaults."""
+
+    model: str
+    trials: int
+    seeds: list[int]
+    tuned: dict[tuple[int, int], float]
+    defaults: dict[tuple[int, int], float]
+    sources: list[str]
+
+    @property
+    def label(self) -> str:
+        return LABELS.get(self.model, self.model)
+
+
+def load(paths: list[Path]) -> dict[str, ModelResults]:
+    """Gather the files by model; a fold present in two files of one model is an error."""
+    models: dict[str, ModelResults] = {}
+    for path in paths:
+        raw = json.loads(path.read_text())
+        found = models.setdefault(raw["model"], ModelResults(raw["model"], raw["trials"], raw["seeds"], {}, {}, []))
+        if (found.trials, found.seeds) != (raw["trials"], raw["seeds"]):
+            raise ValueError(f"{path}: {raw['model']} was run with {raw['trials']} trials and seeds {raw['seeds']} "
+                             f"here, {found.trials} and {found.seeds} in {found.sources}")
+        found.sources.append(str(path))
+        for fold in raw["results"]:
+            keys = [(fold["fold"], s) for s in raw["seeds"]]
+            if any(k in found.tuned for k in keys):
+                raise ValueError(f"{path}: fold {fold['fold']} of {raw['model']} is also in {found.sources[:-1]}")
+            found.tuned.update({k: t["rmse"] for k, t in zip(keys, fold["test"])})
+            found.defaults.update({k: t["rmse"] for k, t in zip(keys, fold.get("baseline") or [])})
+    return models
+
+
+def mean_sd(values: list[float]) -> str:
+    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values) if len(values) > 1 else 0.0:.4f}"
+
+
+def fold_means(values: dict[tuple[int, int], float]) -> dict[int, float]:
+    folds = sorted({f for f, _ in values})
+    return {f: statistics.mean(v for (g, _), v in values.items() if g == f) for f in folds}
+
+
+def summary(models: dict[str, ModelResults]) -> list[str]:
+    lines = ["| model | trials per fold | folds x seeds | defaults: test RMSE, mean ± sd over (fold, seed) | "
+             "over fold means | tuned: test RMSE, mean ± sd over (fold, seed) | over fold means |",
+             "|---|---|---|---|---|---|---|"]
+    for m in models.values():
+        n = f"{len(fold_means(m.tuned))} x {len(m.seeds)}"
+        default = (f"{mean_sd(list(m.defaults.values()))} | {mean_sd(list(fold_means(m.defaults).values()))}"
+                   if m.defaults else "not run | ")
+        lines.append(f"| {m.label} | {m.trials} | {n} | {default} | **{mean_sd(list(m.tuned.values()))}** | "
+                     f"{mean_sd(list(fold_means(m.tuned).values()))} |")
+    return lines
+
+
+def paired(a: dict[tuple[int, int], float], b: dict[tuple[int, int], float]) -> tuple[str, str, str, str]:
+    """(mean difference ± sd over pairs, t-test over pairs, t-test over fold means, wins of A)."""
+    keys = sorted(set(a) & set(b))
+    if len(keys) < 2:
+        return ("fewer than 2 pairs", "", "", "")
+    diff = [a[k] - b[k] for k in keys]
+    t = stats.ttest_rel([a[k] for k in keys], [b[k] for k in keys])
+    fa, fb = fold_means({k: a[k] for k in keys}), fold_means({k: b[k] for k in keys})
+    tf = stats.ttest_rel(list(fa.values()), list(fb.values())) if len(fa) > 1 else None
+    folds = f"t = {tf.statistic:.2f}, p = {tf.pvalue:.3g} ({len(fa)} folds)" if tf is not None else "one fold"
+    wins = sum(d < 0 for d in diff)
+    return (f"{statistics.mean(diff):+.4f} ± {statistics.stdev(diff):.4f}", f"t = {t.statistic:.2f}, p = {t.pvalue:.3g} "
+            f"({len(keys)} pairs)", folds, f"{wins} / {len(keys)}")
+
+
+def comparisons(models: dict[str, ModelResults], pairs: list[tuple[str, str]]) -> list[str]:
+    lines = ["| A vs B | settings | RMSE A − B, mean ± sd over pairs | paired t-test over (fold, seed) | "
+             "paired t-test over fold means | pairs where A is lower |", "|---|---|---|---|---|---|"]
+    for a, b in pairs:
+        if a not in models or b not in models:
+            missing = [m for m in (a, b) if m not in models]
+            lines.append(f"| {LABELS.get(a, a)} vs {LABELS.get(b, b)} | | not run: {', '.join(missing)} | | | |")
+            continue
+        for which, pick in (("tuned vs tuned", lambda m: m.tuned), ("defaults vs defaults", lambda m: m.defaults)):
+            cells = paired(pick(models[a]), pick(models[b]))
+            lines.append(f"| {models[a].label} vs {models[b].label} | {which} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("results", nargs="+", type=Path, help="--results-out files of scripts/nested_cv.py")
+    parser.add_argument("--pairs", default="mf:surprise_svd,svdpp:surprise_svdpp",
+                        help="comma-separated A:B model pairs to test (A − B)")
+    parser.add_argument("--out", type=Path, default=None, help="also write the markdown tables here")
+    args = parser.parse_args()
+    pairs = [tuple(p.split(":")) for p in args.pairs.split(",") if p]
+    models = load(args.results)
+    lines = ["Test RMSE on ML-100K, outer `KFold(n_folds=5, seed=0)`, every model on the same folds and test "
+             "ratings; one RMSE definition for all (mfzoo's `rating_metrics`, predictions clipped to [1, 5]). "
+             "Defaults: each library's default settings refitted on train + val; tuned: chosen by an Optuna study "
+             "on each fold's val part (the trials per fold in the table), refitted on train + val. "
+             "Sources: " + "; ".join(f"{m.label}: {', '.join(m.sources)}" for m in models.values()) + ".", ""]
+    lines += summary(models) + ["", "Paired comparisons (A − B < 0: A has the lower RMSE):", ""]
+    lines += comparisons(models, pairs)
+    emit(lines, args.out)
+
+
+if __name__ == "__main__":
+    main()
