@@ -71,6 +71,8 @@ BASE = {
     # no early stopping: during burn-in val RMSE is that of single draws and would stop the chain
     # before any is kept; the best epoch (of the averaged predictor) is still chosen on val
     "bayesian": ["experiment=ml100k_cv", "model=bayesian_mf", "solver=gibbs", "~callbacks.early_stopping"],
+    "bayesian_timesvdpp": ["experiment=ml100k_cv", "model=bayesian_mf", "solver=gibbs", "~callbacks.early_stopping",
+                           "model.implicit=true", "model.n_bins=30", "model.day_bias=true"],
 }
 # The reference: experiments/ml100k_explicit's MF row, tuned on the test folds (no val part).
 TUNED_ON_TEST = {"mf": 0.9080, "svdpp": 0.9033}

@@ -17,6 +17,19 @@ it on the gradient path too; `mfzoo-train` refuses that: `trained_by`).
 
 The kept draws are buffers of a fixed size `keep` ([keep, n, dim]), part of the checkpoint;
 beyond `keep` draws the oldest is replaced (the average is over the last `keep` kept draws).
+
+Options (Bayesian timeSVD++ when all are on; every term sampled by the same Gibbs sweep):
+
+    r_ui(t) ~ N(μ + b_u + b_i + b_{i,Bin(t)} + b_{u,t} + q_i·(p_u + |N(u)|^-½ Σ_{j∈N(u)} y_j), α⁻¹)
+
+- `implicit`: SVD++'s implicit term, N(u) the user's training items, y_j ~ N(m_Y, Λ_Y⁻¹) with a
+  Gaussian-Wishart hyperprior like p and q. A kept user draw stores the effective vector
+  p_u + |N(u)|^-½ Σ y_j, so the average and the factors need nothing else.
+- `n_bins` > 0: item biases per time bin b_{i,Bin(t)} (equal-width bins over the training span,
+  `mfzoo.models.time_terms`), `day_bias`: a bias b_{u,t} per (user, day) seen in training (0 for
+  unseen days). Each group of scalar biases has a N(0, τ⁻¹) prior, τ ~ Gamma. Both need biases
+  and timestamps (`batch.times`, seconds); `user_factors()` / `item_factors()` give the model at
+  the end of the training span (the last bin, no day bias), as timeSVD's.
 """
 
 from __future__ import annotations
@@ -30,6 +43,7 @@ from mfzoo.checks import at_least, nonnegative
 from mfzoo.data.batch import Batch
 from mfzoo.data.interactions import Interactions
 from mfzoo.models.embedding import add_id_tables, row_norm_sum, rows
+from mfzoo.models.time_terms import SECONDS_PER_DAY, bin_edges, day_keys, day_rows, time_bins
 
 
 class BayesianMF(nn.Module):
@@ -41,27 +55,101 @@ class BayesianMF(nn.Module):
         biases: b_u, b_i (sampled with the factors) and the global mean μ.
         keep: how many kept draws the average is over (memory: keep · (n_users + n_items) · dim).
         init_std: the factors start as N(0, init_std²), the chain's starting point.
+        implicit: SVD++'s implicit term (module docstring); y starts at 0.
+        n_bins: item-bias time bins (0: none); needs biases and timestamps.
+        day_bias: a user bias per (user, day) seen in training; needs biases and timestamps.
     """
 
     trained_by: ClassVar[str] = "gibbs"  # the solver that samples it (the glue refuses it on the gradient path)
 
     def __init__(self, n_users: int, n_items: int, dim: int = 10, biases: bool = True, keep: int = 100,
-                 init_std: float = 0.1):
+                 init_std: float = 0.1, implicit: bool = False, n_bins: int = 0, day_bias: bool = False):
         super().__init__()
         for name, size in (("n_users", n_users), ("n_items", n_items), ("dim", dim), ("keep", keep)):
             at_least(name, size, 1)
         nonnegative("init_std", init_std)
+        at_least("n_bins", n_bins, 0)
+        if (n_bins or day_bias) and not biases:
+            raise ValueError(f"time-binned item biases (n_bins={n_bins}) and day biases (day_bias={day_bias}) are "
+                             "terms of a biased model: set biases=true, or n_bins=0 and day_bias=false")
         self.n_users, self.n_items, self.dim, self.biases, self.keep = n_users, n_items, dim, biases, keep
+        self.implicit, self.n_bins, self.has_day_bias = implicit, n_bins, day_bias
         add_id_tables(self, n_users, n_items, dim, init_std, biases)
         width = dim + (1 if biases else 0)  # a kept draw: [p_u, b_u] and [q_i, b_i]
         self.register_buffer("kept_users", torch.zeros(keep, n_users, width))
         self.register_buffer("kept_items", torch.zeros(keep, n_items, width))
         self.register_buffer("n_kept", torch.zeros((), dtype=torch.long))  # draws kept so far (all, not only held)
+        if implicit:  # the current draw of y, and |N(u)|^-½ Σ y_j per user (kept draws hold p_u + this)
+            self.register_buffer("implicit_items", torch.zeros(n_items, dim))
+            self.register_buffer("implicit_sum", torch.zeros(n_users, dim))
+        if n_bins:
+            self.register_buffer("bin_edges", torch.zeros(n_bins - 1, dtype=torch.float64))  # days
+            self.register_buffer("bin_bias", torch.zeros(n_items * n_bins))  # row i * n_bins + bin
+            self.register_buffer("kept_bins", torch.zeros(keep, n_items * n_bins))
+        if day_bias:  # sized by prepare: one row per training (user, day), the last one (unseen) 0
+            self.register_buffer("day_keys", torch.zeros(0, dtype=torch.long))
+            self.register_buffer("day_bias", torch.zeros(1))
+            self.register_buffer("kept_days", torch.zeros(keep, 1))
+
+    @property
+    def timed(self) -> bool:
+        """Whether the model has time terms (its scores need `batch.times`)."""
+        return bool(self.n_bins or self.has_day_bias)
 
     def prepare(self, train: Interactions, evaluation: Interactions | None = None) -> None:
-        """μ = the mean training value (with biases)."""
+        """μ = the mean training value (with biases); the bin edges and the (user, day) rows."""
         if self.biases:
             self.global_mean.fill_(float(train.values.double().mean()))
+        if not self.timed:
+            return
+        if train.timestamps is None:
+            raise ValueError(f"{type(self).__name__} with n_bins={self.n_bins}, day_bias={self.has_day_bias} "
+                             f"needs timestamps; {train.name} has none")
+        if self.n_bins:
+            self.bin_edges.copy_(bin_edges(train.timestamps.double() / SECONDS_PER_DAY, self.n_bins))
+        if self.has_day_bias:
+            keys = torch.unique(day_keys(train.users, train.timestamps).cpu())
+            like = {"device": self.kept_users.device, "dtype": self.kept_users.dtype}
+            self.day_keys = keys.to(like["device"])
+            self.day_bias = torch.zeros(len(keys) + 1, **like)
+            self.kept_days = torch.zeros(self.keep, len(keys) + 1, **like)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """The day tables take the checkpoint's size (they are sized by the training data)."""
+        for name in ("day_keys", "day_bias", "kept_days"):
+            if self.has_day_bias and prefix + name in state_dict:
+                dtype = torch.long if name == "day_keys" else self.kept_users.dtype
+                setattr(self, name, torch.empty(state_dict[prefix + name].shape, device=self.kept_users.device, dtype=dtype))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    # time terms ------------------------------------------------------------------------------
+    def time_rows(self, users: Tensor, items: Tensor, times: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
+        """(row i·n_bins + Bin(t) of the bin biases, row of b_{u,t}) of each event; None where the
+        model has no such term. `items` may be [B, M] against users and times [B]."""
+        if not self.timed:
+            return None, None
+        if times is None:
+            raise ValueError(f"{type(self).__name__} with time terms scores need batch.times (timestamps in seconds)")
+        bins = None
+        if self.n_bins:
+            bin_of = time_bins(times.double() / SECONDS_PER_DAY, self.bin_edges)  # [B]
+            bins = items * self.n_bins + (bin_of.unsqueeze(1) if items.ndim == 2 else bin_of)
+        days = None
+        if self.has_day_bias:
+            days = day_rows(self.day_keys, users, times)  # [B]
+            days = days.unsqueeze(1) if items.ndim == 2 else days  # against [B, M] items
+        return bins, days
+
+    def time_bias(self, bins: Tensor | None, days: Tensor | None, bin_table: Tensor | None = None,
+                  day_table: Tensor | None = None) -> Tensor | float:
+        """b_{i,Bin(t)} + b_{u,t} of the events (rows from `time_rows`), from the given tables
+        (default: the current draw)."""
+        out: Tensor | float = 0.0
+        if bins is not None:
+            out = out + (self.bin_bias if bin_table is None else bin_table)[bins]
+        if days is not None:
+            out = out + (self.day_bias if day_table is None else day_table)[days]
+        return out
 
     # the Gibbs state ------------------------------------------------------------------------
     def state(self) -> tuple[Tensor, Tensor]:
@@ -86,7 +174,13 @@ class BayesianMF(nn.Module):
         slot = int(self.n_kept) % self.keep
         users, items = self.state()
         self.kept_users[slot].copy_(users)
+        if self.implicit:  # the effective user vector p_u + |N(u)|^-½ Σ y_j
+            self.kept_users[slot, :, :self.dim] += self.implicit_sum
         self.kept_items[slot].copy_(items)
+        if self.n_bins:
+            self.kept_bins[slot].copy_(self.bin_bias)
+        if self.has_day_bias:
+            self.kept_days[slot].copy_(self.day_bias)
         self.n_kept += 1
 
     def held(self) -> int:
@@ -96,13 +190,16 @@ class BayesianMF(nn.Module):
     # scoring ---------------------------------------------------------------------------------
     def forward(self, batch: Batch) -> Tensor:
         S = self.held()
+        bins, days = self.time_rows(batch.users, batch.items, batch.times)
         if S == 0:  # no draw kept yet: the current state, as MF
             p = rows(self.user_embedding, batch.users)  # [B, D]
+            if self.implicit:
+                p = p + self.implicit_sum.index_select(0, batch.users)
             q = rows(self.item_embedding, batch.items)  # [B, M, D]
             scores = (p.unsqueeze(1) * q).sum(-1)  # [B, M]
             if self.biases:
                 scores = scores + self.global_mean + rows(self.user_bias, batch.users) + \
-                    rows(self.item_bias, batch.items).squeeze(-1)
+                    rows(self.item_bias, batch.items).squeeze(-1) + self.time_bias(bins, days)
             return scores
         U = self.kept_users[:S].index_select(1, batch.users)  # [S, B, D(+1)]
         V = self.kept_items[:S].index_select(1, batch.items.reshape(-1)).view(S, *batch.items.shape, -1)  # [S, B, M, D(+1)]
@@ -110,7 +207,19 @@ class BayesianMF(nn.Module):
         scores = (U[..., :d].unsqueeze(2) * V[..., :d]).sum(-1).mean(0)  # [B, M] mean of the dot products
         if self.biases:
             scores = scores + self.global_mean + U[..., d].mean(0).unsqueeze(1) + V[..., d].mean(0)
+            if self.timed:
+                scores = scores + self.time_bias(bins, days, *self._held_time_tables())
         return scores
+
+    def _held_time_tables(self) -> tuple[Tensor | None, Tensor | None]:
+        """The time-bias tables averaged over the held draws (the current ones before any is kept)."""
+        S = self.held()
+        bins = days = None
+        if self.n_bins:
+            bins = self.kept_bins[:S].mean(0) if S else self.bin_bias
+        if self.has_day_bias:
+            days = self.kept_days[:S].mean(0) if S else self.day_bias
+        return bins, days
 
     def penalty(self, batch: Batch) -> Tensor:
         """[2]: squared L2 norms of the rows the batch touches (factors, biases), for the gradient path."""
@@ -131,11 +240,16 @@ class BayesianMF(nn.Module):
     def user_factors(self) -> Tensor:
         """[n_users, D']: `user_factors() @ item_factors().T` are the scores (the average over the
         kept draws; the current state before any is kept). With biases the last two columns
-        are [μ + b̄_u, 1] (b̄_u: the mean of the kept b_u)."""
-        P, b = self._averaged(self.kept_users, self.user_embedding.weight, self.user_bias if self.biases else None)
+        are [μ + b̄_u, 1] (b̄_u: the mean of the kept b_u). With the implicit term the factors are
+        the effective p_u + |N(u)|^-½ Σ y_j; day biases are left out (the end of the span)."""
+        current = self.user_embedding.weight + (self.implicit_sum if self.implicit else 0.0)
+        P, b = self._averaged(self.kept_users, current, self.user_bias if self.biases else None)
         return P if b is None else torch.cat([P, self.global_mean + b, torch.ones_like(b)], dim=1)
 
     def item_factors(self) -> Tensor:
-        """[n_items, D']: the companion of `user_factors`; with biases the last columns [1, b̄_i]."""
+        """[n_items, D']: the companion of `user_factors`; with biases the last columns [1, b̄_i]
+        (plus the item's bias in the last time bin, with time bins)."""
         Q, b = self._averaged(self.kept_items, self.item_embedding.weight, self.item_bias if self.biases else None)
+        if self.n_bins:
+            b = b + self._held_time_tables()[0].view(self.n_items, self.n_bins)[:, -1:]
         return Q if b is None else torch.cat([Q, torch.ones_like(b), b], dim=1)

@@ -25,9 +25,8 @@ from mfzoo.data.interactions import Interactions
 from mfzoo.models.embedding import row_norm_sum, rows
 from mfzoo.models.implicit import ImplicitSets
 from mfzoo.models.mf import MF
+from mfzoo.models.time_terms import SECONDS_PER_DAY, bin_edges, day_keys, day_rows, time_bins
 
-SECONDS_PER_DAY = 86400
-_DAY_KEY = 1 << 32  # (user, day) -> user * 2^32 + day: days since 1970 stay far below 2^32
 
 
 class TimeSVD(MF):
@@ -93,19 +92,18 @@ class TimeSVD(MF):
         if train.timestamps is None:
             raise ValueError(f"{type(self).__name__} needs timestamps; {train.name} has none")
         days = train.timestamps.double() / SECONDS_PER_DAY  # [N]
-        first, last = float(days.min()), float(days.max())
-        self.bin_edges.copy_(torch.linspace(first, last, self.n_bins + 1, dtype=torch.float64)[1:-1])
-        self.last_day.fill_(last)
+        self.bin_edges.copy_(bin_edges(days, self.n_bins))
+        self.last_day.fill_(float(days.max()))
         counts = torch.bincount(train.users, minlength=self.n_users).double()
         sums = torch.zeros(self.n_users, dtype=torch.float64).index_add_(0, train.users, days)
         self.user_mean_day.copy_(torch.where(counts > 0, sums / counts.clamp(min=1), days.mean()))
         bin_rows = train.items * self.n_bins + self.time_bin(days)
         self.bin_reg_weight = self._reg_weight(bin_rows, self.n_items * self.n_bins)
         if self.day_bias is not None:
-            self.day_keys, day_rows = torch.unique(self._day_key(train.users, train.timestamps), return_inverse=True)
+            self.day_keys, used_rows = torch.unique(day_keys(train.users, train.timestamps), return_inverse=True)
             self.day_bias = nn.Embedding(len(self.day_keys) + 1, 1).to(self.user_drift.weight)
             nn.init.zeros_(self.day_bias.weight)
-            self.day_reg_weight = self._reg_weight(day_rows, len(self.day_keys) + 1)
+            self.day_reg_weight = self._reg_weight(used_rows, len(self.day_keys) + 1)
         if self.implicit is not None:
             users, items = train.users, train.items
             if self.include_evaluation_items and evaluation is not None:
@@ -117,10 +115,6 @@ class TimeSVD(MF):
         counts = torch.bincount(rows_used, minlength=n_rows).clamp(min=1).to(self.user_reg_weight)
         return counts.pow(self.reg_exponent - 1.0)
 
-    @staticmethod
-    def _day_key(users: Tensor, times: Tensor) -> Tensor:
-        return users.long() * _DAY_KEY + torch.div(times, SECONDS_PER_DAY, rounding_mode="floor").long()
-
     # time terms ---------------------------------------------------------------------------
     def deviation(self, users: Tensor, days: Tensor) -> Tensor:
         """dev_u(t) = sign(t − t_u) |t − t_u|^β, t in days: [B]."""
@@ -129,16 +123,11 @@ class TimeSVD(MF):
 
     def time_bin(self, days: Tensor) -> Tensor:
         """Bin(t) in 0..n_bins-1 (times outside the training span clamp to the end bins): [B]."""
-        return torch.bucketize(days, self.bin_edges)
+        return time_bins(days, self.bin_edges)
 
     def day_index(self, users: Tensor, times: Tensor) -> Tensor:
         """Row of b_{u,t} for each (user, day); the last row (always 0) when not seen in training."""
-        keys = self._day_key(users, times)
-        unseen = len(self.day_keys)
-        if unseen == 0:
-            return torch.full_like(keys, 0)
-        pos = torch.searchsorted(self.day_keys, keys).clamp(max=unseen - 1)
-        return torch.where(self.day_keys[pos] == keys, pos, torch.full_like(pos, unseen))
+        return day_rows(self.day_keys, users, times)
 
     def _times(self, batch: Batch) -> Tensor:
         if batch.times is None:

@@ -26,6 +26,23 @@ biases are one more coordinate of the sampled vectors; without biases x_u = p_u)
 4. α | everything ~ Gamma(a₀ + N/2, b₀ + SSE/2), SSE the squared error of the N training
    ratings (unless α is fixed).
 
+With the model's options (`BayesianMF(implicit=..., n_bins=..., day_bias=...)`) the sweep
+draws, after step 3 (each conditional given everything else; e_ui the residual of the full
+prediction):
+
+3a. the implicit factors y_j, one item at a time (y_j's conditional couples it to every other
+    y_k of the users who rated j, so the items are not independent): with c_u = |N(u)|^-½,
+    G_u = Σ_{i∈I_u} q_i q_iᵀ and h_u = Σ_{i∈I_u} e_ui q_i,
+        A_j = Λ_Y + α Σ_{u∋j} c_u² G_u,   b_j = Λ_Y m_Y + α Σ_{u∋j} c_u (h_u + c_u G_u y_j),
+        y_j ~ N(A_j⁻¹ b_j, A_j⁻¹),   then h_u −= c_u G_u Δ_j and the users' sums += c_u Δ_j
+    (Δ_j the change of y_j), with (m_Y, Λ_Y) from the Gaussian-Wishart posterior as in step 1;
+    the user side's target in step 2 subtracts c_u Σ_j y_j·q_i, the item side's design is the
+    effective p_u + c_u Σ_j y_j;
+3b. each group of scalar time biases g (the item-bin biases, then the day biases): its
+    precision τ ~ Gamma(a_b + G/2, b_b + Σ_g b_g²/2) over its G rows, then every row
+    independently, b_g ~ N(α Σ_{(u,i)∈g} ẽ_ui / (τ + α n_g), (τ + α n_g)⁻¹), ẽ the residual
+    without b_g itself; every other step's target subtracts the time biases.
+
 After `burn_in` sweeps every sweep's draw is kept by the model, whose predictions average
 over the kept draws. With fixed hyperparameters a draw with z = 0 is the posterior mean, which
 for m = 0, Λ = λα I is the ridge solution of the biased ALS half-step with λ on the factors and
@@ -46,7 +63,7 @@ import torch
 from torch import Tensor, nn
 
 from mfzoo.data.interactions import Interactions
-from mfzoo.solvers.blocks import block_rows, for_blocks, kept_with, matrix_on, row_order
+from mfzoo.solvers.blocks import block_rows, for_blocks, kept_with, matrix_on, memo, row_order
 from mfzoo.solvers.checks import NonFiniteError, at_least, check_model_class, positive
 
 BAYESIAN_PATH = "mfzoo.models.bayesian.BayesianMF"
@@ -121,6 +138,67 @@ def draw_rows(R: Tensor, design: Tensor, target: Tensor, Lam: Tensor, m: Tensor,
     return X
 
 
+def pattern(R: Tensor, like: Tensor) -> Tensor:
+    """R's pattern as a CSR matrix of ones in `like`'s dtype, on its device: R's rows summing
+    the rows of a dense [n_cols, k] matrix by one sparse product."""
+    crow, col = R.crow_indices().to(like.device), R.col_indices().to(like.device)
+    return torch.sparse_csr_tensor(crow, col, like.new_ones(len(col)), size=R.shape)
+
+
+def draw_implicit(R_items: Tensor, c: Tensor, G: Tensor, h: Tensor, Y: Tensor, sums: Tensor, Lam: Tensor, m: Tensor,
+                  alpha: float, Z: Tensor) -> None:
+    """Step 3a of the module docstring, in place: every y_j (row j of Y [I, d]) drawn in item
+    order from its conditional, each draw moving the users' h [U, d] and implicit sums [U, d].
+
+    A_j = Λ + α Σ_{u∋j} c_u² G_u does not change during the loop (G and c are fixed), so every
+    A_j, its inverse and the noise A_j^-½ z_j (L_j⁻ᵀ z_j, A_j = L_j L_jᵀ) are computed at once,
+    batched, on the tensors' device; the sequential part (b_j from the current h, then h and the
+    sums moved by the draw) runs as a loop of small float64 NumPy operations on the CPU.
+
+    Args:
+        R_items: sparse CSR [n_items, n_users]: row j holds the users with j in N(u).
+        c: [U] c_u = |N(u)|^-½ (0 for a user without items).
+        G: [U, d, d] Σ_{i∈I_u} q_i q_iᵀ; h: [U, d] Σ_{i∈I_u} e_ui q_i at the current Y.
+        Lam, m: the prior precision [d, d] and mean [d] of y; alpha: the noise precision.
+        Z: [I, d] standard normal draws (zeros: every y_j its conditional mean, in turn).
+    """
+    n_items, d = Y.shape
+    crow = R_items.crow_indices().to(Y.device)
+    col = R_items.col_indices().to(Y.device)
+    weighted = (c.square().unsqueeze(1).unsqueeze(2) * G).reshape(len(c), d * d)  # [U, d²] c_u² G_u
+    A = Lam + alpha * torch.sparse.mm(pattern(R_items, Y), weighted).view(n_items, d, d)  # [I, d, d]
+    L = torch.linalg.cholesky(A)
+    A_inv = torch.cholesky_inverse(L)  # [I, d, d]
+    noise = torch.linalg.solve_triangular(L.mT, Z.to(Y).unsqueeze(2), upper=True)[..., 0]  # [I, d]
+    K = A - Lam  # [I, d, d] α Σ c_u² G_u
+    to = lambda t: t.detach().to("cpu", torch.float64).numpy()  # noqa: E731
+    Gn, hn, Yn, sn, cn = to(G), to(h), to(Y), to(sums), to(c)
+    A_inv_n, noise_n, K_n = to(A_inv), to(noise), to(K)
+    prior = to(Lam @ m)
+    starts, cols = crow.tolist(), to(col).astype(np.int64)
+    for j in range(n_items):
+        users = cols[starts[j]:starts[j + 1]]  # the users whose sums hold y_j
+        cu = cn[users]  # [n]
+        b = prior + alpha * (cu @ hn[users]) + K_n[j] @ Yn[j]  # [d]
+        draw = A_inv_n[j] @ b + noise_n[j]
+        delta = draw - Yn[j]
+        hn[users] -= cu[:, None] * (Gn[users] @ delta)
+        sn[users] += cu[:, None] * delta
+        Yn[j] = draw
+    for tensor, array in ((h, hn), (Y, Yn), (sums, sn)):
+        tensor.copy_(torch.from_numpy(array))
+
+
+def draw_group_biases(residual: Tensor, groups: Tensor, n_groups: int, tau: float, alpha: float, Z: Tensor) -> Tensor:
+    """Step 3b for one group of scalar biases: b_g ~ N(α Σ_{n∈g} residual_n / (τ + α n_g),
+    (τ + α n_g)⁻¹) for g in 0..n_groups−1 [n_groups], `residual` [N] the events' residuals without
+    the group's own term, `groups` [N] each event's row, Z [n_groups] standard normal draws."""
+    counts = torch.bincount(groups, minlength=n_groups).to(residual)
+    sums = residual.new_zeros(n_groups).index_add_(0, groups, residual)
+    precision = tau + alpha * counts
+    return alpha * sums / precision + Z.to(residual) / precision.sqrt()
+
+
 @dataclass
 class GibbsSolver:
     """BPMF by Gibbs sampling as a solver the training glue runs (`solver=gibbs`,
@@ -133,6 +211,7 @@ class GibbsSolver:
         noise_precision: α, fixed; None: drawn every sweep from its Gamma posterior.
         noise_shape, noise_rate: a₀, b₀ > 0 of α's Gamma prior.
         beta0: β₀ > 0 of the Gaussian-Wishart hyperprior.
+        bias_shape, bias_rate: a_b, b_b > 0 of the Gamma prior of each time-bias group's precision.
         seed: the chain's seed (sweep s draws from `default_rng([seed, s])`).
         block_size: rows drawn together (None: 512 on a CPU, 8192 on an accelerator).
     """
@@ -145,6 +224,8 @@ class GibbsSolver:
     noise_shape: float = 1.0
     noise_rate: float = 1.0
     beta0: float = 2.0
+    bias_shape: float = 1.0
+    bias_rate: float = 1.0
     seed: int = 0
     block_size: int | None = None
     _state: dict = field(default_factory=lambda: {"sweeps": 0, "alpha": 2.0}, init=False, repr=False)
@@ -158,6 +239,8 @@ class GibbsSolver:
         positive("noise_shape", self.noise_shape)
         positive("noise_rate", self.noise_rate)
         positive("beta0", self.beta0)
+        positive("bias_shape", self.bias_shape)
+        positive("bias_rate", self.bias_rate)
         if self.block_size is not None:
             at_least("block_size", self.block_size, 1)
 
@@ -183,18 +266,21 @@ class GibbsSolver:
     @torch.no_grad()
     def sweep(self, model: nn.Module, train: Interactions) -> None:
         """One Gibbs sweep: the users' hyperparameters and rows, the items' hyperparameters and
-        rows, α; the draw is written into the model and, after burn-in, kept."""
+        rows, the model's optional implicit factors and time biases, α; the draw is written into
+        the model and, after burn-in, kept."""
         self.check_model(type(model))
         sweep = int(self._state["sweeps"])
         rng = np.random.default_rng([self.seed, sweep])
         torch_generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
         users, items = model.state()  # [U, d], [I, d] the current draw
-        device, dtype = users.device, users.dtype
+        device, dtype, d = users.device, users.dtype, model.dim
         R_users, R_items = matrix_on(self._caches, train, "user", device), matrix_on(self._caches, train, "item", device)
         mean = float(model.global_mean) if model.biases else 0.0
         rows = block_rows(self.block_size, device)
+        events = self._events(model, train, device)  # the training rows' users, items, time rows
 
-        def side(R: Tensor, own: Tensor, other: Tensor, cache: dict) -> Tensor:
+        def side(R: Tensor, own: Tensor, other: Tensor, cache: dict, offset: Tensor | None) -> Tensor:
+            """Draw one side's rows; `offset` [N] (per training row) is subtracted from the target."""
             m, Lam = sample_hyperparameters(own, self.beta0, rng)
             values = R.values().to(device=device, dtype=dtype)  # [nnz]
             col = R.col_indices().to(device)
@@ -203,12 +289,25 @@ class GibbsSolver:
                 target = values - mean - other[:, -1].index_select(0, col)  # [nnz] r − μ − b_other
             else:
                 design, target = other, values
+            if offset is not None:  # into R's entry order (pairs are unique: a permutation)
+                target = target - offset.new_zeros(len(values)).index_copy_(0, self._entries(train, R, cache), offset)
             Z = torch.randn(R.shape[0], own.shape[1], generator=torch_generator, dtype=torch.float64)
             return draw_rows(R, design, target, torch.from_numpy(Lam), torch.from_numpy(m), self.alpha, Z, rows, cache)
 
-        users = side(R_users, users, items, kept_with(self._caches, R_users))
-        items = side(R_items, items, users, kept_with(self._caches, R_items))
+        time = model.time_bias(events["bins"], events["days"]) if model.timed else None  # [N] or None
+        u, i = events["users"], events["items"]
+        offset = time
+        if model.implicit:  # the user side's target also loses c_u Σ y_j · q_i
+            implicit = (model.implicit_sum.index_select(0, u) * items[:, :d].index_select(0, i)).sum(1)
+            offset = implicit if time is None else time + implicit
+        users = side(R_users, users, items, kept_with(self._caches, R_users), offset)
+        effective = users if not model.implicit else torch.cat([users[:, :d] + model.implicit_sum, users[:, d:]], 1)
+        items = side(R_items, items, effective, kept_with(self._caches, R_items), time)
         model.set_state(users, items)
+        if model.implicit:
+            self._draw_implicit(model, train, events, R_users, R_items, rng, torch_generator)
+        if model.timed:
+            self._draw_time_biases(model, train, events, rng, torch_generator)
         if self.noise_precision is None:
             sse = self.objective(model, train)
             self._state["alpha"] = float(rng.gamma(self.noise_shape + len(train) / 2,
@@ -217,16 +316,89 @@ class GibbsSolver:
         if sweep + 1 > self.burn_in:
             model.keep_sample()
 
+    def _events(self, model: nn.Module, train: Interactions, device: torch.device) -> dict:
+        """The training rows' users, items [N] and their time rows (bins, days; None without),
+        on the model's device, kept across sweeps with the training matrix."""
+        cache = kept_with(self._caches, train.csr("user"))
+
+        def make() -> dict:
+            users, items = train.users.to(device), train.items.to(device)
+            times = train.timestamps.to(device) if train.timestamps is not None else None
+            bins, days = model.time_rows(users, items, times) if model.timed else (None, None)
+            return {"users": users, "items": items, "bins": bins, "days": days}
+
+        return memo(cache, ("events", str(device), model.n_bins, model.has_day_bias), make)
+
+    @staticmethod
+    def _entries(train: Interactions, R: Tensor, cache: dict) -> Tensor:
+        """The entry of R (CSR by user or by item) that holds each training row [N]."""
+        def make() -> Tensor:
+            by_user = R.shape[0] == train.n_users and R.shape[1] == train.n_items
+            rows, cols = (train.users, train.items) if by_user else (train.items, train.users)
+            n_cols = R.shape[1]
+            keys = rows.long() * n_cols + cols.long()
+            unique = torch.unique(keys)
+            if len(unique) != len(keys):
+                raise ValueError(f"{train.name}: the Gibbs sampler's implicit and time terms need one rating per "
+                                 "(user, item) pair; this set repeats pairs (see data.pair_duplicates)")
+            return torch.searchsorted(unique, keys).to(R.device)
+
+        return memo(cache, ("entries",), make)
+
+    def residuals(self, model: nn.Module, train: Interactions) -> Tensor:
+        """e_ui = r_ui − r̂_ui of every training row at the current draw [N] (float64)."""
+        users, items = model.state()
+        events = self._events(model, train, users.device)
+        u, i, d = events["users"], events["items"], model.dim
+        p = users[:, :d].index_select(0, u)
+        if model.implicit:
+            p = p + model.implicit_sum.index_select(0, u)
+        scores = (p * items[:, :d].index_select(0, i)).sum(1).double()
+        if model.biases:
+            scores = scores + float(model.global_mean) + users[u, d].double() + items[i, d].double()
+        if model.timed:
+            scores = scores + model.time_bias(events["bins"], events["days"]).double()
+        return train.values.to(scores) - scores
+
+    def _draw_implicit(self, model: nn.Module, train: Interactions, events: dict, R_users: Tensor, R_items: Tensor,
+                       rng: np.random.Generator, generator: torch.Generator) -> None:
+        """Step 3a: (m_Y, Λ_Y), then every y_j in turn (`draw_implicit`)."""
+        Y = model.implicit_items.double()
+        m, Lam = sample_hyperparameters(Y, self.beta0, rng)
+        _, items = model.state()
+        d, u, i = model.dim, events["users"], events["items"]
+        q = items[:, :d].double()
+        e = self.residuals(model, train)  # [N]
+        n_u = torch.bincount(u, minlength=model.n_users).double()
+        c = torch.where(n_u > 0, n_u.clamp(min=1).rsqrt(), torch.zeros_like(n_u))  # [U]
+        h = q.new_zeros(model.n_users, d).index_add_(0, u, e.unsqueeze(1) * q.index_select(0, i))
+        outer = (q.unsqueeze(2) * q.unsqueeze(1)).reshape(model.n_items, d * d)  # [I, d²] q_i q_iᵀ
+        G = torch.sparse.mm(pattern(R_users, q), outer).view(model.n_users, d, d)  # [U, d, d] Σ_{i∈I_u} q_i q_iᵀ
+        sums = model.implicit_sum.double()
+        Z = torch.randn(model.n_items, d, generator=generator, dtype=torch.float64).to(Y.device)
+        draw_implicit(R_items, c, G, h, Y, sums, torch.from_numpy(Lam).to(Y), torch.from_numpy(m).to(Y), self.alpha, Z)
+        if not bool(torch.isfinite(Y).all()):
+            raise NonFiniteError("the Gibbs draw of the implicit factors produced NaN or inf")
+        model.implicit_items.copy_(Y)
+        model.implicit_sum.copy_(sums)
+
+    def _draw_time_biases(self, model: nn.Module, train: Interactions, events: dict, rng: np.random.Generator,
+                          generator: torch.Generator) -> None:
+        """Step 3b: the item-bin biases, then the day biases (the unseen-day row stays 0)."""
+        for table, rows, n in (("bin_bias", events["bins"], model.n_items * model.n_bins),
+                               ("day_bias", events["days"], len(getattr(model, "day_keys", ())))):
+            if rows is None:
+                continue
+            current = getattr(model, table)
+            tau = float(rng.gamma(self.bias_shape + n / 2, 1.0 / (self.bias_rate + float(current[:n].double().square().sum()) / 2)))
+            residual = self.residuals(model, train) + current.index_select(0, rows).double()  # without b_g itself
+            Z = torch.randn(n, generator=generator, dtype=torch.float64)
+            current[:n] = draw_group_biases(residual, rows, n, tau, self.alpha, Z).to(current)
+
     @torch.no_grad()
     def objective(self, model: nn.Module, train: Interactions) -> float:
-        """Σ_{(u,i)∈R} (r_ui − μ − b_u − b_i − p_u·q_i)² at the current draw (a sum)."""
-        users, items = model.state()
-        u, i = train.users.to(users.device), train.items.to(users.device)
-        d = model.dim
-        scores = (users[u, :d] * items[i, :d]).sum(1)
-        if model.biases:
-            scores = scores + float(model.global_mean) + users[u, d] + items[i, d]
-        return float((train.values.to(scores) - scores).double().pow(2).sum())
+        """Σ_{(u,i)∈R} (r_ui − r̂_ui)² at the current draw (a sum; r̂ with every term of the model)."""
+        return float(self.residuals(model, train).pow(2).sum())
 
     # the chain's position goes into the checkpoint (resume draws what the uninterrupted run drew)
     def state_dict(self) -> dict[str, Tensor]:
