@@ -161,7 +161,8 @@ def test_param_parser_reads_the_sweeper_syntax(nested_cv):
 def test_nested_cv_reads_the_cli_search_space(nested_cv):
     space = nested_cv.read_search_space("mf_optuna")
     raw = OmegaConf.load(CONFIG_DIR / "hparams_search" / "mf_optuna.yaml")
-    assert list(space.distributions) == list(raw.hydra.sweeper.params)
+    assert [*space.distributions, *space.fixed] == list(raw.hydra.sweeper.params)
+    assert space.fixed == {"data.batch_size": "1024"}  # a plain value: set in every trial, not searched
     assert space.metric == "val/rmse" and space.direction == "minimize" and space.n_trials == 20
     assert space.sampler["seed"] == raw.hydra.sweeper.sampler.seed
     assert space.distributions["model.dim"] == CategoricalDistribution([16, 32, 64, 128])

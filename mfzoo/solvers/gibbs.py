@@ -142,7 +142,7 @@ def pattern(R: Tensor, like: Tensor) -> Tensor:
     """R's pattern as a CSR matrix of ones in `like`'s dtype, on its device: R's rows summing
     the rows of a dense [n_cols, k] matrix by one sparse product."""
     crow, col = R.crow_indices().to(like.device), R.col_indices().to(like.device)
-    return torch.sparse_csr_tensor(crow, col, like.new_ones(len(col)), size=R.shape)
+    return torch.sparse_csr_tensor(crow, col, like.new_ones(len(col)), size=R.shape, check_invariants=False)
 
 
 def draw_implicit(R_items: Tensor, c: Tensor, G: Tensor, h: Tensor, Y: Tensor, sums: Tensor, Lam: Tensor, m: Tensor,
