@@ -285,15 +285,15 @@ def show(value: object) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-def report(results: list[FoldResult], args: argparse.Namespace, space: SearchSpace, seconds: float) -> list[str]:
-    keys = list(space.distributions)
+def report(results: list[FoldResult], args: argparse.Namespace, space: SearchSpace, seconds: float | str) -> list[str]:
+    keys = [k for k in space.distributions if all(k in r.params for r in results)]
     lines = [
         f"Nested CV of `{args.model}` on ML-100K: outer `KFold(n_folds={args.folds}, seed={args.split_seed}, "
         f"val={args.val:g})`; per fold an Optuna TPE study of {args.trials} trials (sampler {space.sampler}) over "
         f"`{space_file(args.model)}`, objective {space.metric} on the val part; the best "
         f"settings refitted on train + val for their best-val epoch count, training seeds {args.seeds_list}, "
         f"test fold scored once. torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.machine()}; "
-        f"total {seconds:.0f} s (a shared machine: times are noisy).",
+        + (f"total {seconds:.0f} s" if isinstance(seconds, float) else seconds) + " (a shared machine: times are noisy).",
         "",
         "| fold | " + " | ".join(f"`{k}`" for k in keys) + " | epochs | best val RMSE | test RMSE (mean of seeds) | "
         "test RMSE per seed | test MAE |" + (" defaults: val RMSE | defaults, same refit: test RMSE |" if args.baseline else "")
@@ -330,6 +330,26 @@ def report(results: list[FoldResult], args: argparse.Namespace, space: SearchSpa
     return lines
 
 
+def gather(paths: list[Path]) -> tuple[list[FoldResult], argparse.Namespace]:
+    """The folds of several `--results-out` files of one model (runs with `--only-folds`), in
+    fold order, and the settings they were run with (which must agree)."""
+    metas, results = [], {}
+    for path in paths:
+        raw = json.loads(path.read_text())
+        metas.append({k: v for k, v in raw.items() if k not in ("results", "torch")})
+        for fold in raw["results"]:
+            if fold["fold"] in results:
+                raise ValueError(f"{path}: fold {fold['fold']} is in two of the files")
+            results[fold["fold"]] = FoldResult(**fold)
+    if any(m != metas[0] for m in metas[1:]):
+        raise ValueError(f"the files were run with different settings: {metas}")
+    meta = metas[0]
+    args = argparse.Namespace(model=meta["model"], trials=meta["trials"], folds=meta["folds"], split_seed=meta["split_seed"],
+                              val=meta["val"], seeds_list=meta["seeds"],
+                              baseline=all(r.baseline for r in results.values()))
+    return [results[k] for k in sorted(results)], args
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", choices=sorted(BASE) + sorted(PEERS), default="mf",
@@ -349,8 +369,15 @@ def main() -> None:
     parser.add_argument("--results-out", type=Path, default=None,
                         help="write every fold's result as JSON (chosen settings, test metrics per seed, the defaults' "
                              "per seed with --baseline): the input of scripts/compare_nested.py")
+    parser.add_argument("--gather", nargs="+", type=Path, default=None,
+                        help="--results-out files of one model run fold by fold (--only-folds): write their joint report")
     args = parser.parse_args()
     args.seeds_list = list(range(args.seeds))
+    if args.gather:
+        results, meta = gather(args.gather)
+        seconds = f"gathered from {len(args.gather)} runs of `--only-folds`, studies {sum(r.study_seconds for r in results):.0f} s in all"
+        emit(report(results, meta, space_for(meta.model), seconds), args.out)
+        return
 
     quiet()
     if args.threads:

@@ -168,3 +168,25 @@ def test_implicit_report_labels_and_pairs(scripts, tmp_path):
     row = next(line for line in lines if line.startswith("| mfzoo iALS vs implicit ALS | tuned"))
     assert "+0.0100 ± 0.0100" in row and "t = 1.73" in row  # mean 0.01, sd 0.01, t = 0.01 / (0.01 / √3)
     assert any("precision@10 = hits / 10" in line for line in lines)
+
+
+def test_gather_joins_folds_run_apart_and_refuses_overlaps(scripts, tmp_path):
+    nested_cv = scripts["nested_cv"]
+    meta = {"model": "mf", "trials": 20, "folds": 5, "split_seed": 0, "val": 0.1, "seeds": [0, 1], "study_seed": 0,
+            "space": "configs/hparams_search/mf_optuna.yaml", "sampler": {"seed": 0}, "torch": "x"}
+
+    def fold(k: int) -> dict:
+        return {"fold": k, "params": {"model.dim": 16}, "best_val": 0.9, "best_epochs": 5,
+                "test": [{"rmse": 0.9 + k / 100, "mae": 0.7}] * 2, "baseline": [], "baseline_val": None, "study_seconds": 1.0}
+
+    (tmp_path / "late.json").write_text(json.dumps({**meta, "results": [fold(3), fold(4)]}))
+    (tmp_path / "early.json").write_text(json.dumps({**meta, "results": [fold(0), fold(1), fold(2)]}))
+    results, args = nested_cv.gather([tmp_path / "late.json", tmp_path / "early.json"])
+    assert [r.fold for r in results] == [0, 1, 2, 3, 4] and args.model == "mf" and args.seeds_list == [0, 1]
+    lines = nested_cv.report(results, args, nested_cv.space_for("mf"), "gathered")
+    assert any("**0.9200 ± 0.0158**" in line for line in lines)  # mean of 0.90..0.94
+    with pytest.raises(ValueError, match="fold 3 is in two"):
+        nested_cv.gather([tmp_path / "late.json", tmp_path / "late.json"])
+    (tmp_path / "other.json").write_text(json.dumps({**meta, "trials": 60, "results": [fold(0)]}))
+    with pytest.raises(ValueError, match="different settings"):
+        nested_cv.gather([tmp_path / "late.json", tmp_path / "other.json"])
