@@ -37,6 +37,9 @@ from _bench import emit
 LABELS = {
     "mf": "mfzoo MF", "svdpp": "mfzoo SVD++", "als": "mfzoo ALS (biased)", "bayesian": "mfzoo Bayesian MF (Gibbs)",
     "surprise_svd": "Surprise SVD", "surprise_svdpp": "Surprise SVDpp",
+    "bayesian_timesvdpp": "mfzoo Bayesian timeSVD++ (Gibbs)",
+    "mf_batch_searched": "mfzoo MF, batch size searched", "svdpp_fixed_batch": "mfzoo SVD++, batch 16384",
+    "mf_fixed_batch": "mfzoo MF, batch 16384", "surprise_svd_epochs100": "Surprise SVD, n_epochs ≤ 100",
 }
 
 
@@ -56,20 +59,25 @@ class ModelResults:
         return LABELS.get(self.model, self.model)
 
 
-def load(paths: list[Path]) -> dict[str, ModelResults]:
-    """Gather the files by model; a fold present in two files of one model is an error."""
+def load(paths: list[Path | str]) -> dict[str, ModelResults]:
+    """Gather the files by model; a fold present in two files of one model is an error. A path
+    written `FILE=NAME` files its results under NAME instead of the model's key (two runs of one
+    model, e.g. over two search spaces, side by side)."""
     models: dict[str, ModelResults] = {}
-    for path in paths:
+    for given in paths:
+        path_text, _, name = str(given).partition("=")
+        path = Path(path_text)
         raw = json.loads(path.read_text())
-        found = models.setdefault(raw["model"], ModelResults(raw["model"], raw["trials"], raw["seeds"], {}, {}, []))
+        key = name or raw["model"]
+        found = models.setdefault(key, ModelResults(key, raw["trials"], raw["seeds"], {}, {}, []))
         if (found.trials, found.seeds) != (raw["trials"], raw["seeds"]):
-            raise ValueError(f"{path}: {raw['model']} was run with {raw['trials']} trials and seeds {raw['seeds']} "
+            raise ValueError(f"{path}: {key} was run with {raw['trials']} trials and seeds {raw['seeds']} "
                              f"here, {found.trials} and {found.seeds} in {found.sources}")
         found.sources.append(str(path))
         for fold in raw["results"]:
             keys = [(fold["fold"], s) for s in raw["seeds"]]
             if any(k in found.tuned for k in keys):
-                raise ValueError(f"{path}: fold {fold['fold']} of {raw['model']} is also in {found.sources[:-1]}")
+                raise ValueError(f"{path}: fold {fold['fold']} of {key} is also in {found.sources[:-1]}")
             found.tuned.update({k: t["rmse"] for k, t in zip(keys, fold["test"])})
             found.defaults.update({k: t["rmse"] for k, t in zip(keys, fold.get("baseline") or [])})
     return models
@@ -128,7 +136,7 @@ def comparisons(models: dict[str, ModelResults], pairs: list[tuple[str, str]]) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("results", nargs="+", type=Path, help="--results-out files of scripts/nested_cv.py")
+    parser.add_argument("results", nargs="+", help="--results-out files of scripts/nested_cv.py (FILE or FILE=NAME)")
     parser.add_argument("--pairs", default="mf:surprise_svd,svdpp:surprise_svdpp",
                         help="comma-separated A:B model pairs to test (A − B)")
     parser.add_argument("--out", type=Path, default=None, help="also write the markdown tables here")

@@ -55,7 +55,7 @@ from threadpoolctl import threadpool_limits
 from _bench import emit, quiet
 from bench_als import ones
 from nested_cv import (
-    SearchSpace, StopAfterEpochs, compose_cfg, fit_on_split, read_search_space, settings_overrides, tune,
+    MfzooLearner, SearchSpace, StopAfterEpochs, compose_cfg, fit_on_split, read_search_space, settings_overrides, tune,
 )
 from mfzoo.data.interactions import Interactions
 from mfzoo.data.sources import movielens
@@ -69,24 +69,17 @@ SHOWN = ["ndcg@10", "recall@10", "precision@10", "hitrate@10", "coverage@10", "a
 SEARCH_DIR = Path(__file__).resolve().parent / "search_spaces"
 
 
-class MfzooRanker:
+class MfzooRanker(MfzooLearner):
     """An mfzoo implicit experiment (`base` overrides), trained through `build` and a Lightning
-    Trainer; trials keep the best val-NDCG@10 checkpoint (the config's ranking callbacks)."""
+    Trainer; trials keep the best val-NDCG@10 checkpoint (the config's ranking callbacks), as
+    `nested_cv.MfzooLearner`'s keep the best val RMSE; the refit is scored by ranking."""
 
     def __init__(self, base: list[str], space: str):
-        self.base, self.space_name = base, space
+        super().__init__(base)
+        self.space_name = space
 
     def space(self) -> SearchSpace:
         return read_search_space(self.space_name)
-
-    def validate(self, params: Mapping[str, object], train: Interactions, val: Interactions, seed: int,
-                 metric: str | None = None) -> tuple[float | None, int]:
-        cfg = compose_cfg(self.base, settings_overrides(params), seed)
-        monitor = cfg.callbacks.model_checkpoint.monitor
-        if metric is not None and monitor != metric:
-            raise ValueError(f"the checkpoint callback monitors {monitor!r}, the search optimizes {metric!r}")
-        fitted = fit_on_split(cfg, Split(train=train, val=val, test=val), seed)
-        return fitted.best_val, fitted.best_epochs
 
     def refit(self, params: Mapping[str, object], epochs: int | None, train_val: Interactions, test: Interactions,
               seed: int) -> dict[str, float]:

@@ -108,11 +108,12 @@ def test_hyperparameter_draws_follow_the_rows():
     np.testing.assert_allclose(np.linalg.inv(Lam), C.numpy(), atol=0.05)
 
 
-def _chain(train, sweeps: int, **kwargs) -> tuple[BayesianMF, GibbsSolver]:
+def _chain(train, sweeps: int, burn_in: int = 5, options: dict | None = None, **kwargs) -> tuple[BayesianMF, GibbsSolver]:
+    """`sweeps` Gibbs sweeps of a dim-3 BayesianMF (with the model `options`) from a seeded start."""
     torch.manual_seed(0)
-    model = BayesianMF(train.n_users, train.n_items, dim=3, keep=50).double()
+    model = BayesianMF(train.n_users, train.n_items, dim=3, keep=50, **(options or {})).double()
     model.prepare(train)
-    solver = GibbsSolver(burn_in=5, seed=3, **kwargs)
+    solver = GibbsSolver(burn_in=burn_in, seed=3, **kwargs)
     for _ in range(sweeps):
         solver.sweep(model, train)
     return model, solver

@@ -15,6 +15,7 @@ from mfzoo.models.bayesian import BayesianMF
 from mfzoo.solvers.gibbs import GibbsSolver, draw_group_biases, draw_implicit
 from mfzoo.training.run import train as run_training
 from tests.conftest import CONFIG_DIR
+from tests.test_gibbs import _chain
 
 F64 = torch.float64
 
@@ -107,15 +108,11 @@ def test_group_bias_draws_are_their_conditionals():
     assert float(drawn[5]) == pytest.approx(float(Z[5]) / tau ** 0.5)
 
 
-def _timed_chain(train, sweeps: int, seed: int = 3, **options):
-    torch.manual_seed(0)
-    options = {"implicit": True, "n_bins": 4, "day_bias": True, **options}
-    model = BayesianMF(train.n_users, train.n_items, dim=3, keep=50, **options).double()
-    model.prepare(train)
-    solver = GibbsSolver(burn_in=3, seed=seed)
-    for _ in range(sweeps):
-        solver.sweep(model, train)
-    return model, solver
+TERMS = {"implicit": True, "n_bins": 4, "day_bias": True}
+
+
+def _timed_chain(train, sweeps: int):
+    return _chain(train, sweeps, burn_in=3, options=TERMS)
 
 
 def test_the_full_chain_is_reproducible_resumable_and_its_sse_is_the_models():
