@@ -175,8 +175,15 @@ def mean_sd(values: list[float]) -> str:
     return f"{statistics.mean(values):.4f} ± {statistics.stdev(values) if len(values) > 1 else 0.0:.4f}"
 
 
-def report(paths: list[Path]) -> list[str]:
-    runs = {r["model"]: r for r in (json.loads(p.read_text()) for p in paths)}
+def report(paths: list[Path | str], pairs: list[tuple[str, str]] | None = None) -> list[str]:
+    """The table of the given runs; a path written `FILE=LABEL` shows its run under LABEL (two
+    runs of one model side by side), otherwise under the model's own label."""
+    runs = {}
+    for given in paths:
+        path, _, label = str(given).partition("=")
+        run = json.loads(Path(path).read_text())
+        run["label"] = label or run["label"]
+        runs[label or run["model"]] = run
     lines = [
         "MovieLens-100K, every rating a positive; `UserRandomSplit(test=0.2, val=0.1, seed=0)`, one split for every "
         "model. Tuned: an Optuna TPE study (seed 0, 8 random start-up trials) of the trials below on val NDCG@10, the "
@@ -199,7 +206,7 @@ def report(paths: list[Path]) -> list[str]:
               f"(`{r['space']}`)" for r in runs.values()]
     lines += ["", "| ours vs peer | settings | NDCG@10 ours − peer, mean ± sd over seeds | paired t-test over seeds |",
               "|---|---|---|---|"]
-    for ours, peer in PAIRS:
+    for ours, peer in pairs or PAIRS:
         if ours in runs and peer in runs:
             for which in ("test", "defaults"):
                 a, b = [x["ndcg@10"] for x in runs[ours][which]], [x["ndcg@10"] for x in runs[peer][which]]
@@ -224,12 +231,16 @@ def main() -> None:
     parser.add_argument("--baseline", action="store_true", help="also refit the library's defaults")
     parser.add_argument("--threads", type=int, default=1, help="torch, BLAS and implicit threads")
     parser.add_argument("--results-out", type=Path, default=None, help="write the run as JSON (the input of --report)")
-    parser.add_argument("--report", nargs="+", type=Path, default=None, help="JSON files of earlier runs: print the table")
+    parser.add_argument("--report", nargs="+", default=None,
+                        help="JSON files of earlier runs (FILE or FILE=LABEL): print the table")
     parser.add_argument("--out", type=Path, default=None, help="with --report: also write the markdown here")
+    parser.add_argument("--pairs", default=None, help="with --report: A:B pairs to test, comma-separated "
+                        "(model keys or LABELs; default: learnbpr:implicit_bpr,ials:implicit_als)")
     args = parser.parse_args()
     quiet()
     if args.report:
-        emit(report(args.report), args.out)
+        pairs = [tuple(p.split(":")) for p in args.pairs.split(",")] if args.pairs else None
+        emit(report(args.report, pairs), args.out)
         return
     if args.model is None:
         parser.error("--model or --report is needed")
