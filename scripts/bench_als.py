@@ -20,6 +20,9 @@ Peak resident memory of the whole process is printed at the end.
 
 implicit's fits run with BLAS limited to one thread (`threadpoolctl`), as implicit itself
 advises for its CPU solvers. Needs the `[bench]` extra (implicit).
+
+Part 1 compares matching fixed settings; with each library tuned on validation under one budget
+see `scripts/tune_implicit.py --model ials|implicit_als` (experiments/tuned_implicit).
 """
 
 from __future__ import annotations

@@ -20,6 +20,10 @@ time-aware models should gain most.
 
 Extra arguments are Hydra overrides applied to every mfzoo model (e.g. `trainer.max_epochs=20`).
 Needs the `[bench]` extra (scikit-surprise).
+
+This script measures speed and the untuned (default) settings side by side; the comparison with
+every model tuned on validation under one budget is `scripts/nested_cv.py` (both libraries) and
+`scripts/compare_nested.py` (experiments/nested_cv).
 """
 
 from __future__ import annotations

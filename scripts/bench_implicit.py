@@ -23,6 +23,9 @@ users per second, peak memory).
     python scripts/bench_implicit.py [--synthetic] [--repeats 3] [--out FILE]
 
 Needs the `[bench]` extra (implicit).
+
+Part 1 compares fixed settings; the comparison with every model tuned on validation under one
+budget is `scripts/tune_implicit.py` (experiments/tuned_implicit).
 """
 
 from __future__ import annotations
