@@ -126,7 +126,7 @@ def test_hparams_are_flat_scalars_of_the_right_sections():
     assert all(isinstance(v, (int, float, str, bool)) for v in gradient.values())
 
     solver = hparams(cfg_for("experiment=ml100k_ials", "seed=3"), ["experiment=ml100k_ials", "seed=3"])
-    assert solver["solver"] == "IALSSolver" and solver["solver.alpha"] == 1.0 and solver["solver.l2"] == 0.1
+    assert solver["solver"] == "IALSSolver" and solver["solver.alpha"] == 0.516 and solver["solver.l2"] == 12.4
     assert solver["data.split"] == "UserRandomSplit" and solver["seed"] == 3 and solver["data.split.seed"] == 3
     assert not any(k.split(".")[0] in ("loss", "optim", "scheduler") for k in solver)  # unused with a solver
 
