@@ -24,3 +24,32 @@ def emit(lines: list[str], out: Path | None) -> None:
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text)
+
+
+def read_results(path, what: str, keys: tuple[str, ...]) -> dict:
+    """The JSON object in `path` that a script wrote (`what`, e.g. "a --results-out file of
+    scripts/nested_cv.py"), with `keys`; anything else stops with one line naming the file."""
+    import json
+
+    path = Path(str(path))
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise SystemExit(f"{path}: no such file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise SystemExit(f"{path}: not JSON ({err}); expected {what}") from None
+    missing = [k for k in keys if not isinstance(raw, dict) or k not in raw]
+    if missing:
+        raise SystemExit(f"{path}: not {what} (no {', '.join(repr(k) for k in missing)})")
+    return raw
+
+
+def parse_pairs(text: str) -> list[tuple[str, str]]:
+    """"A:B,C:D" -> [(A, B), (C, D)]; anything else stops with one line."""
+    pairs = []
+    for item in (p for p in text.split(",") if p):
+        parts = item.split(":")
+        if len(parts) != 2 or not all(parts):
+            raise SystemExit(f"--pairs: {item!r} is not A:B (two names joined by ':')")
+        pairs.append((parts[0], parts[1]))
+    return pairs

@@ -18,7 +18,7 @@ B pair up by (fold, seed): 5 folds x 3 seeds = 15 pairs.
 RMSE is one definition for every model here: mfzoo's `rating_metrics` on predictions clipped to
 [1, 5], over the same test ratings.
 
-    python scripts/compare_nested.py experiments/nested_cv/*_results.json \\
+    python scripts/compare_nested.py experiments/nested_cv/{mf,svdpp,surprise_svd,surprise_svdpp}_results.json \\
         --pairs mf:surprise_svd,svdpp:surprise_svdpp --out experiments/nested_cv/comparison.md
 """
 
@@ -27,13 +27,14 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from scipy import stats
 
-from _bench import emit
+from _bench import emit, parse_pairs, read_results
 
+SPLIT_KEYS = ("folds", "split_seed", "val")
 LABELS = {
     "mf": "mfzoo MF", "svdpp": "mfzoo SVD++", "als": "mfzoo ALS (biased)", "bayesian": "mfzoo Bayesian MF (Gibbs)",
     "surprise_svd": "Surprise SVD", "surprise_svdpp": "Surprise SVDpp",
@@ -53,6 +54,7 @@ class ModelResults:
     tuned: dict[tuple[int, int], float]
     defaults: dict[tuple[int, int], float]
     sources: list[str]
+    split: dict = field(default_factory=dict)  # the outer folds: n_folds, split_seed, val
 
     @property
     def label(self) -> str:
@@ -67,9 +69,14 @@ def load(paths: list[Path | str]) -> dict[str, ModelResults]:
     for given in paths:
         path_text, _, name = str(given).partition("=")
         path = Path(path_text)
-        raw = json.loads(path.read_text())
+        raw = read_results(path, "a --results-out file of scripts/nested_cv.py", ("model", "trials", "seeds", "results"))
+        split = {k: raw.get(k) for k in SPLIT_KEYS}
+        if models and split != next(iter(models.values())).split:
+            first = next(iter(models.values()))
+            raise ValueError(f"{path}: its outer folds ({split}) are not those of {first.sources[0]} ({first.split}): "
+                             "only runs on the same folds pair up")
         key = name or raw["model"]
-        found = models.setdefault(key, ModelResults(key, raw["trials"], raw["seeds"], {}, {}, []))
+        found = models.setdefault(key, ModelResults(key, raw["trials"], raw["seeds"], {}, {}, [], split))
         if (found.trials, found.seeds) != (raw["trials"], raw["seeds"]):
             raise ValueError(f"{path}: {key} was run with {raw['trials']} trials and seeds {raw['seeds']} "
                              f"here, {found.trials} and {found.seeds} in {found.sources}")
@@ -138,12 +145,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("results", nargs="+", help="--results-out files of scripts/nested_cv.py (FILE or FILE=NAME)")
     parser.add_argument("--pairs", default="mf:surprise_svd,svdpp:surprise_svdpp",
-                        help="comma-separated A:B model pairs to test (A − B)")
+                        help="comma-separated A:B model pairs to test (A − B; default: %(default)s)")
     parser.add_argument("--out", type=Path, default=None, help="also write the markdown tables here")
     args = parser.parse_args()
-    pairs = [tuple(p.split(":")) for p in args.pairs.split(",") if p]
-    models = load(args.results)
-    lines = ["Test RMSE on ML-100K, outer `KFold(n_folds=5, seed=0)`, every model on the same folds and test "
+    pairs = parse_pairs(args.pairs)
+    try:
+        models = load(args.results)
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
+    split = next(iter(models.values())).split
+    lines = [f"Test RMSE on ML-100K, outer `KFold(n_folds={split['folds']}, seed={split['split_seed']}, "
+             f"val={split['val']})`, every model on the same folds and test "
              "ratings; one RMSE definition for all (mfzoo's `rating_metrics`, predictions clipped to [1, 5]). "
              "Defaults: each library's default settings refitted on train + val; tuned: chosen by an Optuna study "
              "on each fold's val part (the trials per fold in the table), refitted on train + val. "

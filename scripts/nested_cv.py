@@ -52,7 +52,7 @@ from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_override
 from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import BaseDistribution
 
-from _bench import emit, quiet
+from _bench import emit, quiet, read_results
 from bench_explicit import RATING_RANGE, fit_on_split, predict
 from mfzoo.cli import CONFIG_DIR
 from mfzoo.data.interactions import Interactions
@@ -335,14 +335,20 @@ def gather(paths: list[Path]) -> tuple[list[FoldResult], argparse.Namespace]:
     fold order, and the settings they were run with (which must agree)."""
     metas, results = [], {}
     for path in paths:
-        raw = json.loads(path.read_text())
+        raw = read_results(path, "a --results-out file of scripts/nested_cv.py", ("model", "trials", "results"))
+        if metas and raw["model"] != metas[0]["model"]:
+            raise SystemExit(f"{path}: a run of {raw['model']}, the first file's is of {metas[0]['model']}: "
+                             "--gather joins the folds of one model")
         metas.append({k: v for k, v in raw.items() if k not in ("results", "torch")})
         for fold in raw["results"]:
             if fold["fold"] in results:
                 raise ValueError(f"{path}: fold {fold['fold']} is in two of the files")
             results[fold["fold"]] = FoldResult(**fold)
-    if any(m != metas[0] for m in metas[1:]):
-        raise ValueError(f"the files were run with different settings: {metas}")
+    for path, meta in zip(paths[1:], metas[1:]):
+        differ = sorted(k for k in set(meta) | set(metas[0]) if meta.get(k) != metas[0].get(k))
+        if differ:
+            raise ValueError(f"{path} was run with different settings from {paths[0]}: "
+                             + ", ".join(f"{k} {meta.get(k)!r} against {metas[0].get(k)!r}" for k in differ))
     meta = metas[0]
     args = argparse.Namespace(model=meta["model"], trials=meta["trials"], folds=meta["folds"], split_seed=meta["split_seed"],
                               val=meta["val"], seeds_list=meta["seeds"],
@@ -363,7 +369,9 @@ def main() -> None:
     parser.add_argument("--val", type=float, default=0.1, help="share of each fold's training part carved out as val")
     parser.add_argument("--baseline", action="store_true",
                         help="also measure the default configuration: val RMSE, and test RMSE after the same refit")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1: small steps on a busy machine run far slower with more; "
+                             "0: torch's own)")
     parser.add_argument("--out", type=Path, default=None, help="also write the markdown table here")
     parser.add_argument("--trials-out", type=Path, default=None, help="write every fold's trials (settings, val RMSE, epochs) as JSON")
     parser.add_argument("--results-out", type=Path, default=None,
@@ -372,20 +380,36 @@ def main() -> None:
     parser.add_argument("--gather", nargs="+", type=Path, default=None,
                         help="--results-out files of one model run fold by fold (--only-folds): write their joint report")
     args = parser.parse_args()
+    if args.trials is not None and args.trials < 1:
+        parser.error(f"--trials must be at least 1, got {args.trials}")
+    if args.seeds < 1:
+        parser.error(f"--seeds must be at least 1, got {args.seeds}")
+    if args.folds < 2:
+        parser.error(f"--folds must be at least 2, got {args.folds}")
+    if args.only_folds is not None:
+        try:
+            wanted = [int(k) for k in args.only_folds.split(",")]
+        except ValueError:
+            parser.error(f"--only-folds takes fold numbers like 0,2,4, got {args.only_folds!r}")
+        if any(not 0 <= k < args.folds for k in wanted):
+            parser.error(f"--only-folds {args.only_folds}: folds are 0..{args.folds - 1}")
     args.seeds_list = list(range(args.seeds))
     if args.gather:
-        results, meta = gather(args.gather)
+        try:
+            results, meta = gather(args.gather)
+        except ValueError as err:
+            raise SystemExit(f"--gather: {err}") from None
         seconds = f"gathered from {len(args.gather)} runs of `--only-folds`, studies {sum(r.study_seconds for r in results):.0f} s in all"
         emit(report(results, meta, space_for(meta.model), seconds), args.out)
         return
 
     quiet()
-    if args.threads:
+    if args.threads > 0:
         torch.set_num_threads(args.threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("nested_cv").setLevel(logging.INFO)
     space = space_for(args.model)
-    args.trials = args.trials or space.n_trials
+    args.trials = space.n_trials if args.trials is None else args.trials
 
     start = time.perf_counter()
     data = movielens("100k")

@@ -52,7 +52,7 @@ import torch
 from scipy import stats
 from threadpoolctl import threadpool_limits
 
-from _bench import emit, quiet
+from _bench import emit, parse_pairs, quiet, read_results
 from bench_als import ones
 from nested_cv import (
     MfzooLearner, SearchSpace, StopAfterEpochs, compose_cfg, fit_on_split, read_search_space, settings_overrides, tune,
@@ -181,11 +181,15 @@ def report(paths: list[Path | str], pairs: list[tuple[str, str]] | None = None) 
     runs = {}
     for given in paths:
         path, _, label = str(given).partition("=")
-        run = json.loads(Path(path).read_text())
+        run = read_results(path, "a --results-out file of scripts/tune_implicit.py",
+                           ("model", "label", "split", "test", "defaults", "params"))
+        if runs and run["split"] != next(iter(runs.values()))["split"]:
+            raise SystemExit(f"{path}: run on {run['split']}, the first file on {next(iter(runs.values()))['split']}: "
+                             "only runs on the same split compare")
         run["label"] = label or run["label"]
         runs[label or run["model"]] = run
     lines = [
-        "MovieLens-100K, every rating a positive; `UserRandomSplit(test=0.2, val=0.1, seed=0)`, one split for every "
+        f"MovieLens-100K, every rating a positive; `{next(iter(runs.values()))['split']}`, one split for every "
         "model. Tuned: an Optuna TPE study (seed 0, 8 random start-up trials) of the trials below on val NDCG@10, the "
         "choice refitted on train + val once per training seed and scored once on test; defaults: each library's "
         "default settings refitted the same way. All metrics by mfzoo's evaluator (whole catalogue, train + val "
@@ -207,17 +211,20 @@ def report(paths: list[Path | str], pairs: list[tuple[str, str]] | None = None) 
     lines += ["", "| ours vs peer | settings | NDCG@10 ours − peer, mean ± sd over seeds | paired t-test over seeds |",
               "|---|---|---|---|"]
     for ours, peer in pairs or PAIRS:
-        if ours in runs and peer in runs:
-            for which in ("test", "defaults"):
-                a, b = [x["ndcg@10"] for x in runs[ours][which]], [x["ndcg@10"] for x in runs[peer][which]]
-                n = min(len(a), len(b))
-                if n < 2:
-                    continue
-                diff = [x - y for x, y in zip(a[:n], b[:n])]
-                t = stats.ttest_rel(a[:n], b[:n])
-                lines.append(f"| {runs[ours]['label']} vs {runs[peer]['label']} | {'tuned' if which == 'test' else which} "
-                             f"| {statistics.mean(diff):+.4f} ± {statistics.stdev(diff):.4f} | t = {t.statistic:.2f}, "
-                             f"p = {t.pvalue:.3g} ({n} seeds) |")
+        missing = [name for name in (ours, peer) if name not in runs]
+        if missing:
+            lines.append(f"| {ours} vs {peer} | | not run: {', '.join(missing)} | |")
+            continue
+        for which in ("test", "defaults"):
+            a, b = [x["ndcg@10"] for x in runs[ours][which]], [x["ndcg@10"] for x in runs[peer][which]]
+            n = min(len(a), len(b))
+            if n < 2:
+                continue
+            diff = [x - y for x, y in zip(a[:n], b[:n])]
+            t = stats.ttest_rel(a[:n], b[:n])
+            lines.append(f"| {runs[ours]['label']} vs {runs[peer]['label']} | {'tuned' if which == 'test' else which} "
+                         f"| {statistics.mean(diff):+.4f} ± {statistics.stdev(diff):.4f} | t = {t.statistic:.2f}, "
+                         f"p = {t.pvalue:.3g} ({n} seeds) |")
     return lines
 
 
@@ -239,11 +246,13 @@ def main() -> None:
     args = parser.parse_args()
     quiet()
     if args.report:
-        pairs = [tuple(p.split(":")) for p in args.pairs.split(",")] if args.pairs else None
+        pairs = parse_pairs(args.pairs) if args.pairs else None
         emit(report(args.report, pairs), args.out)
         return
     if args.model is None:
         parser.error("--model or --report is needed")
+    if args.trials < 1 or args.seeds < 1:
+        parser.error(f"--trials and --seeds must be at least 1, got {args.trials} and {args.seeds}")
     torch.set_num_threads(args.threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     log.setLevel(logging.INFO)

@@ -116,6 +116,14 @@ def test_compare_refuses_a_fold_twice_or_unlike_budgets(scripts, tmp_path):
     (tmp_path / "z.json").write_text(json.dumps(_results("mf", {(1, 0): 0.9, (1, 1): 0.9}, trials=60)))
     with pytest.raises(ValueError, match="60 trials"):
         compare.load([tmp_path / "x.json", tmp_path / "z.json"])
+    (tmp_path / "w.json").write_text(json.dumps({**_results("svdpp", {(1, 0): 0.9, (1, 1): 0.9}), "split_seed": 1}))
+    with pytest.raises(ValueError, match="only runs on the same folds pair up"):
+        compare.load([tmp_path / "x.json", tmp_path / "w.json"])
+    (tmp_path / "list.json").write_text("[]")
+    with pytest.raises(SystemExit, match="list.json: not a --results-out file"):
+        compare.load([tmp_path / "list.json"])
+    with pytest.raises(SystemExit, match="is not A:B"):
+        compare.parse_pairs("mf")
 
 
 def _tiny_implicit() -> Split:
@@ -161,6 +169,7 @@ def test_implicit_report_labels_and_pairs(scripts, tmp_path):
     metrics = dict.fromkeys(tune_implicit.SHOWN, 0.1)
     for model, ndcg in (("ials", [0.43, 0.42, 0.44]), ("implicit_als", [0.42, 0.42, 0.42])):
         run = {"model": model, "label": tune_implicit.MODELS[model][0], "trials": 20, "params": {"x": 1}, "epochs": 5,
+               "split": "UserRandomSplit(test=0.2, val=0.1, seed=0)",
                "best_val": 0.2, "defaults_val": None, "study_seconds": 1.0, "space": model,
                "test": [{**metrics, "ndcg@10": v} for v in ndcg], "defaults": []}
         (tmp_path / f"{model}.json").write_text(json.dumps(run))
@@ -168,6 +177,15 @@ def test_implicit_report_labels_and_pairs(scripts, tmp_path):
     row = next(line for line in lines if line.startswith("| mfzoo iALS vs implicit ALS | tuned"))
     assert "+0.0100 ± 0.0100" in row and "t = 1.73" in row  # mean 0.01, sd 0.01, t = 0.01 / (0.01 / √3)
     assert any("precision@10 = hits / 10" in line for line in lines)
+    typo = tune_implicit.report([tmp_path / "ials.json", tmp_path / "implicit_als.json"], [("ials", "implicit_alss")])
+    assert any("not run: implicit_alss" in line for line in typo)
+    other = json.loads((tmp_path / "ials.json").read_text())
+    (tmp_path / "elsewhere.json").write_text(json.dumps({**other, "split": "UserRandomSplit(test=0.2, val=0.1, seed=1)"}))
+    with pytest.raises(SystemExit, match="only runs on the same split"):
+        tune_implicit.report([tmp_path / "implicit_als.json", tmp_path / "elsewhere.json"])
+    (tmp_path / "broken.json").write_text("{not json")
+    with pytest.raises(SystemExit, match="broken.json: not JSON"):
+        tune_implicit.report([tmp_path / "broken.json"])
 
 
 def test_gather_joins_folds_run_apart_and_refuses_overlaps(scripts, tmp_path):

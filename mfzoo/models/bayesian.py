@@ -41,6 +41,7 @@ from torch import Tensor, nn
 
 from mfzoo.checks import at_least, nonnegative
 from mfzoo.data.batch import Batch
+from mfzoo.data.errors import DataError
 from mfzoo.data.interactions import Interactions
 from mfzoo.models.embedding import add_id_tables, row_norm_sum, rows
 from mfzoo.models.time_terms import SECONDS_PER_DAY, bin_edges, day_keys, day_rows, time_bins
@@ -103,8 +104,9 @@ class BayesianMF(nn.Module):
         if not self.timed:
             return
         if train.timestamps is None:
-            raise ValueError(f"{type(self).__name__} with n_bins={self.n_bins}, day_bias={self.has_day_bias} "
-                             f"needs timestamps; {train.name} has none")
+            raise DataError(f"{type(self).__name__} with n_bins={self.n_bins}, day_bias={self.has_day_bias} "
+                            f"needs timestamps; {train.name} has none: name the time column of a table source "
+                            "(data.source.time_col=...), or drop the time terms (model.n_bins=0 model.day_bias=false)")
         if self.n_bins:
             self.bin_edges.copy_(bin_edges(train.timestamps.double() / SECONDS_PER_DAY, self.n_bins))
         if self.has_day_bias:

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from mfzoo.checks import at_least, finite, nonnegative
 from mfzoo.data.batch import Batch
+from mfzoo.data.errors import DataError
 from mfzoo.data.interactions import Interactions
 from mfzoo.models.embedding import row_norm_sum, rows
 from mfzoo.models.implicit import ImplicitSets
@@ -90,7 +91,8 @@ class TimeSVD(MF):
         """μ and penalty weights (MF), R(u) (timeSVD++), bin edges, t_u and the day-bias table."""
         super().prepare(train)
         if train.timestamps is None:
-            raise ValueError(f"{type(self).__name__} needs timestamps; {train.name} has none")
+            raise DataError(f"{type(self).__name__} needs timestamps; {train.name} has none: name the time column "
+                            "of a table source (data.source.time_col=...), or use model=mf / model=svdpp")
         days = train.timestamps.double() / SECONDS_PER_DAY  # [N]
         self.bin_edges.copy_(bin_edges(days, self.n_bins))
         self.last_day.fill_(float(days.max()))
