@@ -54,7 +54,8 @@ class BayesianMF(nn.Module):
         n_users, n_items: sizes of the id spaces.
         dim: number of latent factors.
         biases: b_u, b_i (sampled with the factors) and the global mean μ.
-        keep: how many kept draws the average is over (memory: keep · (n_users + n_items) · dim).
+        keep: how many kept draws the average is over (memory: keep · (n_users + n_items) · dim,
+            plus keep · n_items · n_bins with time bins and keep · (user, day) pairs with day biases).
         init_std: the factors start as N(0, init_std²), the chain's starting point.
         implicit: SVD++'s implicit term (module docstring); y starts at 0.
         n_bins: item-bias time bins (0: none); needs biases and timestamps.
