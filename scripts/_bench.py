@@ -53,3 +53,12 @@ def parse_pairs(text: str) -> list[tuple[str, str]]:
             raise SystemExit(f"--pairs: {item!r} is not A:B (two names joined by ':')")
         pairs.append((parts[0], parts[1]))
     return pairs
+
+
+def mean_sd(values: list[float]) -> str:
+    """"mean ± sd" (sample sd) to 4 decimals; one value has no sd: "mean (n = 1)"."""
+    import statistics
+
+    if len(values) == 1:
+        return f"{values[0]:.4f} (n = 1)"
+    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from scipy import stats
 
-from _bench import emit, parse_pairs, read_results
+from _bench import emit, mean_sd, parse_pairs, read_results
 
 SPLIT_KEYS = ("folds", "split_seed", "val")
 LABELS = {
@@ -88,10 +88,6 @@ def load(paths: list[Path | str]) -> dict[str, ModelResults]:
             found.tuned.update({k: t["rmse"] for k, t in zip(keys, fold["test"])})
             found.defaults.update({k: t["rmse"] for k, t in zip(keys, fold.get("baseline") or [])})
     return models
-
-
-def mean_sd(values: list[float]) -> str:
-    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values) if len(values) > 1 else 0.0:.4f}"
 
 
 def fold_means(values: dict[tuple[int, int], float]) -> dict[int, float]:

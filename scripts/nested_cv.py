@@ -52,7 +52,7 @@ from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_override
 from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import BaseDistribution
 
-from _bench import emit, quiet, read_results
+from _bench import emit, mean_sd, quiet, read_results
 from bench_explicit import RATING_RANGE, fit_on_split, predict
 from mfzoo.cli import CONFIG_DIR
 from mfzoo.data.interactions import Interactions
@@ -276,11 +276,6 @@ def nested_fold(fold: int, split: Split, model: str, space: SearchSpace, trials:
 
 
 # report ---------------------------------------------------------------------------------------
-def mean_sd(values: list[float]) -> str:
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.4f} ± {sd:.4f}"
-
-
 def show(value: object) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 

@@ -52,7 +52,7 @@ import torch
 from scipy import stats
 from threadpoolctl import threadpool_limits
 
-from _bench import emit, parse_pairs, quiet, read_results
+from _bench import emit, mean_sd, parse_pairs, quiet, read_results
 from bench_als import ones
 from nested_cv import (
     MfzooLearner, SearchSpace, StopAfterEpochs, compose_cfg, fit_on_split, read_search_space, settings_overrides, tune,
@@ -107,9 +107,9 @@ class ImplicitRanker:
         import implicit.cpu.bpr
 
         module = implicit.cpu.bpr if self.cls == "BayesianPersonalizedRanking" else implicit.cpu.als
-        model = getattr(module, self.cls)(random_state=seed, num_threads=self.threads, **params)
         user_items = train.to_scipy("user").astype(np.float32)
-        with threadpool_limits(self.threads, "blas"):
+        with threadpool_limits(self.threads, "blas"):  # built inside too: implicit checks BLAS threads then
+            model = getattr(module, self.cls)(random_state=seed, num_threads=self.threads, **params)
             model.fit(user_items, show_progress=False)
         return model
 
@@ -169,10 +169,6 @@ def run(args: argparse.Namespace) -> dict:
         "trials_history": [{"params": t.params, "value": t.value, "epochs": t.user_attrs.get("best_epochs")} for t in study.trials],
         "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
     }
-
-
-def mean_sd(values: list[float]) -> str:
-    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values) if len(values) > 1 else 0.0:.4f}"
 
 
 def report(paths: list[Path | str], pairs: list[tuple[str, str]] | None = None) -> list[str]:
