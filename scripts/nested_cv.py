@@ -59,6 +59,7 @@ from mfzoo.data.interactions import Interactions
 from mfzoo.data.sources import movielens
 from mfzoo.data.splits import KFold, Split
 from mfzoo.evaluation.metrics import rating_metrics
+from mfzoo.training.module import EvaluatedModule
 
 log = logging.getLogger("nested_cv")
 
@@ -164,11 +165,23 @@ class MfzooLearner:
         fitted = fit_on_split(cfg, Split(train=train, val=val, test=val), seed)
         return fitted.best_val, fitted.best_epochs
 
+    def refit_model(self, params: Mapping[str, object], epochs: int | None, train_val: Interactions,
+                    test: Interactions, seed: int) -> EvaluatedModule:
+        """Train on train + val for `epochs` (None: the config's `trainer.max_epochs`), no val
+        part and no callbacks; the learning-rate schedule keeps the config's length."""
+        cfg = compose_cfg(self.base, settings_overrides(params), seed)
+        epochs = int(cfg.trainer.max_epochs) if epochs is None else epochs
+        fitted = fit_on_split(cfg, Split(train=train_val, val=None, test=test), seed, callbacks=False,
+                              extra_callbacks=[StopAfterEpochs(epochs)])
+        if fitted.epochs != epochs:
+            raise RuntimeError(f"refit ran {fitted.epochs} epochs, {epochs} were asked for")
+        return fitted.module
+
     def refit(self, params: Mapping[str, object], epochs: int | None, train_val: Interactions, test: Interactions,
               seed: int) -> dict[str, float]:
-        """Train on train + val for `epochs` (None: the config's `trainer.max_epochs`), score `test` once."""
-        cfg = compose_cfg(self.base, settings_overrides(params), seed)
-        return refit_and_score(cfg, train_val, test, int(cfg.trainer.max_epochs) if epochs is None else epochs, seed)
+        """`refit_model`, then `test` scored once: RMSE/MAE on predictions clipped to [1, 5]."""
+        module = self.refit_model(params, epochs, train_val, test, seed)
+        return rating_metrics(predict(module, test), test.values, RATING_RANGE)
 
 
 class SurpriseLearner:
@@ -243,21 +256,18 @@ def tune(learner: MfzooLearner | SurpriseLearner, train: Interactions, val: Inte
     return study
 
 
-def refit_and_score(cfg: DictConfig, train_val: Interactions, test: Interactions, epochs: int, seed: int) -> dict[str, float]:
-    """Train `cfg` on train + val for `epochs` epochs (no val part, no callbacks) and score the test part once."""
-    fitted = fit_on_split(cfg, Split(train=train_val, val=None, test=test), seed, callbacks=False,
-                          extra_callbacks=[StopAfterEpochs(epochs)])
-    if fitted.epochs != epochs:
-        raise RuntimeError(f"refit ran {fitted.epochs} epochs, {epochs} were asked for")
-    return rating_metrics(predict(fitted.module, test), test.values, RATING_RANGE)
-
-
 def nested_fold(fold: int, split: Split, model: str, space: SearchSpace, trials: int, seeds: list[int],
                 study_seed: int = 0, baseline: bool = False) -> FoldResult:
-    """Study on (train, val), refit on train + val, score on test: see the module docstring.
-    With `baseline`, the model's default settings (mfzoo: the config; a peer: the library's
+    """Study on (train, val), refit on train + val, score on test: see the module docstring."""
+    return study_and_refit(learner_for(model), split, space, trials, seeds, study_seed, baseline, fold)
+
+
+def study_and_refit(learner, split: Split, space: SearchSpace, trials: int, seeds: list[int], study_seed: int = 0,
+                    baseline: bool = False, fold: int = 0) -> FoldResult:
+    """One split's protocol for any learner (`validate` / `refit`): the study on (train, val),
+    the chosen settings refitted on train + val once per seed and `split.test` scored once.
+    With `baseline`, the learner's default settings (mfzoo: the config; a peer: the library's
     defaults) are validated like a trial and refitted the same way, seed for seed."""
-    learner = learner_for(model)
     start = time.perf_counter()
     study = tune(learner, split.train, split.val, space, trials, study_seed)
     study_seconds = time.perf_counter() - start

@@ -42,7 +42,6 @@ import json
 import logging
 import platform
 import statistics
-import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -54,9 +53,7 @@ from threadpoolctl import threadpool_limits
 
 from _bench import emit, mean_sd, parse_pairs, quiet, read_results
 from bench_als import ones
-from nested_cv import (
-    MfzooLearner, SearchSpace, StopAfterEpochs, compose_cfg, fit_on_split, read_search_space, settings_overrides, tune,
-)
+from nested_cv import PEER_SPACES, MfzooLearner, SearchSpace, read_search_space, study_and_refit
 from mfzoo.data.interactions import Interactions
 from mfzoo.data.sources import movielens
 from mfzoo.data.splits import Split, UserRandomSplit
@@ -66,7 +63,6 @@ from mfzoo.retrieval.topk import factor_scores, model_scores
 log = logging.getLogger("nested_cv")  # tune() logs its trials there
 KS = (10, 20)
 SHOWN = ["ndcg@10", "recall@10", "precision@10", "hitrate@10", "coverage@10", "arp@10"]
-SEARCH_DIR = Path(__file__).resolve().parent / "search_spaces"
 
 
 class MfzooRanker(MfzooLearner):
@@ -83,13 +79,8 @@ class MfzooRanker(MfzooLearner):
 
     def refit(self, params: Mapping[str, object], epochs: int | None, train_val: Interactions, test: Interactions,
               seed: int) -> dict[str, float]:
-        cfg = compose_cfg(self.base, settings_overrides(params), seed)
-        epochs = int(cfg.trainer.max_epochs) if epochs is None else epochs
-        fitted = fit_on_split(cfg, Split(train=train_val, val=None, test=test), seed, callbacks=False,
-                              extra_callbacks=[StopAfterEpochs(epochs)])
-        if fitted.epochs != epochs:
-            raise RuntimeError(f"refit ran {fitted.epochs} epochs, {epochs} were asked for")
-        return evaluate_ranking(model_scores(fitted.module.model.eval()), train_val, test, ks=KS)
+        module = self.refit_model(params, epochs, train_val, test, seed)
+        return evaluate_ranking(model_scores(module.model.eval()), train_val, test, ks=KS)
 
 
 class ImplicitRanker:
@@ -100,7 +91,7 @@ class ImplicitRanker:
         self.cls, self.name, self.threads = cls, name, threads
 
     def space(self) -> SearchSpace:
-        return read_search_space(self.name, SEARCH_DIR)
+        return read_search_space(self.name, PEER_SPACES)
 
     def fit(self, params: Mapping[str, object], train: Interactions, seed: int):
         import implicit.cpu.als
@@ -147,26 +138,18 @@ def run(args: argparse.Namespace) -> dict:
     space = learner.space()
     if space.metric != "val/ndcg@10":
         raise ValueError(f"{args.model}'s search space optimizes {space.metric}, this benchmark val/ndcg@10")
-    split = split_data(args.split_seed)
-    start = time.perf_counter()
-    study = tune(learner, split.train, split.val, space, args.trials, args.study_seed)
-    study_seconds = time.perf_counter() - start
-    best = study.best_trial
-    params = {**best.params, **space.fixed}
-    epochs = int(best.user_attrs["best_epochs"])
-    train_val = Interactions.concat([split.train, split.val], name="train+val")
-    test = [learner.refit(params, epochs, train_val, split.test, s) for s in range(args.seeds)]
-    defaults = [learner.refit({}, None, train_val, split.test, s) for s in range(args.seeds)] if args.baseline else []
-    default_val = learner.validate({}, split.train, split.val, args.study_seed)[0] if args.baseline else None
+    result = study_and_refit(learner, split_data(args.split_seed), space, args.trials, list(range(args.seeds)),
+                             args.study_seed, args.baseline)
     return {
         "model": args.model, "label": MODELS[args.model][0], "trials": args.trials, "seeds": list(range(args.seeds)),
         "split": f"UserRandomSplit(test=0.2, val=0.1, seed={args.split_seed})", "study_seed": args.study_seed,
         "space": args.model if isinstance(learner, ImplicitRanker) else learner.space_name,
-        "params": params, "best_val": float(best.value), "epochs": epochs, "study_seconds": study_seconds,
-        "test": [{k: v for k, v in r.items() if isinstance(v, float)} for r in test],
-        "defaults": [{k: v for k, v in r.items() if isinstance(v, float)} for r in defaults],
-        "defaults_val": default_val,
-        "trials_history": [{"params": t.params, "value": t.value, "epochs": t.user_attrs.get("best_epochs")} for t in study.trials],
+        "params": result.params, "best_val": result.best_val, "epochs": result.best_epochs,
+        "study_seconds": result.study_seconds,
+        "test": [{k: v for k, v in r.items() if isinstance(v, float)} for r in result.test],
+        "defaults": [{k: v for k, v in r.items() if isinstance(v, float)} for r in result.baseline],
+        "defaults_val": result.baseline_val,
+        "trials_history": result.trials,
         "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
     }
 

@@ -191,3 +191,17 @@ def test_bayesian_timesvdpp_trains_checkpoints_and_serves_through_the_glue(tmp_p
     assert len(model.day_keys) > 0 and model.kept_days.shape[1] == len(model.day_keys) + 1
     _, items = recommend(model, torch.arange(3), 5, seen=datamodule.train)
     assert items.shape == (3, 5)
+
+
+@pytest.mark.parametrize("by", ["user", "item"])
+def test_each_training_row_maps_to_its_own_entry_even_on_a_square_matrix(by):
+    """The time and implicit offsets reach each side's target through `_entries`: on a square
+    matrix (as many users as items) the by-item map must still be the by-item one."""
+    train = synthetic(n_users=40, n_items=40, n_interactions=600, seed=7)
+    R = train.csr(by)
+    entries = GibbsSolver._entries(train, by, R, {})
+    crow, col = R.crow_indices(), R.col_indices()
+    row_of_entry = torch.repeat_interleave(torch.arange(R.shape[0]), crow.diff())
+    rows, cols = (train.users, train.items) if by == "user" else (train.items, train.users)
+    assert torch.equal(row_of_entry[entries], rows) and torch.equal(col[entries], cols)
+    torch.testing.assert_close(R.values()[entries], train.values.float())

@@ -279,7 +279,7 @@ class GibbsSolver:
         rows = block_rows(self.block_size, device)
         events = self._events(model, train, device)  # the training rows' users, items, time rows
 
-        def side(R: Tensor, own: Tensor, other: Tensor, cache: dict, offset: Tensor | None) -> Tensor:
+        def side(R: Tensor, by: str, own: Tensor, other: Tensor, cache: dict, offset: Tensor | None) -> Tensor:
             """Draw one side's rows; `offset` [N] (per training row) is subtracted from the target."""
             m, Lam = sample_hyperparameters(own, self.beta0, rng)
             values = R.values().to(device=device, dtype=dtype)  # [nnz]
@@ -290,7 +290,7 @@ class GibbsSolver:
             else:
                 design, target = other, values
             if offset is not None:  # into R's entry order (pairs are unique: a permutation)
-                target = target - offset.new_zeros(len(values)).index_copy_(0, self._entries(train, R, cache), offset)
+                target = target - offset.new_zeros(len(values)).index_copy_(0, self._entries(train, by, R, cache), offset)
             Z = torch.randn(R.shape[0], own.shape[1], generator=torch_generator, dtype=torch.float64)
             return draw_rows(R, design, target, torch.from_numpy(Lam), torch.from_numpy(m), self.alpha, Z, rows, cache)
 
@@ -300,9 +300,9 @@ class GibbsSolver:
         if model.implicit:  # the user side's target also loses c_u Σ y_j · q_i
             implicit = (model.implicit_sum.index_select(0, u) * items[:, :d].index_select(0, i)).sum(1)
             offset = implicit if time is None else time + implicit
-        users = side(R_users, users, items, kept_with(self._caches, R_users), offset)
+        users = side(R_users, "user", users, items, kept_with(self._caches, R_users), offset)
         effective = users if not model.implicit else torch.cat([users[:, :d] + model.implicit_sum, users[:, d:]], 1)
-        items = side(R_items, items, effective, kept_with(self._caches, R_items), time)
+        items = side(R_items, "item", items, effective, kept_with(self._caches, R_items), time)
         model.set_state(users, items)
         if model.implicit:
             self._draw_implicit(model, train, events, R_users, R_items, rng, torch_generator)
@@ -330,11 +330,10 @@ class GibbsSolver:
         return memo(cache, ("events", str(device), model.n_bins, model.has_day_bias), make)
 
     @staticmethod
-    def _entries(train: Interactions, R: Tensor, cache: dict) -> Tensor:
-        """The entry of R (CSR by user or by item) that holds each training row [N]."""
+    def _entries(train: Interactions, by: str, R: Tensor, cache: dict) -> Tensor:
+        """The entry of R (`train.csr(by)`) that holds each training row [N]."""
         def make() -> Tensor:
-            by_user = R.shape[0] == train.n_users and R.shape[1] == train.n_items
-            rows, cols = (train.users, train.items) if by_user else (train.items, train.users)
+            rows, cols = (train.users, train.items) if by == "user" else (train.items, train.users)
             n_cols = R.shape[1]
             keys = rows.long() * n_cols + cols.long()
             unique = torch.unique(keys)
