@@ -2,7 +2,8 @@
 the explicit A_u, the plain per-row CG of `als_reference` for every step count, the exact
 solution after k steps (CG terminates in k steps on a k-dim SPD system), the fixed point at the
 exact solution, the monotone decrease of `ials_objective` over steps, block-size invariance, the
-zero-division guards and float32."""
+zero-division guards and float32. Every test runs on both paths: the C kernel of `mfzoo.native`
+(the default on a CPU) and the batched torch blocks."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import itertools
 import pytest
 import torch
 
+from mfzoo import native
 from mfzoo.data.implicit import confidence
 from mfzoo.solvers.als import ials_half_step, ials_half_step_cg
 from mfzoo.solvers.als_reference import ials_cg_reference, ials_reference
@@ -23,6 +25,17 @@ SETTINGS = [
     {"alpha": 1.0, "kind": "linear", "eps": 1.0, "unobserved_weight": 2.5, "l2_exponent": 0.5},  # c_ui − α₀ < 0 for some
 ]
 L2 = 0.2
+
+
+@pytest.fixture(autouse=True, params=["native", "torch"])
+def path(request, monkeypatch):
+    """The half-step's path: the C kernel (skipped where it cannot be built) or the torch blocks."""
+    if request.param == "native":
+        if not native.available():
+            pytest.skip("mfzoo.native is unavailable here (no C compiler)")
+    else:
+        monkeypatch.setattr(native, "supports", lambda *tensors: False)
+    return request.param
 
 
 def dense_systems(R: torch.Tensor, mask: torch.Tensor, Y: torch.Tensor, l2: float, **kw) -> tuple[torch.Tensor, torch.Tensor]:

@@ -146,13 +146,13 @@ def test_compile_failure_falls_back_to_the_eager_step(ratings, monkeypatch, capl
 def test_bpr_solver_keeps_its_sampler_and_repeats_from_the_global_seed(ratings):
     """`BPRSolver.sweep` is one `bpr_epoch`: the loss falls over sweeps, the sampler is built
     once per training set, and two solvers started from the same global seed give the same
-    factors."""
+    factors (with `deterministic=True`: one worker)."""
     from mfzoo.solvers.bpr import BPRSolver
 
     def fit():
         torch.manual_seed(3)
         model = MF(ratings.n_users, ratings.n_items, dim=8, biases=True, init_std=0.01)
-        solver = BPRSolver(lr=0.1, l2=0.001, batch_size=64)
+        solver = BPRSolver(lr=0.1, l2=0.001, batch_size=64, deterministic=True)
         losses = [solver.sweep(model, ratings) for _ in range(30)]
         return model, solver, losses
 

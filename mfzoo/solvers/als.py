@@ -58,6 +58,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from mfzoo import native as mfzoo_native
 from mfzoo.data.implicit import confidence
 from mfzoo.data.interactions import Interactions
 from mfzoo.solvers.checks import (
@@ -192,7 +193,8 @@ def ials_half_step(
 def ials_half_step_cg(
     R: Tensor, Y: Tensor, X0: Tensor, l2: float, alpha: float = 1.0, kind: str = "linear", eps: float = 1.0,
     unobserved_weight: float = 1.0, l2_exponent: float = 0.0, cg_steps: int = 3, block_size: int = 512,
-    cache: dict | None = None, gram: Tensor | None = None, n_cols: int | None = None,
+    cache: dict | None = None, gram: Tensor | None = None, n_cols: int | None = None, native: bool | None = None,
+    threads: int | None = None,
 ) -> Tensor:
     """Implicit ALS half-step by conjugate gradient (Takács, Pilászy & Tikk 2011, "Applications
     of the conjugate gradient method for implicit feedback collaborative filtering"; the CG
@@ -227,6 +229,12 @@ def ials_half_step_cg(
             implicit's default.
         block_size: rows iterated together (bounds the [nnz_block, k] gathered y_i).
         cache, gram, n_cols: as `ials_half_step`.
+        native: run the C kernel (`mfzoo.native.ials_cg`: one pass over y_i per CG step, rows
+            on `threads` workers, no gathered copy) instead of the batched torch blocks. None
+            (default): where it can, i.e. on a CPU in float32/float64 with the kernels built;
+            False: the torch path; True: the kernel or RuntimeError. The two compute the same
+            iterations; results differ by rounding only. Neither depends on the thread count.
+        threads: the kernel's workers (None: torch's thread count).
 
     Returns:
         X [n_rows, k] on Y's device, in Y's dtype.
@@ -243,8 +251,24 @@ def ials_half_step_cg(
     counts = crow.diff()  # [n_rows] n_u
     width = R.shape[1] if n_cols is None else n_cols
     reg = l2 * (counts.to(Y.dtype) + unobserved_weight * width).pow(l2_exponent)  # [n_rows] λ_u
-    order = row_order(crow, cache)  # [n_rows] the row order of the blocks
     X0 = X0.detach().to(device=Y.device, dtype=Y.dtype)
+    if native is None:
+        native = mfzoo_native.supports(Y, X0)
+    elif native and not mfzoo_native.supports(Y, X0):
+        raise RuntimeError(f"ials_half_step_cg(native=True): the C kernel needs CPU float32/float64 factors and a "
+                           f"built mfzoo.native library; got {Y.dtype} on {Y.device}")
+    if native:
+        def run_native() -> Tensor:
+            gram_w, c, _ = _confidences(values, kind, alpha, eps, unobserved_weight, cache)  # [nnz] c_ui − α₀, c_ui
+            X = X0.clone(memory_format=torch.contiguous_format)  # [n_rows, k] the warm start, solved in place
+            mfzoo_native.ials_cg(crow, col, gram_w.contiguous(), c.contiguous(), Y.contiguous(), YtY.contiguous(),
+                                 reg.contiguous(), X, cg_steps, threads)
+            return X
+
+        return solved(run_native, "the iALS conjugate-gradient half-step",
+                      lambda: ials_fix(values, l2, alpha, kind, eps, unobserved_weight))
+
+    order = row_order(crow, cache)  # [n_rows] the row order of the blocks
     X_sorted, reg_sorted = X0.index_select(0, order), reg.index_select(0, order)  # [n_rows, k], [n_rows]
     if cg_steps > 0:  # rows without entries first in `order`: x_u = 0, their exact solution
         X_sorted[: int((counts == 0).sum())] = 0.0

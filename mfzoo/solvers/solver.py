@@ -281,6 +281,12 @@ class IALSSolver(ALSBase):
         l2_exponent: ν, λ_u = λ (n_u + α₀ n_items)^ν (0: plain λ).
         method: "exact" (batched Cholesky) or "cg" (conjugate gradient).
         cg_steps: CG iterations per half-step (>= 1), warm-started from the current factors.
+        native: for method="cg": None (default) runs the C kernel (`mfzoo.native`) on a CPU
+            where it is built, else the batched torch path; False always the torch path; True
+            the kernel or an error. Same iterations, rounding differences only.
+        deterministic: accepted for symmetry with `BPRSolver` (`trainer.deterministic=true`
+            sets it): every iALS path is reproducible bit for bit already, whatever the number
+            of threads (rows are solved independently; blocks never share a sum).
         block_size: as `ALSBase`.
 
     Settings out of range raise ValueError at construction (λ, α, α₀ finite and >= 0, ε > 0,
@@ -298,6 +304,8 @@ class IALSSolver(ALSBase):
     l2_exponent: float = 0.0
     method: str = "exact"
     cg_steps: int = 3
+    native: bool | None = None
+    deterministic: bool = False
 
     def __post_init__(self) -> None:
         check_ials_settings(self.l2, self.alpha, self.kind, self.eps, self.unobserved_weight, self.l2_exponent)
@@ -317,7 +325,7 @@ class IALSSolver(ALSBase):
                       gram=gram, n_cols=n_cols)
         if self.method == "cg":
             start = torch.zeros(R.shape[0], Y.shape[1], dtype=Y.dtype, device=Y.device) if X0 is None else X0
-            return als.ials_half_step_cg(R, Y, start, self.l2, cg_steps=self.cg_steps, **kwargs)
+            return als.ials_half_step_cg(R, Y, start, self.l2, cg_steps=self.cg_steps, native=self.native, **kwargs)
         return als.ials_half_step(R, Y, self.l2, **kwargs)
 
     @torch.no_grad()

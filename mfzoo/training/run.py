@@ -66,7 +66,10 @@ def build(cfg: DictConfig, datamodule: InteractionsDataModule | None = None) -> 
     ranking = cfg.get("ranking")
     ranking = None if ranking is None else OmegaConf.to_container(ranking, resolve=True)
     if cfg.get("solver"):  # closed form: the solver replaces loss and optimizer
-        return datamodule, SolverModule(model, instantiate(cfg.solver), tuple(rating_range), ranking)
+        solver = instantiate(cfg.solver)
+        if (cfg.get("trainer") or {}).get("deterministic") and hasattr(solver, "deterministic"):
+            solver.deterministic = True  # trainer.deterministic=true asks every part for bitwise repeats
+        return datamodule, SolverModule(model, solver, tuple(rating_range), ranking)
     module = GradientModule(
         model=model,
         loss=make_loss(cfg.loss, datamodule.n_users, datamodule.n_items),

@@ -1,0 +1,215 @@
+"""CPU kernels for the inner loops of the solvers, compiled at first use.
+
+The iALS conjugate-gradient half-step and the LearnBPR epoch spend their time in loops over
+the entries of each row (a dot product and an update per entry, per CG step or sample), where
+torch's per-operation dispatch and the [b, L, k] gathers of the batched torch path cost more
+than the arithmetic. `kernels.c` runs those loops in C on POSIX threads, reading each y_i once
+per step where it sits in memory. It needs no torch headers: it is compiled by the system's C
+compiler (`$CC`, else `cc`) into a shared library on the first call in a machine's lifetime
+(about a second), kept under the cache directory, and loaded with `ctypes` (which releases the
+GIL during each call). The torch paths stay beside it as the reference and the fallback.
+
+`library()` returns the loaded library, or None when it cannot be had: `MFZOO_NATIVE=0` in the
+environment, no compiler, or a failed compile (a warning says why, once per process). Callers
+then run the torch path. The cache directory is `$MFZOO_CACHE_DIR/native`, else
+`$XDG_CACHE_HOME/mfzoo/native`, else `~/.cache/mfzoo/native`; the library's name holds a digest
+of the source, the compiler's version, the flags and the CPU (the code is built for the CPU it
+runs on, `-march=native`), so a change to any of them builds a new one. Writes are atomic (a
+temporary file renamed into place): processes of a sweep that start at once may each compile,
+and every one loads a complete library.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("kernels.c", "kernels.inc")
+# -fopenmp-simd: the `omp simd` reductions vectorise, without an OpenMP runtime
+FLAGS = ("-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-fPIC", "-shared")
+LIBS = ("-lpthread", "-lm")
+
+# seconds the last build took in this process (0.0: loaded from the cache, None: no build yet)
+compile_seconds: float | None = None
+
+
+def cache_dir() -> Path:
+    """Where the compiled library is kept (see the module docstring)."""
+    if os.environ.get("MFZOO_CACHE_DIR"):
+        return Path(os.environ["MFZOO_CACHE_DIR"]) / "native"
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "mfzoo" / "native"
+
+
+def enabled() -> bool:
+    """False when `MFZOO_NATIVE` is set to 0, false, no or off."""
+    return os.environ.get("MFZOO_NATIVE", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def _cpu() -> str:
+    """The CPU's model and feature flags (what -march=native builds for)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor() or platform.machine()
+    wanted = [line for line in lines if line.startswith(("model name", "flags", "Features", "CPU part"))]
+    return "\n".join(dict.fromkeys(wanted))  # the first core's lines (every core repeats them)
+
+
+def _compiler() -> str | None:
+    return shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc") or shutil.which("clang")
+
+
+@functools.cache
+def library() -> ctypes.CDLL | None:
+    """The kernels, built or loaded once per process; None when unavailable (module docstring)."""
+    global compile_seconds
+    if not enabled():
+        return None
+    here = Path(__file__).resolve().parent
+    compiler = _compiler()
+    if compiler is None:
+        log.warning("mfzoo.native: no C compiler found (set CC); the solvers run their torch paths")
+        return None
+    try:
+        version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
+        digest = hashlib.sha256()
+        for part in (*(here / name for name in SOURCES),):
+            digest.update(part.read_bytes())
+        digest.update("\0".join([version, *FLAGS, *LIBS, _cpu(), platform.machine()]).encode())
+        target = cache_dir() / f"kernels-{digest.hexdigest()[:20]}.so"
+        if target.exists():
+            compile_seconds = 0.0
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            start = time.perf_counter()
+            with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+                built = Path(tmp) / target.name
+                result = subprocess.run([compiler, *FLAGS, "-o", str(built), str(here / "kernels.c"), *LIBS],
+                                        capture_output=True, text=True, timeout=300)
+                if result.returncode != 0:
+                    raise RuntimeError(f"{compiler} failed: {result.stderr.strip().splitlines()[-1:]}")
+                os.replace(built, target)  # atomic: a concurrent loader sees the old state or the whole file
+            compile_seconds = time.perf_counter() - start
+            log.info("mfzoo.native: compiled %s in %.1f s", target.name, compile_seconds)
+        lib = ctypes.CDLL(str(target))
+        _declare(lib)
+        return lib
+    except Exception as error:  # noqa: BLE001 (any failure means: run the torch paths)
+        log.warning("mfzoo.native: the C kernels are unavailable (%s: %s); the solvers run their torch paths",
+                    type(error).__name__, error)
+        return None
+
+
+def available() -> bool:
+    """Whether the kernels can be used in this process."""
+    return library() is not None
+
+
+_i64, _int, _p, _u64, _dp = ctypes.c_int64, ctypes.c_int, ctypes.c_void_p, ctypes.c_uint64, ctypes.POINTER(ctypes.c_double)
+_REAL = {"_f32": ctypes.c_float, "_f64": ctypes.c_double}
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    for suffix, real in _REAL.items():
+        fn = getattr(lib, f"ials_cg{suffix}")
+        fn.argtypes = [_i64, _i64, _p, _p, _p, _p, _p, _p, _p, _p, _int, _int]
+        fn.restype = _int
+        fn = getattr(lib, f"bpr_epoch{suffix}")
+        fn.argtypes = [_i64, _i64, _i64, _i64, _p, _p, _p, _p, _int, _int, _p, _int, _p, _p, _p, real, real, real, _u64,
+                       _int, _dp]
+        fn.restype = _int
+
+
+def supports(*tensors: Tensor) -> bool:
+    """Whether the kernels can run on these tensors: the library is there, and they are on the
+    CPU, in float32 or float64 (one of them for all floating tensors)."""
+    floating = {t.dtype for t in tensors if t.is_floating_point()}
+    return (all(t.device.type == "cpu" for t in tensors) and len(floating) <= 1
+            and floating <= {torch.float32, torch.float64} and available())
+
+
+def _suffix(dtype: torch.dtype) -> str:
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"mfzoo.native: the kernels run float32 and float64, got {dtype}")
+    return "_f32" if dtype == torch.float32 else "_f64"
+
+
+def _ptr(t: Tensor, dtype: torch.dtype, name: str) -> int:
+    if t.dtype != dtype or not t.is_contiguous() or t.device.type != "cpu":
+        raise ValueError(f"mfzoo.native: {name} must be a contiguous CPU {dtype} tensor, got {t.dtype} "
+                         f"{'contiguous' if t.is_contiguous() else 'strided'} on {t.device}")
+    return t.data_ptr()
+
+
+def threads_for(threads: int | None) -> int:
+    """Worker threads: `threads`, or torch's thread count when None."""
+    n = torch.get_num_threads() if threads is None else int(threads)
+    if not 1 <= n <= 256:
+        raise ValueError(f"threads must be in 1..256, got {n}")
+    return n
+
+
+def ials_cg(crow: Tensor, col: Tensor, gram_weight: Tensor, weight: Tensor, Y: Tensor, YtY: Tensor, reg: Tensor,
+            X: Tensor, steps: int, threads: int | None = None) -> None:
+    """`steps` CG iterations on every row's iALS system, X [n_rows, k] updated in place (the
+    warm start in, the result out). The system of row u is that of `als.ials_half_step_cg`:
+    A_u = YtY + Σ_i gram_weight_ui y_i y_iᵀ + reg_u I, b_u = Σ_i weight_ui y_i (YtY already
+    scaled by α₀, gram_weight = c − α₀, weight = c, per CSR entry). crow [n_rows + 1], col
+    [nnz] int64; every floating tensor in X's dtype, contiguous, on the CPU. The result does
+    not depend on `threads` (rows are independent)."""
+    lib = library()
+    if lib is None:
+        raise RuntimeError("mfzoo.native is unavailable")
+    n_rows, k = X.shape
+    dt = X.dtype
+    status = getattr(lib, f"ials_cg{_suffix(dt)}")(
+        n_rows, k, _ptr(crow, torch.long, "crow"), _ptr(col, torch.long, "col"), _ptr(gram_weight, dt, "gram_weight"),
+        _ptr(weight, dt, "weight"), _ptr(Y, dt, "Y"), _ptr(YtY, dt, "YtY"), _ptr(reg, dt, "reg"), _ptr(X, dt, "X"),
+        int(steps), threads_for(threads))
+    if status != 0:
+        raise MemoryError(f"mfzoo.native.ials_cg failed (status {status})")
+
+
+def bpr_epoch(users: Tensor, items: Tensor, crow: Tensor, col: Tensor, P: Tensor, Q: Tensor, bias: Tensor | None,
+              lr: float, l2: float, l2_bias: float, seed: int, n_samples: int | None = None, reject: bool = True,
+              max_tries: int = 120, threads: int | None = None, seen_filter: Tensor | None = None,
+              filter_bits: int = 0) -> float:
+    """One LearnBPR epoch of per-sample SGD in place on P [n_users, k], Q [n_items, k] and
+    bias [n_items] (or None): `n_samples` (default len(users)) bootstrap samples of the
+    training pairs (users, items) [n], one uniform negative each, redrawn while it is a
+    training item of its user (`reject`; the sorted CSR rows crow, col of the user × item
+    matrix) for at most `max_tries` draws; the update is that of `bpr.bpr_step` for one
+    sample. `seen_filter`, `filter_bits`: the bit filter of a `mfzoo.data.sampling.PairSet` of
+    the same pairs (uint8 [2^bits / 8]), which answers most membership queries with one byte
+    (the binary search runs only where its bit is set). `threads` workers share the tables without locks (Hogwild!); with one, the epoch
+    is reproducible bit for bit from `seed`. Returns the mean −ln σ(x)."""
+    lib = library()
+    if lib is None:
+        raise RuntimeError("mfzoo.native is unavailable")
+    dt = P.dtype
+    n = len(users) if n_samples is None else int(n_samples)
+    loss = ctypes.c_double(0.0)
+    status = getattr(lib, f"bpr_epoch{_suffix(dt)}")(
+        n, len(users), Q.shape[0], P.shape[1], _ptr(users, torch.long, "users"), _ptr(items, torch.long, "items"),
+        _ptr(crow, torch.long, "crow"), _ptr(col, torch.long, "col"), int(reject), int(max_tries),
+        None if seen_filter is None else _ptr(seen_filter, torch.uint8, "seen_filter"), int(filter_bits),
+        _ptr(P, dt, "P"), _ptr(Q, dt, "Q"), None if bias is None else _ptr(bias, dt, "bias"),
+        float(lr), float(l2), float(l2_bias), int(seed) % 2**64, threads_for(threads), ctypes.byref(loss))
+    if status != 0:
+        raise MemoryError(f"mfzoo.native.bpr_epoch failed (status {status})")
+    return loss.value / max(n, 1)
