@@ -18,6 +18,14 @@ Peak resident memory of the whole process is printed at the end.
 
     python scripts/bench_als.py [--synthetic] [--repeats 2] [--iterations 3] [--out FILE]
 
+Part 3, the grid (`--grid`, alone): every cell of shapes A (200k users x 50k items x 10M) and B
+(150k x 75k x 10M, a heavier item head) x factors 32, 64, 128, 256: mfzoo's CG (its C kernel,
+the default, and the torch blocks beside it) against implicit's CG, and mfzoo's exact solve
+against implicit's Cholesky up to 128 factors; `--repeats 2 --iterations 2` for the published
+table (experiments/ials/grid.md), with the worst cell named.
+
+    python scripts/bench_als.py --grid --repeats 2 --iterations 2 --out experiments/ials/grid.md
+
 implicit's fits run with BLAS limited to one thread (`threadpoolctl`), as implicit itself
 advises for its CPU solvers. Needs the `[bench]` extra (implicit).
 
@@ -100,11 +108,13 @@ def quality(args) -> list[str]:
     return lines + [""]
 
 
-def mfzoo_iterations(data: Interactions, method: str, iterations: int, seed: int) -> list[float]:
-    """Seconds of each `IALSSolver.sweep` of an mfzoo iALS fit (64 factors) on `data`."""
+def mfzoo_iterations(data: Interactions, method: str, iterations: int, seed: int, factors: int = FACTORS,
+                     native: bool | None = None) -> list[float]:
+    """Seconds of each `IALSSolver.sweep` of an mfzoo iALS fit on `data` (native: the CG
+    path's C kernel; None: the solver's default, False: the torch blocks)."""
     torch.manual_seed(seed)
-    model = MF(data.n_users, data.n_items, dim=FACTORS, biases=False, init_std=0.01)
-    solver = IALSSolver(l2=L2, alpha=ALPHA - 1.0, method=method, cg_steps=3)
+    model = MF(data.n_users, data.n_items, dim=factors, biases=False, init_std=0.01)
+    solver = IALSSolver(l2=L2, alpha=ALPHA - 1.0, method=method, cg_steps=3, native=native)
     seconds = []
     for _ in range(iterations):
         start = time.perf_counter()
@@ -113,11 +123,11 @@ def mfzoo_iterations(data: Interactions, method: str, iterations: int, seed: int
     return seconds
 
 
-def implicit_iterations(user_items, use_cg: bool, iterations: int, seed: int) -> list[float]:
+def implicit_iterations(user_items, use_cg: bool, iterations: int, seed: int, factors: int = FACTORS) -> list[float]:
     """Per-iteration seconds of an implicit ALS fit, from its fit callback."""
     from implicit.cpu.als import AlternatingLeastSquares
 
-    model = AlternatingLeastSquares(factors=FACTORS, regularization=L2, alpha=ALPHA, iterations=iterations,
+    model = AlternatingLeastSquares(factors=factors, regularization=L2, alpha=ALPHA, iterations=iterations,
                                     use_cg=use_cg, random_state=seed)
     seconds: list[float] = []
     with threadpool_limits(1, "blas"):  # implicit's own advice for its CPU solvers
@@ -157,6 +167,93 @@ def speed(args) -> list[str]:
     return lines
 
 
+# the synthetic shapes of the grid: (users, items, interactions, user exponent, item exponent);
+# B's heavier item head: its top 1% of items hold 42% of the interactions, A's 30% (at item
+# exponent 1.0 B would have A's 30%: the exponent, not the catalogue size, sets the head)
+SHAPES = {
+    "A": (200_000, 50_000, 10_000_000, 1.2, 1.0),
+    "B": (150_000, 75_000, 10_000_000, 1.2, 1.2),
+}
+
+
+def shape_data(name: str, seed: int) -> Interactions:
+    users, items, n, user_alpha, item_alpha = SHAPES[name]
+    return ones(synthetic(n_users=users, n_items=items, n_interactions=n, user_alpha=user_alpha,
+                          item_alpha=item_alpha, implicit=True, seed=seed))
+
+
+def skew(data: Interactions) -> str:
+    """The share of the interactions held by the top 1% of items and of users."""
+    def top(ids: torch.Tensor, n: int) -> float:
+        counts = torch.bincount(ids, minlength=n).sort(descending=True).values.double()
+        return float(counts[:max(1, n // 100)].sum() / counts.sum())
+    return f"top 1% of items {top(data.items, data.n_items):.0%}, of users {top(data.users, data.n_users):.0%}"
+
+
+def grid(args) -> list[str]:
+    """Every (shape, factors) cell: mfzoo CG (kernel, the default; and the torch blocks) against
+    implicit's CG, mfzoo exact against implicit's Cholesky (up to `--exact-max` factors);
+    `--repeats` interleaved fits of `--iterations` iterations, each iteration timed, median."""
+    from mfzoo import native
+
+    factors = [int(k) for k in args.factors.split(",")]
+    lines = [(f"**iALS seconds per iteration over the grid** (median of {args.repeats} interleaved fits x "
+              f"{args.iterations} iterations, every iteration timed; {torch.get_num_threads()} threads; implicit "
+              f"{implicit_version()} with BLAS at one thread; ratio = mfzoo / implicit, lower is faster)"), "",
+             "| shape | factors | mfzoo CG (kernel) | mfzoo CG (torch blocks) | implicit CG | **ratio CG** | "
+             "mfzoo exact | implicit Cholesky | **ratio exact** |", "|---|---|---|---|---|---|---|---|---|"]
+    worst = {"cg": (0.0, ""), "exact": (0.0, "")}
+    notes = []
+    for shape in args.shapes.split(","):
+        start = time.perf_counter()
+        data = shape_data(shape, args.seed)
+        data.csr("user"), data.csr("item")
+        user_items = data.to_scipy("user").astype(np.float32)
+        notes.append(f"- shape {shape}: {data.n_users} users x {data.n_items} items x {len(data)} interactions "
+                     f"(user exponent {SHAPES[shape][3]}, item exponent {SHAPES[shape][4]}; {skew(data)}), "
+                     f"made in {time.perf_counter() - start:.0f} s")
+        for k in factors:
+            n = args.iterations
+            runs = {
+                "cg": lambda: mfzoo_iterations(data, "cg", n, args.seed, k),
+                "cg_torch": lambda: mfzoo_iterations(data, "cg", n, args.seed, k, native=False),
+                "implicit_cg": lambda: implicit_iterations(user_items, True, n, args.seed, k),
+            }
+            if k <= args.exact_max:
+                runs["exact"] = lambda: mfzoo_iterations(data, "exact", n, args.seed, k)
+                runs["implicit_cholesky"] = lambda: implicit_iterations(user_items, False, n, args.seed, k)
+            times: dict[str, list[float]] = {name: [] for name in runs}
+            for _ in range(args.repeats):
+                for name, run in runs.items():
+                    times[name] += run()
+            med = {name: statistics.median(v) for name, v in times.items()}
+            ratio_cg = med["cg"] / med["implicit_cg"]
+            worst["cg"] = max(worst["cg"], (ratio_cg, f"{shape}, k={k}"))
+            cells = [f"{med['cg']:.2f}", f"{med['cg_torch']:.2f}", f"{med['implicit_cg']:.2f}", f"**{ratio_cg:.2f}**"]
+            if "exact" in med:
+                ratio_exact = med["exact"] / med["implicit_cholesky"]
+                worst["exact"] = max(worst["exact"], (ratio_exact, f"{shape}, k={k}"))
+                cells += [f"{med['exact']:.2f}", f"{med['implicit_cholesky']:.2f}", f"**{ratio_exact:.2f}**"]
+            else:
+                cells += ["-", "-", "-"]
+            lines.append(f"| {shape} | {k} | " + " | ".join(cells) + " |")
+            print(lines[-1], flush=True)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    lines += ["", f"Worst cell: CG {worst['cg'][0]:.2f} ({worst['cg'][1]}), exact {worst['exact'][0]:.2f} "
+              f"({worst['exact'][1]}). The C kernels were "
+              + ("loaded from the cache" if native.compile_seconds == 0.0 else
+                 f"compiled in {native.compile_seconds:.1f} s" if native.compile_seconds else "unavailable")
+              + f" (once per machine, not in the medians). Peak resident memory {peak:.2f} GiB.", "", *notes, ""]
+    print("\n".join(lines[-len(notes) - 3:]), flush=True)
+    return lines
+
+
+def implicit_version() -> str:
+    import implicit
+
+    return implicit.__version__
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--synthetic", action="store_true", help="also run the 10M-interaction speed part")
@@ -164,8 +261,16 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=3, help="iterations per timed fit (--synthetic)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--grid", action="store_true",
+                        help="only the speed grid: --shapes x --factors (about half an hour on 2 cores)")
+    parser.add_argument("--shapes", default="A,B", help="synthetic shapes of the grid (SHAPES)")
+    parser.add_argument("--factors", default="32,64,128,256", help="factor counts of the grid")
+    parser.add_argument("--exact-max", type=int, default=128, help="largest factor count of the exact/Cholesky column")
     args = parser.parse_args()
     quiet()
+    if args.grid:
+        emit(grid(args), args.out)
+        return
     lines = quality(args)
     if args.synthetic:
         lines += speed(args)

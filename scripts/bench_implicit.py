@@ -22,6 +22,13 @@ users per second, peak memory).
 
     python scripts/bench_implicit.py [--synthetic] [--repeats 3] [--out FILE]
 
+Part 3, the grid (`--grid`, alone): the quality of LearnBPR's paths on ML-100K (the C kernel,
+the default, against the batched torch path, 3 seeds), then every cell of the synthetic shapes
+A and B (`bench_als.SHAPES`) x factors 32, 64, 128, 256: mfzoo's default `BPRSolver()` against
+implicit's BPR, without and with rejection of seen negatives, and `deterministic=True`'s cost.
+
+    python scripts/bench_implicit.py --grid --repeats 2 --iterations 2 --out experiments/ml100k_implicit/grid.md
+
 Needs the `[bench]` extra (implicit).
 
 Part 1 compares fixed settings; the comparison with every model tuned on validation under one
@@ -223,6 +230,127 @@ def speed(args) -> list[str]:
     return lines
 
 
+def bpr_epochs(data: Interactions, sampler: UniformSampler, seed: int, factors: int, epochs: int, **solver) -> list[float]:
+    """Seconds of each epoch of an mfzoo LearnBPR fit through `BPRSolver` (its defaults unless
+    `solver` says otherwise: the C kernel, one Hogwild worker per thread). The sampler (with
+    rejection: the set of seen pairs) is built beforehand, as implicit's set-up is left out of
+    its epoch times."""
+    from mfzoo.solvers.bpr import BPRSolver
+
+    torch.manual_seed(seed)
+    model = MF(data.n_users, data.n_items, dim=factors, biases=False, init_std=0.01)
+    bpr = BPRSolver(lr=0.05, l2=0.0025, sampler=lambda _: sampler, **solver)
+    seconds = []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        bpr.sweep(model, data)
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def implicit_epochs(user_items, verify: bool, seed: int, factors: int, epochs: int) -> list[float]:
+    """Seconds of each epoch of an implicit BPR fit, from its fit callback (set-up excluded)."""
+    from implicit.cpu.bpr import BayesianPersonalizedRanking
+
+    model = BayesianPersonalizedRanking(factors=factors, iterations=epochs, random_state=seed,
+                                        verify_negative_samples=verify)
+    seconds: list[float] = []
+    with threadpool_limits(1, "blas"):
+        model.fit(user_items, show_progress=False, callback=lambda iteration, elapsed, *_: seconds.append(elapsed))
+    return seconds
+
+
+def grid_quality(args) -> list[str]:
+    """ML-100K, per-user random 80/20: LearnBPR with `experiment=ml100k_implicit_learnbpr`'s
+    settings (128 factors, lr 0.0444, l2 0.00228, init 0.01) for its study's 27 epochs, by the
+    C kernel (one worker, and one per thread) and by the batched torch path (batches of 256),
+    test NDCG@10 over seeds 0-2: whether the new default learns what the old path learned."""
+    split = UserRandomSplit(test=0.2, seed=0)(movielens("100k"))
+    paths = {"C kernel, one worker (deterministic)": dict(native=True, threads=1),
+             f"C kernel, {torch.get_num_threads()} Hogwild workers (the default)": dict(native=True, threads=None),
+             "torch path, batches of 256, one stream": dict(native=False, threads=1)}
+    lines = ["**Quality of the paths** (ML-100K, per-user random 80/20, split seed 0; LearnBPR with the settings "
+             "of `experiment=ml100k_implicit_learnbpr`, 27 epochs, no val part; test NDCG@10 over training seeds "
+             "0, 1, 2)", "", "| path | NDCG@10 per seed | mean ± sd | seconds per epoch |", "|---|---|---|---|"]
+    sampler = UniformSampler(split.train, n_negatives=1, reject_seen=True)
+    for name, kw in paths.items():
+        scores, seconds = [], []
+        for seed in range(3):
+            torch.manual_seed(seed)
+            model = MF(split.train.n_users, split.train.n_items, dim=128, biases=False, init_std=0.01)
+            generator = torch.Generator().manual_seed(seed)
+            start = time.perf_counter()
+            for _ in range(27):
+                bpr_epoch(model, split.train, sampler, lr=0.0444, l2=0.00228, batch_size=256, generator=generator, **kw)
+            seconds.append((time.perf_counter() - start) / 27)
+            with torch.no_grad():
+                U, V = model.user_factors(), model.item_factors()
+            scores.append(evaluate_ranking(factor_scores(U, V), split.train, split.test, ks=(10,))["ndcg@10"])
+        lines.append(f"| {name} | {', '.join(f'{x:.4f}' for x in scores)} | {statistics.mean(scores):.4f} ± "
+                     f"{statistics.stdev(scores):.4f} | {statistics.median(seconds):.3f} |")
+    print("\n".join(lines), flush=True)
+    return lines + [""]
+
+
+def grid(args) -> list[str]:
+    """Every (shape, factors) cell: mfzoo's default LearnBPR (`BPRSolver()`: the C kernel, one
+    Hogwild worker per thread) against implicit's BPR, without and with rejection of seen
+    negatives, and the deterministic switch's cost (one worker, rejecting); `--repeats`
+    interleaved fits of `--iterations` epochs, every epoch timed, median."""
+    from bench_als import SHAPES, shape_data, skew
+
+    from mfzoo import native
+
+    factors = [int(k) for k in args.factors.split(",")]
+    n = args.iterations
+    lines = [(f"**LearnBPR seconds per epoch over the grid** (median of {args.repeats} interleaved fits x {n} epochs, "
+              f"every epoch timed; {torch.get_num_threads()} threads; implicit with BLAS at one thread; one negative "
+              "per positive; ratio = mfzoo / implicit, lower is faster)"), "",
+             "| shape | factors | mfzoo default | implicit | **ratio** | mfzoo default, rejecting | implicit, "
+             "verify_negative_samples | **ratio, rejecting** | mfzoo deterministic, rejecting | ratio |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    worst, notes = {"plain": (0.0, ""), "reject": (0.0, "")}, []
+    for shape in args.shapes.split(","):
+        start = time.perf_counter()
+        data = shape_data(shape, args.seed)
+        data.csr("user")
+        user_items = data.to_scipy("user").astype(np.float32)
+        made = time.perf_counter() - start
+        start = time.perf_counter()
+        plain_sampler, rejecting = UniformSampler(data, 1), UniformSampler(data, 1, reject_seen=True)
+        notes.append(f"- shape {shape}: {data.n_users} users x {data.n_items} items x {len(data)} interactions "
+                     f"(user exponent {SHAPES[shape][3]}, item exponent {SHAPES[shape][4]}; {skew(data)}), "
+                     f"made in {made:.0f} s; mfzoo's samplers (the set of seen pairs) built once in "
+                     f"{time.perf_counter() - start:.1f} s, outside the epoch times")
+        for k in factors:
+            runs = {
+                "plain": lambda: bpr_epochs(data, plain_sampler, args.seed, k, n),
+                "implicit": lambda: implicit_epochs(user_items, False, args.seed, k, n),
+                "reject": lambda: bpr_epochs(data, rejecting, args.seed, k, n),
+                "implicit_verify": lambda: implicit_epochs(user_items, True, args.seed, k, n),
+                "deterministic": lambda: bpr_epochs(data, rejecting, args.seed, k, n, deterministic=True),
+            }
+            times: dict[str, list[float]] = {name: [] for name in runs}
+            for _ in range(args.repeats):
+                for name, run in runs.items():
+                    times[name] += run()
+            med = {name: statistics.median(v) for name, v in times.items()}
+            plain, reject = med["plain"] / med["implicit"], med["reject"] / med["implicit_verify"]
+            worst["plain"] = max(worst["plain"], (plain, f"{shape}, k={k}"))
+            worst["reject"] = max(worst["reject"], (reject, f"{shape}, k={k}"))
+            lines.append(f"| {shape} | {k} | {med['plain']:.2f} | {med['implicit']:.2f} | **{plain:.2f}** | "
+                         f"{med['reject']:.2f} | {med['implicit_verify']:.2f} | **{reject:.2f}** | "
+                         f"{med['deterministic']:.2f} | {med['deterministic'] / med['implicit_verify']:.2f} |")
+            print(lines[-1], flush=True)
+    lines += ["", f"Worst cell: {worst['plain'][0]:.2f} without rejection ({worst['plain'][1]}), {worst['reject'][0]:.2f} "
+              f"with it ({worst['reject'][1]}). The C kernels were "
+              + ("loaded from the cache" if native.compile_seconds == 0.0 else
+                 f"compiled in {native.compile_seconds:.1f} s" if native.compile_seconds else "unavailable")
+              + " (once per machine, not in the medians).", "", *notes, ""]
+    print("\n".join(lines[-len(notes) - 3:]), flush=True)
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--synthetic", action="store_true", help="also run the 10M-interaction speed part")
@@ -232,8 +360,16 @@ def main() -> None:
     parser.add_argument("--implicit-iterations", type=int, default=100)
     parser.add_argument("--chunk-size", type=int, default=2048)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--grid", action="store_true",
+                        help="only the speed grid (--shapes x --factors) and the paths' quality on ML-100K")
+    parser.add_argument("--shapes", default="A,B", help="synthetic shapes of the grid (bench_als.SHAPES)")
+    parser.add_argument("--factors", default="32,64,128,256", help="factor counts of the grid")
+    parser.add_argument("--iterations", type=int, default=2, help="epochs per timed fit (--grid)")
     args = parser.parse_args()
     quiet()
+    if args.grid:
+        emit(grid_quality(args) + grid(args), args.out)
+        return
     lines = [] if args.skip_quality else quality(args)
     if args.synthetic:
         lines += speed(args)

@@ -120,6 +120,10 @@ def available() -> bool:
     return library() is not None
 
 
+# cache lines of y_i rows the CG kernel loads ahead of the entry it works on (measured on a
+# 2-core machine over 32-256 factors: see experiments/ials/grid.md)
+CG_PREFETCH_LINES = 32
+
 _i64, _int, _p, _u64, _dp = ctypes.c_int64, ctypes.c_int, ctypes.c_void_p, ctypes.c_uint64, ctypes.POINTER(ctypes.c_double)
 _REAL = {"_f32": ctypes.c_float, "_f64": ctypes.c_double}
 
@@ -127,7 +131,7 @@ _REAL = {"_f32": ctypes.c_float, "_f64": ctypes.c_double}
 def _declare(lib: ctypes.CDLL) -> None:
     for suffix, real in _REAL.items():
         fn = getattr(lib, f"ials_cg{suffix}")
-        fn.argtypes = [_i64, _i64, _p, _p, _p, _p, _p, _p, _p, _p, _int, _int]
+        fn.argtypes = [_i64, _i64, _p, _p, _p, _p, _p, _p, _p, _p, _int, _int, _int]
         fn.restype = _int
         fn = getattr(lib, f"bpr_epoch{suffix}")
         fn.argtypes = [_i64, _i64, _i64, _i64, _p, _p, _p, _p, _int, _int, _p, _int, _p, _p, _p, real, real, real, _u64,
@@ -180,7 +184,7 @@ def ials_cg(crow: Tensor, col: Tensor, gram_weight: Tensor, weight: Tensor, Y: T
     status = getattr(lib, f"ials_cg{_suffix(dt)}")(
         n_rows, k, _ptr(crow, torch.long, "crow"), _ptr(col, torch.long, "col"), _ptr(gram_weight, dt, "gram_weight"),
         _ptr(weight, dt, "weight"), _ptr(Y, dt, "Y"), _ptr(YtY, dt, "YtY"), _ptr(reg, dt, "reg"), _ptr(X, dt, "X"),
-        int(steps), threads_for(threads))
+        int(steps), threads_for(threads), int(CG_PREFETCH_LINES))
     if status != 0:
         raise MemoryError(f"mfzoo.native.ials_cg failed (status {status})")
 

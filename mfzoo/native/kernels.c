@@ -10,8 +10,9 @@
 #define CAT_(a, b) a##b
 #define CAT(a, b) CAT_(a, b)
 #define CG_CHUNK 64    /* rows a worker claims at a time */
-#define DOT_LANES 32   /* partial sums of a dot product */
-#define PREFETCH 8     /* entries ahead whose y_i is prefetched */
+#ifndef DOT_LANES
+#define DOT_LANES 16   /* partial sums of a dot product (16 ran CG 10-20% faster than 8 or 32) */
+#endif
 #define BPR_PREFETCH 64 /* leading entries of a sample's rows prefetched (the hardware streams the rest) */
 #define MAX_THREADS 256
 

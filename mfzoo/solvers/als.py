@@ -38,7 +38,7 @@ half-steps written as a plain loop over rows (one dense `torch.linalg.solve` eac
 This module holds the maths of a block of rows; which rows form a block, in how much memory
 and on how many threads, is `mfzoo.solvers.blocks` (`for_blocks`: blocks of up to
 `block_size` rows of similar degree, the y_i of a block gathered into one padded [b, L, k]
-tensor of about `blocks.BLOCK_ELEMENTS` entries). A block of rows longer than k builds its A_u
+tensor of about `blocks.block_elements` entries). A block of rows longer than k builds its A_u
 as one batched product and solves them by one batched Cholesky factorisation (`spd_solve`; a
 singular A_u, e.g. λ = 0 and n_u < k, gets the minimum-norm solution and an empty row gets
 x_u = 0); a block of shorter rows solves the same systems exactly through the Woodbury

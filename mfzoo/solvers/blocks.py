@@ -5,8 +5,9 @@ on how many threads. The maths of a block (normal equations, Woodbury, CG) is in
 A half-step solves one small system per row u of a sparse CSR pattern (crow, col), each built
 from the rows y_i of the fixed factors Y [n_cols, k] at the entries i of row u. Rows are taken
 by ascending degree (`row_order`) in blocks of at most `block_size` rows and about
-`BLOCK_ELEMENTS` gathered entries (`plan`; both 16 times larger on an accelerator, where a
-block is one batched call per degree bucket); `for_blocks` gathers a block's y_i into one padded
+`block_elements` gathered entries (`plan`: on a CPU the streams' blocks together fill the
+last-level cache; on an accelerator 16 times the CPU default, where a block is one batched
+call per degree bucket); `for_blocks` gathers a block's y_i into one padded
 [b, L, k] tensor and calls the block solver on it, on as many threads as torch has.
 
 What depends on the pattern alone (row order, block plan) is kept in a `cache` dict that the
@@ -29,9 +30,14 @@ from mfzoo.solvers.parallel import cpu_streams, run_streams
 
 log = logging.getLogger(__name__)
 
-# entries of a block's gathered rows [b, L, k] (16 MiB of float32): on a 2-core CPU with 2 MiB
-# of L2 per core, 2^22 ran CG sweeps about 6% faster than 2^23, with 512 rows per block at most
-BLOCK_ELEMENTS = 1 << 22
+# entries of a block's gathered rows [b, L, k] on a CPU: None derives them from the machine
+# (`block_elements`: the streams' buffers together fill the last-level cache); a number fixes them
+BLOCK_ELEMENTS: int | None = None
+# where the cache size cannot be read: 2^22 (16 MiB of float32), what the rule gives on the
+# 2-core machine it was measured on (32 MiB of L3, two streams), where 2^22 ran sweeps about 6%
+# faster than 2^23
+FALLBACK_ELEMENTS = 1 << 22
+MIN_ELEMENTS = 1 << 16
 # on an accelerator, few large batched calls: 16 times the entries (256 MiB of float32) and, by
 # default, 8192 rows per block (a GPU runs a [b, k, k] batched Cholesky in one launch; per-launch
 # overhead, not caches, sets the size there)
@@ -48,10 +54,39 @@ def block_rows(block_size: int | None, device: torch.device) -> int:
     return CPU_BLOCK_ROWS if torch.device(device).type == "cpu" else DEVICE_BLOCK_ROWS
 
 
-def block_elements(device: torch.device) -> int:
-    """Entries of a block's gathered rows: `BLOCK_ELEMENTS` on a CPU (cache-sized), 16 times as
-    many on an accelerator."""
-    return BLOCK_ELEMENTS if torch.device(device).type == "cpu" else BLOCK_ELEMENTS * DEVICE_BLOCK_FACTOR
+def block_elements(device: torch.device, itemsize: int = 4, streams: int = 1) -> int:
+    """Entries of a block's gathered rows. On a CPU: `BLOCK_ELEMENTS` where it is set, else as
+    many as let the `streams` buffers of `itemsize`-byte entries together fill the last-level
+    cache (`last_level_cache`; at least 2^16, `FALLBACK_ELEMENTS` where the size is unknown).
+    On an accelerator, 16 times the fallback (per-launch overhead, not caches, decides there)."""
+    if torch.device(device).type != "cpu":
+        return FALLBACK_ELEMENTS * DEVICE_BLOCK_FACTOR
+    if BLOCK_ELEMENTS is not None:
+        return BLOCK_ELEMENTS
+    cache = last_level_cache()
+    if cache is None:
+        return FALLBACK_ELEMENTS
+    return max(MIN_ELEMENTS, cache // (max(1, itemsize) * max(1, streams)))
+
+
+@functools.cache
+def last_level_cache() -> int | None:
+    """Bytes of the CPU's last-level data cache (Linux sysfs), or None where it cannot be read."""
+    from pathlib import Path
+
+    best: tuple[int, int] | None = None  # (level, bytes)
+    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        try:
+            if (index / "type").read_text().strip() == "Instruction":
+                continue
+            level, size = int((index / "level").read_text()), (index / "size").read_text().strip().upper()
+            units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+            size_bytes = int(size[:-1]) * units[size[-1]] if size[-1] in units else int(size)
+        except (OSError, ValueError):
+            continue
+        if best is None or level > best[0]:
+            best = (level, size_bytes)
+    return None if best is None else best[1]
 
 
 def memo(cache: dict | None, key: tuple, make: Callable[[], Any]) -> Any:
@@ -98,7 +133,7 @@ def for_blocks(
     blocks of the row order `order` (rows by ascending degree, `row_order`): `block` is a slice
     of `order`, and row j of Yg holds y_i of the entries of row order[block][j], padded to the
     block's longest row with a zero row of weight 0. Sorted rows waste little on padding (about
-    4% on power-law data); a block holds at most `block_size` rows and about `BLOCK_ELEMENTS`
+    4% on power-law data); a block holds at most `block_size` rows and about `block_elements`
     entries of Yg. `solve` writes its results itself (the blocks are disjoint), typically into
     tensors already in `order`, so that a block is a contiguous slice rather than a gather.
 
@@ -111,7 +146,8 @@ def for_blocks(
     multi-threaded stream of small batched operations does not. Every block's arithmetic is the
     same either way, so the result does not depend on the number of threads.
     """
-    k, elements = Y.shape[1], block_elements(Y.device)
+    k, streams = Y.shape[1], cpu_streams(Y.device)
+    elements = block_elements(Y.device, Y.element_size(), streams)
     counts, starts, degree, blocks = memo(cache, ("plan", block_size, k, elements),
                                           lambda: plan(crow, order, block_size, k, elements))
     Y_pad = torch.cat([Y, Y.new_zeros(1, k)])  # [n_cols + 1, k]: the last row pads
@@ -138,7 +174,7 @@ def for_blocks(
                 torch.index_select(Y_pad, 0, torch.full((b * longest,), pad, device=Y.device), out=Yg)
             solve(slice(start, end), Yg.view(b, longest, k), *padded)
 
-    run_streams(run, min(cpu_streams(Y.device), len(blocks)))
+    run_streams(run, min(streams, len(blocks)))
 
 
 def plan(
@@ -146,8 +182,8 @@ def plan(
 ) -> tuple[Tensor, Tensor, list[int], list[tuple[int, int]]]:
     """The blocks of `for_blocks`: the rows' entry counts and first entries in `order`
     ([n_rows] each), the counts as a list, and (start, end) slices of `order` of at most
-    `block_size` rows and about `elements` (default `BLOCK_ELEMENTS`) entries of Yg."""
-    elements = BLOCK_ELEMENTS if elements is None else elements
+    `block_size` rows and about `elements` (default `block_elements` on a CPU) entries of Yg."""
+    elements = block_elements(torch.device("cpu")) if elements is None else elements
     n_rows = crow.numel() - 1
     counts = crow.diff().index_select(0, order)  # [n_rows] ascending
     starts = crow[:-1].index_select(0, order)  # [n_rows] first entry of each row
