@@ -1,10 +1,13 @@
-"""What the benchmark scripts share: quiet logging, and printing / writing the result tables."""
+"""What the benchmark scripts share: quiet logging, printing / writing the result tables, timed
+solver sweeps."""
 
 from __future__ import annotations
 
 import logging
 import warnings
 from pathlib import Path
+
+import time
 
 from mfzoo.cli import quiet_lightning
 
@@ -62,3 +65,20 @@ def mean_sd(values: list[float]) -> str:
     if len(values) == 1:
         return f"{values[0]:.4f} (n = 1)"
     return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+
+
+def sweep_seconds(solver, data, factors: int, sweeps: int, seed: int) -> list[float]:
+    """Seconds of each of `sweeps` calls of `solver.sweep` on `data`, from a fresh plain MF of
+    `factors` (no biases, factors N(0, 0.01²), seeded)."""
+    import torch
+
+    from mfzoo.models.mf import MF
+
+    torch.manual_seed(seed)
+    model = MF(data.n_users, data.n_items, dim=factors, biases=False, init_std=0.01)
+    seconds = []
+    for _ in range(sweeps):
+        start = time.perf_counter()
+        solver.sweep(model, data)
+        seconds.append(time.perf_counter() - start)
+    return seconds

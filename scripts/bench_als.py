@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _bench import emit, quiet
+from _bench import emit, quiet, sweep_seconds
 from threadpoolctl import threadpool_limits
 
 from mfzoo.data.interactions import Interactions
@@ -112,15 +112,8 @@ def mfzoo_iterations(data: Interactions, method: str, iterations: int, seed: int
                      native: bool | None = None) -> list[float]:
     """Seconds of each `IALSSolver.sweep` of an mfzoo iALS fit on `data` (native: the CG
     path's C kernel; None: the solver's default, False: the torch blocks)."""
-    torch.manual_seed(seed)
-    model = MF(data.n_users, data.n_items, dim=factors, biases=False, init_std=0.01)
     solver = IALSSolver(l2=L2, alpha=ALPHA - 1.0, method=method, cg_steps=3, native=native)
-    seconds = []
-    for _ in range(iterations):
-        start = time.perf_counter()
-        solver.sweep(model, data)
-        seconds.append(time.perf_counter() - start)
-    return seconds
+    return sweep_seconds(solver, data, factors, iterations, seed)
 
 
 def implicit_iterations(user_items, use_cg: bool, iterations: int, seed: int, factors: int = FACTORS) -> list[float]:

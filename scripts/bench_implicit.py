@@ -47,7 +47,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from _bench import emit, quiet
+from _bench import emit, quiet, sweep_seconds
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from threadpoolctl import threadpool_limits
@@ -237,15 +237,7 @@ def bpr_epochs(data: Interactions, sampler: UniformSampler, seed: int, factors: 
     its epoch times."""
     from mfzoo.solvers.bpr import BPRSolver
 
-    torch.manual_seed(seed)
-    model = MF(data.n_users, data.n_items, dim=factors, biases=False, init_std=0.01)
-    bpr = BPRSolver(lr=0.05, l2=0.0025, sampler=lambda _: sampler, **solver)
-    seconds = []
-    for _ in range(epochs):
-        start = time.perf_counter()
-        bpr.sweep(model, data)
-        seconds.append(time.perf_counter() - start)
-    return seconds
+    return sweep_seconds(BPRSolver(lr=0.05, l2=0.0025, sampler=lambda _: sampler, **solver), data, factors, epochs, seed)
 
 
 def implicit_epochs(user_items, verify: bool, seed: int, factors: int, epochs: int) -> list[float]:
