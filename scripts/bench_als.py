@@ -44,7 +44,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from _bench import emit, quiet, sweep_seconds
-from threadpoolctl import threadpool_limits
 
 from mfzoo.data.interactions import Interactions
 from mfzoo.data.sources import movielens, synthetic
@@ -76,6 +75,7 @@ def mfzoo_ials(train: Interactions, method: str, iterations: int, seed: int) -> 
 
 
 def implicit_als(train: Interactions, use_cg: bool, iterations: int, seed: int) -> tuple[float, tuple]:
+    from threadpoolctl import threadpool_limits  # [bench] extra
     from implicit.cpu.als import AlternatingLeastSquares
 
     user_items = train.to_scipy("user").astype(np.float32)
@@ -118,6 +118,7 @@ def mfzoo_iterations(data: Interactions, method: str, iterations: int, seed: int
 
 def implicit_iterations(user_items, use_cg: bool, iterations: int, seed: int, factors: int = FACTORS) -> list[float]:
     """Per-iteration seconds of an implicit ALS fit, from its fit callback."""
+    from threadpoolctl import threadpool_limits  # [bench] extra
     from implicit.cpu.als import AlternatingLeastSquares
 
     model = AlternatingLeastSquares(factors=factors, regularization=L2, alpha=ALPHA, iterations=iterations,

@@ -50,7 +50,6 @@ import torch
 from _bench import emit, quiet, sweep_seconds
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from threadpoolctl import threadpool_limits
 
 from mfzoo.cli import CONFIG_DIR
 from mfzoo.data.interactions import Interactions
@@ -159,6 +158,7 @@ def learn_bpr(
 
 def implicit_epoch(user_items, verify: bool, seed: int) -> float:
     """Seconds of one implicit BPR epoch, from its fit callback (set-up excluded)."""
+    from threadpoolctl import threadpool_limits  # [bench] extra
     from implicit.cpu.bpr import BayesianPersonalizedRanking
 
     model = BayesianPersonalizedRanking(factors=64, iterations=1, random_state=seed, verify_negative_samples=verify)
@@ -242,6 +242,7 @@ def bpr_epochs(data: Interactions, sampler: UniformSampler, seed: int, factors: 
 
 def implicit_epochs(user_items, verify: bool, seed: int, factors: int, epochs: int) -> list[float]:
     """Seconds of each epoch of an implicit BPR fit, from its fit callback (set-up excluded)."""
+    from threadpoolctl import threadpool_limits  # [bench] extra
     from implicit.cpu.bpr import BayesianPersonalizedRanking
 
     model = BayesianPersonalizedRanking(factors=factors, iterations=epochs, random_state=seed,

@@ -49,7 +49,6 @@ import numpy as np
 import optuna
 import torch
 from scipy import stats
-from threadpoolctl import threadpool_limits
 
 from _bench import emit, mean_sd, parse_pairs, quiet, read_results
 from bench_als import ones
@@ -96,6 +95,7 @@ class ImplicitRanker:
     def fit(self, params: Mapping[str, object], train: Interactions, seed: int):
         import implicit.cpu.als
         import implicit.cpu.bpr
+        from threadpoolctl import threadpool_limits  # with implicit, in the [bench] extra
 
         module = implicit.cpu.bpr if self.cls == "BayesianPersonalizedRanking" else implicit.cpu.als
         user_items = train.to_scipy("user").astype(np.float32)

@@ -213,7 +213,8 @@ def test_trainer_deterministic_sets_the_solvers_switch():
 
     for extra, expected in (([], False), (["trainer.deterministic=true"], True)):
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            cfg = compose("train", overrides=["experiment=ml100k_implicit_learnbpr", "data/source=synthetic", *extra])
+            cfg = compose("train", overrides=["experiment=ml100k_implicit_learnbpr", "data/source=synthetic",
+                                              "solver.deterministic=false", *extra])
         _, module = build(cfg)
         assert module.solver.deterministic is expected
 
