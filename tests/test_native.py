@@ -248,6 +248,19 @@ def test_disabled_or_failing_builds_fall_back_to_torch(tmp_path):
     assert "C kernels are unavailable" in failing.stderr and "torch paths" in failing.stderr
 
 
+def test_a_damaged_cached_library_is_rebuilt(tmp_path):
+    """A cached library file that cannot be loaded (truncated, say) is built again, with a
+    warning, and the kernels are available."""
+    env = {"MFZOO_CACHE_DIR": str(tmp_path)}
+    assert "available True" in run_python(PROBE, env).stdout
+    (library,) = (Path(tmp_path) / "native").glob("*.so")
+    library.write_bytes(b"not a shared library")
+    again = run_python(PROBE, env)
+    assert "available True finite True" in again.stdout, again.stderr
+    assert "unusable" in again.stderr and "building it again" in again.stderr
+    assert library.stat().st_size > 1000
+
+
 def test_processes_building_into_one_cache_at_once_all_load(tmp_path):
     """Three processes started together on an empty cache directory: each loads a complete
     library (the build is renamed into place), one library file is left, and a later process

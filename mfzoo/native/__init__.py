@@ -42,6 +42,7 @@ SOURCES = ("kernels.c", "kernels.inc")
 # -fopenmp-simd: the `omp simd` reductions vectorise, without an OpenMP runtime
 FLAGS = ("-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-fPIC", "-shared")
 LIBS = ("-lpthread", "-lm")
+NATIVE_VERSION = 1  # what kernels.c's mfzoo_native_version() returns
 
 # seconds the last build took in this process (0.0: loaded from the cache, None: no build yet)
 compile_seconds: float | None = None
@@ -93,26 +94,43 @@ def library() -> ctypes.CDLL | None:
         digest.update("\0".join([version, *FLAGS, *LIBS, _cpu(), platform.machine()]).encode())
         target = cache_dir() / f"kernels-{digest.hexdigest()[:20]}.so"
         if target.exists():
-            compile_seconds = 0.0
-        else:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            start = time.perf_counter()
-            with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-                built = Path(tmp) / target.name
-                result = subprocess.run([compiler, *FLAGS, "-o", str(built), str(here / "kernels.c"), *LIBS],
-                                        capture_output=True, text=True, timeout=300)
-                if result.returncode != 0:
-                    raise RuntimeError(f"{compiler} failed: {result.stderr.strip().splitlines()[-1:]}")
-                os.replace(built, target)  # atomic: a concurrent loader sees the old state or the whole file
-            compile_seconds = time.perf_counter() - start
-            log.info("mfzoo.native: compiled %s in %.1f s", target.name, compile_seconds)
-        lib = ctypes.CDLL(str(target))
-        _declare(lib)
-        return lib
+            try:  # a file left damaged (a full disk, a copied cache) is rebuilt, not trusted
+                lib = _load(target)
+                compile_seconds = 0.0
+                return lib
+            except (OSError, AttributeError, RuntimeError) as error:
+                log.warning("mfzoo.native: the cached %s is unusable (%s); building it again", target.name, error)
+        compile_seconds = _build(compiler, here / "kernels.c", target)
+        log.info("mfzoo.native: compiled %s in %.1f s", target.name, compile_seconds)
+        return _load(target)
     except Exception as error:  # noqa: BLE001 (any failure means: run the torch paths)
         log.warning("mfzoo.native: the C kernels are unavailable (%s: %s); the solvers run their torch paths",
                     type(error).__name__, error)
         return None
+
+
+def _build(compiler: str, source: Path, target: Path) -> float:
+    """Compiles `source` into `target` (written elsewhere, then renamed into place: a concurrent
+    loader sees the old state or the whole file); returns the seconds it took."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        built = Path(tmp) / target.name
+        result = subprocess.run([compiler, *FLAGS, "-o", str(built), str(source), *LIBS],
+                                capture_output=True, text=True, timeout=300)
+        if result.returncode != 0:
+            raise RuntimeError(f"{compiler} failed: {result.stderr.strip().splitlines()[-1:]}")
+        os.replace(built, target)
+    return time.perf_counter() - start
+
+
+def _load(path: Path) -> ctypes.CDLL:
+    lib = ctypes.CDLL(str(path))
+    lib.mfzoo_native_version.restype = ctypes.c_int
+    if lib.mfzoo_native_version() != NATIVE_VERSION:
+        raise RuntimeError(f"{path.name} is version {lib.mfzoo_native_version()}, not {NATIVE_VERSION}")
+    _declare(lib)
+    return lib
 
 
 def available() -> bool:
