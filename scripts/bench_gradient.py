@@ -147,7 +147,7 @@ def main() -> None:
         parts = {k: statistics.median(loop[k] for loop in loops) for k in loops[0]}
         loop_total = sum(parts.values())
         rows.append((name, cfg, epoch, parts, loop_total, fused_s, kind, len(data)))
-        print(name, epoch, parts, fused_s, flush=True)
+        print(f"{name}: Lightning epoch {epoch:.2f} s, plain loop " + ", ".join(f"{k} {v:.2f} s" for k, v in parts.items()) + f", fused {fused_s:.2f} s", flush=True)
     lines = [(f"**The gradient path on {len(implicit):,} interactions** ({implicit.n_users} users x {implicit.n_items} "
               f"items, shape A; {torch.get_num_threads()} threads, torch {torch.__version__}; medians of "
               f"{args.repeats} one-epoch runs)"), "",

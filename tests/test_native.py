@@ -69,6 +69,29 @@ def test_ials_cg_kernel_reaches_the_exact_solve_and_ignores_the_thread_count():
     assert torch.equal(one, three)
 
 
+def test_ials_cg_kernel_takes_zero_factors_and_refuses_columns_outside_y():
+    """k = 0 gives an empty result (no division by the row's zero cache lines), and a pattern
+    whose column indices point past Y's rows is refused before the kernel reads them."""
+    R = csr(6, 5, 12)
+    X = ials_half_step_cg(R, torch.zeros(5, 0, dtype=torch.float64), torch.zeros(6, 0, dtype=torch.float64), 0.1,
+                          native=True)
+    assert X.shape == (6, 0)
+    bad = torch.sparse_csr_tensor(torch.tensor([0, 1, 1]), torch.tensor([9]), torch.ones(1, dtype=torch.float64),
+                                  size=(2, 5), check_invariants=False)  # column 9 of 5
+    with pytest.raises(ValueError, match="column indices must lie in 0..4"):
+        ials_half_step_cg(bad, torch.ones(5, 2, dtype=torch.float64), torch.zeros(2, 2, dtype=torch.float64), 0.1,
+                          native=True)
+
+
+def test_ials_solver_switches_are_checked():
+    from mfzoo.solvers.solver import IALSSolver
+
+    with pytest.raises(ValueError, match="native=true applies to method='cg'"):
+        IALSSolver(method="exact", native=True)
+    with pytest.raises(ValueError, match="native must be"):
+        IALSSolver(method="cg", native="yes")
+
+
 def test_ials_native_true_refuses_what_the_kernel_cannot_run():
     R = csr(10, 8, 30).to(torch.float16)
     Y = torch.randn(8, 3, dtype=torch.float16)
@@ -200,8 +223,11 @@ def test_bpr_solver_defaults_and_switches():
     assert torch.equal(fit(native=False, threads=1), fit(native=False, threads=1))
     popularity = lambda d: PopularitySampler(d, 1)  # noqa: E731
     assert torch.equal(fit(sampler=popularity, threads=1), fit(sampler=popularity, threads=1, native=False))
-    with pytest.raises(RuntimeError, match="UniformSampler"):
+    with pytest.raises(RuntimeError, match="uniformly .* the sampler is PopularitySampler"):
         fit(sampler=popularity, native=True)
+    for bad in ({"native": "maybe"}, {"deterministic": 2}, {"threads": 1000}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            BPRSolver(**bad)
 
 
 def test_trainer_deterministic_sets_the_solvers_switch():
@@ -239,13 +265,15 @@ print("available", native.available(), "finite", bool(torch.isfinite(X).all()), 
 
 
 def test_disabled_or_failing_builds_fall_back_to_torch(tmp_path):
-    """MFZOO_NATIVE=0 and a compiler that fails (CC=false, an empty cache) both leave the
-    solvers on their torch paths, the second with a warning naming the failure."""
+    """MFZOO_NATIVE=0, a compiler that fails (CC=false), one that writes nothing (CC=true) and
+    a CC naming no program all leave the solvers on their torch paths, the last three with a
+    warning that says what went wrong."""
     off = run_python(PROBE, {"MFZOO_NATIVE": "0", "MFZOO_CACHE_DIR": str(tmp_path / "off")})
     assert "available False finite True" in off.stdout, off.stderr
-    failing = run_python(PROBE, {"CC": "false", "MFZOO_CACHE_DIR": str(tmp_path / "failing")})
-    assert "available False finite True" in failing.stdout, failing.stderr
-    assert "C kernels are unavailable" in failing.stderr and "torch paths" in failing.stderr
+    for cc, words in (("false", "exit status 1"), ("true", "wrote no library"), ("no-such-cc -O2", "names no program")):
+        failing = run_python(PROBE, {"CC": cc, "MFZOO_CACHE_DIR": str(tmp_path / cc.split()[0])})
+        assert "available False finite True" in failing.stdout, failing.stderr
+        assert words in failing.stderr and "torch paths" in failing.stderr, (cc, failing.stderr)
 
 
 def test_a_damaged_cached_library_is_rebuilt(tmp_path):

@@ -27,6 +27,7 @@ import hashlib
 import logging
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -51,9 +52,9 @@ compile_seconds: float | None = None
 def cache_dir() -> Path:
     """Where the compiled library is kept (see the module docstring)."""
     if os.environ.get("MFZOO_CACHE_DIR"):
-        return Path(os.environ["MFZOO_CACHE_DIR"]) / "native"
+        return Path(os.environ["MFZOO_CACHE_DIR"]).expanduser() / "native"
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "mfzoo" / "native"
+    return Path(base).expanduser() / "mfzoo" / "native"
 
 
 def enabled() -> bool:
@@ -71,8 +72,18 @@ def _cpu() -> str:
     return "\n".join(dict.fromkeys(wanted))  # the first core's lines (every core repeats them)
 
 
-def _compiler() -> str | None:
-    return shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc") or shutil.which("clang")
+def _compiler() -> list[str] | None:
+    """The compiler command: `$CC` (split like a shell word list, e.g. "gcc -O2") when set, else
+    `cc`, `gcc` or `clang`, whichever is found first; None when `$CC` names no program (it is
+    not replaced by another) or none of those exists."""
+    if os.environ.get("CC", "").strip():
+        words = shlex.split(os.environ["CC"])
+        found = shutil.which(words[0])
+        return None if found is None else [found, *words[1:]]
+    for name in ("cc", "gcc", "clang"):
+        if shutil.which(name):
+            return [shutil.which(name)]
+    return None
 
 
 @functools.cache
@@ -84,10 +95,12 @@ def library() -> ctypes.CDLL | None:
     here = Path(__file__).resolve().parent
     compiler = _compiler()
     if compiler is None:
-        log.warning("mfzoo.native: no C compiler found (set CC); the solvers run their torch paths")
+        named = f"CC={os.environ['CC']!r} names no program" if os.environ.get("CC", "").strip() else \
+            "no C compiler found (cc, gcc, clang; or set CC)"
+        log.warning("mfzoo.native: %s; the solvers run their torch paths", named)
         return None
     try:
-        version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
+        version = subprocess.run([*compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
         digest = hashlib.sha256()
         for part in (*(here / name for name in SOURCES),):
             digest.update(part.read_bytes())
@@ -109,17 +122,20 @@ def library() -> ctypes.CDLL | None:
         return None
 
 
-def _build(compiler: str, source: Path, target: Path) -> float:
+def _build(compiler: list[str], source: Path, target: Path) -> float:
     """Compiles `source` into `target` (written elsewhere, then renamed into place: a concurrent
     loader sees the old state or the whole file); returns the seconds it took."""
     target.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         built = Path(tmp) / target.name
-        result = subprocess.run([compiler, *FLAGS, "-o", str(built), str(source), *LIBS],
+        result = subprocess.run([*compiler, *FLAGS, "-o", str(built), str(source), *LIBS],
                                 capture_output=True, text=True, timeout=300)
         if result.returncode != 0:
-            raise RuntimeError(f"{compiler} failed: {result.stderr.strip().splitlines()[-1:]}")
+            last = result.stderr.strip().splitlines()[-1:] or [f"exit status {result.returncode}, no message"]
+            raise RuntimeError(f"{' '.join(compiler)} failed: {last[0]}")
+        if not built.exists():
+            raise RuntimeError(f"{' '.join(compiler)} exited 0 but wrote no library")
         os.replace(built, target)
     return time.perf_counter() - start
 
@@ -136,6 +152,20 @@ def _load(path: Path) -> ctypes.CDLL:
 def available() -> bool:
     """Whether the kernels can be used in this process."""
     return library() is not None
+
+
+def unavailable_reason(*tensors: Tensor) -> str | None:
+    """Why `supports(*tensors)` is False (None when it is True), for error messages."""
+    if not enabled():
+        return "MFZOO_NATIVE is set to disable them"
+    if any(t.device.type != "cpu" for t in tensors):
+        return f"they run on the CPU, the tensors are on {next(t.device for t in tensors if t.device.type != 'cpu')}"
+    floating = {t.dtype for t in tensors if t.is_floating_point()}
+    if not floating <= {torch.float32, torch.float64} or len(floating) > 1:
+        return f"they run float32 or float64, got {', '.join(sorted(str(d) for d in floating))}"
+    if not available():
+        return "the library could not be built or loaded (see the warning logged before)"
+    return None
 
 
 # cache lines of y_i rows the CG kernel loads ahead of the entry it works on (measured on a

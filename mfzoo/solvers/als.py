@@ -255,9 +255,13 @@ def ials_half_step_cg(
     if native is None:
         native = mfzoo_native.supports(Y, X0)
     elif native and not mfzoo_native.supports(Y, X0):
-        raise RuntimeError(f"ials_half_step_cg(native=True): the C kernel needs CPU float32/float64 factors and a "
-                           f"built mfzoo.native library; got {Y.dtype} on {Y.device}")
+        raise RuntimeError(f"ials_half_step_cg(native=True): the C kernel cannot run: "
+                           f"{mfzoo_native.unavailable_reason(Y, X0)}; use native=None or False for the torch path")
     if native:
+        if col.numel() and bool((col.min() < 0) | (col.max() >= Y.shape[0])):  # the kernel reads Y[col] unchecked
+            raise ValueError(f"R's column indices must lie in 0..{Y.shape[0] - 1} (Y's rows), got "
+                             f"{int(col.min())}..{int(col.max())}")
+
         def run_native() -> Tensor:
             gram_w, c, _ = _confidences(values, kind, alpha, eps, unobserved_weight, cache)  # [nnz] c_ui − α₀, c_ui
             X = X0.clone(memory_format=torch.contiguous_format)  # [n_rows, k] the warm start, solved in place

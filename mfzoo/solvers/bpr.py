@@ -40,7 +40,9 @@ from torch import Tensor
 from mfzoo import native as mfzoo_native
 from mfzoo.data.interactions import Interactions
 from mfzoo.data.sampling import Sampler, UniformSampler
-from mfzoo.solvers.checks import MF_PATH, NonFiniteError, at_least, check_model_class, nonnegative, positive
+from mfzoo.solvers.checks import (
+    MF_PATH, NonFiniteError, at_least, check_model_class, check_switches, nonnegative, positive,
+)
 from mfzoo.solvers.parallel import cpu_streams, run_streams
 
 log = logging.getLogger(__name__)
@@ -203,9 +205,10 @@ def bpr_epoch(
     if native is None:
         native = native_supported(model, sampler)
     if native:
-        if not native_supported(model, sampler):
-            raise RuntimeError("bpr_epoch(native=True): the C kernel needs a CPU model in float32/float64, a "
-                               "UniformSampler over the whole catalogue and a built mfzoo.native library")
+        reason = native_unsupported(model, sampler)
+        if reason is not None:
+            raise RuntimeError(f"bpr_epoch(native=True): the C kernel cannot run: {reason}; use native=None (the "
+                               "kernel where it can run) or False (the batched torch path)")
         return native_epoch(model, train, sampler, lr, l2, l2_bias, generator, threads)
     device = model.user_embedding.weight.device
     streams = cpu_streams(device, threads)
@@ -245,11 +248,20 @@ def native_supported(model, sampler: Sampler) -> bool:
     """Whether `native_epoch` can run this model with this sampler: tables on the CPU in
     float32 or float64, negatives uniform over the whole catalogue (`UniformSampler` without
     `train_items_only`; with or without `reject_seen`), and the C kernels built."""
+    return native_unsupported(model, sampler) is None
+
+
+def native_unsupported(model, sampler: Sampler) -> str | None:
+    """Why `native_epoch` cannot run this model with this sampler, or None when it can."""
     tables = [model.user_embedding.weight, model.item_embedding.weight]
     if getattr(model, "biases", False):
         tables.append(model.item_bias.weight)
-    return (type(sampler) is UniformSampler and sampler.pool is None and sampler.n_negatives == 1
-            and all(t.is_contiguous() for t in tables) and mfzoo_native.supports(*tables))
+    if type(sampler) is not UniformSampler or sampler.pool is not None:
+        return (f"it draws negatives uniformly over the catalogue only, the sampler is {type(sampler).__name__}"
+                + (" with train_items_only" if getattr(sampler, "pool", None) is not None else ""))
+    if not all(t.is_contiguous() for t in tables):
+        return "it needs contiguous embedding tables"
+    return mfzoo_native.unavailable_reason(*tables)
 
 
 @torch.no_grad()
@@ -329,6 +341,9 @@ class BPRSolver:
         at_least("batch_size", self.batch_size, 1)
         if self.threads is not None:
             at_least("threads", self.threads, 1)
+            if self.threads > 256:
+                raise ValueError(f"threads must be at most 256, got {self.threads}")
+        check_switches(native=self.native, deterministic=self.deterministic, compile=self.compile)
 
     @classmethod
     def check_model(cls, model_class: type, biases: bool | None = None) -> None:

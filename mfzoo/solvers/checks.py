@@ -85,3 +85,13 @@ def check_new_items(model, new) -> None:
     if new.n_items != model.n_items:
         raise ValueError(f"{new.name}: {new.n_items} items but the model has {model.n_items}; "
                          "encode the new users' items with the training set's item_ids")
+
+
+def check_switches(native: object = None, deterministic: object = False, **flags: object) -> None:
+    """ValueError unless `native` is None, True or False and every other switch is True or
+    False (a YAML typo such as `solver.native=maybe` would otherwise count as true)."""
+    if native is not None and not isinstance(native, bool):
+        raise ValueError(f"native must be true, false or null, got {native!r}")
+    for name, value in {"deterministic": deterministic, **flags}.items():
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be true or false, got {value!r}")

@@ -26,7 +26,7 @@ from mfzoo.data.interactions import Interactions
 from mfzoo.solvers import als
 from mfzoo.solvers.blocks import block_rows, kept_with, matrix_on
 from mfzoo.solvers.checks import (
-    MF_PATH, at_least, check_ials_settings, check_model_class, check_new_items, nonnegative,
+    MF_PATH, at_least, check_ials_settings, check_model_class, check_new_items, check_switches, nonnegative,
 )
 from mfzoo.solvers.objective import (
     biased_least_squares_sweep_objective, ials_sweep_objective, least_squares_sweep_objective,
@@ -313,6 +313,10 @@ class IALSSolver(ALSBase):
         super().__post_init__()
         if self.method not in ("exact", "cg"):
             raise ValueError(f"method must be 'exact' or 'cg', got {self.method!r}")
+        check_switches(native=self.native, deterministic=self.deterministic)
+        if self.native and self.method != "cg":
+            raise ValueError("native=true applies to method='cg' (the exact path has no C kernel); "
+                             "set method=cg or leave native unset")
 
     uses_gram: ClassVar[bool] = True  # α₀ YᵀY: a sharded sweep all-reduces it
 
