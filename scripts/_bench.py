@@ -82,3 +82,24 @@ def sweep_seconds(solver, data, factors: int, sweeps: int, seed: int) -> list[fl
         solver.sweep(model, data)
         seconds.append(time.perf_counter() - start)
     return seconds
+
+
+def interleaved_medians(runs: dict, repeats: int) -> dict[str, float]:
+    """`repeats` rounds of every run in turn (each returns a list of per-iteration seconds),
+    so that a slow stretch of a shared machine falls on all of them; the median per run."""
+    import statistics
+
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            times[name] += run()
+    return {name: statistics.median(v) for name, v in times.items()}
+
+
+def kernel_note() -> str:
+    """How this process got mfzoo's C kernels (`mfzoo.native`), for a table's footnote."""
+    from mfzoo import native
+
+    how = ("loaded from the cache" if native.compile_seconds == 0.0 else
+           f"compiled in {native.compile_seconds:.1f} s" if native.compile_seconds else "unavailable")
+    return f"The C kernels were {how} (once per machine, not in the medians)."

@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _bench import emit, quiet, sweep_seconds
+from _bench import emit, interleaved_medians, kernel_note, quiet, sweep_seconds
 
 from mfzoo.data.interactions import Interactions
 from mfzoo.data.sources import movielens, synthetic
@@ -184,12 +184,16 @@ def skew(data: Interactions) -> str:
     return f"top 1% of items {top(data.items, data.n_items):.0%}, of users {top(data.users, data.n_users):.0%}"
 
 
+def shape_note(name: str, data: Interactions, seconds: float) -> str:
+    """A grid table's footnote line for one shape: sizes, exponents, head shares, time to make."""
+    return (f"- shape {name}: {data.n_users} users x {data.n_items} items x {len(data)} interactions (user exponent "
+            f"{SHAPES[name][3]}, item exponent {SHAPES[name][4]}; {skew(data)}), made in {seconds:.0f} s")
+
+
 def grid(args) -> list[str]:
     """Every (shape, factors) cell: mfzoo CG (kernel, the default; and the torch blocks) against
     implicit's CG, mfzoo exact against implicit's Cholesky (up to `--exact-max` factors);
     `--repeats` interleaved fits of `--iterations` iterations, each iteration timed, median."""
-    from mfzoo import native
-
     factors = [int(k) for k in args.factors.split(",")]
     lines = [(f"**iALS seconds per iteration over the grid** (median of {args.repeats} interleaved fits x "
               f"{args.iterations} iterations, every iteration timed; {torch.get_num_threads()} threads; implicit "
@@ -203,9 +207,7 @@ def grid(args) -> list[str]:
         data = shape_data(shape, args.seed)
         data.csr("user"), data.csr("item")
         user_items = data.to_scipy("user").astype(np.float32)
-        notes.append(f"- shape {shape}: {data.n_users} users x {data.n_items} items x {len(data)} interactions "
-                     f"(user exponent {SHAPES[shape][3]}, item exponent {SHAPES[shape][4]}; {skew(data)}), "
-                     f"made in {time.perf_counter() - start:.0f} s")
+        notes.append(shape_note(shape, data, time.perf_counter() - start))
         for k in factors:
             n = args.iterations
             runs = {
@@ -216,11 +218,7 @@ def grid(args) -> list[str]:
             if k <= args.exact_max:
                 runs["exact"] = lambda: mfzoo_iterations(data, "exact", n, args.seed, k)
                 runs["implicit_cholesky"] = lambda: implicit_iterations(user_items, False, n, args.seed, k)
-            times: dict[str, list[float]] = {name: [] for name in runs}
-            for _ in range(args.repeats):
-                for name, run in runs.items():
-                    times[name] += run()
-            med = {name: statistics.median(v) for name, v in times.items()}
+            med = interleaved_medians(runs, args.repeats)
             ratio_cg = med["cg"] / med["implicit_cg"]
             worst["cg"] = max(worst["cg"], (ratio_cg, f"{shape}, k={k}"))
             cells = [f"{med['cg']:.2f}", f"{med['cg_torch']:.2f}", f"{med['implicit_cg']:.2f}", f"**{ratio_cg:.2f}**"]
@@ -234,10 +232,7 @@ def grid(args) -> list[str]:
             print(lines[-1], flush=True)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     lines += ["", f"Worst cell: CG {worst['cg'][0]:.2f} ({worst['cg'][1]}), exact {worst['exact'][0]:.2f} "
-              f"({worst['exact'][1]}). The C kernels were "
-              + ("loaded from the cache" if native.compile_seconds == 0.0 else
-                 f"compiled in {native.compile_seconds:.1f} s" if native.compile_seconds else "unavailable")
-              + f" (once per machine, not in the medians). Peak resident memory {peak:.2f} GiB.", "", *notes, ""]
+              f"({worst['exact'][1]}). {kernel_note()} Peak resident memory {peak:.2f} GiB.", "", *notes, ""]
     print("\n".join(lines[-len(notes) - 3:]), flush=True)
     return lines
 

@@ -47,7 +47,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from _bench import emit, quiet, sweep_seconds
+from _bench import emit, interleaved_medians, kernel_note, quiet, sweep_seconds
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
@@ -291,9 +291,7 @@ def grid(args) -> list[str]:
     Hogwild worker per thread) against implicit's BPR, without and with rejection of seen
     negatives, and the deterministic switch's cost (one worker, rejecting); `--repeats`
     interleaved fits of `--iterations` epochs, every epoch timed, median."""
-    from bench_als import SHAPES, shape_data, skew
-
-    from mfzoo import native
+    from bench_als import shape_data, shape_note
 
     factors = [int(k) for k in args.factors.split(",")]
     n = args.iterations
@@ -312,9 +310,7 @@ def grid(args) -> list[str]:
         made = time.perf_counter() - start
         start = time.perf_counter()
         plain_sampler, rejecting = UniformSampler(data, 1), UniformSampler(data, 1, reject_seen=True)
-        notes.append(f"- shape {shape}: {data.n_users} users x {data.n_items} items x {len(data)} interactions "
-                     f"(user exponent {SHAPES[shape][3]}, item exponent {SHAPES[shape][4]}; {skew(data)}), "
-                     f"made in {made:.0f} s; mfzoo's samplers (the set of seen pairs) built once in "
+        notes.append(f"{shape_note(shape, data, made)}; mfzoo's samplers (the set of seen pairs) built once in "
                      f"{time.perf_counter() - start:.1f} s, outside the epoch times")
         for k in factors:
             runs = {
@@ -324,11 +320,7 @@ def grid(args) -> list[str]:
                 "implicit_verify": lambda: implicit_epochs(user_items, True, args.seed, k, n),
                 "deterministic": lambda: bpr_epochs(data, rejecting, args.seed, k, n, deterministic=True),
             }
-            times: dict[str, list[float]] = {name: [] for name in runs}
-            for _ in range(args.repeats):
-                for name, run in runs.items():
-                    times[name] += run()
-            med = {name: statistics.median(v) for name, v in times.items()}
+            med = interleaved_medians(runs, args.repeats)
             plain, reject = med["plain"] / med["implicit"], med["reject"] / med["implicit_verify"]
             worst["plain"] = max(worst["plain"], (plain, f"{shape}, k={k}"))
             worst["reject"] = max(worst["reject"], (reject, f"{shape}, k={k}"))
@@ -337,10 +329,7 @@ def grid(args) -> list[str]:
                          f"{med['deterministic']:.2f} | {med['deterministic'] / med['implicit_verify']:.2f} |")
             print(lines[-1], flush=True)
     lines += ["", f"Worst cell: {worst['plain'][0]:.2f} without rejection ({worst['plain'][1]}), {worst['reject'][0]:.2f} "
-              f"with it ({worst['reject'][1]}). The C kernels were "
-              + ("loaded from the cache" if native.compile_seconds == 0.0 else
-                 f"compiled in {native.compile_seconds:.1f} s" if native.compile_seconds else "unavailable")
-              + " (once per machine, not in the medians).", "", *notes, ""]
+              f"with it ({worst['reject'][1]}). {kernel_note()}", "", *notes, ""]
     print("\n".join(lines[-len(notes) - 3:]), flush=True)
     return lines
 

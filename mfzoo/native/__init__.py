@@ -102,8 +102,8 @@ def library() -> ctypes.CDLL | None:
     try:
         version = subprocess.run([*compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
         digest = hashlib.sha256()
-        for part in (*(here / name for name in SOURCES),):
-            digest.update(part.read_bytes())
+        for name in SOURCES:
+            digest.update((here / name).read_bytes())
         digest.update("\0".join([version, *FLAGS, *LIBS, _cpu(), platform.machine()]).encode())
         target = cache_dir() / f"kernels-{digest.hexdigest()[:20]}.so"
         if target.exists():
@@ -168,8 +168,8 @@ def unavailable_reason(*tensors: Tensor) -> str | None:
     return None
 
 
-# cache lines of y_i rows the CG kernel loads ahead of the entry it works on (measured on a
-# 2-core machine over 32-256 factors: see experiments/ials/grid.md)
+# cache lines of y_i rows the CG kernel loads ahead of the entry it works on (in A/B runs on a
+# 2-core machine, 32 and 64 beat 8, 16 and 128 over 64-256 factors)
 CG_PREFETCH_LINES = 32
 
 _i64, _int, _p, _u64, _dp = ctypes.c_int64, ctypes.c_int, ctypes.c_void_p, ctypes.c_uint64, ctypes.POINTER(ctypes.c_double)
@@ -190,9 +190,7 @@ def _declare(lib: ctypes.CDLL) -> None:
 def supports(*tensors: Tensor) -> bool:
     """Whether the kernels can run on these tensors: the library is there, and they are on the
     CPU, in float32 or float64 (one of them for all floating tensors)."""
-    floating = {t.dtype for t in tensors if t.is_floating_point()}
-    return (all(t.device.type == "cpu" for t in tensors) and len(floating) <= 1
-            and floating <= {torch.float32, torch.float64} and available())
+    return unavailable_reason(*tensors) is None
 
 
 def _suffix(dtype: torch.dtype) -> str:

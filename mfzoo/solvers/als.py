@@ -258,9 +258,11 @@ def ials_half_step_cg(
         raise RuntimeError(f"ials_half_step_cg(native=True): the C kernel cannot run: "
                            f"{mfzoo_native.unavailable_reason(Y, X0)}; use native=None or False for the torch path")
     if native:
-        if col.numel() and bool((col.min() < 0) | (col.max() >= Y.shape[0])):  # the kernel reads Y[col] unchecked
-            raise ValueError(f"R's column indices must lie in 0..{Y.shape[0] - 1} (Y's rows), got "
-                             f"{int(col.min())}..{int(col.max())}")
+        # the kernel reads Y[col] unchecked: the pattern's range, once per matrix (kept in the cache)
+        low, high = memo(cache, ("column range", col.device), lambda: tuple(map(int, col.aminmax())) if col.numel()
+                         else (0, -1))
+        if low < 0 or high >= Y.shape[0]:
+            raise ValueError(f"R's column indices must lie in 0..{Y.shape[0] - 1} (Y's rows), got {low}..{high}")
 
         def run_native() -> Tensor:
             gram_w, c, _ = _confidences(values, kind, alpha, eps, unobserved_weight, cache)  # [nnz] c_ui − α₀, c_ui

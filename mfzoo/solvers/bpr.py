@@ -21,8 +21,8 @@ once instead of writing and re-reading [B, D] temporaries; the scatters stay `in
 On a CPU with the uniform sampler the default path is the C kernel of `mfzoo.native`
 (`native_epoch`): per-sample SGD, Rendle's LearnBPR as written and as implicit runs it (each
 sample's update applied before the next sample is drawn, rather than a batch's summed at once),
-negatives rejected by a binary search in the user's sorted row, on one thread per core without
-locks. `threads=1` (`deterministic=True` on the solver) makes it reproducible bit for bit.
+seen negatives rejected by the sampler's `PairSet` bit filter and a binary search in the user's
+sorted row, on one thread per core without locks. `threads=1` (`deterministic=True` on the solver) makes it reproducible bit for bit.
 """
 
 from __future__ import annotations
@@ -202,14 +202,13 @@ def bpr_epoch(
     """
     if sampler.n_negatives != 1:
         raise ValueError("bpr_epoch draws one negative per positive: use a sampler with n_negatives=1")
-    if native is None:
-        native = native_supported(model, sampler)
-    if native:
+    if native is not False:
         reason = native_unsupported(model, sampler)
-        if reason is not None:
+        if reason is None:
+            return native_epoch(model, train, sampler, lr, l2, l2_bias, generator, threads)
+        if native:
             raise RuntimeError(f"bpr_epoch(native=True): the C kernel cannot run: {reason}; use native=None (the "
                                "kernel where it can run) or False (the batched torch path)")
-        return native_epoch(model, train, sampler, lr, l2, l2_bias, generator, threads)
     device = model.user_embedding.weight.device
     streams = cpu_streams(device, threads)
     users, items = train.users.to(device), train.items.to(device)
