@@ -223,19 +223,25 @@ PEERS = {
 PEER_SPACES = Path(__file__).resolve().parent / "search_spaces"
 
 
-def space_file(model: str) -> str:
-    return f"scripts/search_spaces/{model}.yaml" if model in PEERS else f"configs/hparams_search/{model}_optuna.yaml"
+def space_file(model: str, space: str | None = None) -> str:
+    if model in PEERS:
+        return f"scripts/search_spaces/{model}.yaml"
+    return f"configs/hparams_search/{space or model + '_optuna'}.yaml"
 
 
 def learner_for(model: str) -> MfzooLearner | SurpriseLearner:
     return PEERS[model]() if model in PEERS else MfzooLearner(BASE[model])
 
 
-def space_for(model: str) -> SearchSpace:
-    """mfzoo models: `configs/hparams_search/<model>_optuna.yaml` (the file `mfzoo-train -m` sweeps);
-    peers: `scripts/search_spaces/<model>.yaml`, in the same format, over the peer's own
-    documented constructor arguments."""
-    return read_search_space(model, PEER_SPACES) if model in PEERS else read_search_space(f"{model}_optuna")
+def space_for(model: str, space: str | None = None) -> SearchSpace:
+    """mfzoo models: `configs/hparams_search/<model>_optuna.yaml` (the file `mfzoo-train -m` sweeps),
+    or another file of that folder named by `space`; peers: `scripts/search_spaces/<model>.yaml`,
+    in the same format, over the peer's own documented constructor arguments."""
+    if model in PEERS:
+        if space is not None:
+            raise ValueError(f"--space is for mfzoo models; {model} searches scripts/search_spaces/{model}.yaml")
+        return read_search_space(model, PEER_SPACES)
+    return read_search_space(space or f"{model}_optuna")
 
 
 def tune(learner: MfzooLearner | SurpriseLearner, train: Interactions, val: Interactions, space: SearchSpace,
@@ -295,7 +301,7 @@ def report(results: list[FoldResult], args: argparse.Namespace, space: SearchSpa
     lines = [
         f"Nested CV of `{args.model}` on ML-100K: outer `KFold(n_folds={args.folds}, seed={args.split_seed}, "
         f"val={args.val:g})`; per fold an Optuna TPE study of {args.trials} trials (sampler {space.sampler}) over "
-        f"`{space_file(args.model)}`, objective {space.metric} on the val part; the best "
+        f"`{space_file(args.model, getattr(args, 'space', None))}`, objective {space.metric} on the val part; the best "
         f"settings refitted on train + val for their best-val epoch count, training seeds {args.seeds_list}, "
         f"test fold scored once. torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.machine()}; "
         + (f"total {seconds:.0f} s" if isinstance(seconds, float) else seconds) + " (a shared machine: times are noisy).",
@@ -357,7 +363,8 @@ def gather(paths: list[Path]) -> tuple[list[FoldResult], argparse.Namespace]:
     meta = metas[0]
     args = argparse.Namespace(model=meta["model"], trials=meta["trials"], folds=meta["folds"], split_seed=meta["split_seed"],
                               val=meta["val"], seeds_list=meta["seeds"],
-                              baseline=all(r.baseline for r in results.values()))
+                              baseline=all(r.baseline for r in results.values()),
+                              space=None if meta["model"] in PEERS else Path(meta["space"]).stem)
     return [results[k] for k in sorted(results)], args
 
 
@@ -365,6 +372,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", choices=sorted(BASE) + sorted(PEERS), default="mf",
                         help="mfzoo models read configs/hparams_search/<model>_optuna.yaml, peers scripts/search_spaces/<model>.yaml")
+    parser.add_argument("--space", default=None,
+                        help="mfzoo models: another search space of configs/hparams_search (its file name without .yaml)")
     parser.add_argument("--trials", type=int, default=None, help="trials per fold (default: the YAML's n_trials)")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--only-folds", default=None, help="comma-separated outer folds to run (default: all)")
@@ -405,7 +414,7 @@ def main() -> None:
         except ValueError as err:
             raise SystemExit(f"--gather: {err}") from None
         seconds = f"gathered from {len(args.gather)} runs of `--only-folds`, studies {sum(r.study_seconds for r in results):.0f} s in all"
-        emit(report(results, meta, space_for(meta.model), seconds), args.out)
+        emit(report(results, meta, space_for(meta.model, meta.space), seconds), args.out)
         return
 
     quiet()
@@ -413,7 +422,10 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("nested_cv").setLevel(logging.INFO)
-    space = space_for(args.model)
+    try:
+        space = space_for(args.model, args.space)
+    except (ValueError, FileNotFoundError) as err:
+        parser.error(str(err))
     args.trials = space.n_trials if args.trials is None else args.trials
 
     start = time.perf_counter()
@@ -434,7 +446,7 @@ def main() -> None:
     if args.results_out:
         args.results_out.parent.mkdir(parents=True, exist_ok=True)
         meta = {"model": args.model, "trials": args.trials, "folds": args.folds, "split_seed": args.split_seed, "val": args.val,
-                "seeds": args.seeds_list, "study_seed": args.study_seed, "space": space_file(args.model),
+                "seeds": args.seeds_list, "study_seed": args.study_seed, "space": space_file(args.model, args.space),
                 "sampler": space.sampler, "torch": torch.__version__}
         folds_out = [{k: v for k, v in asdict(r).items() if k != "trials"} for r in results]
         args.results_out.write_text(json.dumps({**meta, "results": folds_out}, indent=1) + "\n")
