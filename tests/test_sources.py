@@ -178,14 +178,6 @@ def test_parquet_round_trip(tmp_path):
         read_table(tmp_path / "nan.parquet", "u", "i", "r")
 
 
-def test_parquet_without_pyarrow_says_so(tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "pyarrow", None)
-    path = tmp_path / "r.parquet"
-    path.write_bytes(b"PAR1")
-    with pytest.raises(DataError, match=r"r\.parquet.*pyarrow"):
-        read_table(path, "u", "i")
-
-
 # MovieLens (never touches the network) -----------------------------------------------------
 INTER = (
     "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
@@ -350,10 +342,17 @@ def test_movielens_download_checks_sha256_and_env_cache(tmp_path, monkeypatch):
     assert len(movielens("1m")) == 1 and (tmp_path / "env" / "ml-1m.zip").is_file()
 
 
-def test_numeric_parser_across_chunk_boundaries():
-    text = b"a,b,c,d\n" + b"".join(b"%d,%d,%d.5,%d\n" % (k, k + 1, k % 5, 1000 + k) for k in range(50))
-    table = grouplens._parse_numeric(io.BytesIO(text), 4, header=True, chunk=7)
-    assert table.shape == (50, 4) and table[49].tolist() == [49, 50, 4.5, 1049]
+def test_ratings_parser_reads_each_layout_and_names_bad_fields():
+    rows = [(k, k + 1, (k % 5) + 0.5, 1000 + k) for k in range(50)]
+    layouts = {(",", True): b"a,b,c,d\n" + b"".join(b"%d,%d,%.1f,%d\n" % r for r in rows),
+               (":", False): b"".join(b"%d::%d::%.1f::%d\n" % r for r in rows),
+               ("\t", False): b"".join(b"%d\t%d\t%.1f\t%d\n" % r for r in rows)}
+    for (sep, header), raw in layouts.items():
+        users, items, ratings, times = grouplens._parse_ratings(raw, sep, header, "x")
+        assert users.dtype == items.dtype == times.dtype == np.int64
+        assert list(zip(users.tolist(), items.tolist(), ratings.tolist(), times.tolist())) == rows
+    with pytest.raises(DataError, match="bad.dat"):
+        grouplens._parse_ratings(b"1::2::x::4\n", ":", False, "bad.dat")
 
 
 # synthetic --------------------------------------------------------------------------------

@@ -114,6 +114,10 @@ def encode_ids(raw: object, column: str, name: str, row_offset: int = 0) -> tupl
     if missing.any():
         row = int(np.flatnonzero(missing)[0])
         raise DataError(f"{name}: column '{column}' is missing at row {row + row_offset}")
+    if arr.dtype.kind in "iu" and len(arr):
+        table = _dense_codes(arr)
+        if table is not None:
+            return table
     try:
         ids, codes = np.unique(arr, return_inverse=True)
     except TypeError:  # e.g. 3 < "a": ids of several types
@@ -125,6 +129,22 @@ def encode_ids(raw: object, column: str, name: str, row_offset: int = 0) -> tupl
             "or all strings"
         ) from None
     return ids, codes.reshape(-1).astype(np.int64)
+
+
+def _dense_codes(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """`np.unique(arr, return_inverse=True)` for integers of a span at most a few times their
+    count, without a sort: a presence table over [min, max] and its running count, O(N)
+    (MovieLens-25M's 25M user ids: a 163k-entry table). None for a wider span."""
+    low, high = arr.min(), arr.max()
+    span = int(high) - int(low) + 1
+    if span > max(4 * len(arr), 1 << 20):
+        return None
+    offsets = arr - low  # [N] in [0, span), in the array's own kind (uint64 stays exact)
+    present = np.zeros(span, dtype=bool)
+    present[offsets] = True
+    rank = np.cumsum(present, dtype=np.int64) - 1  # [span] code of each present offset
+    ids = (np.flatnonzero(present).astype(arr.dtype) + low).astype(arr.dtype)  # [U] sorted
+    return ids, rank[offsets]
 
 
 def plain(x: object) -> object:
@@ -186,7 +206,7 @@ def _float64(arr: object, name: str, column: str, row_offset: int) -> np.ndarray
     arr = np.asarray(arr)
     _one_dimensional(arr, name, column)
     if arr.dtype.kind in "biuf":
-        numbers = arr.astype(np.float64)
+        numbers = arr.astype(np.float64, copy=False)  # read only: values are stored as a new float32 array
     else:
         numbers = np.empty(len(arr), dtype=np.float64)
         for row, x in enumerate(arr):

@@ -16,6 +16,7 @@ import logging
 from typing import Literal
 
 import numpy as np
+import torch
 
 from mfzoo.data.columns import FLOAT32_MAX, plain
 from mfzoo.data.errors import DataError
@@ -37,6 +38,30 @@ def check_policies(duplicates: str = "keep_last", pair_duplicates: str = "keep")
         raise ValueError(f"pair_duplicates must be one of {', '.join(PAIR_POLICIES)}; got {pair_duplicates!r}")
 
 
+def stable_order(*keys: np.ndarray) -> np.ndarray:
+    """The row order by the first key, ties by the next ones, then by row (`np.lexsort` with
+    the keys reversed): stable sorts from the last key to the first, each one torch's
+    multithreaded sort, several times faster than lexsort on millions of rows."""
+    order = torch.arange(len(keys[0]))
+    for key in reversed(keys):
+        k = torch.from_numpy(np.ascontiguousarray(key))[order]
+        order = order[torch.sort(k, stable=True).indices]
+    return order.numpy()
+
+
+def repeats_a_pair(u: np.ndarray, i: np.ndarray, n_items: int) -> bool:
+    """Whether some (user, item) pair occurs in more than one row (u [N], i [N] int64 codes):
+    one sort of the pair keys (torch's, multithreaded). Repeated rows repeat a pair, so
+    without one neither policy has anything to do."""
+    if len(u) < 2:
+        return False
+    keys = torch.from_numpy(u) * n_items
+    keys += torch.from_numpy(i)  # [N] in place: one array, not two
+    ordered = torch.sort(keys).values  # [N]
+    del keys
+    return bool((ordered[1:] == ordered[:-1]).any())
+
+
 def drop_repeated_rows(
     u: np.ndarray, i: np.ndarray, t: np.ndarray | None, policy: str, name: str, row_offset: int
 ) -> np.ndarray | None:
@@ -47,7 +72,7 @@ def drop_repeated_rows(
     timestamps rows have no identity beyond (user, item): that is `merge_pairs`' business."""
     if t is None:
         return None
-    order = np.lexsort((t, i, u))
+    order = stable_order(u * np.int64(max(int(i.max()) + 1, 1)) + i, t)  # by (user, item), then time, then row
     su, si, st = u[order], i[order], t[order]
     same = (su[1:] == su[:-1]) & (si[1:] == si[:-1]) & (st[1:] == st[:-1])
     if not same.any():
@@ -90,7 +115,7 @@ def merge_pairs(
     keys = u * np.int64(len(item_ids)) + i  # [N]
     n = len(keys)
     # by pair, then by time (if any), then by row: each pair's events in the order of events
-    order = np.lexsort((np.arange(n), keys) if t is None else (np.arange(n), t, keys))  # [N]
+    order = stable_order(keys) if t is None else stable_order(keys, t)  # [N]
     sk = keys[order]
     starts = np.flatnonzero(np.r_[True, sk[1:] != sk[:-1]])  # [P] first position of each pair
     if len(starts) == n:
@@ -127,8 +152,12 @@ def merge_pairs(
         "%s: merged %d row(s) of %d repeated (user, item) pair(s) into one row each (pair_duplicates=%s); "
         "%d row(s) fewer", name, int(sizes[repeated].sum()), int(repeated.sum()), policy, extra,
     )
-    by_row = np.argsort(keep)  # kept rows in their input order
-    return keep[by_row], np.ascontiguousarray(kept_values[by_row], dtype=np.float32)
+    value_at = np.zeros(n, dtype=np.float32)
+    value_at[keep] = kept_values
+    kept = np.zeros(n, dtype=bool)
+    kept[keep] = True
+    rows_kept = np.flatnonzero(kept)  # O(N), where sorting `keep` was a sort
+    return rows_kept, np.ascontiguousarray(value_at[rows_kept])  # kept rows in their input order
 
 
 def _repeated_pair_error(

@@ -20,7 +20,8 @@ import torch
 from torch import Tensor
 
 from mfzoo.data.columns import encode_ids, ids_array, timestamps_column, values_column
-from mfzoo.data.duplicates import DuplicatePolicy, PairPolicy, check_policies, drop_repeated_rows, merge_pairs
+from mfzoo.data.duplicates import (DuplicatePolicy, PairPolicy, check_policies, drop_repeated_rows, merge_pairs,
+                                   repeats_a_pair)
 from mfzoo.data.errors import DataError
 from mfzoo.data.keys import CSRRows, csr_rows, pair_keys
 from mfzoo.data.features import Features
@@ -89,25 +90,70 @@ class Interactions:
             raise DataError(f"{name}: {n} users but {len(items)} items")
         if n == 0:
             raise DataError(f"{name}: no interactions")
-        vals = np.ones(n, dtype=np.float32) if values is None else values_column(values, name, row_offset)
-        if len(vals) != n:
+        vals = None if values is None else values_column(values, name, row_offset)
+        if vals is not None and len(vals) != n:
             raise DataError(f"{name}: {n} users but {len(vals)} values")
         t = None if timestamps is None else timestamps_column(timestamps, name, row_offset)
         if t is not None and len(t) != n:
             raise DataError(f"{name}: {n} users but {len(t)} timestamps")
         user_ids, u = encode_ids(users, "user", name, row_offset)
         item_ids, i = encode_ids(items, "item", name, row_offset)
-        rows = np.arange(row_offset, row_offset + n)  # [N] row numbers for messages
-        keep = drop_repeated_rows(u, i, t, duplicates, name, row_offset)
-        if keep is not None:
-            u, i, vals, rows = u[keep], i[keep], vals[keep], rows[keep]
-            t = None if t is None else t[keep]
-        merged = merge_pairs(u, i, vals, t, pair_duplicates, name=name, user_ids=user_ids, item_ids=item_ids,
-                             rows=rows)
-        if merged is not None:
-            keep, vals = merged
-            u, i = u[keep], i[keep]
-            t = None if t is None else t[keep]
+        return cls.from_codes(u, i, user_ids, item_ids, vals, t, name=name, duplicates=duplicates,
+                              pair_duplicates=pair_duplicates, row_offset=row_offset)
+
+    @classmethod
+    def from_codes(
+        cls,
+        users: np.ndarray,
+        items: np.ndarray,
+        user_ids: np.ndarray,
+        item_ids: np.ndarray,
+        values: np.ndarray | None = None,
+        timestamps: np.ndarray | None = None,
+        *,
+        name: str = "interactions",
+        duplicates: DuplicatePolicy = "keep_last",
+        pair_duplicates: PairPolicy | None = None,
+        row_offset: int = 0,
+    ) -> Interactions:
+        """A set from ids already encoded: `users[n]` indexes `user_ids` (sorted, distinct raw
+        ids), `items[n]` indexes `item_ids`; what `from_arrays` does after its encoding (and
+        what readers that encode ids themselves, as `read_table` does with Arrow's dictionary
+        encoding, call). Values and timestamps are checked as in `from_arrays`; codes outside
+        the id tables raise `DataError`. Repeated rows and pairs follow the same policies; a
+        set without a repeated (user, item) pair skips them after one sort of the pair keys."""
+        if pair_duplicates is None:
+            pair_duplicates = "keep" if values is None else "error"
+        check_policies(duplicates, pair_duplicates)
+        u = np.ascontiguousarray(users, dtype=np.int64)
+        i = np.ascontiguousarray(items, dtype=np.int64)
+        n = len(u)
+        if len(i) != n:
+            raise DataError(f"{name}: {n} users but {len(i)} items")
+        if n == 0:
+            raise DataError(f"{name}: no interactions")
+        for what, codes, table in (("user", u, user_ids), ("item", i, item_ids)):
+            low, high = int(codes.min()), int(codes.max())
+            if low < 0 or high >= len(table):
+                raise DataError(f"{name}: {what} codes span [{low}, {high}], outside the {len(table)} {what} ids")
+        vals = np.ones(n, dtype=np.float32) if values is None else values_column(values, name, row_offset)
+        if len(vals) != n:
+            raise DataError(f"{name}: {n} users but {len(vals)} values")
+        t = None if timestamps is None else timestamps_column(timestamps, name, row_offset)
+        if t is not None and len(t) != n:
+            raise DataError(f"{name}: {n} users but {len(t)} timestamps")
+        if repeats_a_pair(u, i, len(item_ids)):
+            rows = np.arange(row_offset, row_offset + n)  # [N] row numbers for messages
+            keep = drop_repeated_rows(u, i, t, duplicates, name, row_offset)
+            if keep is not None:
+                u, i, vals, rows = u[keep], i[keep], vals[keep], rows[keep]
+                t = None if t is None else t[keep]
+            merged = merge_pairs(u, i, vals, t, pair_duplicates, name=name, user_ids=user_ids, item_ids=item_ids,
+                                 rows=rows)
+            if merged is not None:
+                keep, vals = merged
+                u, i = u[keep], i[keep]
+                t = None if t is None else t[keep]
         return cls(
             users=torch.from_numpy(np.ascontiguousarray(u)),
             items=torch.from_numpy(np.ascontiguousarray(i)),

@@ -16,7 +16,10 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pcsv
 
+from mfzoo.data.cache import cached
 from mfzoo.data.errors import DataError
 from mfzoo.data.duplicates import PairPolicy
 from mfzoo.data.features import Features
@@ -61,7 +64,7 @@ _AGE_GROUPS = ((18, "<18"), (25, "18-24"), (35, "25-34"), (45, "35-44"), (50, "4
 
 def movielens(
     name: str = "100k", cache_dir: str | None = None, duplicates: DuplicatePolicy = "keep_last",
-    pair_duplicates: PairPolicy | None = None, features: bool = False,
+    pair_duplicates: PairPolicy | None = None, features: bool = False, cache: bool | None = None,
 ) -> Interactions:
     """Load a MovieLens release ("100k", "1m", "10m", "20m", "25m", "latest-small").
 
@@ -73,6 +76,10 @@ def movielens(
     `pair_duplicates`: what to do with a (user, item) pair rated more than once (see
     `Interactions.from_arrays`; the releases hold one rating per pair).
 
+    The ratings file is read by Arrow; `cache` keeps the parsed set in the data cache
+    (`mfzoo.data.cache`: None, the default, for sources of 16 MiB or more, i.e. 10M and up;
+    True always; False never), keyed by the source's SHA-256 and the duplicate policies.
+
     `features=True` (100k only) attaches side information (`Interactions.user_features`,
     `item_features`, see `movielens_features`).
     """
@@ -80,23 +87,28 @@ def movielens(
         raise DataError(f"MovieLens features are read for 100k only, not {name!r}")
     source = _movielens_source(name, cache_dir)
     start = time.perf_counter()
-    table = _read_ratings(source, name)  # [N, 4]: user, item, rating, timestamp
-    expected = _EXPECTED_ROWS.get(name)
-    if len(table) == 0 or (expected is not None and len(table) != expected):
-        raise DataError(
-            f"{source}: parsed {len(table)} MovieLens-{name} ratings, expected {expected or 'some'}; "
-            "the file looks damaged: delete it and load again"
-        )
-    users, items, ratings, times = table.T  # each [N]
-    data = Interactions.from_arrays(users.astype(np.int64), items.astype(np.int64), ratings.astype(np.float32),
-                                    times.astype(np.int64), name=f"movielens-{name}", duplicates=duplicates,
-                                    pair_duplicates=pair_duplicates)
+    options = {"name": name, "duplicates": duplicates, "pair_duplicates": pair_duplicates}
+    data = cached("movielens", [source], options,
+                  lambda: _parse_movielens(source, name, duplicates, pair_duplicates), cache)
     if features:
         (user_ids, users_table), (item_ids, items_table) = movielens_features(name, cache_dir)
         data = data.with_features(users_table.align(user_ids, data.user_ids, f"movielens-{name} users"),
                                   items_table.align(item_ids, data.item_ids, f"movielens-{name} items"))
     log.info("movielens-%s: %d ratings from %s in %.2fs", name, len(data), source, time.perf_counter() - start)
     return data
+
+
+def _parse_movielens(source: Path, name: str, duplicates: DuplicatePolicy, pair_duplicates: PairPolicy | None
+                     ) -> Interactions:
+    users, items, ratings, times = _read_ratings(source, name)  # each [N]
+    expected = _EXPECTED_ROWS.get(name)
+    if len(users) == 0 or (expected is not None and len(users) != expected):
+        raise DataError(
+            f"{source}: parsed {len(users)} MovieLens-{name} ratings, expected {expected or 'some'}; "
+            "the file looks damaged: delete it and load again"
+        )
+    return Interactions.from_arrays(users, items, ratings, times, name=f"movielens-{name}", duplicates=duplicates,
+                                    pair_duplicates=pair_duplicates)
 
 
 def movielens_features(name: str = "100k", cache_dir: str | None = None
@@ -388,42 +400,39 @@ def _zip_member(zf: zipfile.ZipFile, base: str) -> str | None:
     return next((n for n in zf.namelist() if n.rsplit("/", 1)[-1] == base and "__MACOSX" not in n), None)
 
 
-def _read_ratings(source: Path, name: str) -> np.ndarray:
-    """The ratings of a MovieLens source as float64 [N, 4] (user, item, rating, timestamp)."""
+def _read_ratings(source: Path, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The ratings of a MovieLens source: users, items (int64), ratings, timestamps (int64)."""
     if source.suffix == ".inter":
-        with open(source, "rb") as f:
-            return _parse_numeric(f, 4, header=True, what=str(source))
+        return _parse_ratings(source.read_bytes(), "\t", header=True, what=str(source))
     try:
         with zipfile.ZipFile(source) as zf:
             member = _zip_member(zf, _MOVIELENS[name][1])
             if member is None:
                 raise DataError(f"{source}: no {_MOVIELENS[name][1]} inside; delete the file and load again")
-            with zf.open(member) as f:
-                return _parse_numeric(f, 4, header=member.endswith(".csv"), what=f"{source}!{member}")
+            raw = zf.read(member)
     except zipfile.BadZipFile as err:
         raise DataError(f"{source}: not a readable zip ({err}); delete the file and load again") from None
+    sep = "," if member.endswith(".csv") else ":" if member.endswith(".dat") else "\t"
+    return _parse_ratings(raw, sep, header=member.endswith(".csv"), what=f"{source}!{member}")
 
 
-def _parse_numeric(
-    stream: io.BufferedIOBase, n_cols: int, header: bool, what: str = "ratings", chunk: int = 1 << 26
-) -> np.ndarray:
-    """Parse a purely numeric file whose fields are split by whitespace, ',' or '::' into
-    float64 [rows, n_cols], in chunks of about `chunk` bytes to bound memory."""
-    if header:
-        stream.readline()
-    parts, rest = [], b""
-    while True:
-        block = stream.read(chunk)
-        buf = rest + block
-        if block:  # keep the unfinished last line for the next round
-            cut = buf.rfind(b"\n") + 1
-            buf, rest = buf[:cut], buf[cut:]
-        try:
-            vals = np.fromstring(buf.replace(b"::", b" ").replace(b",", b" "), dtype=np.float64, sep=" ")
-        except ValueError as err:  # text that is not a number
-            raise DataError(f"{what}: {err}") from None
-        if vals.size % n_cols:
-            raise DataError(f"{what}: a block of {vals.size} numbers does not split into rows of {n_cols}")
-        parts.append(vals.reshape(-1, n_cols))  # [rows, n_cols]
-        if not block:
-            return np.concatenate(parts)  # [N, n_cols]
+def _parse_ratings(raw: bytes, sep: str, header: bool, what: str) -> tuple[np.ndarray, ...]:
+    """Four numeric columns (user, item, rating, timestamp) of a ratings file, read by Arrow's
+    CSV reader. `sep=":"` reads the `::`-separated .dat files: every second field is the
+    empty one between the two colons."""
+    step = 2 if sep == ":" else 1
+    names = [f"f{k}" for k in range(3 * step + 1)]
+    wanted = names[::step]
+    types = dict(zip(wanted, (pa.int64(), pa.int64(), pa.float64(), pa.int64())))
+    try:
+        table = pcsv.read_csv(
+            pa.BufferReader(raw),
+            pcsv.ReadOptions(column_names=names, skip_rows=1 if header else 0),
+            pcsv.ParseOptions(delimiter=sep),
+            pcsv.ConvertOptions(include_columns=wanted, column_types=types),
+        )
+    except pa.ArrowException as err:
+        raise DataError(f"{what}: {str(err).strip().splitlines()[0]}") from None
+    if any(table.column(c).null_count for c in wanted):
+        raise DataError(f"{what}: an empty field where a number is expected")
+    return tuple(table.column(c).to_numpy() for c in wanted)

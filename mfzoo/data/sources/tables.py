@@ -1,9 +1,8 @@
-"""Interactions from CSV/TSV (optionally gzipped) and Parquet files: `read_table` and its parsers."""
+"""Interactions from CSV/TSV (plain or compressed) and Parquet files: `read_table` and its parsers."""
 
 from __future__ import annotations
 
 import csv
-import gzip
 import os
 import re
 from dataclasses import replace
@@ -11,10 +10,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from pyarrow import ArrowException
 
+from mfzoo.data.cache import cached
+from mfzoo.data.columns import encode_ids
 from mfzoo.data.errors import DataError
 from mfzoo.data.features import Features
 from mfzoo.data.interactions import DuplicatePolicy, Interactions, PairPolicy
+from mfzoo.data.sources import delimited
 
 Column = str | int
 
@@ -24,9 +30,9 @@ def read_table(
     time_col: Column | None = None, sep: str | None = None, header: bool = True,
     duplicates: DuplicatePolicy = "keep_last", pair_duplicates: PairPolicy | None = None, name: str | None = None,
     user_features: str | os.PathLike | None = None, item_features: str | os.PathLike | None = None,
-    categorical_features: list[str] | tuple[str, ...] = (), feature_sep: str = "|",
+    categorical_features: list[str] | tuple[str, ...] = (), feature_sep: str = "|", cache: bool | None = None,
 ) -> Interactions:
-    """Read interactions from CSV/TSV (optionally `.gz`) or Parquet.
+    """Read interactions from CSV/TSV (plain or compressed: .gz, .bz2, .zst, .lz4) or Parquet.
 
     Columns are header names or 0-based positions (names need `header=True`).
     `sep` defaults from the extension: `.tsv`/`.tab` tab, `.csv` comma, else sniffed.
@@ -45,24 +51,20 @@ def read_table(
     feature (`categorical_features` names columns to take as categories even when they hold
     numbers, e.g. a zip code; `feature_sep` splits multi-valued cells). The tables are
     aligned with the model ids (`Interactions.user_features` / `item_features`).
+
+    Reading is Arrow's (multithreaded; see `mfzoo.data.sources.delimited`): columns are typed
+    on read and checked as whole arrays. `cache`: keep the parsed set in the data cache
+    (`mfzoo.data.cache`) and load it from there while the file is unchanged: None (default)
+    for files of at least 16 MiB, True always, False never. Feature files are read each time.
     """
     path = Path(path)
     _check_file(path)
     wanted = {"user": user_col, "item": item_col, "value": value_col, "timestamp": time_col}
     wanted = {role: col for role, col in wanted.items() if col is not None}
-    if path.suffix.lower() == ".parquet":
-        cols, labels, lines, offset = *_read_parquet(path, wanted), None, 1
-    else:
-        cols, labels, lines = _read_delimited(path, wanted, sep, header)
-        offset = 2 if header else 1  # with contiguous lines, row + offset is the file line
-    users, items = _raw_ids(cols["user"]), _raw_ids(cols["item"])
-    values = _as_float(cols["value"]) if "value" in cols else None
-    times = _seconds(cols["timestamp"]) if "timestamp" in cols else None
-    try:
-        data = Interactions.from_arrays(users, items, values, times, name=str(path), duplicates=duplicates,
-                                        pair_duplicates=pair_duplicates, row_offset=offset)
-    except DataError as err:
-        raise _locate(err, labels, lines, offset) from None
+    options = {"columns": wanted, "sep": sep, "header": header, "duplicates": duplicates,
+               "pair_duplicates": pair_duplicates}
+    data = cached("read_table", [path], options,
+                  lambda: read_interactions(path, wanted, sep, header, duplicates, pair_duplicates), cache)
     data = replace(data, name=name or path.name.split(".")[0])
     tables, columns = {}, set()
     for side, file, raw in (("user", user_features, data.user_ids), ("item", item_features, data.item_ids)):
@@ -75,6 +77,107 @@ def read_table(
         files = [str(f) for f in (user_features, item_features) if f is not None]
         raise DataError(f"categorical_features names column(s) {unknown} that no feature file has ({files})")
     return data.with_features(**tables) if tables else data
+
+
+def read_interactions(
+    path: Path, wanted: dict[str, Column], sep: str | None = None, header: bool = True,
+    duplicates: DuplicatePolicy = "keep_last", pair_duplicates: PairPolicy | None = None,
+) -> Interactions:
+    """The interactions of one delimited or Parquet file (`read_table` without its feature
+    files and name): columns read by Arrow (`mfzoo.data.sources.delimited`, Parquet's reader),
+    converted and checked as whole arrays; errors name the file, the column and the 1-based
+    file line (Parquet: row)."""
+    if path.suffix.lower() == ".parquet":
+        cols, labels = _parquet_columns(path, wanted)
+        offset, line_of = 1, None
+    else:
+        offset = 2 if header else 1  # row + offset is the file line when no line is blank
+        try:
+            read = delimited.read_columns(path, wanted, sep, header, _column_index)
+            cols, labels, line_of = read.columns, read.labels, read.lines.line
+        except delimited.Ragged:  # rows of several field counts: the row-by-row reader
+            cells, labels, lines = _read_delimited(path, wanted, sep, header)
+            cols, line_of = {role: pa.chunked_array([pa.array(c)]) for role, c in cells.items()}, \
+                (lambda k: int(lines[k]) if 0 <= k < len(lines) else k + offset)
+    try:
+        return arrow_interactions(cols, str(path), duplicates, pair_duplicates, offset)
+    except DataError as err:
+        raise _locate(err, labels, line_of, offset) from None
+
+
+def arrow_interactions(
+    cols: dict, name: str, duplicates: DuplicatePolicy = "keep_last", pair_duplicates: PairPolicy | None = None,
+    row_offset: int = 0,
+) -> Interactions:
+    """`Interactions` from Arrow columns by role ("user", "item", optional "value" and
+    "timestamp"; ChunkedArrays or Arrays): integer ids encoded by `Interactions.from_arrays`
+    (a presence table), string ids by Arrow's dictionary encoding (cells trimmed; ids that are
+    all canonical integers become int64, as in `read_table`), numbers checked as whole
+    arrays. An empty cell (null) raises `DataError` naming its column and row (`row_offset`
+    added), as every other bad cell does."""
+    cols = dict(cols)  # each Arrow column is let go once converted: peak memory is one copy, not two
+    n = len(cols["user"])
+    if len(cols["item"]) != n:
+        raise DataError(f"{name}: {n} users but {len(cols['item'])} items")
+    values = _numbers(cols.pop("value"), "value", name, row_offset, _as_float) if "value" in cols else None
+    times = _numbers(cols.pop("timestamp"), "timestamp", name, row_offset, _seconds) if "timestamp" in cols else None
+    ids = {role: _arrow_ids(cols.pop(role), role, name, row_offset) for role in ("user", "item")}
+    if all(isinstance(v, np.ndarray) for v in ids.values()):
+        return Interactions.from_arrays(ids["user"], ids["item"], values, times, name=name, duplicates=duplicates,
+                                        pair_duplicates=pair_duplicates, row_offset=row_offset)
+    (user_ids, u), (item_ids, i) = (v if isinstance(v, tuple) else encode_ids(v, role, name, row_offset)
+                                    for role, v in ids.items())
+    return Interactions.from_codes(u, i, user_ids, item_ids, values, times, name=name, duplicates=duplicates,
+                                   pair_duplicates=pair_duplicates, row_offset=row_offset)
+
+
+def _first_null(col) -> int | None:
+    """The 0-based row of a column's first null, or None."""
+    if col.null_count == 0:
+        return None
+    return int(pc.index(pc.is_null(col), True).as_py())
+
+
+def _numbers(col, role: str, name: str, row_offset: int, convert) -> np.ndarray:
+    """A value or timestamp column as numpy: numeric columns as they are (a null is an empty
+    cell: `DataError`), text converted by `convert` (whose failures `from_arrays` names)."""
+    if (row := _first_null(col)) is not None:
+        raise DataError(f"{name}: column '{role}' is empty at row {row + row_offset}")
+    if isinstance(col, pa.ChunkedArray) and col.num_chunks == 0:
+        return np.zeros(0)
+    kind = col.type
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
+        return col.to_numpy()
+    return convert(np.asarray(col.to_numpy(zero_copy_only=False), dtype=str))
+
+
+def _arrow_ids(col, role: str, name: str, row_offset: int):
+    """Integer ids as a numpy int64 (or uint64, or float with a null as NaN) array, for
+    `from_arrays` to encode; text ids encoded here: (sorted distinct raw ids, codes [N])."""
+    kind = col.type
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind):
+        if (row := _first_null(col)) is not None:
+            raise DataError(f"{name}: column '{role}' is missing at row {row + row_offset}")
+        return _raw_ids(col.to_numpy())
+    if (row := _first_null(col)) is not None:
+        raise DataError(f"{name}: column '{role}' is missing at row {row + row_offset}")
+    encoded = pc.dictionary_encode(pc.utf8_trim_whitespace(col))
+    chunks = encoded.chunks if isinstance(encoded, pa.ChunkedArray) else [encoded]
+    if any(c.dictionary is not chunks[0].dictionary and not c.dictionary.equals(chunks[0].dictionary)
+           for c in chunks[1:]):
+        encoded = encoded.unify_dictionaries()
+        chunks = encoded.chunks
+    dictionary = np.array(chunks[0].dictionary.to_pylist(), dtype=object)  # [D] distinct cells, first seen first
+    indices = np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in chunks]).astype(np.int64)  # [N]
+    empty = np.flatnonzero(dictionary == "")
+    if len(empty):
+        row = int(np.flatnonzero(indices == empty[0])[0])
+        raise DataError(f"{name}: column '{role}' is missing at row {row + row_offset}")
+    raw = _raw_ids(dictionary.astype(str))  # [D] int64 when all are canonical integers, else objects
+    order = np.argsort(raw, kind="stable")  # [D] distinct raw ids in sorted order
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    return raw[order], rank[indices]
 
 
 def read_features(
@@ -172,14 +275,14 @@ def _numeric_feature(cells: np.ndarray) -> np.ndarray | None:
     return out
 
 
-def _locate(err: DataError, labels: dict[str, str], lines: np.ndarray | None, offset: int) -> DataError:
-    """Rewrite a `from_arrays` error with the file's column names and (delimited) line numbers."""
+def _locate(err: DataError, labels: dict[str, str], line_of, offset: int) -> DataError:
+    """Rewrite a `from_arrays` error with the file's column names and (delimited) line
+    numbers: `line_of(k)` is the file line of 0-based data row k (None: Parquet, rows stay)."""
     msg = re.sub(r"column '(user|item|value|timestamp)'", lambda m: f"column '{labels.get(m[1], m[1])}'",
                  str(err), count=1)
-    if lines is not None:
+    if line_of is not None:
         def file_line(row: str) -> str:  # row + offset -> the file line of that row
-            k = int(row) - offset
-            return str(lines[k]) if 0 <= k < len(lines) else row
+            return str(line_of(int(row) - offset))
 
         msg = re.sub(r"\brow (\d+)", lambda m: f"line {file_line(m[1])}", msg, count=1)
         msg = re.sub(r"\brows (\d+(?:, \d+)*)",
@@ -200,16 +303,15 @@ def _read_delimited(
             f"{path}: not UTF-8 text (byte {err.object[err.start:err.start + 1]!r} cannot be decoded); "
             "is it a binary file, or Parquet without the .parquet extension?"
         ) from None
-    except (csv.Error, EOFError, OSError) as err:  # gzip.BadGzipFile is an OSError
+    except (csv.Error, EOFError, OSError, ArrowException) as err:  # a bad archive: OSError or Arrow's error
         raise DataError(f"{path}: cannot be read as delimited text: {err}") from None
 
 
 def _parse_delimited(
     path: Path, wanted: dict[str, Column] | None, sep: str | None, header: bool
 ) -> tuple[dict[str, np.ndarray], dict[str, str], np.ndarray]:
-    suffixes = [s.lower() for s in path.suffixes if s.lower() != ".gz"]
-    opener = gzip.open if path.suffix.lower() == ".gz" else open
-    with opener(path, "rt", encoding="utf-8-sig", newline="") as f:
+    suffixes = [s.lower() for s in path.suffixes if s.lower() not in delimited.COMPRESSIONS]
+    with delimited.open_text(path) as f:
         sample = f.read(1 << 16)
         if not sample.strip():
             raise DataError(f"{path}: file is empty")
@@ -288,15 +390,21 @@ def _all_columns(path: Path, names: list[str] | None) -> dict[str, Column]:
 
 
 def _read_parquet(path: Path, wanted: dict[str, Column] | None) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Wanted Parquet columns (None: every column, keyed by name) as numpy arrays (datetimes
-    as int64 seconds), and their names.
+    """`_parquet_columns` as numpy arrays (feature files)."""
+    cols, labels = _parquet_columns(path, wanted)
+    return {role: col.to_numpy() if col.null_count == 0 and _is_number(col.type) else col.to_numpy(zero_copy_only=False)
+            for role, col in cols.items()}, labels
+
+
+def _is_number(kind) -> bool:
+    return pa.types.is_integer(kind) or pa.types.is_floating(kind)
+
+
+def _parquet_columns(path: Path, wanted: dict[str, Column] | None) -> tuple[dict, dict[str, str]]:
+    """Wanted Parquet columns (None: every column, keyed by name) as Arrow ChunkedArrays
+    (datetimes as int64 seconds, dictionaries decoded, decimals as float64), and their names.
     A file pyarrow cannot read (empty, truncated, not Parquet) or a column that holds neither
     numbers nor strings raises `DataError`."""
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise DataError(f"{path}: reading Parquet needs pyarrow (pip install pyarrow)") from None
     try:
         names = pq.read_schema(path).names
     except (pa.ArrowException, OSError, ValueError) as err:
@@ -319,10 +427,12 @@ def _read_parquet(path: Path, wanted: dict[str, Column] | None) -> tuple[dict[st
             col = col.cast(pa.timestamp("s"), safe=False).cast(pa.int64())
         elif pa.types.is_decimal(col.type):
             col = col.cast(pa.float64())
+        elif pa.types.is_large_string(col.type):
+            col = col.cast(pa.string())
         elif not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type) or pa.types.is_boolean(col.type)
-                  or pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+                  or pa.types.is_string(col.type)):
             raise DataError(f"{path}: column '{label}' has type {col.type}; it must hold numbers or strings")
-        cols[role] = col.to_numpy(zero_copy_only=False)
+        cols[role] = col
     return cols, labels
 
 
@@ -335,7 +445,7 @@ def _raw_ids(cells: np.ndarray) -> np.ndarray:
     if cells.dtype.kind == "u" and len(cells) and cells.max() > np.iinfo(np.int64).max:
         return cells  # uint64 ids beyond int64 stay uint64 (a cast would wrap them)
     if cells.dtype.kind in "iuf":  # Parquet numbers; NaN (null) ids are reported by from_arrays
-        return cells.astype(np.int64) if cells.dtype.kind in "iu" else cells
+        return cells.astype(np.int64, copy=False) if cells.dtype.kind in "iu" else cells
     try:
         ints = cells.astype(np.int64)
         if cells.dtype.kind == "U" and (ints.astype(cells.dtype) == cells).all():

@@ -1,0 +1,196 @@
+"""A cache of encoded data sets: a source parsed once, loaded later as memory-mapped arrays.
+
+The first load of a source (a ratings file, a MovieLens zip) writes what parsing made of it
+(the interaction arrays, the raw-id tables, the name) under a folder whose name is a digest of
+the reader, its options and this format's version; later loads with the same source and
+options map those arrays instead of parsing (`np.load(mmap_mode="c")`: pages are read on first
+touch and shared between processes, and a run may still write to its copy).
+
+A source is known by its SHA-256, computed on the first load. A later load compares the file's
+size and modification time with those recorded; when they differ it hashes the file again and
+uses the entry only if the content is the same (a touched but unchanged file), else it parses
+the source and replaces the entry. Entries are written into a temporary folder and renamed into
+place, so concurrent runs of a sweep see a whole entry or none; when two write the same entry,
+the first rename wins and the other run uses it.
+
+Where: `$MFZOO_CACHE_DIR/datasets`, else `$XDG_CACHE_HOME/mfzoo/datasets`, else
+`~/.cache/mfzoo/datasets`. `cache=None` (the readers' default) caches sources of at least
+`AUTO_BYTES` (small files parse in milliseconds); `cache=True` always, `cache=False` never.
+Deleting the folder is always safe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mfzoo.data.interactions import Interactions
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1  # bump when what an entry holds changes: old entries are then never matched
+AUTO_BYTES = 16 << 20  # cache=None caches sources of at least this many bytes
+_HASH_BLOCK = 8 << 20
+_ARRAYS = ("users", "items", "values", "timestamps")
+
+
+def cache_root() -> Path:
+    """The folder of encoded data sets (not created here)."""
+    if os.environ.get("MFZOO_CACHE_DIR"):
+        return Path(os.environ["MFZOO_CACHE_DIR"]).expanduser() / "datasets"
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "mfzoo" / "datasets"
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes (read in blocks: a file of any size in bounded memory)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(_HASH_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def wanted(cache: bool | None, sources: list[Path]) -> bool:
+    """Whether a load should use the cache: `cache`, or for None, sources of at least
+    `AUTO_BYTES` in all."""
+    if cache is not None:
+        return bool(cache)
+    return sum(p.stat().st_size for p in sources if p.is_file()) >= AUTO_BYTES
+
+
+def cached(reader: str, sources: list[Path], options: dict, build: Callable[[], Interactions],
+           cache: bool | None = None) -> Interactions:
+    """The set `build()` makes of `sources` with `options`, from the cache when a whole entry
+    for them exists and the sources are unchanged; else built, then written to the cache.
+
+    `reader` names the reading function and `options` (JSON-serialisable) everything besides
+    the sources' bytes that shapes the result (columns, separators, duplicate policies): two
+    calls share an entry only when both are equal. With `cache` false (or None and small
+    sources) this is `build()`. A cache that cannot be written (read-only, full disk) is
+    logged and the built set returned."""
+    sources = [Path(p).resolve() for p in sources]
+    if not wanted(cache, sources):
+        return build()
+    key = json.dumps({"reader": reader, "options": options, "sources": [str(p) for p in sources],
+                      "format": FORMAT}, sort_keys=True, default=str)
+    folder = cache_root() / f"{reader}-{hashlib.sha256(key.encode()).hexdigest()[:24]}"
+    hit = _load(folder, sources)
+    if hit is not None:
+        return hit
+    digests = [file_digest(p) for p in sources]
+    data = build()
+    try:
+        _write(folder, data, sources, digests, key)
+    except OSError as err:
+        log.warning("data cache: could not write %s (%s); the set is not cached", folder, err)
+    return data
+
+
+def _stat(path: Path) -> dict:
+    st = path.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _load(folder: Path, sources: list[Path]) -> Interactions | None:
+    """The entry in `folder` when it exists, is whole, and its sources are unchanged."""
+    meta_path = folder / "meta.json"
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError):
+        return None
+    try:
+        recorded = meta["sources"]
+        if [r["path"] for r in recorded] != [str(p) for p in sources]:
+            return None
+        refreshed = False
+        for record, path in zip(recorded, sources):
+            now = _stat(path)
+            if now == record["stat"]:
+                continue
+            if file_digest(path) != record["sha256"]:
+                log.info("data cache: %s changed since it was cached; parsing it again", path)
+                return None
+            record["stat"], refreshed = now, True  # touched, same bytes: keep the entry
+        arrays = {k: np.load(folder / f"{k}.npy", mmap_mode="c") for k in _ARRAYS if k in meta["arrays"]}
+        ids = {k: _ids(np.load(folder / f"{k}.npy", allow_pickle=False), meta["id_kinds"][k])
+               for k in ("user_ids", "item_ids")}
+    except (OSError, KeyError, ValueError, TypeError) as err:
+        log.warning("data cache: entry %s is unreadable (%s); parsing the source again", folder, err)
+        return None
+    if refreshed:
+        _write_json(meta_path, meta)
+    times = arrays.get("timestamps")
+    return Interactions(
+        users=torch.from_numpy(arrays["users"]), items=torch.from_numpy(arrays["items"]),
+        values=torch.from_numpy(arrays["values"]),
+        timestamps=None if times is None else torch.from_numpy(times),
+        user_ids=ids["user_ids"], item_ids=ids["item_ids"], name=meta["name"],
+    )
+
+
+def _ids(stored: np.ndarray, kind: str) -> np.ndarray:
+    """Raw ids as `read_table` makes them: numbers as stored, strings as an object array."""
+    return stored.astype(object) if kind == "str" else stored
+
+
+def _write(folder: Path, data: Interactions, sources: list[Path], digests: list[str], key: str) -> None:
+    """Write an entry through a temporary folder renamed into place (a reader sees all of it
+    or nothing); an existing entry (stale, or written meanwhile by another run) is replaced."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        arrays = {"users": data.users, "items": data.items, "values": data.values, "timestamps": data.timestamps}
+        for k, tensor in arrays.items():
+            if tensor is not None:
+                np.save(tmp / f"{k}.npy", tensor.cpu().numpy())
+        kinds = {}
+        for k in ("user_ids", "item_ids"):
+            raw = getattr(data, k)
+            kinds[k] = "str" if raw.dtype == object else "number"
+            np.save(tmp / f"{k}.npy", raw.astype(str) if raw.dtype == object else raw, allow_pickle=False)
+        meta = {"key": json.loads(key), "name": data.name, "n": len(data), "created": time.time(),
+                "arrays": [k for k, t in arrays.items() if t is not None], "id_kinds": kinds,
+                "sources": [{"path": str(p), "sha256": d, "stat": _stat(p)} for p, d in zip(sources, digests)]}
+        _write_json(tmp / "meta.json", meta)
+        try:
+            os.rename(tmp, folder)
+        except OSError:  # an entry is there: another run's (same bytes: keep it) or stale (replace it)
+            if _same_sources(folder, digests):
+                return
+            stale = folder.with_name(f".{folder.name}.stale-{uuid.uuid4().hex[:8]}")
+            try:
+                os.rename(folder, stale)
+            except FileNotFoundError:
+                pass
+            os.rename(tmp, folder)
+            shutil.rmtree(stale, ignore_errors=True)  # open maps of it stay valid until closed
+        log.info("data cache: wrote %s (%d interactions)", folder, len(data))
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _same_sources(folder: Path, digests: list[str]) -> bool:
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        return [r["sha256"] for r in meta["sources"]] == digests
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    part = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
+    part.write_text(json.dumps(obj, indent=1) + "\n")
+    os.replace(part, path)

@@ -1,0 +1,267 @@
+"""Delimited text (CSV/TSV, plain or compressed) read by Arrow's multithreaded CSV reader.
+
+`read_columns` returns the wanted columns as Arrow arrays, typed on read: ids as int64 when
+the file can hold only canonical integers there (else as strings), values as float64,
+timestamps as int64 (else as strings, for ISO dates or fractions). A column that does not
+parse as its type is read again as strings, once, and the caller converts it (and names the
+first bad cell). No Python code runs per row or per cell unless something is wrong: the
+file lines of bad rows are found (`Lines`) only when an error names them.
+
+Rows of another field count than the first line are refused by Arrow; such files (ragged
+rows, quoted fields holding newlines) are read by the row-by-row reader of
+`mfzoo.data.sources.tables`, which accepts rows with extra fields as it always has.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pcsv
+
+from mfzoo.data.errors import DataError
+
+Column = str | int
+ROLES_TYPES = {"user": "id", "item": "id", "value": "float", "timestamp": "int"}
+COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd", ".zstd": "zstd", ".lz4": "lz4"}
+_SAMPLE_BYTES = 1 << 16  # what the separator sniffer and the header reader see
+_SCAN_CHUNK = 1 << 25  # bytes per step of the leading-zero scan (bounds its temporaries)
+
+
+class Ragged(Exception):
+    """The file has rows of another field count than its first line (Arrow cannot read it)."""
+
+
+@dataclass
+class Delimited:
+    """The wanted columns of a delimited file (role -> Arrow ChunkedArray), their display
+    names (header names, or positions), and the file's lines (to name them in errors)."""
+
+    columns: dict
+    labels: dict[str, str]
+    lines: Lines
+
+
+def file_buffer(path: Path):
+    """The bytes of `path` as an Arrow buffer: memory-mapped when plain, decompressed into
+    memory when its extension names a compression (.gz, .bz2, .zst, .lz4)."""
+    compression = COMPRESSIONS.get(path.suffix.lower())
+    if compression is None:
+        return pa.memory_map(str(path), "r").read_buffer()
+    with pa.input_stream(str(path), compression=compression) as stream:
+        return stream.read_buffer()
+
+
+def open_text(path: Path):
+    """`path` as a text stream for the row-by-row reader (decompressed as `file_buffer` does)."""
+    import io
+
+    compression = COMPRESSIONS.get(path.suffix.lower())
+    if compression is None:
+        return open(path, encoding="utf-8-sig", newline="")
+    with pa.input_stream(str(path), compression=compression) as stream:  # whole: the reader seeks back
+        return io.StringIO(stream.read().decode("utf-8-sig"), newline="")
+
+
+def first_text(buffer) -> str:
+    """The start of the file as text (a byte-order mark dropped; a character cut at the end
+    of the sample left out). `UnicodeDecodeError` when it is not UTF-8."""
+    head = memoryview(buffer)[:_SAMPLE_BYTES].tobytes()
+    return codecs.getincrementaldecoder("utf-8-sig")().decode(head, final=len(head) < _SAMPLE_BYTES)
+
+
+def sniff(path: Path, sample: str) -> str:
+    """The separator csv.Sniffer finds among , tab ; | and space."""
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=",\t;| ").delimiter
+    except csv.Error:
+        raise DataError(f"{path}: cannot infer the separator; pass sep=") from None
+
+
+def separator(path: Path, sample: str, sep: str | None) -> str:
+    """`sep`, else the one the extension names (.tsv/.tab tab, .csv comma), else sniffed."""
+    if sep is None:
+        suffixes = [s.lower() for s in path.suffixes if s.lower() not in COMPRESSIONS]
+        ext = suffixes[-1] if suffixes else ""
+        sep = {".tsv": "\t", ".tab": "\t", ".csv": ","}.get(ext) or sniff(path, sample)
+    if not isinstance(sep, str) or len(sep) != 1:
+        raise DataError(f"{path}: sep must be one character, got {sep!r}")
+    return sep
+
+
+def first_row(sample: str, sep: str) -> list[str]:
+    """The fields of the first non-blank line of `sample`."""
+    for row in csv.reader(sample.splitlines()[:50] or [""], delimiter=sep):
+        if row and not (len(row) == 1 and not row[0].strip()):
+            return row
+    return []
+
+
+def leading_zero_field(source, sep: str) -> bool:
+    """Whether some field of the file may be an integer written with a leading zero ("007",
+    "-01"): a field start (after `sep`, a newline, a quote, or the file's start) followed by
+    "0" and a digit, or by "-0". Arrow's integer parser reads "007" as 7, which would merge
+    the ids "007" and "7": where this says yes, ids are read as strings. `source`: a buffer,
+    or the path of a plain file (read in chunks, so its pages do not stay resident).
+    Vectorised; a "-0.5" rating makes it say yes too (ids then take the slower string path)."""
+    starters = (ord("\n"), ord('"'), ord(sep))
+    zero, minus = ord("0"), ord("-")
+    previous = np.frombuffer(b"\n\n", dtype=np.uint8)  # the file's start is a field start
+    for block in _blocks(source):
+        chunk = np.concatenate([previous, block])  # two bytes of the last block: matches across blocks
+        for lead in (zero, minus):
+            where = np.flatnonzero(chunk[1:-1] == lead) + 1  # candidates: few next to every byte
+            follow = chunk[where + 1]
+            where = where[(follow - zero) <= 9 if lead == zero else follow == zero]  # uint8: wraps below "0"
+            before = chunk[where - 1]
+            if np.isin(before, starters).any():
+                return True
+        previous = chunk[-2:]
+    return False
+
+
+def _blocks(source):
+    """The bytes of `source` (a buffer, or a file's path) as uint8 arrays of at most
+    `_SCAN_CHUNK` bytes."""
+    if isinstance(source, Path):
+        with open(source, "rb") as f:
+            while block := f.read(_SCAN_CHUNK):
+                yield np.frombuffer(block, dtype=np.uint8)
+        return
+    data = np.frombuffer(source, dtype=np.uint8)
+    for start in range(0, len(data), _SCAN_CHUNK):
+        yield data[start:start + _SCAN_CHUNK]
+
+
+class Lines:
+    """File lines of data rows, found by reading the file again only when an error names a row.
+
+    Data rows are the file's lines after the header that are not blank (blank lines are
+    skipped by both readers); `line(row)` is the 1-based file line of 0-based data row `row`."""
+
+    def __init__(self, path: Path, header: bool):
+        self._path, self._header, self._lines = path, header, None
+
+    def line(self, row: int) -> int:
+        if self._lines is None:
+            text = _text(self._path)
+            lines = re.split(r"\r\n|\r|\n", text)  # the line ends of csv and Arrow, not str.splitlines'
+            first = next((k for k, line in enumerate(lines) if line.strip()), 0) + (1 if self._header else 0)
+            self._lines = np.array([k + 1 for k in range(first, len(lines)) if lines[k].strip()], dtype=np.int64)
+        return int(self._lines[row]) if 0 <= row < len(self._lines) else row + 1
+
+
+def read_columns(path: Path, wanted: dict[str, Column], sep: str | None, header: bool,
+                 column_index) -> Delimited:
+    """The wanted columns (role -> `Column`) of a delimited file, read by Arrow.
+
+    `column_index(path, col, names)` resolves a header name or position. Raises `DataError`
+    for a file that is empty, not UTF-8 text, not readable (a bad or truncated archive), or
+    whose rows have fewer fields than the wanted columns need (naming the line); `Ragged`
+    for rows of another field count that still hold every wanted column."""
+    compressed = path.suffix.lower() in COMPRESSIONS
+    try:
+        # compressed: decompressed once into memory; plain: streamed by Arrow and the scan, so
+        # the file's pages are not held (a memory map would count them all in the process)
+        buffer = file_buffer(path) if compressed else None
+        with open(path, "rb") as f:
+            head = memoryview(buffer)[:_SAMPLE_BYTES].tobytes() if compressed else f.read(_SAMPLE_BYTES)
+    except (OSError, pa.ArrowException, EOFError) as err:
+        raise DataError(f"{path}: cannot be read as delimited text: {err}") from None
+    try:
+        sample = first_text(head)
+    except UnicodeDecodeError as err:
+        raise DataError(
+            f"{path}: not UTF-8 text (byte {err.object[err.start:err.start + 1]!r} cannot be decoded); "
+            "is it a binary file, or Parquet without the .parquet extension?"
+        ) from None
+    if not sample.strip():
+        raise DataError(f"{path}: file is empty")
+    sep = separator(path, sample, sep)
+    fields = [c.strip() for c in first_row(sample, sep)]
+    names = fields if header else None
+    index = {role: column_index(path, col, names) for role, col in wanted.items()}
+    labels = {role: str(col) if names is None else names[index[role]] for role, col in wanted.items()}
+    need = max(index.values()) + 1
+    lines = Lines(path, header)
+    if need > len(fields):
+        raise DataError(f"{path}: line {lines.line(0) if header else 1} has {len(fields)} field(s), {need} needed")
+    ints = not leading_zero_field(buffer if compressed else path, sep)
+    types = {role: _arrow_type(ROLES_TYPES[role], ints) for role in wanted}
+    invalid: list = []
+
+    def handler(row) -> str:
+        if not row.text.strip():
+            return "skip"  # a line of spaces: blank, as the row-by-row reader takes it
+        invalid.append(row)
+        return "error"
+
+    n_fields = len(fields)
+    body = head.removeprefix(b"\xef\xbb\xbf")
+    blank_lines = body[:len(body) - len(body.lstrip(b"\r\n"))].count(b"\n")  # before the header line
+    for _ in range(len(wanted) + 1):  # each retry reads one more column as strings
+        read = pcsv.ReadOptions(column_names=[f"f{k}" for k in range(n_fields)],
+                                skip_rows=blank_lines + 1 if header else 0, use_threads=True)
+        parse = pcsv.ParseOptions(delimiter=sep, invalid_row_handler=handler)
+        convert = pcsv.ConvertOptions(
+            include_columns=[f"f{index[role]}" for role in wanted],
+            column_types={f"f{index[role]}": types[role] for role in wanted},
+            null_values=[""], strings_can_be_null=False, quoted_strings_can_be_null=False,
+        )
+        invalid.clear()
+        try:
+            table = pcsv.read_csv(pa.BufferReader(buffer) if compressed else str(path), read, parse, convert)
+        except pa.ArrowInvalid as err:
+            message = str(err)
+            if invalid:
+                _refuse_short_rows(path, sep, header, need)
+                raise Ragged(message) from None
+            if "UTF8" in message or "UTF-8" in message:
+                raise DataError(f"{path}: not UTF-8 text ({_first_line(message)}); is it a binary file?") from None
+            bad = re.search(r"column #(\d+)", message)
+            role = next((r for r in wanted if bad and index[r] == int(bad[1]) and types[r] != pa.string()), None)
+            if role is None:
+                raise DataError(f"{path}: cannot be read as delimited text: {_first_line(message)}") from None
+            types[role] = pa.string()  # the caller converts it and names the bad cell
+            continue
+        except (OSError, pa.ArrowException) as err:
+            raise DataError(f"{path}: cannot be read as delimited text: {_first_line(str(err))}") from None
+        if table.num_rows == 0:
+            raise DataError(f"{path}: no data rows (a header only, or blank lines)")
+        columns = {role: table.column(f"f{index[role]}") for role in wanted}
+        return Delimited(columns, labels, lines)
+    raise AssertionError("unreachable: every column is a string after the retries")
+
+
+def _arrow_type(kind: str, ints: bool):
+    if kind == "id":
+        return pa.int64() if ints else pa.string()
+    return pa.float64() if kind == "float" else pa.int64()
+
+
+def _refuse_short_rows(path: Path, sep: str, header: bool, need: int) -> None:
+    """`DataError` naming the first line with fewer fields than `need` (read row by row: an
+    error path only)."""
+    text = _text(path)
+    reader = csv.reader(text.splitlines(), delimiter=sep)
+    if header:
+        next(reader, None)
+    for row in reader:
+        if not row or (len(row) == 1 and not row[0].strip()):
+            continue
+        if len(row) < need:
+            raise DataError(f"{path}: line {reader.line_num} has {len(row)} field(s), {need} needed")
+
+
+def _text(path: Path) -> str:
+    """The whole file as text (error paths only: they name lines)."""
+    return memoryview(file_buffer(path)).tobytes().decode("utf-8-sig", errors="replace")
+
+
+def _first_line(message: str) -> str:
+    return (message.strip().splitlines() or ["unknown error"])[0]

@@ -1,0 +1,224 @@
+"""The data cache (`mfzoo.data.cache`): hits, invalidation, concurrent writers, and the Arrow
+reader behind it (`mfzoo.data.sources.delimited`) against the row-by-row one."""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing as mp
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mfzoo.data import cache as data_cache
+from mfzoo.data.errors import DataError
+from mfzoo.data.sources import delimited, read_table, tables
+
+
+@pytest.fixture(autouse=True)
+def cache_dir(tmp_path, monkeypatch):
+    root = tmp_path / "cache"
+    monkeypatch.setenv("MFZOO_CACHE_DIR", str(root))
+    return root / "datasets"
+
+
+def ratings_csv(path: Path, n: int = 300, seed: int = 0, string_users: bool = False) -> Path:
+    rng = np.random.default_rng(seed)
+    keys = rng.choice(40 * 60, size=n, replace=False)
+    users, items = keys // 60, keys % 60
+    lines = ["user,item,rating,ts"] + [
+        f"{'u%03d' % u if string_users else u},{i + 100},{rng.integers(1, 6)},{1_600_000_000 + k}"
+        for k, (u, i) in enumerate(zip(users, items))]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def same(a, b) -> None:
+    for name in ("users", "items", "values"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+    assert (a.timestamps is None) == (b.timestamps is None)
+    if a.timestamps is not None:
+        assert torch.equal(a.timestamps, b.timestamps)
+    assert a.user_ids.tolist() == b.user_ids.tolist() and a.item_ids.tolist() == b.item_ids.tolist()
+    assert a.user_ids.dtype == b.user_ids.dtype and a.item_ids.dtype == b.item_ids.dtype
+    assert a.name == b.name
+
+
+def entries(root: Path) -> list[Path]:
+    return sorted(p for p in root.iterdir() if not p.name.startswith(".")) if root.exists() else []
+
+
+@pytest.mark.parametrize("string_users", [False, True])
+def test_a_second_load_is_mapped_from_the_cache_and_equal(tmp_path, cache_dir, monkeypatch, string_users):
+    path = ratings_csv(tmp_path / "r.csv", string_users=string_users)
+    first = read_table(path, "user", "item", "rating", "ts", cache=True)
+    assert len(entries(cache_dir)) == 1
+
+    def no_parsing(*args, **kwargs):
+        raise AssertionError("parsed again")
+
+    monkeypatch.setattr(tables, "read_interactions", no_parsing)
+    second = read_table(path, "user", "item", "rating", "ts", cache=True)
+    same(first, second)
+    assert isinstance(second.users.numpy().base, np.memmap) or isinstance(second.users.numpy(), np.memmap) or \
+        second.users.numpy().base is not None  # a view of the mapped file, not a parse
+    assert second.user_ids.dtype == (object if string_users else np.int64)
+    # a run may write to its copy without touching the cache (copy-on-write pages)
+    second.values[0] = 99.0
+    third = read_table(path, "user", "item", "rating", "ts", cache=True)
+    assert float(third.values[0]) == float(first.values[0])
+
+
+def test_options_and_sources_key_the_entries(tmp_path, cache_dir):
+    path = ratings_csv(tmp_path / "r.csv")
+    read_table(path, "user", "item", "rating", "ts", cache=True)
+    implicit = read_table(path, "user", "item", cache=True)  # other columns: another entry
+    assert implicit.timestamps is None and torch.equal(implicit.values, torch.ones(len(implicit)))
+    other = ratings_csv(tmp_path / "s.csv", seed=1)
+    read_table(other, "user", "item", "rating", "ts", cache=True)
+    assert len(entries(cache_dir)) == 3
+
+
+def test_a_changed_source_is_parsed_again_and_a_touched_one_is_not(tmp_path, cache_dir, monkeypatch):
+    path = ratings_csv(tmp_path / "r.csv")
+    before = read_table(path, "user", "item", "rating", "ts", cache=True)
+    text = path.read_text().replace("\n0,", "\n0,", 1)
+    os.utime(path, ns=(0, 10**18))  # touched, bytes unchanged: the digest decides, the entry stays
+    calls = []
+    real = tables.read_interactions
+    monkeypatch.setattr(tables, "read_interactions", lambda *a, **k: calls.append(1) or real(*a, **k))
+    same(before, read_table(path, "user", "item", "rating", "ts", cache=True))
+    assert calls == []
+    meta = json.loads((entries(cache_dir)[0] / "meta.json").read_text())
+    assert meta["sources"][0]["stat"]["mtime_ns"] == 10**18  # the new stat is recorded
+    lines = text.splitlines()
+    user, item, _, ts = lines[1].split(",")
+    lines[1] = f"{user},{item},{'5' if lines[1].split(',')[2] != '5' else '1'},{ts}"
+    path.write_text("\n".join(lines) + "\n")
+    after = read_table(path, "user", "item", "rating", "ts", cache=True)
+    assert calls == [1] and not torch.equal(after.values, before.values)
+    assert len(entries(cache_dir)) == 1  # replaced, not added
+    same(after, read_table(path, "user", "item", "rating", "ts", cache=False))
+
+
+def test_small_files_are_not_cached_by_default_and_false_never(tmp_path, cache_dir, monkeypatch):
+    path = ratings_csv(tmp_path / "r.csv")
+    read_table(path, "user", "item", "rating", "ts")
+    read_table(path, "user", "item", "rating", "ts", cache=False)
+    assert entries(cache_dir) == []
+    monkeypatch.setattr(data_cache, "AUTO_BYTES", 1)
+    read_table(path, "user", "item", "rating", "ts")
+    assert len(entries(cache_dir)) == 1
+
+
+def test_an_unwritable_cache_is_logged_and_the_set_returned(tmp_path, monkeypatch, caplog):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("MFZOO_CACHE_DIR", str(blocker))  # a file where the folder would be
+    path = ratings_csv(tmp_path / "r.csv")
+    with caplog.at_level(logging.WARNING):
+        data = read_table(path, "user", "item", "rating", "ts", cache=True)
+    assert len(data) == 300 and "not cached" in caplog.text
+
+
+def test_a_damaged_entry_is_parsed_again(tmp_path, cache_dir, caplog):
+    path = ratings_csv(tmp_path / "r.csv")
+    first = read_table(path, "user", "item", "rating", "ts", cache=True)
+    (entries(cache_dir)[0] / "users.npy").write_bytes(b"not numpy")
+    with caplog.at_level(logging.WARNING):
+        same(first, read_table(path, "user", "item", "rating", "ts", cache=True))
+    assert "unreadable" in caplog.text
+    same(first, read_table(path, "user", "item", "rating", "ts", cache=True))  # rewritten whole
+
+
+def _load_in_child(path: str, root: str, out: str) -> None:
+    os.environ["MFZOO_CACHE_DIR"] = root
+    data = read_table(path, "user", "item", "rating", "ts", cache=True)
+    np.save(out, data.values.numpy())
+
+
+def test_concurrent_first_loads_leave_one_whole_entry(tmp_path, cache_dir):
+    path = ratings_csv(tmp_path / "r.csv", n=2000)
+    ctx = mp.get_context("spawn")
+    outs = [tmp_path / f"out{k}.npy" for k in range(3)]
+    procs = [ctx.Process(target=_load_in_child, args=(str(path), str(cache_dir.parent), str(o))) for o in outs]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    expected = read_table(path, "user", "item", "rating", "ts", cache=False).values.numpy()
+    for out in outs:
+        assert np.array_equal(np.load(out), expected)
+    assert len(entries(cache_dir)) == 1
+    assert not [p for p in cache_dir.iterdir() if p.name.startswith(".")]  # no temporary folder left
+    assert np.array_equal(read_table(path, "user", "item", "rating", "ts", cache=True).values.numpy(), expected)
+
+
+# the Arrow reader ---------------------------------------------------------------------------
+@pytest.mark.parametrize("suffix", [".csv", ".csv.gz", ".csv.bz2", ".tsv"])
+def test_arrow_reader_equals_the_row_by_row_reader(tmp_path, suffix):
+    import bz2
+    import gzip
+
+    text = ratings_csv(tmp_path / "plain.csv", n=500).read_text()
+    if suffix == ".tsv":
+        text = text.replace(",", "\t")
+    text = text.replace("\n", "\n\n", 3).replace("\n1,", "\n 1 ,", 2)  # blank lines, padded cells
+    path = tmp_path / f"r{suffix}"
+    opener = {".gz": gzip.open, ".bz2": bz2.open}.get(path.suffix, open)
+    with opener(path, "wt") as f:
+        f.write(text)
+    wanted = {"user": "user", "item": "item", "value": "rating", "timestamp": "ts"}
+    fast = read_table(path, "user", "item", "rating", "ts", cache=False)
+    cells, _, _ = tables._read_delimited(path, wanted, None, True)
+    slow = tables.arrow_interactions({r: __import__("pyarrow").array(c) for r, c in cells.items()}, fast.name)
+    same(fast, slow)
+
+
+def test_leading_zero_ids_are_strings_and_integer_ids_are_int64(tmp_path):
+    path = tmp_path / "z.csv"
+    path.write_text("u,i,r\n007,1,2\n7,1,3\n-01,2,4\n")
+    data = read_table(path, "u", "i", "r")
+    assert sorted(data.user_ids.tolist()) == ["-01", "007", "7"] and data.item_ids.dtype == np.int64
+    assert delimited.leading_zero_field(memoryview(b"a,b\n1,07\n"), ",")
+    assert delimited.leading_zero_field(memoryview(b"07,1\n"), ",")
+    assert delimited.leading_zero_field(memoryview(b'a\n"-0"\n'), ",")
+    assert not delimited.leading_zero_field(memoryview(b"a,b\n10,0.5\n0,1\n"), ",")
+
+
+def test_a_chunk_boundary_does_not_hide_a_leading_zero(monkeypatch):
+    monkeypatch.setattr(delimited, "_SCAN_CHUNK", 4)
+    text = b"1,2\n33,4\n5,007\n"
+    for k in range(len(text)):
+        assert delimited.leading_zero_field(memoryview(text), ",")
+        text = b" " + text  # moves the match across every chunk boundary
+    assert not delimited.leading_zero_field(memoryview(b"1,2\n33,4\n5,70\n"), ",")
+
+
+def test_ragged_rows_fall_back_and_short_rows_name_their_line(tmp_path):
+    path = tmp_path / "ragged.csv"
+    path.write_text("u,i,r\n1,1,2\n2,1,3,extra\n")
+    data = read_table(path, "u", "i", "r")  # extra fields beyond the wanted columns: kept as before
+    assert len(data) == 2
+    path.write_text("u,i,r\n1,1,2\n2,1,3,extra\n3,1\n")
+    with pytest.raises(DataError, match=r"ragged\.csv: line 4 has 2 field\(s\), 3 needed"):
+        read_table(path, "u", "i", "r")
+
+
+def test_a_character_cut_by_the_sample_is_not_taken_for_binary(tmp_path, monkeypatch):
+    monkeypatch.setattr(delimited, "_SAMPLE_BYTES", 11)
+    path = tmp_path / "utf8.csv"
+    path.write_text("u,i,r\nzoë,1,2\nänne,2,3\n", encoding="utf-8")
+    assert sorted(read_table(path, "u", "i", "r").user_ids.tolist()) == ["zoë", "änne"]
+
+
+def test_non_utf8_bytes_after_the_sample_are_named(tmp_path, monkeypatch):
+    monkeypatch.setattr(delimited, "_SAMPLE_BYTES", 16)
+    path = tmp_path / "late.csv"
+    path.write_bytes(b"u,i,r\nab,1,2\ncd,2,3\n\xff\xfe,3,4\n")
+    with pytest.raises(DataError, match=r"late\.csv: not UTF-8"):
+        read_table(path, "u", "i", "r")
