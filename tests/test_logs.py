@@ -297,3 +297,22 @@ def test_amazon_errors(tmp_path):
                {"reviewerID": "A2", "asin": "B", "unixReviewTime": 2}]
     raises(lambda: amazon_reviews(jsonl(tmp_path, "r.json", records)), "r.json", "field 'overall'", "line 2",
            "missing (absent or null)")
+
+
+def test_netflix_and_json_lines_use_the_data_cache(tmp_path, monkeypatch):
+    from mfzoo.data.sources import logs
+
+    monkeypatch.setenv("MFZOO_CACHE_DIR", str(tmp_path / "cache"))
+    folder = tmp_path / "training_set"
+    write(folder, "mv_0000001.txt", "1:\n9,5,2004-12-31\n")
+    write(folder, "mv_0000002.txt", "2:\n7,4,2005-01-02\n")
+    jsonl = write(tmp_path, "r.jsonl", '{"u": "a", "i": 1, "r": 4.0}\n{"u": "b", "i": 2, "r": 3.0}\n')
+    first = netflix_prize(folder, cache=True), json_lines(jsonl, "u", "i", "r", cache=True)
+    monkeypatch.setattr(logs, "_netflix_set", lambda *a: pytest.fail("parsed again"))
+    monkeypatch.setattr(logs, "_json_set", lambda *a: pytest.fail("parsed again"))
+    second = netflix_prize(folder, cache=True), json_lines(jsonl, "u", "i", "r", cache=True)
+    for a, b in zip(first, second):
+        same(a, b)
+    write(folder, "mv_0000002.txt", "2:\n7,1,2005-01-02\n")  # a changed file: parsed again
+    with pytest.raises(pytest.fail.Exception, match="parsed again"):
+        netflix_prize(folder, cache=True)

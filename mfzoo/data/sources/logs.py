@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mfzoo.data.cache import cached
 from mfzoo.data.errors import DataError
 from mfzoo.data.interactions import DuplicatePolicy, Interactions, PairPolicy
 from mfzoo.data.sources.tables import _check_file, _first_line, _locate, arrow_interactions
@@ -43,7 +44,7 @@ AMAZON_LAYOUTS = {  # layout -> (user, item, value, timestamp fields, time unit)
 # Netflix Prize ------------------------------------------------------------------------------
 def netflix_prize(
     path: str | os.PathLike, duplicates: DuplicatePolicy = "keep_last", pair_duplicates: PairPolicy | None = None,
-    name: str | None = None,
+    name: str | None = None, cache: bool | None = None,
 ) -> Interactions:
     """Read the Netflix Prize ratings: one file, or a directory of files read as one set.
 
@@ -68,11 +69,22 @@ def netflix_prize(
     not UTF-8 text or not a readable archive. Errors found once the files are joined (bad
     ratings, repeated pairs) name the column ('Rating', ...) and, for a directory, the line
     and the file ("line 3 of mv_0000002.txt").
-    """
-    import pyarrow as pa
 
+    `cache`: keep the parsed set in the data cache (`mfzoo.data.cache`), keyed by every file's
+    SHA-256: None (default) when the files hold 16 MiB or more, True always, False never.
+    """
     path = Path(path)
     files = _netflix_files(path)
+    data = cached("netflix_prize", files, {"duplicates": duplicates, "pair_duplicates": pair_duplicates},
+                  lambda: _netflix_set(path, files, duplicates, pair_duplicates), cache)
+    return replace(data, name=name or _stem(path))
+
+
+def _netflix_set(path: Path, files: list[Path], duplicates: DuplicatePolicy, pair_duplicates: PairPolicy | None
+                 ) -> Interactions:
+    """The ratings of `files` as one set (`netflix_prize` without its cache and name)."""
+    import pyarrow as pa
+
     blocks = [_netflix_file(f) for f in files]
     rows = np.cumsum([0] + [b.rows for b in blocks])  # [F + 1] first row of each file in the joined set
     if rows[-1] == 0:
@@ -87,10 +99,9 @@ def netflix_prize(
         return f"{line} of {files[k].name}" if path.is_dir() else str(line)
 
     try:
-        data = arrow_interactions(cols, str(path), duplicates, pair_duplicates, 0)
+        return arrow_interactions(cols, str(path), duplicates, pair_duplicates, 0)
     except DataError as err:
         raise _locate(err, NETFLIX_COLUMNS, line_of, 0) from None
-    return replace(data, name=name or _stem(path))
 
 
 @dataclass
@@ -263,7 +274,7 @@ def _array(col):
 def json_lines(
     path: str | os.PathLike, user_col: str, item_col: str, value_col: str | None = None,
     time_col: str | None = None, time_unit: str = "s", duplicates: DuplicatePolicy = "keep_last",
-    pair_duplicates: PairPolicy | None = None, name: str | None = None,
+    pair_duplicates: PairPolicy | None = None, name: str | None = None, cache: bool | None = None,
 ) -> Interactions:
     """Read interactions from newline-delimited JSON: one object per line (`.json`, `.jsonl`,
     `.ndjson`; plain or `.gz` / `.bz2`), blank lines skipped, other fields ignored.
@@ -283,6 +294,8 @@ def json_lines(
     another JSON type than in the first record, a value that is not a number, a time that is
     neither a number nor an ISO date, a line that is not a JSON object; a field absent from
     every record names the fields the records have. An empty file raises too.
+
+    `cache`: as `read_table`'s (None: files of 16 MiB or more are kept in the data cache).
     """
     path = Path(path)
     _check_file(path)
@@ -290,6 +303,15 @@ def json_lines(
         raise DataError(f"{path}: time_unit must be 's' or 'ms', got {time_unit!r}")
     wanted = {"user": user_col, "item": item_col, "value": value_col, "timestamp": time_col}
     wanted = {role: field for role, field in wanted.items() if field is not None}
+    options = {"columns": wanted, "time_unit": time_unit, "duplicates": duplicates, "pair_duplicates": pair_duplicates}
+    data = cached("json_lines", [path], options,
+                  lambda: _json_set(path, wanted, time_col, time_unit, duplicates, pair_duplicates), cache)
+    return replace(data, name=name or _stem(path))
+
+
+def _json_set(path: Path, wanted: dict[str, str], time_col: str | None, time_unit: str,
+              duplicates: DuplicatePolicy, pair_duplicates: PairPolicy | None) -> Interactions:
+    """The records of `path` as a set (`json_lines` without its cache and name)."""
     record, first = _first_record(path)
     types = {}
     for role, field in wanted.items():
@@ -302,18 +324,17 @@ def json_lines(
         cols["timestamp"] = _seconds_column(cols["timestamp"], time_unit)
     lines = _JsonLines(path)
     try:
-        data = arrow_interactions(cols, str(path), duplicates, pair_duplicates, 0)
+        return arrow_interactions(cols, str(path), duplicates, pair_duplicates, 0)
     except DataError as err:
         message = re.sub(r"\bcolumn '", "field '", str(_locate(err, wanted, lines.line, 0)), count=1)
         # a null cell is a record without the field or with null there, not an empty CSV cell
         raise DataError(re.sub(r"\bis (empty|missing) at\b", "is missing (absent or null) at", message, count=1)) \
             from None
-    return replace(data, name=name or _stem(path))
 
 
 def amazon_reviews(
     path: str | os.PathLike, duplicates: DuplicatePolicy = "keep_last", pair_duplicates: PairPolicy | None = None,
-    name: str | None = None,
+    name: str | None = None, cache: bool | None = None,
 ) -> Interactions:
     """Read an Amazon reviews dump (JSON lines, plain or `.gz`), its layout told by the first
     record:
@@ -342,7 +363,7 @@ def amazon_reviews(
         raise DataError(f"{path}: not an Amazon reviews file: its first record has fields {sorted(record)}; "
                         f"expected the 2014/2018 layout ({', '.join(old[:4])}) or the 2023 layout "
                         f"({new[0]}, {new[1]} or asin, {', '.join(new[2:4])})")
-    return json_lines(path, user, item, value, time, unit, duplicates, pair_duplicates, name)
+    return json_lines(path, user, item, value, time, unit, duplicates, pair_duplicates, name, cache)
 
 
 def _first_record(path: Path) -> tuple[dict, int]:
