@@ -44,6 +44,11 @@ class Batch:
     item_features: Features | None = None
 
     def __post_init__(self) -> None:
+        # models index and multiply ids: a batch carries int64, however its source stores them
+        if self.users.dtype != torch.int64 and not self.users.is_floating_point():
+            self.users = self.users.long()
+        if self.items.dtype != torch.int64 and not self.items.is_floating_point():
+            self.items = self.items.long()
         if self.items.dim() == 1:
             self.items = self.items.unsqueeze(1)
 

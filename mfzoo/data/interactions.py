@@ -26,13 +26,20 @@ from mfzoo.data.errors import DataError
 from mfzoo.data.keys import CSRRows, csr_rows, pair_keys
 from mfzoo.data.features import Features
 
-__all__ = ["DuplicatePolicy", "Interactions", "PairPolicy"]
+__all__ = ["DuplicatePolicy", "Interactions", "PairPolicy", "id_dtype"]
+
+
+def id_dtype(n_users: int, n_items: int) -> torch.dtype:
+    """The dtype of stored ids: int32 when both tables have fewer than 2^31 ids, else int64."""
+    return torch.int32 if max(n_users, n_items) < 2**31 else torch.int64
 
 
 @dataclass(frozen=True)
 class Interactions:
-    """Events as aligned tensors: users [N] int64, items [N] int64, values [N] float32,
-    timestamps [N] int64 (seconds) or None. `user_ids` / `item_ids` map back to raw ids.
+    """Events as aligned tensors: users [N], items [N] (int32, or int64 when an id table has
+    2^31 ids or more: `id_dtype`), values [N] float32, timestamps [N] int64 (seconds) or None.
+    Batches (`mfzoo.data.batch.Batch`) carry int64 ids; code that does arithmetic on these
+    columns widens them first (`.long()`), as `mfzoo.data.keys` does. `user_ids` / `item_ids` map back to raw ids.
     `user_features` [n_users rows] / `item_features` [n_items rows]: optional feature tables
     indexed by model id (set them with `with_features`).
 
@@ -49,6 +56,14 @@ class Interactions:
     user_features: Features | None = field(default=None, repr=False, compare=False)
     item_features: Features | None = field(default=None, repr=False, compare=False)
     _derived: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # ids are stored compact (4 bytes per row and side) when both id tables fit int32
+        wanted = id_dtype(len(self.user_ids), len(self.item_ids))
+        for side in ("users", "items"):
+            ids = getattr(self, side)
+            if ids.dtype != wanted and not ids.is_floating_point():
+                object.__setattr__(self, side, ids.to(wanted))
 
     # construction ------------------------------------------------------------------
     @classmethod

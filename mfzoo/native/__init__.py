@@ -241,7 +241,7 @@ def bpr_epoch(users: Tensor, items: Tensor, crow: Tensor, col: Tensor, P: Tensor
               filter_bits: int = 0) -> float:
     """One LearnBPR epoch of per-sample SGD in place on P [n_users, k], Q [n_items, k] and
     bias [n_items] (or None): `n_samples` (default len(users)) bootstrap samples of the
-    training pairs (users, items) [n], one uniform negative each, redrawn while it is a
+    training pairs (users, items) [n] int32, one uniform negative each, redrawn while it is a
     training item of its user (`reject`; the sorted CSR rows crow, col of the user × item
     matrix) for at most `max_tries` draws; the update is that of `bpr.bpr_step` for one
     sample. `seen_filter`, `filter_bits`: the bit filter of a `mfzoo.data.sampling.PairSet` of
@@ -255,7 +255,7 @@ def bpr_epoch(users: Tensor, items: Tensor, crow: Tensor, col: Tensor, P: Tensor
     n = len(users) if n_samples is None else int(n_samples)
     loss = ctypes.c_double(0.0)
     status = getattr(lib, f"bpr_epoch{_suffix(dt)}")(
-        n, len(users), Q.shape[0], P.shape[1], _ptr(users, torch.long, "users"), _ptr(items, torch.long, "items"),
+        n, len(users), Q.shape[0], P.shape[1], _ptr(users, torch.int32, "users"), _ptr(items, torch.int32, "items"),
         _ptr(crow, torch.long, "crow"), _ptr(col, torch.long, "col"), int(reject), int(max_tries),
         None if seen_filter is None else _ptr(seen_filter, torch.uint8, "seen_filter"), int(filter_bits),
         _ptr(P, dt, "P"), _ptr(Q, dt, "Q"), None if bias is None else _ptr(bias, dt, "bias"),

@@ -281,7 +281,7 @@ def native_epoch(
     seen = sampler.seen if sampler.reject_seen and sampler.seen is not None and sampler.seen.n_items == train.n_items \
         else None  # the sampler's PairSet: its bit filter answers most membership queries
     return mfzoo_native.bpr_epoch(
-        train.users.cpu().contiguous(), train.items.cpu().contiguous(), R.crow_indices(), R.col_indices(),
+        train.users.cpu().int().contiguous(), train.items.cpu().int().contiguous(), R.crow_indices(), R.col_indices(),
         model.user_embedding.weight.detach(), model.item_embedding.weight.detach(), bias, lr, l2, l2_bias, seed,
         reject=sampler.reject_seen, max_tries=sampler.candidates * sampler.max_rounds, threads=threads,
         seen_filter=None if seen is None else seen.filter.cpu(), filter_bits=0 if seen is None else seen.bits)

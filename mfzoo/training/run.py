@@ -174,8 +174,8 @@ def _warn_unseen(datamodule: InteractionsDataModule) -> None:
     """Say how many val/test users and items have no training interactions: their rating
     predictions come from untrained factors (the global mean and their initialisation)."""
     train = datamodule.train
-    seen_users = torch.zeros(train.n_users, dtype=torch.bool).index_fill_(0, train.users, True)
-    seen_items = torch.zeros(train.n_items, dtype=torch.bool).index_fill_(0, train.items, True)
+    seen_users = torch.zeros(train.n_users, dtype=torch.bool).index_fill_(0, train.users.long(), True)
+    seen_items = torch.zeros(train.n_items, dtype=torch.bool).index_fill_(0, train.items.long(), True)
     for name, part in (("val", datamodule.split.val), ("test", datamodule.split.test)):
         if part is None or len(part) == 0:
             continue
