@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
 import statistics
 import subprocess
@@ -74,10 +73,11 @@ def write_files(n: int, folder: Path) -> tuple[Path, Path]:
     return csv_path, parquet_path
 
 
-def rss_gib() -> float:
-    """The process's resident memory now."""
+def rss_gib(field: str = "VmRSS") -> float:
+    """The process's resident memory now (VmRSS) or at its peak (VmHWM: this program's own,
+    where getrusage's maxrss would carry the parent's size across fork and exec)."""
     with open("/proc/self/status") as f:
-        kib = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+        kib = next(int(line.split()[1]) for line in f if line.startswith(f"{field}:"))
     return kib / 2**20
 
 
@@ -106,7 +106,7 @@ def child(mode: str, path: str) -> dict:
         data = read_table(path, *COLUMNS, cache=cache)
         n = len(data)
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    peak = rss_gib("VmHWM")
     out = {"seconds": seconds, "peak_gib": peak, "base_gib": base, "n": n}
     if mode == "mfzoo_csv":
         arrays = sum(t.element_size() * t.numel() for t in (data.users, data.items, data.values))
@@ -128,13 +128,13 @@ def scale_child(path: str) -> dict:
     start = time.perf_counter()
     data = read_table(path, *COLUMNS, cache=False)
     loaded = time.perf_counter() - start
-    load_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    load_peak = rss_gib("VmHWM")
     torch.manual_seed(0)
     model = MF(data.n_users, data.n_items, dim=64, biases=False, init_std=0.01)
     start = time.perf_counter()
     IALSSolver(l2=0.1, alpha=9.0, method="cg", cg_steps=3).sweep(model, data)
     return {"n": len(data), "load_s": loaded, "load_peak_gib": load_peak, "sweep_s": time.perf_counter() - start,
-            "peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+            "peak_gib": rss_gib("VmHWM")}
 
 
 def run_child(*args: str, env: dict | None = None) -> dict:

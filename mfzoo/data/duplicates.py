@@ -55,7 +55,7 @@ def repeats_a_pair(u: np.ndarray, i: np.ndarray, n_items: int) -> bool:
     without one neither policy has anything to do."""
     if len(u) < 2:
         return False
-    keys = torch.from_numpy(u) * n_items
+    keys = torch.from_numpy(u).long() * n_items
     keys += torch.from_numpy(i)  # [N] in place: one array, not two
     ordered = torch.sort(keys).values  # [N]
     del keys

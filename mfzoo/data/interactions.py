@@ -140,8 +140,8 @@ class Interactions:
         if pair_duplicates is None:
             pair_duplicates = "keep" if values is None else "error"
         check_policies(duplicates, pair_duplicates)
-        u = np.ascontiguousarray(users, dtype=np.int64)
-        i = np.ascontiguousarray(items, dtype=np.int64)
+        u, i = (np.ascontiguousarray(c if np.asarray(c).dtype in (np.int32, np.int64) else np.asarray(c, np.int64))
+                for c in (users, items))  # int32 codes stay int32: stored as they are
         n = len(u)
         if len(i) != n:
             raise DataError(f"{name}: {n} users but {len(i)} items")
