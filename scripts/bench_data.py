@@ -19,7 +19,7 @@ process with the imports done, medians reported:
 `--scale N` instead: N interactions written as Parquet (row groups of 10M), then one process
 loads the file with `read_table` and runs one iALS-CG sweep (k = 64) on it: seconds and peak RSS.
 
-    python scripts/bench_data.py --repeats 3 --out experiments/data/README.md
+    python scripts/bench_data.py --repeats 3 --out experiments/data/read.md
     python scripts/bench_data.py --scale 100000000 --out experiments/data/scale.md
 """
 

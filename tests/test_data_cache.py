@@ -184,19 +184,14 @@ def test_leading_zero_ids_are_strings_and_integer_ids_are_int64(tmp_path):
     path.write_text("u,i,r\n007,1,2\n7,1,3\n-01,2,4\n")
     data = read_table(path, "u", "i", "r")
     assert sorted(data.user_ids.tolist()) == ["-01", "007", "7"] and data.item_ids.dtype == np.int64
-    assert delimited.leading_zero_field(memoryview(b"a,b\n1,07\n"), ",")
-    assert delimited.leading_zero_field(memoryview(b"07,1\n"), ",")
-    assert delimited.leading_zero_field(memoryview(b'a\n"-0"\n'), ",")
-    assert not delimited.leading_zero_field(memoryview(b"a,b\n10,0.5\n0,1\n"), ",")
-
-
-def test_a_chunk_boundary_does_not_hide_a_leading_zero(monkeypatch):
-    monkeypatch.setattr(delimited, "_SCAN_CHUNK", 4)
-    text = b"1,2\n33,4\n5,007\n"
-    for k in range(len(text)):
-        assert delimited.leading_zero_field(memoryview(text), ",")
-        text = b" " + text  # moves the match across every chunk boundary
-    assert not delimited.leading_zero_field(memoryview(b"1,2\n33,4\n5,70\n"), ",")
+    pa = __import__("pyarrow")
+    ints = [0, 7, -7, 10, 99, 100, -100, 2**63 - 1, -(2**63), 10**18, 10**18 - 1]
+    got = tables.canonical_ints(pa.chunked_array([pa.array([str(x) for x in ints[:5]]),
+                                                  pa.array([str(x) for x in ints[5:]])]))
+    assert got.tolist() == ints and got.dtype == np.int64
+    assert tables.canonical_ints(pa.array(["1", "22", "333"]).slice(1)).tolist() == [22, 333]  # a sliced chunk
+    for bad in (["1", "07"], ["-0"], ["+7"], [" 7"], ["7.0"], ["1e3"], ["x"], [""], ["99999999999999999999"]):
+        assert tables.canonical_ints(pa.array(bad)) is None, bad
 
 
 def test_ragged_rows_fall_back_and_short_rows_name_their_line(tmp_path):

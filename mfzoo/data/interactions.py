@@ -288,10 +288,13 @@ class Interactions:
     def csr(self, by: Literal["user", "item"] = "user") -> Tensor:
         """The same matrix as `to_scipy(by)`, as a torch sparse CSR tensor on `self.device`;
         built on the first call and kept (closed-form solvers ask for it every sweep); do not
-        modify it in place."""
+        modify it in place. Its indices are int32 (8 bytes per entry with the float32 value)
+        unless it has 2^31 entries or more; widen them (`.long()`) before arithmetic."""
         if ("csr", by) not in self._derived:
             indptr, indices, values = self._rows(by)
             shape = (self.n_users, self.n_items) if by == "user" else (self.n_items, self.n_users)
+            if len(indices) < 2**31 and max(shape) < 2**31:  # compact: 4 bytes per index, as the ids
+                indptr, indices = indptr.to(torch.int32), indices.to(torch.int32)
             self._derived["csr", by] = torch.sparse_csr_tensor(indptr, indices, values, size=shape,
                                                                check_invariants=False)
         return self._derived["csr", by]

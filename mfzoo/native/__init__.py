@@ -43,7 +43,7 @@ SOURCES = ("kernels.c", "kernels.inc")
 # -fopenmp-simd: the `omp simd` reductions vectorise, without an OpenMP runtime
 FLAGS = ("-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-fPIC", "-shared")
 LIBS = ("-lpthread", "-lm")
-NATIVE_VERSION = 1  # what kernels.c's mfzoo_native_version() returns
+NATIVE_VERSION = 2  # what kernels.c's mfzoo_native_version() returns
 
 # seconds the last build took in this process (0.0: loaded from the cache, None: no build yet)
 compile_seconds: float | None = None
@@ -206,6 +206,13 @@ def _ptr(t: Tensor, dtype: torch.dtype, name: str) -> int:
     return t.data_ptr()
 
 
+def _indices(crow: Tensor, col: Tensor) -> tuple[Tensor, Tensor]:
+    """CSR indices as the kernels read them: row pointers int64 (n_rows + 1 of them: a small
+    copy when int32), column ids int32 (no copy when `Interactions.csr` made them; column ids
+    are below 2^31, which the callers check)."""
+    return crow.to(torch.long).contiguous(), col.to(torch.int32).contiguous()
+
+
 def threads_for(threads: int | None) -> int:
     """Worker threads: `threads`, or torch's thread count when None."""
     n = torch.get_num_threads() if threads is None else int(threads)
@@ -219,16 +226,18 @@ def ials_cg(crow: Tensor, col: Tensor, gram_weight: Tensor, weight: Tensor, Y: T
     """`steps` CG iterations on every row's iALS system, X [n_rows, k] updated in place (the
     warm start in, the result out). The system of row u is that of `als.ials_half_step_cg`:
     A_u = YtY + Σ_i gram_weight_ui y_i y_iᵀ + reg_u I, b_u = Σ_i weight_ui y_i (YtY already
-    scaled by α₀, gram_weight = c − α₀, weight = c, per CSR entry). crow [n_rows + 1], col
-    [nnz] int64; every floating tensor in X's dtype, contiguous, on the CPU. The result does
+    scaled by α₀, gram_weight = c − α₀, weight = c, per CSR entry). crow [n_rows + 1] and col
+    [nnz] of either index dtype (the kernel reads int64 row pointers and int32 column ids, 4
+    bytes per entry: `Interactions.csr` stores them so); every floating tensor in X's dtype, contiguous, on the CPU. The result does
     not depend on `threads` (rows are independent)."""
     lib = library()
     if lib is None:
         raise RuntimeError("mfzoo.native is unavailable")
     n_rows, k = X.shape
     dt = X.dtype
+    crow, col = _indices(crow, col)
     status = getattr(lib, f"ials_cg{_suffix(dt)}")(
-        n_rows, k, _ptr(crow, torch.long, "crow"), _ptr(col, torch.long, "col"), _ptr(gram_weight, dt, "gram_weight"),
+        n_rows, k, _ptr(crow, torch.long, "crow"), _ptr(col, torch.int32, "col"), _ptr(gram_weight, dt, "gram_weight"),
         _ptr(weight, dt, "weight"), _ptr(Y, dt, "Y"), _ptr(YtY, dt, "YtY"), _ptr(reg, dt, "reg"), _ptr(X, dt, "X"),
         int(steps), threads_for(threads), int(CG_PREFETCH_LINES))
     if status != 0:
@@ -253,10 +262,11 @@ def bpr_epoch(users: Tensor, items: Tensor, crow: Tensor, col: Tensor, P: Tensor
         raise RuntimeError("mfzoo.native is unavailable")
     dt = P.dtype
     n = len(users) if n_samples is None else int(n_samples)
+    crow, col = _indices(crow, col)
     loss = ctypes.c_double(0.0)
     status = getattr(lib, f"bpr_epoch{_suffix(dt)}")(
         n, len(users), Q.shape[0], P.shape[1], _ptr(users, torch.int32, "users"), _ptr(items, torch.int32, "items"),
-        _ptr(crow, torch.long, "crow"), _ptr(col, torch.long, "col"), int(reject), int(max_tries),
+        _ptr(crow, torch.long, "crow"), _ptr(col, torch.int32, "col"), int(reject), int(max_tries),
         None if seen_filter is None else _ptr(seen_filter, torch.uint8, "seen_filter"), int(filter_bits),
         _ptr(P, dt, "P"), _ptr(Q, dt, "Q"), None if bias is None else _ptr(bias, dt, "bias"),
         float(lr), float(l2), float(l2_bias), int(seed) % 2**64, threads_for(threads), ctypes.byref(loss))

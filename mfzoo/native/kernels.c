@@ -73,7 +73,7 @@ static inline uint64_t below(uint64_t s[4], uint64_t n) {
 }
 
 /* whether sorted a[0..n) holds v */
-static inline int contains(const int64_t *a, int64_t n, int64_t v) {
+static inline int contains(const int32_t *a, int64_t n, int64_t v) {
     int64_t lo = 0, hi = n;
     while (lo < hi) {
         int64_t mid = lo + (hi - lo) / 2;
@@ -92,7 +92,7 @@ static inline uint64_t pair_hash(int64_t u, int64_t j, int64_t n_items, int bits
 /* whether j is a seen item of u: a clear bit of the filter (most draws) proves it is not;
  * otherwise, or without a filter, a binary search of u's sorted seen items decides */
 static inline int seen_pair(const uint8_t *filter, int bits, int64_t u, int64_t j, int64_t n_items,
-                            const int64_t *seen, int64_t n_seen) {
+                            const int32_t *seen, int64_t n_seen) {
     if (filter) {
         uint64_t h = pair_hash(u, j, n_items, bits);
         if (!((filter[h >> 3] >> (h & 7)) & 1)) return 0;
@@ -100,7 +100,7 @@ static inline int seen_pair(const uint8_t *filter, int bits, int64_t u, int64_t 
     return contains(seen, n_seen, j);
 }
 
-int mfzoo_native_version(void) { return 1; }
+int mfzoo_native_version(void) { return 2; }  /* 2: column indices int32, row pointers int64 */
 
 #define REAL float
 #define SUFFIX _f32

@@ -242,7 +242,7 @@ def ials_half_step_cg(
     check_ials_settings(l2, alpha, kind, eps, unobserved_weight, l2_exponent)
     if cg_steps < 0:
         raise ValueError(f"cg_steps must be >= 0, got {cg_steps}")
-    crow, col, values = _csr_parts(R, Y, block_size)
+    crow, col, values = _csr_parts(R, Y, block_size, index=None)  # the kernel reads R's own (int32) indices
     if X0.shape != (R.shape[0], Y.shape[1]):
         raise ValueError(f"X0 must be [n_rows, k] = {(R.shape[0], Y.shape[1])}, got {tuple(X0.shape)}")
     if not bool(torch.isfinite(X0).all()):
@@ -274,6 +274,7 @@ def ials_half_step_cg(
         return solved(run_native, "the iALS conjugate-gradient half-step",
                       lambda: ials_fix(values, l2, alpha, kind, eps, unobserved_weight))
 
+    crow, col = crow.long(), col.long()  # the torch blocks index and offset with them
     order = row_order(crow, cache)  # [n_rows] the row order of the blocks
     X_sorted, reg_sorted = X0.index_select(0, order), reg.index_select(0, order)  # [n_rows, k], [n_rows]
     if cg_steps > 0:  # rows without entries first in `order`: x_u = 0, their exact solution
@@ -315,8 +316,10 @@ def als_sweep(model: nn.Module, train: Interactions, half_step: Callable[[Tensor
 
 
 # -- internals ------------------------------------------------------------------------------
-def _csr_parts(R: Tensor, Y: Tensor, block_size: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Validated (crow [n_rows+1], col [nnz], values [nnz]) of R, on Y's device, values in Y's dtype."""
+def _csr_parts(R: Tensor, Y: Tensor, block_size: int, index: torch.dtype | None = torch.long
+               ) -> tuple[Tensor, Tensor, Tensor]:
+    """Validated (crow [n_rows+1], col [nnz], values [nnz]) of R, on Y's device, values in Y's
+    dtype, indices in `index` (None: R's own, int32 for `Interactions.csr`)."""
     if R.layout != torch.sparse_csr or R.dim() != 2:
         raise ValueError(f"R must be a 2-D torch sparse CSR tensor, got layout {R.layout} and shape {tuple(R.shape)}")
     if Y.dim() != 2 or not Y.is_floating_point():
@@ -328,8 +331,8 @@ def _csr_parts(R: Tensor, Y: Tensor, block_size: int) -> tuple[Tensor, Tensor, T
     if not bool(torch.isfinite(Y).all()):
         raise NonFiniteError("the fixed factors Y hold NaN or inf: the other side's factors were non-finite "
                              "before this half-step")
-    crow = R.crow_indices().to(device=Y.device, dtype=torch.long)  # [n_rows+1]
-    col = R.col_indices().to(device=Y.device, dtype=torch.long)  # [nnz]
+    crow = R.crow_indices().to(device=Y.device, dtype=index or R.crow_indices().dtype)  # [n_rows+1]
+    col = R.col_indices().to(device=Y.device, dtype=index or R.col_indices().dtype)  # [nnz]
     values = R.values().to(device=Y.device, dtype=Y.dtype)  # [nnz]
     return crow, col, values
 
@@ -393,6 +396,7 @@ def _solve_rows(
         Yr = Y @ V  # [n_cols, k] Ỹ
     # the low-rank path needs every w >= 0 (`nonnegative`, when the caller knows)
     low_rank_ok = not bool((gram_weight < 0).any()) if nonnegative is None else nonnegative
+    crow, col = crow.long(), col.long()  # the torch blocks index and offset with them
     order = row_order(crow, cache)  # [n_rows] the row order of the blocks
     reg_sorted = reg.index_select(0, order)  # [n_rows]
     X_sorted = Y.new_zeros(n_rows, k)  # [n_rows, k] x̃ (rotated), rows in `order`

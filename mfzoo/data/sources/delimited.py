@@ -1,8 +1,9 @@
 """Delimited text (CSV/TSV, plain or compressed) read by Arrow's multithreaded CSV reader.
 
-`read_columns` returns the wanted columns as Arrow arrays, typed on read: ids as int64 when
-the file can hold only canonical integers there (else as strings), values as float64,
-timestamps as int64 (else as strings, for ISO dates or fractions). A column that does not
+`read_columns` returns the wanted columns as Arrow arrays, typed on read: ids as text
+(`mfzoo.data.sources.tables.canonical_ints` makes integers of them where every cell is one,
+written without a leading zero), values as float64, timestamps as int64 (else as strings,
+for ISO dates or fractions). A column that does not
 parse as its type is read again as strings, once, and the caller converts it (and names the
 first bad cell). No Python code runs per row or per cell unless something is wrong: the
 file lines of bad rows are found (`Lines`) only when an error names them.
@@ -30,7 +31,6 @@ Column = str | int
 ROLES_TYPES = {"user": "id", "item": "id", "value": "float", "timestamp": "int"}
 COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd", ".zstd": "zstd", ".lz4": "lz4"}
 _SAMPLE_BYTES = 1 << 16  # what the separator sniffer and the header reader see
-_SCAN_CHUNK = 1 << 25  # bytes per step of the leading-zero scan (bounds its temporaries)
 
 
 class Ragged(Exception):
@@ -102,42 +102,6 @@ def first_row(sample: str, sep: str) -> list[str]:
     return []
 
 
-def leading_zero_field(source, sep: str) -> bool:
-    """Whether some field of the file may be an integer written with a leading zero ("007",
-    "-01"): a field start (after `sep`, a newline, a quote, or the file's start) followed by
-    "0" and a digit, or by "-0". Arrow's integer parser reads "007" as 7, which would merge
-    the ids "007" and "7": where this says yes, ids are read as strings. `source`: a buffer,
-    or the path of a plain file (read in chunks, so its pages do not stay resident).
-    Vectorised; a "-0.5" rating makes it say yes too (ids then take the slower string path)."""
-    starters = (ord("\n"), ord('"'), ord(sep))
-    zero, minus = ord("0"), ord("-")
-    previous = np.frombuffer(b"\n\n", dtype=np.uint8)  # the file's start is a field start
-    for block in _blocks(source):
-        chunk = np.concatenate([previous, block])  # two bytes of the last block: matches across blocks
-        for lead in (zero, minus):
-            where = np.flatnonzero(chunk[1:-1] == lead) + 1  # candidates: few next to every byte
-            follow = chunk[where + 1]
-            where = where[(follow - zero) <= 9 if lead == zero else follow == zero]  # uint8: wraps below "0"
-            before = chunk[where - 1]
-            if np.isin(before, starters).any():
-                return True
-        previous = chunk[-2:]
-    return False
-
-
-def _blocks(source):
-    """The bytes of `source` (a buffer, or a file's path) as uint8 arrays of at most
-    `_SCAN_CHUNK` bytes."""
-    if isinstance(source, Path):
-        with open(source, "rb") as f:
-            while block := f.read(_SCAN_CHUNK):
-                yield np.frombuffer(block, dtype=np.uint8)
-        return
-    data = np.frombuffer(source, dtype=np.uint8)
-    for start in range(0, len(data), _SCAN_CHUNK):
-        yield data[start:start + _SCAN_CHUNK]
-
-
 class Lines:
     """File lines of data rows, found by reading the file again only when an error names a row.
 
@@ -191,8 +155,7 @@ def read_columns(path: Path, wanted: dict[str, Column], sep: str | None, header:
     lines = Lines(path, header)
     if need > len(fields):
         raise DataError(f"{path}: line {lines.line(0) if header else 1} has {len(fields)} field(s), {need} needed")
-    ints = not leading_zero_field(buffer if compressed else path, sep)
-    types = {role: _arrow_type(ROLES_TYPES[role], ints) for role in wanted}
+    types = {role: _arrow_type(ROLES_TYPES[role]) for role in wanted}
     invalid: list = []
 
     def handler(row) -> str:
@@ -238,10 +201,10 @@ def read_columns(path: Path, wanted: dict[str, Column], sep: str | None, header:
     raise AssertionError("unreachable: every column is a string after the retries")
 
 
-def _arrow_type(kind: str, ints: bool):
-    if kind == "id":
-        return pa.int64() if ints else pa.string()
-    return pa.float64() if kind == "float" else pa.int64()
+def _arrow_type(kind: str):
+    # ids as text: Arrow copies text faster than it parses integers, and the ids' text is
+    # needed anyway to keep "007" apart from "7" (`tables.canonical_ints` parses them after)
+    return {"id": pa.string(), "float": pa.float64(), "int": pa.int64()}[kind]
 
 
 def _refuse_short_rows(path: Path, sep: str, header: bool, need: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import csv
 import os
 import re
@@ -153,7 +154,8 @@ def _numbers(col, role: str, name: str, row_offset: int, convert) -> np.ndarray:
 
 def _arrow_ids(col, role: str, name: str, row_offset: int):
     """Integer ids as a numpy int64 (or uint64, or float with a null as NaN) array, for
-    `from_arrays` to encode; text ids encoded here: (sorted distinct raw ids, codes [N])."""
+    `from_arrays` to encode; text ids that are all canonical integers ("17", not "017", "+17"
+    or " 17") as int64 too; other text ids encoded here: (sorted distinct raw ids, codes [N])."""
     kind = col.type
     if pa.types.is_integer(kind) or pa.types.is_floating(kind):
         if (row := _first_null(col)) is not None:
@@ -161,6 +163,9 @@ def _arrow_ids(col, role: str, name: str, row_offset: int):
         return _raw_ids(col.to_numpy())
     if (row := _first_null(col)) is not None:
         raise DataError(f"{name}: column '{role}' is missing at row {row + row_offset}")
+    ints = canonical_ints(col)
+    if ints is not None:
+        return ints
     encoded = pc.dictionary_encode(pc.utf8_trim_whitespace(col))
     chunks = encoded.chunks if isinstance(encoded, pa.ChunkedArray) else [encoded]
     if any(c.dictionary is not chunks[0].dictionary and not c.dictionary.equals(chunks[0].dictionary)
@@ -178,6 +183,39 @@ def _arrow_ids(col, role: str, name: str, row_offset: int):
     rank = np.empty(len(order), dtype=np.int64)
     rank[order] = np.arange(len(order))
     return raw[order], rank[indices]
+
+
+_POWERS = 10 ** np.arange(1, 20, dtype=np.uint64)  # [19] 10, 100, ..., 10^19: digit counts by searchsorted
+
+
+def canonical_ints(col) -> np.ndarray | None:
+    """A text column as int64 [N] when every cell is an integer written canonically (digits, an
+    optional "-", no leading zero, no sign or space around it), else None. Each chunk is parsed
+    by Arrow and its cells' byte lengths compared with the digit counts of the numbers: "007"
+    parses as 7 but is 3 bytes long, so ids written with leading zeros stay text (and "007" and
+    "7" two ids). Chunks run on a thread pool (Arrow and numpy release the GIL)."""
+    chunks = col.chunks if isinstance(col, pa.ChunkedArray) else [col]
+    if not chunks:
+        return None
+
+    def parse(chunk):
+        try:
+            ints = pc.cast(chunk, pa.int64())  # refuses " 7", "+7", "7.0", ""
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return None
+        values = ints.to_numpy()  # [n]
+        offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int32)[chunk.offset:chunk.offset + len(chunk) + 1]
+        digits = np.searchsorted(_POWERS, np.abs(values).view(np.uint64), side="right") + 1  # [n] |-2^63| as uint64
+        return values if np.array_equal(np.diff(offsets), digits + (values < 0)) else None
+
+    if len(chunks) == 1:
+        parts = [parse(chunks[0])]
+    else:
+        with concurrent.futures.ThreadPoolExecutor(min(len(chunks), os.cpu_count() or 1)) as pool:
+            parts = list(pool.map(parse, chunks))
+    if any(p is None for p in parts):
+        return None
+    return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
 
 def read_features(
