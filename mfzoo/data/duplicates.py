@@ -50,16 +50,18 @@ def stable_order(*keys: np.ndarray) -> np.ndarray:
 
 
 def repeats_a_pair(u: np.ndarray, i: np.ndarray, n_items: int) -> bool:
-    """Whether some (user, item) pair occurs in more than one row (u [N], i [N] int64 codes):
-    one sort of the pair keys (torch's, multithreaded). Repeated rows repeat a pair, so
-    without one neither policy has anything to do."""
+    """Whether some (user, item) pair occurs in more than one row (u [N], i [N] codes): one
+    in-place sort of the pair keys, int32 keys where user × item fits (half the memory and
+    time of int64). Repeated rows repeat a pair, so without one neither policy has anything
+    to do."""
     if len(u) < 2:
         return False
-    keys = torch.from_numpy(u).long() * n_items
-    keys += torch.from_numpy(i)  # [N] in place: one array, not two
-    ordered = torch.sort(keys).values  # [N]
-    del keys
-    return bool((ordered[1:] == ordered[:-1]).any())
+    small = (int(u.max()) + 1) * n_items < 2**31
+    keys = u.astype(np.int32 if small else np.int64)  # [N] a copy, sorted in place below
+    keys *= n_items
+    keys += i
+    keys.sort()
+    return bool((keys[1:] == keys[:-1]).any())
 
 
 def drop_repeated_rows(

@@ -111,12 +111,13 @@ def arrow_interactions(
     row_offset: int = 0,
 ) -> Interactions:
     """`Interactions` from Arrow columns by role ("user", "item", optional "value" and
-    "timestamp"; ChunkedArrays or Arrays): integer ids encoded by `Interactions.from_arrays`
+    "timestamp"; ChunkedArrays or Arrays; the dict is emptied as they are converted): integer ids encoded by `Interactions.from_arrays`
     (a presence table), string ids by Arrow's dictionary encoding (cells trimmed; ids that are
     all canonical integers become int64, as in `read_table`), numbers checked as whole
     arrays. An empty cell (null) raises `DataError` naming its column and row (`row_offset`
     added), as every other bad cell does."""
-    cols = dict(cols)  # each Arrow column is let go once converted: peak memory is one copy, not two
+    # `cols` is consumed: each Arrow column is popped once converted, so that its memory is
+    # freed then (peak memory: about one copy of the data, not two)
     n = len(cols["user"])
     if len(cols["item"]) != n:
         raise DataError(f"{name}: {n} users but {len(cols['item'])} items")
