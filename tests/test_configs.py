@@ -13,7 +13,10 @@ from tests.conftest import CONFIG_DIR
 
 GROUPS = ["data", "data/source", "data/split", "data/sampler", "model", "loss", "optim", "scheduler", "trainer", "callbacks", "logger", "solver", "experiment"]
 # a required value the user must give
-REQUIRED = {("data/source", "table"): ["data.source.path=ratings.csv"]}
+REQUIRED = {("data/source", "table"): ["data.source.path=ratings.csv"],
+            ("data/source", "netflix"): ["data.source.path=training_set"],
+            ("data/source", "json_lines"): ["data.source.path=events.jsonl"],
+            ("data/source", "amazon_reviews"): ["data.source.path=Books.jsonl"]}
 
 
 def options(group: str) -> list[str]:

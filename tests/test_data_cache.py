@@ -217,3 +217,96 @@ def test_non_utf8_bytes_after_the_sample_are_named(tmp_path, monkeypatch):
     path.write_bytes(b"u,i,r\nab,1,2\ncd,2,3\n\xff\xfe,3,4\n")
     with pytest.raises(DataError, match=r"late\.csv: not UTF-8"):
         read_table(path, "u", "i", "r")
+
+
+# found by a new user's pass -----------------------------------------------------------------
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8", newline="")
+    return path
+
+
+def test_hex_and_space_padded_ids_stay_strings(tmp_path):
+    data = read_table(write(tmp_path, "h.csv", "user,item\n0x10,1\n16,2\n0xffffffffffffffff,3\n"), "user", "item")
+    assert sorted(data.user_ids.tolist()) == ["0x10", "0xffffffffffffffff", "16"]
+    data = read_table(write(tmp_path, "s.csv", "user,item\n 007,1\n7,2\n"), "user", "item")
+    assert sorted(data.user_ids.tolist()) == ["007", "7"]
+
+
+def test_a_line_of_spaces_before_the_header_is_blank(tmp_path):
+    data = read_table(write(tmp_path, "b.csv", "  \n\nuser,item,rating\n1,2,3\n3,4,5\n"), "user", "item", "rating")
+    assert data.user_ids.tolist() == [1, 3] and data.values.tolist() == [3.0, 5.0]
+    with pytest.raises(DataError, match=r"b2\.csv: column 'rating' .*line 5"):
+        read_table(write(tmp_path, "b2.csv", "  \n\nuser,item,rating\n1,2,3\n3,4,x\n"), "user", "item", "rating")
+
+
+def test_one_column_in_two_roles(tmp_path):
+    path = write(tmp_path, "two.csv", "user,item,ts\n1,2,100\n3,4,200\n")
+    data = read_table(path, "user", "item", "ts", "ts")
+    assert data.values.tolist() == [100.0, 200.0] and data.timestamps.tolist() == [100, 200]
+    data = read_table(path, "user", "item", "item")
+    assert data.values.tolist() == [2.0, 4.0] and data.item_ids.tolist() == [2, 4]
+    assert len(read_table(path, 0, 0, 2, header=True)) == 2
+
+
+def test_boolean_ids_in_parquet(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    pq.write_table(pa.table({"u": [True, False, True], "i": [1, 2, 3]}), tmp_path / "b.parquet")
+    data = read_table(tmp_path / "b.parquet", "u", "i")
+    assert data.user_ids.tolist() == [False, True] and data.users.tolist() == [1, 0, 1]
+
+
+def test_long_quoted_fields_and_lines_after_quoted_newlines(tmp_path):
+    big = "z" * 1_100_000
+    data = read_table(write(tmp_path, "big.csv", f'user,item,note\n"{big}\nmore",1,x\nb,2,y\n'), "user", "item")
+    assert len(data) == 2
+    with pytest.raises(DataError, match=r"q\.csv: column 'rating' .*line 4"):
+        read_table(write(tmp_path, "q.csv", 'user,item,rating\n"a\nb",1,4\nc,2,x\n'), "user", "item", "rating")
+    with pytest.raises(DataError, match=r"short\.csv: line 3 has 2 field\(s\), 3 needed"):
+        read_table(write(tmp_path, "short.csv", "a,b,c\n1,2," + "z" * 200_000 + "\n2,3\n"), "a", "b", "c")
+
+
+def test_a_header_without_a_newline_has_no_data_rows(tmp_path):
+    with pytest.raises(DataError, match=r"h\.csv: no data rows"):
+        read_table(write(tmp_path, "h.csv", "user,item"), "user", "item")
+
+
+def test_an_edit_that_restores_size_and_mtime_is_seen(tmp_path):
+    path = ratings_csv(tmp_path / "r.csv")
+    before = read_table(path, "user", "item", "rating", "ts", cache=True)
+    stat = path.stat()
+    text = path.read_text()
+    lines = text.split("\n")
+    cells = lines[1].split(",")
+    cells[2] = "1" if cells[2] != "1" else "2"  # same length
+    lines[1] = ",".join(cells)
+    path.write_text("\n".join(lines))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert path.stat().st_size == stat.st_size and path.stat().st_mtime_ns == stat.st_mtime_ns
+    after = read_table(path, "user", "item", "rating", "ts", cache=True)
+    assert not torch.equal(after.values, before.values)
+
+
+def test_a_read_only_cache_serves_a_touched_source(tmp_path, monkeypatch, cache_dir):
+    path = ratings_csv(tmp_path / "r.csv")
+    before = read_table(path, "user", "item", "rating", "ts", cache=True)
+    os.utime(path, ns=(0, 10**18))
+
+    def read_only(*args, **kwargs):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(data_cache, "_write_json", read_only)
+    same(before, read_table(path, "user", "item", "rating", "ts", cache=True))
+
+
+def test_an_entry_of_the_wrong_length_is_parsed_again(tmp_path, cache_dir, caplog):
+    path = ratings_csv(tmp_path / "r.csv")
+    first = read_table(path, "user", "item", "rating", "ts", cache=True)
+    entry = entries(cache_dir)[0]
+    np.save(entry / "values.npy", first.values.numpy()[:-1])  # a row short
+    with caplog.at_level(logging.WARNING):
+        same(first, read_table(path, "user", "item", "rating", "ts", cache=True))
+    assert "unreadable" in caplog.text
+    np.save(entry / "values.npy", first.values.numpy().astype(np.float64))  # another dtype
+    same(first, read_table(path, "user", "item", "rating", "ts", cache=True))

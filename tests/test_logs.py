@@ -316,3 +316,9 @@ def test_netflix_and_json_lines_use_the_data_cache(tmp_path, monkeypatch):
     write(folder, "mv_0000002.txt", "2:\n7,1,2005-01-02\n")  # a changed file: parsed again
     with pytest.raises(pytest.fail.Exception, match="parsed again"):
         netflix_prize(folder, cache=True)
+
+
+def test_json_integer_ids_beyond_int64_are_refused(tmp_path):
+    path = write(tmp_path, "big.jsonl", '{"u": 9223372036854775808, "i": 1}\n{"u": 9223372036854775809, "i": 2}\n')
+    with pytest.raises(DataError, match=r"big\.jsonl: field 'u' holds the integer 9223372036854775808 at line 1"):
+        json_lines(path, "u", "i")

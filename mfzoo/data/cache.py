@@ -7,9 +7,11 @@ options map those arrays instead of parsing (`np.load(mmap_mode="c")`: pages are
 touch and shared between processes, and a run may still write to its copy).
 
 A source is known by its SHA-256, computed on the first load. A later load compares the file's
-size and modification time with those recorded; when they differ it hashes the file again and
-uses the entry only if the content is the same (a touched but unchanged file), else it parses
-the source and replaces the entry. Entries are written into a temporary folder and renamed into
+size, modification and status-change times and inode with those recorded; when they differ it
+hashes the file again and uses the entry only if the content is the same (a touched but
+unchanged file), else it parses the source and replaces the entry. (A write changes the
+status-change time, which no program can set back, so an edit that restores the size and the
+modification time is still seen.) Entries are written into a temporary folder and renamed into
 place, so concurrent runs of a sweep see a whole entry or none; when two write the same entry,
 the first rename wins and the other run uses it.
 
@@ -99,8 +101,11 @@ def cached(reader: str, sources: list[Path], options: dict, build: Callable[[], 
 
 
 def _stat(path: Path) -> dict:
+    """What a write to the file changes: its size, modification and status-change times (the
+    latter cannot be set back by a program, as the modification time can) and its inode (a
+    file replaced by another)."""
     st = path.stat()
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "inode": st.st_ino}
 
 
 def _load(folder: Path, sources: list[Path]) -> Interactions | None:
@@ -126,11 +131,15 @@ def _load(folder: Path, sources: list[Path]) -> Interactions | None:
         arrays = {k: np.load(folder / f"{k}.npy", mmap_mode="c") for k in _ARRAYS if k in meta["arrays"]}
         ids = {k: _ids(np.load(folder / f"{k}.npy", allow_pickle=False), meta["id_kinds"][k])
                for k in ("user_ids", "item_ids")}
+        _check_entry(arrays, ids, meta["n"])
     except (OSError, KeyError, ValueError, TypeError) as err:
         log.warning("data cache: entry %s is unreadable (%s); parsing the source again", folder, err)
         return None
     if refreshed:
-        _write_json(meta_path, meta)
+        try:
+            _write_json(meta_path, meta)
+        except OSError as err:  # a read-only cache: the entry is used, the new stat not recorded
+            log.info("data cache: could not record the new stat in %s (%s)", meta_path, err)
     times = arrays.get("timestamps")
     return Interactions(
         users=torch.from_numpy(arrays["users"]), items=torch.from_numpy(arrays["items"]),
@@ -138,6 +147,20 @@ def _load(folder: Path, sources: list[Path]) -> Interactions | None:
         timestamps=None if times is None else torch.from_numpy(times),
         user_ids=ids["user_ids"], item_ids=ids["item_ids"], name=meta["name"],
     )
+
+
+_DTYPES = {"users": ("int32", "int64"), "items": ("int32", "int64"), "values": ("float32",), "timestamps": ("int64",)}
+
+
+def _check_entry(arrays: dict, ids: dict, n: int) -> None:
+    """`ValueError` unless the entry's arrays have the recorded length, the stored dtypes and
+    one dimension, and the id tables are one-dimensional (a damaged or foreign entry is parsed
+    again, never loaded). The codes' range is not scanned (that would read every page)."""
+    for k, arr in arrays.items():
+        if arr.ndim != 1 or len(arr) != n or arr.dtype.name not in _DTYPES[k]:
+            raise ValueError(f"{k}.npy holds {arr.dtype}{list(arr.shape)}, not {n} of {' or '.join(_DTYPES[k])}")
+    if any(t.ndim != 1 or len(t) == 0 for t in ids.values()):
+        raise ValueError("an id table is not a non-empty vector")
 
 
 def _ids(stored: np.ndarray, kind: str) -> np.ndarray:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,8 +60,6 @@ def file_buffer(path: Path):
 
 def open_text(path: Path):
     """`path` as a text stream for the row-by-row reader (decompressed as `file_buffer` does)."""
-    import io
-
     compression = COMPRESSIONS.get(path.suffix.lower())
     if compression is None:
         return open(path, encoding="utf-8-sig", newline="")
@@ -105,19 +104,35 @@ def first_row(sample: str, sep: str) -> list[str]:
 class Lines:
     """File lines of data rows, found by reading the file again only when an error names a row.
 
-    Data rows are the file's lines after the header that are not blank (blank lines are
-    skipped by both readers); `line(row)` is the 1-based file line of 0-based data row `row`."""
+    Data rows are the file's records after the header that are not blank (blank lines are
+    skipped by both readers); `line(row)` is the 1-based file line where 0-based data row `row`
+    ends (a quoted field may hold newlines: records are counted by a csv reader, not by lines)."""
 
-    def __init__(self, path: Path, header: bool):
-        self._path, self._header, self._lines = path, header, None
+    def __init__(self, path: Path, header: bool, sep: str):
+        self._path, self._header, self._sep, self._lines = path, header, sep, None
 
     def line(self, row: int) -> int:
         if self._lines is None:
-            text = _text(self._path)
-            lines = re.split(r"\r\n|\r|\n", text)  # the line ends of csv and Arrow, not str.splitlines'
-            first = next((k for k, line in enumerate(lines) if line.strip()), 0) + (1 if self._header else 0)
-            self._lines = np.array([k + 1 for k in range(first, len(lines)) if lines[k].strip()], dtype=np.int64)
+            widen_field_limit()
+            reader = csv.reader(io.StringIO(_text(self._path), newline=""), delimiter=self._sep)
+            ends, header = [], self._header
+            try:
+                for record in reader:
+                    if not record or (len(record) == 1 and not record[0].strip()):
+                        continue
+                    if header:
+                        header = False
+                        continue
+                    ends.append(reader.line_num)
+            except csv.Error:
+                pass  # a malformed tail: the rows before it keep their lines
+            self._lines = np.array(ends, dtype=np.int64)
         return int(self._lines[row]) if 0 <= row < len(self._lines) else row + 1
+
+
+def widen_field_limit() -> None:
+    """Let the csv module read fields of any size (its default stops at 128 KiB)."""
+    csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
 
 
 def read_columns(path: Path, wanted: dict[str, Column], sep: str | None, header: bool,
@@ -152,10 +167,16 @@ def read_columns(path: Path, wanted: dict[str, Column], sep: str | None, header:
     index = {role: column_index(path, col, names) for role, col in wanted.items()}
     labels = {role: str(col) if names is None else names[index[role]] for role, col in wanted.items()}
     need = max(index.values()) + 1
-    lines = Lines(path, header)
+    lines = Lines(path, header, sep)
+    # the first non-blank line (the header, when there is one): lines before it are skipped
+    physical = re.split(r"\r\n|\r|\n", sample)
+    first = next((k for k, line in enumerate(physical) if line.strip()), 0)
     if need > len(fields):
-        raise DataError(f"{path}: line {lines.line(0) if header else 1} has {len(fields)} field(s), {need} needed")
-    types = {role: _arrow_type(ROLES_TYPES[role]) for role in wanted}
+        raise DataError(f"{path}: line {first + 1} has {len(fields)} field(s), {need} needed")
+    types: dict[int, object] = {}  # column -> Arrow type; a column of two roles of two types is read as text
+    for role in wanted:
+        kind = _arrow_type(ROLES_TYPES[role])
+        types[index[role]] = kind if types.get(index[role], kind) == kind else pa.string()
     invalid: list = []
 
     def handler(row) -> str:
@@ -165,15 +186,13 @@ def read_columns(path: Path, wanted: dict[str, Column], sep: str | None, header:
         return "error"
 
     n_fields = len(fields)
-    body = head.removeprefix(b"\xef\xbb\xbf")
-    blank_lines = body[:len(body) - len(body.lstrip(b"\r\n"))].count(b"\n")  # before the header line
-    for _ in range(len(wanted) + 1):  # each retry reads one more column as strings
+    block = 1 << 20  # Arrow's default; a header longer than a block needs a larger one
+    for _ in range(len(types) + 2):  # each retry reads one more column as text (or a larger block)
         read = pcsv.ReadOptions(column_names=[f"f{k}" for k in range(n_fields)],
-                                skip_rows=blank_lines + 1 if header else 0, use_threads=True)
+                                skip_rows=first + 1 if header else 0, use_threads=True, block_size=block)
         parse = pcsv.ParseOptions(delimiter=sep, invalid_row_handler=handler)
         convert = pcsv.ConvertOptions(
-            include_columns=[f"f{index[role]}" for role in wanted],
-            column_types={f"f{index[role]}": types[role] for role in wanted},
+            include_columns=[f"f{k}" for k in types], column_types={f"f{k}": kind for k, kind in types.items()},
             null_values=[""], strings_can_be_null=False, quoted_strings_can_be_null=False,
         )
         invalid.clear()
@@ -186,11 +205,16 @@ def read_columns(path: Path, wanted: dict[str, Column], sep: str | None, header:
                 raise Ragged(message) from None
             if "UTF8" in message or "UTF-8" in message:
                 raise DataError(f"{path}: not UTF-8 text ({_first_line(message)}); is it a binary file?") from None
+            if "skip initial" in message:  # the header fills a block: a larger one, or no row after it
+                if block < 1 << 28 and "larger than block size" in message and "\n" in sample.strip("\r\n"):
+                    block <<= 4
+                    continue
+                raise DataError(f"{path}: no data rows (a header only, or blank lines)") from None
             bad = re.search(r"column #(\d+)", message)
-            role = next((r for r in wanted if bad and index[r] == int(bad[1]) and types[r] != pa.string()), None)
-            if role is None:
+            column = int(bad[1]) if bad else -1
+            if types.get(column, pa.string()) == pa.string():
                 raise DataError(f"{path}: cannot be read as delimited text: {_first_line(message)}") from None
-            types[role] = pa.string()  # the caller converts it and names the bad cell
+            types[column] = pa.string()  # the caller converts it and names the bad cell
             continue
         except (OSError, pa.ArrowException) as err:
             raise DataError(f"{path}: cannot be read as delimited text: {_first_line(str(err))}") from None
@@ -210,15 +234,19 @@ def _arrow_type(kind: str):
 def _refuse_short_rows(path: Path, sep: str, header: bool, need: int) -> None:
     """`DataError` naming the first line with fewer fields than `need` (read row by row: an
     error path only)."""
-    text = _text(path)
-    reader = csv.reader(text.splitlines(), delimiter=sep)
-    if header:
-        next(reader, None)
-    for row in reader:
-        if not row or (len(row) == 1 and not row[0].strip()):
-            continue
-        if len(row) < need:
-            raise DataError(f"{path}: line {reader.line_num} has {len(row)} field(s), {need} needed")
+    widen_field_limit()
+    reader = csv.reader(io.StringIO(_text(path), newline=""), delimiter=sep)
+    try:
+        for row in reader:
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue
+            if header:
+                header = False
+                continue
+            if len(row) < need:
+                raise DataError(f"{path}: line {reader.line_num} has {len(row)} field(s), {need} needed")
+    except csv.Error as err:
+        raise DataError(f"{path}: cannot be read as delimited text: line {reader.line_num}: {err}") from None
 
 
 def _text(path: Path) -> str:

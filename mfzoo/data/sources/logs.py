@@ -281,8 +281,8 @@ def json_lines(
 
     `user_col`, `item_col`, `value_col` and `time_col` name the fields. Ids keep their JSON
     type: strings stay string raw ids, integers become int64 raw ids (a field must hold one
-    type throughout). Values are numbers (or numeric strings); without `value_col` every value
-    is 1. Times are numbers in `time_unit` ("s" or "ms"; milliseconds are floored to whole
+    type throughout; integer ids beyond int64 are refused). Values are numbers (or numeric
+    strings; true and false are 1 and 0); without `value_col` every value is 1. Times are numbers in `time_unit` ("s" or "ms"; milliseconds are floored to whole
     seconds) or ISO-8601 strings ("2021-03-04", "2021-03-04T05:06:07+01:00"; naive ones are
     UTC), stored as int64 epoch seconds. The types are those of the first record, and the
     file is read by Arrow's JSON reader as whole columns. `duplicates` and `pair_duplicates`
@@ -437,6 +437,9 @@ def _arrow_type(path: Path, role: str, field: str, value, line: int):
         raise DataError(f"{path}: field '{field}' holds a JSON {kind} at line {line} ({_json_text(value)}); "
                         f"{role} {what} must be JSON {' or '.join(k + 's' for k in allowed)}")
     if kind == "integer" and not -2**63 <= value < 2**63:
+        if role in ("user", "item"):  # as a double, nearby ids would merge
+            raise DataError(f"{path}: field '{field}' holds the integer {value} at line {line}, beyond the int64 "
+                            "range of integer ids; write such ids as JSON strings")
         kind = "number"  # Arrow reads an integer beyond int64 as a double
     if role == "value" and kind == "integer":
         kind = "number"

@@ -158,10 +158,10 @@ def _arrow_ids(col, role: str, name: str, row_offset: int):
     `from_arrays` to encode; text ids that are all canonical integers ("17", not "017", "+17"
     or " 17") as int64 too; other text ids encoded here: (sorted distinct raw ids, codes [N])."""
     kind = col.type
-    if pa.types.is_integer(kind) or pa.types.is_floating(kind):
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
         if (row := _first_null(col)) is not None:
             raise DataError(f"{name}: column '{role}' is missing at row {row + row_offset}")
-        return _raw_ids(col.to_numpy())
+        return _raw_ids(col.to_numpy(zero_copy_only=False))  # booleans: two ids, False and True
     if (row := _first_null(col)) is not None:
         raise DataError(f"{name}: column '{role}' is missing at row {row + row_offset}")
     ints = canonical_ints(col)
@@ -350,6 +350,7 @@ def _parse_delimited(
     path: Path, wanted: dict[str, Column] | None, sep: str | None, header: bool
 ) -> tuple[dict[str, np.ndarray], dict[str, str], np.ndarray]:
     suffixes = [s.lower() for s in path.suffixes if s.lower() not in delimited.COMPRESSIONS]
+    delimited.widen_field_limit()
     with delimited.open_text(path) as f:
         sample = f.read(1 << 16)
         if not sample.strip():
