@@ -40,8 +40,8 @@ def values_column(values: object, name: str, row_offset: int = 0) -> np.ndarray:
     return stored
 
 
-def timestamps_column(timestamps: object, name: str, row_offset: int = 0) -> np.ndarray:
-    """`timestamps` as int64 seconds [N].
+def timestamps_column(timestamps: object, name: str, row_offset: int = 0, copy: bool = True) -> np.ndarray:
+    """`timestamps` as int64 seconds [N] (`copy=False`: an int64 array itself, not a copy).
 
     Integers are taken exactly (no detour through float64, which would round those above
     2^53); numbers outside the int64 range, NaN, inf and non-numbers raise `DataError`.
@@ -61,7 +61,7 @@ def timestamps_column(timestamps: object, name: str, row_offset: int = 0) -> np.
             raise DataError(f"{name}: column 'timestamp' is missing (NaT) at row {row + row_offset}")
         return arr.astype("datetime64[s]").astype(np.int64)
     if arr.dtype.kind in "bi":
-        return arr.astype(np.int64)
+        return arr.astype(np.int64, copy=copy)
     if arr.dtype.kind == "u":
         exact = np.ones(len(arr), dtype=bool)
     elif arr.dtype.kind == "O":

@@ -78,6 +78,7 @@ class Interactions:
         duplicates: DuplicatePolicy = "keep_last",
         pair_duplicates: PairPolicy | None = None,
         row_offset: int = 0,
+        copy: bool = True,
     ) -> Interactions:
         """Encode raw ids to contiguous ids and validate.
 
@@ -95,6 +96,9 @@ class Interactions:
         keep the latest / earliest event (by timestamp, else by row); "keep" keeps every row.
         The default (None) is "keep" without `values` (implicit events: repeats are data) and
         "error" with values (ratings: a repeated pair is a defect until said otherwise).
+
+        `copy=False` lets the set keep an int64 `timestamps` array as it is (a reader that made
+        the array and gives it up saves a copy); by default every stored array is new.
         """
         if pair_duplicates is None:
             pair_duplicates = "keep" if values is None else "error"
@@ -108,13 +112,13 @@ class Interactions:
         vals = None if values is None else values_column(values, name, row_offset)
         if vals is not None and len(vals) != n:
             raise DataError(f"{name}: {n} users but {len(vals)} values")
-        t = None if timestamps is None else timestamps_column(timestamps, name, row_offset)
+        t = None if timestamps is None else timestamps_column(timestamps, name, row_offset, copy=copy)
         if t is not None and len(t) != n:
             raise DataError(f"{name}: {n} users but {len(t)} timestamps")
         user_ids, u = encode_ids(users, "user", name, row_offset)
         item_ids, i = encode_ids(items, "item", name, row_offset)
         return cls.from_codes(u, i, user_ids, item_ids, vals, t, name=name, duplicates=duplicates,
-                              pair_duplicates=pair_duplicates, row_offset=row_offset)
+                              pair_duplicates=pair_duplicates, row_offset=row_offset, _checked=True)
 
     @classmethod
     def from_codes(
@@ -130,6 +134,7 @@ class Interactions:
         duplicates: DuplicatePolicy = "keep_last",
         pair_duplicates: PairPolicy | None = None,
         row_offset: int = 0,
+        _checked: bool = False,
     ) -> Interactions:
         """A set from ids already encoded: `users[n]` indexes `user_ids` (sorted, distinct raw
         ids), `items[n]` indexes `item_ids`; what `from_arrays` does after its encoding (and
@@ -151,10 +156,12 @@ class Interactions:
             low, high = int(codes.min()), int(codes.max())
             if low < 0 or high >= len(table):
                 raise DataError(f"{name}: {what} codes span [{low}, {high}], outside the {len(table)} {what} ids")
-        vals = np.ones(n, dtype=np.float32) if values is None else values_column(values, name, row_offset)
+        # `_checked`: `from_arrays` has converted and checked them already (not twice)
+        vals = (np.ones(n, dtype=np.float32) if values is None else values if _checked
+                else values_column(values, name, row_offset))
         if len(vals) != n:
             raise DataError(f"{name}: {n} users but {len(vals)} values")
-        t = None if timestamps is None else timestamps_column(timestamps, name, row_offset)
+        t = None if timestamps is None else timestamps if _checked else timestamps_column(timestamps, name, row_offset)
         if t is not None and len(t) != n:
             raise DataError(f"{name}: {n} users but {len(t)} timestamps")
         if repeats_a_pair(u, i, len(item_ids)):

@@ -126,7 +126,7 @@ def arrow_interactions(
     ids = {role: _arrow_ids(cols.pop(role), role, name, row_offset) for role in ("user", "item")}
     if all(isinstance(v, np.ndarray) for v in ids.values()):
         return Interactions.from_arrays(ids["user"], ids["item"], values, times, name=name, duplicates=duplicates,
-                                        pair_duplicates=pair_duplicates, row_offset=row_offset)
+                                        pair_duplicates=pair_duplicates, row_offset=row_offset, copy=False)
     (user_ids, u), (item_ids, i) = (v if isinstance(v, tuple) else encode_ids(v, role, name, row_offset)
                                     for role, v in ids.items())
     return Interactions.from_codes(u, i, user_ids, item_ids, values, times, name=name, duplicates=duplicates,
@@ -149,7 +149,8 @@ def _numbers(col, role: str, name: str, row_offset: int, convert) -> np.ndarray:
         return np.zeros(0)
     kind = col.type
     if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
-        return col.to_numpy()
+        numbers = col.to_numpy(zero_copy_only=False)
+        return numbers if numbers.flags.writeable else numbers.copy()  # a view of Arrow's memory is read-only
     return convert(np.asarray(col.to_numpy(zero_copy_only=False), dtype=str))
 
 
@@ -446,14 +447,15 @@ def _parquet_columns(path: Path, wanted: dict[str, Column] | None) -> tuple[dict
     A file pyarrow cannot read (empty, truncated, not Parquet) or a column that holds neither
     numbers nor strings raises `DataError`."""
     try:
-        names = pq.read_schema(path).names
+        parquet = pq.ParquetFile(path)  # not pq.read_table: that loads pyarrow.dataset (and pandas) on first use
+        names = parquet.schema_arrow.names
     except (pa.ArrowException, OSError, ValueError) as err:
         raise DataError(f"{path}: not a readable Parquet file ({_first_line(err)})") from None
     if wanted is None:
         wanted = _all_columns(path, names)
     labels = {role: names[_column_index(path, col, names)] for role, col in wanted.items()}
     try:
-        table = pq.read_table(path, columns=sorted(set(labels.values())))
+        table = parquet.read(columns=sorted(set(labels.values())), use_threads=True)
     except (pa.ArrowException, OSError, ValueError) as err:
         raise DataError(f"{path}: Parquet data cannot be read ({_first_line(err)})") from None
     if table.num_rows == 0:
