@@ -187,7 +187,8 @@ def _arrow_ids(col, role: str, name: str, row_offset: int):
     return raw[order], rank[indices]
 
 
-_POWERS = 10 ** np.arange(1, 20, dtype=np.uint64)  # [19] 10, 100, ..., 10^19: digit counts by searchsorted
+_POWERS = 10 ** np.arange(1, 20, dtype=np.uint64)  # [19] 10, 100, ..., 10^19: d digits hold less than _POWERS[d-1]
+_LOWER = np.concatenate([[0, 0], 10 ** np.arange(1, 19, dtype=np.uint64)]).astype(np.uint64)  # [20] d digits: at least _LOWER[d]
 
 
 def canonical_ints(col) -> np.ndarray | None:
@@ -207,8 +208,13 @@ def canonical_ints(col) -> np.ndarray | None:
             return None
         values = ints.to_numpy()  # [n]
         offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int32)[chunk.offset:chunk.offset + len(chunk) + 1]
-        digits = np.searchsorted(_POWERS, np.abs(values).view(np.uint64), side="right") + 1  # [n] |-2^63| as uint64
-        return values if np.array_equal(np.diff(offsets), digits + (values < 0)) else None
+        digits = np.diff(offsets) - (values < 0)  # [n] the cell's digits, as written
+        if digits.min() < 1 or digits.max() > 19:
+            return None
+        # canonical: 10^(d-1) <= |v| < 10^d for d digits (0 alone for one digit); |-2^63| as uint64
+        magnitude = np.abs(values).view(np.uint64)
+        ok = (magnitude >= _LOWER[digits]) & (magnitude < _POWERS[digits - 1])
+        return values if ok.all() else None
 
     if len(chunks) == 1:
         parts = [parse(chunks[0])]
