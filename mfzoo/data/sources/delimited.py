@@ -113,21 +113,28 @@ class Lines:
 
     def line(self, row: int) -> int:
         if self._lines is None:
-            widen_field_limit()
-            reader = csv.reader(io.StringIO(_text(self._path), newline=""), delimiter=self._sep)
-            ends, header = [], self._header
+            ends = []
             try:
-                for record in reader:
-                    if not record or (len(record) == 1 and not record[0].strip()):
-                        continue
-                    if header:
-                        header = False
-                        continue
-                    ends.append(reader.line_num)
+                for line, _ in data_records(self._path, self._sep, self._header):
+                    ends.append(line)
             except csv.Error:
                 pass  # a malformed tail: the rows before it keep their lines
             self._lines = np.array(ends, dtype=np.int64)
         return int(self._lines[row]) if 0 <= row < len(self._lines) else row + 1
+
+
+def data_records(path: Path, sep: str, header: bool):
+    """(file line where the record ends, fields) of every data record of a file, read row by
+    row (error paths only): blank records and the header skipped, fields of any size."""
+    widen_field_limit()
+    reader = csv.reader(io.StringIO(_text(path), newline=""), delimiter=sep)
+    for record in reader:
+        if not record or (len(record) == 1 and not record[0].strip()):
+            continue
+        if header:
+            header = False
+            continue
+        yield reader.line_num, record
 
 
 def widen_field_limit() -> None:
@@ -234,19 +241,13 @@ def _arrow_type(kind: str):
 def _refuse_short_rows(path: Path, sep: str, header: bool, need: int) -> None:
     """`DataError` naming the first line with fewer fields than `need` (read row by row: an
     error path only)."""
-    widen_field_limit()
-    reader = csv.reader(io.StringIO(_text(path), newline=""), delimiter=sep)
+    line = 0
     try:
-        for row in reader:
-            if not row or (len(row) == 1 and not row[0].strip()):
-                continue
-            if header:
-                header = False
-                continue
+        for line, row in data_records(path, sep, header):
             if len(row) < need:
-                raise DataError(f"{path}: line {reader.line_num} has {len(row)} field(s), {need} needed")
+                raise DataError(f"{path}: line {line} has {len(row)} field(s), {need} needed")
     except csv.Error as err:
-        raise DataError(f"{path}: cannot be read as delimited text: line {reader.line_num}: {err}") from None
+        raise DataError(f"{path}: cannot be read as delimited text: after line {line}: {err}") from None
 
 
 def _text(path: Path) -> str:
