@@ -88,10 +88,11 @@ def cached(reader: str, sources: list[Path], options: dict, build: Callable[[], 
     key = json.dumps({"reader": reader, "options": options, "sources": [str(p) for p in sources],
                       "format": FORMAT}, sort_keys=True, default=str)
     folder = cache_root() / f"{reader}-{hashlib.sha256(key.encode()).hexdigest()[:24]}"
-    hit = _load(folder, sources)
+    hashed: dict[Path, str] = {}  # digests `_load` computed (a changed file is hashed once)
+    hit = _load(folder, sources, hashed)
     if hit is not None:
         return hit
-    digests = [file_digest(p) for p in sources]
+    digests = [hashed.get(p) or file_digest(p) for p in sources]
     data = build()
     try:
         _write(folder, data, sources, digests, key)
@@ -108,8 +109,9 @@ def _stat(path: Path) -> dict:
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "inode": st.st_ino}
 
 
-def _load(folder: Path, sources: list[Path]) -> Interactions | None:
-    """The entry in `folder` when it exists, is whole, and its sources are unchanged."""
+def _load(folder: Path, sources: list[Path], hashed: dict[Path, str]) -> Interactions | None:
+    """The entry in `folder` when it exists, is whole, and its sources are unchanged; the
+    digests it computes on the way are left in `hashed`."""
     meta_path = folder / "meta.json"
     try:
         meta = json.loads(meta_path.read_text())
@@ -124,7 +126,8 @@ def _load(folder: Path, sources: list[Path]) -> Interactions | None:
             now = _stat(path)
             if now == record["stat"]:
                 continue
-            if file_digest(path) != record["sha256"]:
+            hashed[path] = file_digest(path)
+            if hashed[path] != record["sha256"]:
                 log.info("data cache: %s changed since it was cached; parsing it again", path)
                 return None
             record["stat"], refreshed = now, True  # touched, same bytes: keep the entry

@@ -147,7 +147,7 @@ def _dense_codes(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     present[offsets] = True
     rank = np.cumsum(present, dtype=np.int32)  # [span] code + 1 of each present offset
     rank -= 1
-    ids = (np.flatnonzero(present).astype(arr.dtype) + low).astype(arr.dtype)  # [U] sorted
+    ids = np.flatnonzero(present).astype(arr.dtype) + low  # [U] sorted, in the ids' dtype
     return ids, np.take(rank, offsets, out=offsets, mode="clip")  # in place: offsets are in range
 
 

@@ -109,12 +109,10 @@ class Interactions:
             raise DataError(f"{name}: {n} users but {len(items)} items")
         if n == 0:
             raise DataError(f"{name}: no interactions")
+        # values and timestamps are checked before the ids (their errors come first); their
+        # lengths, by `from_codes`
         vals = None if values is None else values_column(values, name, row_offset)
-        if vals is not None and len(vals) != n:
-            raise DataError(f"{name}: {n} users but {len(vals)} values")
         t = None if timestamps is None else timestamps_column(timestamps, name, row_offset, copy=copy)
-        if t is not None and len(t) != n:
-            raise DataError(f"{name}: {n} users but {len(t)} timestamps")
         user_ids, u = encode_ids(users, "user", name, row_offset)
         item_ids, i = encode_ids(items, "item", name, row_offset)
         return cls.from_codes(u, i, user_ids, item_ids, vals, t, name=name, duplicates=duplicates,

@@ -29,7 +29,9 @@ import pyarrow.csv as pcsv
 from mfzoo.data.errors import DataError
 
 Column = str | int
-ROLES_TYPES = {"user": "id", "item": "id", "value": "float", "timestamp": "int"}
+# ids as text: Arrow copies text faster than it parses integers, and the ids' text is needed
+# anyway to keep "007" apart from "7" (`tables.canonical_ints` parses them after)
+ROLE_TYPES = {"user": pa.string(), "item": pa.string(), "value": pa.float64(), "timestamp": pa.int64()}
 COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd", ".zstd": "zstd", ".lz4": "lz4"}
 _SAMPLE_BYTES = 1 << 16  # what the separator sniffer and the header reader see
 
@@ -67,14 +69,19 @@ def open_text(path: Path):
         return io.StringIO(stream.read().decode("utf-8-sig"), newline="")
 
 
-def first_text(buffer) -> str:
-    """The start of the file as text (a byte-order mark dropped; a character cut at the end
-    of the sample left out). `UnicodeDecodeError` when it is not UTF-8."""
-    head = memoryview(buffer)[:_SAMPLE_BYTES].tobytes()
+def first_text(head: bytes) -> str:
+    """The file's first `_SAMPLE_BYTES` bytes as text (a byte-order mark dropped; a character
+    cut at the end of the sample left out). `UnicodeDecodeError` when it is not UTF-8."""
     return codecs.getincrementaldecoder("utf-8-sig")().decode(head, final=len(head) < _SAMPLE_BYTES)
 
 
-def sniff(path: Path, sample: str) -> str:
+def not_utf8(path: Path, err: UnicodeDecodeError) -> DataError:
+    """The error for a file whose start is not UTF-8 text."""
+    return DataError(f"{path}: not UTF-8 text (byte {err.object[err.start:err.start + 1]!r} cannot be decoded); "
+                     "is it a binary file, or Parquet without the .parquet extension?")
+
+
+def _sniff(path: Path, sample: str) -> str:
     """The separator csv.Sniffer finds among , tab ; | and space."""
     try:
         return csv.Sniffer().sniff(sample, delimiters=",\t;| ").delimiter
@@ -87,7 +94,7 @@ def separator(path: Path, sample: str, sep: str | None) -> str:
     if sep is None:
         suffixes = [s.lower() for s in path.suffixes if s.lower() not in COMPRESSIONS]
         ext = suffixes[-1] if suffixes else ""
-        sep = {".tsv": "\t", ".tab": "\t", ".csv": ","}.get(ext) or sniff(path, sample)
+        sep = {".tsv": "\t", ".tab": "\t", ".csv": ","}.get(ext) or _sniff(path, sample)
     if not isinstance(sep, str) or len(sep) != 1:
         raise DataError(f"{path}: sep must be one character, got {sep!r}")
     return sep
@@ -152,20 +159,20 @@ def read_columns(path: Path, wanted: dict[str, Column], sep: str | None, header:
     for rows of another field count that still hold every wanted column."""
     compressed = path.suffix.lower() in COMPRESSIONS
     try:
-        # compressed: decompressed once into memory; plain: streamed by Arrow and the scan, so
-        # the file's pages are not held (a memory map would count them all in the process)
-        buffer = file_buffer(path) if compressed else None
-        with open(path, "rb") as f:
-            head = memoryview(buffer)[:_SAMPLE_BYTES].tobytes() if compressed else f.read(_SAMPLE_BYTES)
+        # compressed: decompressed once into memory; plain: streamed by Arrow, so the file's
+        # pages are not held (a memory map would count them all in the process)
+        if compressed:
+            buffer = file_buffer(path)
+            head = memoryview(buffer)[:_SAMPLE_BYTES].tobytes()
+        else:
+            with open(path, "rb") as f:
+                head = f.read(_SAMPLE_BYTES)
     except (OSError, pa.ArrowException, EOFError) as err:
         raise DataError(f"{path}: cannot be read as delimited text: {err}") from None
     try:
         sample = first_text(head)
     except UnicodeDecodeError as err:
-        raise DataError(
-            f"{path}: not UTF-8 text (byte {err.object[err.start:err.start + 1]!r} cannot be decoded); "
-            "is it a binary file, or Parquet without the .parquet extension?"
-        ) from None
+        raise not_utf8(path, err) from None
     if not sample.strip():
         raise DataError(f"{path}: file is empty")
     sep = separator(path, sample, sep)
@@ -182,7 +189,7 @@ def read_columns(path: Path, wanted: dict[str, Column], sep: str | None, header:
         raise DataError(f"{path}: line {first + 1} has {len(fields)} field(s), {need} needed")
     types: dict[int, object] = {}  # column -> Arrow type; a column of two roles of two types is read as text
     for role in wanted:
-        kind = _arrow_type(ROLES_TYPES[role])
+        kind = ROLE_TYPES[role]
         types[index[role]] = kind if types.get(index[role], kind) == kind else pa.string()
     invalid: list = []
 
@@ -211,7 +218,7 @@ def read_columns(path: Path, wanted: dict[str, Column], sep: str | None, header:
                 _refuse_short_rows(path, sep, header, need)
                 raise Ragged(message) from None
             if "UTF8" in message or "UTF-8" in message:
-                raise DataError(f"{path}: not UTF-8 text ({_first_line(message)}); is it a binary file?") from None
+                raise DataError(f"{path}: not UTF-8 text ({first_line(message)}); is it a binary file?") from None
             if "skip initial" in message:  # the header fills a block: a larger one, or no row after it
                 if block < 1 << 28 and "larger than block size" in message and "\n" in sample.strip("\r\n"):
                     block <<= 4
@@ -220,22 +227,16 @@ def read_columns(path: Path, wanted: dict[str, Column], sep: str | None, header:
             bad = re.search(r"column #(\d+)", message)
             column = int(bad[1]) if bad else -1
             if types.get(column, pa.string()) == pa.string():
-                raise DataError(f"{path}: cannot be read as delimited text: {_first_line(message)}") from None
+                raise DataError(f"{path}: cannot be read as delimited text: {first_line(message)}") from None
             types[column] = pa.string()  # the caller converts it and names the bad cell
             continue
         except (OSError, pa.ArrowException) as err:
-            raise DataError(f"{path}: cannot be read as delimited text: {_first_line(str(err))}") from None
+            raise DataError(f"{path}: cannot be read as delimited text: {first_line(err)}") from None
         if table.num_rows == 0:
             raise DataError(f"{path}: no data rows (a header only, or blank lines)")
         columns = {role: table.column(f"f{index[role]}") for role in wanted}
         return Delimited(columns, labels, lines)
     raise AssertionError("unreachable: every column is a string after the retries")
-
-
-def _arrow_type(kind: str):
-    # ids as text: Arrow copies text faster than it parses integers, and the ids' text is
-    # needed anyway to keep "007" apart from "7" (`tables.canonical_ints` parses them after)
-    return {"id": pa.string(), "float": pa.float64(), "int": pa.int64()}[kind]
 
 
 def _refuse_short_rows(path: Path, sep: str, header: bool, need: int) -> None:
@@ -255,5 +256,6 @@ def _text(path: Path) -> str:
     return memoryview(file_buffer(path)).tobytes().decode("utf-8-sig", errors="replace")
 
 
-def _first_line(message: str) -> str:
-    return (message.strip().splitlines() or ["unknown error"])[0]
+def first_line(err: object) -> str:
+    """The first line of an error's message (Arrow's run over several)."""
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]

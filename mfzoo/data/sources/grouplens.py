@@ -24,6 +24,7 @@ from mfzoo.data.errors import DataError
 from mfzoo.data.duplicates import PairPolicy
 from mfzoo.data.features import Features
 from mfzoo.data.interactions import DuplicatePolicy, Interactions
+from mfzoo.data.sources.delimited import first_line
 
 log = logging.getLogger(__name__)
 
@@ -432,7 +433,7 @@ def _parse_ratings(raw: bytes, sep: str, header: bool, what: str) -> tuple[np.nd
             pcsv.ConvertOptions(include_columns=wanted, column_types=types),
         )
     except pa.ArrowException as err:
-        raise DataError(f"{what}: {str(err).strip().splitlines()[0]}") from None
+        raise DataError(f"{what}: {first_line(err)}") from None
     if any(table.column(c).null_count for c in wanted):
         raise DataError(f"{what}: an empty field where a number is expected")
     return tuple(table.column(c).to_numpy() for c in wanted)

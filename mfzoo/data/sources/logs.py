@@ -19,6 +19,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
+import pyarrow.json as pjson
 
 from mfzoo.data.cache import cached
 from mfzoo.data.errors import DataError
@@ -83,8 +87,6 @@ def netflix_prize(
 def _netflix_set(path: Path, files: list[Path], duplicates: DuplicatePolicy, pair_duplicates: PairPolicy | None
                  ) -> Interactions:
     """The ratings of `files` as one set (`netflix_prize` without its cache and name)."""
-    import pyarrow as pa
-
     blocks = [_netflix_file(f) for f in files]
     rows = np.cumsum([0] + [b.rows for b in blocks])  # [F + 1] first row of each file in the joined set
     if rows[-1] == 0:
@@ -138,9 +140,6 @@ def _netflix_files(path: Path) -> list[Path]:
 def _netflix_file(file: Path) -> _NetflixBlock:
     """One Netflix file: its lines as one string column, the `MovieID:` headers found and their
     ids carried forward to the ratings after them, the ratings split and typed as columns."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     text = pc.utf8_trim_whitespace(_file_lines(file))  # [L] line k is file line k + 1
     blank = pc.equal(text, "").to_numpy(zero_copy_only=False)  # [L]
     header = pc.ends_with(text, ":").to_numpy(zero_copy_only=False)  # [L]
@@ -182,9 +181,6 @@ def _file_lines(file: Path):
     """Every line of a text file (plain, .gz or .bz2) as one Arrow string column, blank lines
     included (so row k is line k + 1): Arrow's CSV reader with a delimiter and no quote
     character, which no Netflix line holds."""
-    import pyarrow as pa
-    import pyarrow.csv as pcsv
-
     read = pcsv.ReadOptions(column_names=["line"], use_threads=True)
     parse = pcsv.ParseOptions(delimiter=_LINE_DELIMITER, quote_char=False, escape_char=False,
                               ignore_empty_lines=False)
@@ -212,9 +208,6 @@ def _file_lines(file: Path):
 def _whole_numbers(cells, file: Path, lines: np.ndarray, column: str, where: str) -> np.ndarray:
     """Trimmed text cells that must be unsigned whole numbers, as int64 numpy; `DataError`
     naming the file line (`lines[k]` + 1 for cell k) of the first one that is not."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     _matching(cells, r"^[0-9]+$", file, lines, column, f"({where}) is not a whole number")
     numbers = _parsed(cells, file, lines, column, lambda c: pc.cast(c, pa.int64()), "is beyond int64")
     return numbers.to_numpy() if len(cells) else np.zeros(0, dtype=np.int64)
@@ -223,8 +216,6 @@ def _whole_numbers(cells, file: Path, lines: np.ndarray, column: str, where: str
 def _matching(cells, pattern: str, file: Path, lines: np.ndarray, column: str, what: str) -> None:
     """`DataError` naming the first cell that does not match `pattern` and its file line
     (`lines[k]` + 1 for cell k): "is missing" when it is empty, else `what` and the cell."""
-    import pyarrow.compute as pc
-
     ok = pc.match_substring_regex(cells, pattern).to_numpy(zero_copy_only=False)
     if not ok.all():
         k = int(np.flatnonzero(~ok)[0])
@@ -236,8 +227,6 @@ def _matching(cells, pattern: str, file: Path, lines: np.ndarray, column: str, w
 def _parsed(cells, file: Path, lines: np.ndarray, column: str, convert, what: str):
     """`convert(cells)` (an Arrow cast of the whole column); where it fails, `DataError`
     naming the first cell it refuses and its file line (`lines[k]` + 1)."""
-    import pyarrow as pa
-
     try:
         return convert(cells)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
@@ -250,8 +239,6 @@ def _parsed(cells, file: Path, lines: np.ndarray, column: str, convert, what: st
 def _first_refused(cells, convert) -> int:
     """The position of the first cell `convert` refuses, found by bisection (error path only):
     each step converts the first half of what remains, n cells in all over log n steps."""
-    import pyarrow as pa
-
     lo, hi = 0, len(cells)  # the first refused cell lies in [lo, hi)
     while hi - lo > 1:
         mid = (lo + hi) // 2
@@ -265,8 +252,6 @@ def _first_refused(cells, convert) -> int:
 
 def _array(col):
     """A ChunkedArray as one Array (the joined set is a ChunkedArray of the files' Arrays)."""
-    import pyarrow as pa
-
     return col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
 
 
@@ -368,8 +353,6 @@ def amazon_reviews(
 
 def _first_record(path: Path) -> tuple[dict, int]:
     """The first record of a JSON-lines file and its 1-based line (reads only that far)."""
-    import pyarrow as pa
-
     head, number = b"", 1
     try:
         with pa.input_stream(str(path), compression="detect") as stream:
@@ -427,8 +410,6 @@ def _arrow_type(path: Path, role: str, field: str, value, line: int):
     """The Arrow type to read `field` as, from its value in the first record: ids as their
     JSON type (int64 or string), values as float64 (integers too, so a later 4.5 fits),
     times as int64, float64 or string."""
-    import pyarrow as pa
-
     kind = _json_kind(value)
     allowed = {"user": ("integer", "string"), "item": ("integer", "string"),
                "value": ("integer", "number", "string", "boolean"), "timestamp": ("integer", "number", "string")}[role]
@@ -449,9 +430,6 @@ def _arrow_type(path: Path, role: str, field: str, value, line: int):
 def _read_json(path: Path, types: dict, time_field: str | None):
     """The wanted fields of a JSON-lines file (field -> Arrow type) as an Arrow table, other
     fields skipped unparsed. A failure is located line by line (`_json_failure`)."""
-    import pyarrow as pa
-    import pyarrow.json as pjson
-
     block = _JSON_BLOCK
     while True:
         parse = pjson.ParseOptions(explicit_schema=pa.schema(list(types.items())), unexpected_field_behavior="ignore")
@@ -474,8 +452,6 @@ def _read_json(path: Path, types: dict, time_field: str | None):
 
 def _json_lines_of(path: Path):
     """(1-based line, bytes) of every non-blank line of a file (error paths only)."""
-    import pyarrow as pa
-
     with pa.input_stream(str(path), compression="detect") as stream:
         content = stream.read()
     for number, line in enumerate(content.split(b"\n"), 1):
@@ -487,8 +463,6 @@ def _json_failure(path: Path, types: dict, message: str) -> DataError:
     """The error for a file Arrow's JSON reader refused: the first line that is not a JSON
     object, or whose wanted field holds another JSON type than the column's (read again line
     by line: an error path); Arrow's own message when no line is found."""
-    import pyarrow as pa
-
     accepted = {pa.int64(): ("integer",), pa.float64(): ("integer", "number"), pa.string(): ("string",),
                 pa.bool_(): ("boolean",)}
     seen: dict[str, tuple[str, int]] = {}  # field -> (JSON kind, line) of its first value
@@ -540,9 +514,6 @@ def _seconds_column(col, unit: str):
     """A time column as whole seconds where that can be done on the whole column: numbers in
     `unit` (milliseconds floored), ISO-8601 strings parsed by Arrow. Anything else (a null, a
     string Arrow cannot parse) is left for `arrow_interactions`, which names the bad cell."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     if col.null_count:
         return col
     kind = col.type

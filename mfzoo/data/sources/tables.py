@@ -22,6 +22,7 @@ from mfzoo.data.errors import DataError
 from mfzoo.data.features import Features
 from mfzoo.data.interactions import DuplicatePolicy, Interactions, PairPolicy
 from mfzoo.data.sources import delimited
+from mfzoo.data.sources.delimited import first_line as _first_line
 
 Column = str | int
 
@@ -145,8 +146,6 @@ def _numbers(col, role: str, name: str, row_offset: int, convert) -> np.ndarray:
     cell: `DataError`), text converted by `convert` (whose failures `from_arrays` names)."""
     if (row := _first_null(col)) is not None:
         raise DataError(f"{name}: column '{role}' is empty at row {row + row_offset}")
-    if isinstance(col, pa.ChunkedArray) and col.num_chunks == 0:
-        return np.zeros(0)
     kind = col.type
     if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
         numbers = col.to_numpy(zero_copy_only=False)
@@ -158,13 +157,11 @@ def _arrow_ids(col, role: str, name: str, row_offset: int):
     """Integer ids as a numpy int64 (or uint64, or float with a null as NaN) array, for
     `from_arrays` to encode; text ids that are all canonical integers ("17", not "017", "+17"
     or " 17") as int64 too; other text ids encoded here: (sorted distinct raw ids, codes [N])."""
-    kind = col.type
-    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
-        if (row := _first_null(col)) is not None:
-            raise DataError(f"{name}: column '{role}' is missing at row {row + row_offset}")
-        return _raw_ids(col.to_numpy(zero_copy_only=False))  # booleans: two ids, False and True
     if (row := _first_null(col)) is not None:
         raise DataError(f"{name}: column '{role}' is missing at row {row + row_offset}")
+    kind = col.type
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
+        return _raw_ids(col.to_numpy(zero_copy_only=False))  # booleans: two ids, False and True
     ints = canonical_ints(col)
     if ints is not None:
         return ints
@@ -345,10 +342,7 @@ def _read_delimited(
     try:
         return _parse_delimited(path, wanted, sep, header)
     except UnicodeDecodeError as err:
-        raise DataError(
-            f"{path}: not UTF-8 text (byte {err.object[err.start:err.start + 1]!r} cannot be decoded); "
-            "is it a binary file, or Parquet without the .parquet extension?"
-        ) from None
+        raise delimited.not_utf8(path, err) from None
     except (csv.Error, EOFError, OSError, ArrowException) as err:  # a bad archive: OSError or Arrow's error
         raise DataError(f"{path}: cannot be read as delimited text: {err}") from None
 
@@ -356,17 +350,12 @@ def _read_delimited(
 def _parse_delimited(
     path: Path, wanted: dict[str, Column] | None, sep: str | None, header: bool
 ) -> tuple[dict[str, np.ndarray], dict[str, str], np.ndarray]:
-    suffixes = [s.lower() for s in path.suffixes if s.lower() not in delimited.COMPRESSIONS]
     delimited.widen_field_limit()
     with delimited.open_text(path) as f:
         sample = f.read(1 << 16)
         if not sample.strip():
             raise DataError(f"{path}: file is empty")
-        if sep is None:
-            ext = suffixes[-1] if suffixes else ""
-            sep = {".tsv": "\t", ".tab": "\t", ".csv": ","}.get(ext) or _sniff(path, sample)
-        if not isinstance(sep, str) or len(sep) != 1:
-            raise DataError(f"{path}: sep must be one character, got {sep!r}")
+        sep = delimited.separator(path, sample, sep)
         f.seek(0)
         reader = csv.reader(f, delimiter=sep)
         names = [c.strip() for c in next(reader)] if header else None
@@ -388,14 +377,6 @@ def _parse_delimited(
     if not lines:
         raise DataError(f"{path}: no data rows (a header only, or blank lines)")
     return {role: np.array(v, dtype=str) for role, v in cells.items()}, labels, np.array(lines)
-
-
-def _sniff(path: Path, sample: str) -> str:
-    """The separator csv.Sniffer finds among , tab ; | and space."""
-    try:
-        return csv.Sniffer().sniff(sample, delimiters=",\t;| ").delimiter
-    except csv.Error:
-        raise DataError(f"{path}: cannot infer the separator; pass sep=") from None
 
 
 def _check_file(path: Path) -> None:
@@ -439,12 +420,7 @@ def _all_columns(path: Path, names: list[str] | None) -> dict[str, Column]:
 def _read_parquet(path: Path, wanted: dict[str, Column] | None) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """`_parquet_columns` as numpy arrays (feature files)."""
     cols, labels = _parquet_columns(path, wanted)
-    return {role: col.to_numpy() if col.null_count == 0 and _is_number(col.type) else col.to_numpy(zero_copy_only=False)
-            for role, col in cols.items()}, labels
-
-
-def _is_number(kind) -> bool:
-    return pa.types.is_integer(kind) or pa.types.is_floating(kind)
+    return {role: col.to_numpy(zero_copy_only=False) for role, col in cols.items()}, labels
 
 
 def _parquet_columns(path: Path, wanted: dict[str, Column] | None) -> tuple[dict, dict[str, str]]:
@@ -482,10 +458,6 @@ def _parquet_columns(path: Path, wanted: dict[str, Column] | None) -> tuple[dict
             raise DataError(f"{path}: column '{label}' has type {col.type}; it must hold numbers or strings")
         cols[role] = col
     return cols, labels
-
-
-def _first_line(err: Exception) -> str:
-    return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
 def _raw_ids(cells: np.ndarray) -> np.ndarray:
