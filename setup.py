@@ -3,4 +3,7 @@
 
 from setuptools import find_packages, setup
 
-setup(packages=[*find_packages(include=["mfzoo", "mfzoo.*"]), "mfzoo.configs"], package_dir={"mfzoo.configs": "configs"})
+setup(
+    packages=[*find_packages(include=["mfzoo", "mfzoo.*"]), "mfzoo.configs"],
+    package_dir={"mfzoo.configs": "configs"},
+)

@@ -18,14 +18,22 @@ def finite(name: str, value: object) -> float:
 
 def nonnegative(name: str, value: object) -> float:
     """`value` as a float, refused unless finite and >= 0."""
-    if isinstance(value, bool) or not isinstance(value, Real) or not (math.isfinite(float(value)) and value >= 0):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, Real)
+        or not (math.isfinite(float(value)) and value >= 0)
+    ):
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     return float(value)
 
 
 def positive(name: str, value: object) -> float:
     """`value` as a float, refused unless finite and > 0."""
-    if isinstance(value, bool) or not isinstance(value, Real) or not (math.isfinite(float(value)) and value > 0):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, Real)
+        or not (math.isfinite(float(value)) and value > 0)
+    ):
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
     return float(value)
 

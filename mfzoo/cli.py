@@ -14,7 +14,6 @@ from omegaconf import DictConfig
 from mfzoo.training.rundir import RunError
 
 
-
 def _config_dir() -> str:
     """The configs: `configs/` at the top of the source tree, which the build ships inside the
     package as `mfzoo.configs` (a wheel holds them; an editable install maps them to the source
@@ -57,14 +56,20 @@ def _train(cfg: DictConfig) -> float | None:
     overrides = [o for o in hydra_cfg.overrides.task if not o.startswith("resume=")]
     if cfg.get("resume"):
         if overrides:
-            raise SystemExit(f"mfzoo: resume={cfg.resume} continues that run with its own config; "
-                             f"drop the other overrides ({' '.join(overrides)})")
+            raise SystemExit(
+                f"mfzoo: resume={cfg.resume} continues that run with its own config; "
+                f"drop the other overrides ({' '.join(overrides)})"
+            )
         if str(hydra_cfg.mode) == "RunMode.MULTIRUN":
-            raise SystemExit("mfzoo: resume continues one run; it cannot be part of a multirun (-m)")
+            raise SystemExit(
+                "mfzoo: resume continues one run; it cannot be part of a multirun (-m)"
+            )
     if str(hydra_cfg.mode) == "RunMode.MULTIRUN" and _parallel(cfg):
-        raise SystemExit("mfzoo: a multirun (-m) runs its jobs one process each; a data-parallel trainer "
-                         "(trainer=ddp, several devices, or a torchrun launch) trains one run per command: "
-                         "launch each setting as its own run (or sweep with one process per job)")
+        raise SystemExit(
+            "mfzoo: a multirun (-m) runs its jobs one process each; a data-parallel trainer "
+            "(trainer=ddp, several devices, or a torchrun launch) trains one run per command: "
+            "launch each setting as its own run (or sweep with one process per job)"
+        )
     launched = _launched_mismatch(cfg)
     if launched:
         raise SystemExit(_once(f"mfzoo: {launched}"))
@@ -77,8 +82,9 @@ def _train(cfg: DictConfig) -> float | None:
     from mfzoo.training.module import TrainingDiverged
 
     try:
-        metrics = run_training(cfg, run_dir, overrides=overrides, resume=bool(cfg.get("resume")),
-                               objective=optimising)
+        metrics = run_training(
+            cfg, run_dir, overrides=overrides, resume=bool(cfg.get("resume")), objective=optimising
+        )
     except TrainingDiverged as err:
         if str(hydra_cfg.mode) != "RunMode.MULTIRUN":
             raise SystemExit(_once(f"mfzoo: {err}")) from None
@@ -108,7 +114,11 @@ def _once(message: str) -> str | int:
 def _trainer_processes(cfg: DictConfig) -> tuple[object, object, bool]:
     """(trainer.devices, trainer.num_nodes, whether the strategy is DDP) of a run config."""
     trainer = cfg.get("trainer") or {}
-    return trainer.get("devices", 1), trainer.get("num_nodes", 1) or 1, "ddp" in str(trainer.get("strategy") or "")
+    return (
+        trainer.get("devices", 1),
+        trainer.get("num_nodes", 1) or 1,
+        "ddp" in str(trainer.get("strategy") or ""),
+    )
 
 
 def _launched_mismatch(cfg: DictConfig) -> str | None:
@@ -120,11 +130,19 @@ def _launched_mismatch(cfg: DictConfig) -> str | None:
     if world == 1:
         return None
     devices, nodes, ddp = _trainer_processes(cfg)
-    if ddp and isinstance(devices, int) and devices > 0 and isinstance(nodes, int) and devices * nodes == world:
+    if (
+        ddp
+        and isinstance(devices, int)
+        and devices > 0
+        and isinstance(nodes, int)
+        and devices * nodes == world
+    ):
         return None
-    return (f"the launcher started {world} processes, but the trainer trains on {devices} device(s) x {nodes} "
-            f"node(s){'' if ddp else ' without DDP'}: give trainer=ddp trainer.devices={world} (with several "
-            "machines, trainer.devices = processes per machine and trainer.num_nodes = machines), or start one process")
+    return (
+        f"the launcher started {world} processes, but the trainer trains on {devices} device(s) x {nodes} "
+        f"node(s){'' if ddp else ' without DDP'}: give trainer=ddp trainer.devices={world} (with several "
+        "machines, trainer.devices = processes per machine and trainer.num_nodes = machines), or start one process"
+    )
 
 
 def _parallel(cfg: DictConfig) -> bool:
@@ -161,8 +179,8 @@ def _quoted_resume(argv: list[str]) -> list[str]:
     and `,` (they are named after their overrides), which the parser would read as syntax."""
     out = []
     for arg in argv:
-        if arg.startswith("resume=") and arg[len("resume="):][:1] not in ("'", '"', ""):
-            value = arg[len("resume="):].replace("\\", "\\\\").replace("'", "\\'")
+        if arg.startswith("resume=") and arg[len("resume=") :][:1] not in ("'", '"', ""):
+            value = arg[len("resume=") :].replace("\\", "\\\\").replace("'", "\\'")
             arg = f"resume='{value}'"
         out.append(arg)
     return out
@@ -196,9 +214,8 @@ def _importable_here() -> None:
 
 
 def _load(run_dir: str, trust: list[str] | None = None):
-    from mfzoo.training.restore import labels_of, load_run
-
     from mfzoo.data.errors import DataError
+    from mfzoo.training.restore import labels_of, load_run
 
     if not Path(run_dir).is_dir():
         raise SystemExit(f"mfzoo: {run_dir}: no such run directory")
@@ -212,8 +229,10 @@ def _load(run_dir: str, trust: list[str] | None = None):
     except InstantiationException as err:  # a config.yaml edited since the run
         raise SystemExit(f"mfzoo: {run_dir}/config.yaml: {instantiation_error(err)}") from None
     except DataError as err:  # a run that kept only a digest re-reads its source
-        raise SystemExit(f"mfzoo: {err} (this run keeps only a digest of its data and reads the source "
-                         "as its config.yaml names it, relative to the working directory)") from None
+        raise SystemExit(
+            f"mfzoo: {err} (this run keeps only a digest of its data and reads the source "
+            "as its config.yaml names it, relative to the working directory)"
+        ) from None
     return cfg, datamodule, model, labels
 
 
@@ -256,16 +275,28 @@ def recommend() -> None:
     parser.add_argument("run_dir")
     who = parser.add_mutually_exclusive_group(required=True)
     who.add_argument("--user", help="raw id of a user in the run's data")
-    who.add_argument("--items", help="comma-separated raw item ids of a new user (not in the run's data)")
-    parser.add_argument("--ratings", help="comma-separated values for --items, one per item "
-                        "(default: the run's highest training value, i.e. liked)")
+    who.add_argument(
+        "--items", help="comma-separated raw item ids of a new user (not in the run's data)"
+    )
+    parser.add_argument(
+        "--ratings",
+        help="comma-separated values for --items, one per item "
+        "(default: the run's highest training value, i.e. liked)",
+    )
     parser.add_argument("-k", type=_positive, default=10, help="how many items (>= 1)")
-    parser.add_argument("--trust", action="append", default=[], metavar="PKG",
-                        help="a package whose model classes the run may instantiate (your own model package)")
+    parser.add_argument(
+        "--trust",
+        action="append",
+        default=[],
+        metavar="PKG",
+        help="a package whose model classes the run may instantiate (your own model package)",
+    )
     args = parser.parse_args()
     if args.ratings is not None and args.items is None:
         parser.error("--ratings goes with --items")
-    raw_items = None if args.items is None else [x.strip() for x in args.items.split(",") if x.strip()]
+    raw_items = (
+        None if args.items is None else [x.strip() for x in args.items.split(",") if x.strip()]
+    )
     if raw_items is not None and not raw_items:
         parser.error(f"--items needs at least one item id, got {args.items!r}")
     ratings = None if args.ratings is None else _parse_ratings(parser, args.ratings, len(raw_items))
@@ -281,7 +312,9 @@ def recommend() -> None:
         user = _encode(data.encode_users, args.user, "user")
         with torch.no_grad():
             scores, items = top_k(model, torch.tensor([user]), args.k, seen=datamodule.seen)
-        print(f"top {args.k} for user {args.user} ({int((datamodule.seen.users == user).sum())} seen items excluded):")
+        print(
+            f"top {args.k} for user {args.user} ({int((datamodule.seen.users == user).sum())} seen items excluded):"
+        )
         _print_items(items[0], scores[0], labels)
         return
 
@@ -294,7 +327,9 @@ def recommend() -> None:
     low, high = float(train.values.min()), float(train.values.max())
     outside = [r for r in ratings if not low <= r <= high]
     if outside:
-        raise SystemExit(f"mfzoo: --ratings {outside[0]:g} is outside the run's rating range [{low:g}, {high:g}]")
+        raise SystemExit(
+            f"mfzoo: --ratings {outside[0]:g} is outside the run's rating range [{low:g}, {high:g}]"
+        )
     try:
         fold_in = fold_in_of(cfg, model)
         new = new_users(train, codes, ratings, encoded=True)
@@ -344,8 +379,13 @@ def similar() -> None:
     parser.add_argument("--item", required=True, help="raw item id")
     parser.add_argument("-k", type=_positive, default=10, help="how many items (>= 1)")
     parser.add_argument("--metric", choices=["cosine", "dot"], default="cosine")
-    parser.add_argument("--trust", action="append", default=[], metavar="PKG",
-                        help="a package whose model classes the run may instantiate (your own model package)")
+    parser.add_argument(
+        "--trust",
+        action="append",
+        default=[],
+        metavar="PKG",
+        help="a package whose model classes the run may instantiate (your own model package)",
+    )
     args = parser.parse_args()
     quiet_lightning()
     _importable_here()

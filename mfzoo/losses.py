@@ -42,15 +42,23 @@ class _Regularised(nn.Module):
 
 def _nonnegative(name: str, value: float, positive: bool = False) -> float:
     """`value`; ValueError naming it unless it is a finite number >= 0 (> 0 with `positive`)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or not (value > 0 if positive else value >= 0):
-        raise ValueError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or not (value > 0 if positive else value >= 0)
+    ):
+        raise ValueError(
+            f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}"
+        )
     return value
 
 
 def _needs_negatives(scores: Tensor, name: str) -> None:
     if scores.shape[1] < 2:
-        raise ValueError(f"{name} needs sampled negatives: scores [B, 1+K] with K >= 1 (set data.sampler)")
+        raise ValueError(
+            f"{name} needs sampled negatives: scores [B, 1+K] with K >= 1 (set data.sampler)"
+        )
 
 
 class MSELoss(_Regularised):
@@ -87,7 +95,13 @@ class BCELoss(_Regularised):
 
     needs_negatives = True  # ranks column 0 against sampled negatives: a run needs data.sampler
 
-    def __init__(self, negative_weight: float = 1.0, l2: float = 0.0, l2_bias: float | None = None, weighted: bool = True):
+    def __init__(
+        self,
+        negative_weight: float = 1.0,
+        l2: float = 0.0,
+        l2_bias: float | None = None,
+        weighted: bool = True,
+    ):
         super().__init__(l2, l2_bias, weighted)
         self.negative_weight = _nonnegative("negative_weight", negative_weight)
 
@@ -110,7 +124,9 @@ class BPRLoss(_Regularised):
 
     def forward(self, scores: Tensor, batch: Batch, penalty: Tensor | None = None) -> Tensor:
         _needs_negatives(scores, "BPRLoss")
-        return self.reduce(-F.logsigmoid(scores[:, :1] - scores[:, 1:]).mean(1), batch, penalty)  # [B]
+        return self.reduce(
+            -F.logsigmoid(scores[:, :1] - scores[:, 1:]).mean(1), batch, penalty
+        )  # [B]
 
 
 class SampledSoftmaxLoss(_Regularised):
@@ -126,8 +142,12 @@ class SampledSoftmaxLoss(_Regularised):
     needs_negatives = True  # ranks column 0 against sampled negatives: a run needs data.sampler
 
     def __init__(
-        self, temperature: float = 1.0, logq_correction: bool = True, l2: float = 0.0,
-        l2_bias: float | None = None, weighted: bool = True,
+        self,
+        temperature: float = 1.0,
+        logq_correction: bool = True,
+        l2: float = 0.0,
+        l2_bias: float | None = None,
+        weighted: bool = True,
     ):
         super().__init__(l2, l2_bias, weighted)
         _nonnegative("temperature", temperature, positive=True)

@@ -63,9 +63,21 @@ from mfzoo.models.contract import ContractError, Factorised, Penalised, Prepared
 from mfzoo.training.building import make_model
 
 __all__ = [
-    "LOSSES", "LOSS_CHECKS", "MODEL_CHECKS", "RANKING_LOSSES", "SOLVERS", "check_checkpoint", "check_factors",
-    "check_ranks_checkerboard", "check_recommend", "check_shapes", "check_similar", "check_solver_ranks_checkerboard",
-    "check_step", "config", "toy",
+    "LOSSES",
+    "LOSS_CHECKS",
+    "MODEL_CHECKS",
+    "RANKING_LOSSES",
+    "SOLVERS",
+    "check_checkpoint",
+    "check_factors",
+    "check_ranks_checkerboard",
+    "check_recommend",
+    "check_shapes",
+    "check_similar",
+    "check_solver_ranks_checkerboard",
+    "check_step",
+    "config",
+    "toy",
 ]
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
@@ -109,15 +121,21 @@ def toy(implicit: bool = False, seed: int = 0, days: int = 30) -> Interactions:
             users.append(u), items.append(i), values.append(1.0)
     users, items = np.array(users), np.array(items)
     # every id occurs, so model ids equal raw ids
-    assert len(np.unique(users)) == N_USERS and len(np.unique(items)) == N_ITEMS, "toy: an id without events"
+    assert len(np.unique(users)) == N_USERS and len(np.unique(items)) == N_ITEMS, (
+        "toy: an id without events"
+    )
     times = 1_600_000_000 + rng.integers(0, days * 86400, len(users))
-    data = Interactions.from_arrays(users, items, np.array(values, dtype=np.float32), times, name="checkerboard")
+    data = Interactions.from_arrays(
+        users, items, np.array(values, dtype=np.float32), times, name="checkerboard"
+    )
     # side information for feature-aware models: each item's half and a random tag, each
     # user's random group (the user's half is left for the model to learn)
     item_rows = [[f"half{int(i >= HALF)}", f"tag{rng.integers(3)}"] for i in range(N_ITEMS)]
     user_rows = [[f"group{rng.integers(4)}"] for _ in range(N_USERS)]
-    return data.with_features(user_features=Features.from_columns(N_USERS, {"group": user_rows}),
-                              item_features=Features.from_columns(N_ITEMS, {"kind": item_rows}))
+    return data.with_features(
+        user_features=Features.from_columns(N_USERS, {"group": user_rows}),
+        item_features=Features.from_columns(N_ITEMS, {"kind": item_rows}),
+    )
 
 
 def _cfg(model: Mapping | DictConfig) -> DictConfig:
@@ -135,7 +153,11 @@ def build(model: Mapping | DictConfig, train: Interactions | None = None) -> nn.
 
 
 def _last_time(train: Interactions, n: int) -> Tensor | None:
-    return None if train.timestamps is None else torch.full((n,), int(train.timestamps.max()), dtype=torch.int64)
+    return (
+        None
+        if train.timestamps is None
+        else torch.full((n,), int(train.timestamps.max()), dtype=torch.int64)
+    )
 
 
 def all_scores(model: nn.Module, train: Interactions) -> Tensor:
@@ -143,7 +165,9 @@ def all_scores(model: nn.Module, train: Interactions) -> Tensor:
     users = torch.arange(train.n_users).repeat_interleave(train.n_items)
     items = torch.arange(train.n_items).repeat(train.n_users).unsqueeze(1)
     with torch.no_grad():
-        return model(Batch(users, items, times=_last_time(train, len(users))))[:, 0].view(train.n_users, train.n_items)
+        return model(Batch(users, items, times=_last_time(train, len(users))))[:, 0].view(
+            train.n_users, train.n_items
+        )
 
 
 def _batch(train: Interactions, n_negatives: int, seed: int = 0) -> Batch:
@@ -161,12 +185,20 @@ def check_shapes(model: Mapping) -> None:
     batch = _batch(train, 3)
     with torch.no_grad():
         scores = built(batch)
-        assert scores.shape == (len(train), 4), f"forward gave {tuple(scores.shape)}, expected [B, 1+K] = ({len(train)}, 4)"
+        assert scores.shape == (len(train), 4), (
+            f"forward gave {tuple(scores.shape)}, expected [B, 1+K] = ({len(train)}, 4)"
+        )
         assert torch.isfinite(scores).all(), "forward gave non-finite scores"
         for m in range(4):
-            alone = built(Batch(batch.users, batch.items[:, m:m + 1], targets=batch.targets, times=batch.times))
+            alone = built(
+                Batch(
+                    batch.users, batch.items[:, m : m + 1], targets=batch.targets, times=batch.times
+                )
+            )
             assert alone.shape == (len(train), 1)
-            torch.testing.assert_close(alone[:, 0], scores[:, m], msg=f"column {m} depends on the other columns")
+            torch.testing.assert_close(
+                alone[:, 0], scores[:, m], msg=f"column {m} depends on the other columns"
+            )
 
 
 def check_factors(model: Mapping) -> None:
@@ -176,8 +208,13 @@ def check_factors(model: Mapping) -> None:
         return
     with torch.no_grad():
         product = built.user_factors() @ built.item_factors().T
-    torch.testing.assert_close(product, all_scores(built, train), atol=1e-5, rtol=1e-5,
-                               msg="user_factors() @ item_factors().T differs from forward's scores")
+    torch.testing.assert_close(
+        product,
+        all_scores(built, train),
+        atol=1e-5,
+        rtol=1e-5,
+        msg="user_factors() @ item_factors().T differs from forward's scores",
+    )
 
 
 def _perturbed(built: nn.Module) -> nn.Module:
@@ -196,7 +233,9 @@ def check_checkpoint(model: Mapping) -> None:
     state = torch.load(buffer, weights_only=True)
     fresh = build(model, train)
     fresh.load_state_dict(state)
-    torch.testing.assert_close(all_scores(fresh, train), all_scores(built, train), msg="checkpoint round trip")
+    torch.testing.assert_close(
+        all_scores(fresh, train), all_scores(built, train), msg="checkpoint round trip"
+    )
 
 
 def check_recommend(model: Mapping) -> None:
@@ -211,9 +250,13 @@ def check_recommend(model: Mapping) -> None:
     scores[train.users, train.items] = -float("inf")
     expected = scores.argsort(dim=1, descending=True, stable=True)[:, :5]
     seen = set(zip(train.users.tolist(), train.items.tolist()))
-    assert not any((u, i) in seen for u in range(train.n_users) for i in items[u].tolist()), "a seen item recommended"
+    assert not any((u, i) in seen for u in range(train.n_users) for i in items[u].tolist()), (
+        "a seen item recommended"
+    )
     got = torch.gather(scores, 1, items)
-    torch.testing.assert_close(got, torch.gather(scores, 1, expected), msg="recommend is not the full sort's top 5")
+    torch.testing.assert_close(
+        got, torch.gather(scores, 1, expected), msg="recommend is not the full sort's top 5"
+    )
 
 
 def check_similar(model: Mapping) -> None:
@@ -233,7 +276,9 @@ def check_similar(model: Mapping) -> None:
         vectors = built.item_factors()
         dots = vectors @ vectors.T
     dots.fill_diagonal_(-float("inf"))
-    torch.testing.assert_close(got, dots.sort(dim=1, descending=True).values[:, :3], msg="similar_items != full sort")
+    torch.testing.assert_close(
+        got, dots.sort(dim=1, descending=True).values[:, :3], msg="similar_items != full sort"
+    )
 
 
 MODEL_CHECKS = (check_shapes, check_factors, check_checkpoint, check_recommend, check_similar)
@@ -250,10 +295,16 @@ def _loss(loss: str | Mapping) -> nn.Module:
 
 def _ranking(loss: str | Mapping) -> bool:
     """Whether `loss` ranks (every loss but MSE: it fits ratings)."""
-    return loss in RANKING_LOSSES if isinstance(loss, str) else not str(loss.get("_target_", "")).endswith("MSELoss")
+    return (
+        loss in RANKING_LOSSES
+        if isinstance(loss, str)
+        else not str(loss.get("_target_", "")).endswith("MSELoss")
+    )
 
 
-def _model_and_loss(model: Mapping, loss: str | Mapping, train: Interactions) -> tuple[nn.Module, nn.Module]:
+def _model_and_loss(
+    model: Mapping, loss: str | Mapping, train: Interactions
+) -> tuple[nn.Module, nn.Module]:
     """The built model and loss, refused as training refuses them: a regularising loss for a
     model without `penalty` raises the same `ContractError` (`check_penalised`)."""
     from mfzoo.training.module import check_penalised
@@ -292,7 +343,9 @@ def check_step(model: Mapping, loss: str | Mapping) -> None:
                 p.sub_(1e-3 * p.grad)
     with torch.no_grad():
         after = value()
-    assert after < before, f"one SGD step did not lower {loss}: {before.item():.6f} -> {after.item():.6f}"
+    assert after < before, (
+        f"one SGD step did not lower {loss}: {before.item():.6f} -> {after.item():.6f}"
+    )
 
 
 def _own_half_share(built: nn.Module, train: Interactions) -> float:
@@ -311,8 +364,12 @@ def check_ranks_checkerboard(model: Mapping, loss: str | Mapping, steps: int = 1
             import pytest
         except ImportError:
             return
-        pytest.skip(f"{loss if isinstance(loss, str) else loss.get('_target_')} fits ratings: no ranking check")
-    train = toy(implicit=True, days=1)  # a static preference: time-aware models have nothing to explain by time
+        pytest.skip(
+            f"{loss if isinstance(loss, str) else loss.get('_target_')} fits ratings: no ranking check"
+        )
+    train = toy(
+        implicit=True, days=1
+    )  # a static preference: time-aware models have nothing to explain by time
     built, objective = _model_and_loss(model, loss, train)
     optimizer = torch.optim.Adam(built.parameters(), lr=0.1)
     for step in range(steps):
@@ -321,7 +378,9 @@ def check_ranks_checkerboard(model: Mapping, loss: str | Mapping, steps: int = 1
         _value(built, objective, batch).backward()
         optimizer.step()
     share = _own_half_share(built, train)
-    assert share >= 0.75, f"after training with {loss}, only {share:.0%} of users get their top item from their own half"
+    assert share >= 0.75, (
+        f"after training with {loss}, only {share:.0%} of users get their top item from their own half"
+    )
 
 
 LOSS_CHECKS = (check_step, check_ranks_checkerboard)
@@ -338,10 +397,16 @@ def check_solver_ranks_checkerboard(model: Mapping, solver: str, sweeps: int = 2
     try:
         type(step).check_model(type(built), biases=bool(getattr(built, "biases", False)))
     except (ValueError, TypeError) as refusal:
-        assert type(built).__name__ in str(refusal), f"the refusal does not name the model: {refusal}"
+        assert type(built).__name__ in str(refusal), (
+            f"the refusal does not name the model: {refusal}"
+        )
         return
     for _ in range(sweeps):
         step.sweep(built, train)
-    assert all(torch.isfinite(p).all() for p in built.parameters()), f"{solver} wrote non-finite factors"
+    assert all(torch.isfinite(p).all() for p in built.parameters()), (
+        f"{solver} wrote non-finite factors"
+    )
     share = _own_half_share(built, train)
-    assert share >= 0.75, f"after {sweeps} {solver} sweeps, only {share:.0%} of users get their top item from their half"
+    assert share >= 0.75, (
+        f"after {sweeps} {solver} sweeps, only {share:.0%} of users get their top item from their half"
+    )

@@ -4,10 +4,9 @@ solver sweeps."""
 from __future__ import annotations
 
 import logging
+import time
 import warnings
 from pathlib import Path
-
-import time
 
 from mfzoo.cli import quiet_lightning
 
@@ -48,7 +47,7 @@ def read_results(path, what: str, keys: tuple[str, ...]) -> dict:
 
 
 def parse_pairs(text: str) -> list[tuple[str, str]]:
-    """"A:B,C:D" -> [(A, B), (C, D)]; anything else stops with one line."""
+    """ "A:B,C:D" -> [(A, B), (C, D)]; anything else stops with one line."""
     pairs = []
     for item in (p for p in text.split(",") if p):
         parts = item.split(":")
@@ -59,7 +58,7 @@ def parse_pairs(text: str) -> list[tuple[str, str]]:
 
 
 def mean_sd(values: list[float]) -> str:
-    """"mean ± sd" (sample sd) to 4 decimals; one value has no sd: "mean (n = 1)"."""
+    """ "mean ± sd" (sample sd) to 4 decimals; one value has no sd: "mean (n = 1)"."""
     import statistics
 
     if len(values) == 1:
@@ -100,6 +99,11 @@ def kernel_note() -> str:
     """How this process got mfzoo's C kernels (`mfzoo.native`), for a table's footnote."""
     from mfzoo import native
 
-    how = ("loaded from the cache" if native.compile_seconds == 0.0 else
-           f"compiled in {native.compile_seconds:.1f} s" if native.compile_seconds else "unavailable")
+    how = (
+        "loaded from the cache"
+        if native.compile_seconds == 0.0
+        else f"compiled in {native.compile_seconds:.1f} s"
+        if native.compile_seconds
+        else "unavailable"
+    )
     return f"The C kernels were {how} (once per machine, not in the medians)."

@@ -58,8 +58,15 @@ FACTORS, L2, ALPHA = 64, 0.1, 10.0
 
 def ones(data: Interactions) -> Interactions:
     """The same pairs with value 1: binary implicit feedback."""
-    return Interactions(data.users, data.items, torch.ones_like(data.values), data.timestamps, data.user_ids,
-                        data.item_ids, data.name)
+    return Interactions(
+        data.users,
+        data.items,
+        torch.ones_like(data.values),
+        data.timestamps,
+        data.user_ids,
+        data.item_ids,
+        data.name,
+    )
 
 
 def mfzoo_ials(train: Interactions, method: str, iterations: int, seed: int) -> tuple[float, tuple]:
@@ -74,18 +81,29 @@ def mfzoo_ials(train: Interactions, method: str, iterations: int, seed: int) -> 
         return seconds / iterations, (model.user_factors(), model.item_factors())
 
 
-def implicit_als(train: Interactions, use_cg: bool, iterations: int, seed: int) -> tuple[float, tuple]:
-    from threadpoolctl import threadpool_limits  # [bench] extra
+def implicit_als(
+    train: Interactions, use_cg: bool, iterations: int, seed: int
+) -> tuple[float, tuple]:
     from implicit.cpu.als import AlternatingLeastSquares
+    from threadpoolctl import threadpool_limits  # [bench] extra
 
     user_items = train.to_scipy("user").astype(np.float32)
-    model = AlternatingLeastSquares(factors=FACTORS, regularization=L2, alpha=ALPHA, iterations=iterations,
-                                    use_cg=use_cg, random_state=seed)
+    model = AlternatingLeastSquares(
+        factors=FACTORS,
+        regularization=L2,
+        alpha=ALPHA,
+        iterations=iterations,
+        use_cg=use_cg,
+        random_state=seed,
+    )
     start = time.perf_counter()
     with threadpool_limits(1, "blas"):
         model.fit(user_items, show_progress=False)
     seconds = time.perf_counter() - start
-    return seconds / iterations, (torch.from_numpy(np.asarray(model.user_factors)), torch.from_numpy(np.asarray(model.item_factors)))
+    return seconds / iterations, (
+        torch.from_numpy(np.asarray(model.user_factors)),
+        torch.from_numpy(np.asarray(model.item_factors)),
+    )
 
 
 def quality(args) -> list[str]:
@@ -97,40 +115,74 @@ def quality(args) -> list[str]:
         "implicit ALS, Cholesky": lambda: implicit_als(split.train, False, 15, args.seed),
         "implicit ALS, CG": lambda: implicit_als(split.train, True, 15, args.seed),
     }
-    lines = [(f"**ML-100K, binary, per-user random 80/20** ({FACTORS} factors, λ={L2}, confidence {ALPHA:g} on "
-             "observed pairs, 15 iterations; ranked by mfzoo's evaluator over all items)"), "",
-             "| model | NDCG@10 | Recall@10 | coverage@10 | seconds / iteration |", "|---|---|---|---|---|"]
+    lines = [
+        (
+            f"**ML-100K, binary, per-user random 80/20** ({FACTORS} factors, λ={L2}, confidence {ALPHA:g} on "
+            "observed pairs, 15 iterations; ranked by mfzoo's evaluator over all items)"
+        ),
+        "",
+        "| model | NDCG@10 | Recall@10 | coverage@10 | seconds / iteration |",
+        "|---|---|---|---|---|",
+    ]
     for name, run in runs.items():
         seconds, (U, V) = run()
         r = evaluate_ranking(factor_scores(U, V), split.train, split.test, ks=(10,))
-        lines.append(f"| {name} | {r['ndcg@10']:.4f} | {r['recall@10']:.4f} | {r['coverage@10']:.4f} | {seconds:.3f} |")
+        lines.append(
+            f"| {name} | {r['ndcg@10']:.4f} | {r['recall@10']:.4f} | {r['coverage@10']:.4f} | {seconds:.3f} |"
+        )
     print("\n".join(lines), flush=True)
     return lines + [""]
 
 
-def mfzoo_iterations(data: Interactions, method: str, iterations: int, seed: int, factors: int = FACTORS,
-                     native: bool | None = None) -> list[float]:
+def mfzoo_iterations(
+    data: Interactions,
+    method: str,
+    iterations: int,
+    seed: int,
+    factors: int = FACTORS,
+    native: bool | None = None,
+) -> list[float]:
     """Seconds of each `IALSSolver.sweep` of an mfzoo iALS fit on `data` (native: the CG
     path's C kernel; None: the solver's default, False: the torch blocks)."""
     solver = IALSSolver(l2=L2, alpha=ALPHA - 1.0, method=method, cg_steps=3, native=native)
     return sweep_seconds(solver, data, factors, iterations, seed)
 
 
-def implicit_iterations(user_items, use_cg: bool, iterations: int, seed: int, factors: int = FACTORS) -> list[float]:
+def implicit_iterations(
+    user_items, use_cg: bool, iterations: int, seed: int, factors: int = FACTORS
+) -> list[float]:
     """Per-iteration seconds of an implicit ALS fit, from its fit callback."""
-    from threadpoolctl import threadpool_limits  # [bench] extra
     from implicit.cpu.als import AlternatingLeastSquares
+    from threadpoolctl import threadpool_limits  # [bench] extra
 
-    model = AlternatingLeastSquares(factors=factors, regularization=L2, alpha=ALPHA, iterations=iterations,
-                                    use_cg=use_cg, random_state=seed)
+    model = AlternatingLeastSquares(
+        factors=factors,
+        regularization=L2,
+        alpha=ALPHA,
+        iterations=iterations,
+        use_cg=use_cg,
+        random_state=seed,
+    )
     seconds: list[float] = []
     with threadpool_limits(1, "blas"):  # implicit's own advice for its CPU solvers
-        model.fit(user_items, show_progress=False, callback=lambda iteration, elapsed, loss: seconds.append(elapsed))
+        model.fit(
+            user_items,
+            show_progress=False,
+            callback=lambda iteration, elapsed, loss: seconds.append(elapsed),
+        )
     return seconds
 
 
 def speed(args) -> list[str]:
-    data = ones(synthetic(n_users=200_000, n_items=50_000, n_interactions=10_000_000, implicit=True, seed=args.seed))
+    data = ones(
+        synthetic(
+            n_users=200_000,
+            n_items=50_000,
+            n_interactions=10_000_000,
+            implicit=True,
+            seed=args.seed,
+        )
+    )
     start = time.perf_counter()
     data.csr("user"), data.csr("item")
     setup = time.perf_counter() - start
@@ -149,14 +201,26 @@ def speed(args) -> list[str]:
     med = {k: statistics.median(v) for k, v in times.items()}
     names = list(runs)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    lines = [(f"**Synthetic** ({data.n_users} users x {data.n_items} items x {len(data)} interactions, "
-             f"{FACTORS} factors; {args.repeats} interleaved fits of {n} iterations each, every iteration timed, "
-             f"median; set-up excluded (mfzoo's CSR matrices: {setup:.1f} s once); {torch.get_num_threads()} threads)"),
-             "", "| | seconds per iteration | all iterations |", "|---|---|---|"]
-    lines += [f"| {k} | {med[k]:.2f} | {', '.join(f'{x:.2f}' for x in v)} |" for k, v in times.items()]
-    lines += [f"| ratio mfzoo / implicit, exact vs Cholesky | {med[names[0]] / med[names[1]]:.2f} | |",
-              f"| ratio mfzoo / implicit, CG vs CG | {med[names[2]] / med[names[3]]:.2f} | |", "",
-              f"Peak resident memory of the process (data, both libraries' fits): {peak:.2f} GiB.", ""]
+    lines = [
+        (
+            f"**Synthetic** ({data.n_users} users x {data.n_items} items x {len(data)} interactions, "
+            f"{FACTORS} factors; {args.repeats} interleaved fits of {n} iterations each, every iteration timed, "
+            f"median; set-up excluded (mfzoo's CSR matrices: {setup:.1f} s once); {torch.get_num_threads()} threads)"
+        ),
+        "",
+        "| | seconds per iteration | all iterations |",
+        "|---|---|---|",
+    ]
+    lines += [
+        f"| {k} | {med[k]:.2f} | {', '.join(f'{x:.2f}' for x in v)} |" for k, v in times.items()
+    ]
+    lines += [
+        f"| ratio mfzoo / implicit, exact vs Cholesky | {med[names[0]] / med[names[1]]:.2f} | |",
+        f"| ratio mfzoo / implicit, CG vs CG | {med[names[2]] / med[names[3]]:.2f} | |",
+        "",
+        f"Peak resident memory of the process (data, both libraries' fits): {peak:.2f} GiB.",
+        "",
+    ]
     print("\n".join(lines), flush=True)
     return lines
 
@@ -172,22 +236,35 @@ SHAPES = {
 
 def shape_data(name: str, seed: int) -> Interactions:
     users, items, n, user_alpha, item_alpha = SHAPES[name]
-    return ones(synthetic(n_users=users, n_items=items, n_interactions=n, user_alpha=user_alpha,
-                          item_alpha=item_alpha, implicit=True, seed=seed))
+    return ones(
+        synthetic(
+            n_users=users,
+            n_items=items,
+            n_interactions=n,
+            user_alpha=user_alpha,
+            item_alpha=item_alpha,
+            implicit=True,
+            seed=seed,
+        )
+    )
 
 
 def skew(data: Interactions) -> str:
     """The share of the interactions held by the top 1% of items and of users."""
+
     def top(ids: torch.Tensor, n: int) -> float:
         counts = torch.bincount(ids, minlength=n).sort(descending=True).values.double()
-        return float(counts[:max(1, n // 100)].sum() / counts.sum())
+        return float(counts[: max(1, n // 100)].sum() / counts.sum())
+
     return f"top 1% of items {top(data.items, data.n_items):.0%}, of users {top(data.users, data.n_users):.0%}"
 
 
 def shape_note(name: str, data: Interactions, seconds: float) -> str:
     """A grid table's footnote line for one shape: sizes, exponents, head shares, time to make."""
-    return (f"- shape {name}: {data.n_users} users x {data.n_items} items x {len(data)} interactions (user exponent "
-            f"{SHAPES[name][3]}, item exponent {SHAPES[name][4]}; {skew(data)}), made in {seconds:.0f} s")
+    return (
+        f"- shape {name}: {data.n_users} users x {data.n_items} items x {len(data)} interactions (user exponent "
+        f"{SHAPES[name][3]}, item exponent {SHAPES[name][4]}; {skew(data)}), made in {seconds:.0f} s"
+    )
 
 
 def grid(args) -> list[str]:
@@ -195,11 +272,17 @@ def grid(args) -> list[str]:
     implicit's CG, mfzoo exact against implicit's Cholesky (up to `--exact-max` factors);
     `--repeats` interleaved fits of `--iterations` iterations, each iteration timed, median."""
     factors = [int(k) for k in args.factors.split(",")]
-    lines = [(f"**iALS seconds per iteration over the grid** (median of {args.repeats} interleaved fits x "
-              f"{args.iterations} iterations, every iteration timed; {torch.get_num_threads()} threads; implicit "
-              f"{implicit_version()} with BLAS at one thread; ratio = mfzoo / implicit, lower is faster)"), "",
-             "| shape | factors | mfzoo CG (kernel) | mfzoo CG (torch blocks) | implicit CG | **ratio CG** | "
-             "mfzoo exact | implicit Cholesky | **ratio exact** |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        (
+            f"**iALS seconds per iteration over the grid** (median of {args.repeats} interleaved fits x "
+            f"{args.iterations} iterations, every iteration timed; {torch.get_num_threads()} threads; implicit "
+            f"{implicit_version()} with BLAS at one thread; ratio = mfzoo / implicit, lower is faster)"
+        ),
+        "",
+        "| shape | factors | mfzoo CG (kernel) | mfzoo CG (torch blocks) | implicit CG | **ratio CG** | "
+        "mfzoo exact | implicit Cholesky | **ratio exact** |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     worst = {"cg": (0.0, ""), "exact": (0.0, "")}
     notes = []
     for shape in args.shapes.split(","):
@@ -217,23 +300,40 @@ def grid(args) -> list[str]:
             }
             if k <= args.exact_max:
                 runs["exact"] = lambda: mfzoo_iterations(data, "exact", n, args.seed, k)
-                runs["implicit_cholesky"] = lambda: implicit_iterations(user_items, False, n, args.seed, k)
+                runs["implicit_cholesky"] = lambda: implicit_iterations(
+                    user_items, False, n, args.seed, k
+                )
             med = interleaved_medians(runs, args.repeats)
             ratio_cg = med["cg"] / med["implicit_cg"]
             worst["cg"] = max(worst["cg"], (ratio_cg, f"{shape}, k={k}"))
-            cells = [f"{med['cg']:.2f}", f"{med['cg_torch']:.2f}", f"{med['implicit_cg']:.2f}", f"**{ratio_cg:.2f}**"]
+            cells = [
+                f"{med['cg']:.2f}",
+                f"{med['cg_torch']:.2f}",
+                f"{med['implicit_cg']:.2f}",
+                f"**{ratio_cg:.2f}**",
+            ]
             if "exact" in med:
                 ratio_exact = med["exact"] / med["implicit_cholesky"]
                 worst["exact"] = max(worst["exact"], (ratio_exact, f"{shape}, k={k}"))
-                cells += [f"{med['exact']:.2f}", f"{med['implicit_cholesky']:.2f}", f"**{ratio_exact:.2f}**"]
+                cells += [
+                    f"{med['exact']:.2f}",
+                    f"{med['implicit_cholesky']:.2f}",
+                    f"**{ratio_exact:.2f}**",
+                ]
             else:
                 cells += ["-", "-", "-"]
             lines.append(f"| {shape} | {k} | " + " | ".join(cells) + " |")
             print(lines[-1], flush=True)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    lines += ["", f"Worst cell: CG {worst['cg'][0]:.2f} ({worst['cg'][1]}), exact {worst['exact'][0]:.2f} "
-              f"({worst['exact'][1]}). {kernel_note()} Peak resident memory {peak:.2f} GiB.", "", *notes, ""]
-    print("\n".join(lines[-len(notes) - 3:]), flush=True)
+    lines += [
+        "",
+        f"Worst cell: CG {worst['cg'][0]:.2f} ({worst['cg'][1]}), exact {worst['exact'][0]:.2f} "
+        f"({worst['exact'][1]}). {kernel_note()} Peak resident memory {peak:.2f} GiB.",
+        "",
+        *notes,
+        "",
+    ]
+    print("\n".join(lines[-len(notes) - 3 :]), flush=True)
     return lines
 
 
@@ -244,17 +344,31 @@ def implicit_version() -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--synthetic", action="store_true", help="also run the 10M-interaction speed part")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--synthetic", action="store_true", help="also run the 10M-interaction speed part"
+    )
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--iterations", type=int, default=3, help="iterations per timed fit (--synthetic)")
+    parser.add_argument(
+        "--iterations", type=int, default=3, help="iterations per timed fit (--synthetic)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument("--grid", action="store_true",
-                        help="only the speed grid: --shapes x --factors (about half an hour on 2 cores)")
+    parser.add_argument(
+        "--grid",
+        action="store_true",
+        help="only the speed grid: --shapes x --factors (about half an hour on 2 cores)",
+    )
     parser.add_argument("--shapes", default="A,B", help="synthetic shapes of the grid (SHAPES)")
     parser.add_argument("--factors", default="32,64,128,256", help="factor counts of the grid")
-    parser.add_argument("--exact-max", type=int, default=128, help="largest factor count of the exact/Cholesky column")
+    parser.add_argument(
+        "--exact-max",
+        type=int,
+        default=128,
+        help="largest factor count of the exact/Cholesky column",
+    )
     args = parser.parse_args()
     quiet()
     if args.grid:

@@ -40,7 +40,14 @@ from pathlib import Path
 import numpy as np
 
 COLUMNS = ("userId", "movieId", "rating", "timestamp")
-MODES = ("mfzoo_csv", "pandas_csv", "mfzoo_parquet", "pandas_parquet", "mfzoo_first_cached", "mfzoo_cached")
+MODES = (
+    "mfzoo_csv",
+    "pandas_csv",
+    "mfzoo_parquet",
+    "pandas_parquet",
+    "mfzoo_first_cached",
+    "mfzoo_cached",
+)
 
 
 def ratings(n: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -57,8 +64,12 @@ def ratings(n: int, seed: int = 0) -> dict[str, np.ndarray]:
         draw *= 2
     keys = rng.permutation(keys)[:n]
     movie_ids = np.sort(rng.choice(int(n_items * 3.5), size=n_items, replace=False)) + 1
-    return {"userId": keys // n_items + 1, "movieId": movie_ids[keys % n_items],
-            "rating": rng.integers(1, 11, n) / 2.0, "timestamp": rng.integers(789_652_009, 1_574_327_703, n)}
+    return {
+        "userId": keys // n_items + 1,
+        "movieId": movie_ids[keys % n_items],
+        "rating": rng.integers(1, 11, n) / 2.0,
+        "timestamp": rng.integers(789_652_009, 1_574_327_703, n),
+    }
 
 
 def write_files(n: int, folder: Path) -> tuple[Path, Path]:
@@ -83,8 +94,8 @@ def rss_gib(field: str = "VmRSS") -> float:
 
 def child(mode: str, path: str) -> dict:
     """One measurement, in this (fresh) process."""
-    import pyarrow  # noqa: F401  (imports outside the timed part)
-    import pyarrow.csv  # noqa: F401
+    import pyarrow
+    import pyarrow.csv
     import pyarrow.parquet  # noqa: F401
     import torch
 
@@ -110,10 +121,20 @@ def child(mode: str, path: str) -> dict:
     out = {"seconds": seconds, "peak_gib": peak, "base_gib": base, "n": n}
     if mode == "mfzoo_csv":
         arrays = sum(t.element_size() * t.numel() for t in (data.users, data.items, data.values))
-        csr = sum(t.element_size() * t.numel() for by in ("user", "item")
-                  for t in (data.csr(by).crow_indices(), data.csr(by).col_indices(), data.csr(by).values()))
-        out |= {"bytes_arrays": arrays / n, "bytes_with_csr": (arrays + csr) / n,
-                "bytes_timestamps": data.timestamps.element_size()}
+        csr = sum(
+            t.element_size() * t.numel()
+            for by in ("user", "item")
+            for t in (
+                data.csr(by).crow_indices(),
+                data.csr(by).col_indices(),
+                data.csr(by).values(),
+            )
+        )
+        out |= {
+            "bytes_arrays": arrays / n,
+            "bytes_with_csr": (arrays + csr) / n,
+            "bytes_timestamps": data.timestamps.element_size(),
+        }
     return out
 
 
@@ -133,23 +154,38 @@ def scale_child(path: str) -> dict:
     model = MF(data.n_users, data.n_items, dim=64, biases=False, init_std=0.01)
     start = time.perf_counter()
     IALSSolver(l2=0.1, alpha=9.0, method="cg", cg_steps=3).sweep(model, data)
-    return {"n": len(data), "load_s": loaded, "load_peak_gib": load_peak, "sweep_s": time.perf_counter() - start,
-            "peak_gib": rss_gib("VmHWM")}
+    return {
+        "n": len(data),
+        "load_s": loaded,
+        "load_peak_gib": load_peak,
+        "sweep_s": time.perf_counter() - start,
+        "peak_gib": rss_gib("VmHWM"),
+    }
 
 
 def run_child(*args: str, env: dict | None = None) -> dict:
-    done = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})})
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
     if done.returncode != 0:
         raise SystemExit(f"child {args} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def table(sizes: list[int], repeats: int, folder: Path) -> str:
-    lines = ["| rows | file | mfzoo s | pandas s | mfzoo / pandas | mfzoo peak RSS (GiB) | above imports (GiB) | "
-             "pandas peak RSS (GiB) |", "|---|---|---|---|---|---|---|---|"]
-    cache_lines = ["| rows | first load, cache on (s) | cached load (s) | cached peak RSS (GiB) | B / interaction: "
-                   "(user, item, value) | with both CSR views | timestamps |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| rows | file | mfzoo s | pandas s | mfzoo / pandas | mfzoo peak RSS (GiB) | above imports (GiB) | "
+        "pandas peak RSS (GiB) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    cache_lines = [
+        "| rows | first load, cache on (s) | cached load (s) | cached peak RSS (GiB) | B / interaction: "
+        "(user, item, value) | with both CSR views | timestamps |",
+        "|---|---|---|---|---|---|---|",
+    ]
     worst = {}
     for n in sizes:
         csv_path, parquet_path = write_files(n, folder)
@@ -160,21 +196,27 @@ def table(sizes: list[int], repeats: int, folder: Path) -> str:
                 if mode == "mfzoo_first_cached":
                     shutil.rmtree(cache_dir, ignore_errors=True)
                 path = parquet_path if "parquet" in mode else csv_path
-                runs[mode].append(run_child(mode, str(path), env={"MFZOO_CACHE_DIR": str(cache_dir)}))
+                runs[mode].append(
+                    run_child(mode, str(path), env={"MFZOO_CACHE_DIR": str(cache_dir)})
+                )
         med = {m: statistics.median(r["seconds"] for r in runs[m]) for m in MODES}
         peak = {m: max(r["peak_gib"] for r in runs[m]) for m in MODES}
         base = {m: statistics.median(r["base_gib"] for r in runs[m]) for m in MODES}
         for kind in ("csv", "parquet"):
             ratio = med[f"mfzoo_{kind}"] / med[f"pandas_{kind}"]
             worst[kind] = max(worst.get(kind, 0.0), ratio)
-            lines.append(f"| {n:,} | {kind.upper() if kind == 'csv' else 'Parquet'} | {med[f'mfzoo_{kind}']:.2f} | "
-                         f"{med[f'pandas_{kind}']:.2f} | {ratio:.2f} | {peak[f'mfzoo_{kind}']:.2f} | "
-                         f"{peak[f'mfzoo_{kind}'] - base[f'mfzoo_{kind}']:.2f} | {peak[f'pandas_{kind}']:.2f} |")
+            lines.append(
+                f"| {n:,} | {kind.upper() if kind == 'csv' else 'Parquet'} | {med[f'mfzoo_{kind}']:.2f} | "
+                f"{med[f'pandas_{kind}']:.2f} | {ratio:.2f} | {peak[f'mfzoo_{kind}']:.2f} | "
+                f"{peak[f'mfzoo_{kind}'] - base[f'mfzoo_{kind}']:.2f} | {peak[f'pandas_{kind}']:.2f} |"
+            )
             print(lines[-1], flush=True)
         b = runs["mfzoo_csv"][0]
-        cache_lines.append(f"| {n:,} | {med['mfzoo_first_cached']:.2f} | {med['mfzoo_cached']:.3f} | "
-                           f"{peak['mfzoo_cached']:.2f} | {b['bytes_arrays']:.0f} | {b['bytes_with_csr']:.0f} | "
-                           f"{b['bytes_timestamps']} |")
+        cache_lines.append(
+            f"| {n:,} | {med['mfzoo_first_cached']:.2f} | {med['mfzoo_cached']:.3f} | "
+            f"{peak['mfzoo_cached']:.2f} | {b['bytes_arrays']:.0f} | {b['bytes_with_csr']:.0f} | "
+            f"{b['bytes_timestamps']} |"
+        )
         print(cache_lines[-1], flush=True)
         csv_path.unlink()
         parquet_path.unlink()
@@ -182,11 +224,19 @@ def table(sizes: list[int], repeats: int, folder: Path) -> str:
     import pyarrow
     import torch
 
-    head = (f"{repeats} interleaved fresh processes per cell, median seconds, peak RSS the largest of them; "
-            f"{os.cpu_count()} cores, {platform.machine()}, torch {torch.__version__}, pyarrow {pyarrow.__version__}, "
-            f"pandas {_pandas_version()}.\n\n")
-    summary = "\n\n" + ", ".join(f"worst mfzoo / pandas, {k.upper() if k == 'csv' else 'Parquet'}: {v:.2f}"
-                                 for k, v in worst.items()) + "\n"
+    head = (
+        f"{repeats} interleaved fresh processes per cell, median seconds, peak RSS the largest of them; "
+        f"{os.cpu_count()} cores, {platform.machine()}, torch {torch.__version__}, pyarrow {pyarrow.__version__}, "
+        f"pandas {_pandas_version()}.\n\n"
+    )
+    summary = (
+        "\n\n"
+        + ", ".join(
+            f"worst mfzoo / pandas, {k.upper() if k == 'csv' else 'Parquet'}: {v:.2f}"
+            for k, v in worst.items()
+        )
+        + "\n"
+    )
     return head + "\n".join(lines) + "\n\n" + "\n".join(cache_lines) + summary
 
 
@@ -205,25 +255,42 @@ def scale(n: int, folder: Path) -> str:
 
     path = folder / f"ratings_{n}.parquet"
     data = ratings(n, seed=1)
-    with pq.ParquetWriter(path, pa.schema([(c, pa.float64() if c == "rating" else pa.int64()) for c in COLUMNS])) as w:
+    with pq.ParquetWriter(
+        path, pa.schema([(c, pa.float64() if c == "rating" else pa.int64()) for c in COLUMNS])
+    ) as w:
         for start in range(0, n, 10_000_000):
-            w.write_table(pa.table({c: v[start:start + 10_000_000] for c, v in data.items()}))
+            w.write_table(pa.table({c: v[start : start + 10_000_000] for c, v in data.items()}))
     del data
     r = run_child("scale", str(path))
     path.unlink()
-    return ("| interactions | users | load s | peak RSS after load (GiB) | one iALS-CG sweep, k = 64 (s) | "
-            "peak RSS (GiB) | bytes per interaction (peak) |\n|---|---|---|---|---|---|---|\n"
-            f"| {r['n']:,} | {max(n // 150, 100):,} | {r['load_s']:.1f} | {r['load_peak_gib']:.2f} | "
-            f"{r['sweep_s']:.1f} | {r['peak_gib']:.2f} | {r['peak_gib'] * 2**30 / r['n']:.0f} |\n")
+    return (
+        "| interactions | users | load s | peak RSS after load (GiB) | one iALS-CG sweep, k = 64 (s) | "
+        "peak RSS (GiB) | bytes per interaction (peak) |\n|---|---|---|---|---|---|---|\n"
+        f"| {r['n']:,} | {max(n // 150, 100):,} | {r['load_s']:.1f} | {r['load_peak_gib']:.2f} | "
+        f"{r['sweep_s']:.1f} | {r['peak_gib']:.2f} | {r['peak_gib'] * 2**30 / r['n']:.0f} |\n"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000, 25_000_000])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--scale", type=int, default=None, metavar="N", help="instead: N rows as Parquet, load + one iALS sweep")
-    parser.add_argument("--dir", type=Path, default=None, help="scratch folder for the files (default: a temporary one)")
-    parser.add_argument("--out", type=Path, default=None, help="also write the tables (markdown) here")
+    parser.add_argument(
+        "--scale",
+        type=int,
+        default=None,
+        metavar="N",
+        help="instead: N rows as Parquet, load + one iALS sweep",
+    )
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        default=None,
+        help="scratch folder for the files (default: a temporary one)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="also write the tables (markdown) here"
+    )
     parser.add_argument("--child", nargs=2, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -231,7 +298,11 @@ def main() -> None:
         print(json.dumps(scale_child(path) if mode == "scale" else child(mode, path)))
         return
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
-        text = scale(args.scale, Path(tmp)) if args.scale else table(args.rows, args.repeats, Path(tmp))
+        text = (
+            scale(args.scale, Path(tmp))
+            if args.scale
+            else table(args.rows, args.repeats, Path(tmp))
+        )
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -40,11 +40,11 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
+from _bench import emit, quiet
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from _bench import emit, quiet
 from mfzoo.cli import CONFIG_DIR
 from mfzoo.data.batch import Batch
 from mfzoo.data.datamodule import InteractionsDataModule
@@ -82,7 +82,13 @@ class Fitted:
     epochs: int  # epochs trained (early stopping may end before max_epochs)
 
 
-def fit_on_split(cfg: DictConfig, split: Split, seed: int, callbacks: bool = True, extra_callbacks: list | None = None) -> Fitted:
+def fit_on_split(
+    cfg: DictConfig,
+    split: Split,
+    seed: int,
+    callbacks: bool = True,
+    extra_callbacks: list | None = None,
+) -> Fitted:
     """Train `cfg`'s model on `split.train` through mfzoo's `build` and a Lightning Trainer.
 
     With `callbacks`, the config's callbacks run on `split.val` (early stopping, best
@@ -91,8 +97,12 @@ def fit_on_split(cfg: DictConfig, split: Split, seed: int, callbacks: bool = Tru
     """
     L.seed_everything(seed, verbose=False)
     datamodule = InteractionsDataModule(
-        split.train, split=lambda _: split, batch_size=cfg.data.batch_size, eval_batch_size=cfg.data.eval_batch_size,
-        seed=seed, group_by_user=cfg.data.get("group_by_user", False),
+        split.train,
+        split=lambda _: split,
+        batch_size=cfg.data.batch_size,
+        eval_batch_size=cfg.data.eval_batch_size,
+        seed=seed,
+        group_by_user=cfg.data.get("group_by_user", False),
     )
     datamodule, module = build(cfg, datamodule)
     with tempfile.TemporaryDirectory(prefix="mfzoo-fit-") as workdir:
@@ -100,11 +110,19 @@ def fit_on_split(cfg: DictConfig, split: Split, seed: int, callbacks: bool = Tru
         for callback in found:
             if isinstance(callback, L.pytorch.callbacks.ModelCheckpoint):
                 callback.dirpath = workdir
-        one_sweep = {"limit_train_batches": 1} if cfg.get("solver") else {}  # a solver epoch is one sweep
+        one_sweep = (
+            {"limit_train_batches": 1} if cfg.get("solver") else {}
+        )  # a solver epoch is one sweep
         trainer: L.Trainer = instantiate(
-            cfg.trainer, logger=False, callbacks=found + list(extra_callbacks or []), default_root_dir=workdir,
-            enable_checkpointing=any(isinstance(c, L.pytorch.callbacks.ModelCheckpoint) for c in found),
-            **({} if split.val is not None else {"limit_val_batches": 0}), **one_sweep,
+            cfg.trainer,
+            logger=False,
+            callbacks=found + list(extra_callbacks or []),
+            default_root_dir=workdir,
+            enable_checkpointing=any(
+                isinstance(c, L.pytorch.callbacks.ModelCheckpoint) for c in found
+            ),
+            **({} if split.val is not None else {"limit_val_batches": 0}),
+            **one_sweep,
         )
         start = time.perf_counter()
         trainer.fit(module, datamodule=datamodule)
@@ -123,7 +141,9 @@ def fit_on_split(cfg: DictConfig, split: Split, seed: int, callbacks: bool = Tru
 @torch.no_grad()
 def predict(module: EvaluatedModule, part) -> torch.Tensor:
     """The model's rating predictions for the rows of `part` (unclipped), [N]."""
-    scores = module.model.eval()(Batch(part.users, part.items, part.values, times=part.timestamps))  # [N, 1]
+    scores = module.model.eval()(
+        Batch(part.users, part.items, part.values, times=part.timestamps)
+    )  # [N, 1]
     return scores[:, 0]
 
 
@@ -131,7 +151,16 @@ def mfzoo_fitter(model: str, overrides: list[str], seed: int) -> Fit:
     """A fit function for one mfzoo model config, through the framework's own trainer: train on
     the split's train part, early stopping and best checkpoint on its val part, predict test."""
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=["experiment=ml100k_cv", "logger=none", f"model={model}", f"seed={seed}", *overrides])
+        cfg = compose(
+            "train",
+            overrides=[
+                "experiment=ml100k_cv",
+                "logger=none",
+                f"model={model}",
+                f"seed={seed}",
+                *overrides,
+            ],
+        )
 
     def fit(split: Split) -> tuple[float, torch.Tensor, int | None]:
         fitted = fit_on_split(cfg, split, seed)
@@ -150,19 +179,28 @@ def surprise_fitter(algo_name: str, seed: int) -> Fit:
 
     def fit(split: Split) -> tuple[float, torch.Tensor, int | None]:
         train, test = split.train, split.test
-        raw = zip(train.users.tolist(), train.items.tolist(), train.values.tolist(), [None] * len(train))
-        trainset = surprise.Dataset(surprise.Reader(rating_scale=RATING_RANGE)).construct_trainset(list(raw))
+        raw = zip(
+            train.users.tolist(), train.items.tolist(), train.values.tolist(), [None] * len(train)
+        )
+        trainset = surprise.Dataset(surprise.Reader(rating_scale=RATING_RANGE)).construct_trainset(
+            list(raw)
+        )
         algo = algo_cls(random_state=seed)
         start = time.perf_counter()
         algo.fit(trainset)
         seconds = time.perf_counter() - start
-        predictions = [algo.predict(u, i, clip=True).est for u, i in zip(test.users.tolist(), test.items.tolist())]
+        predictions = [
+            algo.predict(u, i, clip=True).est
+            for u, i in zip(test.users.tolist(), test.items.tolist())
+        ]
         return seconds, torch.tensor(predictions), None
 
     return fit
 
 
-def evaluate(fits: dict[str, Fit], splits: list[Split], repeats: int) -> dict[str, list[dict[str, float]]]:
+def evaluate(
+    fits: dict[str, Fit], splits: list[Split], repeats: int
+) -> dict[str, list[dict[str, float]]]:
     """Per split and model: RMSE, MAE, median fit seconds over `repeats` interleaved fits."""
     rows: dict[str, list[dict[str, float]]] = {key: [] for key in fits}
     for k, split in enumerate(splits):
@@ -171,61 +209,113 @@ def evaluate(fits: dict[str, Fit], splits: list[Split], repeats: int) -> dict[st
         best_epochs: dict[str, int | None] = {}
         for _ in range(repeats):
             for key, fit in fits.items():  # interleaved
-                seconds, predictions[key], best_epochs[key] = fit(split)  # seeded: every repeat predicts the same
+                seconds, predictions[key], best_epochs[key] = fit(
+                    split
+                )  # seeded: every repeat predicts the same
                 times[key].append(seconds)
         for key in fits:
             metrics = rating_metrics(predictions[key], split.test.values, RATING_RANGE)
-            rows[key].append({**metrics, "fit_s": statistics.median(times[key]), "best_epochs": best_epochs[key]})
-            print(f"split {k} {MODELS[key][0]:16s} rmse {metrics['rmse']:.4f} mae {metrics['mae']:.4f} "
-                  f"fit {rows[key][-1]['fit_s']:.3f}s best epoch {best_epochs[key]}", flush=True)
+            rows[key].append(
+                {**metrics, "fit_s": statistics.median(times[key]), "best_epochs": best_epochs[key]}
+            )
+            print(
+                f"split {k} {MODELS[key][0]:16s} rmse {metrics['rmse']:.4f} mae {metrics['mae']:.4f} "
+                f"fit {rows[key][-1]['fit_s']:.3f}s best epoch {best_epochs[key]}",
+                flush=True,
+            )
     return rows
 
 
 def table(rows: dict[str, list[dict[str, float]]], labels: list[str]) -> list[str]:
     keys = list(rows)
-    lines = ["| split | " + " | ".join(f"{MODELS[k][0]} RMSE / MAE / fit s" for k in keys) + " |",
-             "|---|" + "---|" * len(keys)]
+    lines = [
+        "| split | " + " | ".join(f"{MODELS[k][0]} RMSE / MAE / fit s" for k in keys) + " |",
+        "|---|" + "---|" * len(keys),
+    ]
     for j, label in enumerate(labels):
-        cells = [f"{rows[k][j]['rmse']:.4f} / {rows[k][j]['mae']:.4f} / {rows[k][j]['fit_s']:.3f}" for k in keys]
+        cells = [
+            f"{rows[k][j]['rmse']:.4f} / {rows[k][j]['mae']:.4f} / {rows[k][j]['fit_s']:.3f}"
+            for k in keys
+        ]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     if len(labels) > 1:
-        cells = [f"**{np.mean([r['rmse'] for r in rows[k]]):.4f}** / {np.mean([r['mae'] for r in rows[k]]):.4f} / "
-                 f"{np.mean([r['fit_s'] for r in rows[k]]):.3f}" for k in keys]
+        cells = [
+            f"**{np.mean([r['rmse'] for r in rows[k]]):.4f}** / {np.mean([r['mae'] for r in rows[k]]):.4f} / "
+            f"{np.mean([r['fit_s'] for r in rows[k]]):.3f}"
+            for k in keys
+        ]
         lines.append("| mean | " + " | ".join(cells) + " |")
     return lines
 
 
 def epochs_line(rows: dict[str, list[dict[str, float]]]) -> list[str]:
     """The epoch of each mfzoo model's best val checkpoint, per split."""
-    cells = [f"{MODELS[k][0]} " + ", ".join(str(r["best_epochs"]) for r in rows[k])
-             for k in rows if rows[k] and rows[k][0]["best_epochs"] is not None]
-    return [f"Epochs up to the best val-RMSE checkpoint, per split: {'; '.join(cells)}."] if cells else []
+    cells = [
+        f"{MODELS[k][0]} " + ", ".join(str(r["best_epochs"]) for r in rows[k])
+        for k in rows
+        if rows[k] and rows[k][0]["best_epochs"] is not None
+    ]
+    return (
+        [f"Epochs up to the best val-RMSE checkpoint, per split: {'; '.join(cells)}."]
+        if cells
+        else []
+    )
 
 
 def ratios(rows: dict[str, list[dict[str, float]]]) -> list[str]:
-    lines = ["| ours vs peer | RMSE ratio | fit-time ratio (ours / peer) | speed-up (peer / ours) |", "|---|---|---|---|"]
+    lines = [
+        "| ours vs peer | RMSE ratio | fit-time ratio (ours / peer) | speed-up (peer / ours) |",
+        "|---|---|---|---|",
+    ]
     for ours, peer in PAIRS:
         if ours in rows and peer in rows:
-            mean = {k: {m: float(np.mean([r[m] for r in rows[k]])) for m in ("rmse", "fit_s")} for k in (ours, peer)}
+            mean = {
+                k: {m: float(np.mean([r[m] for r in rows[k]])) for m in ("rmse", "fit_s")}
+                for k in (ours, peer)
+            }
             fit_ratio = mean[ours]["fit_s"] / mean[peer]["fit_s"]
-            lines.append(f"| {MODELS[ours][0]} vs {MODELS[peer][0]} | {mean[ours]['rmse'] / mean[peer]['rmse']:.3f} "
-                         f"| {fit_ratio:.3f} | {1 / fit_ratio:.1f}x |")
+            lines.append(
+                f"| {MODELS[ours][0]} vs {MODELS[peer][0]} | {mean[ours]['rmse'] / mean[peer]['rmse']:.3f} "
+                f"| {fit_ratio:.3f} | {1 / fit_ratio:.1f}x |"
+            )
     return lines
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=3, help="fits per model and fold; the median time is kept")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="fits per model and fold; the median time is kept"
+    )
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0, help="training seed (mfzoo, Surprise)")
-    parser.add_argument("--split-seed", type=int, default=0, help="seed of the fold partition (as data/split/kfold.yaml)")
-    parser.add_argument("--val", type=float, default=VAL, help="share of each fold's training part carved out as val")
-    parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated keys of {list(MODELS)}")
+    parser.add_argument(
+        "--split-seed",
+        type=int,
+        default=0,
+        help="seed of the fold partition (as data/split/kfold.yaml)",
+    )
+    parser.add_argument(
+        "--val",
+        type=float,
+        default=VAL,
+        help="share of each fold's training part carved out as val",
+    )
+    parser.add_argument(
+        "--models", default=",".join(MODELS), help=f"comma-separated keys of {list(MODELS)}"
+    )
     parser.add_argument("--no-temporal", action="store_true", help="skip the temporal-split table")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads (default: torch's own); 1 keeps timings stable on a machine shared with "
-                             "other jobs, where a 2-thread pool on 2 busy cores measured 2-15x slower")
-    parser.add_argument("--out", type=Path, default=None, help="also write the markdown tables here")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (default: torch's own); 1 keeps timings stable on a machine shared with "
+        "other jobs, where a 2-thread pool on 2 busy cores measured 2-15x slower",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="also write the markdown tables here"
+    )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every mfzoo model")
     args = parser.parse_args()
 
@@ -237,8 +327,14 @@ def main() -> None:
     unknown = [k for k in keys if k not in MODELS]
     if unknown:
         parser.error(f"unknown model(s) {unknown}; choose from {list(MODELS)}")
-    fits = {k: (mfzoo_fitter(MODELS[k][1], args.overrides, args.seed) if MODELS[k][0].startswith("mfzoo")
-                else surprise_fitter(MODELS[k][1], args.seed)) for k in keys}
+    fits = {
+        k: (
+            mfzoo_fitter(MODELS[k][1], args.overrides, args.seed)
+            if MODELS[k][0].startswith("mfzoo")
+            else surprise_fitter(MODELS[k][1], args.seed)
+        )
+        for k in keys
+    }
 
     data = movielens("100k")
     folds = list(KFold(n_folds=args.folds, seed=args.split_seed, val=args.val).folds(data))
@@ -246,8 +342,12 @@ def main() -> None:
         fit(folds[0])
     cv = evaluate(fits, folds, args.repeats)
 
-    configs = [f"{MODELS[k][0]}: " + ", ".join(f"{n}={v}" for n, v in fits[k].cfg.model.items() if n != "_target_")
-               for k in keys if hasattr(fits[k], "cfg")]
+    configs = [
+        f"{MODELS[k][0]}: "
+        + ", ".join(f"{n}={v}" for n, v in fits[k].cfg.model.items() if n != "_target_")
+        for k in keys
+        if hasattr(fits[k], "cfg")
+    ]
     any_cfg = next((f.cfg for f in fits.values() if hasattr(f, "cfg")), None)
     lines = [
         f"ML-100K, {args.folds}-fold random CV (KFold seed {args.split_seed}; in each fold {args.val:g} of the training "
@@ -258,18 +358,32 @@ def main() -> None:
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.machine()}.",
     ]
     if any_cfg is not None:
-        lines.append(f"mfzoo training: MSE l2={any_cfg.loss.l2} l2_bias={any_cfg.loss.l2_bias}, Adam lr={any_cfg.optim.lr} "
-                     f"linear decay over {any_cfg.trainer.max_epochs} epochs, batch {any_cfg.data.batch_size}; "
-                     "Surprise: defaults.")
+        lines.append(
+            f"mfzoo training: MSE l2={any_cfg.loss.l2} l2_bias={any_cfg.loss.l2_bias}, Adam lr={any_cfg.optim.lr} "
+            f"linear decay over {any_cfg.trainer.max_epochs} epochs, batch {any_cfg.data.batch_size}; "
+            "Surprise: defaults."
+        )
     lines += [f"- {c}" for c in configs] + [""]
-    lines += table(cv, [f"fold {k}" for k in range(args.folds)]) + [""] + epochs_line(cv) + [""] + ratios(cv)
+    lines += (
+        table(cv, [f"fold {k}" for k in range(args.folds)])
+        + [""]
+        + epochs_line(cv)
+        + [""]
+        + ratios(cv)
+    )
     if not args.no_temporal:
         temporal = TemporalSplit(test=0.2, val=args.val)(data)
-        print(f"temporal split: train {len(temporal.train)}, val {len(temporal.val)} before the cut, test {len(temporal.test)} after")
+        print(
+            f"temporal split: train {len(temporal.train)}, val {len(temporal.val)} before the cut, test {len(temporal.test)} after"
+        )
         rows = evaluate(fits, [temporal], 1)
-        lines += ["", f"Global temporal cut (TemporalSplit(test=0.2, val={args.val:g}): train {len(temporal.train)} "
-                      f"ratings, then val {len(temporal.val)} (early stopping, best checkpoint), then the cut and "
-                      f"test {len(temporal.test)}; Surprise fitted on the train rows; one fit each):", ""]
+        lines += [
+            "",
+            f"Global temporal cut (TemporalSplit(test=0.2, val={args.val:g}): train {len(temporal.train)} "
+            f"ratings, then val {len(temporal.val)} (early stopping, best checkpoint), then the cut and "
+            f"test {len(temporal.test)}; Surprise fitted on the train rows; one fit each):",
+            "",
+        ]
         lines += table(rows, ["temporal"]) + [""] + epochs_line(rows)
     emit(lines, args.out)
 

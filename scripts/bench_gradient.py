@@ -49,8 +49,18 @@ def gradient_setup(experiment: str, data: Interactions, seed: int):
     any overrides, space-separated) on `data` (no val, no test)."""
     name, *extra = experiment.split()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=[f"experiment={name}", "logger=none", "callbacks=none",
-                                          "ranking=null", "data.split.val=0", "progress=false", *extra])
+        cfg = compose(
+            "train",
+            overrides=[
+                f"experiment={name}",
+                "logger=none",
+                "callbacks=none",
+                "ranking=null",
+                "data.split.val=0",
+                "progress=false",
+                *extra,
+            ],
+        )
     L.seed_everything(seed, verbose=False)
     datamodule = instantiate(cfg.data)
     split = Split(train=data, val=None, test=data)  # the test part is never used here
@@ -61,8 +71,16 @@ def gradient_setup(experiment: str, data: Interactions, seed: int):
 
 def lightning_epoch(experiment: str, data: Interactions, seed: int) -> float:
     cfg, datamodule, module = gradient_setup(experiment, data, seed)
-    trainer = instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False, limit_val_batches=0,
-                          max_epochs=1, enable_progress_bar=False, enable_model_summary=False)
+    trainer = instantiate(
+        cfg.trainer,
+        logger=False,
+        callbacks=[],
+        enable_checkpointing=False,
+        limit_val_batches=0,
+        max_epochs=1,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule)
     return time.perf_counter() - start
@@ -74,7 +92,9 @@ def phases(experiment: str, data: Interactions, seed: int) -> dict[str, float]:
     datamodule.setup()
     optimizer = module.optimizer_factory(module.parameter_groups())
     steps = len(datamodule.train_dataloader())
-    scheduler = module.scheduler_factory(optimizer, total_steps=steps) if module.scheduler_factory else None
+    scheduler = (
+        module.scheduler_factory(optimizer, total_steps=steps) if module.scheduler_factory else None
+    )
     timing = dict.fromkeys(("batch", "forward + loss", "backward", "optimizer step"), 0.0)
     loader = iter(datamodule.train_dataloader())
     while True:
@@ -83,7 +103,9 @@ def phases(experiment: str, data: Interactions, seed: int) -> dict[str, float]:
         if batch is None:
             break
         t1 = time.perf_counter()
-        loss = module.loss(module.model(batch), batch, module.model.penalty(batch))  # training_step without logging
+        loss = module.loss(
+            module.model(batch), batch, module.model.penalty(batch)
+        )  # training_step without logging
         t2 = time.perf_counter()
         loss.backward()
         t3 = time.perf_counter()
@@ -97,7 +119,9 @@ def phases(experiment: str, data: Interactions, seed: int) -> dict[str, float]:
     return timing
 
 
-def fused_epoch(kind: str, data: Interactions, seed: int, sampler: UniformSampler | None = None) -> float:
+def fused_epoch(
+    kind: str, data: Interactions, seed: int, sampler: UniformSampler | None = None
+) -> float:
     torch.manual_seed(seed)
     if kind == "mse":
         model = MF(data.n_users, data.n_items, dim=64, biases=True, init_std=0.01)
@@ -111,28 +135,46 @@ def fused_epoch(kind: str, data: Interactions, seed: int, sampler: UniformSample
     return time.perf_counter() - start
 
 
-def VARIANTS(ratings: Interactions, implicit: Interactions) -> list[tuple[str, str, Interactions, str]]:
+def VARIANTS(
+    ratings: Interactions, implicit: Interactions
+) -> list[tuple[str, str, Interactions, str]]:
     """(row label, experiment and overrides, data, objective) of the table's rows."""
     return [
         ("MF + MSE, Adam (`experiment=ml100k_mf`)", "ml100k_mf", ratings, "mse"),
-        ("MF + MSE, sparse gradients (`+model.sparse=true optim=sparse_adam`)",
-         "ml100k_mf +model.sparse=true optim=sparse_adam", ratings, "mse"),
+        (
+            "MF + MSE, sparse gradients (`+model.sparse=true optim=sparse_adam`)",
+            "ml100k_mf +model.sparse=true optim=sparse_adam",
+            ratings,
+            "mse",
+        ),
         ("MF + BPR, Adam (`experiment=bench_bpr`)", "bench_bpr", implicit, "bpr"),
-        ("MF + BPR, sparse gradients (`+model.sparse=true optim=sparse_adam`)",
-         "bench_bpr +model.sparse=true optim=sparse_adam", implicit, "bpr"),
+        (
+            "MF + BPR, sparse gradients (`+model.sparse=true optim=sparse_adam`)",
+            "bench_bpr +model.sparse=true optim=sparse_adam",
+            implicit,
+            "bpr",
+        ),
     ]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     quiet()
     users, items, n, user_alpha, item_alpha = SHAPES["A"]
-    ratings = synthetic(n_users=users, n_items=items, n_interactions=n, user_alpha=user_alpha, item_alpha=item_alpha,
-                        seed=args.seed)
+    ratings = synthetic(
+        n_users=users,
+        n_items=items,
+        n_interactions=n,
+        user_alpha=user_alpha,
+        item_alpha=item_alpha,
+        seed=args.seed,
+    )
     implicit = shape_data("A", args.seed)
     for d in (ratings, implicit):
         d.csr("user"), d.csr("item")
@@ -147,20 +189,33 @@ def main() -> None:
         parts = {k: statistics.median(loop[k] for loop in loops) for k in loops[0]}
         loop_total = sum(parts.values())
         rows.append((name, cfg, epoch, parts, loop_total, fused_s, kind, len(data)))
-        print(f"{name}: Lightning epoch {epoch:.2f} s, plain loop " + ", ".join(f"{k} {v:.2f} s" for k, v in parts.items()) + f", fused {fused_s:.2f} s", flush=True)
-    lines = [(f"**The gradient path on {len(implicit):,} interactions** ({implicit.n_users} users x {implicit.n_items} "
-              f"items, shape A; {torch.get_num_threads()} threads, torch {torch.__version__}; medians of "
-              f"{args.repeats} one-epoch runs)"), "",
-             "| | batch | Lightning epoch s | examples / s | plain loop s | batch + negatives | forward + loss | "
-             "backward | optimizer step | Lightning's share | fused solver | fused s | fused examples / s | "
-             "gradient / fused |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        print(
+            f"{name}: Lightning epoch {epoch:.2f} s, plain loop "
+            + ", ".join(f"{k} {v:.2f} s" for k, v in parts.items())
+            + f", fused {fused_s:.2f} s",
+            flush=True,
+        )
+    lines = [
+        (
+            f"**The gradient path on {len(implicit):,} interactions** ({implicit.n_users} users x {implicit.n_items} "
+            f"items, shape A; {torch.get_num_threads()} threads, torch {torch.__version__}; medians of "
+            f"{args.repeats} one-epoch runs)"
+        ),
+        "",
+        "| | batch | Lightning epoch s | examples / s | plain loop s | batch + negatives | forward + loss | "
+        "backward | optimizer step | Lightning's share | fused solver | fused s | fused examples / s | "
+        "gradient / fused |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, cfg, epoch, parts, loop_total, fused_s, kind, n_rows in rows:
         shares = " | ".join(f"{v:.2f} s ({v / epoch:.0%})" for v in parts.values())
         fused_name = "ALS with biases, one sweep" if kind == "mse" else "LearnBPR (`BPRSolver()`)"
-        lines.append(f"| {name} | {cfg.data.batch_size} | {epoch:.2f} | "
-                     f"{n_rows / epoch:,.0f} | {loop_total:.2f} | {shares} | {max(epoch - loop_total, 0):.2f} s "
-                     f"({max(epoch - loop_total, 0) / epoch:.0%}) | {fused_name} | {fused_s:.2f} | "
-                     f"{n_rows / fused_s:,.0f} | {epoch / fused_s:.1f}x |")
+        lines.append(
+            f"| {name} | {cfg.data.batch_size} | {epoch:.2f} | "
+            f"{n_rows / epoch:,.0f} | {loop_total:.2f} | {shares} | {max(epoch - loop_total, 0):.2f} s "
+            f"({max(epoch - loop_total, 0) / epoch:.0%}) | {fused_name} | {fused_s:.2f} | "
+            f"{n_rows / fused_s:,.0f} | {epoch / fused_s:.1f}x |"
+        )
     lines.append("")
     print("\n".join(lines), flush=True)
     emit(lines, args.out)

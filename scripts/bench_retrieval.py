@@ -63,7 +63,9 @@ def per_query(index, queries: torch.Tensor, k: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--users", type=int, default=200_000)
     parser.add_argument("--items", type=int, default=50_000)
     parser.add_argument("--dim", type=int, default=64)
@@ -83,13 +85,20 @@ def main() -> None:
     recommend(model, torch.arange(args.users), 10, chunk_size=args.chunk_size)
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    lines = [(f"**Exact top-10** for all {args.users} users x {args.items} items, {args.dim} dims, chunks of "
-             f"{args.chunk_size} users, {torch.get_num_threads()} threads: {seconds:.1f} s, "
-             f"**{args.users / seconds:,.0f} users/s**; peak RSS {peak:.2f} GiB (factors loaded: {before:.2f} GiB)."), ""]
+    lines = [
+        (
+            f"**Exact top-10** for all {args.users} users x {args.items} items, {args.dim} dims, chunks of "
+            f"{args.chunk_size} users, {torch.get_num_threads()} threads: {seconds:.1f} s, "
+            f"**{args.users / seconds:,.0f} users/s**; peak RSS {peak:.2f} GiB (factors loaded: {before:.2f} GiB)."
+        ),
+        "",
+    ]
     print(lines[0], flush=True)
 
     lines += ann_table("random factors (part 1)", model.users[: args.queries], model.items, args)
-    data = synthetic(n_users=args.users, n_items=args.items, n_interactions=10_000_000, implicit=True, seed=0)
+    data = synthetic(
+        n_users=args.users, n_items=args.items, n_interactions=10_000_000, implicit=True, seed=0
+    )
     torch.manual_seed(0)
     trained = MF(data.n_users, data.n_items, dim=args.dim, biases=False, init_std=0.01)
     solver = IALSSolver(l2=0.1, alpha=9.0, method="cg")
@@ -100,8 +109,13 @@ def main() -> None:
     with torch.no_grad():
         users, items = trained.user_factors(), trained.item_factors()
     active = torch.randperm(data.n_users, generator=g)[: args.queries]  # random users as queries
-    lines += ann_table(f"iALS factors ({len(data)} synthetic interactions, {args.train_iterations} CG sweeps "
-                       f"in {seconds:.0f} s)", users[active], items, args)
+    lines += ann_table(
+        f"iALS factors ({len(data)} synthetic interactions, {args.train_iterations} CG sweeps "
+        f"in {seconds:.0f} s)",
+        users[active],
+        items,
+        args,
+    )
     emit(lines, args.out)
 
 
@@ -118,11 +132,19 @@ def ann_table(title: str, queries: torch.Tensor, items: torch.Tensor, args) -> l
     for q in queries[:500]:  # the leanest exact search: no index object, no exact tie order
         torch.topk(q.unsqueeze(0) @ items.T, 10)
     bare_one = 500 / (time.perf_counter() - start)
-    lines = [(f"**ANN over {len(items)} items: {title}** ({len(queries)} query users; exact (`ExactIndex`): "
-             f"{exact_one:,.0f} queries/s one per call, {exact_batch:,.0f} in one batch; a bare "
-             f"`torch.topk(q @ items.T)`: {bare_one:,.0f} queries/s one per call)"), "",
-             ("| HNSW M | efSearch | recall@10 | queries/s, one per call | vs exact | vs bare torch | "
-             "queries/s, one batch | vs exact |"), "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        (
+            f"**ANN over {len(items)} items: {title}** ({len(queries)} query users; exact (`ExactIndex`): "
+            f"{exact_one:,.0f} queries/s one per call, {exact_batch:,.0f} in one batch; a bare "
+            f"`torch.topk(q @ items.T)`: {bare_one:,.0f} queries/s one per call)"
+        ),
+        "",
+        (
+            "| HNSW M | efSearch | recall@10 | queries/s, one per call | vs exact | vs bare torch | "
+            "queries/s, one batch | vs exact |"
+        ),
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for m in args.m:
         hnsw = FaissIndex(kind="hnsw", M=m)
         hnsw.add(items)
@@ -136,8 +158,10 @@ def ann_table(title: str, queries: torch.Tensor, items: torch.Tensor, args) -> l
             start = time.perf_counter()
             hnsw.search(queries, 10)
             batch = len(queries) / (time.perf_counter() - start)
-            lines.append(f"| {m} (built in {build:.1f} s) | {ef} | {ann_recall(ids, exact_ids):.4f} | {one:,.0f} | "
-                         f"{one / exact_one:.1f}x | {one / bare_one:.1f}x | {batch:,.0f} | {batch / exact_batch:.1f}x |")
+            lines.append(
+                f"| {m} (built in {build:.1f} s) | {ef} | {ann_recall(ids, exact_ids):.4f} | {one:,.0f} | "
+                f"{one / exact_one:.1f}x | {one / bare_one:.1f}x | {batch:,.0f} | {batch / exact_batch:.1f}x |"
+            )
     print("\n".join(lines), flush=True)
     return lines + [""]
 

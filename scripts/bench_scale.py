@@ -58,11 +58,24 @@ def _data(args: dict) -> Interactions:
     """The benchmark's synthetic set: read from `args["data"]` when the grid saved it, else generated."""
     if args.get("data"):
         saved = torch.load(args["data"], weights_only=True)
-        return Interactions(saved["users"], saved["items"], saved["values"], None, saved["user_ids"].numpy(),
-                            saved["item_ids"].numpy(), name="synthetic")
-    return synthetic(n_users=args["users"], n_items=args["items"], n_interactions=args["interactions"],
-                     user_alpha=args.get("user_alpha", 1.2), item_alpha=args.get("item_alpha", 1.0),
-                     implicit=True, seed=0)
+        return Interactions(
+            saved["users"],
+            saved["items"],
+            saved["values"],
+            None,
+            saved["user_ids"].numpy(),
+            saved["item_ids"].numpy(),
+            name="synthetic",
+        )
+    return synthetic(
+        n_users=args["users"],
+        n_items=args["items"],
+        n_interactions=args["interactions"],
+        user_alpha=args.get("user_alpha", 1.2),
+        item_alpha=args.get("item_alpha", 1.0),
+        implicit=True,
+        seed=0,
+    )
 
 
 def _rank(rank: int, world: int, threads: int, init: str, args: dict, out: str) -> None:
@@ -74,8 +87,13 @@ def _rank(rank: int, world: int, threads: int, init: str, args: dict, out: str) 
         g = torch.Generator().manual_seed(0)
         users = 0.01 * torch.randn(train.n_users, k, generator=g)
         items = 0.01 * torch.randn(train.n_items, k, generator=g)
-        part = ShardedALS.of(IALSSolver(l2=0.1, alpha=9.0, method="cg", cg_steps=3), train, users, items,
-                             exchange=args.get("exchange", "gather"))
+        part = ShardedALS.of(
+            IALSSolver(l2=0.1, alpha=9.0, method="cg", cg_steps=3),
+            train,
+            users,
+            items,
+            exchange=args.get("exchange", "gather"),
+        )
         nnz = part.R_users._nnz()
         del train, users, items
         seconds = []
@@ -88,21 +106,38 @@ def _rank(rank: int, world: int, threads: int, init: str, args: dict, out: str) 
             dist.barrier()
             seconds.append(time.perf_counter() - start)
         X, Y = part.factors()
-        peak = torch.tensor([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20])  # GiB (ru_maxrss in KiB)
+        peak = torch.tensor(
+            [resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20]
+        )  # GiB (ru_maxrss in KiB)
         peaks = [torch.zeros(1) for _ in range(world)]
         dist.all_gather(peaks, peak)
         if rank == 0:
-            torch.save({"seconds": seconds, "peak_gib": [float(p) for p in peaks], "users": X, "items": Y,
-                        "local_nnz": nnz}, out)
+            torch.save(
+                {
+                    "seconds": seconds,
+                    "peak_gib": [float(p) for p in peaks],
+                    "users": X,
+                    "items": Y,
+                    "local_nnz": nnz,
+                },
+                out,
+            )
     finally:
         dist.destroy_process_group()
 
 
 def run(world: int, threads: int, args: dict, tmp: Path) -> dict:
-    tag = (f"w{world}t{threads}{args.get('exchange', '')}{args.get('k', '')}{Path(args.get('data') or '').stem}"
-           f"r{args.get('repeat', 0)}")
+    tag = (
+        f"w{world}t{threads}{args.get('exchange', '')}{args.get('k', '')}{Path(args.get('data') or '').stem}"
+        f"r{args.get('repeat', 0)}"
+    )
     out = tmp / f"{tag}.pt"
-    mp.spawn(_rank, args=(world, threads, f"file://{tmp / f'rdv-{tag}'}", args, str(out)), nprocs=world, join=True)
+    mp.spawn(
+        _rank,
+        args=(world, threads, f"file://{tmp / f'rdv-{tag}'}", args, str(out)),
+        nprocs=world,
+        join=True,
+    )
     return torch.load(out, weights_only=True)
 
 
@@ -110,36 +145,78 @@ def grid(sweeps: int, ks: list[int], repeats: int = 2) -> str:
     """The `--grid` table: every configuration on shapes A and B and factor counts `ks`, each
     run `repeats` times interleaved (one untimed sweep, then `sweeps` timed ones per run), the
     median over all timed sweeps of a configuration."""
-    head = ("| shape | k | 1 x 1 s/sweep | 2 x 1 (gather) | 2 x 1 (blockwise) | 1 x 2 | 2 x 1 speed-up "
-            "(gather / blockwise) | 1 x 2 speed-up | peak RSS per rank, 1 x 1 / 2 x 1 gather / blockwise (GiB) "
-            "| max rel. factor diff, 2 x 1 |\n|---|---|---|---|---|---|---|---|---|---|\n")
+    head = (
+        "| shape | k | 1 x 1 s/sweep | 2 x 1 (gather) | 2 x 1 (blockwise) | 1 x 2 | 2 x 1 speed-up "
+        "(gather / blockwise) | 1 x 2 speed-up | peak RSS per rank, 1 x 1 / 2 x 1 gather / blockwise (GiB) "
+        "| max rel. factor diff, 2 x 1 |\n|---|---|---|---|---|---|---|---|---|---|\n"
+    )
     rows = []
-    configs = (("1x1", 1, 1, "gather"), ("2x1g", 2, 1, "gather"), ("2x1b", 2, 1, "blockwise"), ("1x2", 1, 2, "gather"))
+    configs = (
+        ("1x1", 1, 1, "gather"),
+        ("2x1g", 2, 1, "gather"),
+        ("2x1b", 2, 1, "blockwise"),
+        ("1x2", 1, 2, "gather"),
+    )
     with tempfile.TemporaryDirectory() as tmp:
         for shape, (n_users, n_items, user_alpha, item_alpha) in SHAPES.items():
-            train = synthetic(n_users=n_users, n_items=n_items, n_interactions=10_000_000, user_alpha=user_alpha,
-                              item_alpha=item_alpha, implicit=True, seed=0)
+            train = synthetic(
+                n_users=n_users,
+                n_items=n_items,
+                n_interactions=10_000_000,
+                user_alpha=user_alpha,
+                item_alpha=item_alpha,
+                implicit=True,
+                seed=0,
+            )
             data = Path(tmp) / f"shape{shape}.pt"
-            torch.save({"users": train.users, "items": train.items, "values": train.values,
-                        "user_ids": torch.from_numpy(train.user_ids), "item_ids": torch.from_numpy(train.item_ids)}, data)
+            torch.save(
+                {
+                    "users": train.users,
+                    "items": train.items,
+                    "values": train.values,
+                    "user_ids": torch.from_numpy(train.user_ids),
+                    "item_ids": torch.from_numpy(train.item_ids),
+                },
+                data,
+            )
             del train
             for k in ks:
                 r = {}
-                for repeat in range(repeats):  # interleaved: a slow spell of the machine hits every configuration
+                for repeat in range(
+                    repeats
+                ):  # interleaved: a slow spell of the machine hits every configuration
                     for name, world, threads, exchange in configs:
-                        got = run(world, threads, {"data": str(data), "sweeps": sweeps, "k": k, "exchange": exchange,
-                                                   "warmup": 1, "repeat": repeat}, Path(tmp))
+                        got = run(
+                            world,
+                            threads,
+                            {
+                                "data": str(data),
+                                "sweeps": sweeps,
+                                "k": k,
+                                "exchange": exchange,
+                                "warmup": 1,
+                                "repeat": repeat,
+                            },
+                            Path(tmp),
+                        )
                         if name in r:
                             got["seconds"] = r[name]["seconds"] + got["seconds"]
-                            got["peak_gib"] = [max(a, b) for a, b in zip(r[name]["peak_gib"], got["peak_gib"])]
+                            got["peak_gib"] = [
+                                max(a, b) for a, b in zip(r[name]["peak_gib"], got["peak_gib"])
+                            ]
                         r[name] = got
                 med = {name: statistics.median(x["seconds"]) for name, x in r.items()}
-                diff = max(float((r[c][s] - r["1x1"][s]).abs().max() / r["1x1"][s].abs().max())
-                           for c in ("2x1g", "2x1b") for s in ("users", "items"))
+                diff = max(
+                    float((r[c][s] - r["1x1"][s]).abs().max() / r["1x1"][s].abs().max())
+                    for c in ("2x1g", "2x1b")
+                    for s in ("users", "items")
+                )
                 peaks = " / ".join(f"{max(r[c]['peak_gib']):.2f}" for c in ("1x1", "2x1g", "2x1b"))
-                rows.append(f"| {shape} | {k} | {med['1x1']:.2f} | {med['2x1g']:.2f} | {med['2x1b']:.2f} | "
-                            f"{med['1x2']:.2f} | {med['1x1'] / med['2x1g']:.2f}x / {med['1x1'] / med['2x1b']:.2f}x | "
-                            f"{med['1x1'] / med['1x2']:.2f}x | {peaks} | {diff:.1e} |")
+                rows.append(
+                    f"| {shape} | {k} | {med['1x1']:.2f} | {med['2x1g']:.2f} | {med['2x1b']:.2f} | "
+                    f"{med['1x2']:.2f} | {med['1x1'] / med['2x1g']:.2f}x / {med['1x1'] / med['2x1b']:.2f}x | "
+                    f"{med['1x1'] / med['1x2']:.2f}x | {peaks} | {diff:.1e} |"
+                )
                 print(rows[-1], flush=True)
     return head + "\n".join(rows) + "\n"
 
@@ -157,7 +234,14 @@ def _memory_job(_: int, n: int, path: str, out: str) -> None:
     torch.set_num_threads(2)
     train = synthetic(n_users=n // 50, n_items=n // 200, n_interactions=n, implicit=True, seed=0)
     torch.manual_seed(0)
-    model = MF(train.n_users, train.n_items, dim=K, biases=False, init_std=0.01, sparse=path == "gradient_sparse")
+    model = MF(
+        train.n_users,
+        train.n_items,
+        dim=K,
+        biases=False,
+        init_std=0.01,
+        sparse=path == "gradient_sparse",
+    )
     start = time.perf_counter()
     if path == "ials":
         IALSSolver(l2=0.1, alpha=9.0, method="cg", cg_steps=3).sweep(model, train)
@@ -188,18 +272,24 @@ def step_times(n: int, steps: int = 8) -> str:
     for sparse in (False, True):
         torch.manual_seed(0)
         model = MF(n_users, n_items, dim=K, biases=False, init_std=0.01, sparse=sparse)
-        optimizer = (torch.optim.SparseAdam if sparse else torch.optim.Adam)(list(model.parameters()), lr=0.01)
+        optimizer = (torch.optim.SparseAdam if sparse else torch.optim.Adam)(
+            list(model.parameters()), lr=0.01
+        )
         loss, seconds = BPRLoss(l2=0.0), []
         for _ in range(steps + 2):
-            batch = Batch(torch.randint(n_users, (size,)), torch.randint(n_items, (size, 2)), torch.ones(size))
+            batch = Batch(
+                torch.randint(n_users, (size,)), torch.randint(n_items, (size, 2)), torch.ones(size)
+            )
             start = time.perf_counter()
             optimizer.zero_grad(set_to_none=True)
             loss(model(batch), batch).backward()
             optimizer.step()
             seconds.append(time.perf_counter() - start)
         median = statistics.median(seconds[2:])
-        lines.append(f"| {'SparseAdam, sparse tables' if sparse else 'Adam, dense tables'} | {median:.3f} | "
-                     f"{median * (n // size) / 60:.1f} |")
+        lines.append(
+            f"| {'SparseAdam, sparse tables' if sparse else 'Adam, dense tables'} | {median:.3f} | "
+            f"{median * (n // size) / 60:.1f} |"
+        )
         print(lines[-1], flush=True)
     return "\n".join(lines) + "\n"
 
@@ -213,11 +303,15 @@ def memory(sizes: list[int], paths: list[str] = ("ials", "gradient", "gradient_s
                 out = str(Path(tmp) / f"{path}{n}.pt")
                 mp.spawn(_memory_job, args=(n, path, out), nprocs=1, join=True)
                 r = torch.load(out, weights_only=True)
-                rows.append(f"| {path} | {r['n']:,} | {r['seconds']:.1f} | {r['peak_gib']:.2f} | "
-                            f"{r['peak_gib'] * 2**30 / r['n']:.0f} |")
+                rows.append(
+                    f"| {path} | {r['n']:,} | {r['seconds']:.1f} | {r['peak_gib']:.2f} | "
+                    f"{r['peak_gib'] * 2**30 / r['n']:.0f} |"
+                )
                 print(rows[-1], flush=True)
-    return ("| path | interactions | seconds (one sweep / epoch) | peak RSS (GiB) | bytes per interaction |\n"
-            "|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
+    return (
+        "| path | interactions | seconds (one sweep / epoch) | peak RSS (GiB) | bytes per interaction |\n"
+        "|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
+    )
 
 
 def main() -> None:
@@ -227,23 +321,45 @@ def main() -> None:
     parser.add_argument("--interactions", type=int, default=10_000_000)
     parser.add_argument("--sweeps", type=int, default=3)
     parser.add_argument("--out", type=Path, default=None, help="write the table (markdown) here")
-    parser.add_argument("--memory", type=int, nargs="+", default=None, metavar="N",
-                        help="instead: peak memory of one iALS sweep and one gradient epoch at these sizes")
-    parser.add_argument("--paths", nargs="+", default=["ials", "gradient", "gradient_sparse"],
-                        choices=["ials", "gradient", "gradient_sparse"], help="--memory: which paths")
-    parser.add_argument("--step-time", type=int, default=None, metavar="N",
-                        help="instead: seconds per MF + BPR step, dense Adam vs SparseAdam, at the table sizes of N")
-    parser.add_argument("--grid", action="store_true", help="instead: shapes A and B x factor counts --ks")
+    parser.add_argument(
+        "--memory",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="N",
+        help="instead: peak memory of one iALS sweep and one gradient epoch at these sizes",
+    )
+    parser.add_argument(
+        "--paths",
+        nargs="+",
+        default=["ials", "gradient", "gradient_sparse"],
+        choices=["ials", "gradient", "gradient_sparse"],
+        help="--memory: which paths",
+    )
+    parser.add_argument(
+        "--step-time",
+        type=int,
+        default=None,
+        metavar="N",
+        help="instead: seconds per MF + BPR step, dense Adam vs SparseAdam, at the table sizes of N",
+    )
+    parser.add_argument(
+        "--grid", action="store_true", help="instead: shapes A and B x factor counts --ks"
+    )
     parser.add_argument("--ks", type=int, nargs="+", default=[32, 64, 128])
-    parser.add_argument("--repeats", type=int, default=2, help="--grid: interleaved runs of each configuration")
+    parser.add_argument(
+        "--repeats", type=int, default=2, help="--grid: interleaved runs of each configuration"
+    )
     a = parser.parse_args()
     if a.grid:
         table = grid(a.sweeps, a.ks, a.repeats)
-        facts = (f"10,000,000 interactions per shape (A: 200k x 50k, exponents 1.2 / 1.0; B: 150k x 75k, 0.8 / 1.3), "
-                 f"iALS-CG 3 steps; each configuration run {a.repeats} times, interleaved with the others, each run "
-                 f"one untimed sweep and {a.sweeps} timed ones, the median over the {a.repeats * a.sweeps} timed sweeps; "
-                 f"{os.cpu_count()} CPUs, "
-                 f"torch {torch.__version__}, Python {platform.python_version()}")
+        facts = (
+            f"10,000,000 interactions per shape (A: 200k x 50k, exponents 1.2 / 1.0; B: 150k x 75k, 0.8 / 1.3), "
+            f"iALS-CG 3 steps; each configuration run {a.repeats} times, interleaved with the others, each run "
+            f"one untimed sweep and {a.sweeps} timed ones, the median over the {a.repeats * a.sweeps} timed sweeps; "
+            f"{os.cpu_count()} CPUs, "
+            f"torch {torch.__version__}, Python {platform.python_version()}"
+        )
         print(table + facts)
         if a.out is not None:
             a.out.parent.mkdir(parents=True, exist_ok=True)
@@ -261,25 +377,38 @@ def main() -> None:
         results = {}
         for world, threads in ((1, 1), (2, 1), (1, 2)):
             results[world, threads] = r = run(world, threads, args, Path(tmp))
-            print(f"{world} rank(s) x {threads} thread(s): sweeps {[round(s, 2) for s in r['seconds']]} s, "
-                  f"peak {max(r['peak_gib']):.2f} GiB per rank", flush=True)
+            print(
+                f"{world} rank(s) x {threads} thread(s): sweeps {[round(s, 2) for s in r['seconds']]} s, "
+                f"peak {max(r['peak_gib']):.2f} GiB per rank",
+                flush=True,
+            )
     base = statistics.median(results[1, 1]["seconds"])
-    diff = max(float((results[2, 1][s] - results[1, 1][s]).abs().max() / results[1, 1][s].abs().max())
-               for s in ("users", "items"))
+    diff = max(
+        float((results[2, 1][s] - results[1, 1][s]).abs().max() / results[1, 1][s].abs().max())
+        for s in ("users", "items")
+    )
     head = "| ranks x threads | s / sweep (median) | throughput vs 1 x 1 | peak RSS per rank (GiB) |\n|---|---|---|---|\n"
     for (world, threads), r in results.items():
         median = statistics.median(r["seconds"])
-        rows.append(f"| {world} x {threads} | {median:.2f} | {base / median:.2f}x | "
-                    f"{' / '.join(f'{p:.2f}' for p in r['peak_gib'])} |")
+        rows.append(
+            f"| {world} x {threads} | {median:.2f} | {base / median:.2f}x | "
+            f"{' / '.join(f'{p:.2f}' for p in r['peak_gib'])} |"
+        )
     text = head + "\n".join(rows) + "\n"
-    facts = (f"{a.users} users x {a.items} items x {a.interactions} interactions, k = {K}, iALS-CG 3 steps, "
-             f"{a.sweeps} sweeps each; 2-rank factors vs 1-rank: max abs difference {diff:.1e} of the largest factor entry (float32); "
-             f"{os.cpu_count()} CPUs, torch {torch.__version__}, Python {platform.python_version()}")
+    facts = (
+        f"{a.users} users x {a.items} items x {a.interactions} interactions, k = {K}, iALS-CG 3 steps, "
+        f"{a.sweeps} sweeps each; 2-rank factors vs 1-rank: max abs difference {diff:.1e} of the largest factor entry (float32); "
+        f"{os.cpu_count()} CPUs, torch {torch.__version__}, Python {platform.python_version()}"
+    )
     print(text + facts)
     if a.out is not None:
         a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text(README.format(table=text, facts=facts, command=" ".join(["python", *sys.argv])))
-    print(json.dumps({f"{w}x{t}": statistics.median(r["seconds"]) for (w, t), r in results.items()}))
+        a.out.write_text(
+            README.format(table=text, facts=facts, command=" ".join(["python", *sys.argv]))
+        )
+    print(
+        json.dumps({f"{w}x{t}": statistics.median(r["seconds"]) for (w, t), r in results.items()})
+    )
 
 
 README = """# Scaling iALS over processes

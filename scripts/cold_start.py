@@ -41,7 +41,6 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from mfzoo.cli import CONFIG_DIR
-from mfzoo.data.interactions import Interactions
 from mfzoo.evaluation.beyond import feature_popularity_scores, random_scores
 from mfzoo.evaluation.ranking import evaluate_ranking
 from mfzoo.training.restore import load_run
@@ -51,15 +50,31 @@ log = logging.getLogger("cold_start")
 
 EXPERIMENT = "ml100k_cold_items"
 KS = (10, 20)
-SHOWN = ("ndcg@10", "recall@10", "precision@10", "map@10", "mrr@10", "hitrate@10", "ndcg@20", "recall@20")
+SHOWN = (
+    "ndcg@10",
+    "recall@10",
+    "precision@10",
+    "map@10",
+    "mrr@10",
+    "hitrate@10",
+    "ndcg@20",
+    "recall@20",
+)
 # the settings searched per seed (the rest is the experiment config)
-GRID = [{"model.dim": d, "model.item_id_dropout": p, "loss.l2": l2}
-        for d, p, l2 in itertools.product((32, 64), (0.0, 0.5), (1e-4, 1e-3))]
+GRID = [
+    {"model.dim": d, "model.item_id_dropout": p, "loss.l2": l2}
+    for d, p, l2 in itertools.product((32, 64), (0.0, 0.5), (1e-4, 1e-3))
+]
 
 
 def overrides_of(setting: dict, seed: int) -> list[str]:
-    return [f"experiment={EXPERIMENT}", f"seed={seed}", "logger=none", "progress=false",
-            *(f"{key}={value}" for key, value in setting.items())]
+    return [
+        f"experiment={EXPERIMENT}",
+        f"seed={seed}",
+        "logger=none",
+        "progress=false",
+        *(f"{key}={value}" for key, value in setting.items()),
+    ]
 
 
 def run(setting: dict, seed: int, runs: Path) -> tuple[Path, dict]:
@@ -77,8 +92,14 @@ def baselines(datamodule, seed: int) -> dict[str, dict[str, float]]:
     """The baselines on the split of a run's data module, evaluated as the run's test part
     was: the test items ranked among themselves, the train and val items of each user excluded."""
     train_part, seen, test = datamodule.split.train, datamodule.seen, datamodule.split.test
-    score = {"genre popularity": feature_popularity_scores(train_part), "random": random_scores(train_part.n_items, seed)}
-    return {name: evaluate_ranking(fn, seen, test, ks=KS, candidates="test_items") for name, fn in score.items()}
+    score = {
+        "genre popularity": feature_popularity_scores(train_part),
+        "random": random_scores(train_part.n_items, seed),
+    }
+    return {
+        name: evaluate_ranking(fn, seen, test, ks=KS, candidates="test_items")
+        for name, fn in score.items()
+    }
 
 
 def run_seed(seed: int, runs: Path) -> tuple[dict[str, dict[str, float]], dict]:
@@ -86,17 +107,29 @@ def run_seed(seed: int, runs: Path) -> tuple[dict[str, dict[str, float]], dict]:
     for setting in GRID:
         started = time.perf_counter()
         run_dir, metrics = run(setting, seed, runs)
-        log.info("seed %d %s: val ndcg@10 %.4f at epoch %d (%.0f s)", seed, setting, metrics["objective"],
-                 metrics["best_epoch"] + 1, time.perf_counter() - started)
+        log.info(
+            "seed %d %s: val ndcg@10 %.4f at epoch %d (%.0f s)",
+            seed,
+            setting,
+            metrics["objective"],
+            metrics["best_epoch"] + 1,
+            time.perf_counter() - started,
+        )
         if chosen is None or metrics["objective"] > chosen[2]["objective"]:
             chosen = (setting, run_dir, metrics)
     setting, run_dir, metrics = chosen
     _, datamodule, _ = load_run(run_dir)  # the chosen run's own split
     results = {"FeatureMF": metrics["test"], **baselines(datamodule, seed)}
     test = datamodule.split.test
-    info = {"seed": seed, "setting": setting, "epoch": metrics["best_epoch"] + 1, "val_ndcg": metrics["objective"],
-            "test_items": int(torch.unique(test.items).numel()), "test_events": len(test),
-            "test_users": int(torch.unique(test.users).numel())}
+    info = {
+        "seed": seed,
+        "setting": setting,
+        "epoch": metrics["best_epoch"] + 1,
+        "val_ndcg": metrics["objective"],
+        "test_items": int(torch.unique(test.items).numel()),
+        "test_events": len(test),
+        "test_users": int(torch.unique(test.users).numel()),
+    }
     return results, info
 
 
@@ -108,7 +141,9 @@ def table(per_seed: list[dict[str, dict[str, float]]]) -> str:
         for metric in SHOWN:
             values = [r[method][metric] for r in per_seed]
             mean = statistics.mean(values)
-            cells.append(f"{mean:.4f} ± {statistics.stdev(values):.4f}" if len(values) > 1 else f"{mean:.4f}")
+            cells.append(
+                f"{mean:.4f} ± {statistics.stdev(values):.4f}" if len(values) > 1 else f"{mean:.4f}"
+            )
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return head + "\n".join(lines) + "\n"
 
@@ -120,10 +155,12 @@ def paired(per_seed: list[dict[str, dict[str, float]]], infos: list[dict]) -> st
     for results, i in zip(per_seed, infos):
         s = i["setting"]
         diff = results["FeatureMF"]["ndcg@10"] - results["genre popularity"]["ndcg@10"]
-        rows.append(f"| {i['seed']} | {s['model.dim']} | {s['model.item_id_dropout']} | {s['loss.l2']:g} | "
-                    f"{i['epoch']} | {i['val_ndcg']:.4f} | {results['FeatureMF']['ndcg@10']:.4f} | "
-                    f"{results['genre popularity']['ndcg@10']:.4f} | {results['random']['ndcg@10']:.4f} | "
-                    f"{diff:+.4f} | {i['test_items']} | {i['test_events']} | {i['test_users']} |")
+        rows.append(
+            f"| {i['seed']} | {s['model.dim']} | {s['model.item_id_dropout']} | {s['loss.l2']:g} | "
+            f"{i['epoch']} | {i['val_ndcg']:.4f} | {results['FeatureMF']['ndcg@10']:.4f} | "
+            f"{results['genre popularity']['ndcg@10']:.4f} | {results['random']['ndcg@10']:.4f} | "
+            f"{diff:+.4f} | {i['test_items']} | {i['test_events']} | {i['test_users']} |"
+        )
     return "\n".join(rows)
 
 
@@ -134,23 +171,39 @@ def reading(per_seed: list[dict[str, dict[str, float]]]) -> str:
     above = [k for k in SHOWN if genre[k] > rand[k]]
     better = [k for k in SHOWN if feature[k] > genre[k]]
     wins = sum(r["FeatureMF"]["ndcg@10"] > r["genre popularity"]["ndcg@10"] for r in per_seed)
-    text = (f"Genre popularity, one list for every user, is above random on {len(above)} of the {len(SHOWN)} "
-            f"metrics shown (NDCG@10 {genre['ndcg@10']:.4f} against {rand['ndcg@10']:.4f})")
+    text = (
+        f"Genre popularity, one list for every user, is above random on {len(above)} of the {len(SHOWN)} "
+        f"metrics shown (NDCG@10 {genre['ndcg@10']:.4f} against {rand['ndcg@10']:.4f})"
+    )
     below = [k for k in SHOWN if k not in above]
     text += f"; below it on {', '.join(below)}. " if below else ". "
-    text += (f"FeatureMF, which personalises the same genres (a user's affinity to each, and the user "
-             f"features), has the higher mean on {len(better)} of the {len(SHOWN)} metrics and the higher "
-             f"test NDCG@10 on {wins} of {len(per_seed)} splits")
-    text += " (168 test items per split: the spread between splits is large)." if len(per_seed) > 1 else "."
+    text += (
+        f"FeatureMF, which personalises the same genres (a user's affinity to each, and the user "
+        f"features), has the higher mean on {len(better)} of the {len(SHOWN)} metrics and the higher "
+        f"test NDCG@10 on {wins} of {len(per_seed)} splits"
+    )
+    text += (
+        " (168 test items per split: the spread between splits is large)."
+        if len(per_seed) > 1
+        else "."
+    )
     return text
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "experiments" / "cold_start"
-                        / "README.md")
-    parser.add_argument("--runs", type=Path, default=None, help="keep the run directories here (default: a temp dir)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path(__file__).resolve().parents[1] / "experiments" / "cold_start" / "README.md",
+    )
+    parser.add_argument(
+        "--runs",
+        type=Path,
+        default=None,
+        help="keep the run directories here (default: a temp dir)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for noisy in ("mfzoo", "lightning", "lightning.pytorch"):
@@ -172,15 +225,26 @@ def main() -> None:
     wins = sum(d > 0 for d in diffs)
     n = len(diffs)
     spread = f" ± {statistics.stdev(diffs):.4f} (mean ± sd over seeds)" if n > 1 else ""
-    summary = (f"FeatureMF − genre popularity, test NDCG@10: {statistics.mean(diffs):+.4f}{spread}; "
-               f"FeatureMF higher on {wins} of {n} {'seeds' if n > 1 else 'seed'}")
+    summary = (
+        f"FeatureMF − genre popularity, test NDCG@10: {statistics.mean(diffs):+.4f}{spread}; "
+        f"FeatureMF higher on {wins} of {n} {'seeds' if n > 1 else 'seed'}"
+    )
     print(summary)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(README.format(
-        table=text, paired=paired(per_seed, infos), summary=summary, seeds=" ".join(map(str, args.seeds)),
-        n_seeds=f"{len(args.seeds)} seeds" if len(args.seeds) > 1 else "1 seed", minutes=seconds / 60,
-        torch=torch.__version__, python=platform.python_version(), grid=len(GRID), reading=reading(per_seed),
-    ))
+    args.out.write_text(
+        README.format(
+            table=text,
+            paired=paired(per_seed, infos),
+            summary=summary,
+            seeds=" ".join(map(str, args.seeds)),
+            n_seeds=f"{len(args.seeds)} seeds" if len(args.seeds) > 1 else "1 seed",
+            minutes=seconds / 60,
+            torch=torch.__version__,
+            python=platform.python_version(),
+            grid=len(GRID),
+            reading=reading(per_seed),
+        )
+    )
     log.info("wrote %s (%.1f min)", args.out, seconds / 60)
 
 

@@ -25,22 +25,26 @@ RMSE is one definition for every model here: mfzoo's `rating_metrics` on predict
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scipy import stats
-
 from _bench import emit, mean_sd, parse_pairs, read_results
+from scipy import stats
 
 SPLIT_KEYS = ("folds", "split_seed", "val")
 LABELS = {
-    "mf": "mfzoo MF", "svdpp": "mfzoo SVD++", "als": "mfzoo ALS (biased)", "bayesian": "mfzoo Bayesian MF (Gibbs)",
-    "surprise_svd": "Surprise SVD", "surprise_svdpp": "Surprise SVDpp",
+    "mf": "mfzoo MF",
+    "svdpp": "mfzoo SVD++",
+    "als": "mfzoo ALS (biased)",
+    "bayesian": "mfzoo Bayesian MF (Gibbs)",
+    "surprise_svd": "Surprise SVD",
+    "surprise_svdpp": "Surprise SVDpp",
     "bayesian_timesvdpp": "mfzoo Bayesian timeSVD++ (Gibbs)",
-    "mf_batch_searched": "mfzoo MF, batch size searched", "svdpp_fixed_batch": "mfzoo SVD++, batch 16384",
-    "mf_fixed_batch": "mfzoo MF, batch 16384", "surprise_svd_epochs100": "Surprise SVD, n_epochs ≤ 100",
+    "mf_batch_searched": "mfzoo MF, batch size searched",
+    "svdpp_fixed_batch": "mfzoo SVD++, batch 16384",
+    "mf_fixed_batch": "mfzoo MF, batch 16384",
+    "surprise_svd_epochs100": "Surprise SVD, n_epochs ≤ 100",
 }
 
 
@@ -69,22 +73,34 @@ def load(paths: list[Path | str]) -> dict[str, ModelResults]:
     for given in paths:
         path_text, _, name = str(given).partition("=")
         path = Path(path_text)
-        raw = read_results(path, "a --results-out file of scripts/nested_cv.py", ("model", "trials", "seeds", "results"))
+        raw = read_results(
+            path,
+            "a --results-out file of scripts/nested_cv.py",
+            ("model", "trials", "seeds", "results"),
+        )
         split = {k: raw.get(k) for k in SPLIT_KEYS}
         if models and split != next(iter(models.values())).split:
             first = next(iter(models.values()))
-            raise ValueError(f"{path}: its outer folds ({split}) are not those of {first.sources[0]} ({first.split}): "
-                             "only runs on the same folds pair up")
+            raise ValueError(
+                f"{path}: its outer folds ({split}) are not those of {first.sources[0]} ({first.split}): "
+                "only runs on the same folds pair up"
+            )
         key = name or raw["model"]
-        found = models.setdefault(key, ModelResults(key, raw["trials"], raw["seeds"], {}, {}, [], split))
+        found = models.setdefault(
+            key, ModelResults(key, raw["trials"], raw["seeds"], {}, {}, [], split)
+        )
         if (found.trials, found.seeds) != (raw["trials"], raw["seeds"]):
-            raise ValueError(f"{path}: {key} was run with {raw['trials']} trials and seeds {raw['seeds']} "
-                             f"here, {found.trials} and {found.seeds} in {found.sources}")
+            raise ValueError(
+                f"{path}: {key} was run with {raw['trials']} trials and seeds {raw['seeds']} "
+                f"here, {found.trials} and {found.seeds} in {found.sources}"
+            )
         found.sources.append(str(path))
         for fold in raw["results"]:
             keys = [(fold["fold"], s) for s in raw["seeds"]]
             if any(k in found.tuned for k in keys):
-                raise ValueError(f"{path}: fold {fold['fold']} of {key} is also in {found.sources[:-1]}")
+                raise ValueError(
+                    f"{path}: fold {fold['fold']} of {key} is also in {found.sources[:-1]}"
+                )
             found.tuned.update({k: t["rmse"] for k, t in zip(keys, fold["test"])})
             found.defaults.update({k: t["rmse"] for k, t in zip(keys, fold.get("baseline") or [])})
     return models
@@ -96,19 +112,28 @@ def fold_means(values: dict[tuple[int, int], float]) -> dict[int, float]:
 
 
 def summary(models: dict[str, ModelResults]) -> list[str]:
-    lines = ["| model | trials per fold | folds x seeds | defaults: test RMSE, mean ± sd over (fold, seed) | "
-             "over fold means | tuned: test RMSE, mean ± sd over (fold, seed) | over fold means |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | trials per fold | folds x seeds | defaults: test RMSE, mean ± sd over (fold, seed) | "
+        "over fold means | tuned: test RMSE, mean ± sd over (fold, seed) | over fold means |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for m in models.values():
         n = f"{len(fold_means(m.tuned))} x {len(m.seeds)}"
-        default = (f"{mean_sd(list(m.defaults.values()))} | {mean_sd(list(fold_means(m.defaults).values()))}"
-                   if m.defaults else "not run | ")
-        lines.append(f"| {m.label} | {m.trials} | {n} | {default} | **{mean_sd(list(m.tuned.values()))}** | "
-                     f"{mean_sd(list(fold_means(m.tuned).values()))} |")
+        default = (
+            f"{mean_sd(list(m.defaults.values()))} | {mean_sd(list(fold_means(m.defaults).values()))}"
+            if m.defaults
+            else "not run | "
+        )
+        lines.append(
+            f"| {m.label} | {m.trials} | {n} | {default} | **{mean_sd(list(m.tuned.values()))}** | "
+            f"{mean_sd(list(fold_means(m.tuned).values()))} |"
+        )
     return lines
 
 
-def paired(a: dict[tuple[int, int], float], b: dict[tuple[int, int], float]) -> tuple[str, str, str, str]:
+def paired(
+    a: dict[tuple[int, int], float], b: dict[tuple[int, int], float]
+) -> tuple[str, str, str, str]:
     """(mean difference ± sd over pairs, t-test over pairs, t-test over fold means, wins of A)."""
     keys = sorted(set(a) & set(b))
     if len(keys) < 2:
@@ -117,32 +142,59 @@ def paired(a: dict[tuple[int, int], float], b: dict[tuple[int, int], float]) -> 
     t = stats.ttest_rel([a[k] for k in keys], [b[k] for k in keys])
     fa, fb = fold_means({k: a[k] for k in keys}), fold_means({k: b[k] for k in keys})
     tf = stats.ttest_rel(list(fa.values()), list(fb.values())) if len(fa) > 1 else None
-    folds = f"t = {tf.statistic:.2f}, p = {tf.pvalue:.3g} ({len(fa)} folds)" if tf is not None else "one fold"
+    folds = (
+        f"t = {tf.statistic:.2f}, p = {tf.pvalue:.3g} ({len(fa)} folds)"
+        if tf is not None
+        else "one fold"
+    )
     wins = sum(d < 0 for d in diff)
-    return (f"{statistics.mean(diff):+.4f} ± {statistics.stdev(diff):.4f}", f"t = {t.statistic:.2f}, p = {t.pvalue:.3g} "
-            f"({len(keys)} pairs)", folds, f"{wins} / {len(keys)}")
+    return (
+        f"{statistics.mean(diff):+.4f} ± {statistics.stdev(diff):.4f}",
+        f"t = {t.statistic:.2f}, p = {t.pvalue:.3g} ({len(keys)} pairs)",
+        folds,
+        f"{wins} / {len(keys)}",
+    )
 
 
 def comparisons(models: dict[str, ModelResults], pairs: list[tuple[str, str]]) -> list[str]:
-    lines = ["| A vs B | settings | RMSE A − B, mean ± sd over pairs | paired t-test over (fold, seed) | "
-             "paired t-test over fold means | pairs where A is lower |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| A vs B | settings | RMSE A − B, mean ± sd over pairs | paired t-test over (fold, seed) | "
+        "paired t-test over fold means | pairs where A is lower |",
+        "|---|---|---|---|---|---|",
+    ]
     for a, b in pairs:
         if a not in models or b not in models:
             missing = [m for m in (a, b) if m not in models]
-            lines.append(f"| {LABELS.get(a, a)} vs {LABELS.get(b, b)} | | not run: {', '.join(missing)} | | | |")
+            lines.append(
+                f"| {LABELS.get(a, a)} vs {LABELS.get(b, b)} | | not run: {', '.join(missing)} | | | |"
+            )
             continue
-        for which, pick in (("tuned vs tuned", lambda m: m.tuned), ("defaults vs defaults", lambda m: m.defaults)):
+        for which, pick in (
+            ("tuned vs tuned", lambda m: m.tuned),
+            ("defaults vs defaults", lambda m: m.defaults),
+        ):
             cells = paired(pick(models[a]), pick(models[b]))
-            lines.append(f"| {models[a].label} vs {models[b].label} | {which} | " + " | ".join(cells) + " |")
+            lines.append(
+                f"| {models[a].label} vs {models[b].label} | {which} | " + " | ".join(cells) + " |"
+            )
     return lines
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("results", nargs="+", help="--results-out files of scripts/nested_cv.py (FILE or FILE=NAME)")
-    parser.add_argument("--pairs", default="mf:surprise_svd,svdpp:surprise_svdpp",
-                        help="comma-separated A:B model pairs to test (A − B; default: %(default)s)")
-    parser.add_argument("--out", type=Path, default=None, help="also write the markdown tables here")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "results", nargs="+", help="--results-out files of scripts/nested_cv.py (FILE or FILE=NAME)"
+    )
+    parser.add_argument(
+        "--pairs",
+        default="mf:surprise_svd,svdpp:surprise_svdpp",
+        help="comma-separated A:B model pairs to test (A − B; default: %(default)s)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="also write the markdown tables here"
+    )
     args = parser.parse_args()
     pairs = parse_pairs(args.pairs)
     try:
@@ -150,12 +202,17 @@ def main() -> None:
     except ValueError as err:
         raise SystemExit(str(err)) from None
     split = next(iter(models.values())).split
-    lines = [f"Test RMSE on ML-100K, outer `KFold(n_folds={split['folds']}, seed={split['split_seed']}, "
-             f"val={split['val']})`, every model on the same folds and test "
-             "ratings; one RMSE definition for all (mfzoo's `rating_metrics`, predictions clipped to [1, 5]). "
-             "Defaults: each library's default settings refitted on train + val; tuned: chosen by an Optuna study "
-             "on each fold's val part (the trials per fold in the table), refitted on train + val. "
-             "Sources: " + "; ".join(f"{m.label}: {', '.join(m.sources)}" for m in models.values()) + ".", ""]
+    lines = [
+        f"Test RMSE on ML-100K, outer `KFold(n_folds={split['folds']}, seed={split['split_seed']}, "
+        f"val={split['val']})`, every model on the same folds and test "
+        "ratings; one RMSE definition for all (mfzoo's `rating_metrics`, predictions clipped to [1, 5]). "
+        "Defaults: each library's default settings refitted on train + val; tuned: chosen by an Optuna study "
+        "on each fold's val part (the trials per fold in the table), refitted on train + val. "
+        "Sources: "
+        + "; ".join(f"{m.label}: {', '.join(m.sources)}" for m in models.values())
+        + ".",
+        "",
+    ]
     lines += summary(models) + ["", "Paired comparisons (A − B < 0: A has the lower RMSE):", ""]
     lines += comparisons(models, pairs)
     emit(lines, args.out)

@@ -47,13 +47,13 @@ from pathlib import Path
 import lightning as L
 import optuna
 import torch
+from _bench import emit, mean_sd, quiet, read_results
+from bench_explicit import RATING_RANGE, fit_on_split, predict
 from hydra import compose, initialize_config_dir
 from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
 from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import BaseDistribution
 
-from _bench import emit, mean_sd, quiet, read_results
-from bench_explicit import RATING_RANGE, fit_on_split, predict
 from mfzoo.cli import CONFIG_DIR
 from mfzoo.data.interactions import Interactions
 from mfzoo.data.sources import movielens
@@ -71,9 +71,21 @@ BASE = {
     "als": ["experiment=ml100k_cv", "model=mf", "solver=als"],
     # no early stopping: during burn-in val RMSE is that of single draws and would stop the chain
     # before any is kept; the best epoch (of the averaged predictor) is still chosen on val
-    "bayesian": ["experiment=ml100k_cv", "model=bayesian_mf", "solver=gibbs", "~callbacks.early_stopping"],
-    "bayesian_timesvdpp": ["experiment=ml100k_cv", "model=bayesian_mf", "solver=gibbs", "~callbacks.early_stopping",
-                           "model.implicit=true", "model.n_bins=30", "model.day_bias=true"],
+    "bayesian": [
+        "experiment=ml100k_cv",
+        "model=bayesian_mf",
+        "solver=gibbs",
+        "~callbacks.early_stopping",
+    ],
+    "bayesian_timesvdpp": [
+        "experiment=ml100k_cv",
+        "model=bayesian_mf",
+        "solver=gibbs",
+        "~callbacks.early_stopping",
+        "model.implicit=true",
+        "model.n_bins=30",
+        "model.day_bias=true",
+    ],
 }
 # The reference: experiments/ml100k_explicit's MF row, tuned on the test folds (no val part).
 TUNED_ON_TEST = {"mf": 0.9080, "svdpp": 0.9033}
@@ -89,7 +101,9 @@ class SearchSpace:
     metric: str  # optimized_metric, e.g. "val/rmse"
     direction: str  # "minimize" | "maximize"
     n_trials: int
-    sampler: dict = field(default_factory=dict)  # TPESampler arguments (seed, n_startup_trials, ...)
+    sampler: dict = field(
+        default_factory=dict
+    )  # TPESampler arguments (seed, n_startup_trials, ...)
 
 
 def parse_params(params: Mapping[str, str]) -> tuple[dict[str, BaseDistribution], dict[str, str]]:
@@ -107,7 +121,14 @@ def read_search_space(name: str, search_dir: Path = SEARCH_DIR) -> SearchSpace:
     sweeper = raw.hydra.sweeper
     distributions, fixed = parse_params({str(k): str(v) for k, v in sweeper.params.items()})
     sampler = OmegaConf.to_container(sweeper.get("sampler") or {}, resolve=True)
-    return SearchSpace(distributions, fixed, str(raw.optimized_metric), str(sweeper.direction), int(sweeper.n_trials), sampler)
+    return SearchSpace(
+        distributions,
+        fixed,
+        str(raw.optimized_metric),
+        str(sweeper.direction),
+        int(sweeper.n_trials),
+        sampler,
+    )
 
 
 def settings_overrides(params: Mapping[str, object]) -> list[str]:
@@ -154,31 +175,56 @@ class MfzooLearner:
     def __init__(self, base: list[str]):
         self.base = base
 
-    def validate(self, params: Mapping[str, object], train: Interactions, val: Interactions, seed: int,
-                 metric: str | None = None) -> tuple[float | None, int]:
+    def validate(
+        self,
+        params: Mapping[str, object],
+        train: Interactions,
+        val: Interactions,
+        seed: int,
+        metric: str | None = None,
+    ) -> tuple[float | None, int]:
         """(val RMSE of the best checkpoint, epochs up to it) trained on `train`. The trainer's
         test slot holds the val part too, so no code path here can reach a test row."""
         cfg = compose_cfg(self.base, settings_overrides(params), seed)
         monitor = cfg.callbacks.model_checkpoint.monitor
         if metric is not None and monitor != metric:
-            raise ValueError(f"the checkpoint callback monitors {monitor!r}, the search optimizes {metric!r}")
+            raise ValueError(
+                f"the checkpoint callback monitors {monitor!r}, the search optimizes {metric!r}"
+            )
         fitted = fit_on_split(cfg, Split(train=train, val=val, test=val), seed)
         return fitted.best_val, fitted.best_epochs
 
-    def refit_model(self, params: Mapping[str, object], epochs: int | None, train_val: Interactions,
-                    test: Interactions, seed: int) -> EvaluatedModule:
+    def refit_model(
+        self,
+        params: Mapping[str, object],
+        epochs: int | None,
+        train_val: Interactions,
+        test: Interactions,
+        seed: int,
+    ) -> EvaluatedModule:
         """Train on train + val for `epochs` (None: the config's `trainer.max_epochs`), no val
         part and no callbacks; the learning-rate schedule keeps the config's length."""
         cfg = compose_cfg(self.base, settings_overrides(params), seed)
         epochs = int(cfg.trainer.max_epochs) if epochs is None else epochs
-        fitted = fit_on_split(cfg, Split(train=train_val, val=None, test=test), seed, callbacks=False,
-                              extra_callbacks=[StopAfterEpochs(epochs)])
+        fitted = fit_on_split(
+            cfg,
+            Split(train=train_val, val=None, test=test),
+            seed,
+            callbacks=False,
+            extra_callbacks=[StopAfterEpochs(epochs)],
+        )
         if fitted.epochs != epochs:
             raise RuntimeError(f"refit ran {fitted.epochs} epochs, {epochs} were asked for")
         return fitted.module
 
-    def refit(self, params: Mapping[str, object], epochs: int | None, train_val: Interactions, test: Interactions,
-              seed: int) -> dict[str, float]:
+    def refit(
+        self,
+        params: Mapping[str, object],
+        epochs: int | None,
+        train_val: Interactions,
+        test: Interactions,
+        seed: int,
+    ) -> dict[str, float]:
         """`refit_model`, then `test` scored once: RMSE/MAE on predictions clipped to [1, 5]."""
         module = self.refit_model(params, epochs, train_val, test, seed)
         return rating_metrics(predict(module, test), test.values, RATING_RANGE)
@@ -196,22 +242,43 @@ class SurpriseLearner:
     def fit(self, params: Mapping[str, object], train: Interactions, seed: int):
         import surprise
 
-        raw = zip(train.users.tolist(), train.items.tolist(), train.values.tolist(), [None] * len(train))
-        trainset = surprise.Dataset(surprise.Reader(rating_scale=RATING_RANGE)).construct_trainset(list(raw))
+        raw = zip(
+            train.users.tolist(), train.items.tolist(), train.values.tolist(), [None] * len(train)
+        )
+        trainset = surprise.Dataset(surprise.Reader(rating_scale=RATING_RANGE)).construct_trainset(
+            list(raw)
+        )
         algo = getattr(surprise, self.algo)(random_state=seed, **self.fixed, **params)
         return algo.fit(trainset)
 
     def score(self, algo, part: Interactions) -> dict[str, float]:
-        predictions = [algo.predict(u, i, clip=True).est for u, i in zip(part.users.tolist(), part.items.tolist())]
-        return rating_metrics(torch.tensor(predictions, dtype=torch.float64), part.values, RATING_RANGE)
+        predictions = [
+            algo.predict(u, i, clip=True).est
+            for u, i in zip(part.users.tolist(), part.items.tolist())
+        ]
+        return rating_metrics(
+            torch.tensor(predictions, dtype=torch.float64), part.values, RATING_RANGE
+        )
 
-    def validate(self, params: Mapping[str, object], train: Interactions, val: Interactions, seed: int,
-                 metric: str | None = None) -> tuple[float | None, int]:
+    def validate(
+        self,
+        params: Mapping[str, object],
+        train: Interactions,
+        val: Interactions,
+        seed: int,
+        metric: str | None = None,
+    ) -> tuple[float | None, int]:
         algo = self.fit(params, train, seed)
         return self.score(algo, val)["rmse"], int(algo.n_epochs)
 
-    def refit(self, params: Mapping[str, object], epochs: int | None, train_val: Interactions, test: Interactions,
-              seed: int) -> dict[str, float]:
+    def refit(
+        self,
+        params: Mapping[str, object],
+        epochs: int | None,
+        train_val: Interactions,
+        test: Interactions,
+        seed: int,
+    ) -> dict[str, float]:
         return self.score(self.fit(params, train_val, seed), test)
 
 
@@ -239,15 +306,25 @@ def space_for(model: str, space: str | None = None) -> SearchSpace:
     in the same format, over the peer's own documented constructor arguments."""
     if model in PEERS:
         if space is not None:
-            raise ValueError(f"--space is for mfzoo models; {model} searches scripts/search_spaces/{model}.yaml")
+            raise ValueError(
+                f"--space is for mfzoo models; {model} searches scripts/search_spaces/{model}.yaml"
+            )
         return read_search_space(model, PEER_SPACES)
     return read_search_space(space or f"{model}_optuna")
 
 
-def tune(learner: MfzooLearner | SurpriseLearner, train: Interactions, val: Interactions, space: SearchSpace,
-         trials: int, seed: int) -> optuna.Study:
+def tune(
+    learner: MfzooLearner | SurpriseLearner,
+    train: Interactions,
+    val: Interactions,
+    space: SearchSpace,
+    trials: int,
+    seed: int,
+) -> optuna.Study:
     """The study of one fold: it is given the train and val parts only."""
-    sampler = optuna.samplers.TPESampler(**{k: v for k, v in space.sampler.items() if k != "_target_"})
+    sampler = optuna.samplers.TPESampler(
+        **{k: v for k, v in space.sampler.items() if k != "_target_"}
+    )
     study = optuna.create_study(direction=space.direction, sampler=sampler)
     for _ in range(trials):
         trial = study.ask(fixed_distributions=space.distributions)
@@ -258,18 +335,43 @@ def tune(learner: MfzooLearner | SurpriseLearner, train: Interactions, val: Inte
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
         else:
             study.tell(trial, best_val)
-        log.info("trial %d: %s -> %s %.4f (epoch %d)", trial.number, params, space.metric, best_val or float("nan"), best_epochs)
+        log.info(
+            "trial %d: %s -> %s %.4f (epoch %d)",
+            trial.number,
+            params,
+            space.metric,
+            best_val or float("nan"),
+            best_epochs,
+        )
     return study
 
 
-def nested_fold(fold: int, split: Split, model: str, space: SearchSpace, trials: int, seeds: list[int],
-                study_seed: int = 0, baseline: bool = False) -> FoldResult:
+def nested_fold(
+    fold: int,
+    split: Split,
+    model: str,
+    space: SearchSpace,
+    trials: int,
+    seeds: list[int],
+    study_seed: int = 0,
+    baseline: bool = False,
+) -> FoldResult:
     """Study on (train, val), refit on train + val, score on test: see the module docstring."""
-    return study_and_refit(learner_for(model), split, space, trials, seeds, study_seed, baseline, fold)
+    return study_and_refit(
+        learner_for(model), split, space, trials, seeds, study_seed, baseline, fold
+    )
 
 
-def study_and_refit(learner, split: Split, space: SearchSpace, trials: int, seeds: list[int], study_seed: int = 0,
-                    baseline: bool = False, fold: int = 0) -> FoldResult:
+def study_and_refit(
+    learner,
+    split: Split,
+    space: SearchSpace,
+    trials: int,
+    seeds: list[int],
+    study_seed: int = 0,
+    baseline: bool = False,
+    fold: int = 0,
+) -> FoldResult:
     """One split's protocol for any learner (`validate` / `refit`): the study on (train, val),
     the chosen settings refitted on train + val once per seed and `split.test` scored once.
     With `baseline`, the learner's default settings (mfzoo: the config; a peer: the library's
@@ -286,9 +388,21 @@ def study_and_refit(learner, split: Split, space: SearchSpace, trials: int, seed
     if baseline:
         reference_val, _ = learner.validate({}, split.train, split.val, study_seed)
         reference = [learner.refit({}, None, train_val, split.test, s) for s in seeds]
-    history = [{"params": t.params, "value": t.value, "epochs": t.user_attrs.get("best_epochs")}
-               for t in study.trials]
-    return FoldResult(fold, params, float(best.value), epochs, test, reference, reference_val, study_seconds, history)
+    history = [
+        {"params": t.params, "value": t.value, "epochs": t.user_attrs.get("best_epochs")}
+        for t in study.trials
+    ]
+    return FoldResult(
+        fold,
+        params,
+        float(best.value),
+        epochs,
+        test,
+        reference,
+        reference_val,
+        study_seconds,
+        history,
+    )
 
 
 # report ---------------------------------------------------------------------------------------
@@ -296,7 +410,9 @@ def show(value: object) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-def report(results: list[FoldResult], args: argparse.Namespace, space: SearchSpace, seconds: float | str) -> list[str]:
+def report(
+    results: list[FoldResult], args: argparse.Namespace, space: SearchSpace, seconds: float | str
+) -> list[str]:
     keys = [k for k in space.distributions if all(k in r.params for r in results)]
     lines = [
         f"Nested CV of `{args.model}` on ML-100K: outer `KFold(n_folds={args.folds}, seed={args.split_seed}, "
@@ -304,18 +420,31 @@ def report(results: list[FoldResult], args: argparse.Namespace, space: SearchSpa
         f"`{space_file(args.model, getattr(args, 'space', None))}`, objective {space.metric} on the val part; the best "
         f"settings refitted on train + val for their best-val epoch count, training seeds {args.seeds_list}, "
         f"test fold scored once. torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.machine()}; "
-        + (f"total {seconds:.0f} s" if isinstance(seconds, float) else seconds) + " (a shared machine: times are noisy).",
+        + (f"total {seconds:.0f} s" if isinstance(seconds, float) else seconds)
+        + " (a shared machine: times are noisy).",
         "",
-        "| fold | " + " | ".join(f"`{k}`" for k in keys) + " | epochs | best val RMSE | test RMSE (mean of seeds) | "
-        "test RMSE per seed | test MAE |" + (" defaults: val RMSE | defaults, same refit: test RMSE |" if args.baseline else "")
+        "| fold | "
+        + " | ".join(f"`{k}`" for k in keys)
+        + " | epochs | best val RMSE | test RMSE (mean of seeds) | "
+        "test RMSE per seed | test MAE |"
+        + (" defaults: val RMSE | defaults, same refit: test RMSE |" if args.baseline else "")
         + " study s |",
-        "|---|" + "---|" * len(keys) + "---|---|---|---|---|" + ("---|---|" if args.baseline else "") + "---|",
+        "|---|"
+        + "---|" * len(keys)
+        + "---|---|---|---|---|"
+        + ("---|---|" if args.baseline else "")
+        + "---|",
     ]
     for r in results:
         rmse = [t["rmse"] for t in r.test]
         cells = [show(r.params[k]) for k in keys]
-        row = (f"| {r.fold} | " + " | ".join(cells) + f" | {r.best_epochs} | {r.best_val:.4f} | {statistics.mean(rmse):.4f} | "
-               + ", ".join(f"{x:.4f}" for x in rmse) + f" | {statistics.mean(t['mae'] for t in r.test):.4f} |")
+        row = (
+            f"| {r.fold} | "
+            + " | ".join(cells)
+            + f" | {r.best_epochs} | {r.best_val:.4f} | {statistics.mean(rmse):.4f} | "
+            + ", ".join(f"{x:.4f}" for x in rmse)
+            + f" | {statistics.mean(t['mae'] for t in r.test):.4f} |"
+        )
         if args.baseline:
             row += f" {r.baseline_val:.4f} | {statistics.mean(b['rmse'] for b in r.baseline):.4f} |"
         lines.append(row + f" {r.study_seconds:.0f} |")
@@ -331,13 +460,21 @@ def report(results: list[FoldResult], args: argparse.Namespace, space: SearchSpa
     ]
     if args.baseline:
         base_means = [statistics.mean(b["rmse"] for b in r.baseline) for r in results]
-        which = "the library's defaults" if args.model in PEERS else "the default configuration (chosen on these test folds)"
-        lines.append(f"- {which}: val RMSE "
-                     f"{mean_sd([r.baseline_val for r in results])} over folds (trained like a trial); refitted the "
-                     f"same way with the same seeds, test RMSE {mean_sd(base_means)} over folds")
+        which = (
+            "the library's defaults"
+            if args.model in PEERS
+            else "the default configuration (chosen on these test folds)"
+        )
+        lines.append(
+            f"- {which}: val RMSE "
+            f"{mean_sd([r.baseline_val for r in results])} over folds (trained like a trial); refitted the "
+            f"same way with the same seeds, test RMSE {mean_sd(base_means)} over folds"
+        )
     if args.model in TUNED_ON_TEST:
-        lines.append(f"- reference: {TUNED_ON_TEST[args.model]:.4f}, experiments/ml100k_explicit's mean before the val "
-                     "part existed (configuration chosen on the test folds, seed 0)")
+        lines.append(
+            f"- reference: {TUNED_ON_TEST[args.model]:.4f}, experiments/ml100k_explicit's mean before the val "
+            "part existed (configuration chosen on the test folds, seed 0)"
+        )
     return lines
 
 
@@ -346,10 +483,14 @@ def gather(paths: list[Path]) -> tuple[list[FoldResult], argparse.Namespace]:
     fold order, and the settings they were run with (which must agree)."""
     metas, results = [], {}
     for path in paths:
-        raw = read_results(path, "a --results-out file of scripts/nested_cv.py", ("model", "trials", "results"))
+        raw = read_results(
+            path, "a --results-out file of scripts/nested_cv.py", ("model", "trials", "results")
+        )
         if metas and raw["model"] != metas[0]["model"]:
-            raise SystemExit(f"{path}: a run of {raw['model']}, the first file's is of {metas[0]['model']}: "
-                             "--gather joins the folds of one model")
+            raise SystemExit(
+                f"{path}: a run of {raw['model']}, the first file's is of {metas[0]['model']}: "
+                "--gather joins the folds of one model"
+            )
         metas.append({k: v for k, v in raw.items() if k not in ("results", "torch")})
         for fold in raw["results"]:
             if fold["fold"] in results:
@@ -358,41 +499,93 @@ def gather(paths: list[Path]) -> tuple[list[FoldResult], argparse.Namespace]:
     for path, meta in zip(paths[1:], metas[1:]):
         differ = sorted(k for k in set(meta) | set(metas[0]) if meta.get(k) != metas[0].get(k))
         if differ:
-            raise ValueError(f"{path} was run with different settings from {paths[0]}: "
-                             + ", ".join(f"{k} {meta.get(k)!r} against {metas[0].get(k)!r}" for k in differ))
+            raise ValueError(
+                f"{path} was run with different settings from {paths[0]}: "
+                + ", ".join(f"{k} {meta.get(k)!r} against {metas[0].get(k)!r}" for k in differ)
+            )
     meta = metas[0]
-    args = argparse.Namespace(model=meta["model"], trials=meta["trials"], folds=meta["folds"], split_seed=meta["split_seed"],
-                              val=meta["val"], seeds_list=meta["seeds"],
-                              baseline=all(r.baseline for r in results.values()),
-                              space=None if meta["model"] in PEERS else Path(meta["space"]).stem)
+    args = argparse.Namespace(
+        model=meta["model"],
+        trials=meta["trials"],
+        folds=meta["folds"],
+        split_seed=meta["split_seed"],
+        val=meta["val"],
+        seeds_list=meta["seeds"],
+        baseline=all(r.baseline for r in results.values()),
+        space=None if meta["model"] in PEERS else Path(meta["space"]).stem,
+    )
     return [results[k] for k in sorted(results)], args
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", choices=sorted(BASE) + sorted(PEERS), default="mf",
-                        help="mfzoo models read configs/hparams_search/<model>_optuna.yaml, peers scripts/search_spaces/<model>.yaml")
-    parser.add_argument("--space", default=None,
-                        help="mfzoo models: another search space of configs/hparams_search (its file name without .yaml)")
-    parser.add_argument("--trials", type=int, default=None, help="trials per fold (default: the YAML's n_trials)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--model",
+        choices=sorted(BASE) + sorted(PEERS),
+        default="mf",
+        help="mfzoo models read configs/hparams_search/<model>_optuna.yaml, peers scripts/search_spaces/<model>.yaml",
+    )
+    parser.add_argument(
+        "--space",
+        default=None,
+        help="mfzoo models: another search space of configs/hparams_search (its file name without .yaml)",
+    )
+    parser.add_argument(
+        "--trials", type=int, default=None, help="trials per fold (default: the YAML's n_trials)"
+    )
     parser.add_argument("--folds", type=int, default=5)
-    parser.add_argument("--only-folds", default=None, help="comma-separated outer folds to run (default: all)")
+    parser.add_argument(
+        "--only-folds", default=None, help="comma-separated outer folds to run (default: all)"
+    )
     parser.add_argument("--seeds", type=int, default=3, help="training seeds 0..S-1 of each refit")
     parser.add_argument("--study-seed", type=int, default=0, help="training seed of every trial")
-    parser.add_argument("--split-seed", type=int, default=0, help="seed of the fold partition (as data/split/kfold.yaml)")
-    parser.add_argument("--val", type=float, default=0.1, help="share of each fold's training part carved out as val")
-    parser.add_argument("--baseline", action="store_true",
-                        help="also measure the default configuration: val RMSE, and test RMSE after the same refit")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (default 1: small steps on a busy machine run far slower with more; "
-                             "0: torch's own)")
+    parser.add_argument(
+        "--split-seed",
+        type=int,
+        default=0,
+        help="seed of the fold partition (as data/split/kfold.yaml)",
+    )
+    parser.add_argument(
+        "--val",
+        type=float,
+        default=0.1,
+        help="share of each fold's training part carved out as val",
+    )
+    parser.add_argument(
+        "--baseline",
+        action="store_true",
+        help="also measure the default configuration: val RMSE, and test RMSE after the same refit",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (default 1: small steps on a busy machine run far slower with more; "
+        "0: torch's own)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="also write the markdown table here")
-    parser.add_argument("--trials-out", type=Path, default=None, help="write every fold's trials (settings, val RMSE, epochs) as JSON")
-    parser.add_argument("--results-out", type=Path, default=None,
-                        help="write every fold's result as JSON (chosen settings, test metrics per seed, the defaults' "
-                             "per seed with --baseline): the input of scripts/compare_nested.py")
-    parser.add_argument("--gather", nargs="+", type=Path, default=None,
-                        help="--results-out files of one model run fold by fold (--only-folds): write their joint report")
+    parser.add_argument(
+        "--trials-out",
+        type=Path,
+        default=None,
+        help="write every fold's trials (settings, val RMSE, epochs) as JSON",
+    )
+    parser.add_argument(
+        "--results-out",
+        type=Path,
+        default=None,
+        help="write every fold's result as JSON (chosen settings, test metrics per seed, the defaults' "
+        "per seed with --baseline): the input of scripts/compare_nested.py",
+    )
+    parser.add_argument(
+        "--gather",
+        nargs="+",
+        type=Path,
+        default=None,
+        help="--results-out files of one model run fold by fold (--only-folds): write their joint report",
+    )
     args = parser.parse_args()
     if args.trials is not None and args.trials < 1:
         parser.error(f"--trials must be at least 1, got {args.trials}")
@@ -431,23 +624,50 @@ def main() -> None:
     start = time.perf_counter()
     data = movielens("100k")
     folds = list(KFold(n_folds=args.folds, seed=args.split_seed, val=args.val).folds(data))
-    wanted = range(args.folds) if args.only_folds is None else [int(k) for k in args.only_folds.split(",")]
+    wanted = (
+        range(args.folds)
+        if args.only_folds is None
+        else [int(k) for k in args.only_folds.split(",")]
+    )
     results = []
     for k in wanted:
-        result = nested_fold(k, folds[k], args.model, space, args.trials, args.seeds_list, args.study_seed, args.baseline)
+        result = nested_fold(
+            k,
+            folds[k],
+            args.model,
+            space,
+            args.trials,
+            args.seeds_list,
+            args.study_seed,
+            args.baseline,
+        )
         rmse = statistics.mean(t["rmse"] for t in result.test)
-        print(f"fold {k}: {result.params} epochs {result.best_epochs} val {result.best_val:.4f} test {rmse:.4f} "
-              f"(study {result.study_seconds:.0f} s)", flush=True)
+        print(
+            f"fold {k}: {result.params} epochs {result.best_epochs} val {result.best_val:.4f} test {rmse:.4f} "
+            f"(study {result.study_seconds:.0f} s)",
+            flush=True,
+        )
         results.append(result)
     emit(report(results, args, space, time.perf_counter() - start), args.out)
     if args.trials_out:
         args.trials_out.parent.mkdir(parents=True, exist_ok=True)
-        args.trials_out.write_text(json.dumps([{"fold": r.fold, "trials": r.trials} for r in results], indent=1) + "\n")
+        args.trials_out.write_text(
+            json.dumps([{"fold": r.fold, "trials": r.trials} for r in results], indent=1) + "\n"
+        )
     if args.results_out:
         args.results_out.parent.mkdir(parents=True, exist_ok=True)
-        meta = {"model": args.model, "trials": args.trials, "folds": args.folds, "split_seed": args.split_seed, "val": args.val,
-                "seeds": args.seeds_list, "study_seed": args.study_seed, "space": space_file(args.model, args.space),
-                "sampler": space.sampler, "torch": torch.__version__}
+        meta = {
+            "model": args.model,
+            "trials": args.trials,
+            "folds": args.folds,
+            "split_seed": args.split_seed,
+            "val": args.val,
+            "seeds": args.seeds_list,
+            "study_seed": args.study_seed,
+            "space": space_file(args.model, args.space),
+            "sampler": space.sampler,
+            "torch": torch.__version__,
+        }
         folds_out = [{k: v for k, v in asdict(r).items() if k != "trials"} for r in results]
         args.results_out.write_text(json.dumps({**meta, "results": folds_out}, indent=1) + "\n")
 

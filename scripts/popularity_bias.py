@@ -56,12 +56,23 @@ from mfzoo.retrieval import factor_scores, similar_rows
 from mfzoo.training.run import build
 
 K = 10
-EXPERIMENTS = {"MF + MSE": "ml100k_mf", "MF + BPR": "ml100k_implicit_bpr", "MF + BCE": "ml100k_implicit_bce",
-               "iALS": "ml100k_ials"}
+EXPERIMENTS = {
+    "MF + MSE": "ml100k_mf",
+    "MF + BPR": "ml100k_implicit_bpr",
+    "MF + BCE": "ml100k_implicit_bce",
+    "iALS": "ml100k_ials",
+}
 # the settings experiments/popularity_bias was run with, kept where a config has since been tuned
 # (ml100k_ials now holds the choice of experiments/tuned_implicit)
-PINNED = {"iALS": ["model.dim=64", "solver.l2=0.1", "solver.alpha=1.0", "solver.unobserved_weight=1.0",
-                   "trainer.max_epochs=10"]}
+PINNED = {
+    "iALS": [
+        "model.dim=64",
+        "solver.l2=0.1",
+        "solver.alpha=1.0",
+        "solver.unobserved_weight=1.0",
+        "trainer.max_epochs=10",
+    ]
+}
 SHOWN = ["ndcg@10", "arp@10", "coverage@10", "gini@10", "long_tail@10"]
 
 
@@ -72,16 +83,27 @@ def require_matplotlib():
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        sys.exit("popularity_bias.py needs matplotlib for its plot: pip install -e '.[bench]' "
-                 "(or pip install 'matplotlib>=3.5')")
+        sys.exit(
+            "popularity_bias.py needs matplotlib for its plot: pip install -e '.[bench]' "
+            "(or pip install 'matplotlib>=3.5')"
+        )
     return plt
 
 
 def config(experiment: str, pinned: list[str] = ()) -> DictConfig:
     """The experiment's config without logger, checkpoints, ranking evaluation or val part."""
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose("train", overrides=[f"experiment={experiment}", "logger=none", "callbacks=none",
-                                          "ranking=null", "data.split.val=0", *pinned])
+        return compose(
+            "train",
+            overrides=[
+                f"experiment={experiment}",
+                "logger=none",
+                "callbacks=none",
+                "ranking=null",
+                "data.split.val=0",
+                *pinned,
+            ],
+        )
 
 
 def describe(cfg: DictConfig) -> str:
@@ -90,11 +112,16 @@ def describe(cfg: DictConfig) -> str:
     if cfg.get("solver"):
         solver = cfg.solver
         return f"{model}, IALSSolver(l2={solver.l2}, alpha={solver.alpha}), {cfg.trainer.max_epochs} sweeps"
-    text = (f"{model}, {cfg.loss._target_.rsplit('.', 1)[1]}(l2={cfg.loss.l2}), Adam lr={cfg.optim.lr}, "
-            f"{cfg.trainer.max_epochs} epochs, batch {cfg.data.batch_size}")
+    text = (
+        f"{model}, {cfg.loss._target_.rsplit('.', 1)[1]}(l2={cfg.loss.l2}), Adam lr={cfg.optim.lr}, "
+        f"{cfg.trainer.max_epochs} epochs, batch {cfg.data.batch_size}"
+    )
     sampler = cfg.data.get("sampler")
-    return text + (f", {sampler.n_negatives} negatives per positive ({sampler._target_.rsplit('.', 1)[1]})"
-                   if sampler else "")
+    return text + (
+        f", {sampler.n_negatives} negatives per positive ({sampler._target_.rsplit('.', 1)[1]})"
+        if sampler
+        else ""
+    )
 
 
 def fit_gradient(cfg: DictConfig, split: Split, seed: int) -> nn.Module:
@@ -104,7 +131,9 @@ def fit_gradient(cfg: DictConfig, split: Split, seed: int) -> nn.Module:
     datamodule = instantiate(cfg.data)  # the configured sampler and batch size ...
     datamodule.source, datamodule.split_fn = split.train, (lambda _: split)  # ... on this split
     datamodule, module = build(cfg, datamodule)
-    trainer = instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False, limit_val_batches=0)
+    trainer = instantiate(
+        cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False, limit_val_batches=0
+    )
     trainer.fit(module, datamodule=datamodule)
     return module.model.eval()
 
@@ -130,7 +159,9 @@ def popularity_deciles(popularity: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def neighbour_popularity(vectors: torch.Tensor, popularity: torch.Tensor, metric: str) -> list[float]:
+def neighbour_popularity(
+    vectors: torch.Tensor, popularity: torch.Tensor, metric: str
+) -> list[float]:
     """Mean pop of the K nearest rows of `vectors` [n, D] (item vectors, `similar_rows`) of a
     query item, averaged over the query items of each popularity decile: [10]."""
     _, neighbours = similar_rows(vectors, torch.arange(len(vectors)), K, metric=metric)  # [n, K]
@@ -149,7 +180,9 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
-def plot(plt, path: Path, neighbours: dict, vectors: dict, popularity: torch.Tensor, ranking: dict) -> None:
+def plot(
+    plt, path: Path, neighbours: dict, vectors: dict, popularity: torch.Tensor, ranking: dict
+) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
     colours = dict(zip(neighbours, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
     ax = axes[0]
@@ -158,33 +191,66 @@ def plot(plt, path: Path, neighbours: dict, vectors: dict, popularity: torch.Ten
     ax.plot(range(1, 11), own, ":", color="grey", label="the query item itself")
     for name, by_metric in neighbours.items():
         for metric, style in (("dot", "-"), ("cosine", "--")):
-            ax.plot(range(1, 11), by_metric[metric], style, marker="o", ms=3, color=colours[name],
-                    label=f"{name}, {metric}")
-    ax.set(xlabel="popularity decile of the query item (1 = least popular)", yscale="log",
-           ylabel="mean training users of its 10 neighbours", title="(a) item-to-item: dot vs cosine")
+            ax.plot(
+                range(1, 11),
+                by_metric[metric],
+                style,
+                marker="o",
+                ms=3,
+                color=colours[name],
+                label=f"{name}, {metric}",
+            )
+    ax.set(
+        xlabel="popularity decile of the query item (1 = least popular)",
+        yscale="log",
+        ylabel="mean training users of its 10 neighbours",
+        title="(a) item-to-item: dot vs cosine",
+    )
     ax.set_xticks(range(1, 11))
     ax.set_ylim(0.01, 1000)  # room for the legend below the lines (all means are >= 1)
     ax.legend(fontsize=7, ncol=2, loc="lower right")
     ax = axes[1]
     for name, v in vectors.items():
-        ax.scatter(popularity.numpy(), v.norm(dim=1).numpy(), s=3, alpha=0.5, color=colours[name], label=name)
-    ax.set(xscale="log", yscale="log", xlabel="training users of the item", ylabel="‖item vector‖",
-           title="(a) item vector norm against popularity")
+        ax.scatter(
+            popularity.numpy(),
+            v.norm(dim=1).numpy(),
+            s=3,
+            alpha=0.5,
+            color=colours[name],
+            label=name,
+        )
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="training users of the item",
+        ylabel="‖item vector‖",
+        title="(a) item vector norm against popularity",
+    )
     ax.legend(fontsize=7, markerscale=4)
     ax = axes[2]
     for name, result in ranking.items():
         ax.scatter(result["arp@10"], result["ndcg@10"], color="black")
-        ax.annotate(name, (result["arp@10"], result["ndcg@10"]), fontsize=8, xytext=(4, 4),
-                    textcoords="offset points")
-    ax.set(xlabel="ARP@10 (mean popularity of recommended items, share of users)", ylabel="NDCG@10",
-           title="(b) top-10 per user: accuracy against popularity")
+        ax.annotate(
+            name,
+            (result["arp@10"], result["ndcg@10"]),
+            fontsize=8,
+            xytext=(4, 4),
+            textcoords="offset points",
+        )
+    ax.set(
+        xlabel="ARP@10 (mean popularity of recommended items, share of users)",
+        ylabel="NDCG@10",
+        title="(b) top-10 per user: accuracy against popularity",
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out-dir", type=Path, default=Path("experiments/popularity_bias"))
     args = parser.parse_args()
@@ -194,7 +260,9 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     started = time.perf_counter()
 
-    cfgs = {name: config(experiment, PINNED.get(name, [])) for name, experiment in EXPERIMENTS.items()}
+    cfgs = {
+        name: config(experiment, PINNED.get(name, [])) for name, experiment in EXPERIMENTS.items()
+    }
     settings = "\n".join(f"- {name}: {describe(cfg)}" for name, cfg in cfgs.items())
 
     data = movielens("100k")
@@ -202,36 +270,53 @@ def main() -> None:
     train, test = split.train, split.test
     popularity = item_popularity(train)  # [n_items] distinct training users
 
-    models = {name: (fit_ials if cfg.get("solver") else fit_gradient)(cfg, split, args.seed)
-              for name, cfg in cfgs.items()}
+    models = {
+        name: (fit_ials if cfg.get("solver") else fit_gradient)(cfg, split, args.seed)
+        for name, cfg in cfgs.items()
+    }
     fit_seconds = time.perf_counter() - started
 
     # (a) over the items with at least one training user: the others have no learned vector
     trained = popularity > 0  # [n_items]
     item_pop = popularity[trained]  # [n]
     with torch.no_grad():
-        vectors = {f"{name}, {'[q, 1, b]' if model.biases else 'q'}": model.item_factors().detach()[trained]
-                   for name, model in models.items()}
+        vectors = {
+            f"{name}, {'[q, 1, b]' if model.biases else 'q'}": model.item_factors().detach()[
+                trained
+            ]
+            for name, model in models.items()
+        }
         mse = models["MF + MSE"]
         vectors["MF + MSE, q"] = mse.item_embedding.weight.detach()[trained]  # the embeddings alone
-    neighbours = {name: {m: neighbour_popularity(v, item_pop, m) for m in ("dot", "cosine")}
-                  for name, v in vectors.items()}
+    neighbours = {
+        name: {m: neighbour_popularity(v, item_pop, m) for m in ("dot", "cosine")}
+        for name, v in vectors.items()
+    }
     correlation = {name: norm_correlation(v, item_pop) for name, v in vectors.items()}
 
-    score_fns = {name: factor_scores(model.user_factors().detach(), model.item_factors().detach())
-                 for name, model in models.items()}
+    score_fns = {
+        name: factor_scores(model.user_factors().detach(), model.item_factors().detach())
+        for name, model in models.items()
+    }
     score_fns["most popular"] = popularity_scores(train)
     score_fns["random"] = random_scores(train.n_items, seed=args.seed)
     ranking = {name: evaluate_ranking(fn, train, test, ks=(K,)) for name, fn in score_fns.items()}
 
     deciles = popularity_deciles(item_pop)
     decile_pop = [f"{float(item_pop[deciles == d].double().mean()):.0f}" for d in range(10)]
-    item_rows = [[name, metric, *(f"{v:.0f}" for v in by_metric[metric]), f"{correlation[name]:+.3f}"]
-                 for name, by_metric in neighbours.items() for metric in ("dot", "cosine")]
-    item_table = table(["item vectors", "metric", *(f"d{d}" for d in range(1, 11)), "ρ(‖v‖, pop)"],
-                       [["(query items' own mean pop)", "", *decile_pop, ""], *item_rows])
-    rank_rows = [[name, *(f"{r[m]:.4f}" for m in SHOWN), f"{r['arp@10'] * train.n_users:.0f}"]
-                 for name, r in ranking.items()]
+    item_rows = [
+        [name, metric, *(f"{v:.0f}" for v in by_metric[metric]), f"{correlation[name]:+.3f}"]
+        for name, by_metric in neighbours.items()
+        for metric in ("dot", "cosine")
+    ]
+    item_table = table(
+        ["item vectors", "metric", *(f"d{d}" for d in range(1, 11)), "ρ(‖v‖, pop)"],
+        [["(query items' own mean pop)", "", *decile_pop, ""], *item_rows],
+    )
+    rank_rows = [
+        [name, *(f"{r[m]:.4f}" for m in SHOWN), f"{r['arp@10'] * train.n_users:.0f}"]
+        for name, r in ranking.items()
+    ]
     rank_table = table(["model", *SHOWN, "mean pop (users)"], rank_rows)
     total = time.perf_counter() - started
     report = f"""# Popularity bias on MovieLens-100K (written by scripts/popularity_bias.py)

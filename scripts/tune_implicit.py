@@ -48,11 +48,11 @@ from pathlib import Path
 import numpy as np
 import optuna
 import torch
-from scipy import stats
-
 from _bench import emit, mean_sd, parse_pairs, quiet, read_results
 from bench_als import ones
 from nested_cv import PEER_SPACES, MfzooLearner, SearchSpace, read_search_space, study_and_refit
+from scipy import stats
+
 from mfzoo.data.interactions import Interactions
 from mfzoo.data.sources import movielens
 from mfzoo.data.splits import Split, UserRandomSplit
@@ -76,8 +76,14 @@ class MfzooRanker(MfzooLearner):
     def space(self) -> SearchSpace:
         return read_search_space(self.space_name)
 
-    def refit(self, params: Mapping[str, object], epochs: int | None, train_val: Interactions, test: Interactions,
-              seed: int) -> dict[str, float]:
+    def refit(
+        self,
+        params: Mapping[str, object],
+        epochs: int | None,
+        train_val: Interactions,
+        test: Interactions,
+        seed: int,
+    ) -> dict[str, float]:
         module = self.refit_model(params, epochs, train_val, test, seed)
         return evaluate_ranking(model_scores(module.model.eval()), train_val, test, ks=KS)
 
@@ -99,7 +105,9 @@ class ImplicitRanker:
 
         module = implicit.cpu.bpr if self.cls == "BayesianPersonalizedRanking" else implicit.cpu.als
         user_items = train.to_scipy("user").astype(np.float32)
-        with threadpool_limits(self.threads, "blas"):  # built inside too: implicit checks BLAS threads then
+        with threadpool_limits(
+            self.threads, "blas"
+        ):  # built inside too: implicit checks BLAS threads then
             model = getattr(module, self.cls)(random_state=seed, num_threads=self.threads, **params)
             model.fit(user_items, show_progress=False)
         return model
@@ -108,22 +116,46 @@ class ImplicitRanker:
         U, V = (torch.from_numpy(np.asarray(f)) for f in (model.user_factors, model.item_factors))
         return evaluate_ranking(factor_scores(U, V), train, test, ks=KS)
 
-    def validate(self, params: Mapping[str, object], train: Interactions, val: Interactions, seed: int,
-                 metric: str | None = None) -> tuple[float | None, int]:
+    def validate(
+        self,
+        params: Mapping[str, object],
+        train: Interactions,
+        val: Interactions,
+        seed: int,
+        metric: str | None = None,
+    ) -> tuple[float | None, int]:
         model = self.fit(params, train, seed)
         return self.score(model, train, val)["ndcg@10"], int(model.iterations)
 
-    def refit(self, params: Mapping[str, object], epochs: int | None, train_val: Interactions, test: Interactions,
-              seed: int) -> dict[str, float]:
+    def refit(
+        self,
+        params: Mapping[str, object],
+        epochs: int | None,
+        train_val: Interactions,
+        test: Interactions,
+        seed: int,
+    ) -> dict[str, float]:
         return self.score(self.fit(params, train_val, seed), train_val, test)
 
 
 MODELS = {
-    "learnbpr": ("mfzoo LearnBPR", lambda threads: MfzooRanker(["experiment=ml100k_implicit_learnbpr"], "bpr_optuna")),
+    "learnbpr": (
+        "mfzoo LearnBPR",
+        lambda threads: MfzooRanker(["experiment=ml100k_implicit_learnbpr"], "bpr_optuna"),
+    ),
     "ials": ("mfzoo iALS", lambda threads: MfzooRanker(["experiment=ml100k_ials"], "ials_optuna")),
-    "puresvd": ("mfzoo PureSVD", lambda threads: MfzooRanker(["experiment=ml100k_puresvd"], "puresvd_optuna")),
-    "implicit_bpr": ("implicit BPR", lambda threads: ImplicitRanker("BayesianPersonalizedRanking", "implicit_bpr", threads)),
-    "implicit_als": ("implicit ALS", lambda threads: ImplicitRanker("AlternatingLeastSquares", "implicit_als", threads)),
+    "puresvd": (
+        "mfzoo PureSVD",
+        lambda threads: MfzooRanker(["experiment=ml100k_puresvd"], "puresvd_optuna"),
+    ),
+    "implicit_bpr": (
+        "implicit BPR",
+        lambda threads: ImplicitRanker("BayesianPersonalizedRanking", "implicit_bpr", threads),
+    ),
+    "implicit_als": (
+        "implicit ALS",
+        lambda threads: ImplicitRanker("AlternatingLeastSquares", "implicit_als", threads),
+    ),
 }
 # (ours, peer) pairs compared with a paired t-test over seeds
 PAIRS = [("learnbpr", "implicit_bpr"), ("ials", "implicit_als")]
@@ -137,20 +169,37 @@ def run(args: argparse.Namespace) -> dict:
     learner = MODELS[args.model][1](args.threads)
     space = learner.space()
     if space.metric != "val/ndcg@10":
-        raise ValueError(f"{args.model}'s search space optimizes {space.metric}, this benchmark val/ndcg@10")
-    result = study_and_refit(learner, split_data(args.split_seed), space, args.trials, list(range(args.seeds)),
-                             args.study_seed, args.baseline)
+        raise ValueError(
+            f"{args.model}'s search space optimizes {space.metric}, this benchmark val/ndcg@10"
+        )
+    result = study_and_refit(
+        learner,
+        split_data(args.split_seed),
+        space,
+        args.trials,
+        list(range(args.seeds)),
+        args.study_seed,
+        args.baseline,
+    )
     return {
-        "model": args.model, "label": MODELS[args.model][0], "trials": args.trials, "seeds": list(range(args.seeds)),
-        "split": f"UserRandomSplit(test=0.2, val=0.1, seed={args.split_seed})", "study_seed": args.study_seed,
+        "model": args.model,
+        "label": MODELS[args.model][0],
+        "trials": args.trials,
+        "seeds": list(range(args.seeds)),
+        "split": f"UserRandomSplit(test=0.2, val=0.1, seed={args.split_seed})",
+        "study_seed": args.study_seed,
         "space": args.model if isinstance(learner, ImplicitRanker) else learner.space_name,
-        "params": result.params, "best_val": result.best_val, "epochs": result.best_epochs,
+        "params": result.params,
+        "best_val": result.best_val,
+        "epochs": result.best_epochs,
         "study_seconds": result.study_seconds,
         "test": [{k: v for k, v in r.items() if isinstance(v, float)} for r in result.test],
         "defaults": [{k: v for k, v in r.items() if isinstance(v, float)} for r in result.baseline],
         "defaults_val": result.baseline_val,
         "trials_history": result.trials,
-        "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "machine": platform.machine(),
     }
 
 
@@ -160,11 +209,16 @@ def report(paths: list[Path | str], pairs: list[tuple[str, str]] | None = None) 
     runs = {}
     for given in paths:
         path, _, label = str(given).partition("=")
-        run = read_results(path, "a --results-out file of scripts/tune_implicit.py",
-                           ("model", "label", "split", "test", "defaults", "params"))
+        run = read_results(
+            path,
+            "a --results-out file of scripts/tune_implicit.py",
+            ("model", "label", "split", "test", "defaults", "params"),
+        )
         if runs and run["split"] != next(iter(runs.values()))["split"]:
-            raise SystemExit(f"{path}: run on {run['split']}, the first file on {next(iter(runs.values()))['split']}: "
-                             "only runs on the same split compare")
+            raise SystemExit(
+                f"{path}: run on {run['split']}, the first file on {next(iter(runs.values()))['split']}: "
+                "only runs on the same split compare"
+            )
         run["label"] = label or run["label"]
         runs[label or run["model"]] = run
     lines = [
@@ -178,37 +232,60 @@ def report(paths: list[Path | str], pairs: list[tuple[str, str]] | None = None) 
         "|---|---|---|---|" + "---|" * len(SHOWN) + "---|",
     ]
     for r in runs.values():
-        for which, rows, val in (("tuned", r["test"], r["best_val"]), ("defaults", r["defaults"], r["defaults_val"])):
+        for which, rows, val in (
+            ("tuned", r["test"], r["best_val"]),
+            ("defaults", r["defaults"], r["defaults_val"]),
+        ):
             if rows:
                 cells = [mean_sd([x[m] for x in rows]) for m in SHOWN]
                 cells[0] = f"**{cells[0]}**"
-                lines.append(f"| {r['label']} | {which} | {r['trials'] if which == 'tuned' else '-'} | {len(rows)} | "
-                             + " | ".join(cells) + f" | {val:.4f} |")
-    lines += ["", "Chosen settings (study on val; epochs: to the best val checkpoint, or implicit's iterations):", ""]
-    lines += [f"- {r['label']}: {r['params']}, epochs {r['epochs']}, study {r['study_seconds']:.0f} s "
-              f"(`{r['space']}`)" for r in runs.values()]
-    lines += ["", "| ours vs peer | settings | NDCG@10 ours − peer, mean ± sd over seeds | paired t-test over seeds |",
-              "|---|---|---|---|"]
+                lines.append(
+                    f"| {r['label']} | {which} | {r['trials'] if which == 'tuned' else '-'} | {len(rows)} | "
+                    + " | ".join(cells)
+                    + f" | {val:.4f} |"
+                )
+    lines += [
+        "",
+        "Chosen settings (study on val; epochs: to the best val checkpoint, or implicit's iterations):",
+        "",
+    ]
+    lines += [
+        f"- {r['label']}: {r['params']}, epochs {r['epochs']}, study {r['study_seconds']:.0f} s "
+        f"(`{r['space']}`)"
+        for r in runs.values()
+    ]
+    lines += [
+        "",
+        "| ours vs peer | settings | NDCG@10 ours − peer, mean ± sd over seeds | paired t-test over seeds |",
+        "|---|---|---|---|",
+    ]
     for ours, peer in pairs or PAIRS:
         missing = [name for name in (ours, peer) if name not in runs]
         if missing:
             lines.append(f"| {ours} vs {peer} | | not run: {', '.join(missing)} | |")
             continue
         for which in ("test", "defaults"):
-            a, b = [x["ndcg@10"] for x in runs[ours][which]], [x["ndcg@10"] for x in runs[peer][which]]
+            a, b = (
+                [x["ndcg@10"] for x in runs[ours][which]],
+                [x["ndcg@10"] for x in runs[peer][which]],
+            )
             n = min(len(a), len(b))
             if n < 2:
                 continue
             diff = [x - y for x, y in zip(a[:n], b[:n])]
             t = stats.ttest_rel(a[:n], b[:n])
-            lines.append(f"| {runs[ours]['label']} vs {runs[peer]['label']} | {'tuned' if which == 'test' else which} "
-                         f"| {statistics.mean(diff):+.4f} ± {statistics.stdev(diff):.4f} | t = {t.statistic:.2f}, "
-                         f"p = {t.pvalue:.3g} ({n} seeds) |")
+            lines.append(
+                f"| {runs[ours]['label']} vs {runs[peer]['label']} | {'tuned' if which == 'test' else which} "
+                f"| {statistics.mean(diff):+.4f} ± {statistics.stdev(diff):.4f} | t = {t.statistic:.2f}, "
+                f"p = {t.pvalue:.3g} ({n} seeds) |"
+            )
     return lines
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", choices=list(MODELS), help="the model to tune and refit")
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--seeds", type=int, default=3, help="training seeds 0..S-1 of each refit")
@@ -216,12 +293,27 @@ def main() -> None:
     parser.add_argument("--split-seed", type=int, default=0)
     parser.add_argument("--baseline", action="store_true", help="also refit the library's defaults")
     parser.add_argument("--threads", type=int, default=1, help="torch, BLAS and implicit threads")
-    parser.add_argument("--results-out", type=Path, default=None, help="write the run as JSON (the input of --report)")
-    parser.add_argument("--report", nargs="+", default=None,
-                        help="JSON files of earlier runs (FILE or FILE=LABEL): print the table")
-    parser.add_argument("--out", type=Path, default=None, help="with --report: also write the markdown here")
-    parser.add_argument("--pairs", default=None, help="with --report: A:B pairs to test, comma-separated "
-                        "(model keys or LABELs; default: learnbpr:implicit_bpr,ials:implicit_als)")
+    parser.add_argument(
+        "--results-out",
+        type=Path,
+        default=None,
+        help="write the run as JSON (the input of --report)",
+    )
+    parser.add_argument(
+        "--report",
+        nargs="+",
+        default=None,
+        help="JSON files of earlier runs (FILE or FILE=LABEL): print the table",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="with --report: also write the markdown here"
+    )
+    parser.add_argument(
+        "--pairs",
+        default=None,
+        help="with --report: A:B pairs to test, comma-separated "
+        "(model keys or LABELs; default: learnbpr:implicit_bpr,ials:implicit_als)",
+    )
     args = parser.parse_args()
     quiet()
     if args.report:
@@ -237,7 +329,9 @@ def main() -> None:
     log.setLevel(logging.INFO)
     result = run(args)
     shown = {m: round(statistics.mean(x[m] for x in result["test"]), 4) for m in SHOWN}
-    print(f"{result['label']}: {result['params']} epochs {result['epochs']} val {result['best_val']:.4f} test {shown}")
+    print(
+        f"{result['label']}: {result['params']} epochs {result['epochs']} val {result['best_val']:.4f} test {shown}"
+    )
     if args.results_out:
         args.results_out.parent.mkdir(parents=True, exist_ok=True)
         args.results_out.write_text(json.dumps(result, indent=1) + "\n")

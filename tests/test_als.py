@@ -45,22 +45,29 @@ def test_least_squares_reference_by_hand():
     """k = 1: x_u = Σ_i y_i r_ui / (Σ_i y_i² + λ_u), written out for two rows and an empty one."""
     R = torch.tensor([[2.0, 0.0, 4.0], [0.0, 0.0, 0.0], [0.0, 3.0, 0.0]], dtype=torch.float64)
     Y = torch.tensor([[1.0], [2.0], [0.5]], dtype=torch.float64)
-    X = least_squares_reference(R.to_sparse_csr(), Y, l2=0.5, frequency_scaled=True)  # λ_u = 0.5 n_u
+    X = least_squares_reference(
+        R.to_sparse_csr(), Y, l2=0.5, frequency_scaled=True
+    )  # λ_u = 0.5 n_u
     assert X.dtype == torch.float64
     assert X[0, 0].item() == pytest.approx((1 * 2 + 0.5 * 4) / (1 + 0.25 + 0.5 * 2), abs=1e-14)
     assert X[1, 0].item() == 0.0
     assert X[2, 0].item() == pytest.approx(2 * 3 / (4 + 0.5), abs=1e-14)
-    assert least_squares_reference(R.to_sparse_csr(), Y, 0.5, frequency_scaled=False)[0, 0].item() == pytest.approx(
-        4 / 1.75, abs=1e-14)
+    assert least_squares_reference(R.to_sparse_csr(), Y, 0.5, frequency_scaled=False)[
+        0, 0
+    ].item() == pytest.approx(4 / 1.75, abs=1e-14)
 
 
 def test_ials_reference_by_hand():
     """k = 1, c = 1 + α r, α₀ on the other columns: x_u = Σ_i c_ui p_ui y_i / (Σ_i c_ui y_i² + λ_u)."""
     R = torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]], dtype=torch.float64)
     Y = torch.tensor([[1.0], [2.0], [-1.0]], dtype=torch.float64)
-    X = ials_reference(R.to_sparse_csr(), Y, l2=0.3, alpha=2.0, unobserved_weight=0.5, l2_exponent=1.0)
+    X = ials_reference(
+        R.to_sparse_csr(), Y, l2=0.3, alpha=2.0, unobserved_weight=0.5, l2_exponent=1.0
+    )
     lam = 0.3 * (1 + 0.5 * 3)  # λ (n_u + α₀ n_cols)^ν, ν = 1
-    assert X[0, 0].item() == pytest.approx(5 * 1 / (5 * 1 + 0.5 * 4 + 0.5 * 1 + lam), abs=1e-14)  # c = 1 + 2·2
+    assert X[0, 0].item() == pytest.approx(
+        5 * 1 / (5 * 1 + 0.5 * 4 + 0.5 * 1 + lam), abs=1e-14
+    )  # c = 1 + 2·2
     assert X[1, 0].item() == 0.0  # no entries: b_u = 0
 
 
@@ -71,7 +78,8 @@ def test_ials_cg_reference_by_hand():
     x0 = torch.tensor([[7.0]], dtype=torch.float64)
     kw = {"l2": 0.3, "alpha": 2.0, "unobserved_weight": 0.5, "l2_exponent": 1.0}
     assert ials_cg_reference(R, Y, x0, cg_steps=1, **kw)[0, 0].item() == pytest.approx(
-        ials_reference(R, Y, **kw)[0, 0].item(), abs=1e-14)
+        ials_reference(R, Y, **kw)[0, 0].item(), abs=1e-14
+    )
     assert ials_cg_reference(R, Y, x0, cg_steps=0, **kw)[0, 0].item() == 7.0
 
 
@@ -91,7 +99,13 @@ def test_least_squares_half_step_matches_dense_reference(frequency_scaled):
 def test_ials_half_step_matches_dense_reference(kind, alpha, eps, unobserved_weight, l2_exponent):
     R, _ = ratings()
     Y = factors(N_COLS)
-    kw = {"alpha": alpha, "kind": kind, "eps": eps, "unobserved_weight": unobserved_weight, "l2_exponent": l2_exponent}
+    kw = {
+        "alpha": alpha,
+        "kind": kind,
+        "eps": eps,
+        "unobserved_weight": unobserved_weight,
+        "l2_exponent": l2_exponent,
+    }
     X = ials_half_step(R.to_sparse_csr(), Y, l2=0.2, **kw)
     expected = ials_reference(R.to_sparse_csr(), Y, 0.2, **kw)
     assert torch.allclose(X, expected, rtol=0, atol=1e-10)
@@ -122,7 +136,9 @@ def test_least_squares_half_step_is_a_stationary_point_of_the_objective():
 
 def test_explicit_als_reconstructs_a_rank_k_matrix():
     g = torch.Generator().manual_seed(3)
-    M = torch.randn(15, K, generator=g, dtype=torch.float64) @ torch.randn(K, 10, generator=g, dtype=torch.float64)
+    M = torch.randn(15, K, generator=g, dtype=torch.float64) @ torch.randn(
+        K, 10, generator=g, dtype=torch.float64
+    )
     R, Rt = M.to_sparse_csr(), M.T.contiguous().to_sparse_csr()
     Y = factors(10)
     for _ in range(3):
@@ -135,9 +151,15 @@ def test_explicit_als_reconstructs_a_rank_k_matrix():
 def test_als_sweep_lowers_the_objective_every_sweep(implicit):
     rng = np.random.default_rng(0)
     pairs = rng.choice(20 * 15, size=120, replace=False)
-    train = Interactions.from_arrays(pairs // 15, pairs % 15, rng.integers(1, 6, size=120).astype(np.float32))
+    train = Interactions.from_arrays(
+        pairs // 15, pairs % 15, rng.integers(1, 6, size=120).astype(np.float32)
+    )
     model = MF(train.n_users, train.n_items, dim=K, biases=False, init_std=0.5).double()
-    kw = {"alpha": 2.0, "kind": "linear", "unobserved_weight": 0.5, "l2_exponent": 0.5} if implicit else {"frequency_scaled": True}
+    kw = (
+        {"alpha": 2.0, "kind": "linear", "unobserved_weight": 0.5, "l2_exponent": 0.5}
+        if implicit
+        else {"frequency_scaled": True}
+    )
     objective = ials_objective if implicit else least_squares_objective
     R = train.csr("user")
 
@@ -163,14 +185,18 @@ def test_als_sweep_rejects_biased_models():
 
 @pytest.mark.parametrize("implicit", [False, True])
 def test_block_size_does_not_change_the_result(implicit, monkeypatch):
-    monkeypatch.setattr(blocks, "BLOCK_ELEMENTS", 2 * K * K)  # also split each block's outer products
+    monkeypatch.setattr(
+        blocks, "BLOCK_ELEMENTS", 2 * K * K
+    )  # also split each block's outer products
     R, _ = ratings()
     Y = factors(N_COLS)
     R_csr = R.to_sparse_csr()
 
     def solve(block_size: int) -> torch.Tensor:
         if implicit:
-            return ials_half_step(R_csr, Y, 0.2, alpha=2.0, unobserved_weight=0.3, block_size=block_size)
+            return ials_half_step(
+                R_csr, Y, 0.2, alpha=2.0, unobserved_weight=0.3, block_size=block_size
+            )
         return least_squares_half_step(R_csr, Y, 0.2, block_size=block_size)
 
     reference = solve(N_ROWS + 5)
@@ -179,14 +205,22 @@ def test_block_size_does_not_change_the_result(implicit, monkeypatch):
 
 
 @pytest.mark.parametrize("dim", [2, 12])  # 12 > N_COLS: every row by the low-rank (Woodbury) path
-@pytest.mark.parametrize("implicit,unobserved_weight", [(False, 0.0), (True, 1.0), (True, 0.3), (True, 8.0)])
+@pytest.mark.parametrize(
+    "implicit,unobserved_weight", [(False, 0.0), (True, 1.0), (True, 0.3), (True, 8.0)]
+)
 def test_low_rank_and_direct_paths_match_the_dense_reference(dim, implicit, unobserved_weight):
     """Rows shorter than k are solved through the Woodbury identity, longer rows directly;
     α₀ = 8 > c_ui makes some weights c_ui − α₀ negative, where only the direct path is valid."""
     R, _ = ratings()
     Y = torch.randn(N_COLS, dim, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     if implicit:
-        kw = {"alpha": 2.0, "kind": "linear", "eps": 1.0, "unobserved_weight": unobserved_weight, "l2_exponent": 0.5}
+        kw = {
+            "alpha": 2.0,
+            "kind": "linear",
+            "eps": 1.0,
+            "unobserved_weight": unobserved_weight,
+            "l2_exponent": 0.5,
+        }
         X = ials_half_step(R.to_sparse_csr(), Y, l2=0.2, **kw)
         expected = ials_reference(R.to_sparse_csr(), Y, 0.2, **kw)
     else:

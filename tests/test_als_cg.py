@@ -22,7 +22,13 @@ from tests.test_als import N_COLS, N_ROWS, K, factors, ratings
 SETTINGS = [
     {"alpha": 2.0, "kind": "linear", "eps": 1.0, "unobserved_weight": 1.0, "l2_exponent": 0.0},
     {"alpha": 3.0, "kind": "log", "eps": 0.5, "unobserved_weight": 0.3, "l2_exponent": 0.7},
-    {"alpha": 1.0, "kind": "linear", "eps": 1.0, "unobserved_weight": 2.5, "l2_exponent": 0.5},  # c_ui − α₀ < 0 for some
+    {
+        "alpha": 1.0,
+        "kind": "linear",
+        "eps": 1.0,
+        "unobserved_weight": 2.5,
+        "l2_exponent": 0.5,
+    },  # c_ui − α₀ < 0 for some
 ]
 L2 = 0.2
 
@@ -38,10 +44,16 @@ def path(request, monkeypatch):
     return request.param
 
 
-def dense_systems(R: torch.Tensor, mask: torch.Tensor, Y: torch.Tensor, l2: float, **kw) -> tuple[torch.Tensor, torch.Tensor]:
+def dense_systems(
+    R: torch.Tensor, mask: torch.Tensor, Y: torch.Tensor, l2: float, **kw
+) -> tuple[torch.Tensor, torch.Tensor]:
     """A [N_ROWS, K, K] and b [N_ROWS, K] written out densely: A_u = Yᵀ C_u Y + λ_u I, b_u = Yᵀ C_u p_u."""
     unobserved_weight, l2_exponent = kw["unobserved_weight"], kw["l2_exponent"]
-    C = torch.where(mask.bool(), confidence(R, kw["kind"], kw["alpha"], kw["eps"]), torch.full_like(R, unobserved_weight))
+    C = torch.where(
+        mask.bool(),
+        confidence(R, kw["kind"], kw["alpha"], kw["eps"]),
+        torch.full_like(R, unobserved_weight),
+    )
     A = torch.stack([Y.T @ (C[u].unsqueeze(1) * Y) for u in range(R.shape[0])])
     lam = l2 * (mask.sum(1) + unobserved_weight * R.shape[1]) ** l2_exponent
     A = A + lam.view(-1, 1, 1) * torch.eye(Y.shape[1], dtype=Y.dtype)
@@ -114,7 +126,11 @@ def test_the_objective_decreases_with_every_step(kw):
     Y, X0 = factors(N_COLS), start()
     R_csr = R.to_sparse_csr()
     values = [
-        float(ials_objective(R_csr, ials_half_step_cg(R_csr, Y, X0, L2, cg_steps=s, **kw), Y, L2, **kw))
+        float(
+            ials_objective(
+                R_csr, ials_half_step_cg(R_csr, Y, X0, L2, cg_steps=s, **kw), Y, L2, **kw
+            )
+        )
         for s in range(K + 1)
     ]
     assert all(b < a for a, b in itertools.pairwise(values)), values
@@ -217,7 +233,10 @@ def test_a_stream_error_is_raised_and_torch_threads_restored():
     with pytest.raises(RuntimeError, match="stream 1 failed"):
         run_streams(work, 2)
     assert torch.get_num_threads() == threads
-    assert run_streams(lambda s: torch.get_num_threads(), 2) == [1, 1]  # torch single-threaded inside
+    assert run_streams(lambda s: torch.get_num_threads(), 2) == [
+        1,
+        1,
+    ]  # torch single-threaded inside
 
 
 def test_torchscript_and_eager_blocks_agree(monkeypatch):
@@ -234,19 +253,30 @@ def test_torchscript_and_eager_blocks_agree(monkeypatch):
     scripted = blocks.scripted(als._cg_block)
     assert isinstance(scripted, torch.jit.ScriptFunction)
     for steps in (0, 1, 3):
-        assert torch.allclose(scripted(X, Yg, gw, gw + 1, YtY, reg, steps), als._cg_block(X, Yg, gw, gw + 1, YtY, reg, steps),
-                              atol=1e-12)
+        assert torch.allclose(
+            scripted(X, Yg, gw, gw + 1, YtY, reg, steps),
+            als._cg_block(X, Yg, gw, gw + 1, YtY, reg, steps),
+            atol=1e-12,
+        )
     counts, starts = torch.tensor([0, 2, 4]), torch.tensor([0, 0, 2])
     col, w = torch.tensor([3, 1, 4, 1, 5, 9]), torch.arange(6, dtype=torch.float64)
-    Y_pad = torch.cat([torch.randn(10, K, dtype=torch.float64), torch.zeros(1, K, dtype=torch.float64)])
+    Y_pad = torch.cat(
+        [torch.randn(10, K, dtype=torch.float64), torch.zeros(1, K, dtype=torch.float64)]
+    )
     out_a, out_b = torch.empty(12, K, dtype=torch.float64), torch.empty(12, K, dtype=torch.float64)
     eager = blocks.block_layout(counts, starts, 4, 5, 10, col, [w], Y_pad, out_a)
     traced = blocks.scripted(blocks.block_layout)(counts, starts, 4, 5, 10, col, [w], Y_pad, out_b)
     assert torch.equal(eager[0], traced[0]) and torch.equal(out_a, out_b)
-    assert torch.equal(eager[0], torch.tensor([[0.0, 0, 0, 0], [0, 1, 0, 0], [2, 3, 4, 5]], dtype=torch.float64))
-    assert torch.equal(out_a[:4], Y_pad[[10, 10, 10, 10]]) and torch.equal(out_a[8:], Y_pad[[4, 1, 5, 9]])
+    assert torch.equal(
+        eager[0], torch.tensor([[0.0, 0, 0, 0], [0, 1, 0, 0], [2, 3, 4, 5]], dtype=torch.float64)
+    )
+    assert torch.equal(out_a[:4], Y_pad[[10, 10, 10, 10]]) and torch.equal(
+        out_a[8:], Y_pad[[4, 1, 5, 9]]
+    )
     R_csr, Y = ratings()[0].to_sparse_csr(), factors(N_COLS)
     expected = ials_half_step_cg(R_csr, Y, start(), L2, cg_steps=4)
     monkeypatch.setattr(als, "scripted", lambda fn: fn)
     monkeypatch.setattr(blocks, "scripted", lambda fn: fn)
-    assert torch.allclose(ials_half_step_cg(R_csr, Y, start(), L2, cg_steps=4), expected, atol=1e-10)
+    assert torch.allclose(
+        ials_half_step_cg(R_csr, Y, start(), L2, cg_steps=4), expected, atol=1e-10
+    )

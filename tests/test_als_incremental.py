@@ -16,7 +16,12 @@ from mfzoo.solvers.solver import ALSSolver, IALSSolver
 from mfzoo.training.run import train
 from tests.conftest import CONFIG_DIR
 
-SMALL = ["data/source=synthetic", "data.source.n_users=300", "data.source.n_items=200", "data.source.n_interactions=12000"]
+SMALL = [
+    "data/source=synthetic",
+    "data.source.n_users=300",
+    "data.source.n_items=200",
+    "data.source.n_interactions=12000",
+]
 
 
 def _data():
@@ -34,7 +39,10 @@ def _fitted(data, sweeps: int = 15) -> tuple[MF, IALSSolver]:
 
 def test_solver_runs_through_the_glue_and_logs_ranking_metrics(tmp_path):
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=["experiment=ml100k_ials", "trainer.max_epochs=3", "logger=none", *SMALL])
+        cfg = compose(
+            "train",
+            overrides=["experiment=ml100k_ials", "trainer.max_epochs=3", "logger=none", *SMALL],
+        )
     metrics = train(cfg, tmp_path)
     assert metrics["global_steps"] == 3  # one sweep per epoch
     assert metrics["epochs"] == 3 and metrics["test"]["ndcg@10"] > 0
@@ -49,8 +57,17 @@ def test_learnbpr_solver_runs_through_the_glue(tmp_path):
     """`solver=bpr`: LearnBPR epochs under the same module, with the mean BPR loss logged and
     test ranking metrics that beat a random ranking on the planted signal."""
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=["experiment=ml100k_implicit_learnbpr", "trainer.max_epochs=4", "logger=csv",
-                                          "solver.batch_size=1024", "solver.lr=0.1", *SMALL])
+        cfg = compose(
+            "train",
+            overrides=[
+                "experiment=ml100k_implicit_learnbpr",
+                "trainer.max_epochs=4",
+                "logger=csv",
+                "solver.batch_size=1024",
+                "solver.lr=0.1",
+                *SMALL,
+            ],
+        )
     metrics = train(cfg, tmp_path)
     assert metrics["global_steps"] == 4 and metrics["test"]["ndcg@10"] > 0
     assert "ndcg@10" in metrics["val"]
@@ -81,7 +98,7 @@ def test_incremental_update_drifts_little_from_a_full_refit():
     data = _data()
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(1))
     old = data.subset(order[: int(0.9 * len(data))])
-    new_rows = order[int(0.9 * len(data)):]
+    new_rows = order[int(0.9 * len(data)) :]
     model, solver = _fitted(old)
     refit = copy.deepcopy(model)  # the full refit: sweeps on all data from the fitted model
     for _ in range(15):
@@ -95,5 +112,7 @@ def test_incremental_update_drifts_little_from_a_full_refit():
     stale = float((before - reference).pow(2).mean().sqrt() / reference.std())
     assert drift < 0.9 * stale, (drift, stale)
     R = data.csr("user").to(torch.float64)
-    objective = lambda m: float(ials_objective(R, m.user_embedding.weight, m.item_embedding.weight, 0.5, alpha=2.0))  # noqa: E731
+    objective = lambda m: float(
+        ials_objective(R, m.user_embedding.weight, m.item_embedding.weight, 0.5, alpha=2.0)
+    )
     assert objective(model) < 1.10 * objective(refit)

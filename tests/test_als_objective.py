@@ -20,10 +20,16 @@ SOLVERS = {
     "explicit": (ALSSolver, dict(frequency_scaled=True, l2=0.3)),
     "explicit_unscaled": (ALSSolver, dict(frequency_scaled=False, l2=0.3)),
     # α₀ < 1 and ν > 0: λ_u depends on n_u, every c − α₀ > 0
-    "ials_linear": (IALSSolver, dict(l2=0.2, alpha=2.0, kind="linear", unobserved_weight=0.3, l2_exponent=0.7)),
+    "ials_linear": (
+        IALSSolver,
+        dict(l2=0.2, alpha=2.0, kind="linear", unobserved_weight=0.3, l2_exponent=0.7),
+    ),
     # α₀ = 5: c − α₀ < 0 on events of strength 1 (c = 1 + 3 log 3 ≈ 4.3), > 0 from strength 2
     # (c = 1 + 3 log 5 ≈ 5.8)
-    "ials_log": (IALSSolver, dict(l2=0.1, alpha=3.0, kind="log", eps=0.5, unobserved_weight=5.0, l2_exponent=0.5)),
+    "ials_log": (
+        IALSSolver,
+        dict(l2=0.1, alpha=3.0, kind="log", eps=0.5, unobserved_weight=5.0, l2_exponent=0.5),
+    ),
 }
 
 
@@ -40,8 +46,15 @@ def interactions(seed: int = 0) -> Interactions:
     mask[np.arange(N_ITEMS) % (N_USERS - 1), np.arange(N_ITEMS)] = True  # every item seen
     users, items = np.nonzero(mask)
     values = rng.integers(1, 6, size=len(users)).astype(np.float32)
-    return Interactions(torch.as_tensor(users, dtype=torch.long), torch.as_tensor(items, dtype=torch.long),
-                        torch.as_tensor(values), None, np.arange(N_USERS), np.arange(N_ITEMS), name="toy")
+    return Interactions(
+        torch.as_tensor(users, dtype=torch.long),
+        torch.as_tensor(items, dtype=torch.long),
+        torch.as_tensor(values),
+        None,
+        np.arange(N_USERS),
+        np.arange(N_ITEMS),
+        name="toy",
+    )
 
 
 def model_for(seed: int = 1, dtype: torch.dtype = torch.float64) -> MF:
@@ -49,7 +62,9 @@ def model_for(seed: int = 1, dtype: torch.dtype = torch.float64) -> MF:
     return MF(N_USERS, N_ITEMS, dim=DIM, biases=False, init_std=0.5).to(dtype)
 
 
-def dense_objective(solver: ALSBase, data: Interactions, X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
+def dense_objective(
+    solver: ALSBase, data: Interactions, X: torch.Tensor, Y: torch.Tensor
+) -> torch.Tensor:
     """The objective written out over every pair, with the dense ratings R [U, I] and mask M:
     explicit Σ M (R − XYᵀ)² + Σ_u λ_u‖x_u‖² + Σ_i λ_i‖y_i‖²; iALS with the confidence matrix
     C = c(R) on observed and α₀ on unobserved pairs, Σ C (M − XYᵀ)² + the same penalties."""
@@ -77,7 +92,10 @@ def dense_objective(solver: ALSBase, data: Interactions, X: torch.Tensor, Y: tor
 
 
 def factors(model: MF) -> tuple[torch.Tensor, torch.Tensor]:
-    return model.user_embedding.weight.detach().clone(), model.item_embedding.weight.detach().clone()
+    return (
+        model.user_embedding.weight.detach().clone(),
+        model.item_embedding.weight.detach().clone(),
+    )
 
 
 @pytest.mark.parametrize("name", SOLVERS)
@@ -107,7 +125,9 @@ def test_the_log_confidence_case_has_negative_weights():
 def test_float32_changes_only_rounding(name):
     data = interactions()
     expected = solver_for(name).objective(model_for(), data)
-    assert solver_for(name).objective(model_for(dtype=torch.float32), data) == pytest.approx(expected, rel=1e-5)
+    assert solver_for(name).objective(model_for(dtype=torch.float32), data) == pytest.approx(
+        expected, rel=1e-5
+    )
 
 
 @pytest.mark.parametrize("name", SOLVERS)

@@ -22,7 +22,15 @@ from mfzoo.evaluation.ranking import evaluate_ranking
 from mfzoo.losses import BPRLoss
 from mfzoo.models.contract import ContractError, Factorised, Scorer
 from mfzoo.models.mf import MF
-from mfzoo.retrieval import export_factors, item_index, model_scores, new_users, recommend, similar_items, topk
+from mfzoo.retrieval import (
+    export_factors,
+    item_index,
+    model_scores,
+    new_users,
+    recommend,
+    similar_items,
+    topk,
+)
 from mfzoo.retrieval.similar import similar_users
 from mfzoo.training.module import GradientModule
 from tests.test_ranking import brute_force, random_split
@@ -68,15 +76,22 @@ def pairwise_scores(model: nn.Module) -> torch.Tensor:
     with torch.no_grad():
         for u in range(model.n_users):
             for i in range(model.n_items):
-                scores[u, i] = model(Batch(users=torch.tensor([u]), items=torch.tensor([[i]])))[0, 0]
+                scores[u, i] = model(Batch(users=torch.tensor([u]), items=torch.tensor([[i]])))[
+                    0, 0
+                ]
     return scores
 
 
-def full_sort(scores: torch.Tensor, users: list[int], k: int, blocked: torch.Tensor) -> list[list[int]]:
+def full_sort(
+    scores: torch.Tensor, users: list[int], k: int, blocked: torch.Tensor
+) -> list[list[int]]:
     """Every user's items by (score desc, id asc), blocked items dropped, −1 padded to k."""
     lists = []
     for u in users:
-        best = sorted((i for i in range(scores.shape[1]) if not blocked[u, i]), key=lambda i: (-float(scores[u, i]), i))
+        best = sorted(
+            (i for i in range(scores.shape[1]) if not blocked[u, i]),
+            key=lambda i: (-float(scores[u, i]), i),
+        )
         lists.append((best + [-1] * k)[:k])
     return lists
 
@@ -97,20 +112,28 @@ def test_the_mlp_is_a_scorer_without_factors(mlp):
 
 
 @pytest.mark.parametrize("chunk_size,forward_pairs", [(7, 100), (50, 10_000), (3, 1)])
-def test_topk_of_a_non_factorised_scorer_is_the_full_sort_of_its_pairwise_scores(mlp, chunk_size, forward_pairs):
+def test_topk_of_a_non_factorised_scorer_is_the_full_sort_of_its_pairwise_scores(
+    mlp, chunk_size, forward_pairs
+):
     train, _ = random_split()
     users = [0, 3, 17, 49, 17, 8]
     mlp.calls.clear()
-    scores, items = topk(model_scores(mlp, forward_pairs=forward_pairs), torch.tensor(users), 33, train, chunk_size)
+    scores, items = topk(
+        model_scores(mlp, forward_pairs=forward_pairs), torch.tensor(users), 33, train, chunk_size
+    )
     dense = pairwise_scores(mlp)
-    assert items.tolist() == full_sort(dense, users, 33, seen_mask(train))  # 33: longer than some lists
+    assert items.tolist() == full_sort(
+        dense, users, 33, seen_mask(train)
+    )  # 33: longer than some lists
     filled = items >= 0
     rows = torch.tensor(users).unsqueeze(1).expand_as(items)  # [n, 33] the user of each slot
     assert torch.allclose(scores[filled], dense[rows[filled], items[filled]], rtol=0, atol=1e-12)
     # memory: forward saw at most max(1, forward_pairs // n_items) users, every item of each
     scored = [c for c in mlp.calls if c[1] > 1]  # not the one-pair calls of `pairwise_scores`
     assert scored and all(pairs == rows * N_ITEMS for rows, pairs in scored)
-    assert max(rows for rows, _ in scored) == min(max(1, forward_pairs // N_ITEMS), chunk_size, len(users))
+    assert max(rows for rows, _ in scored) == min(
+        max(1, forward_pairs // N_ITEMS), chunk_size, len(users)
+    )
 
 
 def test_ranking_metrics_of_a_non_factorised_scorer_match_brute_force(mlp):
@@ -127,7 +150,9 @@ def test_recommend_a_non_factorised_scorer_with_seen_and_candidates(mlp):
     train, _ = random_split(seed=5)
     candidates = torch.tensor([1, 4, 9, 16, 25, 36, 2, 3, 39])
     users = [5, 0, 44]
-    _, items = recommend(mlp, torch.tensor(users), k=6, seen=train, candidates=candidates, chunk_size=2)
+    _, items = recommend(
+        mlp, torch.tensor(users), k=6, seen=train, candidates=candidates, chunk_size=2
+    )
     blocked = seen_mask(train)
     outside = torch.ones(N_ITEMS, dtype=torch.bool)
     outside[candidates] = False
@@ -149,7 +174,9 @@ def test_a_factorised_model_gives_the_same_results_on_both_paths():
     assert isinstance(model, Factorised) and not isinstance(forward_only, Factorised)
     train, test = random_split(seed=6)
     fast = evaluate_ranking(model_scores(model), train, test, ks=(3, 10), chunk_size=8)
-    slow = evaluate_ranking(model_scores(forward_only, forward_pairs=120), train, test, ks=(3, 10), chunk_size=8)
+    slow = evaluate_ranking(
+        model_scores(forward_only, forward_pairs=120), train, test, ks=(3, 10), chunk_size=8
+    )
     for name in fast:
         if name != "seconds":
             assert fast[name] == pytest.approx(slow[name], abs=1e-12), name
@@ -158,7 +185,9 @@ def test_a_factorised_model_gives_the_same_results_on_both_paths():
     slow_s, slow_i = recommend(forward_only, users, k=12, seen=train)
     assert torch.equal(fast_i, slow_i)
     assert torch.allclose(fast_s, slow_s, rtol=0, atol=1e-10)
-    assert fast_i.tolist() == full_sort(pairwise_scores(model), list(range(N_USERS)), 12, seen_mask(train))
+    assert fast_i.tolist() == full_sort(
+        pairwise_scores(model), list(range(N_USERS)), 12, seen_mask(train)
+    )
 
 
 def test_a_non_factorised_model_trains_and_is_evaluated_by_ranking_through_the_module():
@@ -167,14 +196,29 @@ def test_a_non_factorised_model_trains_and_is_evaluated_by_ranking_through_the_m
     rng = np.random.default_rng(0)
     keys = rng.choice(30 * 25, size=300, replace=False)
     data = Interactions.from_arrays(keys // 25, keys % 25)
-    datamodule = InteractionsDataModule(data, UserRandomSplit(val=0.2, test=0.2, seed=0), batch_size=64,
-                                        sampler=partial(UniformSampler, n_negatives=2))
+    datamodule = InteractionsDataModule(
+        data,
+        UserRandomSplit(val=0.2, test=0.2, seed=0),
+        batch_size=64,
+        sampler=partial(UniformSampler, n_negatives=2),
+    )
     datamodule.setup()
     model = MLPScorer(datamodule.n_users, datamodule.n_items, seed=3)
-    module = GradientModule(model, BPRLoss(), partial(torch.optim.Adam, lr=0.05),
-                            ranking={"ks": [3, 10], "chunk_size": 4})
-    trainer = L.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, num_sanity_val_steps=0, accelerator="cpu")
+    module = GradientModule(
+        model,
+        BPRLoss(),
+        partial(torch.optim.Adam, lr=0.05),
+        ranking={"ks": [3, 10], "chunk_size": 4},
+    )
+    trainer = L.Trainer(
+        max_epochs=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        accelerator="cpu",
+    )
     trainer.fit(module, datamodule)
     (logged,) = trainer.validate(module, datamodule, verbose=False)
     model.eval()
@@ -190,7 +234,10 @@ def test_what_needs_factors_refuses_a_scorer_without_them(mlp, tmp_path):
     for call, needed_by in [
         (lambda: similar_items(mlp, torch.tensor([0]), 3), "item similarity"),
         (lambda: similar_users(mlp, torch.tensor([0]), 3), "user similarity"),
-        (lambda: export_factors(mlp, tmp_path / "out", np.arange(N_USERS), np.arange(N_ITEMS)), "factor export"),
+        (
+            lambda: export_factors(mlp, tmp_path / "out", np.arange(N_USERS), np.arange(N_ITEMS)),
+            "factor export",
+        ),
         (lambda: item_index(mlp), "index of items"),
         (lambda: recommend(mlp, new_users(train, [1, 2], encoded=True), k=3), "new users"),
     ]:

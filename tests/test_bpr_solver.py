@@ -14,11 +14,15 @@ from mfzoo.solvers.bpr import bpr_epoch, bpr_step, fused_step
 
 # torch.compile's CPU backend builds C++; where no compiler is found the compiled path is not
 # testable (the fallback to the eager step is, below)
-needs_compiler = pytest.mark.skipif(not any(shutil.which(c) for c in ("g++", "c++", "clang++")),
-                                    reason="torch.compile needs a C++ compiler")
+needs_compiler = pytest.mark.skipif(
+    not any(shutil.which(c) for c in ("g++", "c++", "clang++")),
+    reason="torch.compile needs a C++ compiler",
+)
 
 
-@pytest.mark.parametrize("step", [bpr_step, pytest.param(fused_step, marks=needs_compiler)], ids=["eager", "compiled"])
+@pytest.mark.parametrize(
+    "step", [bpr_step, pytest.param(fused_step, marks=needs_compiler)], ids=["eager", "compiled"]
+)
 @pytest.mark.parametrize("biases", [False, True])
 def test_fused_step_equals_sgd_on_the_summed_bpr_loss(biases, step):
     """The fused update, eager (`bpr_step`) and compiled (`fused_step`), equals torch SGD with
@@ -69,8 +73,12 @@ def _fit(ratings, threads, epochs=40):
     model = MF(ratings.n_users, ratings.n_items, dim=8, biases=False, init_std=0.01)
     sampler = UniformSampler(ratings, n_negatives=1, reject_seen=True)
     g = torch.Generator().manual_seed(1)
-    losses = [bpr_epoch(model, ratings, sampler, lr=0.1, l2=0.001, batch_size=64, generator=g, threads=threads)
-              for _ in range(epochs)]
+    losses = [
+        bpr_epoch(
+            model, ratings, sampler, lr=0.1, l2=0.001, batch_size=64, generator=g, threads=threads
+        )
+        for _ in range(epochs)
+    ]
     return model, losses
 
 
@@ -95,13 +103,26 @@ def test_compiled_epochs_follow_the_eager_ones_and_stay_reproducible(ratings, mo
     """bpr_epoch(compile=True): full batches through the compiled kernel, the short last one
     eager. From the same seed it tracks the eager epochs (the same updates, rows summed in
     another order), is reproducible bit for bit with one stream, and learns with two."""
+
     def fit(compile, threads=1):
         torch.manual_seed(0)
         model = MF(ratings.n_users, ratings.n_items, dim=8, biases=True, init_std=0.01)
         sampler = UniformSampler(ratings, n_negatives=1, reject_seen=True)
         g = torch.Generator().manual_seed(1)
-        losses = [bpr_epoch(model, ratings, sampler, lr=0.1, l2=0.001, batch_size=64, generator=g, threads=threads,
-                            compile=compile) for _ in range(20)]
+        losses = [
+            bpr_epoch(
+                model,
+                ratings,
+                sampler,
+                lr=0.1,
+                l2=0.001,
+                batch_size=64,
+                generator=g,
+                threads=threads,
+                compile=compile,
+            )
+            for _ in range(20)
+        ]
         return model, losses
 
     calls = []
@@ -114,7 +135,9 @@ def test_compiled_epochs_follow_the_eager_ones_and_stay_reproducible(ratings, mo
     eager, eager_losses = fit(False)
     assert not calls
     compiled, compiled_losses = fit(True)
-    assert calls and set(calls) == {64}  # the full batches (and the compile run) went through the kernel
+    assert calls and set(calls) == {
+        64
+    }  # the full batches (and the compile run) went through the kernel
     again, _ = fit(True)
     assert torch.equal(compiled.user_embedding.weight, again.user_embedding.weight)
     assert torch.allclose(compiled.user_embedding.weight, eager.user_embedding.weight, atol=1e-5)
@@ -126,6 +149,7 @@ def test_compiled_epochs_follow_the_eager_ones_and_stay_reproducible(ratings, mo
 def test_compile_failure_falls_back_to_the_eager_step(ratings, monkeypatch, caplog):
     """Where the kernel cannot be compiled (no C++ compiler, say) the epoch warns with the
     reason and runs `bpr_step`: the same numbers as compile=False."""
+
     def broken(threads, device_type):
         raise RuntimeError("no C++ compiler found")
 
@@ -137,8 +161,16 @@ def test_compile_failure_falls_back_to_the_eager_step(ratings, monkeypatch, capl
         model = MF(ratings.n_users, ratings.n_items, dim=8, biases=False, init_std=0.01)
         sampler = UniformSampler(ratings, n_negatives=1)
         with caplog.at_level(logging.WARNING, logger="mfzoo.solvers.bpr"):
-            results.append(bpr_epoch(model, ratings, sampler, batch_size=64, generator=torch.Generator().manual_seed(0),
-                                     compile=compile))
+            results.append(
+                bpr_epoch(
+                    model,
+                    ratings,
+                    sampler,
+                    batch_size=64,
+                    generator=torch.Generator().manual_seed(0),
+                    compile=compile,
+                )
+            )
     assert results[0] == results[1]
     assert "no C++ compiler found" in caplog.text and "running bpr_step" in caplog.text
 

@@ -17,8 +17,14 @@ from mfzoo.training.restore import load_run
 from mfzoo.training.run import train
 from tests.conftest import CONFIG_DIR
 
-SMALL = ["data/source=synthetic", "data.source.n_users=120", "data.source.n_items=80", "data.source.n_interactions=3000",
-         "data.batch_size=512", "trainer.max_epochs=2"]
+SMALL = [
+    "data/source=synthetic",
+    "data.source.n_users=120",
+    "data.source.n_items=80",
+    "data.source.n_interactions=3000",
+    "data.batch_size=512",
+    "trainer.max_epochs=2",
+]
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +42,12 @@ def _call(main, argv, monkeypatch, capsys):
 
 
 def test_recommend_prints_k_unseen_items_by_score(run_dir, monkeypatch, capsys):
-    out = _call(cli.recommend, ["mfzoo-recommend", str(run_dir), "--user", "7", "-k", "5"], monkeypatch, capsys)
+    out = _call(
+        cli.recommend,
+        ["mfzoo-recommend", str(run_dir), "--user", "7", "-k", "5"],
+        monkeypatch,
+        capsys,
+    )
     lines = [line for line in out.splitlines() if line.strip()[:2].rstrip(".").isdigit()]
     assert len(lines) == 5
     _, datamodule, model = load_run(run_dir)
@@ -50,13 +61,25 @@ def test_recommend_prints_k_unseen_items_by_score(run_dir, monkeypatch, capsys):
 
 
 def test_similar_and_unknown_ids(run_dir, monkeypatch, capsys):
-    out = _call(cli.similar, ["mfzoo-similar", str(run_dir), "--item", "3", "-k", "4", "--metric", "dot"], monkeypatch, capsys)
+    out = _call(
+        cli.similar,
+        ["mfzoo-similar", str(run_dir), "--item", "3", "-k", "4", "--metric", "dot"],
+        monkeypatch,
+        capsys,
+    )
     shown = [int(line.split("item ")[1].split()[0]) for line in out.splitlines() if "score" in line]
     assert len(shown) == 4 and 3 not in shown
     with pytest.raises(SystemExit, match="unknown user id '99999'"):
-        _call(cli.recommend, ["mfzoo-recommend", str(run_dir), "--user", "99999"], monkeypatch, capsys)
+        _call(
+            cli.recommend, ["mfzoo-recommend", str(run_dir), "--user", "99999"], monkeypatch, capsys
+        )
     with pytest.raises(SystemExit, match="no such run directory"):
-        _call(cli.similar, ["mfzoo-similar", str(run_dir / "nope"), "--item", "1"], monkeypatch, capsys)
+        _call(
+            cli.similar,
+            ["mfzoo-similar", str(run_dir / "nope"), "--item", "1"],
+            monkeypatch,
+            capsys,
+        )
 
 
 def _ranked(out: str) -> list[int]:
@@ -70,26 +93,46 @@ def test_recommend_for_a_new_user_is_the_runs_ridge_fold_in(run_dir, monkeypatch
     shown = _ranked(_call(cli.recommend, argv, monkeypatch, capsys))
     assert len(shown) == 6 and not {3, 5, 8} & set(shown)
     cfg, datamodule, model = load_run(run_dir)
-    loss = instantiate(cfg.loss)  # the run trained MF with MSELoss: the ridge fold-in with its λ, λ_b
+    loss = instantiate(
+        cfg.loss
+    )  # the run trained MF with MSELoss: the ridge fold-in with its λ, λ_b
     new = new_users(datamodule.train, [3, 5, 8], [5, 1, 4])
     with torch.no_grad():
-        scores = fold_in_interactions(model, new, loss.l2, loss.l2_bias)[0] @ model.item_factors().T  # [n_items]
+        scores = (
+            fold_in_interactions(model, new, loss.l2, loss.l2_bias)[0] @ model.item_factors().T
+        )  # [n_items]
     scores[[3, 5, 8]] = -float("inf")
     assert shown == scores.topk(6).indices.tolist()  # raw ids are 0..n-1 in synthetic data
     # without --ratings every item counts as liked: the run's highest training value
-    out = _call(cli.recommend, ["mfzoo-recommend", str(run_dir), "--items", "3,5,8"], monkeypatch, capsys)
+    out = _call(
+        cli.recommend, ["mfzoo-recommend", str(run_dir), "--items", "3,5,8"], monkeypatch, capsys
+    )
     top = float(datamodule.train.values.max())
     assert out.count(f"rated {top:g}  item") == 3 and len(_ranked(out)) == 10
 
 
 def test_recommend_new_user_bad_input(run_dir, monkeypatch, capsys):
-    with pytest.raises(SystemExit, match="^mfzoo: unknown item id '99999' \\(not in this run's data\\)$"):
-        _call(cli.recommend, ["mfzoo-recommend", str(run_dir), "--items", "3,99999"], monkeypatch, capsys)
+    with pytest.raises(
+        SystemExit, match="^mfzoo: unknown item id '99999' \\(not in this run's data\\)$"
+    ):
+        _call(
+            cli.recommend,
+            ["mfzoo-recommend", str(run_dir), "--items", "3,99999"],
+            monkeypatch,
+            capsys,
+        )
     with pytest.raises(SystemExit, match="item id '3' given more than once"):
-        _call(cli.recommend, ["mfzoo-recommend", str(run_dir), "--items", "3,4,3"], monkeypatch, capsys)
-    for argv, message in ((["--user", "7", "--items", "3"], "not allowed with"),
-                          (["--items", "3,4", "--ratings", "5"], "1 values for 2 items"),
-                          (["--user", "7", "--ratings", "5"], "--ratings goes with --items")):
+        _call(
+            cli.recommend,
+            ["mfzoo-recommend", str(run_dir), "--items", "3,4,3"],
+            monkeypatch,
+            capsys,
+        )
+    for argv, message in (
+        (["--user", "7", "--items", "3"], "not allowed with"),
+        (["--items", "3,4", "--ratings", "5"], "1 values for 2 items"),
+        (["--user", "7", "--ratings", "5"], "--ratings goes with --items"),
+    ):
         with pytest.raises(SystemExit) as exit_info:
             _call(cli.recommend, ["mfzoo-recommend", str(run_dir), *argv], monkeypatch, capsys)
         assert exit_info.value.code == 2 and message in capsys.readouterr().err

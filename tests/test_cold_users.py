@@ -25,7 +25,9 @@ def _train(n_users: int = 30, n_items: int = 50, seed: int = 2) -> Interactions:
     """Training events whose raw item ids are 100, 102, ..., so raw and model ids differ."""
     rng = np.random.default_rng(seed)
     keys = rng.choice(n_users * n_items, size=600, replace=False)
-    return Interactions.from_arrays(keys // n_items, 100 + 2 * (keys % n_items), rng.integers(1, 6, 600))
+    return Interactions.from_arrays(
+        keys // n_items, 100 + 2 * (keys % n_items), rng.integers(1, 6, 600)
+    )
 
 
 def test_new_users_encode_raw_ids_and_number_users() -> None:
@@ -35,7 +37,11 @@ def test_new_users_encode_raw_ids_and_number_users() -> None:
     assert new.users.tolist() == [1, 0, 0, 1] and new.user_ids.tolist() == ["a", "b"]
     assert new.values.tolist() == [5, 3, 4, 1] and new.n_items == train.n_items
     one = new_users(train, [3, 7], encoded=True)  # model ids, one user, implicit values
-    assert one.items.tolist() == [3, 7] and one.users.tolist() == [0, 0] and one.values.tolist() == [1, 1]
+    assert (
+        one.items.tolist() == [3, 7]
+        and one.users.tolist() == [0, 0]
+        and one.values.tolist() == [1, 1]
+    )
     with pytest.raises(DataError, match=r"unknown item id\(s\): \[101\]"):
         new_users(train, [100, 101])
     with pytest.raises(ValueError, match="out of range 0..49"):
@@ -45,7 +51,9 @@ def test_new_users_encode_raw_ids_and_number_users() -> None:
 
 
 @pytest.mark.parametrize("biases", [True, False])
-def test_cold_user_top_k_is_the_dense_ridge_solution_with_given_items_excluded(biases: bool) -> None:
+def test_cold_user_top_k_is_the_dense_ridge_solution_with_given_items_excluded(
+    biases: bool,
+) -> None:
     if biases:
         model = biased_mf(n_users=30, n_items=50)
     else:
@@ -91,8 +99,11 @@ def test_folding_in_training_users_reproduces_their_top_k() -> None:
     assert (wrong_i != warm_i).any(1).float().mean() > 0.5
 
 
-@pytest.mark.parametrize("solver", [ALSSolver(l2=0.1, frequency_scaled=True), IALSSolver(l2=0.1, alpha=2.0)],
-                         ids=["als", "ials"])
+@pytest.mark.parametrize(
+    "solver",
+    [ALSSolver(l2=0.1, frequency_scaled=True), IALSSolver(l2=0.1, alpha=2.0)],
+    ids=["als", "ials"],
+)
 def test_als_cold_users_are_the_solver_user_half_step(solver) -> None:
     """After an ALS / iALS sweep and one more user half-step, every user's factors solve its
     equation for the current items, so folding in the training users with `solver.fold_in`
@@ -102,7 +113,9 @@ def test_als_cold_users_are_the_solver_user_half_step(solver) -> None:
     for _ in range(3):
         solver.sweep(model, train)
     with torch.no_grad():
-        model.user_embedding.weight.copy_(solver.half_step(train.csr("user"), model.item_embedding.weight))
+        model.user_embedding.weight.copy_(
+            solver.half_step(train.csr("user"), model.item_embedding.weight)
+        )
     new = new_users(train, train.items, train.values, users=train.users, encoded=True)
     cold_s, cold_i = recommend(model, new, k=8, fold_in=solver.fold_in)
     warm_s, warm_i = recommend(model, torch.arange(train.n_users), k=8, seen=train)
@@ -131,7 +144,9 @@ def test_cold_user_errors_name_the_model() -> None:
     timesvd = TimeSVD(30, 50, dim=4)
     with pytest.raises(ValueError, match="TimeSVD cannot fold in new users"):
         recommend(timesvd, new, k=5, fold_in=ridge_fold_in(0.1))
-    with pytest.raises(ValueError, match="TruncatedSVD is not RidgeFoldIn .* the ridge fold-in of new users needs"):
+    with pytest.raises(
+        ValueError, match="TruncatedSVD is not RidgeFoldIn .* the ridge fold-in of new users needs"
+    ):
         ridge_fold_in(0.1)(TruncatedSVD(k=4).fit(train), new)
     with pytest.raises(ValueError, match="50 items but MF has 40"):
         recommend(MF(30, 40, 4), new, k=5, fold_in=ridge_fold_in(0.1))

@@ -11,12 +11,28 @@ from omegaconf import OmegaConf
 from mfzoo.data.datamodule import InteractionsDataModule
 from tests.conftest import CONFIG_DIR
 
-GROUPS = ["data", "data/source", "data/split", "data/sampler", "model", "loss", "optim", "scheduler", "trainer", "callbacks", "logger", "solver", "experiment"]
+GROUPS = [
+    "data",
+    "data/source",
+    "data/split",
+    "data/sampler",
+    "model",
+    "loss",
+    "optim",
+    "scheduler",
+    "trainer",
+    "callbacks",
+    "logger",
+    "solver",
+    "experiment",
+]
 # a required value the user must give
-REQUIRED = {("data/source", "table"): ["data.source.path=ratings.csv"],
-            ("data/source", "netflix"): ["data.source.path=training_set"],
-            ("data/source", "json_lines"): ["data.source.path=events.jsonl"],
-            ("data/source", "amazon_reviews"): ["data.source.path=Books.jsonl"]}
+REQUIRED = {
+    ("data/source", "table"): ["data.source.path=ratings.csv"],
+    ("data/source", "netflix"): ["data.source.path=training_set"],
+    ("data/source", "json_lines"): ["data.source.path=events.jsonl"],
+    ("data/source", "amazon_reviews"): ["data.source.path=Books.jsonl"],
+}
 
 
 def options(group: str) -> list[str]:
@@ -54,12 +70,21 @@ def test_option_composes_and_instantiates(group, option, tmp_path):
     assert isinstance(loss, torch.nn.Module)
     if cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():
         return  # composed and resolved above; a GPU trainer cannot be built without a GPU
-    trainer = instantiate(cfg.trainer, logger=False, callbacks=callbacks, default_root_dir=str(tmp_path))
+    trainer = instantiate(
+        cfg.trainer, logger=False, callbacks=callbacks, default_root_dir=str(tmp_path)
+    )
     assert trainer.max_epochs == (1 if cfg.trainer.get("fast_dev_run") else cfg.trainer.max_epochs)
 
 
 def test_sources_and_splits_are_loadable_callables():
-    cfg = compose_cfg(["data/source=synthetic", "data.source.n_users=50", "data.source.n_items=40", "data.source.n_interactions=600"])
+    cfg = compose_cfg(
+        [
+            "data/source=synthetic",
+            "data.source.n_users=50",
+            "data.source.n_items=40",
+            "data.source.n_interactions=600",
+        ]
+    )
     dm = instantiate(cfg.data)
     dm.setup()
     assert dm.n_users == 50 and dm.n_items == 40

@@ -11,8 +11,10 @@ from mfzoo.models.contract import ContractError
 MODELS = sorted(p.stem for p in (testing.CONFIGS / "model").glob("*.yaml"))
 SMALL = {"dim": 4}
 # settings that change what a model computes, beyond its config's defaults
-VARIANTS = {"timesvdpp+drift": ("timesvdpp", {"factor_drift": True, "day_bias": False}),
-            "svdpp+evaluation_items": ("svdpp", {"include_evaluation_items": True})}
+VARIANTS = {
+    "timesvdpp+drift": ("timesvdpp", {"factor_drift": True, "day_bias": False}),
+    "svdpp+evaluation_items": ("svdpp", {"include_evaluation_items": True}),
+}
 
 
 def model_config(name: str) -> dict:
@@ -54,7 +56,9 @@ class NotFactorised(__import__("torch").nn.Module):
         super().__init__()
         self.n_users, self.n_items = n_users, n_items
         self.users, self.items = torch.nn.Embedding(n_users, dim), torch.nn.Embedding(n_items, dim)
-        self.mlp = torch.nn.Sequential(torch.nn.Linear(2 * dim, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+        self.mlp = torch.nn.Sequential(
+            torch.nn.Linear(2 * dim, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1)
+        )
 
     def forward(self, batch):
         import torch
@@ -93,7 +97,10 @@ def test_the_suite_names_wrong_shapes_and_non_scalar_losses_as_training_does():
     with pytest.raises(ModelContractError, match="VectorLoss returned .*not a scalar"):
         testing.check_step(cfg, {"_target_": f"{__name__}.VectorLoss"})
     with pytest.raises(ModelContractError, match=r"WrongShape.forward returned shape \(\d+,\)"):
-        testing.check_step({"_target_": f"{__name__}.WrongShape", "dim": 4}, {**testing.config("loss", "bpr"), "l2": 0.0})
+        testing.check_step(
+            {"_target_": f"{__name__}.WrongShape", "dim": 4},
+            {**testing.config("loss", "bpr"), "l2": 0.0},
+        )
 
 
 def test_a_broken_model_fails_the_suite():

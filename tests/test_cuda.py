@@ -13,7 +13,10 @@ from mfzoo.models.mf import MF
 from mfzoo.solvers.bpr import BPRSolver
 from mfzoo.solvers.solver import ALSSolver, IALSSolver
 
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
 
 SOLVERS = {
     "ials-exact": lambda: IALSSolver(l2=0.1, alpha=2.0),
@@ -35,7 +38,10 @@ def test_a_solver_sweep_agrees_on_cpu_and_gpu(name):
         model, solver = _mf(train, device), SOLVERS[name]()
         for _ in range(2):
             solver.sweep(model, train.to(device))
-        factors[device] = (model.user_embedding.weight.detach().cpu(), model.item_embedding.weight.detach().cpu())
+        factors[device] = (
+            model.user_embedding.weight.detach().cpu(),
+            model.item_embedding.weight.detach().cpu(),
+        )
     for cpu, gpu in zip(factors["cpu"], factors["cuda"]):
         torch.testing.assert_close(gpu, cpu, atol=1e-3 * float(cpu.abs().max()), rtol=1e-3)
 
@@ -43,13 +49,17 @@ def test_a_solver_sweep_agrees_on_cpu_and_gpu(name):
 def test_learnbpr_epoch_runs_on_gpu_and_lowers_its_loss():
     """LearnBPR draws its samples on the device, so the two devices do not draw the same
     samples: the GPU epoch is checked to run and to learn, not to equal the CPU one."""
-    train = synthetic(n_users=600, n_items=300, n_interactions=20_000, implicit=True, seed=1).to("cuda")
+    train = synthetic(n_users=600, n_items=300, n_interactions=20_000, implicit=True, seed=1).to(
+        "cuda"
+    )
     model, solver = _mf(train, "cuda"), BPRSolver(lr=0.05)
     losses = [solver.sweep(model, train) for _ in range(3)]
     assert losses[-1] < losses[0]
 
 
-@pytest.mark.parametrize("model", sorted(p.stem for p in (testing.CONFIGS / "model").glob("*.yaml")))
+@pytest.mark.parametrize(
+    "model", sorted(p.stem for p in (testing.CONFIGS / "model").glob("*.yaml"))
+)
 def test_a_model_scores_the_same_on_cpu_and_gpu(model):
     cfg = testing.config("model", model)
     train = testing.toy()
@@ -67,7 +77,9 @@ def test_a_cpu_training_set_moves_to_the_gpu_once():
     solver.sweep(model, train)
     moved = solver._cache(train.csr("user"))[("on", "cuda:0")]
     solver.sweep(model, train)
-    assert solver._cache(train.csr("user"))[("on", "cuda:0")] is moved and moved.device.type == "cuda"
+    assert (
+        solver._cache(train.csr("user"))[("on", "cuda:0")] is moved and moved.device.type == "cuda"
+    )
 
 
 def _syncs(run) -> int:
@@ -89,11 +101,17 @@ def test_learnbpr_syncs_the_host_per_epoch_not_per_step():
     from mfzoo.data.sampling import UniformSampler
     from mfzoo.solvers.bpr import bpr_epoch
 
-    train = synthetic(n_users=600, n_items=300, n_interactions=20_000, implicit=True, seed=1).to("cuda")
+    train = synthetic(n_users=600, n_items=300, n_interactions=20_000, implicit=True, seed=1).to(
+        "cuda"
+    )
     model, sampler = _mf(train, "cuda"), UniformSampler(train, 1)
     bpr_epoch(model, train, sampler, batch_size=5000)  # warm-up: caches, kernels
-    few = _syncs(lambda: bpr_epoch(model, train, sampler, batch_size=5000, generator=torch.Generator()))  # 4 steps
-    many = _syncs(lambda: bpr_epoch(model, train, sampler, batch_size=1250, generator=torch.Generator()))  # 16 steps
+    few = _syncs(
+        lambda: bpr_epoch(model, train, sampler, batch_size=5000, generator=torch.Generator())
+    )  # 4 steps
+    many = _syncs(
+        lambda: bpr_epoch(model, train, sampler, batch_size=1250, generator=torch.Generator())
+    )  # 16 steps
     assert many == few, f"{few} syncs in 4 steps, {many} in 16: a sync per step"
 
 
@@ -112,12 +130,24 @@ def test_gradient_epoch_syncs_the_host_per_epoch_not_per_step(tmp_path):
         from mfzoo.data.sampling import UniformSampler
         from mfzoo.data.splits import RandomSplit
 
-        dm = InteractionsDataModule(source=data, split=RandomSplit(test=0.1, val=0.0), batch_size=batch_size,
-                                    sampler=partial(UniformSampler, n_negatives=1))
+        dm = InteractionsDataModule(
+            source=data,
+            split=RandomSplit(test=0.1, val=0.0),
+            batch_size=batch_size,
+            sampler=partial(UniformSampler, n_negatives=1),
+        )
         module = GradientModule(_mf(data, "cpu"), BPRLoss(), partial(torch.optim.Adam, lr=0.01))
-        trainer = L.Trainer(accelerator="gpu", devices=1, max_epochs=2, logger=False, enable_checkpointing=False,
-                            enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                            default_root_dir=str(tmp_path))
+        trainer = L.Trainer(
+            accelerator="gpu",
+            devices=1,
+            max_epochs=2,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            limit_val_batches=0,
+            default_root_dir=str(tmp_path),
+        )
         return _syncs(lambda: trainer.fit(module, datamodule=dm))
 
     # the whole fit (set-up and the per-epoch checks are the same for both): 4 and 16 steps per epoch
@@ -125,7 +155,9 @@ def test_gradient_epoch_syncs_the_host_per_epoch_not_per_step(tmp_path):
     assert many == few, f"{few} syncs with 4 steps per epoch, {many} with 16: a sync per step"
 
 
-@pytest.mark.parametrize("options", [{}, {"implicit": True, "n_bins": 4, "day_bias": True}], ids=["bpmf", "timesvdpp"])
+@pytest.mark.parametrize(
+    "options", [{}, {"implicit": True, "n_bins": 4, "day_bias": True}], ids=["bpmf", "timesvdpp"]
+)
 def test_gibbs_sweeps_agree_on_cpu_and_gpu(options):
     """The sampler draws its normals on the CPU and moves them, so both devices draw the same
     chain: equal to float64 rounding after 4 sweeps (the last 2 kept)."""

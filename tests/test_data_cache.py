@@ -31,7 +31,8 @@ def ratings_csv(path: Path, n: int = 300, seed: int = 0, string_users: bool = Fa
     users, items = keys // 60, keys % 60
     lines = ["user,item,rating,ts"] + [
         f"{'u%03d' % u if string_users else u},{i + 100},{rng.integers(1, 6)},{1_600_000_000 + k}"
-        for k, (u, i) in enumerate(zip(users, items))]
+        for k, (u, i) in enumerate(zip(users, items))
+    ]
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -63,7 +64,9 @@ def entries(root: Path) -> list[Path]:
 
 
 @pytest.mark.parametrize("string_users", [False, True])
-def test_a_second_load_is_mapped_from_the_cache_and_equal(tmp_path, cache_dir, monkeypatch, string_users):
+def test_a_second_load_is_mapped_from_the_cache_and_equal(
+    tmp_path, cache_dir, monkeypatch, string_users
+):
     path = ratings_csv(tmp_path / "r.csv", string_users=string_users)
     first = read_table(path, "user", "item", "rating", "ts", cache=True)
     assert len(entries(cache_dir)) == 1
@@ -93,14 +96,18 @@ def test_options_and_sources_key_the_entries(tmp_path, cache_dir):
     assert len(entries(cache_dir)) == 3
 
 
-def test_a_changed_source_is_parsed_again_and_a_touched_one_is_not(tmp_path, cache_dir, monkeypatch):
+def test_a_changed_source_is_parsed_again_and_a_touched_one_is_not(
+    tmp_path, cache_dir, monkeypatch
+):
     path = ratings_csv(tmp_path / "r.csv")
     before = read_table(path, "user", "item", "rating", "ts", cache=True)
     text = path.read_text().replace("\n0,", "\n0,", 1)
     os.utime(path, ns=(0, 10**18))  # touched, bytes unchanged: the digest decides, the entry stays
     calls = []
     real = tables.read_interactions
-    monkeypatch.setattr(tables, "read_interactions", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(
+        tables, "read_interactions", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
     same(before, read_table(path, "user", "item", "rating", "ts", cache=True))
     assert calls == []
     meta = json.loads((entries(cache_dir)[0] / "meta.json").read_text())
@@ -155,7 +162,10 @@ def test_concurrent_first_loads_leave_one_whole_entry(tmp_path, cache_dir):
     path = ratings_csv(tmp_path / "r.csv", n=2000)
     ctx = mp.get_context("spawn")
     outs = [tmp_path / f"out{k}.npy" for k in range(3)]
-    procs = [ctx.Process(target=_load_in_child, args=(str(path), str(cache_dir.parent), str(o))) for o in outs]
+    procs = [
+        ctx.Process(target=_load_in_child, args=(str(path), str(cache_dir.parent), str(o)))
+        for o in outs
+    ]
     for p in procs:
         p.start()
     for p in procs:
@@ -165,8 +175,12 @@ def test_concurrent_first_loads_leave_one_whole_entry(tmp_path, cache_dir):
     for out in outs:
         assert np.array_equal(np.load(out), expected)
     assert len(entries(cache_dir)) == 1
-    assert not [p for p in cache_dir.iterdir() if p.name.startswith(".")]  # no temporary folder left
-    assert np.array_equal(read_table(path, "user", "item", "rating", "ts", cache=True).values.numpy(), expected)
+    assert not [
+        p for p in cache_dir.iterdir() if p.name.startswith(".")
+    ]  # no temporary folder left
+    assert np.array_equal(
+        read_table(path, "user", "item", "rating", "ts", cache=True).values.numpy(), expected
+    )
 
 
 # the Arrow reader ---------------------------------------------------------------------------
@@ -186,7 +200,9 @@ def test_arrow_reader_equals_the_row_by_row_reader(tmp_path, suffix):
     wanted = {"user": "user", "item": "item", "value": "rating", "timestamp": "ts"}
     fast = read_table(path, "user", "item", "rating", "ts", cache=False)
     cells, _, _ = tables._read_delimited(path, wanted, None, True)
-    slow = tables.arrow_interactions({r: __import__("pyarrow").array(c) for r, c in cells.items()}, fast.name)
+    slow = tables.arrow_interactions(
+        {r: __import__("pyarrow").array(c) for r, c in cells.items()}, fast.name
+    )
     same(fast, slow)
 
 
@@ -197,11 +213,27 @@ def test_leading_zero_ids_are_strings_and_integer_ids_are_int64(tmp_path):
     assert sorted(data.user_ids.tolist()) == ["-01", "007", "7"] and data.item_ids.dtype == np.int64
     pa = __import__("pyarrow")
     ints = [0, 7, -7, 10, 99, 100, -100, 2**63 - 1, -(2**63), 10**18, 10**18 - 1]
-    got = tables.canonical_ints(pa.chunked_array([pa.array([str(x) for x in ints[:5]]),
-                                                  pa.array([str(x) for x in ints[5:]])]))
+    got = tables.canonical_ints(
+        pa.chunked_array(
+            [pa.array([str(x) for x in ints[:5]]), pa.array([str(x) for x in ints[5:]])]
+        )
+    )
     assert got.tolist() == ints and got.dtype == np.int64
-    assert tables.canonical_ints(pa.array(["1", "22", "333"]).slice(1)).tolist() == [22, 333]  # a sliced chunk
-    for bad in (["1", "07"], ["-0"], ["+7"], [" 7"], ["7.0"], ["1e3"], ["x"], [""], ["99999999999999999999"]):
+    assert tables.canonical_ints(pa.array(["1", "22", "333"]).slice(1)).tolist() == [
+        22,
+        333,
+    ]  # a sliced chunk
+    for bad in (
+        ["1", "07"],
+        ["-0"],
+        ["+7"],
+        [" 7"],
+        ["7.0"],
+        ["1e3"],
+        ["x"],
+        [""],
+        ["99999999999999999999"],
+    ):
         assert tables.canonical_ints(pa.array(bad)) is None, bad
 
 
@@ -238,17 +270,26 @@ def write(tmp_path: Path, name: str, text: str) -> Path:
 
 
 def test_hex_and_space_padded_ids_stay_strings(tmp_path):
-    data = read_table(write(tmp_path, "h.csv", "user,item\n0x10,1\n16,2\n0xffffffffffffffff,3\n"), "user", "item")
+    data = read_table(
+        write(tmp_path, "h.csv", "user,item\n0x10,1\n16,2\n0xffffffffffffffff,3\n"), "user", "item"
+    )
     assert sorted(data.user_ids.tolist()) == ["0x10", "0xffffffffffffffff", "16"]
     data = read_table(write(tmp_path, "s.csv", "user,item\n 007,1\n7,2\n"), "user", "item")
     assert sorted(data.user_ids.tolist()) == ["007", "7"]
 
 
 def test_a_line_of_spaces_before_the_header_is_blank(tmp_path):
-    data = read_table(write(tmp_path, "b.csv", "  \n\nuser,item,rating\n1,2,3\n3,4,5\n"), "user", "item", "rating")
+    data = read_table(
+        write(tmp_path, "b.csv", "  \n\nuser,item,rating\n1,2,3\n3,4,5\n"), "user", "item", "rating"
+    )
     assert data.user_ids.tolist() == [1, 3] and data.values.tolist() == [3.0, 5.0]
     with pytest.raises(DataError, match=r"b2\.csv: column 'rating' .*line 5"):
-        read_table(write(tmp_path, "b2.csv", "  \n\nuser,item,rating\n1,2,3\n3,4,x\n"), "user", "item", "rating")
+        read_table(
+            write(tmp_path, "b2.csv", "  \n\nuser,item,rating\n1,2,3\n3,4,x\n"),
+            "user",
+            "item",
+            "rating",
+        )
 
 
 def test_one_column_in_two_roles(tmp_path):
@@ -270,12 +311,21 @@ def test_boolean_ids_in_parquet(tmp_path):
 
 def test_long_quoted_fields_and_lines_after_quoted_newlines(tmp_path):
     big = "z" * 1_100_000
-    data = read_table(write(tmp_path, "big.csv", f'user,item,note\n"{big}\nmore",1,x\nb,2,y\n'), "user", "item")
+    data = read_table(
+        write(tmp_path, "big.csv", f'user,item,note\n"{big}\nmore",1,x\nb,2,y\n'), "user", "item"
+    )
     assert len(data) == 2
     with pytest.raises(DataError, match=r"q\.csv: column 'rating' .*line 4"):
-        read_table(write(tmp_path, "q.csv", 'user,item,rating\n"a\nb",1,4\nc,2,x\n'), "user", "item", "rating")
+        read_table(
+            write(tmp_path, "q.csv", 'user,item,rating\n"a\nb",1,4\nc,2,x\n'),
+            "user",
+            "item",
+            "rating",
+        )
     with pytest.raises(DataError, match=r"short\.csv: line 3 has 2 field\(s\), 3 needed"):
-        read_table(write(tmp_path, "short.csv", "a,b,c\n1,2," + "z" * 200_000 + "\n2,3\n"), "a", "b", "c")
+        read_table(
+            write(tmp_path, "short.csv", "a,b,c\n1,2," + "z" * 200_000 + "\n2,3\n"), "a", "b", "c"
+        )
 
 
 def test_a_header_without_a_newline_has_no_data_rows(tmp_path):

@@ -29,10 +29,22 @@ def test_a_fit_builds_each_training_matrix_once(tmp_path, monkeypatch, experimen
     if moved:  # every move a new object, as `.to("cuda")` of a CPU set is
         monkeypatch.setattr(Interactions, "to", lambda self, device: dataclasses.replace(self))
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=[
-            f"experiment={experiment}", "data/source=synthetic", "data.source.n_users=120", "data.source.n_items=80",
-            "data.source.n_interactions=3000", "trainer.max_epochs=3", "logger=none", "progress=false",
-            "callbacks=none"])
+        cfg = compose(
+            "train",
+            overrides=[
+                f"experiment={experiment}",
+                "data/source=synthetic",
+                "data.source.n_users=120",
+                "data.source.n_items=80",
+                "data.source.n_interactions=3000",
+                "trainer.max_epochs=3",
+                "logger=none",
+                "progress=false",
+                "callbacks=none",
+            ],
+        )
     metrics = train(cfg, tmp_path / "run")
     assert metrics["epochs"] == 3
-    assert sorted(b.split(":")[1] for b in builds) == ["item", "user"], builds  # 3 sweeps + objectives: 2 builds
+    assert sorted(b.split(":")[1] for b in builds) == ["item", "user"], (
+        builds
+    )  # 3 sweeps + objectives: 2 builds

@@ -31,11 +31,15 @@ def data():
 def start(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     train = data()
     g = torch.Generator().manual_seed(seed)
-    return (0.1 * torch.randn(train.n_users, K, generator=g, dtype=torch.float64),
-            0.1 * torch.randn(train.n_items, K, generator=g, dtype=torch.float64))
+    return (
+        0.1 * torch.randn(train.n_users, K, generator=g, dtype=torch.float64),
+        0.1 * torch.randn(train.n_items, K, generator=g, dtype=torch.float64),
+    )
 
 
-def _worker(rank: int, world: int, init: str, name: str, out: str, exchange: str = "gather") -> None:
+def _worker(
+    rank: int, world: int, init: str, name: str, out: str, exchange: str = "gather"
+) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     try:
@@ -47,17 +51,27 @@ def _worker(rank: int, world: int, init: str, name: str, out: str, exchange: str
         own = train.subset((train.users >= u0) & (train.users < u1))
         own_items = train.subset((train.items >= i0) & (train.items < i1))
         if exchange == "gather":
-            assert part.R_users.shape == (u1 - u0, train.n_items) and part.R_items.shape == (i1 - i0, train.n_users)
+            assert part.R_users.shape == (u1 - u0, train.n_items) and part.R_items.shape == (
+                i1 - i0,
+                train.n_users,
+            )
         else:  # only the other side's rows that its own rows touch, and R's columns renumbered to them
-            assert torch.equal(part.needed_items, own.items.unique()) and torch.equal(part.needed_users, own_items.users.unique())
+            assert torch.equal(part.needed_items, own.items.unique()) and torch.equal(
+                part.needed_users, own_items.users.unique()
+            )
             assert part.R_users.shape == (u1 - u0, len(part.needed_items))
             assert part.R_items.shape == (i1 - i0, len(part.needed_users))
             assert len(part.needed_items) < train.n_items and len(part.needed_users) < train.n_users
         # the rank's matrix holds exactly its users' entries (global item ids recovered)
-        cols = part.R_users.col_indices() if exchange == "gather" else part.needed_items[part.R_users.col_indices()]
+        cols = (
+            part.R_users.col_indices()
+            if exchange == "gather"
+            else part.needed_items[part.R_users.col_indices()]
+        )
         assert part.R_users.values().numel() == len(own)
-        assert sorted(zip(part.R_users.to_sparse_coo().indices()[0].add(u0).tolist(), cols.tolist())) == \
-            sorted(zip(own.users.tolist(), own.items.tolist()))
+        assert sorted(
+            zip(part.R_users.to_sparse_coo().indices()[0].add(u0).tolist(), cols.tolist())
+        ) == sorted(zip(own.users.tolist(), own.items.tolist()))
         for _ in range(SWEEPS):
             part.sweep()
         X, Y = part.factors()
@@ -71,7 +85,12 @@ def _worker(rank: int, world: int, init: str, name: str, out: str, exchange: str
 @pytest.mark.parametrize("name", list(SOLVERS))
 def test_two_ranks_give_the_single_process_factors(tmp_path, name, exchange):
     out = tmp_path / "factors.pt"
-    mp.spawn(_worker, args=(2, f"file://{tmp_path / 'rendezvous'}", name, str(out), exchange), nprocs=2, join=True)
+    mp.spawn(
+        _worker,
+        args=(2, f"file://{tmp_path / 'rendezvous'}", name, str(out), exchange),
+        nprocs=2,
+        join=True,
+    )
     sharded = torch.load(out, weights_only=True)
 
     train = data()
@@ -83,7 +102,10 @@ def test_two_ranks_give_the_single_process_factors(tmp_path, name, exchange):
     solver = SOLVERS[name]()
     for _ in range(SWEEPS):
         solver.sweep(model, train)
-    single_users, single_items = model.user_embedding.weight.detach(), model.item_embedding.weight.detach()
+    single_users, single_items = (
+        model.user_embedding.weight.detach(),
+        model.item_embedding.weight.detach(),
+    )
     assert single_users.abs().max() > 0.05  # the sweeps moved the factors
     torch.testing.assert_close(sharded["users"], single_users, atol=1e-5, rtol=0)
     torch.testing.assert_close(sharded["items"], single_items, atol=1e-5, rtol=0)

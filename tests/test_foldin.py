@@ -23,7 +23,9 @@ L2, L2_BIAS = 0.5, 0.25  # strong enough that A and B below are stable (see the 
 
 
 # dense twins ------------------------------------------------------------------------------
-def dense_ridge(X: torch.Tensor, y: torch.Tensor, groups: torch.Tensor, n_groups: int, reg: torch.Tensor) -> torch.Tensor:
+def dense_ridge(
+    X: torch.Tensor, y: torch.Tensor, groups: torch.Tensor, n_groups: int, reg: torch.Tensor
+) -> torch.Tensor:
     """θ_g = (X_gᵀ X_g + diag(reg_g))⁻¹ X_gᵀ y_g, one `torch.linalg.solve` per group."""
     out = []
     for g in range(n_groups):
@@ -48,9 +50,13 @@ def dense_fold_in(model: MF, users, items, values, l2, l2_bias, n_users) -> torc
                 diag = torch.tensor([l2] * model.dim + [l2_bias], dtype=Q.dtype)  # [D+1]
             else:
                 X, y, diag = q, r, torch.full((model.dim,), l2, dtype=Q.dtype)
-            theta = torch.linalg.solve(X.T @ X + n_u**model.reg_exponent * torch.diag(diag), X.T @ y)
+            theta = torch.linalg.solve(
+                X.T @ X + n_u**model.reg_exponent * torch.diag(diag), X.T @ y
+            )
             if model.biases:
-                theta = torch.cat([theta[:-1], model.global_mean + theta[-1:], torch.ones(1, dtype=Q.dtype)])
+                theta = torch.cat(
+                    [theta[:-1], model.global_mean + theta[-1:], torch.ones(1, dtype=Q.dtype)]
+                )
             rows.append(theta)
         return torch.stack(rows)
 
@@ -65,7 +71,9 @@ def _ridge_problem(k: int = 5, n_groups: int = 12, seed: int = 0):
     groups = groups[torch.randperm(len(groups), generator=g)]  # [N] rows of a group scattered
     X = torch.randn(len(groups), k, generator=g, dtype=torch.float64)  # [N, k]
     y = torch.randn(len(groups), generator=g, dtype=torch.float64)  # [N]
-    reg = 0.1 + torch.rand(n_groups, k, generator=g, dtype=torch.float64)  # [G, k] differs per group
+    reg = 0.1 + torch.rand(
+        n_groups, k, generator=g, dtype=torch.float64
+    )  # [G, k] differs per group
     return X, y, groups, n_groups, reg
 
 
@@ -81,7 +89,12 @@ def test_grouped_ridge_chunked_equals_one_chunk():
     X, y, groups, n_groups, reg = _ridge_problem(seed=1)
     one = grouped_ridge(X, y, groups, n_groups, reg, max_rows_per_chunk=len(X))
     for chunk in (1, 7, 64):
-        assert torch.allclose(grouped_ridge(X, y, groups, n_groups, reg, max_rows_per_chunk=chunk), one, rtol=0, atol=1e-12)
+        assert torch.allclose(
+            grouped_ridge(X, y, groups, n_groups, reg, max_rows_per_chunk=chunk),
+            one,
+            rtol=0,
+            atol=1e-12,
+        )
 
 
 def test_grouped_ridge_float32_and_broadcast_reg():
@@ -140,32 +153,55 @@ def test_fold_in_solves_each_users_ridge_equation(biases, alpha):
     items = torch.tensor([0, 1, 2, 8, 4, 0, 2, 3, 5, 6, 7, 4])
     values = torch.arange(12.0) % 5 + 1
     folded = fold_in(model, users, items, values, l2=0.3, l2_bias=0.7)
-    assert folded.shape == (4, model.user_factors().shape[1]) == (4, model.dim + (2 if biases else 0))
+    assert (
+        folded.shape == (4, model.user_factors().shape[1]) == (4, model.dim + (2 if biases else 0))
+    )
     assert not folded.requires_grad
     expected = dense_fold_in(model, users, items, values, 0.3, 0.7, n_users=4)
     assert torch.allclose(folded, expected, rtol=0, atol=1e-10)
     # the scores are those of the augmented factors; a user without ratings has p = 0, b_u = 0
     scores = folded @ model.item_factors().T  # [4, I]
-    no_ratings = model.global_mean + model.item_bias.weight[:, 0] if biases else torch.zeros(9, dtype=torch.float64)
+    no_ratings = (
+        model.global_mean + model.item_bias.weight[:, 0]
+        if biases
+        else torch.zeros(9, dtype=torch.float64)
+    )
     assert torch.allclose(scores[2], no_ratings.detach(), atol=1e-12)
 
 
 def test_funksvd_fold_in_shape_and_float32():
     model = MF(5, 7, dim=4, biases=False)  # float32, no reg_exponent change
-    folded = fold_in(model, torch.tensor([0, 0, 1, 2]), torch.tensor([1, 2, 3, 6]), torch.tensor([4.0, 2.0, 5.0, 1.0]), l2=0.1)
+    folded = fold_in(
+        model,
+        torch.tensor([0, 0, 1, 2]),
+        torch.tensor([1, 2, 3, 6]),
+        torch.tensor([4.0, 2.0, 5.0, 1.0]),
+        l2=0.1,
+    )
     assert folded.shape == (3, 4) and folded.dtype == torch.float32
     assert torch.isfinite(folded).all()
-    folded5 = fold_in(model, torch.tensor([0, 0, 1, 2]), torch.tensor([1, 2, 3, 6]), torch.tensor([4.0, 2.0, 5.0, 1.0]), l2=0.1, n_users=5)
+    folded5 = fold_in(
+        model,
+        torch.tensor([0, 0, 1, 2]),
+        torch.tensor([1, 2, 3, 6]),
+        torch.tensor([4.0, 2.0, 5.0, 1.0]),
+        l2=0.1,
+        n_users=5,
+    )
     assert folded5.shape == (5, 4) and torch.equal(folded5[:3], folded) and not folded5[3:].any()
 
 
 def test_fold_in_interactions_uses_the_new_sets_users():
     model = _random_model(True, 0.5)
     new = Interactions.from_arrays([10, 10, 30, 30, 30, 20], [0, 1, 0, 1, 2, 3], [5, 3, 1, 2, 2, 4])
-    new = replace(new, item_ids=np.arange(9))  # raw items 0..3 encode to 0..3: the model's item space
+    new = replace(
+        new, item_ids=np.arange(9)
+    )  # raw items 0..3 encode to 0..3: the model's item space
     folded = fold_in_interactions(model, new, l2=0.3)
     assert folded.shape == (3, model.dim + 2)
-    assert torch.allclose(folded, fold_in(model, new.users, new.items, new.values, 0.3, 0.3, n_users=3), atol=0)
+    assert torch.allclose(
+        folded, fold_in(model, new.users, new.items, new.values, 0.3, 0.3, n_users=3), atol=0
+    )
     wrong = replace(new, item_ids=np.arange(4), name="other")
     with pytest.raises(ValueError, match="other: 4 items but the model has 9"):
         fold_in_interactions(model, wrong, l2=0.3)
@@ -197,7 +233,9 @@ def test_fold_in_bad_inputs():
 # fold_in against trained models --------------------------------------------------------------
 @functools.cache
 def _data() -> Interactions:
-    return synthetic(n_users=N_USERS, n_items=N_ITEMS, n_interactions=4000, seed=3)  # every user >= 7 ratings
+    return synthetic(
+        n_users=N_USERS, n_items=N_ITEMS, n_interactions=4000, seed=3
+    )  # every user >= 7 ratings
 
 
 @functools.cache
@@ -221,8 +259,15 @@ def _trained(alpha: float, hold_out: bool, model_cls: type = MF) -> tuple[MF, fl
     loss_fn = MSELoss(L2, L2_BIAS)
     params = list(model.parameters())
     # tolerance_change=0: run until the line search stalls at float64 resolution (|g| ~ 1e-9)
-    opt = torch.optim.LBFGS(params, lr=1.0, max_iter=1000, tolerance_grad=1e-13, tolerance_change=0.0,
-                            history_size=50, line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        params,
+        lr=1.0,
+        max_iter=1000,
+        tolerance_grad=1e-13,
+        tolerance_change=0.0,
+        history_size=50,
+        line_search_fn="strong_wolfe",
+    )
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
@@ -286,10 +331,14 @@ def test_fold_in_held_out_users_matches_training_them():
     with torch.no_grad():
         items_a, items_b = model_a.item_factors(), model_b.item_factors()  # [I, D+2]
         reference = model_a.user_factors()[held] @ items_a.T  # [22, I]
-        drift = _rmse_and_corr(model_b.user_factors()[kept] @ items_b.T, model_a.user_factors()[kept] @ items_a.T)[0]
+        drift = _rmse_and_corr(
+            model_b.user_factors()[kept] @ items_b.T, model_a.user_factors()[kept] @ items_a.T
+        )[0]
 
     def folded_scores(l2: float, l2_bias: float) -> torch.Tensor:
-        folded = fold_in(model_b, new_ids[new.users], new.items, new.values, l2, l2_bias, n_users=len(held))
+        folded = fold_in(
+            model_b, new_ids[new.users], new.items, new.values, l2, l2_bias, n_users=len(held)
+        )
         return folded @ items_b.T  # [22, I]
 
     rel_rmse, corr = _rmse_and_corr(folded_scores(L2, L2_BIAS), reference)

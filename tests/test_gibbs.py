@@ -50,21 +50,50 @@ def test_a_draw_is_the_conditional_mean_plus_its_covariance_factor():
     n = train.n_users
     mean = draw_rows(R, design, target, Lam, m, alpha, torch.zeros(n, D, dtype=torch.float64), 512)
     # z = e_j for every row: draw − mean is column j of L⁻ᵀ, so Σ_j (draw_j − mean)(…)ᵀ = L⁻ᵀ L⁻¹ = A⁻¹
-    columns = torch.stack([draw_rows(R, design, target, Lam, m, alpha,
-                                     torch.eye(D, dtype=torch.float64)[j].expand(n, D), 512) - mean
-                           for j in range(D)], dim=2)  # [n, D, D]
+    columns = torch.stack(
+        [
+            draw_rows(
+                R,
+                design,
+                target,
+                Lam,
+                m,
+                alpha,
+                torch.eye(D, dtype=torch.float64)[j].expand(n, D),
+                512,
+            )
+            - mean
+            for j in range(D)
+        ],
+        dim=2,
+    )  # [n, D, D]
     for u in range(n):
         A, dense_mean = dense_conditional(train, design, target, Lam, m, alpha, u)
         torch.testing.assert_close(mean[u], dense_mean, atol=1e-10, rtol=1e-10)
-        torch.testing.assert_close(columns[u] @ columns[u].T, torch.linalg.inv(A), atol=1e-10, rtol=1e-10)
+        torch.testing.assert_close(
+            columns[u] @ columns[u].T, torch.linalg.inv(A), atol=1e-10, rtol=1e-10
+        )
 
 
 def test_rows_without_entries_are_drawn_from_the_prior():
-    R = torch.sparse_csr_tensor(torch.tensor([0, 0, 1]), torch.tensor([0]), torch.tensor([2.0]), size=(2, 3),
-                                dtype=torch.float64)  # row 0 is empty
+    R = torch.sparse_csr_tensor(
+        torch.tensor([0, 0, 1]),
+        torch.tensor([0]),
+        torch.tensor([2.0]),
+        size=(2, 3),
+        dtype=torch.float64,
+    )  # row 0 is empty
     _, design, _, Lam, m = problem()
-    mean = draw_rows(R, design[:3], torch.tensor([2.0], dtype=torch.float64), Lam, m, 1.0,
-                     torch.zeros(2, D, dtype=torch.float64), 512)
+    mean = draw_rows(
+        R,
+        design[:3],
+        torch.tensor([2.0], dtype=torch.float64),
+        Lam,
+        m,
+        1.0,
+        torch.zeros(2, D, dtype=torch.float64),
+        512,
+    )
     torch.testing.assert_close(mean[0], m)
 
 
@@ -79,8 +108,16 @@ def test_the_posterior_mean_under_a_fixed_ridge_prior_is_the_biased_als_solution
     R = train.csr("user")
     target = R.values().double() - mu - b_items[R.col_indices()]
     design = torch.cat([Y, torch.ones(train.n_items, 1, dtype=torch.float64)], dim=1)
-    mean = draw_rows(R, design, target, lam * alpha * torch.eye(D, dtype=torch.float64),
-                     torch.zeros(D, dtype=torch.float64), alpha, torch.zeros(train.n_users, D, dtype=torch.float64), 512)
+    mean = draw_rows(
+        R,
+        design,
+        target,
+        lam * alpha * torch.eye(D, dtype=torch.float64),
+        torch.zeros(D, dtype=torch.float64),
+        alpha,
+        torch.zeros(train.n_users, D, dtype=torch.float64),
+        512,
+    )
     X, b = biased_least_squares_half_step(R, Y, b_items, mu, lam, lam, frequency_scaled=False)
     torch.testing.assert_close(mean[:, :-1], X, atol=1e-10, rtol=1e-10)
     torch.testing.assert_close(mean[:, -1], b, atol=1e-10, rtol=1e-10)
@@ -92,7 +129,7 @@ def test_wishart_draws_have_its_mean_and_variance():
     W, nu = A @ A.T / 3 + np.eye(3), 7.0
     draws = np.stack([wishart(W, nu, rng) for _ in range(20000)])
     np.testing.assert_allclose(draws.mean(0), nu * W, rtol=0.03, atol=0.03 * nu)
-    variance = nu * (W ** 2 + np.outer(np.diag(W), np.diag(W)))  # Var(Λ_jl) = ν (W_jl² + W_jj W_ll)
+    variance = nu * (W**2 + np.outer(np.diag(W), np.diag(W)))  # Var(Λ_jl) = ν (W_jl² + W_jj W_ll)
     np.testing.assert_allclose(draws.var(0), variance, rtol=0.08)
 
 
@@ -101,14 +138,18 @@ def test_hyperparameter_draws_follow_the_rows():
     their covariance."""
     g = torch.Generator().manual_seed(0)
     C = torch.tensor([[1.0, 0.3], [0.3, 0.5]], dtype=torch.float64)
-    X = torch.tensor([0.5, -1.0], dtype=torch.float64) + torch.randn(20000, 2, generator=g, dtype=torch.float64) @ \
-        torch.linalg.cholesky(C).T
+    X = (
+        torch.tensor([0.5, -1.0], dtype=torch.float64)
+        + torch.randn(20000, 2, generator=g, dtype=torch.float64) @ torch.linalg.cholesky(C).T
+    )
     m, Lam = sample_hyperparameters(X, 2.0, np.random.default_rng(0))
     np.testing.assert_allclose(m, [0.5, -1.0], atol=0.03)
     np.testing.assert_allclose(np.linalg.inv(Lam), C.numpy(), atol=0.05)
 
 
-def _chain(train, sweeps: int, burn_in: int = 5, options: dict | None = None, **kwargs) -> tuple[BayesianMF, GibbsSolver]:
+def _chain(
+    train, sweeps: int, burn_in: int = 5, options: dict | None = None, **kwargs
+) -> tuple[BayesianMF, GibbsSolver]:
     """`sweeps` Gibbs sweeps of a dim-3 BayesianMF (with the model `options`) from a seeded start."""
     torch.manual_seed(0)
     model = BayesianMF(train.n_users, train.n_items, dim=3, keep=50, **(options or {})).double()
@@ -158,10 +199,21 @@ def test_bayesian_mf_trains_checkpoints_and_serves_through_the_glue(tmp_path):
     from mfzoo.training.restore import load_run
 
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=["experiment=ml100k_bayesian", "trainer.max_epochs=8", "solver.burn_in=3",
-                                          "model.keep=10", "logger=none", "progress=false", "data/source=synthetic",
-                                          "data.source.n_users=200", "data.source.n_items=100",
-                                          "data.source.n_interactions=5000"])
+        cfg = compose(
+            "train",
+            overrides=[
+                "experiment=ml100k_bayesian",
+                "trainer.max_epochs=8",
+                "solver.burn_in=3",
+                "model.keep=10",
+                "logger=none",
+                "progress=false",
+                "data/source=synthetic",
+                "data.source.n_users=200",
+                "data.source.n_items=100",
+                "data.source.n_interactions=5000",
+            ],
+        )
     metrics = run_training(cfg, tmp_path / "run")
     assert metrics["epochs"] == 8 and 0 < metrics["test"]["rmse"] < 1.5
     _, datamodule, model = load_run(tmp_path / "run")
@@ -177,17 +229,32 @@ def test_gibbs_refuses_other_models():
         GibbsSolver.check_model(MF)
 
 
-@pytest.mark.parametrize("overrides, words", [
-    (["experiment=ml100k_bayesian", "trainer.max_epochs=3"], ["max_epochs=3", "burn_in=5", "no draw"]),
-    (["model=bayesian_mf"], ["trained by solver=gibbs"]),
-])
+@pytest.mark.parametrize(
+    "overrides, words",
+    [
+        (
+            ["experiment=ml100k_bayesian", "trainer.max_epochs=3"],
+            ["max_epochs=3", "burn_in=5", "no draw"],
+        ),
+        (["model=bayesian_mf"], ["trained by solver=gibbs"]),
+    ],
+)
 def test_runs_that_would_not_sample_the_posterior_are_refused(tmp_path, overrides, words):
     from mfzoo.training.rundir import RunError
 
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=[*overrides, "logger=none", "progress=false", "data/source=synthetic",
-                                          "data.source.n_users=100", "data.source.n_items=60",
-                                          "data.source.n_interactions=2000"])
+        cfg = compose(
+            "train",
+            overrides=[
+                *overrides,
+                "logger=none",
+                "progress=false",
+                "data/source=synthetic",
+                "data.source.n_users=100",
+                "data.source.n_items=60",
+                "data.source.n_interactions=2000",
+            ],
+        )
     with pytest.raises(RunError) as refused:
         run_training(cfg, tmp_path / "run")
     for word in words:

@@ -4,7 +4,6 @@ recomputation from scratch, and the whole chain (reproducible, resumable, throug
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -36,7 +35,9 @@ def implicit_problem(seed: int = 0, d: int = 3):
 
 def sums_of(train, Y, c):
     """c_u Σ_{j∈N(u)} y_j [U, d] from scratch."""
-    return c.unsqueeze(1) * torch.zeros(train.n_users, Y.shape[1], dtype=F64).index_add_(0, train.users, Y[train.items])
+    return c.unsqueeze(1) * torch.zeros(train.n_users, Y.shape[1], dtype=F64).index_add_(
+        0, train.users, Y[train.items]
+    )
 
 
 def residual(train, Q, Y, offset, c):
@@ -47,7 +48,9 @@ def residual(train, Q, Y, offset, c):
 def statistics(train, Q, e):
     u, i = train.users, train.items
     h = torch.zeros(train.n_users, Q.shape[1], dtype=F64).index_add_(0, u, e.unsqueeze(1) * Q[i])
-    G = torch.zeros(train.n_users, Q.shape[1], Q.shape[1], dtype=F64).index_add_(0, u, Q[i].unsqueeze(2) * Q[i].unsqueeze(1))
+    G = torch.zeros(train.n_users, Q.shape[1], Q.shape[1], dtype=F64).index_add_(
+        0, u, Q[i].unsqueeze(2) * Q[i].unsqueeze(1)
+    )
     return h, G
 
 
@@ -78,7 +81,9 @@ def test_implicit_draws_are_their_sequential_conditionals():
     torch.testing.assert_close(Y, expected, atol=1e-10, rtol=1e-10)
     # the running sums and h are those of the new Y, computed from scratch
     torch.testing.assert_close(sums, sums_of(train, Y, c), atol=1e-10, rtol=1e-10)
-    torch.testing.assert_close(h, statistics(train, Q, residual(train, Q, Y, offset, c))[0], atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(
+        h, statistics(train, Q, residual(train, Q, Y, offset, c))[0], atol=1e-10, rtol=1e-10
+    )
     # the noise of item 0's draw: z = e_k gives column k of L⁻ᵀ, so the columns' outer product is A_0⁻¹
     d = Y.shape[1]
     columns = []
@@ -104,8 +109,10 @@ def test_group_bias_draws_are_their_conditionals():
     for k in range(6):
         n, s = int((groups == k).sum()), float(residual_[groups == k].sum())
         precision = tau + alpha * n
-        assert float(drawn[k]) == pytest.approx(alpha * s / precision + float(Z[k]) / precision ** 0.5, abs=1e-12)
-    assert float(drawn[5]) == pytest.approx(float(Z[5]) / tau ** 0.5)
+        assert float(drawn[k]) == pytest.approx(
+            alpha * s / precision + float(Z[k]) / precision**0.5, abs=1e-12
+        )
+    assert float(drawn[5]) == pytest.approx(float(Z[5]) / tau**0.5)
 
 
 TERMS = {"implicit": True, "n_bins": 4, "day_bias": True}
@@ -121,20 +128,34 @@ def test_the_full_chain_is_reproducible_resumable_and_its_sse_is_the_models():
     again, _ = _timed_chain(train, 8)
     for name, value in whole.state_dict().items():
         torch.testing.assert_close(value, again.state_dict()[name], atol=0, rtol=0)
-    assert int(whole.n_kept) == 5 and float(whole.bin_bias.abs().sum()) > 0 and float(whole.day_bias[:-1].abs().sum()) > 0
+    assert (
+        int(whole.n_kept) == 5
+        and float(whole.bin_bias.abs().sum()) > 0
+        and float(whole.day_bias[:-1].abs().sum()) > 0
+    )
     assert float(whole.day_bias[-1]) == 0.0  # the unseen-day row
     # the objective is the squared error of the model's own scores at the current draw
     with torch.no_grad():
-        whole_current = BayesianMF(train.n_users, train.n_items, dim=3, keep=1, implicit=True, n_bins=4, day_bias=True).double()
+        whole_current = BayesianMF(
+            train.n_users, train.n_items, dim=3, keep=1, implicit=True, n_bins=4, day_bias=True
+        ).double()
         whole_current.prepare(train)
-        state = {k: v for k, v in whole.state_dict().items() if not k.startswith("kept") and k != "n_kept"}
+        state = {
+            k: v
+            for k, v in whole.state_dict().items()
+            if not k.startswith("kept") and k != "n_kept"
+        }
         whole_current.load_state_dict(state, strict=False)
-        scores = whole_current(Batch(train.users, train.items.unsqueeze(1), times=train.timestamps))[:, 0]
+        scores = whole_current(
+            Batch(train.users, train.items.unsqueeze(1), times=train.timestamps)
+        )[:, 0]
     sse = float((train.values.double() - scores).pow(2).sum())
     assert solver.objective(whole, train) == pytest.approx(sse, rel=1e-10)
     # resumed from the checkpoint (the day tables take its size) it draws what the whole chain drew
     first, first_solver = _timed_chain(train, 5)
-    resumed = BayesianMF(train.n_users, train.n_items, dim=3, keep=50, implicit=True, n_bins=4, day_bias=True).double()
+    resumed = BayesianMF(
+        train.n_users, train.n_items, dim=3, keep=50, implicit=True, n_bins=4, day_bias=True
+    ).double()
     resumed.load_state_dict({k: v.clone() for k, v in first.state_dict().items()})
     fresh = GibbsSolver(burn_in=3, seed=3)
     fresh.load_state_dict(first_solver.state_dict())
@@ -153,16 +174,26 @@ def test_predictions_average_every_term_over_the_kept_draws():
     expected = torch.zeros(20, dtype=F64)
     for s in range(S):  # one prediction per kept draw, then their mean
         U, V = model.kept_users[s], model.kept_items[s]
-        one = (U[batch.users, :d] * V[batch.items[:, 0], :d]).sum(1) + U[batch.users, d] + V[batch.items[:, 0], d]
+        one = (
+            (U[batch.users, :d] * V[batch.items[:, 0], :d]).sum(1)
+            + U[batch.users, d]
+            + V[batch.items[:, 0], d]
+        )
         expected += one + model.kept_bins[s][bins[:, 0]] + model.kept_days[s][days[:, 0]]
     expected = expected / S + model.global_mean
     with torch.no_grad():
         torch.testing.assert_close(model(batch)[:, 0], expected, atol=1e-10, rtol=1e-10)
         # the static factors: the last bin, no day bias
         last_bin = torch.full_like(batch.users, len(model.bin_edges))
-        static = (model.user_factors()[batch.users] * model.item_factors()[batch.items[:, 0]]).sum(1)
-        no_day = expected - model.kept_days[:S].mean(0)[days[:, 0]] - model.kept_bins[:S].mean(0)[bins[:, 0]] + \
-            model.kept_bins[:S].mean(0)[batch.items[:, 0] * model.n_bins + last_bin]
+        static = (model.user_factors()[batch.users] * model.item_factors()[batch.items[:, 0]]).sum(
+            1
+        )
+        no_day = (
+            expected
+            - model.kept_days[:S].mean(0)[days[:, 0]]
+            - model.kept_bins[:S].mean(0)[bins[:, 0]]
+            + model.kept_bins[:S].mean(0)[batch.items[:, 0] * model.n_bins + last_bin]
+        )
         torch.testing.assert_close(static, no_day, atol=1e-10, rtol=1e-10)
 
 
@@ -170,7 +201,15 @@ def test_time_terms_need_biases_and_timestamps():
     with pytest.raises(ValueError, match="biases=true"):
         BayesianMF(10, 10, biases=False, n_bins=3)
     untimed = synthetic(n_users=20, n_items=10, n_interactions=100, seed=0)
-    untimed = type(untimed)(untimed.users, untimed.items, untimed.values, None, untimed.user_ids, untimed.item_ids, "ratings.csv")
+    untimed = type(untimed)(
+        untimed.users,
+        untimed.items,
+        untimed.values,
+        None,
+        untimed.user_ids,
+        untimed.item_ids,
+        "ratings.csv",
+    )
     with pytest.raises(ValueError, match="needs timestamps; ratings.csv has none"):
         BayesianMF(20, 10, day_bias=True).prepare(untimed)
 
@@ -180,10 +219,22 @@ def test_bayesian_timesvdpp_trains_checkpoints_and_serves_through_the_glue(tmp_p
     from mfzoo.training.restore import load_run
 
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=["experiment=ml100k_bayesian_timesvdpp", "trainer.max_epochs=6", "solver.burn_in=3",
-                                          "model.keep=10", "model.dim=4", "logger=none", "progress=false",
-                                          "data/source=synthetic", "data.source.n_users=150", "data.source.n_items=80",
-                                          "data.source.n_interactions=4000"])
+        cfg = compose(
+            "train",
+            overrides=[
+                "experiment=ml100k_bayesian_timesvdpp",
+                "trainer.max_epochs=6",
+                "solver.burn_in=3",
+                "model.keep=10",
+                "model.dim=4",
+                "logger=none",
+                "progress=false",
+                "data/source=synthetic",
+                "data.source.n_users=150",
+                "data.source.n_items=80",
+                "data.source.n_interactions=4000",
+            ],
+        )
     metrics = run_training(cfg, tmp_path / "run")
     assert metrics["epochs"] == 6 and 0 < metrics["test"]["rmse"] < 1.5
     _, datamodule, model = load_run(tmp_path / "run")

@@ -16,12 +16,22 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 GUIDE = ROOT / "docs" / "extending.md"
-SMALL = ["data/source=synthetic", "data.source.n_users=150", "data.source.n_items=80",
-         "data.source.n_interactions=4000", "trainer.max_epochs=2", "logger=none"]
+SMALL = [
+    "data/source=synthetic",
+    "data.source.n_users=150",
+    "data.source.n_items=80",
+    "data.source.n_interactions=4000",
+    "trainer.max_epochs=2",
+    "logger=none",
+]
 
 
 def _blocks(lang: str) -> list[str]:
-    return [body for kind, body in re.findall(r"```(\w+)\n(.*?)```", GUIDE.read_text(), re.S) if kind == lang]
+    return [
+        body
+        for kind, body in re.findall(r"```(\w+)\n(.*?)```", GUIDE.read_text(), re.S)
+        if kind == lang
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +57,14 @@ def test_the_package_is_short(project):
 
 
 def test_the_contract_suite_passes_for_the_guide_model_and_loss(project):
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_gmf.py"],
-                          cwd=project, env=_env(), capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_gmf.py"],
+        cwd=project,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert re.search(r"\b(\d+) passed", done.stdout) and " failed" not in done.stdout
 
@@ -62,7 +78,9 @@ def test_the_commands_train_sweep_compare_and_serve(project):
         argv = [str(tool) if tool.exists() else argv[0], *argv[1:]]
         if argv[0].endswith("mfzoo-train"):
             argv += SMALL
-        done = subprocess.run(argv, cwd=project, env=_env(), capture_output=True, text=True, timeout=600)
+        done = subprocess.run(
+            argv, cwd=project, env=_env(), capture_output=True, text=True, timeout=600
+        )
         assert done.returncode == 0, f"{line}\n{done.stderr[-3000:]}"
         if "mfzoo-compare" in line:
             assert "hinge" in done.stdout and "bpr" in done.stdout, done.stdout

@@ -10,7 +10,11 @@ from mfzoo.losses import MSELoss
 
 def test_mse_matches_the_formula():
     scores = torch.tensor([[3.0], [4.5], [1.0]])
-    batch = Batch(users=torch.tensor([0, 1, 2]), items=torch.tensor([[0], [1], [2]]), targets=torch.tensor([4.0, 4.0, 2.0]))
+    batch = Batch(
+        users=torch.tensor([0, 1, 2]),
+        items=torch.tensor([[0], [1], [2]]),
+        targets=torch.tensor([4.0, 4.0, 2.0]),
+    )
     penalty = torch.tensor([6.0, 0.5])
     plain = (1.0 + 0.25 + 1.0) / 3
     assert MSELoss()(scores, batch).item() == pytest.approx(plain)
@@ -21,7 +25,12 @@ def test_mse_matches_the_formula():
 
 def test_mse_per_example_weights():
     scores = torch.tensor([[3.0], [5.0]])
-    batch = Batch(torch.tensor([0, 1]), torch.tensor([[0], [1]]), targets=torch.tensor([4.0, 4.0]), weights=torch.tensor([2.0, 0.5]))
+    batch = Batch(
+        torch.tensor([0, 1]),
+        torch.tensor([[0], [1]]),
+        targets=torch.tensor([4.0, 4.0]),
+        weights=torch.tensor([2.0, 0.5]),
+    )
     assert MSELoss()(scores, batch).item() == pytest.approx((2.0 * 1 + 0.5 * 1) / 2)
     assert MSELoss(weighted=False)(scores, batch).item() == pytest.approx(1.0)
     with pytest.raises(ValueError, match="targets"):

@@ -39,8 +39,6 @@ def test_funksvd_is_a_plain_dot_product():
     assert not hasattr(model, "user_bias")
 
 
-
-
 def test_penalty_counts_each_use_of_a_row():
     model = _model()
     batch = Batch(users=torch.tensor([1, 1, 3]), items=torch.tensor([[0], [2], [2]]))
@@ -73,7 +71,9 @@ def test_gradients_reach_only_the_rows_used():
 def test_prepare_sets_the_training_mean(ratings):
     model = MF(ratings.n_users, ratings.n_items, dim=2)
     model.prepare(ratings)
-    assert model.global_mean.item() == pytest.approx(ratings.values.double().mean().item(), rel=1e-6)
+    assert model.global_mean.item() == pytest.approx(
+        ratings.values.double().mean().item(), rel=1e-6
+    )
     assert "global_mean" in model.state_dict()  # restored from checkpoints
 
 
@@ -84,7 +84,9 @@ def test_sparse_tables_give_the_dense_gradients_row_for_row():
     dense = MF(30, 20, dim=4, biases=True, reg_exponent=1.0)
     sparse = MF(30, 20, dim=4, biases=True, reg_exponent=1.0, sparse=True)
     sparse.load_state_dict(dense.state_dict())
-    batch = Batch(torch.tensor([0, 3, 3, 7]), torch.tensor([[1, 2], [5, 1], [0, 0], [19, 4]]), torch.ones(4))
+    batch = Batch(
+        torch.tensor([0, 3, 3, 7]), torch.tensor([[1, 2], [5, 1], [0, 0], [19, 4]]), torch.ones(4)
+    )
     for model in (dense, sparse):
         (model(batch).pow(2).sum() + model.penalty(batch).sum()).backward()
     for (name, d), (_, s) in zip(dense.named_parameters(), sparse.named_parameters()):
@@ -101,12 +103,19 @@ def test_sparse_tables_give_the_dense_gradients_row_for_row():
 def test_sparse_gradients_and_the_optimizer_must_match(tmp_path):
     from hydra import compose, initialize_config_dir
 
-    from mfzoo.training.rundir import RunError
     from mfzoo.training.run import train
+    from mfzoo.training.rundir import RunError
     from tests.conftest import CONFIG_DIR
 
-    small = ["data/source=synthetic", "data.source.n_users=200", "data.source.n_items=100",
-             "data.source.n_interactions=4000", "logger=none", "progress=false", "trainer.max_epochs=3"]
+    small = [
+        "data/source=synthetic",
+        "data.source.n_users=200",
+        "data.source.n_items=100",
+        "data.source.n_interactions=4000",
+        "logger=none",
+        "progress=false",
+        "trainer.max_epochs=3",
+    ]
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         ok = compose("train", overrides=["+model.sparse=true", "optim=sparse_adam", *small])
         dense_with_sparse = compose("train", overrides=["optim=sparse_adam", *small])

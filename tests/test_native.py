@@ -23,15 +23,25 @@ from mfzoo.models.mf import MF
 from mfzoo.solvers.als import ials_half_step, ials_half_step_cg
 from mfzoo.solvers.bpr import BPRSolver, bpr_epoch, bpr_step, native_supported
 
-pytestmark = pytest.mark.skipif(not native.available(), reason="mfzoo.native is unavailable here (no C compiler)")
+pytestmark = pytest.mark.skipif(
+    not native.available(), reason="mfzoo.native is unavailable here (no C compiler)"
+)
 
 
 def csr(n_rows: int, n_cols: int, nnz: int, dtype=torch.float64, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
-    rows, cols = torch.randint(n_rows - 2, (nnz,), generator=g), torch.randint(n_cols, (nnz,), generator=g)
+    rows, cols = (
+        torch.randint(n_rows - 2, (nnz,), generator=g),
+        torch.randint(n_cols, (nnz,), generator=g),
+    )
     values = torch.rand(nnz, generator=g, dtype=torch.float64) * 3
     # the last two rows stay empty
-    return torch.sparse_coo_tensor(torch.stack([rows, cols]), values, (n_rows, n_cols)).coalesce().to_sparse_csr().to(dtype)
+    return (
+        torch.sparse_coo_tensor(torch.stack([rows, cols]), values, (n_rows, n_cols))
+        .coalesce()
+        .to_sparse_csr()
+        .to(dtype)
+    )
 
 
 # -- iALS CG -------------------------------------------------------------------------------
@@ -59,7 +69,10 @@ def test_ials_cg_kernel_reaches_the_exact_solve_and_ignores_the_thread_count():
     does; the result is the same bit for bit on 1 and 3 threads, float32 included."""
     R = csr(50, 40, 500)
     g = torch.Generator().manual_seed(2)
-    Y, X0 = torch.randn(40, 5, generator=g, dtype=torch.float64), torch.zeros(50, 5, dtype=torch.float64)
+    Y, X0 = (
+        torch.randn(40, 5, generator=g, dtype=torch.float64),
+        torch.zeros(50, 5, dtype=torch.float64),
+    )
     exact = ials_half_step(R, Y, 0.2, alpha=1.5)
     X = ials_half_step_cg(R, Y, X0, 0.2, alpha=1.5, cg_steps=5, native=True)
     assert torch.allclose(X, exact, atol=1e-9)
@@ -73,14 +86,29 @@ def test_ials_cg_kernel_takes_zero_factors_and_refuses_columns_outside_y():
     """k = 0 gives an empty result (no division by the row's zero cache lines), and a pattern
     whose column indices point past Y's rows is refused before the kernel reads them."""
     R = csr(6, 5, 12)
-    X = ials_half_step_cg(R, torch.zeros(5, 0, dtype=torch.float64), torch.zeros(6, 0, dtype=torch.float64), 0.1,
-                          native=True)
+    X = ials_half_step_cg(
+        R,
+        torch.zeros(5, 0, dtype=torch.float64),
+        torch.zeros(6, 0, dtype=torch.float64),
+        0.1,
+        native=True,
+    )
     assert X.shape == (6, 0)
-    bad = torch.sparse_csr_tensor(torch.tensor([0, 1, 1]), torch.tensor([9]), torch.ones(1, dtype=torch.float64),
-                                  size=(2, 5), check_invariants=False)  # column 9 of 5
+    bad = torch.sparse_csr_tensor(
+        torch.tensor([0, 1, 1]),
+        torch.tensor([9]),
+        torch.ones(1, dtype=torch.float64),
+        size=(2, 5),
+        check_invariants=False,
+    )  # column 9 of 5
     with pytest.raises(ValueError, match="column indices must lie in 0..4"):
-        ials_half_step_cg(bad, torch.ones(5, 2, dtype=torch.float64), torch.zeros(2, 2, dtype=torch.float64), 0.1,
-                          native=True)
+        ials_half_step_cg(
+            bad,
+            torch.ones(5, 2, dtype=torch.float64),
+            torch.zeros(2, 2, dtype=torch.float64),
+            0.1,
+            native=True,
+        )
 
 
 def test_ials_solver_switches_are_checked():
@@ -99,14 +127,25 @@ def test_ials_native_true_refuses_what_the_kernel_cannot_run():
     with pytest.raises(RuntimeError, match="float16"):
         ials_half_step_cg(R, Y, torch.zeros(10, 3, dtype=torch.float16), 0.1, native=True)
     with pytest.raises(ValueError, match="float16"):
-        native.ials_cg(R.crow_indices(), R.col_indices(), R.values(), R.values(), Y, torch.eye(3, dtype=torch.float16),
-                       torch.ones(10, dtype=torch.float16), torch.zeros(10, 3, dtype=torch.float16), 1)
+        native.ials_cg(
+            R.crow_indices(),
+            R.col_indices(),
+            R.values(),
+            R.values(),
+            Y,
+            torch.eye(3, dtype=torch.float16),
+            torch.ones(10, dtype=torch.float16),
+            torch.zeros(10, 3, dtype=torch.float16),
+            1,
+        )
 
 
 # -- LearnBPR -------------------------------------------------------------------------------
 def one_pair(n_items: int = 2) -> Interactions:
     """One user with one training item (item 0) in a catalogue of `n_items`."""
-    return Interactions(torch.tensor([0]), torch.tensor([0]), torch.ones(1), None, np.arange(1), np.arange(n_items))
+    return Interactions(
+        torch.tensor([0]), torch.tensor([0]), torch.ones(1), None, np.arange(1), np.arange(n_items)
+    )
 
 
 def model_for(data: Interactions, biases: bool, seed: int = 0, dim: int = 6) -> MF:
@@ -128,9 +167,16 @@ def test_one_native_sample_is_bpr_step_on_a_batch_of_one(biases):
 
     def after(fn, j=None):
         model = model_for(data, biases)
-        fn(model) if j is None else bpr_step(model, torch.tensor([0]), torch.tensor([0]), torch.tensor([j]), lr, l2, l2_bias)
-        return torch.cat([model.user_embedding.weight.flatten(), model.item_embedding.weight.flatten(),
-                          *([model.item_bias.weight.flatten()] if biases else [])]).detach()
+        fn(model) if j is None else bpr_step(
+            model, torch.tensor([0]), torch.tensor([0]), torch.tensor([j]), lr, l2, l2_bias
+        )
+        return torch.cat(
+            [
+                model.user_embedding.weight.flatten(),
+                model.item_embedding.weight.flatten(),
+                *([model.item_bias.weight.flatten()] if biases else []),
+            ]
+        ).detach()
 
     expected = {j: after(None, j) for j in (0, 1)}
     outcomes = set()
@@ -138,7 +184,11 @@ def test_one_native_sample_is_bpr_step_on_a_batch_of_one(biases):
         for reject in (True, False):
             sampler = UniformSampler(data, n_negatives=1, reject_seen=reject)
             g = torch.Generator().manual_seed(seed)
-            got = after(lambda m: bpr_epoch(m, data, sampler, lr, l2, l2_bias, generator=g, threads=1, native=True))
+            got = after(
+                lambda m: bpr_epoch(
+                    m, data, sampler, lr, l2, l2_bias, generator=g, threads=1, native=True
+                )
+            )
             matches = [j for j, value in expected.items() if torch.allclose(got, value, atol=1e-6)]
             assert matches == [1] if reject else len(matches) == 1
             outcomes.update((reject, j) for j in matches)
@@ -152,12 +202,23 @@ def test_native_epoch_rejects_seen_items_on_a_crowded_catalogue():
     n_users, n_items = 6, 9
     users = torch.arange(n_users).repeat_interleave(n_items - 1)
     items = torch.arange(n_items - 1).repeat(n_users)
-    data = Interactions(users, items, torch.ones(len(users)), None, np.arange(n_users), np.arange(n_items))
+    data = Interactions(
+        users, items, torch.ones(len(users)), None, np.arange(n_users), np.arange(n_items)
+    )
     model = model_for(data, False, dim=4)
     before = model.item_embedding.weight.detach().clone()
     users_before = model.user_embedding.weight.detach().clone()
     sampler = UniformSampler(data, n_negatives=1, reject_seen=True)
-    bpr_epoch(model, data, sampler, lr=1e-4, l2=0.0, generator=torch.Generator().manual_seed(0), threads=1, native=True)
+    bpr_epoch(
+        model,
+        data,
+        sampler,
+        lr=1e-4,
+        l2=0.0,
+        generator=torch.Generator().manual_seed(0),
+        threads=1,
+        native=True,
+    )
     moved = model.item_embedding.weight.detach() - before  # [I, k]
     # to first order in lr: a positive moves by +z p_u (towards the users), the negative by −z p_u
     towards = (moved @ users_before.T).sum(1)  # [I]
@@ -174,10 +235,22 @@ def test_the_bit_filter_changes_no_draw_and_seeded_epochs_repeat():
 
     def run(seed: int, use_filter: bool) -> torch.Tensor:
         model = model_for(data, True, dim=8)
-        native.bpr_epoch(data.users, data.items, R.crow_indices(), R.col_indices(), model.user_embedding.weight.detach(),
-                         model.item_embedding.weight.detach(), model.item_bias.weight.detach()[:, 0], 0.05, 0.01, 0.01,
-                         seed, threads=1, seen_filter=sampler.seen.filter if use_filter else None,
-                         filter_bits=sampler.seen.bits if use_filter else 0)
+        native.bpr_epoch(
+            data.users,
+            data.items,
+            R.crow_indices(),
+            R.col_indices(),
+            model.user_embedding.weight.detach(),
+            model.item_embedding.weight.detach(),
+            model.item_bias.weight.detach()[:, 0],
+            0.05,
+            0.01,
+            0.01,
+            seed,
+            threads=1,
+            seen_filter=sampler.seen.filter if use_filter else None,
+            filter_bits=sampler.seen.bits if use_filter else 0,
+        )
         return model.item_embedding.weight.detach().clone()
 
     assert torch.equal(run(7, True), run(7, False))
@@ -219,10 +292,14 @@ def test_bpr_solver_defaults_and_switches():
 
     assert torch.equal(fit(deterministic=True), fit(deterministic=True))
     assert torch.equal(fit(deterministic=True), fit(threads=1))
-    assert not torch.equal(fit(deterministic=True), fit(native=False, threads=1))  # per-sample vs batched
+    assert not torch.equal(
+        fit(deterministic=True), fit(native=False, threads=1)
+    )  # per-sample vs batched
     assert torch.equal(fit(native=False, threads=1), fit(native=False, threads=1))
     popularity = lambda d: PopularitySampler(d, 1)  # noqa: E731
-    assert torch.equal(fit(sampler=popularity, threads=1), fit(sampler=popularity, threads=1, native=False))
+    assert torch.equal(
+        fit(sampler=popularity, threads=1), fit(sampler=popularity, threads=1, native=False)
+    )
     with pytest.raises(RuntimeError, match="uniformly .* the sampler is PopularitySampler"):
         fit(sampler=popularity, native=True)
     for bad in ({"native": "maybe"}, {"deterministic": 2}, {"threads": 1000}):
@@ -239,8 +316,15 @@ def test_trainer_deterministic_sets_the_solvers_switch():
 
     for extra, expected in (([], False), (["trainer.deterministic=true"], True)):
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            cfg = compose("train", overrides=["experiment=ml100k_implicit_learnbpr", "data/source=synthetic",
-                                              "solver.deterministic=false", *extra])
+            cfg = compose(
+                "train",
+                overrides=[
+                    "experiment=ml100k_implicit_learnbpr",
+                    "data/source=synthetic",
+                    "solver.deterministic=false",
+                    *extra,
+                ],
+            )
         _, module = build(cfg)
         assert module.solver.deterministic is expected
 
@@ -249,8 +333,13 @@ def test_trainer_deterministic_sets_the_solvers_switch():
 def run_python(code: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     import os
 
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, **env})
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **env},
+    )
 
 
 PROBE = """
@@ -270,7 +359,11 @@ def test_disabled_or_failing_builds_fall_back_to_torch(tmp_path):
     warning that says what went wrong."""
     off = run_python(PROBE, {"MFZOO_NATIVE": "0", "MFZOO_CACHE_DIR": str(tmp_path / "off")})
     assert "available False finite True" in off.stdout, off.stderr
-    for cc, words in (("false", "exit status 1"), ("true", "wrote no library"), ("no-such-cc -O2", "names no program")):
+    for cc, words in (
+        ("false", "exit status 1"),
+        ("true", "wrote no library"),
+        ("no-such-cc -O2", "names no program"),
+    ):
         failing = run_python(PROBE, {"CC": cc, "MFZOO_CACHE_DIR": str(tmp_path / cc.split()[0])})
         assert "available False finite True" in failing.stdout, failing.stderr
         assert words in failing.stderr and "torch paths" in failing.stderr, (cc, failing.stderr)
@@ -296,11 +389,21 @@ def test_processes_building_into_one_cache_at_once_all_load(tmp_path):
     env = {"MFZOO_CACHE_DIR": str(tmp_path)}
     import os
 
-    procs = [subprocess.Popen([sys.executable, "-c", PROBE], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env={**os.environ, **env}) for _ in range(3)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", PROBE],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **env},
+        )
+        for _ in range(3)
+    ]
     outs = [p.communicate(timeout=300) for p in procs]
     assert all("available True finite True" in out for out, _ in outs), outs
     libraries = list((Path(tmp_path) / "native").glob("*.so"))
-    assert len(libraries) == 1 and not [p for p in (Path(tmp_path) / "native").iterdir() if p.is_dir()]
+    assert len(libraries) == 1 and not [
+        p for p in (Path(tmp_path) / "native").iterdir() if p.is_dir()
+    ]
     later = run_python(PROBE, env)
     assert "available True finite True compile 0.0" in later.stdout, later.stderr

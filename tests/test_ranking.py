@@ -13,15 +13,23 @@ import torch
 
 from mfzoo.data.errors import DataError
 from mfzoo.data.interactions import Interactions
-from mfzoo.evaluation.beyond import gini, head_items, item_popularity, popularity_scores, random_scores
 from mfzoo.data.keys import csr_rows, pair_keys
+from mfzoo.evaluation.beyond import (
+    gini,
+    head_items,
+    item_popularity,
+    popularity_scores,
+    random_scores,
+)
 from mfzoo.evaluation.ranking import ACCURACY, Relevance, evaluate_ranking, user_metrics
 from mfzoo.retrieval.topk import ExclusionRows, factor_scores, topk
 
 L3 = math.log2(3)
 
 
-def split(train_pairs: list[tuple[int, int]], test_pairs: list[tuple[int, int]]) -> tuple[Interactions, Interactions]:
+def split(
+    train_pairs: list[tuple[int, int]], test_pairs: list[tuple[int, int]]
+) -> tuple[Interactions, Interactions]:
     """Train and test in one id space: encode all events together, then take the two parts."""
     pairs = np.array(train_pairs + test_pairs)
     data = Interactions.from_arrays(pairs[:, 0], pairs[:, 1])
@@ -37,18 +45,25 @@ def table_scores(scores: torch.Tensor):
 # the toy case: 4 users x 6 items, K in {1, 3}; users 0..2 have test items, user 3 only trains
 TOY_TRAIN = [(0, 0), (0, 0), (1, 3), (1, 4), (2, 2), (2, 0), (3, 1), (3, 3)]  # (0, 0) twice
 TOY_TEST = [(0, 1), (0, 3), (0, 4), (0, 5), (1, 1), (1, 1), (2, 3)]  # (1, 1) twice: counts once
-TOY_SCORES = torch.tensor([
-    [0.9, 0.8, 0.7, 0.6, 0.5, 0.4],  # u0, train {0}:    ranking 1 2 3 4 5   -> top3 [1, 2, 3]
-    [0.1, 0.6, 0.5, 0.9, 0.8, 0.7],  # u1, train {3, 4}: ranking 5 1 2 0     -> top3 [5, 1, 2]
-    [0.1, 0.3, 0.9, 0.2, 0.8, 0.7],  # u2, train {0, 2}: ranking 4 5 1 3     -> top3 [4, 5, 1]
-    [0.0, 0.0, 0.0, 0.0, 0.0, 0.0],  # u3, no test: not evaluated
-])
+TOY_SCORES = torch.tensor(
+    [
+        [0.9, 0.8, 0.7, 0.6, 0.5, 0.4],  # u0, train {0}:    ranking 1 2 3 4 5   -> top3 [1, 2, 3]
+        [0.1, 0.6, 0.5, 0.9, 0.8, 0.7],  # u1, train {3, 4}: ranking 5 1 2 0     -> top3 [5, 1, 2]
+        [0.1, 0.3, 0.9, 0.2, 0.8, 0.7],  # u2, train {0, 2}: ranking 4 5 1 3     -> top3 [4, 5, 1]
+        [0.0, 0.0, 0.0, 0.0, 0.0, 0.0],  # u3, no test: not evaluated
+    ]
+)
 
 
 def test_topk_toy_lists_exclude_training_items_and_break_ties_by_id():
     train, _ = split(TOY_TRAIN, TOY_TEST)
     scores, items = topk(table_scores(TOY_SCORES), torch.arange(4), 3, train)
-    assert items.tolist() == [[1, 2, 3], [5, 1, 2], [4, 5, 1], [0, 2, 4]]  # u3: all tied, lowest ids
+    assert items.tolist() == [
+        [1, 2, 3],
+        [5, 1, 2],
+        [4, 5, 1],
+        [0, 2, 4],
+    ]  # u3: all tied, lowest ids
     assert scores[0].tolist() == pytest.approx([0.8, 0.7, 0.6])
 
 
@@ -104,11 +119,17 @@ def test_per_user_metrics_on_the_toy_case_by_hand():
     lists = torch.tensor([[1, 2, 3], [5, 1, 2], [4, 5, 1]])
     got = user_metrics(relevance.users, lists, relevance, ks=(1, 3))  # [3 users, 2 Ks, 6]
     assert got.shape == (3, 2, len(ACCURACY))
-    want_k3 = [[2 / 4, 2 / 3, 1.5 / (1 + 1 / L3 + 0.5), 5 / 9, 1.0, 1.0],
-               [1.0, 1 / 3, 1 / L3, 1 / 2, 1 / 2, 1.0],
-               [0.0] * 6]
+    want_k3 = [
+        [2 / 4, 2 / 3, 1.5 / (1 + 1 / L3 + 0.5), 5 / 9, 1.0, 1.0],
+        [1.0, 1 / 3, 1 / L3, 1 / 2, 1 / 2, 1.0],
+        [0.0] * 6,
+    ]
     assert got[:, 1].tolist() == [pytest.approx(row, abs=1e-12) for row in want_k3]
-    assert got[:, 0].tolist() == [pytest.approx([1 / 4, 1, 1, 1, 1, 1], abs=1e-12), [0.0] * 6, [0.0] * 6]
+    assert got[:, 0].tolist() == [
+        pytest.approx([1 / 4, 1, 1, 1, 1, 1], abs=1e-12),
+        [0.0] * 6,
+        [0.0] * 6,
+    ]
 
 
 def test_csr_rows_of_distinct_pairs_match_a_dense_accumulation():
@@ -124,8 +145,12 @@ def test_csr_rows_of_distinct_pairs_match_a_dense_accumulation():
     indptr, indices, summed = csr_rows(torch.from_numpy(rows), torch.from_numpy(cols), 7, 9, values)
     assert indptr.tolist() == [0, *present.sum(1).cumsum(0).tolist()]
     for r in range(7):
-        assert indices[indptr[r]:indptr[r + 1]].tolist() == present[r].nonzero().squeeze(1).tolist()
-    assert torch.allclose(summed, dense[present], rtol=0, atol=1e-12)  # row-major order of the pairs
+        assert (
+            indices[indptr[r] : indptr[r + 1]].tolist() == present[r].nonzero().squeeze(1).tolist()
+        )
+    assert torch.allclose(
+        summed, dense[present], rtol=0, atol=1e-12
+    )  # row-major order of the pairs
     keys = pair_keys(torch.from_numpy(rows), torch.from_numpy(cols), 9)
     assert keys.tolist() == sorted({int(r) * 9 + int(c) for r, c in zip(rows, cols)})
     assert csr_rows(torch.from_numpy(rows), torch.from_numpy(cols), 7, 9).values is None
@@ -159,7 +184,9 @@ def test_gini_extremes():
 # brute force: the obvious twin, plain Python over users with full sorts
 
 
-def brute_force(scores: np.ndarray, train: Interactions, test: Interactions, ks, head_fraction=0.2) -> dict:
+def brute_force(
+    scores: np.ndarray, train: Interactions, test: Interactions, ks, head_fraction=0.2
+) -> dict:
     n_users, n_items = train.n_users, train.n_items
     seen = {u: set() for u in range(n_users)}
     for u, i in zip(train.users.tolist(), train.items.tolist()):
@@ -168,7 +195,9 @@ def brute_force(scores: np.ndarray, train: Interactions, test: Interactions, ks,
     for u, i in zip(test.users.tolist(), test.items.tolist()):
         relevant.setdefault(u, set()).add(i)
     pop = [sum(i in seen[u] for u in range(n_users)) for i in range(n_items)]
-    head = set(sorted(range(n_items), key=lambda i: -pop[i])[:math.ceil(head_fraction * n_items - 1e-9)])
+    head = set(
+        sorted(range(n_items), key=lambda i: -pop[i])[: math.ceil(head_fraction * n_items - 1e-9)]
+    )
     out = {}
     for k in ks:
         sums = dict.fromkeys(["recall", "precision", "ndcg", "map", "mrr", "hitrate"], 0.0)
@@ -176,14 +205,18 @@ def brute_force(scores: np.ndarray, train: Interactions, test: Interactions, ks,
         arp = []
         for u in sorted(relevant):
             rel = relevant[u]
-            ranking = sorted(range(n_items), key=lambda i: -scores[u][i])  # stable: ties by lower id
+            ranking = sorted(
+                range(n_items), key=lambda i: -scores[u][i]
+            )  # stable: ties by lower id
             top = [i for i in ranking if i not in seen[u]][:k]
             hits = [1.0 if i in rel else 0.0 for i in top]
             sums["recall"] += sum(hits) / len(rel)
             sums["precision"] += sum(hits) / k
             idcg = sum(1 / math.log2(r + 1) for r in range(1, min(k, len(rel)) + 1))
             sums["ndcg"] += sum(h / math.log2(r + 1) for r, h in enumerate(hits, 1)) / idcg
-            sums["map"] += sum(sum(hits[:r]) / r * h for r, h in enumerate(hits, 1)) / min(k, len(rel))
+            sums["map"] += sum(sum(hits[:r]) / r * h for r, h in enumerate(hits, 1)) / min(
+                k, len(rel)
+            )
             sums["mrr"] += next((1 / r for r, h in enumerate(hits, 1) if h), 0.0)
             sums["hitrate"] += float(any(hits))
             for i in top:
@@ -195,9 +228,13 @@ def brute_force(scores: np.ndarray, train: Interactions, test: Interactions, ks,
         c = sorted(exposure)
         out[f"coverage@{k}"] = sum(e > 0 for e in exposure) / n_items
         out[f"arp@{k}"] = sum(arp) / len(arp)
-        out[f"gini@{k}"] = sum((2 * j - n_items - 1) * c[j - 1] for j in range(1, n_items + 1)) / (n_items * slots)
+        out[f"gini@{k}"] = sum((2 * j - n_items - 1) * c[j - 1] for j in range(1, n_items + 1)) / (
+            n_items * slots
+        )
         out[f"long_tail@{k}"] = sum(exposure[i] for i in range(n_items) if i not in head) / slots
-        out[f"novelty@{k}"] = sum(exposure[i] * -math.log2(max(pop[i], 1) / n_users) for i in range(n_items)) / slots
+        out[f"novelty@{k}"] = (
+            sum(exposure[i] * -math.log2(max(pop[i], 1) / n_users) for i in range(n_items)) / slots
+        )
     return out
 
 
@@ -215,9 +252,14 @@ def random_split(n_users=50, n_items=40, seed=0) -> tuple[Interactions, Interact
 def test_evaluate_ranking_matches_brute_force(chunk_size):
     train, test = random_split()
     gen = torch.Generator().manual_seed(chunk_size)
-    user_factors, item_factors = torch.randn(50, 8, generator=gen), torch.randn(40, 8, generator=gen)
+    user_factors, item_factors = (
+        torch.randn(50, 8, generator=gen),
+        torch.randn(40, 8, generator=gen),
+    )
     ks = (1, 5, 10, 33, 45)  # 33, 45: longer than some or all users' candidate lists
-    got = evaluate_ranking(factor_scores(user_factors, item_factors), train, test, ks=ks, chunk_size=chunk_size)
+    got = evaluate_ranking(
+        factor_scores(user_factors, item_factors), train, test, ks=ks, chunk_size=chunk_size
+    )
     want = brute_force((user_factors @ item_factors.T).tolist(), train, test, ks)
     assert got["n_users_evaluated"] == 40
     for name, value in want.items():
@@ -246,7 +288,9 @@ def test_most_popular_recommends_by_popularity_minus_seen():
 
 def test_training_items_never_recommended_and_short_lists_padded():
     train, _ = random_split(seed=3)
-    scores, items = topk(factor_scores(torch.randn(50, 4), torch.randn(40, 4)), torch.arange(50), 40, train, 11)
+    scores, items = topk(
+        factor_scores(torch.randn(50, 4), torch.randn(40, 4)), torch.arange(50), 40, train, 11
+    )
     for u in range(50):
         seen = set(train.items[train.users == u].tolist())
         row = items[u].tolist()
@@ -275,24 +319,32 @@ def test_k_longer_than_catalogue_without_exclusions():
 
 
 def test_ties_at_the_cut_take_the_lowest_ids():
-    scores = torch.tensor([[1.0, 2.0, 2.0, 2.0, 2.0, 0.0, 2.0], [3.0, 3.0, 1.0, 3.0, 3.0, 3.0, 3.0]])
+    scores = torch.tensor(
+        [[1.0, 2.0, 2.0, 2.0, 2.0, 0.0, 2.0], [3.0, 3.0, 1.0, 3.0, 3.0, 3.0, 3.0]]
+    )
     _, items = topk(table_scores(scores), torch.arange(2), 3, None)
     assert items.tolist() == [[1, 2, 3], [0, 1, 3]]
 
 
 def test_leakage_guard_names_the_pair():
     raw = lambda pairs: [(u + 10, i + 100) for u, i in pairs]  # raw ids differ from contiguous ids
-    train, test = split(raw([(0, 0), (1, 1), (2, 2), (2, 3)]), raw([(0, 1), (2, 3), (1, 1), (1, 2)]))
+    train, test = split(
+        raw([(0, 0), (1, 1), (2, 2), (2, 3)]), raw([(0, 1), (2, 3), (1, 1), (1, 2)])
+    )
     score_fn = table_scores(torch.rand(3, 4))
     # overlapping pairs (2, 3) and (1, 1); the first by (user, item) is (1, 1)
-    with pytest.raises(DataError, match=r"2 test \(user, item\) pair\(s\).*user 1 \(raw 11\), item 1 \(raw 101\)"):
+    with pytest.raises(
+        DataError, match=r"2 test \(user, item\) pair\(s\).*user 1 \(raw 11\), item 1 \(raw 101\)"
+    ):
         evaluate_ranking(score_fn, train, test, ks=(2,))
     m = evaluate_ranking(score_fn, train, test, ks=(2,), allow_overlap=True)
     assert m["n_users_evaluated"] == 3
 
 
 def test_warns_about_test_users_without_training(caplog):
-    train, test = split([(0, 0), (0, 1), (1, 2)], [(0, 2), (2, 0), (3, 1), (1, 1)])  # users 2, 3 cold
+    train, test = split(
+        [(0, 0), (0, 1), (1, 2)], [(0, 2), (2, 0), (3, 1), (1, 1)]
+    )  # users 2, 3 cold
     with caplog.at_level(logging.WARNING, logger="mfzoo.evaluation.ranking"):
         evaluate_ranking(table_scores(torch.rand(4, 3)), train, test, ks=(1,))
     assert "2 of 4 test users have no training interactions" in caplog.text
@@ -328,7 +380,13 @@ def test_views_returned_by_score_fn_are_not_overwritten():
     table = torch.rand(50, 40)
     train, _ = random_split()
     before = table.clone()
-    topk(lambda users: table[int(users[0]):int(users[-1]) + 1], torch.arange(50), 5, train, chunk_size=10)
+    topk(
+        lambda users: table[int(users[0]) : int(users[-1]) + 1],
+        torch.arange(50),
+        5,
+        train,
+        chunk_size=10,
+    )
     assert torch.equal(table, before)
 
 
@@ -371,5 +429,7 @@ def test_candidates_test_items_ranks_the_test_items_among_themselves_by_hand():
 
 def test_candidates_setting_is_checked():
     train, test = split(TOY_TRAIN, TOY_TEST)
-    with pytest.raises(ValueError, match="candidates must be one of catalogue, test_items, got 'cold'"):
+    with pytest.raises(
+        ValueError, match="candidates must be one of catalogue, test_items, got 'cold'"
+    ):
         evaluate_ranking(table_scores(TOY_SCORES), train, test, candidates="cold")

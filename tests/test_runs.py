@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -22,13 +21,20 @@ from omegaconf import open_dict
 from mfzoo import cli
 from mfzoo.training import module as training_module
 from mfzoo.training.restore import load_run
-from mfzoo.training.rundir import RunError, claim, register_resolvers
 from mfzoo.training.run import train
+from mfzoo.training.rundir import RunError, claim, register_resolvers
 from tests.conftest import CONFIG_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = ["data/source=synthetic", "data.source.n_users=300", "data.source.n_items=200",
-         "data.source.n_interactions=12000", "data.batch_size=1024", "trainer.max_epochs=4", "logger=csv"]
+SMALL = [
+    "data/source=synthetic",
+    "data.source.n_users=300",
+    "data.source.n_items=200",
+    "data.source.n_interactions=12000",
+    "data.batch_size=1024",
+    "trainer.max_epochs=4",
+    "logger=csv",
+]
 
 
 def cfg_for(*overrides: str, hydra: bool = False, base: list[str] = SMALL):
@@ -62,7 +68,9 @@ def poisoned_test(monkeypatch):
     monkeypatch.setattr(training_module.EvaluatedModule, "_log_metrics", log_metrics)
 
 
-def test_what_reaches_the_sweeper_is_the_validation_metric_of_the_chosen_epoch(tmp_path, poisoned_test):
+def test_what_reaches_the_sweeper_is_the_validation_metric_of_the_chosen_epoch(
+    tmp_path, poisoned_test
+):
     register_resolvers()
     with_hydra = cfg_for(hydra=True)
     with open_dict(with_hydra):
@@ -74,14 +82,24 @@ def test_what_reaches_the_sweeper_is_the_validation_metric_of_the_chosen_epoch(t
     history = _history(tmp_path)
     best = min(range(len(history)), key=lambda e: float(history[e]["val/rmse"]))
     assert metrics["best_epoch"] == best
-    assert returned == metrics["objective"] == metrics["val"]["rmse"] == float(history[best]["val/rmse"])
+    assert (
+        returned
+        == metrics["objective"]
+        == metrics["val"]["rmse"]
+        == float(history[best]["val/rmse"])
+    )
     assert metrics["best_checkpoint"] == f"checkpoints/epoch{best:03d}.ckpt"  # relative to the run
 
 
 def test_a_ranking_run_returns_its_validation_ndcg(tmp_path, poisoned_test):
-    metrics = train(cfg_for("experiment=ml100k_implicit_bpr", "trainer.max_epochs=3", *SMALL[:4]), tmp_path)
+    metrics = train(
+        cfg_for("experiment=ml100k_implicit_bpr", "trainer.max_epochs=3", *SMALL[:4]), tmp_path
+    )
     assert metrics["optimized_metric"] == "val/ndcg@10"
-    assert metrics["objective"] == metrics["val"]["ndcg@10"] != SENTINEL and 0 < metrics["objective"] < 1
+    assert (
+        metrics["objective"] == metrics["val"]["ndcg@10"] != SENTINEL
+        and 0 < metrics["objective"] < 1
+    )
 
 
 def test_a_test_metric_cannot_be_optimised(tmp_path):
@@ -91,7 +109,9 @@ def test_a_test_metric_cannot_be_optimised(tmp_path):
 
 
 def test_last_checkpoint_every_epoch_and_one_history_row_per_epoch(tmp_path):
-    metrics = train(cfg_for("trainer.max_epochs=5", "callbacks.early_stopping.patience=100"), tmp_path)
+    metrics = train(
+        cfg_for("trainer.max_epochs=5", "callbacks.early_stopping.patience=100"), tmp_path
+    )
     last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["epoch"] == 4 and metrics["epochs"] == 5
     assert [int(r["epoch"]) for r in _history(tmp_path)] == [0, 1, 2, 3, 4]
@@ -106,8 +126,17 @@ def _env() -> dict[str, str]:
 
 
 def _mfzoo_train(cwd: Path, *overrides: str) -> subprocess.Popen:
-    command = [sys.executable, "-c", "from mfzoo.cli import train; train()", *SMALL, "trainer.max_epochs=2", *overrides]
-    return subprocess.Popen(command, cwd=cwd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    command = [
+        sys.executable,
+        "-c",
+        "from mfzoo.cli import train; train()",
+        *SMALL,
+        "trainer.max_epochs=2",
+        *overrides,
+    ]
+    return subprocess.Popen(
+        command, cwd=cwd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
 
 
 def test_two_runs_started_together_get_two_complete_directories(tmp_path):
@@ -116,11 +145,21 @@ def test_two_runs_started_together_get_two_complete_directories(tmp_path):
     assert [job.returncode for job in jobs] == [0, 0], outputs
     runs = sorted(p.parent for p in tmp_path.glob("runs/*/*/metrics.json"))
     assert len(runs) == 2 and runs[0] != runs[1]
-    printed = sorted(json.loads(out[out.index("\n{\n"):])["run_dir"] for out in outputs)
-    assert [(tmp_path / p).resolve() for p in printed] == [r.resolve() for r in runs]  # each job reports its own
+    printed = sorted(json.loads(out[out.index("\n{\n") :])["run_dir"] for out in outputs)
+    assert [(tmp_path / p).resolve() for p in printed] == [
+        r.resolve() for r in runs
+    ]  # each job reports its own
     for run in runs:
-        assert "data_source=synthetic" in run.name  # the overrides name the run (shortened, with a hash)
-        for name in ("config.yaml", "overrides.yaml", "history.csv", "checkpoints/last.ckpt", "data/parts.pt"):
+        assert (
+            "data_source=synthetic" in run.name
+        )  # the overrides name the run (shortened, with a hash)
+        for name in (
+            "config.yaml",
+            "overrides.yaml",
+            "history.csv",
+            "checkpoints/last.ckpt",
+            "data/parts.pt",
+        ):
             assert (run / name).is_file(), (run, name)
         writers = {p.name.split(".")[-2] for p in run.glob("tb/**/events.out.tfevents.*")}
         assert len(writers) == 1  # every event file of the run comes from one process
@@ -128,20 +167,20 @@ def test_two_runs_started_together_get_two_complete_directories(tmp_path):
 
 
 def test_a_run_directory_in_use_or_used_is_refused(tmp_path):
-    with claim(tmp_path / "a"):
-        with pytest.raises(RunError, match="in use by another run"):
-            with claim(tmp_path / "a"):
-                pass
+    with claim(tmp_path / "a"), pytest.raises(RunError, match="in use by another run"):
+        with claim(tmp_path / "a"):
+            pass
     train(cfg_for("trainer.max_epochs=1"), tmp_path / "done")
     with pytest.raises(RunError, match="already holds a run"):
         train(cfg_for("trainer.max_epochs=1"), tmp_path / "done")
     # a lock left by a killed process: refused for a new run, taken over by resume
     stale = tmp_path / "stale"
     stale.mkdir()
-    (stale / "run.lock").write_text(json.dumps({"host": socket.gethostname(), "pid": 2**22 + 12345}))
-    with pytest.raises(RunError, match="resume="):
-        with claim(stale):
-            pass
+    (stale / "run.lock").write_text(
+        json.dumps({"host": socket.gethostname(), "pid": 2**22 + 12345})
+    )
+    with pytest.raises(RunError, match="resume="), claim(stale):
+        pass
     with claim(stale, resume=True):
         assert json.loads((stale / "run.lock").read_text())["pid"] == os.getpid()
 
@@ -176,7 +215,12 @@ def test_changed_source_data_is_refused_or_not_needed(tmp_path, keep):
     data = tmp_path / "ratings.csv"
     users = np.arange(1000, 1060)
     _ratings_csv(data, users)
-    table = ["data/source=table", f"data.source.path={data}", "trainer.max_epochs=2", f"keep_data={keep}"]
+    table = [
+        "data/source=table",
+        f"data.source.path={data}",
+        "trainer.max_epochs=2",
+        f"keep_data={keep}",
+    ]
     run = tmp_path / "run"
     train(cfg_for(*table, base=SMALL[4:]), run)
     _, datamodule, _ = load_run(run)
@@ -193,8 +237,15 @@ def test_changed_source_data_is_refused_or_not_needed(tmp_path, keep):
 # resume ---------------------------------------------------------------------------------------
 RESUMABLE = {
     "mf": ["model.dim=16", "trainer.max_epochs=5", "callbacks.early_stopping.patience=100"],
-    "learnbpr": ["experiment=ml100k_implicit_learnbpr", *SMALL[:5], "logger=csv", "trainer.max_epochs=5",
-                 "callbacks.early_stopping.patience=100", "model.dim=16", "solver.deterministic=true"],  # bitwise repeats
+    "learnbpr": [
+        "experiment=ml100k_implicit_learnbpr",
+        *SMALL[:5],
+        "logger=csv",
+        "trainer.max_epochs=5",
+        "callbacks.early_stopping.patience=100",
+        "model.dim=16",
+        "solver.deterministic=true",
+    ],  # bitwise repeats
 }
 
 
@@ -203,15 +254,25 @@ def _run(cwd: Path, *overrides: str) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.parametrize(("kind", "stop"), [("mf", "SIGKILL"), ("learnbpr", "SIGINT"), ("mf", "SIGTERM")])
+@pytest.mark.parametrize(
+    ("kind", "stop"), [("mf", "SIGKILL"), ("learnbpr", "SIGINT"), ("mf", "SIGTERM")]
+)
 def test_a_killed_run_resumes_to_the_uninterrupted_metrics(tmp_path, kind, stop):
     base = [*(SMALL if kind == "mf" else []), *RESUMABLE[kind]]
     whole = _run(tmp_path, *base, f"hydra.run.dir={tmp_path / 'whole'}")
     assert whole.returncode == 0, whole.stderr[-3000:]
     killed = tmp_path / "killed"
-    stopped = _run(tmp_path, *base, f"hydra.run.dir={killed}", "+callbacks.stop._target_=tests.interrupt.StopAt",
-                   "+callbacks.stop.epoch=2", f"+callbacks.stop.signal={stop}")
-    assert stopped.returncode != 0 and not (killed / "metrics.json").exists()  # SIGTERM too: not a success
+    stopped = _run(
+        tmp_path,
+        *base,
+        f"hydra.run.dir={killed}",
+        "+callbacks.stop._target_=tests.interrupt.StopAt",
+        "+callbacks.stop.epoch=2",
+        f"+callbacks.stop.signal={stop}",
+    )
+    assert (
+        stopped.returncode != 0 and not (killed / "metrics.json").exists()
+    )  # SIGTERM too: not a success
     if stop != "SIGKILL":
         assert f"continue it with: mfzoo-train resume={killed}" in stopped.stderr
         assert "exit status" not in stopped.stderr
@@ -221,13 +282,17 @@ def test_a_killed_run_resumes_to_the_uninterrupted_metrics(tmp_path, kind, stop)
     moved.parent.mkdir()
     killed.rename(moved)
     if stop == "SIGKILL":  # (once is enough)
-        assert _run(tmp_path, f"resume={moved}", "trainer.max_epochs=9").returncode != 0  # no other overrides
+        assert (
+            _run(tmp_path, f"resume={moved}", "trainer.max_epochs=9").returncode != 0
+        )  # no other overrides
     resumed = _run(tmp_path, f"resume={moved}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     a = json.loads((tmp_path / "whole" / "metrics.json").read_text())
     b = json.loads((moved / "metrics.json").read_text())
     assert b["resumed"] and b["epochs"] == a["epochs"] == 5
-    assert b["test"] == a["test"] and b["val"] == a["val"] and b["best_epoch"] == a["best_epoch"]  # bit for bit
+    assert (
+        b["test"] == a["test"] and b["val"] == a["val"] and b["best_epoch"] == a["best_epoch"]
+    )  # bit for bit
     untimed = lambda rows: [{k: v for k, v in r.items() if "seconds" not in k} for r in rows]  # noqa: E731
     assert untimed(_history(moved)) == untimed(_history(tmp_path / "whole"))
     assert not (moved / "resume.ckpt").exists()
@@ -243,15 +308,24 @@ def test_settings_that_would_train_without_a_result_are_refused(tmp_path):
         train(cfg_for("trainer.max_epochs=0"), tmp_path / "b")
     with pytest.raises(RunError, match="'val/RMSE' is not a validation metric.*val/mae, val/rmse"):
         train(cfg_for("optimized_metric=val/RMSE", "trainer.max_epochs=3"), tmp_path / "c")
-    assert not (tmp_path / "c" / "metrics.json").exists() and not (tmp_path / "c" / "history.csv").exists()  # epoch 0
-    assert "'val/RMSE' is not a validation metric" in (tmp_path / "c" / "failed.txt").read_text()  # says why
+    assert (
+        not (tmp_path / "c" / "metrics.json").exists()
+        and not (tmp_path / "c" / "history.csv").exists()
+    )  # epoch 0
+    assert (
+        "'val/RMSE' is not a validation metric" in (tmp_path / "c" / "failed.txt").read_text()
+    )  # says why
     from mfzoo.compare.runs import read_run
 
     assert read_run(tmp_path / "c").problem.startswith("failed: ")
-    with pytest.raises(RunError, match="sweeper optimises val/rmse.*no validation part"):  # before any training
+    with pytest.raises(
+        RunError, match="sweeper optimises val/rmse.*no validation part"
+    ):  # before any training
         train(cfg_for("data.split.val=0", "callbacks=none"), tmp_path / "e", objective=True)
     assert not (tmp_path / "e" / "config.yaml").exists()
-    metrics = train(cfg_for("data.split.val=0", "callbacks=none", "trainer.max_epochs=2"), tmp_path / "d")
+    metrics = train(
+        cfg_for("data.split.val=0", "callbacks=none", "trainer.max_epochs=2"), tmp_path / "d"
+    )
     assert metrics["objective"] is None and metrics["val"] == {} and metrics["best_epoch"] == 1
 
 
@@ -274,11 +348,16 @@ def test_a_missing_or_broken_checkpoint_is_named(tmp_path):
 def test_a_changed_checkpoint_is_refused(tmp_path):
     train(cfg_for("trainer.max_epochs=2", "callbacks.early_stopping.patience=100"), tmp_path)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert set(metrics["checkpoint_sha256"]) == {metrics["best_checkpoint"], "checkpoints/last.ckpt"}
+    assert set(metrics["checkpoint_sha256"]) == {
+        metrics["best_checkpoint"],
+        "checkpoints/last.ckpt",
+    }
     load_run(tmp_path)
     best = tmp_path / metrics["best_checkpoint"]
     data = bytearray(best.read_bytes())
-    data[len(data) // 2] ^= 1  # one flipped bit: still loads with torch, but it is not what the run wrote
+    data[len(data) // 2] ^= (
+        1  # one flipped bit: still loads with torch, but it is not what the run wrote
+    )
     best.write_bytes(bytes(data))
     with pytest.raises(RunError, match="SHA-256 differs"):
         load_run(tmp_path)
@@ -286,13 +365,24 @@ def test_a_changed_checkpoint_is_refused(tmp_path):
 
 def test_a_resume_without_its_best_checkpoint_is_refused_before_training(tmp_path):
     killed = tmp_path / "killed"
-    stopped = _run(tmp_path, *SMALL, "callbacks.early_stopping.patience=100", "trainer.max_epochs=5",
-                   f"hydra.run.dir={killed}", "+callbacks.stop._target_=tests.interrupt.StopAt",
-                   "+callbacks.stop.epoch=2", "+callbacks.stop.signal=SIGKILL")
+    stopped = _run(
+        tmp_path,
+        *SMALL,
+        "callbacks.early_stopping.patience=100",
+        "trainer.max_epochs=5",
+        f"hydra.run.dir={killed}",
+        "+callbacks.stop._target_=tests.interrupt.StopAt",
+        "+callbacks.stop.epoch=2",
+        "+callbacks.stop.signal=SIGKILL",
+    )
     assert stopped.returncode != 0
     for best in (killed / "checkpoints").glob("epoch*.ckpt"):
         best.unlink()
     history = (killed / "history.csv").read_text()
     resumed = _run(tmp_path, f"resume={killed}")
-    assert resumed.returncode != 0 and "best checkpoint so far" in resumed.stderr and "is missing" in resumed.stderr
+    assert (
+        resumed.returncode != 0
+        and "best checkpoint so far" in resumed.stderr
+        and "is missing" in resumed.stderr
+    )
     assert (killed / "history.csv").read_text() == history  # refused before training on

@@ -19,7 +19,9 @@ def _skewed():
         for k in range(2 * i + 1):
             users.append((k * 7 + i) % 20)
             items.append(i)
-    return Interactions.from_arrays(np.array(users), np.array(items), np.ones(len(users)), np.arange(len(users)))
+    return Interactions.from_arrays(
+        np.array(users), np.array(items), np.ones(len(users)), np.arange(len(users))
+    )
 
 
 def test_uniform_sampler_distribution_and_log_prob():
@@ -27,7 +29,9 @@ def test_uniform_sampler_distribution_and_log_prob():
     sampler = UniformSampler(train, n_negatives=50)
     g = torch.Generator().manual_seed(0)
     items, log_q = sampler(torch.zeros(2000, dtype=torch.long), g)
-    assert items.shape == (2000, 50) and torch.allclose(log_q, torch.full_like(log_q, -math.log(10)))
+    assert items.shape == (2000, 50) and torch.allclose(
+        log_q, torch.full_like(log_q, -math.log(10))
+    )
     freq = torch.bincount(items.flatten(), minlength=10).double() / items.numel()
     assert (freq - 0.1).abs().max() < 0.005  # 100k draws: sd of each frequency ~0.001
 
@@ -41,7 +45,9 @@ def test_popularity_sampler_follows_pop_to_the_beta():
     freq = torch.bincount(items.flatten(), minlength=10).double() / items.numel()
     assert (freq - expected).abs().max() < 0.004  # 200k draws
     assert torch.allclose(log_q.double(), expected.log()[items], atol=1e-6)
-    assert torch.allclose(sampler.log_prob(torch.tensor([[3]])).double(), expected[3].log().view(1, 1), atol=1e-6)
+    assert torch.allclose(
+        sampler.log_prob(torch.tensor([[3]])).double(), expected[3].log().view(1, 1), atol=1e-6
+    )
 
 
 def test_rejection_never_returns_a_seen_item_and_is_seeded():
@@ -57,9 +63,17 @@ def test_rejection_never_returns_a_seen_item_and_is_seeded():
     # too few rounds for users who have seen most popular items: what is left is counted
     short = PopularitySampler(train, n_negatives=8, beta=1.0, reject_seen=True, max_rounds=1)
     left, _ = short(users, torch.Generator().manual_seed(2))
-    assert short.collisions == sum((int(u), int(i)) in seen for u, row in zip(users, left) for i in row) > 0
-    plain = PopularitySampler(train, n_negatives=8, beta=1.0)(users, torch.Generator().manual_seed(2))[0]
-    assert any((int(u), int(i)) in seen for u, row in zip(users, plain) for i in row)  # without rejection: collisions
+    assert (
+        short.collisions
+        == sum((int(u), int(i)) in seen for u, row in zip(users, left) for i in row)
+        > 0
+    )
+    plain = PopularitySampler(train, n_negatives=8, beta=1.0)(
+        users, torch.Generator().manual_seed(2)
+    )[0]
+    assert any(
+        (int(u), int(i)) in seen for u, row in zip(users, plain) for i in row
+    )  # without rejection: collisions
 
 
 @pytest.mark.parametrize("n_pairs", [0, 1, 300, 20000])
@@ -81,12 +95,14 @@ def test_pair_set_answers_exactly_like_a_python_set(n_pairs):
         hits = ((pairs.filter[h >> 3] >> (h & 7).to(torch.uint8)) & 1).bool()
         assert hits[expected].all()  # no false negatives from the filter
         # false positives (the search is exercised) exactly when the filter is smaller than the key range
-        assert bool((hits & ~expected).any()) == (2 ** pairs.bits < 300 * 200)
+        assert bool((hits & ~expected).any()) == (2**pairs.bits < 300 * 200)
 
 
 def test_loader_with_sampler_builds_positive_plus_negatives(ratings):
     sampler = UniformSampler(ratings, n_negatives=3)
-    batch = next(iter(BatchLoader(ratings, 16, shuffle=True, sampler=sampler, weights=ratings.values * 2)))
+    batch = next(
+        iter(BatchLoader(ratings, 16, shuffle=True, sampler=sampler, weights=ratings.values * 2))
+    )
     assert batch.items.shape == (16, 4) and batch.log_q.shape == (16, 4)
     assert torch.equal(batch.weights, batch.targets * 2)
 
@@ -111,10 +127,16 @@ def test_bce_bpr_softmax_match_their_formulas():
     s = torch.tensor([[2.0, 0.5, -1.0], [0.0, 1.0, 3.0]])
     sig = torch.sigmoid
     # BCE: -log σ(s0) - c Σ log σ(-sk), mean over rows
-    bce = [-math.log(sig(torch.tensor(r[0])).item()) - 0.5 * sum(math.log(sig(torch.tensor(-x)).item()) for x in r[1:]) for r in s.tolist()]
+    bce = [
+        -math.log(sig(torch.tensor(r[0])).item())
+        - 0.5 * sum(math.log(sig(torch.tensor(-x)).item()) for x in r[1:])
+        for r in s.tolist()
+    ]
     assert BCELoss(negative_weight=0.5)(s, _batch()).item() == pytest.approx(sum(bce) / 2, rel=1e-6)
     # BPR: mean_k -log σ(s0 - sk)
-    bpr = [sum(-math.log(sig(torch.tensor(r[0] - x)).item()) for x in r[1:]) / 2 for r in s.tolist()]
+    bpr = [
+        sum(-math.log(sig(torch.tensor(r[0] - x)).item()) for x in r[1:]) / 2 for r in s.tolist()
+    ]
     assert BPRLoss()(s, _batch()).item() == pytest.approx(sum(bpr) / 2, rel=1e-6)
     # softmax with logQ: -log( e^{s0 - lq0} / Σ e^{sm - lqm} )
     log_q = torch.log(torch.tensor([[0.5, 0.25, 0.25], [0.2, 0.3, 0.5]]))
@@ -125,16 +147,22 @@ def test_bce_bpr_softmax_match_their_formulas():
     loss = SampledSoftmaxLoss(temperature=2.0)(s, _batch(log_q=log_q))
     assert loss.item() == pytest.approx(sum(ref) / 2, rel=1e-6)
     plain = SampledSoftmaxLoss(logq_correction=False)(s, _batch())
-    assert plain.item() == pytest.approx(torch.nn.functional.cross_entropy(s, torch.zeros(2, dtype=torch.long)).item(), rel=1e-6)
+    assert plain.item() == pytest.approx(
+        torch.nn.functional.cross_entropy(s, torch.zeros(2, dtype=torch.long)).item(), rel=1e-6
+    )
 
 
 def test_implicit_losses_add_the_penalty_and_weights_and_need_negatives():
     s = torch.tensor([[1.0, 0.0], [0.5, 0.2]])
     penalty = torch.tensor([4.0, 2.0])
     base = BPRLoss()(s, Batch(torch.tensor([0, 1]), torch.tensor([[0, 1], [1, 0]])))
-    reg = BPRLoss(l2=0.1, l2_bias=0.5)(s, Batch(torch.tensor([0, 1]), torch.tensor([[0, 1], [1, 0]])), penalty)
+    reg = BPRLoss(l2=0.1, l2_bias=0.5)(
+        s, Batch(torch.tensor([0, 1]), torch.tensor([[0, 1], [1, 0]])), penalty
+    )
     assert reg.item() == pytest.approx(base.item() + (0.1 * 4 + 0.5 * 2) / 2, rel=1e-6)
-    w = Batch(torch.tensor([0, 1]), torch.tensor([[0, 1], [1, 0]]), weights=torch.tensor([2.0, 0.0]))
+    w = Batch(
+        torch.tensor([0, 1]), torch.tensor([[0, 1], [1, 0]]), weights=torch.tensor([2.0, 0.0])
+    )
     row0 = -torch.nn.functional.logsigmoid(torch.tensor(1.0)).item()
     assert BPRLoss()(s, w).item() == pytest.approx(2 * row0 / 2, rel=1e-6)
     with pytest.raises(ValueError, match="negatives"):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import shutil
 import subprocess
@@ -17,7 +16,14 @@ import pytest
 import torch
 
 from mfzoo.data.errors import DataError
-from mfzoo.data.sources import grouplens, movielens, movielens_titles, read_table, synthetic, synthetic_with_truth
+from mfzoo.data.sources import (
+    grouplens,
+    movielens,
+    movielens_titles,
+    read_table,
+    synthetic,
+    synthetic_with_truth,
+)
 
 PIP_DOWNLOAD = grouplens._pip_download  # the real one, before `no_network` replaces it
 
@@ -41,14 +47,26 @@ def write(tmp_path: Path, name: str, text: str) -> Path:
 
 # read_table -------------------------------------------------------------------------------
 def test_csv_round_trip_maps_raw_ids_back(tmp_path):
-    rows = [("alice", 10, 4.0, 100), ("bob", 20, 3.5, 200), ("alice", 30, 1.0, 300), ("carol", 10, 5.0, 400)]
+    rows = [
+        ("alice", 10, 4.0, 100),
+        ("bob", 20, 3.5, 200),
+        ("alice", 30, 1.0, 300),
+        ("carol", 10, 5.0, 400),
+    ]
     text = "user,item,rating,ts\n" + "".join(f"{u},{i},{r},{t}\n" for u, i, r, t in rows)
     data = read_table(write(tmp_path, "ratings.csv", text), "user", "item", "rating", "ts")
     assert len(data) == 4 and data.n_users == 3 and data.n_items == 3
     assert data.name == "ratings"
     assert data.item_ids.dtype == np.int64  # canonical integer ids become int64
-    columns = (data.users.tolist(), data.items.tolist(), data.values.tolist(), data.timestamps.tolist())
-    got = [(data.user_ids[u], int(data.item_ids[i]), v, t) for u, i, v, t in zip(*columns, strict=True)]
+    columns = (
+        data.users.tolist(),
+        data.items.tolist(),
+        data.values.tolist(),
+        data.timestamps.tolist(),
+    )
+    got = [
+        (data.user_ids[u], int(data.item_ids[i]), v, t) for u, i, v, t in zip(*columns, strict=True)
+    ]
     assert got == rows
     assert data.values.dtype == torch.float32 and data.timestamps.dtype == torch.int64
 
@@ -114,7 +132,9 @@ def test_missing_file_empty_file_and_missing_column(tmp_path):
     with pytest.raises(DataError, match=r"header\.csv.*no data rows"):
         read_table(write(tmp_path, "header.csv", "user,item\n"), "user", "item")
     with pytest.raises(DataError) as err:
-        read_table(write(tmp_path, "cols.csv", "user,item,score\n1,2,3\n"), "user", "item", "rating")
+        read_table(
+            write(tmp_path, "cols.csv", "user,item,score\n1,2,3\n"), "user", "item", "rating"
+        )
     assert "cols.csv" in str(err.value) and "'rating'" in str(err.value)
     assert "['user', 'item', 'score']" in str(err.value)
     with pytest.raises(DataError, match="header=False"):
@@ -133,11 +153,18 @@ def test_duplicates_keep_last_warns_and_error_policy_raises(tmp_path, caplog):
 
 
 def test_repeated_pairs_name_file_lines_or_follow_the_policy(tmp_path):
-    path = write(tmp_path, "pairs.csv", "u,i,r,t\n1,1,5,100\n1,2,4,100\n\n1,1,2,300\n2,1,3,50\n1,1,3,200\n")
-    with pytest.raises(DataError, match=r"pairs\.csv: \(user, item\) pair \(1, 1\) occurs 3 times, at lines 2, 5, 7"):
+    path = write(
+        tmp_path, "pairs.csv", "u,i,r,t\n1,1,5,100\n1,2,4,100\n\n1,1,2,300\n2,1,3,50\n1,1,3,200\n"
+    )
+    with pytest.raises(
+        DataError,
+        match=r"pairs\.csv: \(user, item\) pair \(1, 1\) occurs 3 times, at lines 2, 5, 7",
+    ):
         read_table(path, "u", "i", "r", "t")
     merged = read_table(path, "u", "i", "r", "t", pair_duplicates="mean")
-    assert merged.values.tolist() == pytest.approx([4.0, 10 / 3, 3.0]) and merged.timestamps.tolist() == [100, 300, 50]
+    assert merged.values.tolist() == pytest.approx(
+        [4.0, 10 / 3, 3.0]
+    ) and merged.timestamps.tolist() == [100, 300, 50]
     last = read_table(path, "u", "i", "r", "t", pair_duplicates="last")
     assert last.values.tolist() == [4.0, 2.0, 3.0]  # the latest event (t=300), not the last line
     events = read_table(path, "u", "i")  # no value column: implicit events, repeats kept
@@ -173,7 +200,9 @@ def test_parquet_round_trip(tmp_path):
     assert data.timestamps.tolist() == [5, 6, 7]
     with pytest.raises(DataError, match=r"r\.parquet.*'x'.*available"):
         read_table(path, "u", "x")
-    pq.write_table(pa.table({"u": [1, 2], "i": [1, 2], "r": [1.0, float("nan")]}), tmp_path / "nan.parquet")
+    pq.write_table(
+        pa.table({"u": [1, 2], "i": [1, 2], "r": [1.0, float("nan")]}), tmp_path / "nan.parquet"
+    )
     with pytest.raises(DataError, match=r"nan\.parquet.*'r'.*row 2"):
         read_table(tmp_path / "nan.parquet", "u", "i", "r")
 
@@ -207,8 +236,12 @@ def offline(tmp_path, monkeypatch):
 
     monkeypatch.setattr(grouplens, "_download", unreachable)
     monkeypatch.setattr(grouplens, "_pip_download", fake_pip)
-    monkeypatch.setattr(grouplens, "_RECBOLE_INTER_SHA256", hashlib.sha256(INTER.encode()).hexdigest())
-    monkeypatch.setattr(grouplens, "_RECBOLE_ITEM_SHA256", hashlib.sha256(ITEM.encode()).hexdigest())
+    monkeypatch.setattr(
+        grouplens, "_RECBOLE_INTER_SHA256", hashlib.sha256(INTER.encode()).hexdigest()
+    )
+    monkeypatch.setattr(
+        grouplens, "_RECBOLE_ITEM_SHA256", hashlib.sha256(ITEM.encode()).hexdigest()
+    )
     monkeypatch.setitem(grouplens._EXPECTED_ROWS, "100k", 4)
     return calls
 
@@ -254,7 +287,14 @@ def test_movielens_reports_everything_tried_when_all_fails(tmp_path, offline, mo
     with pytest.raises(DataError) as err:
         movielens("100k", cache_dir=str(tmp_path / "cache"))
     message = str(err.value)
-    for part in ("files.grouplens.org", "offline", "recbole==1.2.1", "no index", "ml-100k.zip", "wheels"):
+    for part in (
+        "files.grouplens.org",
+        "offline",
+        "recbole==1.2.1",
+        "no index",
+        "ml-100k.zip",
+        "wheels",
+    ):
         assert part in message, message
     with pytest.raises(DataError, match=r"ml-1m\.zip"):
         movielens("1m", cache_dir=str(tmp_path / "cache"))
@@ -274,8 +314,14 @@ def test_pip_download_command_and_failure(tmp_path, monkeypatch):
     monkeypatch.setattr(grouplens.subprocess, "run", fake_run)
     wheel = PIP_DOWNLOAD("recbole==1.2.1", tmp_path / "wheels")
     assert wheel == tmp_path / "wheels" / "recbole-1.2.1-py3-none-any.whl"
-    assert seen["cmd"][:4] == [sys.executable, "-m", "pip", "download"] and "--no-deps" in seen["cmd"]
-    monkeypatch.setattr(grouplens.subprocess, "run", lambda cmd, **kw: subprocess.CompletedProcess(cmd, 1, "", "boom"))
+    assert (
+        seen["cmd"][:4] == [sys.executable, "-m", "pip", "download"] and "--no-deps" in seen["cmd"]
+    )
+    monkeypatch.setattr(
+        grouplens.subprocess,
+        "run",
+        lambda cmd, **kw: subprocess.CompletedProcess(cmd, 1, "", "boom"),
+    )
     with pytest.raises(OSError, match="boom"):
         PIP_DOWNLOAD("recbole==9.9.9", tmp_path / "other")
 
@@ -292,21 +338,29 @@ def make_zip(path: Path, files: dict[str, bytes]) -> Path:
     [
         (
             "100k",
-            {"ml-100k/u.data": b"1\t10\t4\t100\n2\t10\t5\t200\n2\t11\t1\t300\n",
-             "ml-100k/u.item": "10|Caf\xe9 (1995)|01-Jan-1995||x\n11|B (1996)|x\n".encode("latin-1")},
+            {
+                "ml-100k/u.data": b"1\t10\t4\t100\n2\t10\t5\t200\n2\t11\t1\t300\n",
+                "ml-100k/u.item": "10|Caf\xe9 (1995)|01-Jan-1995||x\n11|B (1996)|x\n".encode(
+                    "latin-1"
+                ),
+            },
             {10: "Caf\xe9 (1995)", 11: "B (1996)"},
         ),
         (
             "1m",
-            {"ml-1m/ratings.dat": b"1::10::4::100\n2::10::5::200\n2::11::1::300\n",
-             "ml-1m/movies.dat": b"10::A (1995)::Drama\n11::B (1996)::Comedy\n"},
+            {
+                "ml-1m/ratings.dat": b"1::10::4::100\n2::10::5::200\n2::11::1::300\n",
+                "ml-1m/movies.dat": b"10::A (1995)::Drama\n11::B (1996)::Comedy\n",
+            },
             {10: "A (1995)", 11: "B (1996)"},
         ),
         (
             "latest-small",
-            {"ml-latest-small/ratings.csv": b"userId,movieId,rating,timestamp\n"
-                                             b"1,10,4.0,100\n2,10,5.0,200\n2,11,0.5,300\n",
-             "ml-latest-small/movies.csv": b'movieId,title,genres\n10,"Good, Bad (1966)",Western\n11,B (1996),x\n'},
+            {
+                "ml-latest-small/ratings.csv": b"userId,movieId,rating,timestamp\n"
+                b"1,10,4.0,100\n2,10,5.0,200\n2,11,0.5,300\n",
+                "ml-latest-small/movies.csv": b'movieId,title,genres\n10,"Good, Bad (1966)",Western\n11,B (1996),x\n',
+            },
             {10: "Good, Bad (1966)", 11: "B (1996)"},
         ),
     ],
@@ -315,7 +369,9 @@ def test_movielens_parses_each_zip_format(tmp_path, offline, monkeypatch, name, 
     make_zip(tmp_path / grouplens._MOVIELENS[name][0], files)
     monkeypatch.setitem(grouplens._EXPECTED_ROWS, name, 3)
     data = movielens(name, cache_dir=str(tmp_path))
-    assert len(data) == 3 and data.user_ids.tolist() == [1, 2] and data.item_ids.tolist() == [10, 11]
+    assert (
+        len(data) == 3 and data.user_ids.tolist() == [1, 2] and data.item_ids.tolist() == [10, 11]
+    )
     assert sorted(data.timestamps.tolist()) == [100, 200, 300]
     assert movielens_titles(name, cache_dir=str(tmp_path)) == titles
     assert offline["download"] == 0
@@ -338,15 +394,19 @@ def test_movielens_download_checks_sha256_and_env_cache(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="sha256"):
         movielens("1m")
     assert not (tmp_path / "env" / "ml-1m.zip").exists()  # a bad download is removed
-    monkeypatch.setitem(grouplens._ZIP_SHA256, "ml-1m.zip", hashlib.sha256(zipped.read_bytes()).hexdigest())
+    monkeypatch.setitem(
+        grouplens._ZIP_SHA256, "ml-1m.zip", hashlib.sha256(zipped.read_bytes()).hexdigest()
+    )
     assert len(movielens("1m")) == 1 and (tmp_path / "env" / "ml-1m.zip").is_file()
 
 
 def test_ratings_parser_reads_each_layout_and_names_bad_fields():
     rows = [(k, k + 1, (k % 5) + 0.5, 1000 + k) for k in range(50)]
-    layouts = {(",", True): b"a,b,c,d\n" + b"".join(b"%d,%d,%.1f,%d\n" % r for r in rows),
-               (":", False): b"".join(b"%d::%d::%.1f::%d\n" % r for r in rows),
-               ("\t", False): b"".join(b"%d\t%d\t%.1f\t%d\n" % r for r in rows)}
+    layouts = {
+        (",", True): b"a,b,c,d\n" + b"".join(b"%d,%d,%.1f,%d\n" % r for r in rows),
+        (":", False): b"".join(b"%d::%d::%.1f::%d\n" % r for r in rows),
+        ("\t", False): b"".join(b"%d\t%d\t%.1f\t%d\n" % r for r in rows),
+    }
     for (sep, header), raw in layouts.items():
         users, items, ratings, times = grouplens._parse_ratings(raw, sep, header, "x")
         assert users.dtype == items.dtype == times.dtype == np.int64
@@ -379,7 +439,9 @@ def test_synthetic_popularity_is_heavy_tailed_and_signal_is_planted():
     assert counts[: data.n_items // 10].sum() / len(data) > 0.3
     assert truth["P"].shape == (2000, 8) and truth["Q"].shape == (1000, 8)
     u, i = data.users, data.items
-    score = (truth["P"][u] * truth["Q"][i]).sum(1) + truth["user_bias"][u] + truth["item_bias"][i]  # [N]
+    score = (
+        (truth["P"][u] * truth["Q"][i]).sum(1) + truth["user_bias"][u] + truth["item_bias"][i]
+    )  # [N]
     corr = torch.corrcoef(torch.stack([score, data.values]))[0, 1]
     assert corr > 0.6
 
@@ -400,6 +462,7 @@ def test_synthetic_more_pairs_than_exist_is_capped(caplog):
 def test_cached_files_are_checked_against_their_digest(tmp_path, offline, monkeypatch):
     # a downloaded zip gets a digest beside it; a later change of the cached file is refused
     zipped = make_zip(tmp_path / "src.zip", {"ml-1m/ratings.dat": b"1::10::4::100\n"})
+
     def serve_1m(url, dest, timeout=None):
         if not url.endswith("/ml-1m.zip"):
             raise urllib.error.URLError("offline")
@@ -409,13 +472,17 @@ def test_cached_files_are_checked_against_their_digest(tmp_path, offline, monkey
     monkeypatch.setitem(grouplens._EXPECTED_ROWS, "1m", 1)
     cache = tmp_path / "cache"
     assert len(movielens("1m", cache_dir=str(cache))) == 1
-    assert (cache / "ml-1m.zip.sha256").read_text().strip() == hashlib.sha256(zipped.read_bytes()).hexdigest()
+    assert (cache / "ml-1m.zip.sha256").read_text().strip() == hashlib.sha256(
+        zipped.read_bytes()
+    ).hexdigest()
     assert len(movielens("1m", cache_dir=str(cache))) == 1  # cached and intact
     make_zip(cache / "ml-1m.zip", {"ml-1m/ratings.dat": b"1::10::5::100\n"})
     with pytest.raises(DataError, match="delete it.*sha256"):
         movielens("1m", cache_dir=str(cache))
     # the RecBole extract is checked against its recorded digest on every load
     movielens("100k", cache_dir=str(cache))
-    (cache / "ml-100k.inter").write_text("user_id:token\titem_id:token\trating:float\ttimestamp:float\n1\t2\t3\t4\n")
+    (cache / "ml-100k.inter").write_text(
+        "user_id:token\titem_id:token\trating:float\ttimestamp:float\n1\t2\t3\t4\n"
+    )
     with pytest.raises(DataError, match="sha256"):
         movielens("100k", cache_dir=str(cache))

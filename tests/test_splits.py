@@ -28,10 +28,14 @@ N_USERS, N_ITEMS, N = 120, 90, 3000
 T0 = 1_600_000_000
 
 
-def make_data(n: int = N, seed: int = 0, timestamps: bool = True, name: str = "toy") -> Interactions:
+def make_data(
+    n: int = N, seed: int = 0, timestamps: bool = True, name: str = "toy"
+) -> Interactions:
     """Unique (user, item) pairs; values = row number, so every row can be traced through a split."""
     rng = np.random.default_rng(seed)
-    user_weight = 1.0 / np.arange(1, N_USERS + 1) ** 2  # skewed activity: some users have 1-3 events
+    user_weight = (
+        1.0 / np.arange(1, N_USERS + 1) ** 2
+    )  # skewed activity: some users have 1-3 events
     p = np.repeat(user_weight, N_ITEMS)
     pairs = rng.choice(N_USERS * N_ITEMS, size=n, replace=False, p=p / p.sum())
     users, items = pairs // N_ITEMS, pairs % N_ITEMS
@@ -54,7 +58,11 @@ def triples(*parts: Interactions) -> np.ndarray:
     """Sorted (user, item, timestamp) rows of the parts together (timestamp 0 when absent)."""
     cols = [np.concatenate([getattr(p, c).numpy() for p in parts]) for c in ("users", "items")]
     n = len(cols[0])
-    t = np.concatenate([p.timestamps.numpy() for p in parts]) if parts[0].timestamps is not None else np.zeros(n)
+    t = (
+        np.concatenate([p.timestamps.numpy() for p in parts])
+        if parts[0].timestamps is not None
+        else np.zeros(n)
+    )
     arr = np.stack([*cols, t.astype(np.int64)], axis=1)
     return arr[np.lexsort(arr.T[::-1])]
 
@@ -121,10 +129,14 @@ def test_kfold_partitions_rows(data: Interactions) -> None:
     splits = list(kf.folds(data))
     assert len(splits) == 5
     test_rows = np.concatenate([rows(s.test) for s in splits])
-    np.testing.assert_array_equal(np.sort(test_rows), np.arange(len(data)))  # each row in exactly one fold
+    np.testing.assert_array_equal(
+        np.sort(test_rows), np.arange(len(data))
+    )  # each row in exactly one fold
     for k, s in enumerate(splits):
         np.testing.assert_array_equal(rows(s.test), np.flatnonzero(ids == k))
-        np.testing.assert_array_equal(rows(KFold(n_folds=5, fold=k, seed=7)(data).test), rows(s.test))
+        np.testing.assert_array_equal(
+            rows(KFold(n_folds=5, fold=k, seed=7)(data).test), rows(s.test)
+        )
         assert len(s.train) + len(s.test) == len(data)
     np.testing.assert_array_equal(KFold(n_folds=5, seed=7).fold_ids(data), ids)
     assert not np.array_equal(KFold(n_folds=5, seed=8).fold_ids(data), ids)
@@ -147,7 +159,9 @@ def per_user(part: Interactions | None, n_users: int) -> list[np.ndarray]:
 
 
 @pytest.mark.parametrize(("n", "val_n", "min_train"), [(1, 0, 1), (2, 1, 3), (3, 2, 0)])
-def test_leave_last_out_per_user(n: int, val_n: int, min_train: int, data: Interactions, caplog) -> None:
+def test_leave_last_out_per_user(
+    n: int, val_n: int, min_train: int, data: Interactions, caplog
+) -> None:
     with caplog.at_level(logging.INFO, logger="mfzoo.data.splits"):
         split = LeaveLastOut(n=n, val_n=val_n, min_train=min_train)(data)
     counts = np.bincount(data.users.numpy(), minlength=data.n_users)
@@ -156,7 +170,11 @@ def test_leave_last_out_per_user(n: int, val_n: int, min_train: int, data: Inter
     assert (counts < need).any() and (counts >= need).any()  # the data covers both cases
     for k in range(data.n_users):
         if counts[k] >= need:
-            assert len(test[k]) == n and len(val[k]) == val_n and len(train[k]) == counts[k] - n - val_n
+            assert (
+                len(test[k]) == n
+                and len(val[k]) == val_n
+                and len(train[k]) == counts[k] - n - val_n
+            )
             assert test[k].min() >= np.concatenate([train[k], val[k], [-1]]).max()
             if val_n and len(train[k]):
                 assert val[k].min() >= train[k].max()
@@ -176,12 +194,20 @@ def test_leave_last_out_ties_by_row_order() -> None:
     assert rows(split.train).tolist() == [0, 3, 4]
 
 
-@pytest.mark.parametrize("t_range", [(0, 4), (-(4 * 10**18), 4 * 10**18)], ids=["many_ties", "huge_range"])
+@pytest.mark.parametrize(
+    "t_range", [(0, 4), (-(4 * 10**18), 4 * 10**18)], ids=["many_ties", "huge_range"]
+)
 def test_leave_last_out_matches_reference(t_range: tuple[int, int]) -> None:
     rng = np.random.default_rng(5)
     n = 4000
-    t = rng.integers(*t_range, size=n) if t_range[1] < 100 else rng.choice(np.array(t_range), size=n)
-    inter = Interactions.from_arrays(rng.integers(0, 50, n), np.arange(n), values=np.arange(n), timestamps=t)
+    t = (
+        rng.integers(*t_range, size=n)
+        if t_range[1] < 100
+        else rng.choice(np.array(t_range), size=n)
+    )
+    inter = Interactions.from_arrays(
+        rng.integers(0, 50, n), np.arange(n), values=np.arange(n), timestamps=t
+    )
     split = LeaveLastOut(n=2, val_n=1, min_train=1)(inter)
     u, ts = inter.users.numpy(), inter.timestamps.numpy()
     order = np.lexsort((np.arange(n), ts, u))  # reference: sort by (user, time, row)
@@ -211,7 +237,9 @@ def test_temporal_order(data: Interactions) -> None:
 def test_temporal_ties_go_to_the_later_part() -> None:
     t = np.array([1, 2, 3, 3, 3, 3, 4, 5])
     inter = Interactions.from_arrays(np.arange(8), np.arange(8), values=np.arange(8), timestamps=t)
-    split = TemporalSplit(test=0.5)(inter)  # 4 wanted; cuts give 6 (t >= 3) or 2 (t >= 4): nearest tie -> 6
+    split = TemporalSplit(test=0.5)(
+        inter
+    )  # 4 wanted; cuts give 6 (t >= 3) or 2 (t >= 4): nearest tie -> 6
     assert rows(split.test).tolist() == [2, 3, 4, 5, 6, 7]
     split = TemporalSplit(test=0.25, val=0.25)(inter)
     assert rows(split.test).tolist() == [6, 7] and rows(split.val).tolist() == [2, 3, 4, 5]
@@ -244,7 +272,9 @@ def test_temporal_bad_cuts(data: Interactions) -> None:
         TemporalSplit(test=0.3)(same)
 
 
-@pytest.mark.parametrize("splitter", [LeaveLastOut(), TemporalSplit(), TemporalSplit(cut=5)], ids=repr)
+@pytest.mark.parametrize(
+    "splitter", [LeaveLastOut(), TemporalSplit(), TemporalSplit(cut=5)], ids=repr
+)
 def test_needs_timestamps(splitter) -> None:
     with pytest.raises(DataError, match="no timestamps"):
         splitter(make_data(timestamps=False))
@@ -295,9 +325,15 @@ def test_overlap_helpers() -> None:
     assert pair_overlap(a, inter.subset(np.array([3, 4]))) == 1  # same pair, another event
     with pytest.raises(DataError, match="share 1"):
         check_disjoint(Split(train=a, val=None, test=b))
-    with pytest.raises(DataError, match=r"share 1 \(user, item\) pair"):  # distinct events of one pair
+    with pytest.raises(
+        DataError, match=r"share 1 \(user, item\) pair"
+    ):  # distinct events of one pair
         check_disjoint(Split(train=a, val=None, test=inter.subset(np.array([3, 4]))))
-    check_disjoint(Split(train=inter.subset(np.array([0, 1, 2, 3])), val=None, test=inter.subset(np.array([4]))))
+    check_disjoint(
+        Split(
+            train=inter.subset(np.array([0, 1, 2, 3])), val=None, test=inter.subset(np.array([4]))
+        )
+    )
     with pytest.raises(DataError, match="id space"):
         pair_overlap(a, make_data(n=10))
 
@@ -311,7 +347,9 @@ def test_hydra_instantiate() -> None:
 def test_user_random_split_holds_out_a_share_of_every_user():
     rng = np.random.default_rng(5)
     keys = rng.choice(60 * 80, size=1500, replace=False)
-    data = Interactions.from_arrays(keys // 80, keys % 80, np.arange(1500, dtype=np.float32), np.arange(1500))
+    data = Interactions.from_arrays(
+        keys // 80, keys % 80, np.arange(1500, dtype=np.float32), np.arange(1500)
+    )
     split = UserRandomSplit(test=0.2, val=0.1, seed=3)(data)
     counts = np.bincount(data.users.numpy(), minlength=data.n_users)
     test_counts = np.bincount(split.test.users.numpy(), minlength=data.n_users)
@@ -322,7 +360,9 @@ def test_user_random_split_holds_out_a_share_of_every_user():
     assert sorted(rows.tolist()) == list(range(1500))  # a partition of the rows
     again = UserRandomSplit(test=0.2, val=0.1, seed=3)(data)
     other = UserRandomSplit(test=0.2, val=0.1, seed=4)(data)
-    assert torch.equal(again.test.values, split.test.values) and not torch.equal(other.test.values, split.test.values)
+    assert torch.equal(again.test.values, split.test.values) and not torch.equal(
+        other.test.values, split.test.values
+    )
 
 
 # repeated (user, item) pairs ---------------------------------------------------------------
@@ -334,12 +374,21 @@ def make_repeated(n_pairs: int = 900, seed: int = 0) -> Interactions:
     keys = keys[rng.permutation(len(keys))]
     n = len(keys)
     ts = T0 + rng.integers(0, 10_000_000, size=n)
-    return Interactions.from_arrays(keys // N_ITEMS, keys % N_ITEMS, values=np.arange(n, dtype=np.float32),
-                                    timestamps=ts, name="repeated", pair_duplicates="keep")
+    return Interactions.from_arrays(
+        keys // N_ITEMS,
+        keys % N_ITEMS,
+        values=np.arange(n, dtype=np.float32),
+        timestamps=ts,
+        name="repeated",
+        pair_duplicates="keep",
+    )
 
 
-REPEATED_SPLITTERS = [*SPLITTERS, (UserRandomSplit(test=0.2, val=0.1, seed=1), True),
-                      (UserRandomSplit(test=0.3), False)]
+REPEATED_SPLITTERS = [
+    *SPLITTERS,
+    (UserRandomSplit(test=0.2, val=0.1, seed=1), True),
+    (UserRandomSplit(test=0.3), False),
+]
 
 
 @pytest.mark.parametrize(("splitter", "with_val"), REPEATED_SPLITTERS, ids=repr)
@@ -352,8 +401,10 @@ def test_repeated_pairs_never_straddle_parts(splitter, with_val: bool) -> None:
     assert sum(len(p) for p in split.parts().values()) == len(data)
     for part in split.parts().values():  # each pair whole: as many rows as in the input
         part_keys = (part.users * part.n_items + part.items).numpy()
-        np.testing.assert_array_equal(np.bincount(part_keys, minlength=keys.max() + 1)[np.unique(part_keys)],
-                                      np.bincount(keys)[np.unique(part_keys)])
+        np.testing.assert_array_equal(
+            np.bincount(part_keys, minlength=keys.max() + 1)[np.unique(part_keys)],
+            np.bincount(keys)[np.unique(part_keys)],
+        )
 
 
 def latest_by_pair(part: Interactions) -> np.ndarray:
@@ -374,12 +425,17 @@ def test_temporal_split_places_a_pair_at_its_latest_event() -> None:
     cut = T0 + 8_000_000
     split = TemporalSplit(test=None, cut=cut)(data)
     assert split.train.timestamps.max() < cut <= latest_by_pair(split.test).min()
-    assert (split.test.timestamps.numpy() < cut).any()  # earlier events of held-out pairs go with them
+    assert (
+        split.test.timestamps.numpy() < cut
+    ).any()  # earlier events of held-out pairs go with them
 
 
 def test_leave_last_out_places_a_pair_at_its_latest_event() -> None:
     inter = Interactions.from_arrays(
-        ["a"] * 6 + ["b"], [1, 2, 1, 3, 2, 4, 1], values=np.arange(7), timestamps=[1, 2, 9, 4, 5, 6, 3],
+        ["a"] * 6 + ["b"],
+        [1, 2, 1, 3, 2, 4, 1],
+        values=np.arange(7),
+        timestamps=[1, 2, 9, 4, 5, 6, 3],
         pair_duplicates="keep",
     )
     # user a, pairs by latest event: item 2 at t=5, item 4 at t=6, item 1 at t=9 (rows 0, 2)
@@ -394,4 +450,4 @@ def test_unique_pairs_split_as_rows_as_before(data: Interactions) -> None:
     n_test, n_val = round(0.1 * len(data)), round(0.15 * len(data))
     split = RandomSplit(test=0.1, val=0.15, seed=3)(data)
     assert rows(split.test).tolist() == sorted(perm[:n_test].tolist())
-    assert rows(split.val).tolist() == sorted(perm[n_test:n_test + n_val].tolist())
+    assert rows(split.val).tolist() == sorted(perm[n_test : n_test + n_val].tolist())

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -25,7 +24,9 @@ def _sparse_data(seed: int = 0, density: float = 0.3) -> Interactions:
     return Interactions.from_arrays(keys // N_ITEMS, keys % N_ITEMS, values)
 
 
-def _dense_reference(train: Interactions, center: str | None, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _dense_reference(
+    train: Interactions, center: str | None, k: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(top-k singular values, rank-k reconstruction + offsets, centred dense A), all densely."""
     M = torch.from_numpy(train.to_scipy().toarray()).double()  # [n_users, n_items]
     observed = M != 0  # values are 1..5, so the non-zeros are exactly the observed entries
@@ -49,7 +50,9 @@ def test_matches_dense_svd(center, method) -> None:
     torch.testing.assert_close(model.S, S_ref, rtol=1e-6, atol=0.0)
     torch.testing.assert_close(model.reconstruction(), recon_ref, rtol=0.0, atol=1e-6)
     # the augmented factors carry the offsets: their product is the reconstruction
-    torch.testing.assert_close(model.user_factors() @ model.item_factors().T, recon_ref, rtol=0.0, atol=1e-6)
+    torch.testing.assert_close(
+        model.user_factors() @ model.item_factors().T, recon_ref, rtol=0.0, atol=1e-6
+    )
     users = torch.tensor([3, 0, 59])
     torch.testing.assert_close(model.scores(users), recon_ref[users], rtol=0.0, atol=1e-6)
     assert model.user_factors().shape == (N_USERS, K + (center is not None))
@@ -72,13 +75,17 @@ def test_default_settings_are_close() -> None:
 def test_exact_on_rank_k_matrix() -> None:
     rng = np.random.default_rng(1)
     # integer factors: the rank-3 product is exact in the float32 values of `Interactions`
-    dense = rng.integers(-3, 4, (N_USERS, 3)) @ rng.integers(-3, 4, (3, N_ITEMS))  # [60, 40], rank 3
+    dense = rng.integers(-3, 4, (N_USERS, 3)) @ rng.integers(
+        -3, 4, (3, N_ITEMS)
+    )  # [60, 40], rank 3
     u, i = np.meshgrid(np.arange(N_USERS), np.arange(N_ITEMS), indexing="ij")
     train = Interactions.from_arrays(u.ravel(), i.ravel(), dense.ravel())
     expected = torch.from_numpy(dense).double()
     assert int(torch.linalg.matrix_rank(expected)) == 3
     for method in ("randomized", "lanczos"):
-        model = TruncatedSVD(3, method=method).fit(train)  # default n_iter: exact rank needs no more
+        model = TruncatedSVD(3, method=method).fit(
+            train
+        )  # default n_iter: exact rank needs no more
         torch.testing.assert_close(model.reconstruction(), expected, rtol=0.0, atol=1e-9)
 
 
@@ -94,11 +101,17 @@ def test_fold_in_reproduces_training_rows(center) -> None:
     model = TruncatedSVD(K, center=center, **ACCURATE).fit(train)
     M = torch.from_numpy(train.to_scipy().toarray())  # [n_users, n_items] float32, zeros missing
     users = torch.tensor([0, 7, 59])
-    torch.testing.assert_close(model.fold_in_users(M[users]), model.user_factors()[users], rtol=0.0, atol=1e-6)
+    torch.testing.assert_close(
+        model.fold_in_users(M[users]), model.user_factors()[users], rtol=0.0, atol=1e-6
+    )
     items = torch.tensor([0, 13, 39])
-    torch.testing.assert_close(model.fold_in_items(M.T[items]), model.item_factors()[items], rtol=0.0, atol=1e-6)
+    torch.testing.assert_close(
+        model.fold_in_items(M.T[items]), model.item_factors()[items], rtol=0.0, atol=1e-6
+    )
     # a sparse CSR input gives the same as the dense one
-    torch.testing.assert_close(model.fold_in_users(M[users].to_sparse_csr()), model.fold_in_users(M[users]))
+    torch.testing.assert_close(
+        model.fold_in_users(M[users].to_sparse_csr()), model.fold_in_users(M[users])
+    )
 
 
 def test_fold_in_new_user_is_projection() -> None:
@@ -137,7 +150,9 @@ def test_large_sparse_never_densifies(monkeypatch) -> None:
     n_users, n_items, nnz = 50_000, 20_000, 100_000
     users = np.concatenate([np.arange(n_users), rng.integers(0, n_users, nnz - n_users)])
     items = np.concatenate([np.arange(n_items), rng.integers(0, n_items, nnz - n_items)])
-    train = Interactions.from_arrays(users, items[:nnz], rng.integers(1, 6, nnz).astype(np.float32), pair_duplicates="keep")
+    train = Interactions.from_arrays(
+        users, items[:nnz], rng.integers(1, 6, nnz).astype(np.float32), pair_duplicates="keep"
+    )
     assert (train.n_users, train.n_items) == (n_users, n_items)
     for method in ("randomized", "lanczos"):
         model = TruncatedSVD(8, center="user", method=method).fit(train)

@@ -10,21 +10,31 @@ from hydra import compose, initialize_config_dir
 from mfzoo.data.sources import synthetic
 from mfzoo.models.mf import MF
 from mfzoo.solvers.svd import SVDSolver, TruncatedSVD
-from mfzoo.training.rundir import RunError
 from mfzoo.training.run import train as run_training
+from mfzoo.training.rundir import RunError
 from tests.conftest import CONFIG_DIR
 
-SMALL = ["data/source=synthetic", "data.source.n_users=300", "data.source.n_items=150",
-         "data.source.n_interactions=6000", "logger=none", "progress=false"]
+SMALL = [
+    "data/source=synthetic",
+    "data.source.n_users=300",
+    "data.source.n_items=150",
+    "data.source.n_interactions=6000",
+    "logger=none",
+    "progress=false",
+]
 
 
-@pytest.mark.parametrize("center, biases", [(None, False), (None, True), ("global", True), ("user", True)])
+@pytest.mark.parametrize(
+    "center, biases", [(None, False), (None, True), ("global", True), ("user", True)]
+)
 def test_the_model_scores_are_the_reconstruction(center, biases):
     train = synthetic(n_users=60, n_items=40, n_interactions=900, seed=2)
     model = MF(train.n_users, train.n_items, dim=5, biases=biases).double()
     model.prepare(train)
     SVDSolver(center=center, method="lanczos").sweep(model, train)
-    reference = TruncatedSVD(5, center=center, method="lanczos").fit(train).reconstruction()  # [U, I]
+    reference = (
+        TruncatedSVD(5, center=center, method="lanczos").fit(train).reconstruction()
+    )  # [U, I]
     with torch.no_grad():
         scores = model.user_factors() @ model.item_factors().T
     torch.testing.assert_close(scores, reference, atol=1e-8, rtol=1e-8)
@@ -35,7 +45,9 @@ def test_the_model_scores_are_the_reconstruction(center, biases):
     if center == "global":
         offset[:] = train.values.double().mean()
     elif center == "user":
-        offset = torch.zeros(train.n_users, dtype=torch.float64).index_add_(0, train.users, train.values.double())
+        offset = torch.zeros(train.n_users, dtype=torch.float64).index_add_(
+            0, train.users, train.values.double()
+        )
         offset = offset / torch.bincount(train.users, minlength=train.n_users).double()
     A = M - (M != 0) * offset[:, None]
     U, S, Vh = torch.linalg.svd(A, full_matrices=False)
@@ -46,7 +58,9 @@ def test_the_model_scores_are_the_reconstruction(center, biases):
 def test_a_centred_svd_needs_biases_and_a_rank_that_fits():
     train = synthetic(n_users=30, n_items=20, n_interactions=300, seed=2)
     with pytest.raises(ValueError, match="center=global.*model=mf"):
-        SVDSolver(center="global").sweep(MF(train.n_users, train.n_items, dim=3, biases=False), train)
+        SVDSolver(center="global").sweep(
+            MF(train.n_users, train.n_items, dim=3, biases=False), train
+        )
     with pytest.raises(ValueError, match="model.dim <= 20"):
         SVDSolver().sweep(MF(train.n_users, train.n_items, dim=25, biases=False), train)
     with pytest.raises(ValueError, match="center"):
@@ -73,7 +87,9 @@ def test_an_impossible_rank_is_a_one_line_error_from_the_glue(tmp_path):
         run_training(cfg, tmp_path / "run")
 
 
-@pytest.mark.parametrize("center, biases", [(None, False), (None, True), ("global", True), ("user", True)])
+@pytest.mark.parametrize(
+    "center, biases", [(None, False), (None, True), ("global", True), ("user", True)]
+)
 def test_folding_in_a_training_user_gives_back_its_factors(center, biases):
     """A training row folded in is exact: (m − offset) V_k = U_k Σ_k (V_k's columns are right
     singular vectors), so its scores equal the model's for that user."""
@@ -84,8 +100,12 @@ def test_folding_in_a_training_user_gives_back_its_factors(center, biases):
     solver.sweep(model, train)
     folded = solver.fold_in(model, train)  # every training user as a new one
     with torch.no_grad():
-        torch.testing.assert_close(folded @ model.item_factors().T, model.user_factors() @ model.item_factors().T,
-                                   atol=1e-8, rtol=1e-8)
+        torch.testing.assert_close(
+            folded @ model.item_factors().T,
+            model.user_factors() @ model.item_factors().T,
+            atol=1e-8,
+            rtol=1e-8,
+        )
 
 
 def test_a_solver_without_fold_in_says_so(tmp_path):

@@ -12,7 +12,10 @@ from mfzoo.models.svdpp import SVDpp
 def _toy():
     """4 users, 5 items; user 3 has no training items (R(u) empty)."""
     train = Interactions.from_arrays(
-        [0, 0, 0, 1, 1, 2, 2, 2, 2, 3], [0, 2, 4, 1, 2, 0, 1, 3, 4, 4], [5, 3, 4, 2, 1, 4, 4, 5, 3, 2], name="toy"
+        [0, 0, 0, 1, 1, 2, 2, 2, 2, 3],
+        [0, 2, 4, 1, 2, 0, 1, 3, 4, 4],
+        [5, 3, 4, 2, 1, 4, 4, 5, 3, 2],
+        name="toy",
     )
     train = train.subset(torch.arange(9))  # drop user 3's only row, keep the id space
     model = SVDpp(train.n_users, train.n_items, dim=3, init_std=0.3, implicit_init_std=0.3)
@@ -29,13 +32,26 @@ def test_forward_matches_a_hand_loop_over_R_u():
     items = torch.tensor([[1, 3], [0, 4], [2, 2], [0, 1], [4, 0]])
     scores = model(Batch(users, items))
     R = {u: [int(i) for i in train.items[train.users == u]] for u in range(4)}
-    Y, P, Q = model.implicit.embedding.weight, model.user_embedding.weight, model.item_embedding.weight
+    Y, P, Q = (
+        model.implicit.embedding.weight,
+        model.user_embedding.weight,
+        model.item_embedding.weight,
+    )
     for b in range(len(users)):
         u = int(users[b])
-        implicit = sum((Y[j] for j in R[u]), torch.zeros(3)) / math.sqrt(len(R[u])) if R[u] else torch.zeros(3)
+        implicit = (
+            sum((Y[j] for j in R[u]), torch.zeros(3)) / math.sqrt(len(R[u]))
+            if R[u]
+            else torch.zeros(3)
+        )
         for m in range(2):
             i = int(items[b, m])
-            expected = model.global_mean + model.user_bias.weight[u, 0] + model.item_bias.weight[i, 0] + Q[i] @ (P[u] + implicit)
+            expected = (
+                model.global_mean
+                + model.user_bias.weight[u, 0]
+                + model.item_bias.weight[i, 0]
+                + Q[i] @ (P[u] + implicit)
+            )
             assert scores[b, m].item() == pytest.approx(expected.item(), abs=1e-5)
 
 
@@ -49,12 +65,17 @@ def test_gradients_reach_the_implicit_factors_of_R_u_only():
     assert torch.allclose(grad[1], model.item_embedding.weight[3].detach() / math.sqrt(2))
 
 
-
-
 def test_evaluation_items_join_R_u_only_when_asked():
     train, model = _toy()
     # user 3 has item 4 in the test part
-    evaluation = Interactions(torch.tensor([3]), torch.tensor([4]), torch.tensor([2.0]), None, train.user_ids, train.item_ids)
+    evaluation = Interactions(
+        torch.tensor([3]),
+        torch.tensor([4]),
+        torch.tensor([2.0]),
+        None,
+        train.user_ids,
+        train.item_ids,
+    )
     model.prepare(train, evaluation)
     assert model.implicit.indptr[4] - model.implicit.indptr[3] == 0
     netflix = SVDpp(train.n_users, train.n_items, dim=3, include_evaluation_items=True)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import importlib
 import json
-from dataclasses import replace
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +54,10 @@ def test_search_config_selects_optuna_on_a_val_metric(name):
     cfg = compose_hydra([*experiment_of(name), f"hparams_search={name}"])
     sweeper = cfg.hydra.sweeper
     assert sweeper._target_.endswith("OptunaSweeper")
-    assert sweeper.sampler._target_ == "optuna.samplers.TPESampler" and sweeper.sampler.seed is not None
+    assert (
+        sweeper.sampler._target_ == "optuna.samplers.TPESampler"
+        and sweeper.sampler.seed is not None
+    )
     assert sweeper.n_trials >= 20
     assert cfg.optimized_metric.startswith("val/")
     assert sweeper.direction == DIRECTION[cfg.optimized_metric]
@@ -73,7 +76,10 @@ def test_search_config_selects_optuna_on_a_val_metric(name):
 def test_grid_and_cv_experiments_expose_their_sweeps():
     grid = compose_hydra(["experiment=ml100k_mf_grid"])
     assert grid.hydra.sweeper._target_.endswith("BasicSweeper")
-    assert {k: str(v) for k, v in grid.hydra.sweeper.params.items()} == {"model.dim": "32,64,128", "loss.l2": "0.6,1.2,2.4"}
+    assert {k: str(v) for k, v in grid.hydra.sweeper.params.items()} == {
+        "model.dim": "32,64,128",
+        "loss.l2": "0.6,1.2,2.4",
+    }
     assert all(has_key(grid, key) for key in grid.hydra.sweeper.params)
     cv = compose_hydra(["experiment=ml100k_cv"])
     assert str(cv.hydra.sweeper.params["data.split.fold"]).split(",") == ["0", "1", "2", "3", "4"]
@@ -81,25 +87,45 @@ def test_grid_and_cv_experiments_expose_their_sweeps():
     assert cv.data.split.val == 0.1 and cv.callbacks.model_checkpoint.monitor == "val/rmse"
     assert cv.trainer.get("limit_val_batches") is None
     # the folds do not move with the training seed
-    folds = {seed: compose_hydra(["experiment=ml100k_cv", f"seed={seed}"]).data.split for seed in (0, 1, 2)}
+    folds = {
+        seed: compose_hydra(["experiment=ml100k_cv", f"seed={seed}"]).data.split
+        for seed in (0, 1, 2)
+    }
     assert len({(s.seed, s.n_folds, s.val) for s in folds.values()}) == 1
-    assert compose_hydra(["experiment=ml100k_cv", "seed=5"]).data.seed == 5  # the training seed still varies
+    assert (
+        compose_hydra(["experiment=ml100k_cv", "seed=5"]).data.seed == 5
+    )  # the training seed still varies
 
 
 def multirun(tmp_path: Path, *overrides: str) -> Path:
     """`python -m mfzoo.cli -m OVERRIDES` in tmp_path, which must succeed; its sweep directory."""
     sweep_dir = tmp_path / "sweep"
-    command = [sys.executable, "-m", "mfzoo.cli", "-m", *overrides, "trainer.max_epochs=2", "logger=none",
-               f"hydra.sweep.dir={sweep_dir}"]
+    command = [
+        sys.executable,
+        "-m",
+        "mfzoo.cli",
+        "-m",
+        *overrides,
+        "trainer.max_epochs=2",
+        "logger=none",
+        f"hydra.sweep.dir={sweep_dir}",
+    ]
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return sweep_dir
 
 
 def test_optuna_multirun_returns_the_best_val_objective(tmp_path):
-    sweep_dir = multirun(tmp_path, "hparams_search=mf_optuna", "hydra.sweeper.n_trials=3", "data/source=synthetic",
-                         "data.source.n_users=300", "data.source.n_items=200", "data.source.n_interactions=12000",
-                         "data.batch_size=1024")
+    sweep_dir = multirun(
+        tmp_path,
+        "hparams_search=mf_optuna",
+        "hydra.sweeper.n_trials=3",
+        "data/source=synthetic",
+        "data.source.n_users=300",
+        "data.source.n_items=200",
+        "data.source.n_interactions=12000",
+        "data.batch_size=1024",
+    )
     metrics = [json.loads(p.read_text()) for p in sorted(sweep_dir.rglob("metrics.json"))]
     assert len(metrics) == 3
     results = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
@@ -108,33 +134,72 @@ def test_optuna_multirun_returns_the_best_val_objective(tmp_path):
     assert results["best_value"] == pytest.approx(min(objectives))
     best = metrics[int(np.argmin(objectives))]
     assert best["optimized_metric"] == "val/rmse"
-    assert best["objective"] == pytest.approx(best["val"]["rmse"])  # the best epoch's val RMSE, not a test value
-    assert "trainer.max_epochs" not in results["best_params"]  # fixed on the command line: out of the search
+    assert best["objective"] == pytest.approx(
+        best["val"]["rmse"]
+    )  # the best epoch's val RMSE, not a test value
+    assert (
+        "trainer.max_epochs" not in results["best_params"]
+    )  # fixed on the command line: out of the search
 
 
 def test_an_optuna_sweep_without_a_val_part_is_refused_at_its_first_trial(tmp_path):
     command = [
-        sys.executable, "-m", "mfzoo.cli", "-m", "hparams_search=mf_optuna", "hydra.sweeper.n_trials=3",
-        "data/source=synthetic", "data.source.n_users=300", "data.source.n_items=200", "data.source.n_interactions=12000",
-        "trainer.max_epochs=2", "logger=none", "data.split.val=0", "callbacks=none", f"hydra.sweep.dir={tmp_path / 's'}",
+        sys.executable,
+        "-m",
+        "mfzoo.cli",
+        "-m",
+        "hparams_search=mf_optuna",
+        "hydra.sweeper.n_trials=3",
+        "data/source=synthetic",
+        "data.source.n_users=300",
+        "data.source.n_items=200",
+        "data.source.n_interactions=12000",
+        "trainer.max_epochs=2",
+        "logger=none",
+        "data.split.val=0",
+        "callbacks=none",
+        f"hydra.sweep.dir={tmp_path / 's'}",
     ]
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    assert done.returncode != 0 and "no validation part" in done.stderr and "Traceback" not in done.stderr
-    trained = [p for p in (tmp_path / "s").rglob("*") if p.name in ("config.yaml", "checkpoints") and p.parent.name != ".hydra"]
+    assert (
+        done.returncode != 0
+        and "no validation part" in done.stderr
+        and "Traceback" not in done.stderr
+    )
+    trained = [
+        p
+        for p in (tmp_path / "s").rglob("*")
+        if p.name in ("config.yaml", "checkpoints") and p.parent.name != ".hydra"
+    ]
     assert not trained  # refused before the first trial trained (Hydra's own .hydra/ record aside)
 
 
 def test_a_diverged_job_fails_alone_and_the_sweep_goes_on(tmp_path):
     command = [
-        sys.executable, "-m", "mfzoo.cli", "-m", "optim.lr=1e9,0.01", "optim=sgd", "~scheduler",
-        "data/source=synthetic", "data.source.n_users=300", "data.source.n_items=200", "data.source.n_interactions=12000",
-        "trainer.max_epochs=2", "logger=none", f"hydra.sweep.dir={tmp_path / 's'}",
+        sys.executable,
+        "-m",
+        "mfzoo.cli",
+        "-m",
+        "optim.lr=1e9,0.01",
+        "optim=sgd",
+        "~scheduler",
+        "data/source=synthetic",
+        "data.source.n_users=300",
+        "data.source.n_items=200",
+        "data.source.n_interactions=12000",
+        "trainer.max_epochs=2",
+        "logger=none",
+        f"hydra.sweep.dir={tmp_path / 's'}",
     ]
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     failed = list((tmp_path / "s").rglob("failed.txt"))
     finished = list((tmp_path / "s").rglob("metrics.json"))
-    assert len(failed) == 1 and "lr=1000000000" in failed[0].parent.name and "diverged" in failed[0].read_text()
+    assert (
+        len(failed) == 1
+        and "lr=1000000000" in failed[0].parent.name
+        and "diverged" in failed[0].read_text()
+    )
     assert len(finished) == 1 and "lr=0.01" in finished[0].parent.name
 
 
@@ -146,15 +211,26 @@ def nested_cv(monkeypatch):
 
 
 def test_param_parser_reads_the_sweeper_syntax(nested_cv):
-    dists, fixed = nested_cv.parse_params({
-        "a": "interval(0.1, 1.0)", "b": "tag(log, interval(0.001, 1.0))", "c": "range(8, 40, 8)",
-        "d": "choice(16, 32)", "e": "1,2,3", "f": "interval(2, 9)", "g": "7",
-    })
+    dists, fixed = nested_cv.parse_params(
+        {
+            "a": "interval(0.1, 1.0)",
+            "b": "tag(log, interval(0.001, 1.0))",
+            "c": "range(8, 40, 8)",
+            "d": "choice(16, 32)",
+            "e": "1,2,3",
+            "f": "interval(2, 9)",
+            "g": "7",
+        }
+    )
     assert dists["a"] == UniformDistribution(0.1, 1.0)
     assert dists["b"] == LogUniformDistribution(0.001, 1.0)
     assert dists["c"] == IntUniformDistribution(8, 40, step=8)
-    assert dists["d"] == CategoricalDistribution([16, 32]) and dists["e"] == CategoricalDistribution([1, 2, 3])
-    assert dists["f"] == UniformDistribution(2.0, 9.0)  # Hydra's interval is a float interval, even with int ends
+    assert dists["d"] == CategoricalDistribution([16, 32]) and dists[
+        "e"
+    ] == CategoricalDistribution([1, 2, 3])
+    assert dists["f"] == UniformDistribution(
+        2.0, 9.0
+    )  # Hydra's interval is a float interval, even with int ends
     assert fixed == {"g": "7"}
 
 
@@ -162,7 +238,9 @@ def test_nested_cv_reads_the_cli_search_space(nested_cv):
     space = nested_cv.read_search_space("mf_optuna")
     raw = OmegaConf.load(CONFIG_DIR / "hparams_search" / "mf_optuna.yaml")
     assert [*space.distributions, *space.fixed] == list(raw.hydra.sweeper.params)
-    assert space.fixed == {"data.batch_size": "1024"}  # a plain value: set in every trial, not searched
+    assert space.fixed == {
+        "data.batch_size": "1024"
+    }  # a plain value: set in every trial, not searched
     assert space.metric == "val/rmse" and space.direction == "minimize" and space.n_trials == 20
     assert space.sampler["seed"] == raw.hydra.sweeper.sampler.seed
     assert space.distributions["model.dim"] == CategoricalDistribution([16, 32, 64, 128])
@@ -178,10 +256,19 @@ def test_nested_fold_chooses_on_val_only(nested_cv, monkeypatch):
     """The study never gets a test row, and garbling the test values changes the test RMSE but
     neither the chosen settings nor their val RMSE."""
     space = nested_cv.SearchSpace(
-        *nested_cv.parse_params({"loss.l2": "tag(log, interval(0.3, 4.0))", "model.dim": "choice(4, 8)"}),
-        metric="val/rmse", direction="minimize", n_trials=3, sampler={"seed": 0, "n_startup_trials": 2},
+        *nested_cv.parse_params(
+            {"loss.l2": "tag(log, interval(0.3, 4.0))", "model.dim": "choice(4, 8)"}
+        ),
+        metric="val/rmse",
+        direction="minimize",
+        n_trials=3,
+        sampler={"seed": 0, "n_startup_trials": 2},
     )
-    monkeypatch.setitem(nested_cv.BASE, "tiny", ["experiment=ml100k_cv", "data.batch_size=1024", "trainer.max_epochs=3"])
+    monkeypatch.setitem(
+        nested_cv.BASE,
+        "tiny",
+        ["experiment=ml100k_cv", "data.batch_size=1024", "trainer.max_epochs=3"],
+    )
     split = _tiny_fold()
     seen_in_study: list[Split] = []
     fit = nested_cv.fit_on_split
@@ -199,20 +286,37 @@ def test_nested_fold_chooses_on_val_only(nested_cv, monkeypatch):
             assert pair_overlap(rows, split.test) == 0
 
     garbled = replace(split.test, values=6.0 - split.test.values)  # every test rating flipped
-    second = nested_cv.nested_fold(0, Split(split.train, split.val, garbled), "tiny", space, trials=3, seeds=[0])
+    second = nested_cv.nested_fold(
+        0, Split(split.train, split.val, garbled), "tiny", space, trials=3, seeds=[0]
+    )
     assert second.params == first.params and second.best_epochs == first.best_epochs
     assert second.best_val == pytest.approx(first.best_val, abs=1e-6)
-    assert [t["value"] for t in second.trials] == pytest.approx([t["value"] for t in first.trials], abs=1e-6)
+    assert [t["value"] for t in second.trials] == pytest.approx(
+        [t["value"] for t in first.trials], abs=1e-6
+    )
     assert second.test[0]["rmse"] != pytest.approx(first.test[0]["rmse"], abs=1e-3)
 
 
 def test_refit_runs_the_epochs_chosen_on_val(nested_cv):
     split = _tiny_fold()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=["experiment=ml100k_cv", "logger=none", "data.batch_size=1024", "trainer.max_epochs=6"])
+        cfg = compose(
+            "train",
+            overrides=[
+                "experiment=ml100k_cv",
+                "logger=none",
+                "data.batch_size=1024",
+                "trainer.max_epochs=6",
+            ],
+        )
     train_val = nested_cv.Interactions.concat([split.train, split.val])
-    stopped = nested_cv.fit_on_split(cfg, Split(train_val, None, split.test), 0, callbacks=False,
-                                     extra_callbacks=[nested_cv.StopAfterEpochs(2)])
+    stopped = nested_cv.fit_on_split(
+        cfg,
+        Split(train_val, None, split.test),
+        0,
+        callbacks=False,
+        extra_callbacks=[nested_cv.StopAfterEpochs(2)],
+    )
     assert stopped.epochs == 2 and stopped.best_val is None
     # the lr schedule keeps the length of trainer.max_epochs: after 2 of 6 epochs, 2/3 of lr is left
     optimizer = stopped.module.trainer.optimizers[0]
@@ -223,8 +327,16 @@ def test_a_sweep_runs_as_submitit_jobs(tmp_path):
     """hydra/launcher=submitit_local: each job a separate process started by submitit, as on
     Slurm (submitit_slurm) without the cluster; every job writes its own complete run."""
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    sweep_dir = multirun(tmp_path, "hydra/launcher=submitit_local", "data/source=synthetic", "data.source.n_users=120",
-                         "data.source.n_items=80", "data.source.n_interactions=3000", "progress=false", "model.dim=4,8")
+    sweep_dir = multirun(
+        tmp_path,
+        "hydra/launcher=submitit_local",
+        "data/source=synthetic",
+        "data.source.n_users=120",
+        "data.source.n_items=80",
+        "data.source.n_interactions=3000",
+        "progress=false",
+        "model.dim=4,8",
+    )
     assert (sweep_dir / ".submitit").is_dir()  # the jobs went through submitit
     runs = sorted(p.parent for p in sweep_dir.glob("*/metrics.json"))
     assert len(runs) == 2

@@ -20,7 +20,12 @@ from mfzoo.training.run import train
 from mfzoo.training.tensorboard import MAX_NAME_LENGTH, hparams, log_hparams, run_name
 from tests.conftest import CONFIG_DIR
 
-SMALL = ["data/source=synthetic", "data.source.n_users=300", "data.source.n_items=200", "data.source.n_interactions=12000"]
+SMALL = [
+    "data/source=synthetic",
+    "data.source.n_users=300",
+    "data.source.n_items=200",
+    "data.source.n_interactions=12000",
+]
 EPOCHS = 3
 
 # (overrides, the validation metric): the gradient path (MF + MSE), explicit ALS and iALS
@@ -44,14 +49,19 @@ def event_dir(run_dir: Path) -> Path:
 def scalars(directory: Path) -> dict[str, list[tuple[int, float]]]:
     accumulator = EventAccumulator(str(directory))
     accumulator.Reload()
-    return {tag: [(e.step, e.value) for e in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]}
+    return {
+        tag: [(e.step, e.value) for e in accumulator.Scalars(tag)]
+        for tag in accumulator.Tags()["scalars"]
+    }
 
 
 # -- one x-axis: the epoch --------------------------------------------------------------------
 @pytest.mark.parametrize("path", PATHS)
 def test_every_metric_is_logged_at_its_epoch(path, tmp_path):
     overrides, val_metric = PATHS[path]
-    metrics = train(cfg_for(*overrides, f"trainer.max_epochs={EPOCHS}", "logger=tensorboard"), tmp_path)
+    metrics = train(
+        cfg_for(*overrides, f"trainer.max_epochs={EPOCHS}", "logger=tensorboard"), tmp_path
+    )
     assert metrics["epochs"] == EPOCHS
     logged = scalars(event_dir(tmp_path))
     epochs = list(range(EPOCHS))
@@ -68,13 +78,18 @@ def test_every_metric_is_logged_at_its_epoch(path, tmp_path):
         assert [step for step, _ in logged["train/sweep_seconds"]] == epochs
         # the solver's objective per interaction: exact sweeps never increase it
         losses = [value for _, value in logged["train/loss"]]
-        assert all(b <= a * (1 + 1e-6) for a, b in zip(losses, losses[1:])) and losses[-1] < losses[0]
+        assert (
+            all(b <= a * (1 + 1e-6) for a, b in zip(losses, losses[1:])) and losses[-1] < losses[0]
+        )
 
 
 @pytest.mark.parametrize("path", ["gradient", "als"])
 def test_the_csv_logger_has_the_same_steps(path, tmp_path):
     overrides, val_metric = PATHS[path]
-    train(cfg_for(*overrides, f"trainer.max_epochs={EPOCHS}", "logger=csv", "callbacks=none"), tmp_path)
+    train(
+        cfg_for(*overrides, f"trainer.max_epochs={EPOCHS}", "logger=csv", "callbacks=none"),
+        tmp_path,
+    )
     (metrics_csv,) = tmp_path.rglob("metrics.csv")
     with open(metrics_csv) as f:
         rows = list(csv.DictReader(f))
@@ -94,7 +109,10 @@ def test_run_name_replaces_unsafe_characters_and_stays_distinct():
     slashes = run_name(["data/source=ml1m", "data/split=temporal"])
     assert re.fullmatch(r"data_source=ml1m,data_split=temporal-[0-9a-f]{10}", slashes)
     # the overrides that read the same once replaced get different names
-    assert run_name(["data_source=ml1m", "data_split=temporal"]) == "data_source=ml1m,data_split=temporal"
+    assert (
+        run_name(["data_source=ml1m", "data_split=temporal"])
+        == "data_source=ml1m,data_split=temporal"
+    )
     assert run_name(["data.source=ml1m", "data/split=temporal"]) != slashes
     odd = run_name(['model.name="a b"', "ranking.ks=[10,20]", "~scheduler", "x=a\\b:c*?<>|"])
     assert re.fullmatch(r"[A-Za-z0-9._=,+@%-]+", odd) and Path(odd).name == odd
@@ -107,7 +125,9 @@ def test_long_run_names_are_bounded_and_distinct():
     assert len(a) == len(b) == MAX_NAME_LENGTH
     assert a != b and a[:-11] == b[:-11]  # the same readable start, different hashes
     assert a.startswith("model.param_0=0.0,model.param_1=0.001,")
-    assert len(run_name(["x=" + "y" * (MAX_NAME_LENGTH - 2)])) == MAX_NAME_LENGTH  # at the bound: kept
+    assert (
+        len(run_name(["x=" + "y" * (MAX_NAME_LENGTH - 2)])) == MAX_NAME_LENGTH
+    )  # at the bound: kept
     assert run_name(["x=" + "y" * (MAX_NAME_LENGTH - 2)]) == "x=" + "y" * (MAX_NAME_LENGTH - 2)
 
 
@@ -115,8 +135,16 @@ def test_long_run_names_are_bounded_and_distinct():
 def test_hparams_are_flat_scalars_of_the_right_sections():
     gradient = hparams(cfg_for("loss=bpr", "model.dim=16"), ["loss=bpr", "model.dim=16"])
     assert gradient["overrides"] == "loss=bpr,model.dim=16"
-    assert gradient["model"] == "MF" and gradient["model.dim"] == 16 and gradient["model.biases"] is True
-    assert gradient["loss"] == "BPRLoss" and gradient["optim"] == "Adam" and gradient["optim.lr"] == 0.1
+    assert (
+        gradient["model"] == "MF"
+        and gradient["model.dim"] == 16
+        and gradient["model.biases"] is True
+    )
+    assert (
+        gradient["loss"] == "BPRLoss"
+        and gradient["optim"] == "Adam"
+        and gradient["optim.lr"] == 0.1
+    )
     assert gradient["scheduler"] == "linear_decay"
     assert gradient["data.split"] == "RandomSplit" and gradient["data.split.val"] == 0.1
     assert gradient["data.split.test"] == 0.1 and gradient["data.batch_size"] == 16384
@@ -125,10 +153,22 @@ def test_hparams_are_flat_scalars_of_the_right_sections():
     assert not any(k.startswith("solver") or "_partial_" in k or "_target_" in k for k in gradient)
     assert all(isinstance(v, (int, float, str, bool)) for v in gradient.values())
 
-    solver = hparams(cfg_for("experiment=ml100k_ials", "seed=3"), ["experiment=ml100k_ials", "seed=3"])
-    assert solver["solver"] == "IALSSolver" and solver["solver.alpha"] == 0.516 and solver["solver.l2"] == 12.4
-    assert solver["data.split"] == "UserRandomSplit" and solver["seed"] == 3 and solver["data.split.seed"] == 3
-    assert not any(k.split(".")[0] in ("loss", "optim", "scheduler") for k in solver)  # unused with a solver
+    solver = hparams(
+        cfg_for("experiment=ml100k_ials", "seed=3"), ["experiment=ml100k_ials", "seed=3"]
+    )
+    assert (
+        solver["solver"] == "IALSSolver"
+        and solver["solver.alpha"] == 0.516
+        and solver["solver.l2"] == 12.4
+    )
+    assert (
+        solver["data.split"] == "UserRandomSplit"
+        and solver["seed"] == 3
+        and solver["data.split.seed"] == 3
+    )
+    assert not any(
+        k.split(".")[0] in ("loss", "optim", "scheduler") for k in solver
+    )  # unused with a solver
 
     learnbpr = hparams(cfg_for("experiment=ml100k_implicit_learnbpr"), [])
     assert learnbpr["overrides"] == "" and learnbpr["solver.sampler"] == "UniformSampler"
@@ -138,7 +178,9 @@ def test_hparams_are_flat_scalars_of_the_right_sections():
 def test_log_hparams_writes_the_hparams_plugin_data(tmp_path):
     overrides = ["solver=als", "model=funksvd", "model.dim=8"]
     cfg = cfg_for(*overrides)
-    logger = TensorBoardLogger(save_dir=str(tmp_path), name="tb", version=run_name(overrides), default_hp_metric=False)
+    logger = TensorBoardLogger(
+        save_dir=str(tmp_path), name="tb", version=run_name(overrides), default_hp_metric=False
+    )
     logger.log_metrics({"val/rmse": 1.0}, step=0)
     log_hparams(logger, cfg, overrides, {"val/rmse": 0.91, "test/rmse": 0.93}, step=4)
     logger.finalize("success")
@@ -154,7 +196,9 @@ def test_log_hparams_writes_the_hparams_plugin_data(tmp_path):
     assert set(start.hparams) == set(expected)
     assert start.hparams["solver"].string_value == "ALSSolver"
     assert start.hparams["model.dim"].number_value == 8
-    assert start.hparams["solver.frequency_scaled"].bool_value is True and start.hparams["solver.frequency_scaled"].HasField("bool_value")
+    assert start.hparams["solver.frequency_scaled"].bool_value is True and start.hparams[
+        "solver.frequency_scaled"
+    ].HasField("bool_value")
     assert start.hparams["solver.l2"].number_value == pytest.approx(0.05)
     assert start.hparams["overrides"].string_value == "solver=als,model=funksvd,model.dim=8"
     end = metadata.parse_session_end_info_plugin_data(contents[metadata.SESSION_END_INFO_TAG])

@@ -35,7 +35,9 @@ def test_bins_and_deviation_match_hand_values():
     # span: day 1000 + 1/24 .. 1040 + 1/24, 4 equal bins of 10 days
     start = 1000 + 1 / 24
     assert model.bin_edges.tolist() == pytest.approx([start + 10, start + 20, start + 30])
-    days = torch.tensor([999.0, start + 5, start + 15, start + 29.9, start + 35, 1100.0], dtype=torch.float64)
+    days = torch.tensor(
+        [999.0, start + 5, start + 15, start + 29.9, start + 35, 1100.0], dtype=torch.float64
+    )
     assert model.time_bin(days).tolist() == [0, 0, 1, 2, 3, 3]
     # user 0's mean day: (0 + 0 + 10) / 3 days after start
     t_u = start + 10 / 3
@@ -60,7 +62,11 @@ def test_forward_matches_the_formula_by_hand():
     p = model.user_embedding.weight[0] + model.factor_drift.weight[0] * dev + implicit
     key_row = int(model.day_index(torch.tensor([0]), torch.tensor([t])))
     assert key_row < len(model.day_keys)  # a seen (user, day)
-    b_u = model.user_bias.weight[0, 0] + model.user_drift.weight[0, 0] * dev + model.day_bias.weight[key_row, 0]
+    b_u = (
+        model.user_bias.weight[0, 0]
+        + model.user_drift.weight[0, 0] * dev
+        + model.day_bias.weight[key_row, 0]
+    )
     for m, i in enumerate([3, 1]):
         b_i = model.item_bias.weight[i, 0] + model.item_bin_bias.weight[i * 4 + bin_, 0]
         expected = model.global_mean + b_u + b_i + model.item_embedding.weight[i] @ p
@@ -86,13 +92,17 @@ def test_timesvd_without_the_implicit_term_and_time_required():
         TimeSVD(2, 2, dim=2).prepare(no_time)
 
 
-
-
 def test_gradients_reach_time_terms_and_checkpoint_round_trip():
     train, model = _model(factor_drift=True)
     batch = Batch(train.users, train.items, train.values, times=train.timestamps)
     model(batch).sum().backward()
-    for p in (model.user_drift.weight, model.item_bin_bias.weight, model.day_bias.weight, model.factor_drift.weight, model.implicit.embedding.weight):
+    for p in (
+        model.user_drift.weight,
+        model.item_bin_bias.weight,
+        model.day_bias.weight,
+        model.factor_drift.weight,
+        model.implicit.embedding.weight,
+    ):
         assert p.grad is not None and p.grad.abs().sum() > 0
     fresh = TimeSVD(train.n_users, train.n_items, dim=2, n_bins=4, factor_drift=True)
     fresh.load_state_dict(model.state_dict())

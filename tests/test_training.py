@@ -11,7 +11,6 @@ import pytest
 import torch
 import yaml
 from hydra import compose, initialize_config_dir
-
 from hydra.utils import instantiate
 
 from mfzoo.evaluation.beyond import random_scores
@@ -20,7 +19,13 @@ from mfzoo.evaluation.ranking import evaluate_ranking
 from mfzoo.training.run import train
 from tests.conftest import CONFIG_DIR
 
-SMALL = ["data/source=synthetic", "data.source.n_users=300", "data.source.n_items=200", "data.source.n_interactions=12000", "data.batch_size=1024"]
+SMALL = [
+    "data/source=synthetic",
+    "data.source.n_users=300",
+    "data.source.n_items=200",
+    "data.source.n_interactions=12000",
+    "data.batch_size=1024",
+]
 
 
 def cfg_for(*overrides: str):
@@ -40,7 +45,9 @@ def test_fast_dev_run_writes_the_run_directory(tmp_path):
 
 @pytest.mark.parametrize("model", ["svdpp", "timesvdpp", "timesvd", "funksvd"])
 def test_every_model_trains_through_the_glue(model, tmp_path):
-    metrics = train(cfg_for(f"model={model}", "trainer.max_epochs=2", "callbacks=none", "logger=none"), tmp_path)
+    metrics = train(
+        cfg_for(f"model={model}", "trainer.max_epochs=2", "callbacks=none", "logger=none"), tmp_path
+    )
     assert 0 < metrics["test"]["rmse"] < 2.0 and metrics["global_steps"] == 2 * 10
 
 
@@ -48,13 +55,21 @@ def test_every_model_trains_through_the_glue(model, tmp_path):
 def test_implicit_training_logs_ranking_metrics(loss, tmp_path):
     """The implicit experiments run end to end: sampled negatives, a ranking loss, val NDCG@10
     for checkpoints, and test ranking metrics that beat chance on the planted signal."""
-    cfg = cfg_for(f"experiment=ml100k_implicit_{loss}", "trainer.max_epochs=3", "data.batch_size=2048", "logger=csv", *SMALL[:4])
+    cfg = cfg_for(
+        f"experiment=ml100k_implicit_{loss}",
+        "trainer.max_epochs=3",
+        "data.batch_size=2048",
+        "logger=csv",
+        *SMALL[:4],
+    )
     metrics = train(cfg, tmp_path)
     test = metrics["test"]
     assert {"ndcg@10", "recall@20", "coverage@10", "gini@10", "novelty@20"} <= set(test)
     datamodule = instantiate(cfg.data)  # the same seeded split, scored at random
     datamodule.setup()
-    chance = evaluate_ranking(random_scores(datamodule.n_items, 0), datamodule.seen, datamodule.split.test, ks=(10,))
+    chance = evaluate_ranking(
+        random_scores(datamodule.n_items, 0), datamodule.seen, datamodule.split.test, ks=(10,)
+    )
     assert test["ndcg@10"] > 1.5 * chance["ndcg@10"]  # observed ~0.11-0.125 against 0.062
     assert "ndcg@10" in metrics["val"] and metrics["objective"] == metrics["val"]["ndcg@10"]
     logged = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()[0]
@@ -71,9 +86,13 @@ def test_training_learns_beyond_the_mean_and_checkpoints(tmp_path):
     assert metrics["test"]["rmse"] < 0.9 * baseline  # the planted signal is learned
     assert metrics["val"]["rmse"] < 0.9 * baseline
     assert (tmp_path / "checkpoints" / "last.ckpt").exists()
-    assert list((tmp_path / "tb" / "default").glob("events.out.tfevents.*"))  # named after the overrides
+    assert list(
+        (tmp_path / "tb" / "default").glob("events.out.tfevents.*")
+    )  # named after the overrides
     # the best checkpoint holds the model (μ included) and reproduces the val metric
-    state = torch.load(tmp_path / metrics["best_checkpoint"], map_location="cpu", weights_only=True)["state_dict"]
+    state = torch.load(
+        tmp_path / metrics["best_checkpoint"], map_location="cpu", weights_only=True
+    )["state_dict"]
     assert "model.global_mean" in state and "model.user_embedding.weight" in state
 
 
@@ -88,8 +107,16 @@ def test_same_seed_same_result(tmp_path):
 def test_cli_multirun_sweep(tmp_path):
     """`mfzoo-train -m model.dim=4,8` runs two jobs, each with its own run directory."""
     cmd = [
-        sys.executable, "-m", "mfzoo.cli", "-m", "model.dim=4,8", *SMALL,
-        "trainer.max_epochs=1", "callbacks=none", "logger=csv", f"hydra.sweep.dir={tmp_path}",
+        sys.executable,
+        "-m",
+        "mfzoo.cli",
+        "-m",
+        "model.dim=4,8",
+        *SMALL,
+        "trainer.max_epochs=1",
+        "callbacks=none",
+        "logger=csv",
+        f"hydra.sweep.dir={tmp_path}",
     ]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)

@@ -22,13 +22,54 @@ command line).
 
 from mfzoo.compare.command import main
 from mfzoo.compare.plots import EpochCurve, epoch_curve, plot_epochs, plot_runs, read_history
-from mfzoo.compare.runs import MISSING, CompareError, Run, collect, flatten_metrics, parse_override, read_run
-from mfzoo.compare.tables import (COUNTERS, DEFAULT_OVER, LOWER_IS_BETTER, Row, Stat, Table, default_metrics,
-                                  lower_is_better, sort_rows, table, to_csv, to_markdown)
+from mfzoo.compare.runs import (
+    MISSING,
+    CompareError,
+    Run,
+    collect,
+    flatten_metrics,
+    parse_override,
+    read_run,
+)
+from mfzoo.compare.tables import (
+    COUNTERS,
+    DEFAULT_OVER,
+    LOWER_IS_BETTER,
+    Row,
+    Stat,
+    Table,
+    default_metrics,
+    lower_is_better,
+    sort_rows,
+    table,
+    to_csv,
+    to_markdown,
+)
 
 __all__ = [
-    "COUNTERS", "DEFAULT_OVER", "LOWER_IS_BETTER", "MISSING", "CompareError", "EpochCurve", "Row", "Run", "Stat",
-    "Table", "collect", "default_metrics", "epoch_curve", "flatten_metrics", "lower_is_better", "main",
-    "parse_override", "plot_epochs", "plot_runs", "read_history", "read_run", "sort_rows", "table", "to_csv",
+    "COUNTERS",
+    "DEFAULT_OVER",
+    "LOWER_IS_BETTER",
+    "MISSING",
+    "CompareError",
+    "EpochCurve",
+    "Row",
+    "Run",
+    "Stat",
+    "Table",
+    "collect",
+    "default_metrics",
+    "epoch_curve",
+    "flatten_metrics",
+    "lower_is_better",
+    "main",
+    "parse_override",
+    "plot_epochs",
+    "plot_runs",
+    "read_history",
+    "read_run",
+    "sort_rows",
+    "table",
+    "to_csv",
     "to_markdown",
 ]

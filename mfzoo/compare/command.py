@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from mfzoo.compare.plots import plot_epochs, plot_runs
 from mfzoo.compare.runs import CompareError, collect
@@ -22,21 +22,45 @@ def main(argv: Sequence[str] | None = None) -> None:
     """`mfzoo-compare DIR... [--metrics M,M] [--over K,K] [--sort M [--asc|--desc]] [--out PREFIX]
     [--plot M] [--epochs M]`: the Markdown table on stdout."""
     parser = argparse.ArgumentParser(
-        prog="mfzoo-compare", description="The runs under one or more (multi)run directories in one table and plots: "
-        "runs that differ only in the repetition keys (--over) form one row of mean ± sample sd.")
-    parser.add_argument("dirs", nargs="+", metavar="DIR", help="a run or multirun directory, searched recursively")
-    parser.add_argument("--metrics", help="comma-separated, e.g. test/rmse,val/rmse (default: every val/ and test/ "
-                        "metric, fit_seconds, epochs)")
-    parser.add_argument("--over", default=",".join(DEFAULT_OVER), help="comma-separated override keys that are "
-                        "repetitions, averaged over (default: %(default)s); '' for none")
+        prog="mfzoo-compare",
+        description="The runs under one or more (multi)run directories in one table and plots: "
+        "runs that differ only in the repetition keys (--over) form one row of mean ± sample sd.",
+    )
+    parser.add_argument(
+        "dirs", nargs="+", metavar="DIR", help="a run or multirun directory, searched recursively"
+    )
+    parser.add_argument(
+        "--metrics",
+        help="comma-separated, e.g. test/rmse,val/rmse (default: every val/ and test/ "
+        "metric, fit_seconds, epochs)",
+    )
+    parser.add_argument(
+        "--over",
+        default=",".join(DEFAULT_OVER),
+        help="comma-separated override keys that are "
+        "repetitions, averaged over (default: %(default)s); '' for none",
+    )
     parser.add_argument("--sort", metavar="METRIC", help="order rows by this metric's mean")
     direction = parser.add_mutually_exclusive_group()
-    direction.add_argument("--desc", dest="descending", action="store_const", const=True, help="largest first")
-    direction.add_argument("--asc", dest="descending", action="store_const", const=False, help="smallest first")
-    parser.add_argument("--out", metavar="PREFIX", help="also write PREFIX.csv and PREFIX.md (and the plots' PREFIX)")
-    parser.add_argument("--plot", metavar="METRIC",
-                        help="PREFIX.png (compare.png without --out): each run, and each row's mean ± sd")
-    parser.add_argument("--epochs", metavar="METRIC", help="PREFIX_epochs.png: the per-epoch curve from history.csv")
+    direction.add_argument(
+        "--desc", dest="descending", action="store_const", const=True, help="largest first"
+    )
+    direction.add_argument(
+        "--asc", dest="descending", action="store_const", const=False, help="smallest first"
+    )
+    parser.add_argument(
+        "--out",
+        metavar="PREFIX",
+        help="also write PREFIX.csv and PREFIX.md (and the plots' PREFIX)",
+    )
+    parser.add_argument(
+        "--plot",
+        metavar="METRIC",
+        help="PREFIX.png (compare.png without --out): each run, and each row's mean ± sd",
+    )
+    parser.add_argument(
+        "--epochs", metavar="METRIC", help="PREFIX_epochs.png: the per-epoch curve from history.csv"
+    )
     args = parser.parse_args(argv)
     if args.descending is not None and not args.sort:
         parser.error("--asc/--desc go with --sort")

@@ -56,8 +56,12 @@ def epoch_curve(row: Row, metric: str) -> EpochCurve:
     histories = [read_history(run.path).get(metric, {}) for run in row.runs]
     epochs = sorted(set().union(*histories))
     stats = [Stat.of([h[e] for h in histories if e in h]) for e in epochs]
-    return EpochCurve(np.array(epochs, dtype=int), np.array([s.mean for s in stats]),
-                      np.array([s.sd for s in stats]), np.array([s.n for s in stats], dtype=int))
+    return EpochCurve(
+        np.array(epochs, dtype=int),
+        np.array([s.mean for s in stats]),
+        np.array([s.sd for s in stats]),
+        np.array([s.n for s in stats], dtype=int),
+    )
 
 
 def _figure(width: float):
@@ -77,13 +81,28 @@ def plot_runs(result: Table, metric: str, path: str | Path) -> None:
     for i, row in enumerate(result.rows):
         values = [run.metrics[metric] for run in row.runs if metric in run.metrics]
         spread = np.linspace(-0.12, 0.12, len(values)) if len(values) > 1 else np.zeros(len(values))
-        ax.scatter(i - 0.1 + spread, values, s=16, color="0.55", zorder=2, label=None if i else "one run")
+        ax.scatter(
+            i - 0.1 + spread, values, s=16, color="0.55", zorder=2, label=None if i else "one run"
+        )
         stat = row.stat(metric)
-        ax.errorbar(i + 0.18, stat.mean, yerr=None if stat.n < 2 else stat.sd, fmt="o", color="C0", capsize=4,
-                    zorder=3, label=None if i else "row mean ± sd")
+        ax.errorbar(
+            i + 0.18,
+            stat.mean,
+            yerr=None if stat.n < 2 else stat.sd,
+            fmt="o",
+            color="C0",
+            capsize=4,
+            zorder=3,
+            label=None if i else "row mean ± sd",
+        )
     slanted = len(result.rows) > 3
-    ax.set_xticks(range(len(result.rows)), [row.label for row in result.rows],
-                  rotation=25 if slanted else 0, ha="right" if slanted else "center", fontsize=8)
+    ax.set_xticks(
+        range(len(result.rows)),
+        [row.label for row in result.rows],
+        rotation=25 if slanted else 0,
+        ha="right" if slanted else "center",
+        fontsize=8,
+    )
     ax.set_ylabel(metric)
     ax.set_title(f"{metric}: {len(result.runs)} runs", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
@@ -100,7 +119,9 @@ def plot_epochs(result: Table, metric: str, path: str | Path) -> None:
     curves = [(row, epoch_curve(row, metric)) for row in result.rows]
     if not any(len(curve.epochs) for _, curve in curves):
         columns = sorted({c for run in result.runs for c in read_history(run.path)})
-        raise CompareError(f"no history.csv has a column {metric!r} (columns: {', '.join(columns) or 'none'})")
+        raise CompareError(
+            f"no history.csv has a column {metric!r} (columns: {', '.join(columns) or 'none'})"
+        )
     figure = _figure(7.0)
     ax = figure.subplots()
     for i, (row, curve) in enumerate(curves):
@@ -111,15 +132,25 @@ def plot_epochs(result: Table, metric: str, path: str | Path) -> None:
         ax.plot(curve.epochs, curve.mean, ":", color=color)
         all_runs = np.where(curve.n == row.n, curve.mean, np.nan)  # [E], nan breaks the solid line
         ax.plot(curve.epochs, all_runs, "-", color=color, label=f"{row.label} (n={row.n})")
-        ax.fill_between(curve.epochs, curve.mean - curve.sd, curve.mean + curve.sd, where=curve.n > 1,
-                        color=color, alpha=0.2, linewidth=0)
+        ax.fill_between(
+            curve.epochs,
+            curve.mean - curve.sd,
+            curve.mean + curve.sd,
+            where=curve.n > 1,
+            color=color,
+            alpha=0.2,
+            linewidth=0,
+        )
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(metric)
     over = ", ".join(result.over) or "repeated runs"
     partial = any((curve.n < row.n).any() for row, curve in curves)
-    ax.set_title(f"{metric} per epoch: mean ± sample sd over {over}" + (" (dotted: not all runs)" if partial else ""),
-                 fontsize=10)
+    ax.set_title(
+        f"{metric} per epoch: mean ± sample sd over {over}"
+        + (" (dotted: not all runs)" if partial else ""),
+        fontsize=10,
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     figure.tight_layout()

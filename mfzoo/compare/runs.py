@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 import yaml
 
@@ -60,7 +60,9 @@ class Run:
     overrides: list[str]  # as given to mfzoo-train, e.g. ["model.dim=64", "seed=1"]
     metrics: dict[str, float]  # "val/rmse", "test/ndcg@10", "fit_seconds", "epochs", ...
     config: dict = field(default_factory=dict, repr=False)  # config.yaml ({} when absent)
-    choices: dict = field(default_factory=dict, repr=False)  # config-group choices (.hydra/hydra.yaml)
+    choices: dict = field(
+        default_factory=dict, repr=False
+    )  # config-group choices (.hydra/hydra.yaml)
     problem: str | None = None  # why the run is incomplete; None when it is complete
     selected_on: str | None = None  # the validation metric that chose the checkpoint, when known
 
@@ -99,6 +101,7 @@ def flatten_metrics(raw: dict) -> dict[str, float]:
     """metrics.json as flat numbers: {"val": {"rmse": x}} -> {"val/rmse": x}; top-level
     numbers (fit_seconds, epochs, ...) keep their names. Strings, booleans and `seed` are not
     metrics."""
+
     def number(x: object) -> bool:
         return isinstance(x, (int, float)) and not isinstance(x, bool)
 
@@ -133,7 +136,9 @@ def read_run(path: Path) -> Run:
     except FileNotFoundError:
         failed = path / "failed.txt"
         if failed.is_file():
-            why = (failed.read_text(errors="replace").strip().splitlines() or ["(no reason recorded)"])[0]
+            why = (
+                failed.read_text(errors="replace").strip().splitlines() or ["(no reason recorded)"]
+            )[0]
             problem = f"failed: {why}"
         else:
             problem = "no metrics.json (killed, crashed or still running)"
@@ -141,20 +146,33 @@ def read_run(path: Path) -> Run:
         problem = f"metrics.json unreadable ({err})"
     overrides = raw.get("overrides")
     if not isinstance(overrides, list):
-        overrides = _load_yaml(path / "overrides.yaml", []) or _load_yaml(path / ".hydra" / "overrides.yaml", [])
+        overrides = _load_yaml(path / "overrides.yaml", []) or _load_yaml(
+            path / ".hydra" / "overrides.yaml", []
+        )
     overrides = [str(o) for o in overrides if not str(o).lstrip("+").startswith("hydra.")]
     selected = _checkpoint_monitor(config) or raw.get("optimized_metric")
-    return Run(path, overrides, flatten_metrics(raw), config, (hydra.get("runtime") or {}).get("choices") or {},
-               problem, selected)
+    return Run(
+        path,
+        overrides,
+        flatten_metrics(raw),
+        config,
+        (hydra.get("runtime") or {}).get("choices") or {},
+        problem,
+        selected,
+    )
 
 
 def _natural(text: str) -> list:
     """Sort key: "fold=10" after "fold=2"."""
-    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", text)]
+    return [
+        (0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", text)
+    ]
 
 
 def _is_run(path: Path) -> bool:
-    return any((path / name).is_file() for name in ("config.yaml", "metrics.json", ".hydra/config.yaml"))
+    return any(
+        (path / name).is_file() for name in ("config.yaml", "metrics.json", ".hydra/config.yaml")
+    )
 
 
 def _run_dirs(path: Path, visited: set[Path]) -> list[Path]:
@@ -178,10 +196,18 @@ def collect(paths: Iterable[str | Path]) -> list[Run]:
     visited: set[Path] = set()
     for path in map(Path, paths):
         if not path.is_dir():
-            raise CompareError(f"{path}: {'not a directory' if path.exists() else 'no such directory'}")
+            raise CompareError(
+                f"{path}: {'not a directory' if path.exists() else 'no such directory'}"
+            )
         found = _run_dirs(path, visited)
-        inside = [run for run in runs if path.resolve() in (run.path.resolve(), *run.path.resolve().parents)]
+        inside = [
+            run
+            for run in runs
+            if path.resolve() in (run.path.resolve(), *run.path.resolve().parents)
+        ]
         if not found and not inside:  # (runs found already, through another path, do count)
-            raise CompareError(f"{path}: no run directory in it (none has config.yaml or metrics.json)")
+            raise CompareError(
+                f"{path}: no run directory in it (none has config.yaml or metrics.json)"
+            )
         runs.extend(read_run(d) for d in found)
     return runs

@@ -12,9 +12,9 @@ from __future__ import annotations
 import csv
 import math
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -47,7 +47,9 @@ class Stat:
         x = np.asarray(values, dtype=float)
         if not len(x):
             return cls(math.nan, math.nan, 0)
-        mean = float(x[0] + math.fsum(x - x[0]) / len(x))  # shifted: equal values give their value exactly
+        mean = float(
+            x[0] + math.fsum(x - x[0]) / len(x)
+        )  # shifted: equal values give their value exactly
         sd = math.sqrt(math.fsum((x - mean) ** 2) / (len(x) - 1)) if len(x) > 1 else math.nan
         return cls(mean, sd, len(x))
 
@@ -71,7 +73,9 @@ class Row:
     def stat(self, metric: str) -> Stat:
         """The metric over the row's runs that report it."""
         if metric not in self.stats:
-            self.stats[metric] = Stat.of([r.metrics[metric] for r in self.runs if metric in r.metrics])
+            self.stats[metric] = Stat.of(
+                [r.metrics[metric] for r in self.runs if metric in r.metrics]
+            )
         return self.stats[metric]
 
 
@@ -86,7 +90,9 @@ class Table:
     common: dict[str, str]  # the keys with one value across all complete runs
     incomplete: list[Run]
     repeats: list[list[Run]]  # runs of one row with identical overrides (all counted)
-    from_config: list[str] = field(default_factory=list)  # columns that differ in config.yaml, not in overrides
+    from_config: list[str] = field(
+        default_factory=list
+    )  # columns that differ in config.yaml, not in overrides
 
     @property
     def runs(self) -> list[Run]:
@@ -96,7 +102,11 @@ class Table:
 def default_metrics(runs: Sequence[Run]) -> list[str]:
     """Every val/<m> then every test/<m> found (in first-seen order; not the counters `step`,
     `epoch`), fit_seconds, epochs."""
-    found = [m for m in dict.fromkeys(m for run in runs for m in run.metrics) if m.rsplit("/", 1)[-1] not in COUNTERS]
+    found = [
+        m
+        for m in dict.fromkeys(m for run in runs for m in run.metrics)
+        if m.rsplit("/", 1)[-1] not in COUNTERS
+    ]
     named = [m for m in found if m.startswith("val/")] + [m for m in found if m.startswith("test/")]
     return named + [m for m in ("fit_seconds", "epochs") if m in found]
 
@@ -110,29 +120,41 @@ def _check_metric(runs: Sequence[Run], metric: str) -> None:
 def _leaves(node: object, prefix: str = "") -> dict[str, str]:
     """A nested config as {dotted key: canonical value}."""
     if isinstance(node, dict):
-        return {k: v for key, child in node.items() for k, v in _leaves(child, f"{prefix}{key}.").items()}
+        return {
+            k: v
+            for key, child in node.items()
+            for k, v in _leaves(child, f"{prefix}{key}.").items()
+        }
     return {prefix[:-1]: _canonical(node)}
 
 
-def _config_differences(runs: Sequence[Run], columns: Sequence[str], over: Sequence[str]) -> list[str]:
+def _config_differences(
+    runs: Sequence[Run], columns: Sequence[str], over: Sequence[str]
+) -> list[str]:
     """The config.yaml keys on which runs that agree on `columns` still differ (a default
     changed between two multiruns, say). A key that is, or in every run of the group equals, a
     repetition key (`data.split.seed: ${seed}`) is no difference."""
     groups: dict[tuple, list[tuple[Run, dict[str, str]]]] = {}
     for run in runs:
         if run.config:  # a run without config.yaml cannot show a difference
-            groups.setdefault(tuple(run.value(k) for k in columns), []).append((run, _leaves(run.config)))
+            groups.setdefault(tuple(run.value(k) for k in columns), []).append(
+                (run, _leaves(run.config))
+            )
     found: list[str] = []
     for group in groups.values():
         for key in dict.fromkeys(k for _, leaves in group for k in leaves):
             values = [leaves.get(key, MISSING) for _, leaves in group]
-            derived = any(all(v == run.value(o) for v, (run, _) in zip(values, group)) for o in over)
+            derived = any(
+                all(v == run.value(o) for v, (run, _) in zip(values, group)) for o in over
+            )
             if key not in found and key not in over and len(set(values)) > 1 and not derived:
                 found.append(key)
     return found
 
 
-def table(runs: Sequence[Run], metrics: Sequence[str] | None = None, over: Sequence[str] = DEFAULT_OVER) -> Table:
+def table(
+    runs: Sequence[Run], metrics: Sequence[str] | None = None, over: Sequence[str] = DEFAULT_OVER
+) -> Table:
     """Group the complete runs: one row per combination of the varying keys not in `over`,
     with `Stat` (mean, sample sd, n) of each metric; `metrics` default `default_metrics`.
 
@@ -146,7 +168,11 @@ def table(runs: Sequence[Run], metrics: Sequence[str] | None = None, over: Seque
     if not complete:
         example = f", e.g. {runs[0].path}" if runs else ""
         raise CompareError(f"none of the {len(runs)} runs is complete (no metrics.json){example}")
-    keys = list(dict.fromkeys([parse_override(o)[0] for run in complete for o in run.overrides] + list(over)))
+    keys = list(
+        dict.fromkeys(
+            [parse_override(o)[0] for run in complete for o in run.overrides] + list(over)
+        )
+    )
     values = {k: [run.value(k) for run in complete] for k in keys}
     keys = [k for k in keys if any(v != MISSING for v in values[k])]
     varying = [k for k in keys if len(set(values[k])) > 1]
@@ -188,9 +214,11 @@ def sort_rows(result: Table, metric: str, descending: bool | None = None) -> Tab
     if descending is None:
         descending = not lower_is_better(metric)
     sign = -1.0 if descending else 1.0
+
     def key(row: Row) -> tuple:
         mean = row.stat(metric).mean
         return (math.isnan(mean), sign * mean if not math.isnan(mean) else 0.0)
+
     return replace(result, rows=sorted(result.rows, key=key))
 
 
@@ -229,33 +257,51 @@ def to_markdown(result: Table, sources: Sequence[str] = ()) -> str:
         lines.append("- common: " + ", ".join(f"{k}={v}" for k, v in result.common.items()))
     if result.over:
         found = "; ".join(f"{k} ∈ {{{', '.join(v)}}}" for k, v in result.over.items())
-        lines.append(f"- averaged over: {', '.join(result.over)} ({found}); each cell is mean ± sample sd "
-                     "(ddof = 1) over the row's n runs, the value alone when n = 1")
+        lines.append(
+            f"- averaged over: {', '.join(result.over)} ({found}); each cell is mean ± sample sd "
+            "(ddof = 1) over the row's n runs, the value alone when n = 1"
+        )
     else:
-        lines.append("- averaged over: nothing (no repetition key varies); "
-                     "a row of n > 1 holds repeated runs, mean ± sample sd")
+        lines.append(
+            "- averaged over: nothing (no repetition key varies); "
+            "a row of n > 1 holds repeated runs, mean ± sample sd"
+        )
     if result.from_config:
-        lines.append("- differ in config.yaml though no override sets them (rows kept apart): "
-                     + ", ".join(result.from_config))
+        lines.append(
+            "- differ in config.yaml though no override sets them (rows kept apart): "
+            + ", ".join(result.from_config)
+        )
     selected = sorted({run.selected_on for run in result.runs if run.selected_on})
     on = f" (by {', '.join(selected)})" if selected else ""
-    lines.append(f"- numbers: each run's metrics.json; val/<m> = the metric on the validation part at the checkpoint "
-                 f"chosen on validation{on}, test/<m> = that same checkpoint on the test part; "
-                 "fit_seconds = wall-clock seconds of fitting, epochs = epochs trained; "
-                 "\"(k of n)\": only k runs report the metric")
+    lines.append(
+        f"- numbers: each run's metrics.json; val/<m> = the metric on the validation part at the checkpoint "
+        f"chosen on validation{on}, test/<m> = that same checkpoint on the test part; "
+        "fit_seconds = wall-clock seconds of fitting, epochs = epochs trained; "
+        '"(k of n)": only k runs report the metric'
+    )
     lines.append("")
-    formats = {m: _formatter([v for row in rows for v in (row.stat(m).mean, row.stat(m).sd)]) for m in result.metrics}
+    formats = {
+        m: _formatter([v for row in rows for v in (row.stat(m).mean, row.stat(m).sd)])
+        for m in result.metrics
+    }
     header = (result.columns or ["runs"]) + ["n", *result.metrics]
     lines.append("| " + " | ".join(header) + " |")
-    lines.append("|" + "|".join(["---"] * len(result.columns or [0]) + ["---:"] * (1 + len(result.metrics))) + "|")
+    lines.append(
+        "|"
+        + "|".join(["---"] * len(result.columns or [0]) + ["---:"] * (1 + len(result.metrics)))
+        + "|"
+    )
     for row in rows:
         cells = [*row.key.values()] or ["all"]
         cells += [str(row.n)] + [_cell(row.stat(m), row.n, formats[m]) for m in result.metrics]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     for group in result.repeats:
         same = ", ".join(group[0].overrides) or "no overrides"
-        lines += ["", f"**warning**: {len(group)} runs with identical overrides ({same}), a repeated run; "
-                      f"all {len(group)} are counted: {_paths(group)}"]
+        lines += [
+            "",
+            f"**warning**: {len(group)} runs with identical overrides ({same}), a repeated run; "
+            f"all {len(group)} are counted: {_paths(group)}",
+        ]
     if result.incomplete:
         count = len(result.incomplete)
         lines += ["", f"**incomplete**: {count} run{'s' * (count > 1)} not in the table:"]
@@ -268,7 +314,13 @@ def to_csv(result: Table, path: str | Path) -> None:
     fewer than 2 runs) and `<metric>_n` for each metric, at full precision."""
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow([*result.columns, "n", *(f"{m}_{s}" for m in result.metrics for s in ("mean", "sd", "n"))])
+        writer.writerow(
+            [
+                *result.columns,
+                "n",
+                *(f"{m}_{s}" for m in result.metrics for s in ("mean", "sd", "n")),
+            ]
+        )
         for row in result.rows:
             cells: list[object] = [*row.key.values(), row.n]
             for m in result.metrics:

@@ -57,8 +57,13 @@ class Batch:
 
     def to(self, device: torch.device | str) -> Batch:
         moved = {
-            f.name: (v.to(device, non_blocking=True) if isinstance(v, Tensor) else v.to(device) if isinstance(v, Features)
-                     else v)
+            f.name: (
+                v.to(device, non_blocking=True)
+                if isinstance(v, Tensor)
+                else v.to(device)
+                if isinstance(v, Features)
+                else v
+            )
             for f in fields(self)
             for v in [getattr(self, f.name)]
         }

@@ -72,8 +72,13 @@ def wanted(cache: bool | None, sources: list[Path]) -> bool:
     return sum(p.stat().st_size for p in sources if p.is_file()) >= AUTO_BYTES
 
 
-def cached(reader: str, sources: list[Path], options: dict, build: Callable[[], Interactions],
-           cache: bool | None = None) -> Interactions:
+def cached(
+    reader: str,
+    sources: list[Path],
+    options: dict,
+    build: Callable[[], Interactions],
+    cache: bool | None = None,
+) -> Interactions:
     """The set `build()` makes of `sources` with `options`, from the cache when a whole entry
     for them exists and the sources are unchanged; else built, then written to the cache.
 
@@ -85,8 +90,16 @@ def cached(reader: str, sources: list[Path], options: dict, build: Callable[[], 
     sources = [Path(p).resolve() for p in sources]
     if not wanted(cache, sources):
         return build()
-    key = json.dumps({"reader": reader, "options": options, "sources": [str(p) for p in sources],
-                      "format": FORMAT}, sort_keys=True, default=str)
+    key = json.dumps(
+        {
+            "reader": reader,
+            "options": options,
+            "sources": [str(p) for p in sources],
+            "format": FORMAT,
+        },
+        sort_keys=True,
+        default=str,
+    )
     folder = cache_root() / f"{reader}-{hashlib.sha256(key.encode()).hexdigest()[:24]}"
     hashed: dict[Path, str] = {}  # digests `_load` computed (a changed file is hashed once)
     hit = _load(folder, sources, hashed)
@@ -106,7 +119,12 @@ def _stat(path: Path) -> dict:
     latter cannot be set back by a program, as the modification time can) and its inode (a
     file replaced by another)."""
     st = path.stat()
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "inode": st.st_ino}
+    return {
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "ctime_ns": st.st_ctime_ns,
+        "inode": st.st_ino,
+    }
 
 
 def _load(folder: Path, sources: list[Path], hashed: dict[Path, str]) -> Interactions | None:
@@ -131,12 +149,18 @@ def _load(folder: Path, sources: list[Path], hashed: dict[Path, str]) -> Interac
                 log.info("data cache: %s changed since it was cached; parsing it again", path)
                 return None
             record["stat"], refreshed = now, True  # touched, same bytes: keep the entry
-        arrays = {k: np.load(folder / f"{k}.npy", mmap_mode="c") for k in _ARRAYS if k in meta["arrays"]}
-        ids = {k: _ids(np.load(folder / f"{k}.npy", allow_pickle=False), meta["id_kinds"][k])
-               for k in ("user_ids", "item_ids")}
+        arrays = {
+            k: np.load(folder / f"{k}.npy", mmap_mode="c") for k in _ARRAYS if k in meta["arrays"]
+        }
+        ids = {
+            k: _ids(np.load(folder / f"{k}.npy", allow_pickle=False), meta["id_kinds"][k])
+            for k in ("user_ids", "item_ids")
+        }
         _check_entry(arrays, ids, meta["n"])
     except (OSError, KeyError, ValueError, TypeError) as err:
-        log.warning("data cache: entry %s is unreadable (%s); parsing the source again", folder, err)
+        log.warning(
+            "data cache: entry %s is unreadable (%s); parsing the source again", folder, err
+        )
         return None
     if refreshed:
         try:
@@ -145,14 +169,22 @@ def _load(folder: Path, sources: list[Path], hashed: dict[Path, str]) -> Interac
             log.info("data cache: could not record the new stat in %s (%s)", meta_path, err)
     times = arrays.get("timestamps")
     return Interactions(
-        users=torch.from_numpy(arrays["users"]), items=torch.from_numpy(arrays["items"]),
+        users=torch.from_numpy(arrays["users"]),
+        items=torch.from_numpy(arrays["items"]),
         values=torch.from_numpy(arrays["values"]),
         timestamps=None if times is None else torch.from_numpy(times),
-        user_ids=ids["user_ids"], item_ids=ids["item_ids"], name=meta["name"],
+        user_ids=ids["user_ids"],
+        item_ids=ids["item_ids"],
+        name=meta["name"],
     )
 
 
-_DTYPES = {"users": ("int32", "int64"), "items": ("int32", "int64"), "values": ("float32",), "timestamps": ("int64",)}
+_DTYPES = {
+    "users": ("int32", "int64"),
+    "items": ("int32", "int64"),
+    "values": ("float32",),
+    "timestamps": ("int64",),
+}
 
 
 def _check_entry(arrays: dict, ids: dict, n: int) -> None:
@@ -161,7 +193,9 @@ def _check_entry(arrays: dict, ids: dict, n: int) -> None:
     again, never loaded). The codes' range is not scanned (that would read every page)."""
     for k, arr in arrays.items():
         if arr.ndim != 1 or len(arr) != n or arr.dtype.name not in _DTYPES[k]:
-            raise ValueError(f"{k}.npy holds {arr.dtype}{list(arr.shape)}, not {n} of {' or '.join(_DTYPES[k])}")
+            raise ValueError(
+                f"{k}.npy holds {arr.dtype}{list(arr.shape)}, not {n} of {' or '.join(_DTYPES[k])}"
+            )
     if any(t.ndim != 1 or len(t) == 0 for t in ids.values()):
         raise ValueError("an id table is not a non-empty vector")
 
@@ -171,13 +205,20 @@ def _ids(stored: np.ndarray, kind: str) -> np.ndarray:
     return stored.astype(object) if kind == "str" else stored
 
 
-def _write(folder: Path, data: Interactions, sources: list[Path], digests: list[str], key: str) -> None:
+def _write(
+    folder: Path, data: Interactions, sources: list[Path], digests: list[str], key: str
+) -> None:
     """Write an entry through a temporary folder renamed into place (a reader sees all of it
     or nothing); an existing entry (stale, or written meanwhile by another run) is replaced."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
-        arrays = {"users": data.users, "items": data.items, "values": data.values, "timestamps": data.timestamps}
+        arrays = {
+            "users": data.users,
+            "items": data.items,
+            "values": data.values,
+            "timestamps": data.timestamps,
+        }
         for k, tensor in arrays.items():
             if tensor is not None:
                 np.save(tmp / f"{k}.npy", tensor.cpu().numpy())
@@ -185,14 +226,28 @@ def _write(folder: Path, data: Interactions, sources: list[Path], digests: list[
         for k in ("user_ids", "item_ids"):
             raw = getattr(data, k)
             kinds[k] = "str" if raw.dtype == object else "number"
-            np.save(tmp / f"{k}.npy", raw.astype(str) if raw.dtype == object else raw, allow_pickle=False)
-        meta = {"key": json.loads(key), "name": data.name, "n": len(data), "created": time.time(),
-                "arrays": [k for k, t in arrays.items() if t is not None], "id_kinds": kinds,
-                "sources": [{"path": str(p), "sha256": d, "stat": _stat(p)} for p, d in zip(sources, digests)]}
+            np.save(
+                tmp / f"{k}.npy",
+                raw.astype(str) if raw.dtype == object else raw,
+                allow_pickle=False,
+            )
+        meta = {
+            "key": json.loads(key),
+            "name": data.name,
+            "n": len(data),
+            "created": time.time(),
+            "arrays": [k for k, t in arrays.items() if t is not None],
+            "id_kinds": kinds,
+            "sources": [
+                {"path": str(p), "sha256": d, "stat": _stat(p)} for p, d in zip(sources, digests)
+            ],
+        }
         _write_json(tmp / "meta.json", meta)
         try:
             os.rename(tmp, folder)
-        except OSError:  # an entry is there: another run's (same bytes: keep it) or stale (replace it)
+        except (
+            OSError
+        ):  # an entry is there: another run's (same bytes: keep it) or stale (replace it)
             if _same_sources(folder, digests):
                 return
             stale = folder.with_name(f".{folder.name}.stale-{uuid.uuid4().hex[:8]}")

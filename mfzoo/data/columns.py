@@ -40,7 +40,9 @@ def values_column(values: object, name: str, row_offset: int = 0) -> np.ndarray:
     return stored
 
 
-def timestamps_column(timestamps: object, name: str, row_offset: int = 0, copy: bool = True) -> np.ndarray:
+def timestamps_column(
+    timestamps: object, name: str, row_offset: int = 0, copy: bool = True
+) -> np.ndarray:
     """`timestamps` as int64 seconds [N] (`copy=False`: an int64 array itself, not a copy).
 
     Integers are taken exactly (no detour through float64, which would round those above
@@ -51,14 +53,20 @@ def timestamps_column(timestamps: object, name: str, row_offset: int = 0, copy: 
     broken by row order wherever order matters.
     """
     arr = np.asarray(timestamps)
-    if not isinstance(timestamps, np.ndarray) and arr.dtype.kind == "f" and any(map(_is_int, timestamps)):
+    if (
+        not isinstance(timestamps, np.ndarray)
+        and arr.dtype.kind == "f"
+        and any(map(_is_int, timestamps))
+    ):
         arr = _object_array(timestamps)  # ints mixed with floats: keep the ints exact
     _one_dimensional(arr, name, "timestamp")
     if arr.dtype.kind == "M":  # datetime64
         nat = np.isnat(arr)
         if nat.any():
             row = int(np.flatnonzero(nat)[0])
-            raise DataError(f"{name}: column 'timestamp' is missing (NaT) at row {row + row_offset}")
+            raise DataError(
+                f"{name}: column 'timestamp' is missing (NaT) at row {row + row_offset}"
+            )
         return arr.astype("datetime64[s]").astype(np.int64)
     if arr.dtype.kind in "bi":
         return arr.astype(np.int64, copy=copy)
@@ -74,10 +82,14 @@ def timestamps_column(timestamps: object, name: str, row_offset: int = 0, copy: 
         if arr.dtype.kind == "u":
             big = ints > np.uint64(_INT64_MAX)
         else:
-            big = np.fromiter((not _INT64_MIN <= int(x) <= _INT64_MAX for x in ints), dtype=bool, count=len(ints))
+            big = np.fromiter(
+                (not _INT64_MIN <= int(x) <= _INT64_MAX for x in ints), dtype=bool, count=len(ints)
+            )
         if big.any():
             k = int(np.flatnonzero(big)[0])
-            raise _out_of_range(name, int(big.sum()), int(np.flatnonzero(exact)[k]) + row_offset, int(ints[k]))
+            raise _out_of_range(
+                name, int(big.sum()), int(np.flatnonzero(exact)[k]) + row_offset, int(ints[k])
+            )
         seconds[exact] = ints.astype(np.int64) if arr.dtype.kind == "u" else [int(x) for x in ints]
     if exact.all():
         return seconds
@@ -96,13 +108,18 @@ def timestamps_column(timestamps: object, name: str, row_offset: int = 0, copy: 
         row = int(np.flatnonzero(fractional)[0])
         log.warning(
             "%s: column 'timestamp' has %d fractional value(s), first at row %d: %r; floored to whole seconds",
-            name, int(fractional.sum()), row + row_offset, float(numbers[row]),
+            name,
+            int(fractional.sum()),
+            row + row_offset,
+            float(numbers[row]),
         )
     seconds[~exact] = whole[~exact].astype(np.int64)
     return seconds
 
 
-def encode_ids(raw: object, column: str, name: str, row_offset: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def encode_ids(
+    raw: object, column: str, name: str, row_offset: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """The sorted distinct raw ids of a column and every row's code into them ([N], int32 or
     int64).
 
@@ -142,7 +159,9 @@ def _dense_codes(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     if span > max(4 * len(arr), 1 << 20) or span >= 2**31:
         return None
     offsets = np.empty(len(arr), dtype=np.int32)  # [N] in [0, span)
-    np.subtract(arr, low, out=offsets, casting="unsafe")  # exact: every difference is below the span
+    np.subtract(
+        arr, low, out=offsets, casting="unsafe"
+    )  # exact: every difference is below the span
     present = np.zeros(span, dtype=bool)
     present[offsets] = True
     rank = np.cumsum(present, dtype=np.int32)  # [span] code + 1 of each present offset
@@ -159,7 +178,9 @@ def plain(x: object) -> object:
 # helpers ------------------------------------------------------------------------------------
 def _one_dimensional(arr: np.ndarray, name: str, column: str) -> None:
     if arr.ndim != 1:
-        raise DataError(f"{name}: column '{column}' must hold one value per row, got an array of shape {arr.shape}")
+        raise DataError(
+            f"{name}: column '{column}' must hold one value per row, got an array of shape {arr.shape}"
+        )
 
 
 def ids_array(raw: object) -> np.ndarray:
@@ -196,12 +217,15 @@ def _missing(arr: np.ndarray) -> np.ndarray:
     if arr.dtype.kind in "US":
         return arr == arr.dtype.type()
     if arr.dtype.kind == "O":
-        return np.array([
-            x is None
-            or (isinstance(x, (float, np.floating)) and not math.isfinite(x))
-            or (isinstance(x, (str, bytes)) and len(x) == 0)
-            for x in arr
-        ], dtype=bool)
+        return np.array(
+            [
+                x is None
+                or (isinstance(x, (float, np.floating)) and not math.isfinite(x))
+                or (isinstance(x, (str, bytes)) and len(x) == 0)
+                for x in arr
+            ],
+            dtype=bool,
+        )
     return np.zeros(len(arr), dtype=bool)
 
 
@@ -210,7 +234,9 @@ def _float64(arr: object, name: str, column: str, row_offset: int) -> np.ndarray
     arr = np.asarray(arr)
     _one_dimensional(arr, name, column)
     if arr.dtype.kind in "biuf":
-        numbers = arr.astype(np.float64, copy=False)  # read only: values are stored as a new float32 array
+        numbers = arr.astype(
+            np.float64, copy=False
+        )  # read only: values are stored as a new float32 array
     else:
         numbers = np.empty(len(arr), dtype=np.float64)
         for row, x in enumerate(arr):

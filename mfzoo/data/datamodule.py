@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import torch
-
 import logging
 from collections.abc import Callable
 
 import lightning as L
+import torch
 
 from mfzoo.data.duplicates import check_policies
 from mfzoo.data.implicit import confidence, positives
@@ -88,7 +87,10 @@ class InteractionsDataModule(L.LightningDataModule):
         s = self.split
         log.info(
             "%r split: train %d, val %d, test %d",
-            self.data, len(s.train), 0 if s.val is None else len(s.val), len(s.test),
+            self.data,
+            len(s.train),
+            0 if s.val is None else len(s.val),
+            len(s.test),
         )
 
     def _parts(self) -> Split:
@@ -113,13 +115,19 @@ class InteractionsDataModule(L.LightningDataModule):
     def evaluation(self) -> Interactions:
         """The val and test parts together (for models that use which pairs are asked)."""
         s = self._parts()
-        return Interactions.concat([p for p in (s.val, s.test) if p is not None], name=f"{s.test.name}+val")
+        return Interactions.concat(
+            [p for p in (s.val, s.test) if p is not None], name=f"{s.test.name}+val"
+        )
 
     @property
     def seen(self) -> Interactions:
         """The train and val parts together: what is known when the test part is asked."""
         s = self._parts()
-        return s.train if s.val is None else Interactions.concat([s.train, s.val], name=f"{s.train.name}+val")
+        return (
+            s.train
+            if s.val is None
+            else Interactions.concat([s.train, s.val], name=f"{s.train.name}+val")
+        )
 
     def _device(self) -> torch.device:
         """The device the trainer trains on (the CPU without a trainer)."""
@@ -141,14 +149,24 @@ class InteractionsDataModule(L.LightningDataModule):
         train = self._train_on(self._device())
         weights = None if not self.confidence else confidence(train.values, **self.confidence)
         return BatchLoader(
-            train, self.batch_size, shuffle=True, seed=self.seed, group_by_user=self.group_by_user,
-            sampler=self.sampler, weights=weights, features=self.batch_features,
+            train,
+            self.batch_size,
+            shuffle=True,
+            seed=self.seed,
+            group_by_user=self.group_by_user,
+            sampler=self.sampler,
+            weights=weights,
+            features=self.batch_features,
             distributed=True,  # under data parallelism each rank takes its slice of every epoch
         )
 
     def val_dataloader(self) -> BatchLoader | list:
         val = self._parts().val
-        return [] if val is None else BatchLoader(val, self.eval_batch_size, features=self.batch_features)
+        return (
+            []
+            if val is None
+            else BatchLoader(val, self.eval_batch_size, features=self.batch_features)
+        )
 
     def test_dataloader(self) -> BatchLoader:
         return BatchLoader(self._parts().test, self.eval_batch_size, features=self.batch_features)

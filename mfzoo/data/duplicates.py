@@ -35,9 +35,13 @@ _SHOWN_ROWS = 5  # rows of a repeated pair named in an error
 def check_policies(duplicates: str = "keep_last", pair_duplicates: str = "keep") -> None:
     """`ValueError` naming the choices for an unknown policy."""
     if duplicates not in DUPLICATE_POLICIES:
-        raise ValueError(f"duplicates must be one of {', '.join(DUPLICATE_POLICIES)}; got {duplicates!r}")
+        raise ValueError(
+            f"duplicates must be one of {', '.join(DUPLICATE_POLICIES)}; got {duplicates!r}"
+        )
     if pair_duplicates not in PAIR_POLICIES:
-        raise ValueError(f"pair_duplicates must be one of {', '.join(PAIR_POLICIES)}; got {pair_duplicates!r}")
+        raise ValueError(
+            f"pair_duplicates must be one of {', '.join(PAIR_POLICIES)}; got {pair_duplicates!r}"
+        )
 
 
 def stable_order(*keys: np.ndarray) -> np.ndarray:
@@ -66,10 +70,12 @@ def repeats_a_pair(u: np.ndarray, i: np.ndarray, n_items: int) -> bool:
     keys += i
     parts = min(os.cpu_count() or 1, 16) if len(u) >= 1 << 20 else 1
     if parts > 1:
-        group = (u.astype(np.int64) * parts // n_users).astype(np.int16)  # [N] the user range of each row
+        group = (u.astype(np.int64) * parts // n_users).astype(
+            np.int16
+        )  # [N] the user range of each row
         keys = keys[np.argsort(group, kind="stable")]
         bounds = np.concatenate([[0], np.cumsum(np.bincount(group, minlength=parts))])
-        pieces = [keys[bounds[k]:bounds[k + 1]] for k in range(parts)]
+        pieces = [keys[bounds[k] : bounds[k + 1]] for k in range(parts)]
         with concurrent.futures.ThreadPoolExecutor(parts) as pool:
             return any(pool.map(_sorted_repeats, pieces))
     return _sorted_repeats(keys)
@@ -90,7 +96,9 @@ def drop_repeated_rows(
     timestamps rows have no identity beyond (user, item): that is `merge_pairs`' business."""
     if t is None:
         return None
-    order = stable_order(u * np.int64(max(int(i.max()) + 1, 1)) + i, t)  # by (user, item), then time, then row
+    order = stable_order(
+        u * np.int64(max(int(i.max()) + 1, 1)) + i, t
+    )  # by (user, item), then time, then row
     su, si, st = u[order], i[order], t[order]
     same = (su[1:] == su[:-1]) & (si[1:] == si[:-1]) & (st[1:] == st[:-1])
     if not same.any():
@@ -103,15 +111,25 @@ def drop_repeated_rows(
             f"{name}: {n_dup} duplicate (user, item, timestamp) row(s), first at row {first_dup + row_offset}"
         )
     drop = order[:-1][same] if policy == "keep_last" else order[1:][same]
-    log.warning("%s: dropped %d duplicate (user, item, timestamp) row(s) (policy %s)", name, n_dup, policy)
+    log.warning(
+        "%s: dropped %d duplicate (user, item, timestamp) row(s) (policy %s)", name, n_dup, policy
+    )
     keep = np.ones(len(u), dtype=bool)
     keep[drop] = False
     return np.flatnonzero(keep)
 
 
 def merge_pairs(
-    u: np.ndarray, i: np.ndarray, values: np.ndarray, t: np.ndarray | None, policy: str, *,
-    name: str, user_ids: np.ndarray, item_ids: np.ndarray, rows: np.ndarray,
+    u: np.ndarray,
+    i: np.ndarray,
+    values: np.ndarray,
+    t: np.ndarray | None,
+    policy: str,
+    *,
+    name: str,
+    user_ids: np.ndarray,
+    item_ids: np.ndarray,
+    rows: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Apply a `PairPolicy` to the rows (u [N], i [N], values [N] float32, t [N] or None).
 
@@ -142,7 +160,9 @@ def merge_pairs(
     repeated = sizes > 1
     extra = n - len(starts)
     if policy == "error":
-        raise _repeated_pair_error(order, starts, sizes, u, i, name, user_ids, item_ids, rows, extra)
+        raise _repeated_pair_error(
+            order, starts, sizes, u, i, name, user_ids, item_ids, rows, extra
+        )
     ends = starts + sizes - 1
     keep = order[starts] if policy == "first" else order[ends]  # [P] the first / latest event
     kept_values = values[keep]  # [P]
@@ -165,10 +185,17 @@ def merge_pairs(
                 f"{float(merged[k]):.4g}, beyond the float32 range it is stored in (|x| <= {FLOAT32_MAX:.4g})"
             )
     elif policy not in ("first", "last"):
-        raise ValueError(f"pair_duplicates must be one of {', '.join(PAIR_POLICIES)}; got {policy!r}")
+        raise ValueError(
+            f"pair_duplicates must be one of {', '.join(PAIR_POLICIES)}; got {policy!r}"
+        )
     log.info(
         "%s: merged %d row(s) of %d repeated (user, item) pair(s) into one row each (pair_duplicates=%s); "
-        "%d row(s) fewer", name, int(sizes[repeated].sum()), int(repeated.sum()), policy, extra,
+        "%d row(s) fewer",
+        name,
+        int(sizes[repeated].sum()),
+        int(repeated.sum()),
+        policy,
+        extra,
     )
     value_at = np.zeros(n, dtype=np.float32)
     value_at[keep] = kept_values
@@ -179,14 +206,22 @@ def merge_pairs(
 
 
 def _repeated_pair_error(
-    order: np.ndarray, starts: np.ndarray, sizes: np.ndarray, u: np.ndarray, i: np.ndarray, name: str,
-    user_ids: np.ndarray, item_ids: np.ndarray, rows: np.ndarray, extra: int,
+    order: np.ndarray,
+    starts: np.ndarray,
+    sizes: np.ndarray,
+    u: np.ndarray,
+    i: np.ndarray,
+    name: str,
+    user_ids: np.ndarray,
+    item_ids: np.ndarray,
+    rows: np.ndarray,
+    extra: int,
 ) -> DataError:
     """The error for policy "error": the repeated pair whose first row comes first."""
     repeated = np.flatnonzero(sizes > 1)  # [R] pairs
     first_rows = np.minimum.reduceat(order, starts)[repeated]  # [R] each repeated pair's first row
     g = repeated[np.argmin(first_rows)]
-    where = np.sort(order[starts[g]:starts[g] + sizes[g]])  # its rows
+    where = np.sort(order[starts[g] : starts[g] + sizes[g]])  # its rows
     shown = ", ".join(str(int(rows[r])) for r in where[:_SHOWN_ROWS])
     more = f" and {len(where) - _SHOWN_ROWS} more" if len(where) > _SHOWN_ROWS else ""
     user, item = user_ids[u[where[0]]], item_ids[i[where[0]]]

@@ -51,17 +51,26 @@ class Features:
         if self.offsets.ndim != 1 or len(self.offsets) < 1:
             raise ValueError(f"offsets must be 1-D [n + 1], got shape {tuple(self.offsets.shape)}")
         if self.indices.shape != self.weights.shape or self.indices.ndim != 1:
-            raise ValueError(f"indices and weights must be 1-D of one length, got {tuple(self.indices.shape)} "
-                             f"and {tuple(self.weights.shape)}")
-        if self.dense is not None and (self.dense.ndim != 2 or self.dense.shape[0] != len(self)
-                                       or self.dense.shape[1] != len(self.dense_names)):
-            raise ValueError(f"dense must be [{len(self)}, {len(self.dense_names)}] (rows x dense_names), "
-                             f"got {tuple(self.dense.shape)}")
+            raise ValueError(
+                f"indices and weights must be 1-D of one length, got {tuple(self.indices.shape)} "
+                f"and {tuple(self.weights.shape)}"
+            )
+        if self.dense is not None and (
+            self.dense.ndim != 2
+            or self.dense.shape[0] != len(self)
+            or self.dense.shape[1] != len(self.dense_names)
+        ):
+            raise ValueError(
+                f"dense must be [{len(self)}, {len(self.dense_names)}] (rows x dense_names), "
+                f"got {tuple(self.dense.shape)}"
+            )
 
     # construction ----------------------------------------------------------------------
     @classmethod
     def from_columns(
-        cls, n_rows: int, categorical: Mapping[str, Sequence[Sequence[str]]] | None = None,
+        cls,
+        n_rows: int,
+        categorical: Mapping[str, Sequence[Sequence[str]]] | None = None,
         numeric: Mapping[str, np.ndarray] | None = None,
     ) -> Features:
         """A table of `n_rows` rows from named columns.
@@ -77,7 +86,9 @@ class Features:
         per_row: list[list[int]] = [[] for _ in range(n_rows)]
         for column, cells in categorical.items():
             if len(cells) != n_rows:
-                raise ValueError(f"categorical column {column!r} has {len(cells)} rows, expected {n_rows}")
+                raise ValueError(
+                    f"categorical column {column!r} has {len(cells)} rows, expected {n_rows}"
+                )
             for value in sorted({str(v) for cell in cells for v in cell}):
                 code[f"{column}={value}"] = len(vocabulary)
                 vocabulary.append(f"{column}={value}")
@@ -93,10 +104,14 @@ class Features:
             for column, values in numeric.items():
                 values = np.asarray(values, dtype=np.float64)
                 if values.shape != (n_rows,):
-                    raise ValueError(f"numeric column {column!r} has shape {values.shape}, expected ({n_rows},)")
+                    raise ValueError(
+                        f"numeric column {column!r} has shape {values.shape}, expected ({n_rows},)"
+                    )
                 columns.append(values)
             dense = torch.from_numpy(np.stack(columns, axis=1).astype(np.float32))  # [n, d]
-        return cls(offsets, indices, torch.ones(len(indices)), tuple(vocabulary), dense, tuple(numeric))
+        return cls(
+            offsets, indices, torch.ones(len(indices)), tuple(vocabulary), dense, tuple(numeric)
+        )
 
     @classmethod
     def from_dense(cls, multi_hot: Tensor, vocabulary: Sequence[str]) -> Features:
@@ -146,7 +161,9 @@ class Features:
         shift = torch.repeat_interleave(starts - offsets[:-1], lengths, output_size=total)  # [T]
         positions = torch.arange(total, device=self.device) + shift  # [T]
         return replace(
-            self, offsets=offsets, indices=self.indices.index_select(0, positions),
+            self,
+            offsets=offsets,
+            indices=self.indices.index_select(0, positions),
             weights=self.weights.index_select(0, positions),
             dense=None if self.dense is None else self.dense.index_select(0, rows),
         )
@@ -156,13 +173,20 @@ class Features:
         if self.offsets.device == torch.device(device):
             return self
         move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
-        return replace(self, offsets=move(self.offsets), indices=move(self.indices), weights=move(self.weights),
-                       dense=move(self.dense))
+        return replace(
+            self,
+            offsets=move(self.offsets),
+            indices=move(self.indices),
+            weights=move(self.weights),
+            dense=move(self.dense),
+        )
 
     def to_dense(self) -> Tensor:
         """The categorical part as a [n, V] float32 matrix (weights at the entries)."""
         out = torch.zeros(len(self), self.n_categories, device=self.device)
-        rows = torch.repeat_interleave(torch.arange(len(self), device=self.device), self.offsets.diff())  # [nnz]
+        rows = torch.repeat_interleave(
+            torch.arange(len(self), device=self.device), self.offsets.diff()
+        )  # [nnz]
         out.index_put_((rows, self.indices), self.weights.float(), accumulate=True)
         return out
 
@@ -176,11 +200,24 @@ class Features:
         """Same vocabulary, names and contents (the same object trivially)."""
         if other is self:
             return True
-        if other is None or (self.vocabulary, self.dense_names) != (other.vocabulary, other.dense_names):
+        if other is None or (self.vocabulary, self.dense_names) != (
+            other.vocabulary,
+            other.dense_names,
+        ):
             return False
-        same = lambda a, b: (a is None and b is None) or (  # noqa: E731
-            a is not None and b is not None and a.shape == b.shape and torch.equal(a.cpu(), b.cpu()))
-        return all(same(getattr(self, f), getattr(other, f)) for f in ("offsets", "indices", "weights", "dense"))
+        same = lambda a, b: (
+            (a is None and b is None)
+            or (
+                a is not None
+                and b is not None
+                and a.shape == b.shape
+                and torch.equal(a.cpu(), b.cpu())
+            )
+        )
+        return all(
+            same(getattr(self, f), getattr(other, f))
+            for f in ("offsets", "indices", "weights", "dense")
+        )
 
     def align(self, table_ids: np.ndarray, ids: np.ndarray, what: str = "features") -> Features:
         """The rows of this table (row k describes raw id `table_ids[k]`) reordered to `ids`
@@ -194,17 +231,31 @@ class Features:
         rows = np.array([position.get(k, -1) for k in wanted], dtype=np.int64)  # [n] -1: no row
         missing = int((rows < 0).sum())
         if len(wanted) and missing == len(wanted):
-            raise DataError(f"{what}: none of the {len(wanted)} ids has a feature row (first id {wanted[0]!r}, "
-                            f"first row's id {keys[0] if len(keys) else None!r}): is the id column the right one?")
+            raise DataError(
+                f"{what}: none of the {len(wanted)} ids has a feature row (first id {wanted[0]!r}, "
+                f"first row's id {keys[0] if len(keys) else None!r}): is the id column the right one?"
+            )
         unused = len(keys) - len(set(rows[rows >= 0].tolist()))
         if missing:
-            log.warning("%s: %d of %d ids have no feature row (no categories, numeric columns at their mean)",
-                        what, missing, len(ids))
+            log.warning(
+                "%s: %d of %d ids have no feature row (no categories, numeric columns at their mean)",
+                what,
+                missing,
+                len(ids),
+            )
         if unused:
-            log.info("%s: %d feature rows describe ids outside the interactions and are dropped", what, unused)
+            log.info(
+                "%s: %d feature rows describe ids outside the interactions and are dropped",
+                what,
+                unused,
+            )
         dense = None
         if self.dense is not None:
-            dense = torch.cat([self.dense, self.dense.double().mean(0, keepdim=True).float()])  # [n_table + 1, d]
-        padded = replace(self, offsets=torch.cat([self.offsets, self.offsets[-1:]]), dense=dense)  # + an empty row
+            dense = torch.cat(
+                [self.dense, self.dense.double().mean(0, keepdim=True).float()]
+            )  # [n_table + 1, d]
+        padded = replace(
+            self, offsets=torch.cat([self.offsets, self.offsets[-1:]]), dense=dense
+        )  # + an empty row
         rows[rows < 0] = len(self)  # the appended empty row
         return padded.take(torch.from_numpy(rows))

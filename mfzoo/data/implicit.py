@@ -18,11 +18,19 @@ def positives(data: Interactions, threshold: float | None = None) -> Interaction
     if threshold is None:
         return data
     keep = data.values >= threshold
-    log.info("%s: %d of %d events have value >= %g and are positives", data.name, int(keep.sum()), len(data), threshold)
+    log.info(
+        "%s: %d of %d events have value >= %g and are positives",
+        data.name,
+        int(keep.sum()),
+        len(data),
+        threshold,
+    )
     return data.subset(keep, name=f"{data.name}[>={threshold:g}]")
 
 
-def confidence(values: Tensor, kind: str = "linear", alpha: float = 1.0, eps: float = 1.0) -> Tensor:
+def confidence(
+    values: Tensor, kind: str = "linear", alpha: float = 1.0, eps: float = 1.0
+) -> Tensor:
     """Hu, Koren & Volinsky (2008) confidence of an observed event with strength r:
     "linear": c = 1 + α r;  "log": c = 1 + α log(1 + r / ε);  "none": c = 1."""
     if kind == "linear":

@@ -20,11 +20,17 @@ import torch
 from torch import Tensor
 
 from mfzoo.data.columns import encode_ids, ids_array, timestamps_column, values_column
-from mfzoo.data.duplicates import (DuplicatePolicy, PairPolicy, check_policies, drop_repeated_rows, merge_pairs,
-                                   repeats_a_pair)
+from mfzoo.data.duplicates import (
+    DuplicatePolicy,
+    PairPolicy,
+    check_policies,
+    drop_repeated_rows,
+    merge_pairs,
+    repeats_a_pair,
+)
 from mfzoo.data.errors import DataError
-from mfzoo.data.keys import CSRRows, csr_rows, pair_keys
 from mfzoo.data.features import Features
+from mfzoo.data.keys import CSRRows, csr_rows, pair_keys
 
 __all__ = ["DuplicatePolicy", "Interactions", "PairPolicy", "id_dtype"]
 
@@ -112,11 +118,26 @@ class Interactions:
         # values and timestamps are checked before the ids (their errors come first); their
         # lengths, by `from_codes`
         vals = None if values is None else values_column(values, name, row_offset)
-        t = None if timestamps is None else timestamps_column(timestamps, name, row_offset, copy=copy)
+        t = (
+            None
+            if timestamps is None
+            else timestamps_column(timestamps, name, row_offset, copy=copy)
+        )
         user_ids, u = encode_ids(users, "user", name, row_offset)
         item_ids, i = encode_ids(items, "item", name, row_offset)
-        return cls.from_codes(u, i, user_ids, item_ids, vals, t, name=name, duplicates=duplicates,
-                              pair_duplicates=pair_duplicates, row_offset=row_offset, _checked=True)
+        return cls.from_codes(
+            u,
+            i,
+            user_ids,
+            item_ids,
+            vals,
+            t,
+            name=name,
+            duplicates=duplicates,
+            pair_duplicates=pair_duplicates,
+            row_offset=row_offset,
+            _checked=True,
+        )
 
     @classmethod
     def from_codes(
@@ -143,8 +164,12 @@ class Interactions:
         if pair_duplicates is None:
             pair_duplicates = "keep" if values is None else "error"
         check_policies(duplicates, pair_duplicates)
-        u, i = (np.ascontiguousarray(c if np.asarray(c).dtype in (np.int32, np.int64) else np.asarray(c, np.int64))
-                for c in (users, items))  # int32 codes stay int32: stored as they are
+        u, i = (
+            np.ascontiguousarray(
+                c if np.asarray(c).dtype in (np.int32, np.int64) else np.asarray(c, np.int64)
+            )
+            for c in (users, items)
+        )  # int32 codes stay int32: stored as they are
         n = len(u)
         if len(i) != n:
             raise DataError(f"{name}: {n} users but {len(i)} items")
@@ -153,13 +178,26 @@ class Interactions:
         for what, codes, table in (("user", u, user_ids), ("item", i, item_ids)):
             low, high = int(codes.min()), int(codes.max())
             if low < 0 or high >= len(table):
-                raise DataError(f"{name}: {what} codes span [{low}, {high}], outside the {len(table)} {what} ids")
+                raise DataError(
+                    f"{name}: {what} codes span [{low}, {high}], outside the {len(table)} {what} ids"
+                )
         # `_checked`: `from_arrays` has converted and checked them already (not twice)
-        vals = (np.ones(n, dtype=np.float32) if values is None else values if _checked
-                else values_column(values, name, row_offset))
+        vals = (
+            np.ones(n, dtype=np.float32)
+            if values is None
+            else values
+            if _checked
+            else values_column(values, name, row_offset)
+        )
         if len(vals) != n:
             raise DataError(f"{name}: {n} users but {len(vals)} values")
-        t = None if timestamps is None else timestamps if _checked else timestamps_column(timestamps, name, row_offset)
+        t = (
+            None
+            if timestamps is None
+            else timestamps
+            if _checked
+            else timestamps_column(timestamps, name, row_offset)
+        )
         if t is not None and len(t) != n:
             raise DataError(f"{name}: {n} users but {len(t)} timestamps")
         if repeats_a_pair(u, i, len(item_ids)):
@@ -168,8 +206,17 @@ class Interactions:
             if keep is not None:
                 u, i, vals, rows = u[keep], i[keep], vals[keep], rows[keep]
                 t = None if t is None else t[keep]
-            merged = merge_pairs(u, i, vals, t, pair_duplicates, name=name, user_ids=user_ids, item_ids=item_ids,
-                                 rows=rows)
+            merged = merge_pairs(
+                u,
+                i,
+                vals,
+                t,
+                pair_duplicates,
+                name=name,
+                user_ids=user_ids,
+                item_ids=item_ids,
+                rows=rows,
+            )
             if merged is not None:
                 keep, vals = merged
                 u, i = u[keep], i[keep]
@@ -190,26 +237,47 @@ class Interactions:
         check_policies(pair_duplicates=policy)
         u, i = self.users.cpu().numpy(), self.items.cpu().numpy()
         t = None if self.timestamps is None else self.timestamps.cpu().numpy()
-        merged = merge_pairs(u, i, self.values.cpu().numpy(), t, policy, name=self.name, user_ids=self.user_ids,
-                             item_ids=self.item_ids, rows=np.arange(len(u)))
+        merged = merge_pairs(
+            u,
+            i,
+            self.values.cpu().numpy(),
+            t,
+            policy,
+            name=self.name,
+            user_ids=self.user_ids,
+            item_ids=self.item_ids,
+            rows=np.arange(len(u)),
+        )
         if merged is None:
             return self
         keep, values = merged
-        return replace(self.subset(torch.from_numpy(keep)), values=torch.from_numpy(values).to(self.device))
+        return replace(
+            self.subset(torch.from_numpy(keep)), values=torch.from_numpy(values).to(self.device)
+        )
 
-    def with_features(self, user_features: Features | None = None, item_features: Features | None = None
-                      ) -> Interactions:
+    def with_features(
+        self, user_features: Features | None = None, item_features: Features | None = None
+    ) -> Interactions:
         """This set with feature tables attached (None leaves a side's table as it is). A
         table must have one row per model id (`n_users` / `n_items` rows, in model-id order:
         see `Features.align`); otherwise `DataError` naming the side and both sizes."""
-        for side, table, n in (("user", user_features, self.n_users), ("item", item_features, self.n_items)):
+        for side, table, n in (
+            ("user", user_features, self.n_users),
+            ("item", item_features, self.n_items),
+        ):
             if table is not None and len(table) != n:
-                raise DataError(f"{self.name}: the {side} feature table has {len(table)} rows, but there are "
-                                f"{n} {side}s (one row per model id, in id order: use Features.align)")
+                raise DataError(
+                    f"{self.name}: the {side} feature table has {len(table)} rows, but there are "
+                    f"{n} {side}s (one row per model id, in id order: use Features.align)"
+                )
         return replace(
             self,
-            user_features=self.user_features if user_features is None else user_features.to(self.device),
-            item_features=self.item_features if item_features is None else item_features.to(self.device),
+            user_features=self.user_features
+            if user_features is None
+            else user_features.to(self.device),
+            item_features=self.item_features
+            if item_features is None
+            else item_features.to(self.device),
         )
 
     # sizes -------------------------------------------------------------------------
@@ -255,10 +323,21 @@ class Interactions:
             raise ValueError("concat needs parts of one id space (made by subset/split of one set)")
         for side in ("user_features", "item_features"):
             table = getattr(first, side)
-            if any(not (getattr(p, side) is table or (table is not None and table.equals(getattr(p, side))))
-                   for p in parts[1:]):
-                raise ValueError(f"concat needs parts with the same {side} (made by subset/split of one set)")
-        times = None if any(p.timestamps is None for p in parts) else torch.cat([p.timestamps for p in parts])
+            if any(
+                not (
+                    getattr(p, side) is table
+                    or (table is not None and table.equals(getattr(p, side)))
+                )
+                for p in parts[1:]
+            ):
+                raise ValueError(
+                    f"concat needs parts with the same {side} (made by subset/split of one set)"
+                )
+        times = (
+            None
+            if any(p.timestamps is None for p in parts)
+            else torch.cat([p.timestamps for p in parts])
+        )
         return replace(
             first,
             users=torch.cat([p.users for p in parts]),
@@ -271,7 +350,9 @@ class Interactions:
     def to(self, device: torch.device | str) -> Interactions:
         """This set on `device`: itself (with its derived matrices) if it is there already."""
         tables = [t.offsets for t in (self.user_features, self.item_features) if t is not None]
-        if all(t.device == torch.device(device) for t in (self.users, self.items, self.values, *tables)):
+        if all(
+            t.device == torch.device(device) for t in (self.users, self.items, self.values, *tables)
+        ):
             return self
         return replace(
             self,
@@ -288,7 +369,9 @@ class Interactions:
         Repeated (user, item) events are summed."""
         indptr, indices, values = self._rows(by)
         shape = (self.n_users, self.n_items) if by == "user" else (self.n_items, self.n_users)
-        return sp.csr_matrix((values.cpu().numpy(), indices.cpu().numpy(), indptr.cpu().numpy()), shape=shape)
+        return sp.csr_matrix(
+            (values.cpu().numpy(), indices.cpu().numpy(), indptr.cpu().numpy()), shape=shape
+        )
 
     def csr(self, by: Literal["user", "item"] = "user") -> Tensor:
         """The same matrix as `to_scipy(by)`, as a torch sparse CSR tensor on `self.device`;
@@ -298,10 +381,13 @@ class Interactions:
         if ("csr", by) not in self._derived:
             indptr, indices, values = self._rows(by)
             shape = (self.n_users, self.n_items) if by == "user" else (self.n_items, self.n_users)
-            if len(indices) < 2**31 and max(shape) < 2**31:  # compact: 4 bytes per index, as the ids
+            if (
+                len(indices) < 2**31 and max(shape) < 2**31
+            ):  # compact: 4 bytes per index, as the ids
                 indptr, indices = indptr.to(torch.int32), indices.to(torch.int32)
-            self._derived["csr", by] = torch.sparse_csr_tensor(indptr, indices, values, size=shape,
-                                                               check_invariants=False)
+            self._derived["csr", by] = torch.sparse_csr_tensor(
+                indptr, indices, values, size=shape, check_invariants=False
+            )
         return self._derived["csr", by]
 
     def _rows(self, by: str) -> CSRRows:

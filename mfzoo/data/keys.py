@@ -31,7 +31,9 @@ def pair_keys(rows: Tensor, cols: Tensor, n_cols: int) -> Tensor:
     return torch.unique(rows.long() * n_cols + cols.long(), sorted=True)  # [P]
 
 
-def csr_rows(rows: Tensor, cols: Tensor, n_rows: int, n_cols: int, values: Tensor | None = None) -> CSRRows:
+def csr_rows(
+    rows: Tensor, cols: Tensor, n_rows: int, n_cols: int, values: Tensor | None = None
+) -> CSRRows:
     """The distinct pairs (rows[n], cols[n]) [N] as CSR rows of an [n_rows, n_cols] matrix, on
     the pairs' device; with `values` [N], each distinct pair's value is the sum of its events'
     (accumulated in the values' dtype)."""
@@ -39,7 +41,9 @@ def csr_rows(rows: Tensor, cols: Tensor, n_rows: int, n_cols: int, values: Tenso
         keys = pair_keys(rows, cols, n_cols)  # [P]
         summed = None
     else:
-        keys, inverse = torch.unique(rows.long() * n_cols + cols.long(), sorted=True, return_inverse=True)  # [P], [N]
+        keys, inverse = torch.unique(
+            rows.long() * n_cols + cols.long(), sorted=True, return_inverse=True
+        )  # [P], [N]
         summed = values.new_zeros(len(keys)).index_add_(0, inverse, values)  # [P]
     counts = torch.bincount(keys // n_cols, minlength=n_rows)  # [n_rows]
     indptr = torch.zeros(n_rows + 1, dtype=torch.int64, device=keys.device)  # [n_rows + 1]

@@ -55,21 +55,40 @@ class BatchLoader:
     """
 
     def __init__(
-        self, interactions: Interactions, batch_size: int, shuffle: bool = False, seed: int = 0,
-        drop_last: bool = False, group_by_user: bool = False, sampler: Sampler | None = None,
-        weights: torch.Tensor | None = None, features: bool = False, rank: int | None = None,
-        world_size: int | None = None, distributed: bool = False,
+        self,
+        interactions: Interactions,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+        drop_last: bool = False,
+        group_by_user: bool = False,
+        sampler: Sampler | None = None,
+        weights: torch.Tensor | None = None,
+        features: bool = False,
+        rank: int | None = None,
+        world_size: int | None = None,
+        distributed: bool = False,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.data, self.batch_size, self.shuffle, self.seed, self.drop_last = interactions, batch_size, shuffle, seed, drop_last
+        self.data, self.batch_size, self.shuffle, self.seed, self.drop_last = (
+            interactions,
+            batch_size,
+            shuffle,
+            seed,
+            drop_last,
+        )
         # not `.sampler`: Lightning reads that name as a torch DataLoader sampler
         self.group_by_user, self.negative_sampler, self.weights = group_by_user, sampler, weights
         self.features = features
         self.epoch = 0
         self._rank, self._world, self.distributed = rank, world_size, distributed
-        if (rank is None) != (world_size is None) or (world_size is not None and not 0 <= rank < world_size):
-            raise ValueError(f"rank and world_size go together, with 0 <= rank < world_size; got {rank}, {world_size}")
+        if (rank is None) != (world_size is None) or (
+            world_size is not None and not 0 <= rank < world_size
+        ):
+            raise ValueError(
+                f"rank and world_size go together, with 0 <= rank < world_size; got {rank}, {world_size}"
+            )
 
     def ranks(self) -> tuple[int, int]:
         """(this process's rank, the number of ranks): as given, else with `distributed`
@@ -93,7 +112,9 @@ class BatchLoader:
         if self.drop_last:
             return n // size
         full, last = divmod(n, size)
-        return full + (1 if last >= world else 0)  # a last global batch too short to give every rank a row is dropped
+        return full + (
+            1 if last >= world else 0
+        )  # a last global batch too short to give every rank a row is dropped
 
     def _slice(self, b: int) -> tuple[int, int]:
         """Rows [start, end) of the epoch's order that batch b of this rank holds: batch b of all
@@ -114,16 +135,22 @@ class BatchLoader:
             if self.group_by_user:
                 user_rank = torch.randperm(data.n_users, generator=generator)  # [U]
                 users = data.users.cpu()[order]  # [N]
-                order = order[torch.sort(user_rank[users], stable=True).indices]  # users together, rows shuffled within
+                order = order[
+                    torch.sort(user_rank[users], stable=True).indices
+                ]  # users together, rows shuffled within
             order = order.to(data.device)
         elif self.group_by_user:
             order = torch.sort(data.users, stable=True).indices
         rank, world = self.ranks()
-        if data.device.type != "cpu":  # data on a GPU: negatives drawn there (no copy, no host sync per batch)
+        if (
+            data.device.type != "cpu"
+        ):  # data on a GPU: negatives drawn there (no copy, no host sync per batch)
             negatives_generator = torch.Generator(device=data.device)
             negatives_generator.manual_seed(self.seed + self.epoch + 1_000_003 * (rank + 1))
         elif world > 1:  # the same order on every rank; negatives of its own per rank
-            negatives_generator = torch.Generator().manual_seed(self.seed + self.epoch + 1_000_003 * (rank + 1))
+            negatives_generator = torch.Generator().manual_seed(
+                self.seed + self.epoch + 1_000_003 * (rank + 1)
+            )
         else:
             negatives_generator = generator  # one process: the permutation's generator, as always
         self.epoch += 1
@@ -137,10 +164,18 @@ class BatchLoader:
             else:
                 idx = order[start:end]  # [B]
                 pick = lambda t: t.index_select(0, idx)  # noqa: E731
-            users, items, log_q = pick(data.users), pick(data.items).unsqueeze(1), None  # [B], [B, 1]
+            users, items, log_q = (
+                pick(data.users),
+                pick(data.items).unsqueeze(1),
+                None,
+            )  # [B], [B, 1]
             if self.negative_sampler is not None:
-                negatives, log_q_neg = self.negative_sampler(users, negatives_generator)  # [B, K], [B, K]
-                log_q = torch.cat([self.negative_sampler.log_prob(items), log_q_neg], dim=1)  # [B, 1+K]
+                negatives, log_q_neg = self.negative_sampler(
+                    users, negatives_generator
+                )  # [B, K], [B, K]
+                log_q = torch.cat(
+                    [self.negative_sampler.log_prob(items), log_q_neg], dim=1
+                )  # [B, 1+K]
                 items = torch.cat([items, negatives], dim=1)  # [B, 1+K]
             yield Batch(
                 users=users,

@@ -54,14 +54,20 @@ class PairSet:
         self.n_items = int(n_items)
         # the keys padded to whole blocks with the largest int64 (no key: keys < n_users·n_items)
         pad = -len(keys) % self.block
-        self.blocks = torch.cat([keys, keys.new_full((pad,), torch.iinfo(torch.int64).max)]).view(-1, self.block)
-        self.keys = self.blocks.view(-1)[:len(keys)]  # [P] sorted
+        self.blocks = torch.cat([keys, keys.new_full((pad,), torch.iinfo(torch.int64).max)]).view(
+            -1, self.block
+        )
+        self.keys = self.blocks.view(-1)[: len(keys)]  # [P] sorted
         self.fences = self.blocks[:, 0].clone()  # [P / block] the first key of every block
         self.bits = max(10, math.ceil(math.log2(max(len(self.keys), 1) * 32)))
         h = torch.unique(self._hash(self.keys))  # [H] distinct bit positions
-        self.filter = torch.zeros(1 << (self.bits - 3), dtype=torch.uint8, device=self.keys.device)  # [2^bits / 8]
+        self.filter = torch.zeros(
+            1 << (self.bits - 3), dtype=torch.uint8, device=self.keys.device
+        )  # [2^bits / 8]
         # distinct bits of one byte sum to their OR
-        self.filter.index_add_(0, h >> 3, torch.ones_like(h, dtype=torch.uint8) << (h & 7).to(torch.uint8))
+        self.filter.index_add_(
+            0, h >> 3, torch.ones_like(h, dtype=torch.uint8) << (h & 7).to(torch.uint8)
+        )
 
     @classmethod
     def of(cls, data: Interactions) -> PairSet:
@@ -81,8 +87,10 @@ class PairSet:
         if not len(self.keys):
             return found
         if self.filter.device != keys.device:
-            self.blocks, self.fences, self.filter = (t.to(keys.device) for t in (self.blocks, self.fences, self.filter))
-            self.keys = self.blocks.view(-1)[:len(self.keys)]
+            self.blocks, self.fences, self.filter = (
+                t.to(keys.device) for t in (self.blocks, self.fences, self.filter)
+            )
+            self.keys = self.blocks.view(-1)[: len(self.keys)]
         h = self._hash(keys)  # [N]
         bit = (self.filter.index_select(0, h >> 3) >> (h & 7).to(torch.uint8)) & 1  # [N]
         maybe = bit.nonzero().squeeze(1)  # [M] the queries the filter cannot clear
@@ -90,7 +98,9 @@ class PairSet:
             # two levels: a binary search of the block fences (small enough to stay in cache),
             # then one compare against the 64 keys of the block (adjacent cache lines)
             candidates = keys.index_select(0, maybe)  # [M]
-            block = torch.searchsorted(self.fences, candidates, right=True).sub_(1).clamp_(min=0)  # [M]
+            block = (
+                torch.searchsorted(self.fences, candidates, right=True).sub_(1).clamp_(min=0)
+            )  # [M]
             found[maybe] = (self.blocks.index_select(0, block) == candidates.unsqueeze(1)).any(1)
         return found
 
@@ -100,7 +110,13 @@ class Sampler:
 
     candidates = 4  # draws per slot and redraw round
 
-    def __init__(self, train: Interactions, n_negatives: int = 1, reject_seen: bool = False, max_rounds: int = 30):
+    def __init__(
+        self,
+        train: Interactions,
+        n_negatives: int = 1,
+        reject_seen: bool = False,
+        max_rounds: int = 30,
+    ):
         if n_negatives < 1:
             raise ValueError(f"n_negatives must be >= 1, got {n_negatives}")
         self.n_items, self.n_negatives = train.n_items, n_negatives
@@ -134,12 +150,18 @@ class Sampler:
         """Whether each (users[n], items[n]) is a training pair (1-D, same length): bool [N]."""
         return self.seen.contains(users, items)
 
-    def __call__(self, users: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    def __call__(
+        self, users: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
         shape = (len(users), self.n_negatives)
         items = self.proposal(shape[0] * shape[1], generator).to(users.device)  # [B*K]
         if self.seen is not None and len(self.seen):
-            slot_users = users.repeat_interleave(self.n_negatives) if self.n_negatives > 1 else users  # [B*K]
-            pending = self.is_seen(slot_users, items).nonzero().squeeze(1)  # [P] slots holding a seen item
+            slot_users = (
+                users.repeat_interleave(self.n_negatives) if self.n_negatives > 1 else users
+            )  # [B*K]
+            pending = (
+                self.is_seen(slot_users, items).nonzero().squeeze(1)
+            )  # [P] slots holding a seen item
             m = self.candidates
             for _ in range(self.max_rounds):
                 if len(pending) == 0:
@@ -147,8 +169,12 @@ class Sampler:
                 # m fresh draws per pending slot, the first unseen one kept: the first unseen of
                 # i.i.d. draws from q is distributed as q restricted to unseen items, as with one
                 # draw per round, in fewer rounds (each round is a few small tensor operations)
-                draws = self.proposal(len(pending) * m, generator).to(items.device).view(-1, m)  # [P, m]
-                seen = self.is_seen(slot_users[pending].repeat_interleave(m), draws.view(-1)).view(-1, m)  # [P, m]
+                draws = (
+                    self.proposal(len(pending) * m, generator).to(items.device).view(-1, m)
+                )  # [P, m]
+                seen = self.is_seen(slot_users[pending].repeat_interleave(m), draws.view(-1)).view(
+                    -1, m
+                )  # [P, m]
                 free = ~seen
                 done = free.any(1)  # [P]
                 first = free.to(torch.uint8).argmax(1, keepdim=True)  # [P, 1] the first unseen draw
@@ -166,18 +192,30 @@ class UniformSampler(Sampler):
     negative is not learned to be bad merely because it has no training events
     (`mfzoo.data.splits.ColdItemSplit`)."""
 
-    def __init__(self, train: Interactions, n_negatives: int = 1, reject_seen: bool = False, max_rounds: int = 30,
-                 train_items_only: bool = False):
+    def __init__(
+        self,
+        train: Interactions,
+        n_negatives: int = 1,
+        reject_seen: bool = False,
+        max_rounds: int = 30,
+        train_items_only: bool = False,
+    ):
         super().__init__(train, n_negatives, reject_seen, max_rounds)
-        self.pool = torch.unique(train.items.cpu()) if train_items_only else None  # [I_train] sorted
+        self.pool = (
+            torch.unique(train.items.cpu()) if train_items_only else None
+        )  # [I_train] sorted
         if self.pool is not None and len(self.pool) == 0:
-            raise ValueError("train_items_only: the training part has no items to draw negatives from")
+            raise ValueError(
+                "train_items_only: the training part has no items to draw negatives from"
+            )
 
     def proposal(self, n: int, generator: torch.Generator | None) -> Tensor:
         device = self.device_of(generator)
         if self.pool is None:
             return torch.randint(self.n_items, (n,), generator=generator, device=device)
-        return self._on("pool", device)[torch.randint(len(self.pool), (n,), generator=generator, device=device)]
+        return self._on("pool", device)[
+            torch.randint(len(self.pool), (n,), generator=generator, device=device)
+        ]
 
     def log_prob(self, items: Tensor) -> Tensor:
         if self.pool is None:
@@ -194,8 +232,13 @@ class PopularitySampler(Sampler):
     uniform, β = 1 popularity-proportional; word2vec's 0.75 is a common middle."""
 
     def __init__(
-        self, train: Interactions, n_negatives: int = 1, beta: float = 0.75, smoothing: float = 1.0,
-        reject_seen: bool = False, max_rounds: int = 30,
+        self,
+        train: Interactions,
+        n_negatives: int = 1,
+        beta: float = 0.75,
+        smoothing: float = 1.0,
+        reject_seen: bool = False,
+        max_rounds: int = 30,
     ):
         super().__init__(train, n_negatives, reject_seen, max_rounds)
         counts = torch.bincount(train.items.cpu(), minlength=train.n_items).double() + smoothing
@@ -209,7 +252,9 @@ class PopularitySampler(Sampler):
         # inverse-CDF sampling: one uniform draw and one binary search per sample
         device = self.device_of(generator)
         u = torch.rand(n, generator=generator, device=device)
-        return torch.searchsorted(self._on("cdf", device), u, right=True).clamp(max=self.n_items - 1)
+        return torch.searchsorted(self._on("cdf", device), u, right=True).clamp(
+            max=self.n_items - 1
+        )
 
     def log_prob(self, items: Tensor) -> Tensor:
         return self._on("log_probs", items.device)[items]

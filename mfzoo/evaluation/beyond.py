@@ -61,13 +61,17 @@ class ExposureTracker:
     """Accumulates the exposures c_i and the per-user ARP terms of top-K lists chunk by chunk,
     for several K at once, in float64 / int64 on the device of the lists."""
 
-    def __init__(self, popularity: Tensor, n_users: int, ks: Sequence[int], head_fraction: float) -> None:
+    def __init__(
+        self, popularity: Tensor, n_users: int, ks: Sequence[int], head_fraction: float
+    ) -> None:
         self.ks = sorted(ks)
         self.n_users, self.n_items = n_users, len(popularity)
         self.popularity = popularity.double() / n_users  # [n_items] pop_i / n_users
         self.head = head_items(popularity, head_fraction)  # [n_items]
         self.information = -torch.log2(popularity.clamp(min=1).double() / n_users)  # [n_items]
-        self.counts = torch.zeros(len(self.ks), self.n_items, dtype=torch.int64)  # [len(ks), n_items]
+        self.counts = torch.zeros(
+            len(self.ks), self.n_items, dtype=torch.int64
+        )  # [len(ks), n_items]
         self.arp = torch.zeros(len(self.ks), 2, dtype=torch.float64)  # [len(ks), (sum, users)]
 
     def update(self, items: Tensor) -> None:
@@ -127,8 +131,10 @@ def feature_popularity_scores(train: Interactions) -> Callable[[Tensor], Tensor]
     `train.item_features`, 1 for a plain multi-hot; an item without features scores 0). The
     same list for every user, ties by the lower item id. Needs `train.item_features`."""
     if train.item_features is None:
-        raise ValueError("feature_popularity_scores needs item features (train.item_features is None); load the "
-                         "data with its side information, e.g. movielens('100k', features=True)")
+        raise ValueError(
+            "feature_popularity_scores needs item features (train.item_features is None); load the "
+            "data with its side information, e.g. movielens('100k', features=True)"
+        )
     table = train.item_features.to_dense().cpu().double()  # [n_items, V]
     counts = torch.bincount(train.items.cpu(), minlength=train.n_items).double()  # [n_items]
     share = (counts @ (table != 0).double()) / max(len(train), 1)  # [V]

@@ -25,7 +25,9 @@ def mae(predictions: Tensor, targets: Tensor) -> float:
     return float((predictions.double() - targets.double()).abs().mean())
 
 
-def rating_metrics(predictions: Tensor, targets: Tensor, rating_range: tuple[float, float] | None = None) -> dict[str, float]:
+def rating_metrics(
+    predictions: Tensor, targets: Tensor, rating_range: tuple[float, float] | None = None
+) -> dict[str, float]:
     """`{"rmse", "mae"}` of predictions clipped to `rating_range` (see `clip`)."""
     p = clip(predictions, rating_range)
     return {"rmse": rmse(p, targets), "mae": mae(p, targets)}
@@ -33,6 +35,8 @@ def rating_metrics(predictions: Tensor, targets: Tensor, rating_range: tuple[flo
 
 def _check(predictions: Tensor, targets: Tensor) -> None:
     if predictions.shape != targets.shape:
-        raise ValueError(f"predictions {tuple(predictions.shape)} and targets {tuple(targets.shape)} differ in shape")
+        raise ValueError(
+            f"predictions {tuple(predictions.shape)} and targets {tuple(targets.shape)} differ in shape"
+        )
     if predictions.numel() == 0:
         raise ValueError("no predictions to evaluate")

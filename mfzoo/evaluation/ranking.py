@@ -44,12 +44,34 @@ from torch import Tensor
 from mfzoo.data.errors import DataError
 from mfzoo.data.interactions import Interactions
 from mfzoo.evaluation.beyond import ExposureTracker
-# the top-K core lives in retrieval; re-exported here for the callers that import it from evaluation
-from mfzoo.retrieval.topk import (ExclusionRows, NonFiniteScores, ScoreFn, factor_scores, iter_topk, model_scores,  # noqa: F401
-                                 restrict, topk)
 
-__all__ = ["ACCURACY", "ExclusionRows", "NonFiniteScores", "Relevance", "ScoreFn", "aggregate", "check_ranking",
-           "evaluate_ranking", "factor_scores", "iter_topk", "model_scores", "topk", "user_metrics"]
+# the top-K core lives in retrieval; re-exported here for the callers that import it from evaluation
+from mfzoo.retrieval.topk import (
+    ExclusionRows,
+    NonFiniteScores,
+    ScoreFn,
+    factor_scores,
+    iter_topk,
+    model_scores,
+    restrict,
+    topk,
+)
+
+__all__ = [
+    "ACCURACY",
+    "ExclusionRows",
+    "NonFiniteScores",
+    "Relevance",
+    "ScoreFn",
+    "aggregate",
+    "check_ranking",
+    "evaluate_ranking",
+    "factor_scores",
+    "iter_topk",
+    "model_scores",
+    "topk",
+    "user_metrics",
+]
 
 log = logging.getLogger(__name__)
 
@@ -66,29 +88,47 @@ def check_ranking(settings: Mapping[str, Any], where: str = "ranking") -> dict[s
     known = set(inspect.signature(evaluate_ranking).parameters) - {"score_fn", "train", "test"}
     unknown = sorted(set(settings) - known)
     if unknown:
-        raise ValueError(f"{where}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        raise ValueError(
+            f"{where}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
     ks = settings.get("ks", (10, 20))
     if isinstance(ks, (str, bytes)) or not isinstance(ks, Sequence) or not ks:
-        raise ValueError(f"{where}.ks must be a non-empty list of list lengths (e.g. [10, 20]), got {ks!r}")
+        raise ValueError(
+            f"{where}.ks must be a non-empty list of list lengths (e.g. [10, 20]), got {ks!r}"
+        )
     for k in ks:
         if isinstance(k, bool) or not isinstance(k, Integral) or k < 1:
-            raise ValueError(f"{where}.ks: every list length K must be an integer >= 1, got {k!r} in {list(ks)!r}")
+            raise ValueError(
+                f"{where}.ks: every list length K must be an integer >= 1, got {k!r} in {list(ks)!r}"
+            )
     chunk_size = settings.get("chunk_size", 2048)
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, Integral) or chunk_size < 1:
         raise ValueError(f"{where}.chunk_size must be an integer >= 1, got {chunk_size!r}")
     head_fraction = settings.get("head_fraction", 0.2)
-    if isinstance(head_fraction, bool) or not isinstance(head_fraction, Real) or not 0.0 <= head_fraction <= 1.0:
+    if (
+        isinstance(head_fraction, bool)
+        or not isinstance(head_fraction, Real)
+        or not 0.0 <= head_fraction <= 1.0
+    ):
         raise ValueError(f"{where}.head_fraction must be a number in [0, 1], got {head_fraction!r}")
     candidates = settings.get("candidates", "catalogue")
     if candidates not in CANDIDATES:
-        raise ValueError(f"{where}.candidates must be one of {', '.join(CANDIDATES)}, got {candidates!r}")
+        raise ValueError(
+            f"{where}.candidates must be one of {', '.join(CANDIDATES)}, got {candidates!r}"
+        )
     return settings
 
 
 def evaluate_ranking(
-    score_fn: ScoreFn, train: Interactions, test: Interactions, ks: Sequence[int] = (10, 20),
-    chunk_size: int = 2048, exclude_train: bool = True, allow_overlap: bool = False,
-    head_fraction: float = 0.2, candidates: str = "catalogue",
+    score_fn: ScoreFn,
+    train: Interactions,
+    test: Interactions,
+    ks: Sequence[int] = (10, 20),
+    chunk_size: int = 2048,
+    exclude_train: bool = True,
+    allow_overlap: bool = False,
+    head_fraction: float = 0.2,
+    candidates: str = "catalogue",
 ) -> dict[str, float]:
     """Full-catalogue ranking metrics of `score_fn` on `test`, trained on `train`.
 
@@ -118,8 +158,15 @@ def evaluate_ranking(
             pairs that are training pairs, naming how many and the first (lowest user, item).
     """
     started = time.perf_counter()
-    check_ranking({"ks": list(ks), "chunk_size": chunk_size, "head_fraction": head_fraction, "candidates": candidates},
-                  where="evaluate_ranking")
+    check_ranking(
+        {
+            "ks": list(ks),
+            "chunk_size": chunk_size,
+            "head_fraction": head_fraction,
+            "candidates": candidates,
+        },
+        where="evaluate_ranking",
+    )
     ks = sorted({int(k) for k in ks})
     n_candidates = train.n_items
     if candidates == "test_items":
@@ -127,18 +174,32 @@ def evaluate_ranking(
         score_fn, n_candidates = restrict(score_fn, allowed, train.n_items), len(allowed)
     seen = ExclusionRows(train)
     relevance = Relevance.of(seen, train, test, allow_overlap)
-    popularity = torch.bincount(seen.indices.cpu(), minlength=train.n_items)  # [n_items] `item_popularity(train)`
+    popularity = torch.bincount(
+        seen.indices.cpu(), minlength=train.n_items
+    )  # [n_items] `item_popularity(train)`
     exposure = ExposureTracker(popularity, train.n_users, ks, head_fraction)
-    totals = torch.zeros(len(ks), len(ACCURACY), dtype=torch.float64)  # [len(ks), 6] sums over users
-    for chunk, _, items in iter_topk(score_fn, relevance.users.to(test.device), ks[-1],
-                                     seen if exclude_train else None, chunk_size):
+    totals = torch.zeros(
+        len(ks), len(ACCURACY), dtype=torch.float64
+    )  # [len(ks), 6] sums over users
+    for chunk, _, items in iter_topk(
+        score_fn,
+        relevance.users.to(test.device),
+        ks[-1],
+        seen if exclude_train else None,
+        chunk_size,
+    ):
         totals = totals.to(items.device) + user_metrics(chunk, items, relevance, ks).sum(0)
         exposure.update(items)
     result = aggregate(totals, len(relevance.users), ks, exposure)
     result["seconds"] = time.perf_counter() - started
-    log.info("ranking on %d users (%d of %d items) in %.2f s: %s", len(relevance.users), n_candidates, train.n_items,
-             result["seconds"],
-             ", ".join(f"{name} {value:.4f}" for name, value in result.items() if "@" in name))
+    log.info(
+        "ranking on %d users (%d of %d items) in %.2f s: %s",
+        len(relevance.users),
+        n_candidates,
+        train.n_items,
+        result["seconds"],
+        ", ".join(f"{name} {value:.4f}" for name, value in result.items() if "@" in name),
+    )
     return result
 
 
@@ -154,7 +215,9 @@ class Relevance:
     n_items: int
 
     @classmethod
-    def of(cls, seen: ExclusionRows, train: Interactions, test: Interactions, allow_overlap: bool) -> Relevance:
+    def of(
+        cls, seen: ExclusionRows, train: Interactions, test: Interactions, allow_overlap: bool
+    ) -> Relevance:
         """The relevance of `test`, checked against the training pairs `seen` (the CSR rows of
         `train`): one id space, a non-empty test set, no leakage unless `allow_overlap`
         (`DataError` otherwise); logs how many test users have no training pairs."""
@@ -168,12 +231,17 @@ class Relevance:
         keys = test.pair_keys()  # [P_test]
         _check_leakage(keys, seen.keys().to(keys.device), test, allow_overlap)
         users, n_relevant = torch.unique(keys // test.n_items, return_counts=True)  # [n], [n]
-        counts = torch.zeros(test.n_users, dtype=torch.float64, device=keys.device)  # [n_users] |Rel_u|
+        counts = torch.zeros(
+            test.n_users, dtype=torch.float64, device=keys.device
+        )  # [n_users] |Rel_u|
         counts[users] = n_relevant.double()
         n_cold = int((seen.indptr.diff().to(users.device)[users] == 0).sum())
         if n_cold:
-            log.warning("%d of %d test users have no training interactions; they are evaluated all the same",
-                        n_cold, len(users))
+            log.warning(
+                "%d of %d test users have no training interactions; they are evaluated all the same",
+                n_cold,
+                len(users),
+            )
         return cls(keys, users, counts, test.n_items)
 
     def to(self, device: torch.device) -> Relevance:
@@ -205,14 +273,25 @@ def user_metrics(users: Tensor, items: Tensor, relevance: Relevance, ks: Sequenc
     for k in ks:
         m = n_rel.clamp(max=k)  # [c] min(K, |Rel_u|)
         h = n_hits[:, k - 1]  # [c]
-        per_k.append(torch.stack([
-            h / n_rel, h / k, dcg[:, k - 1] / ideal[m.long() - 1], ap_sum[:, k - 1] / m,
-            1.0 / first[:, k - 1], (h > 0).double(),
-        ], 1))  # [c, 6]
+        per_k.append(
+            torch.stack(
+                [
+                    h / n_rel,
+                    h / k,
+                    dcg[:, k - 1] / ideal[m.long() - 1],
+                    ap_sum[:, k - 1] / m,
+                    1.0 / first[:, k - 1],
+                    (h > 0).double(),
+                ],
+                1,
+            )
+        )  # [c, 6]
     return torch.stack(per_k, 1)  # [c, len(ks), 6]
 
 
-def aggregate(totals: Tensor, n_users: int, ks: Sequence[int], exposure: ExposureTracker) -> dict[str, float]:
+def aggregate(
+    totals: Tensor, n_users: int, ks: Sequence[int], exposure: ExposureTracker
+) -> dict[str, float]:
     """The metrics of a ranking: `totals` [len(ks), 6] (the sums of `user_metrics` over the
     `n_users` evaluated users) as means named `name@K`, the beyond-accuracy metrics of
     `exposure`, and `n_users_evaluated`."""
@@ -225,7 +304,9 @@ def aggregate(totals: Tensor, n_users: int, ks: Sequence[int], exposure: Exposur
     return result
 
 
-def _check_leakage(test_keys: Tensor, train_keys: Tensor, test: Interactions, allow_overlap: bool) -> None:
+def _check_leakage(
+    test_keys: Tensor, train_keys: Tensor, test: Interactions, allow_overlap: bool
+) -> None:
     """Raise `DataError` when test pairs are also training pairs (unless allowed)."""
     if len(train_keys) == 0:
         return

@@ -62,26 +62,55 @@ class BayesianMF(nn.Module):
         day_bias: a user bias per (user, day) seen in training; needs biases and timestamps.
     """
 
-    trained_by: ClassVar[str] = "gibbs"  # the solver that samples it (the glue refuses it on the gradient path)
+    trained_by: ClassVar[str] = (
+        "gibbs"  # the solver that samples it (the glue refuses it on the gradient path)
+    )
 
-    def __init__(self, n_users: int, n_items: int, dim: int = 10, biases: bool = True, keep: int = 100,
-                 init_std: float = 0.1, implicit: bool = False, n_bins: int = 0, day_bias: bool = False):
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        dim: int = 10,
+        biases: bool = True,
+        keep: int = 100,
+        init_std: float = 0.1,
+        implicit: bool = False,
+        n_bins: int = 0,
+        day_bias: bool = False,
+    ):
         super().__init__()
-        for name, size in (("n_users", n_users), ("n_items", n_items), ("dim", dim), ("keep", keep)):
+        for name, size in (
+            ("n_users", n_users),
+            ("n_items", n_items),
+            ("dim", dim),
+            ("keep", keep),
+        ):
             at_least(name, size, 1)
         nonnegative("init_std", init_std)
         at_least("n_bins", n_bins, 0)
         if (n_bins or day_bias) and not biases:
-            raise ValueError(f"time-binned item biases (n_bins={n_bins}) and day biases (day_bias={day_bias}) are "
-                             "terms of a biased model: set biases=true, or n_bins=0 and day_bias=false")
-        self.n_users, self.n_items, self.dim, self.biases, self.keep = n_users, n_items, dim, biases, keep
+            raise ValueError(
+                f"time-binned item biases (n_bins={n_bins}) and day biases (day_bias={day_bias}) are "
+                "terms of a biased model: set biases=true, or n_bins=0 and day_bias=false"
+            )
+        self.n_users, self.n_items, self.dim, self.biases, self.keep = (
+            n_users,
+            n_items,
+            dim,
+            biases,
+            keep,
+        )
         self.implicit, self.n_bins, self.has_day_bias = implicit, n_bins, day_bias
         add_id_tables(self, n_users, n_items, dim, init_std, biases)
         width = dim + (1 if biases else 0)  # a kept draw: [p_u, b_u] and [q_i, b_i]
         self.register_buffer("kept_users", torch.zeros(keep, n_users, width))
         self.register_buffer("kept_items", torch.zeros(keep, n_items, width))
-        self.register_buffer("n_kept", torch.zeros((), dtype=torch.long))  # draws kept so far (all, not only held)
-        if implicit:  # the current draw of y, and |N(u)|^-½ Σ y_j per user (kept draws hold p_u + this)
+        self.register_buffer(
+            "n_kept", torch.zeros((), dtype=torch.long)
+        )  # draws kept so far (all, not only held)
+        if (
+            implicit
+        ):  # the current draw of y, and |N(u)|^-½ Σ y_j per user (kept draws hold p_u + this)
             self.register_buffer("implicit_items", torch.zeros(n_items, dim))
             self.register_buffer("implicit_sum", torch.zeros(n_users, dim))
         if n_bins:
@@ -105,11 +134,15 @@ class BayesianMF(nn.Module):
         if not self.timed:
             return
         if train.timestamps is None:
-            raise DataError(f"{type(self).__name__} with n_bins={self.n_bins}, day_bias={self.has_day_bias} "
-                            f"needs timestamps; {train.name} has none: name the time column of a table source "
-                            "(data.source.time_col=...), or drop the time terms (model.n_bins=0 model.day_bias=false)")
+            raise DataError(
+                f"{type(self).__name__} with n_bins={self.n_bins}, day_bias={self.has_day_bias} "
+                f"needs timestamps; {train.name} has none: name the time column of a table source "
+                "(data.source.time_col=...), or drop the time terms (model.n_bins=0 model.day_bias=false)"
+            )
         if self.n_bins:
-            self.bin_edges.copy_(bin_edges(train.timestamps.double() / SECONDS_PER_DAY, self.n_bins))
+            self.bin_edges.copy_(
+                bin_edges(train.timestamps.double() / SECONDS_PER_DAY, self.n_bins)
+            )
         if self.has_day_bias:
             keys = torch.unique(day_keys(train.users, train.timestamps).cpu())
             like = {"device": self.kept_users.device, "dtype": self.kept_users.dtype}
@@ -122,17 +155,27 @@ class BayesianMF(nn.Module):
         for name in ("day_keys", "day_bias", "kept_days"):
             if self.has_day_bias and prefix + name in state_dict:
                 dtype = torch.long if name == "day_keys" else self.kept_users.dtype
-                setattr(self, name, torch.empty(state_dict[prefix + name].shape, device=self.kept_users.device, dtype=dtype))
+                setattr(
+                    self,
+                    name,
+                    torch.empty(
+                        state_dict[prefix + name].shape, device=self.kept_users.device, dtype=dtype
+                    ),
+                )
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # time terms ------------------------------------------------------------------------------
-    def time_rows(self, users: Tensor, items: Tensor, times: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
+    def time_rows(
+        self, users: Tensor, items: Tensor, times: Tensor | None
+    ) -> tuple[Tensor | None, Tensor | None]:
         """(row i·n_bins + Bin(t) of the bin biases, row of b_{u,t}) of each event; None where the
         model has no such term. `items` may be [B, M] against users and times [B]."""
         if not self.timed:
             return None, None
         if times is None:
-            raise ValueError(f"{type(self).__name__} with time terms scores need batch.times (timestamps in seconds)")
+            raise ValueError(
+                f"{type(self).__name__} with time terms scores need batch.times (timestamps in seconds)"
+            )
         bins = None
         if self.n_bins:
             bin_of = time_bins(times.double() / SECONDS_PER_DAY, self.bin_edges)  # [B]
@@ -143,8 +186,13 @@ class BayesianMF(nn.Module):
             days = days.unsqueeze(1) if items.ndim == 2 else days  # against [B, M] items
         return bins, days
 
-    def time_bias(self, bins: Tensor | None, days: Tensor | None, bin_table: Tensor | None = None,
-                  day_table: Tensor | None = None) -> Tensor | float:
+    def time_bias(
+        self,
+        bins: Tensor | None,
+        days: Tensor | None,
+        bin_table: Tensor | None = None,
+        day_table: Tensor | None = None,
+    ) -> Tensor | float:
         """b_{i,Bin(t)} + b_{u,t} of the events (rows from `time_rows`), from the given tables
         (default: the current draw)."""
         out: Tensor | float = 0.0
@@ -159,17 +207,19 @@ class BayesianMF(nn.Module):
         """The current draw as ([n_users, dim(+1)], [n_items, dim(+1)]): [p_u, b_u], [q_i, b_i]."""
         if not self.biases:
             return self.user_embedding.weight, self.item_embedding.weight
-        return (torch.cat([self.user_embedding.weight, self.user_bias.weight], dim=1),
-                torch.cat([self.item_embedding.weight, self.item_bias.weight], dim=1))
+        return (
+            torch.cat([self.user_embedding.weight, self.user_bias.weight], dim=1),
+            torch.cat([self.item_embedding.weight, self.item_bias.weight], dim=1),
+        )
 
     @torch.no_grad()
     def set_state(self, users: Tensor, items: Tensor) -> None:
         """Write a draw ([n_users, dim(+1)], [n_items, dim(+1)]) into the tables."""
-        self.user_embedding.weight.copy_(users[:, :self.dim])
-        self.item_embedding.weight.copy_(items[:, :self.dim])
+        self.user_embedding.weight.copy_(users[:, : self.dim])
+        self.item_embedding.weight.copy_(items[:, : self.dim])
         if self.biases:
-            self.user_bias.weight.copy_(users[:, self.dim:])
-            self.item_bias.weight.copy_(items[:, self.dim:])
+            self.user_bias.weight.copy_(users[:, self.dim :])
+            self.item_bias.weight.copy_(items[:, self.dim :])
 
     @torch.no_grad()
     def keep_sample(self) -> None:
@@ -178,7 +228,7 @@ class BayesianMF(nn.Module):
         users, items = self.state()
         self.kept_users[slot].copy_(users)
         if self.implicit:  # the effective user vector p_u + |N(u)|^-½ Σ y_j
-            self.kept_users[slot, :, :self.dim] += self.implicit_sum
+            self.kept_users[slot, :, : self.dim] += self.implicit_sum
         self.kept_items[slot].copy_(items)
         if self.n_bins:
             self.kept_bins[slot].copy_(self.bin_bias)
@@ -201,13 +251,24 @@ class BayesianMF(nn.Module):
             q = rows(self.item_embedding, batch.items)  # [B, M, D]
             scores = (p.unsqueeze(1) * q).sum(-1)  # [B, M]
             if self.biases:
-                scores = scores + self.global_mean + rows(self.user_bias, batch.users) + \
-                    rows(self.item_bias, batch.items).squeeze(-1) + self.time_bias(bins, days)
+                scores = (
+                    scores
+                    + self.global_mean
+                    + rows(self.user_bias, batch.users)
+                    + rows(self.item_bias, batch.items).squeeze(-1)
+                    + self.time_bias(bins, days)
+                )
             return scores
         U = self.kept_users[:S].index_select(1, batch.users)  # [S, B, D(+1)]
-        V = self.kept_items[:S].index_select(1, batch.items.reshape(-1)).view(S, *batch.items.shape, -1)  # [S, B, M, D(+1)]
+        V = (
+            self.kept_items[:S]
+            .index_select(1, batch.items.reshape(-1))
+            .view(S, *batch.items.shape, -1)
+        )  # [S, B, M, D(+1)]
         d = self.dim
-        scores = (U[..., :d].unsqueeze(2) * V[..., :d]).sum(-1).mean(0)  # [B, M] mean of the dot products
+        scores = (
+            (U[..., :d].unsqueeze(2) * V[..., :d]).sum(-1).mean(0)
+        )  # [B, M] mean of the dot products
         if self.biases:
             scores = scores + self.global_mean + U[..., d].mean(0).unsqueeze(1) + V[..., d].mean(0)
             if self.timed:
@@ -226,18 +287,28 @@ class BayesianMF(nn.Module):
 
     def penalty(self, batch: Batch) -> Tensor:
         """[2]: squared L2 norms of the rows the batch touches (factors, biases), for the gradient path."""
-        factors = row_norm_sum(self.user_embedding, batch.users) + row_norm_sum(self.item_embedding, batch.items)
+        factors = row_norm_sum(self.user_embedding, batch.users) + row_norm_sum(
+            self.item_embedding, batch.items
+        )
         if not self.biases:
             return torch.stack([factors, torch.zeros_like(factors)])
-        return torch.stack([factors, row_norm_sum(self.user_bias, batch.users) + row_norm_sum(self.item_bias, batch.items)])
+        return torch.stack(
+            [
+                factors,
+                row_norm_sum(self.user_bias, batch.users)
+                + row_norm_sum(self.item_bias, batch.items),
+            ]
+        )
 
-    def _averaged(self, kept: Tensor, weight: Tensor, bias: nn.Embedding | None) -> tuple[Tensor, Tensor | None]:
+    def _averaged(
+        self, kept: Tensor, weight: Tensor, bias: nn.Embedding | None
+    ) -> tuple[Tensor, Tensor | None]:
         """One side's kept draws side by side, each scaled by S^-½ ([n, S·dim]), and the mean of
         its kept biases ([n, 1]); the current state before any draw is kept."""
         S, d = self.held(), self.dim
         if S == 0:
             return weight, None if bias is None else bias.weight
-        side = (kept[:S, :, :d] / S ** 0.5).permute(1, 0, 2).reshape(kept.shape[1], S * d)  # [n, S·d]
+        side = (kept[:S, :, :d] / S**0.5).permute(1, 0, 2).reshape(kept.shape[1], S * d)  # [n, S·d]
         return side, kept[:S, :, d:].mean(0) if self.biases else None
 
     def user_factors(self) -> Tensor:
@@ -252,7 +323,9 @@ class BayesianMF(nn.Module):
     def item_factors(self) -> Tensor:
         """[n_items, D']: the companion of `user_factors`; with biases the last columns [1, b̄_i]
         (plus the item's bias in the last time bin, with time bins)."""
-        Q, b = self._averaged(self.kept_items, self.item_embedding.weight, self.item_bias if self.biases else None)
+        Q, b = self._averaged(
+            self.kept_items, self.item_embedding.weight, self.item_bias if self.biases else None
+        )
         if self.n_bins:
             b = b + self._held_time_tables()[0].view(self.n_items, self.n_bins)[:, -1:]
         return Q if b is None else torch.cat([Q, torch.ones_like(b), b], dim=1)

@@ -31,8 +31,18 @@ from torch import Tensor, nn
 from mfzoo.data.batch import Batch
 from mfzoo.data.interactions import Interactions
 
-__all__ = ["ContractError", "Factorised", "GroupedParams", "OwnFoldIn", "Penalised", "Prepared", "RidgeFoldIn", "Scorer",
-           "capabilities", "require"]
+__all__ = [
+    "ContractError",
+    "Factorised",
+    "GroupedParams",
+    "OwnFoldIn",
+    "Penalised",
+    "Prepared",
+    "RidgeFoldIn",
+    "Scorer",
+    "capabilities",
+    "require",
+]
 
 
 class ContractError(TypeError, ValueError):
@@ -78,7 +88,9 @@ class Factorised(Protocol):
 class RidgeFoldIn(Protocol):
     """The design of a ridge solve for new users' parameters with items fixed."""
 
-    def fold_in_design(self, users: Tensor, items: Tensor, n_users: int) -> tuple[Tensor, Tensor, Tensor | None]: ...
+    def fold_in_design(
+        self, users: Tensor, items: Tensor, n_users: int
+    ) -> tuple[Tensor, Tensor, Tensor | None]: ...
 
     def folded_user_factors(self, theta: Tensor, extra: Tensor | None) -> Tensor: ...
 
@@ -118,5 +130,7 @@ def require(model: nn.Module, capability: type, needed_by: str) -> None:
     """`ContractError` unless `model` has `capability`; the message names the model, the
     missing methods and what needs them (`needed_by`, e.g. "loss.l2=0.05")."""
     if not isinstance(model, capability):
-        raise ContractError(f"{type(model).__name__} is not {capability.__name__} (it has no "
-                            f"{_METHODS[capability]}), which {needed_by} needs")
+        raise ContractError(
+            f"{type(model).__name__} is not {capability.__name__} (it has no "
+            f"{_METHODS[capability]}), which {needed_by} needs"
+        )

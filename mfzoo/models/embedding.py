@@ -33,7 +33,9 @@ def row_norm_sum(table: nn.Embedding, index: Tensor, row_weights: Tensor | None 
     """
     weight = table.weight
     index = index.reshape(-1)
-    if table.sparse or index.numel() * 4 < weight.shape[0]:  # a sparse table: never touch all its rows
+    if (
+        table.sparse or index.numel() * 4 < weight.shape[0]
+    ):  # a sparse table: never touch all its rows
         norms = rows(table, index).pow(2).sum(1)  # [N]
         return (norms if row_weights is None else norms * row_weights.index_select(0, index)).sum()
     counts = torch.bincount(index, minlength=weight.shape[0]).to(weight.dtype)  # [n_rows]
@@ -42,8 +44,15 @@ def row_norm_sum(table: nn.Embedding, index: Tensor, row_weights: Tensor | None 
     return (counts * weight.pow(2).sum(1)).sum()
 
 
-def add_id_tables(model: nn.Module, n_users: int, n_items: int, dim: int, init_std: float, biases: bool,
-                  sparse: bool = False) -> None:
+def add_id_tables(
+    model: nn.Module,
+    n_users: int,
+    n_items: int,
+    dim: int,
+    init_std: float,
+    biases: bool,
+    sparse: bool = False,
+) -> None:
     """The id tables of a factor model, as attributes of `model`: `user_embedding` [U, dim] and
     `item_embedding` [I, dim] drawn from N(0, init_std²), and with `biases` `user_bias` [U, 1],
     `item_bias` [I, 1] at zero and a `global_mean` buffer (0 until the model's `prepare`);

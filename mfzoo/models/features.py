@@ -61,8 +61,15 @@ class FeatureMF(nn.Module):
     """
 
     def __init__(
-        self, n_users: int, n_items: int, dim: int = 64, biases: bool = True, init_std: float = 0.1,
-        user_features: bool = True, item_features: bool = True, pooling: Literal["mean", "sum"] = "mean",
+        self,
+        n_users: int,
+        n_items: int,
+        dim: int = 64,
+        biases: bool = True,
+        init_std: float = 0.1,
+        user_features: bool = True,
+        item_features: bool = True,
+        pooling: Literal["mean", "sum"] = "mean",
         item_id_dropout: float = 0.0,
     ):
         super().__init__()
@@ -80,7 +87,9 @@ class FeatureMF(nn.Module):
         # s_r: 1 for rows with training interactions; all ones until `prepare` sees the counts
         self.register_buffer("user_seen", torch.ones(n_users))
         self.register_buffer("item_seen", torch.ones(n_items))
-        self.vocabulary: dict[str, tuple[str, ...]] = {}  # side -> its table's vocabulary (set by `prepare`)
+        self.vocabulary: dict[
+            str, tuple[str, ...]
+        ] = {}  # side -> its table's vocabulary (set by `prepare`)
         self.dense_names: dict[str, tuple[str, ...]] = {}  # side -> its table's numeric columns
         self.feature_embedding = nn.ModuleDict()  # side -> nn.Embedding(V, dim)
         self.feature_bias = nn.ModuleDict()  # side -> nn.Embedding(V, 1)
@@ -95,14 +104,24 @@ class FeatureMF(nn.Module):
         if self.biases:
             self.global_mean.fill_(float(train.values.double().mean()))
         with torch.no_grad():
-            for side, ids, seen in (("user", train.users, self.user_seen), ("item", train.items, self.item_seen)):
+            for side, ids, seen in (
+                ("user", train.users, self.user_seen),
+                ("item", train.items, self.item_seen),
+            ):
                 seen.copy_((torch.bincount(ids.to(device), minlength=seen.numel()) > 0).to(seen))
                 getattr(self, f"{side}_embedding").weight.mul_(seen.unsqueeze(1))
                 if self.biases:
                     getattr(self, f"{side}_bias").weight.mul_(seen.unsqueeze(1))
-        self.feature_embedding, self.feature_bias, self.dense_map = nn.ModuleDict(), nn.ModuleDict(), nn.ParameterDict()
+        self.feature_embedding, self.feature_bias, self.dense_map = (
+            nn.ModuleDict(),
+            nn.ModuleDict(),
+            nn.ParameterDict(),
+        )
         self.vocabulary, self.dense_names = {}, {}
-        for side, table, n in (("user", train.user_features, self.n_users), ("item", train.item_features, self.n_items)):
+        for side, table, n in (
+            ("user", train.user_features, self.n_users),
+            ("item", train.item_features, self.n_items),
+        ):
             for name in [b for b in self._buffers if b.startswith(f"{side}_table_")]:
                 del self._buffers[name]
             if not self.use[side]:
@@ -111,9 +130,12 @@ class FeatureMF(nn.Module):
                 raise DataError(
                     f"FeatureMF(with {side} features) needs the training data's {side} feature table, and the data "
                     f"has none: load it (MovieLens-100K: data.source.features=true; a table: "
-                    f"data.source.{side}_features=FILE) or set model.{side}_features=false")
+                    f"data.source.{side}_features=FILE) or set model.{side}_features=false"
+                )
             if len(table) != n:
-                raise ValueError(f"the {side} feature table has {len(table)} rows, the model {n} {side}s")
+                raise ValueError(
+                    f"the {side} feature table has {len(table)} rows, the model {n} {side}s"
+                )
             self._add_table(side, table.to(device))
 
     def _add_table(self, side: Side, table: Features) -> None:
@@ -132,12 +154,20 @@ class FeatureMF(nn.Module):
             # standardised over the table, so that one init_std suits every column
             mean, std = table.dense.double().mean(0), table.dense.double().std(0, unbiased=False)
             std = torch.where(std > 0, std, torch.ones_like(std))
-            self.register_buffer(f"{side}_table_dense", ((table.dense.double() - mean) / std).float(), persistent=False)
+            self.register_buffer(
+                f"{side}_table_dense",
+                ((table.dense.double() - mean) / std).float(),
+                persistent=False,
+            )
             self.register_buffer(f"{side}_table_dense_mean", mean.float(), persistent=False)
             self.register_buffer(f"{side}_table_dense_std", std.float(), persistent=False)
-            self.dense_map[side] = nn.Parameter(torch.randn(table.n_dense, self.dim, device=device) * self.init_std)
+            self.dense_map[side] = nn.Parameter(
+                torch.randn(table.n_dense, self.dim, device=device) * self.init_std
+            )
             if self.biases:
-                self.dense_map[f"{side}_bias"] = nn.Parameter(torch.zeros(table.n_dense, 1, device=device))
+                self.dense_map[f"{side}_bias"] = nn.Parameter(
+                    torch.zeros(table.n_dense, 1, device=device)
+                )
         self.vocabulary[side], self.dense_names[side] = table.vocabulary, table.dense_names
 
     def table(self, side: Side) -> Features | None:
@@ -145,8 +175,14 @@ class FeatureMF(nn.Module):
         if side not in self.vocabulary:
             return None
         get = lambda field: getattr(self, f"{side}_table_{field}", None)  # noqa: E731
-        return Features(get("offsets"), get("indices"), get("weights"), self.vocabulary[side], get("dense"),
-                        self.dense_names[side])
+        return Features(
+            get("offsets"),
+            get("indices"),
+            get("weights"),
+            self.vocabulary[side],
+            get("dense"),
+            self.dense_names[side],
+        )
 
     # the parts of a factor -----------------------------------------------------------------
     def _pool(self, side: Side, rows_features: Features, raw: bool) -> tuple[Tensor, Tensor]:
@@ -157,27 +193,41 @@ class FeatureMF(nn.Module):
         device = self.user_embedding.weight.device
         factors = torch.zeros(n, self.dim, device=device)
         bias = torch.zeros(n, device=device)
-        if rows_features.vocabulary != self.vocabulary[side] or rows_features.dense_names != self.dense_names[side]:
-            raise ValueError(f"the batch's {side} features have other columns than the model's {side} table")
+        if (
+            rows_features.vocabulary != self.vocabulary[side]
+            or rows_features.dense_names != self.dense_names[side]
+        ):
+            raise ValueError(
+                f"the batch's {side} features have other columns than the model's {side} table"
+            )
         if rows_features.n_categories:
             # a gather and a scatter-add: several times faster on CPU than embedding_bag with
             # per-sample weights (its backward), the same sums
             indices, weights = rows_features.indices, rows_features.weights  # [nnz], [nnz]
-            row_of = torch.repeat_interleave(torch.arange(n, device=device), rows_features.offsets.diff(),
-                                             output_size=len(indices))  # [nnz]
+            row_of = torch.repeat_interleave(
+                torch.arange(n, device=device),
+                rows_features.offsets.diff(),
+                output_size=len(indices),
+            )  # [nnz]
             if self.pooling == "mean":
                 total = torch.zeros(n, device=device).index_add_(0, row_of, weights)  # [R] Z = Σ w
                 total = torch.where(total != 0, total, torch.ones_like(total))
                 weights = weights / total.index_select(0, row_of)  # [nnz]
-            vectors = self.feature_embedding[side].weight.index_select(0, indices) * weights.unsqueeze(1)  # [nnz, dim]
+            vectors = self.feature_embedding[side].weight.index_select(
+                0, indices
+            ) * weights.unsqueeze(1)  # [nnz, dim]
             factors = factors.index_add_(0, row_of, vectors)  # [R, dim]
             if self.biases:
-                values = self.feature_bias[side].weight.squeeze(1).index_select(0, indices) * weights  # [nnz]
+                values = (
+                    self.feature_bias[side].weight.squeeze(1).index_select(0, indices) * weights
+                )  # [nnz]
                 bias = bias.index_add_(0, row_of, values)  # [R]
         if rows_features.n_dense:
             dense = rows_features.dense  # [R, d]
             if raw:
-                dense = (dense - getattr(self, f"{side}_table_dense_mean")) / getattr(self, f"{side}_table_dense_std")
+                dense = (dense - getattr(self, f"{side}_table_dense_mean")) / getattr(
+                    self, f"{side}_table_dense_std"
+                )
             factors = factors + dense @ self.dense_map[side]  # [R, dim]
             if self.biases:
                 bias = bias + (dense @ self.dense_map[f"{side}_bias"]).squeeze(1)  # [R]
@@ -186,18 +236,26 @@ class FeatureMF(nn.Module):
     def _id_part(self, side: Side, ids: Tensor) -> tuple[Tensor, Tensor]:
         """s_r e_r [R, dim] and s_r β_r [R] of ids [R] (zero for rows unseen in training)."""
         s = (self.user_seen if side == "user" else self.item_seen).index_select(0, ids)  # [R]
-        factors = rows(self.user_embedding if side == "user" else self.item_embedding, ids) * s.unsqueeze(1)
+        factors = rows(
+            self.user_embedding if side == "user" else self.item_embedding, ids
+        ) * s.unsqueeze(1)
         if not self.biases:
             return factors, torch.zeros_like(s)
-        return factors, rows(self.user_bias if side == "user" else self.item_bias, ids).squeeze(1) * s
+        return factors, rows(self.user_bias if side == "user" else self.item_bias, ids).squeeze(
+            1
+        ) * s
 
-    def _feature_part(self, side: Side, ids: Tensor, batch_rows: Features | None) -> tuple[Tensor, Tensor]:
+    def _feature_part(
+        self, side: Side, ids: Tensor, batch_rows: Features | None
+    ) -> tuple[Tensor, Tensor]:
         """The feature part of the factors [R, dim] and biases [R] of ids [R]: pooled per row
         from `batch_rows` when the batch brings them, else once per distinct id from the
         model's table; zeros for a side without a table."""
         if side not in self.vocabulary:
             device = self.user_embedding.weight.device
-            return torch.zeros(len(ids), self.dim, device=device), torch.zeros(len(ids), device=device)
+            return torch.zeros(len(ids), self.dim, device=device), torch.zeros(
+                len(ids), device=device
+            )
         if batch_rows is not None:
             return self._pool(side, batch_rows, raw=True)
         unique, inverse = torch.unique(ids, return_inverse=True)  # [U], [R]
@@ -214,21 +272,30 @@ class FeatureMF(nn.Module):
         e_i, be_i = self._id_part("item", flat)  # [B*M, dim], [B*M]
         f_i, bf_i = self._feature_part("item", flat, batch.item_features)
         if self.training and self.item_id_dropout > 0:
-            keep = (torch.rand(len(flat), device=flat.device) >= self.item_id_dropout).to(e_i.dtype)  # [B*M]
+            keep = (torch.rand(len(flat), device=flat.device) >= self.item_id_dropout).to(
+                e_i.dtype
+            )  # [B*M]
             e_i, be_i = e_i * keep.unsqueeze(1), be_i * keep
         p = e_u + f_u  # [B, dim]
         q = (e_i + f_i).view(b, m, self.dim)  # [B, M, dim]
         scores = (p.unsqueeze(1) * q).sum(-1)  # [B, M]
         if self.biases:
-            scores = scores + (self.global_mean + be_u + bf_u).unsqueeze(1) + (be_i + bf_i).view(b, m)
+            scores = (
+                scores + (self.global_mean + be_u + bf_u).unsqueeze(1) + (be_i + bf_i).view(b, m)
+            )
         return scores
 
     def penalty(self, batch: Batch) -> Tensor:
         """[2]: Σ over the batch's users and items (every use counts) of ‖s_r e_r‖² +
         ‖feature part‖² of their factors; element 1 the same for the biases."""
-        factors, bias = torch.zeros((), device=batch.users.device), torch.zeros((), device=batch.users.device)
-        for side, ids, batch_rows in (("user", batch.users, batch.user_features),
-                                      ("item", batch.items.reshape(-1), batch.item_features)):
+        factors, bias = (
+            torch.zeros((), device=batch.users.device),
+            torch.zeros((), device=batch.users.device),
+        )
+        for side, ids, batch_rows in (
+            ("user", batch.users, batch.user_features),
+            ("item", batch.items.reshape(-1), batch.item_features),
+        ):
             seen = self.user_seen if side == "user" else self.item_seen
             factors = factors + row_norm_sum(getattr(self, f"{side}_embedding"), ids, seen)
             if self.biases:
@@ -259,7 +326,9 @@ class FeatureMF(nn.Module):
         p, b = self._all("user")
         if not self.biases:
             return p
-        return torch.cat([p, (self.global_mean + b).unsqueeze(1), torch.ones_like(b).unsqueeze(1)], dim=1)
+        return torch.cat(
+            [p, (self.global_mean + b).unsqueeze(1), torch.ones_like(b).unsqueeze(1)], dim=1
+        )
 
     def item_factors(self) -> Tensor:
         """[n_items, dim(+2)]: `[q_i, 1, b_i]` with biases (see `user_factors`); cold items'

@@ -56,10 +56,18 @@ class ImplicitSets(nn.Module):
         indptr = torch.zeros(len(users) + 1, dtype=torch.long, device=users.device)
         indptr[1:] = lengths.cumsum(0)  # [U+1]
         # position in self.items of every entry of N_B
-        flat = torch.arange(int(indptr[-1]), device=users.device) + (starts - indptr[:-1]).repeat_interleave(lengths)  # [T]
-        weights = lengths.clamp(min=1).to(self.embedding.weight.dtype).rsqrt().repeat_interleave(lengths)  # [T]
+        flat = torch.arange(int(indptr[-1]), device=users.device) + (
+            starts - indptr[:-1]
+        ).repeat_interleave(lengths)  # [T]
+        weights = (
+            lengths.clamp(min=1).to(self.embedding.weight.dtype).rsqrt().repeat_interleave(lengths)
+        )  # [T]
         return torch.sparse_csr_tensor(
-            indptr, self.items[flat], weights, size=(len(users), self.n_items), check_invariants=False
+            indptr,
+            self.items[flat],
+            weights,
+            size=(len(users), self.n_items),
+            check_invariants=False,
         )
 
     def all_sums(self) -> Tensor:

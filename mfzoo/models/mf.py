@@ -40,8 +40,14 @@ class MF(nn.Module):
     """
 
     def __init__(
-        self, n_users: int, n_items: int, dim: int = 64, biases: bool = True, init_std: float = 0.1,
-        reg_exponent: float = 1.0, sparse: bool = False,
+        self,
+        n_users: int,
+        n_items: int,
+        dim: int = 64,
+        biases: bool = True,
+        init_std: float = 0.1,
+        reg_exponent: float = 1.0,
+        sparse: bool = False,
     ):
         super().__init__()
         for name, size in (("n_users", n_users), ("n_items", n_items), ("dim", dim)):
@@ -62,7 +68,10 @@ class MF(nn.Module):
         if self.biases:
             self.global_mean.fill_(float(train.values.double().mean()))
         if self.reg_exponent != 1.0:
-            for ids, weight in ((train.users, self.user_reg_weight), (train.items, self.item_reg_weight)):
+            for ids, weight in (
+                (train.users, self.user_reg_weight),
+                (train.items, self.item_reg_weight),
+            ):
                 counts = torch.bincount(ids, minlength=weight.numel()).clamp(min=1).to(weight)
                 weight.copy_(counts.pow(self.reg_exponent - 1.0))
 
@@ -81,11 +90,19 @@ class MF(nn.Module):
         (a row used twice counts twice, as in per-rating SGD) with the per-use weights c_r:
         element 0 Σ_b (c_u ‖p_{u_b}‖² + Σ_m c_i ‖q_{i_bm}‖²), element 1 the same for b_u, b_i
         (0 without biases). c_r = 1 for `reg_exponent` = 1."""
-        cu, ci = (None, None) if self.reg_exponent == 1.0 else (self.user_reg_weight, self.item_reg_weight)
-        factors = row_norm_sum(self.user_embedding, batch.users, cu) + row_norm_sum(self.item_embedding, batch.items, ci)
+        cu, ci = (
+            (None, None)
+            if self.reg_exponent == 1.0
+            else (self.user_reg_weight, self.item_reg_weight)
+        )
+        factors = row_norm_sum(self.user_embedding, batch.users, cu) + row_norm_sum(
+            self.item_embedding, batch.items, ci
+        )
         if not self.biases:
             return torch.stack([factors, torch.zeros_like(factors)])
-        bias = row_norm_sum(self.user_bias, batch.users, cu) + row_norm_sum(self.item_bias, batch.items, ci)
+        bias = row_norm_sum(self.user_bias, batch.users, cu) + row_norm_sum(
+            self.item_bias, batch.items, ci
+        )
         return torch.stack([factors, bias])
 
     def _scaled_groups(self, scaled: list[tuple[list[nn.Parameter], float]]) -> list[dict]:
@@ -93,7 +110,9 @@ class MF(nn.Module):
         every other parameter of the model at the optimizer's own rate."""
         special = [p for params, _ in scaled for p in params]
         rest = [p for p in self.parameters() if all(p is not q for q in special)]
-        return [{"params": rest}] + [{"params": params, "lr_scale": scale} for params, scale in scaled if params]
+        return [{"params": rest}] + [
+            {"params": params, "lr_scale": scale} for params, scale in scaled if params
+        ]
 
     def user_factors(self) -> Tensor:
         """[n_users, dim(+2)]: with biases `[p_u, μ + b_u, 1]`, so that
@@ -108,7 +127,9 @@ class MF(nn.Module):
         return torch.cat([p, self.global_mean + self.user_bias.weight, one], dim=1)
 
     # fold-in: the design of a ridge solve for new users' [p_u, b_u] with items fixed ---------
-    def fold_in_design(self, users: Tensor, items: Tensor, n_users: int) -> tuple[Tensor, Tensor, Tensor | None]:
+    def fold_in_design(
+        self, users: Tensor, items: Tensor, n_users: int
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
         """For new users' ratings (`users` [N] in 0..n_users-1, `items` [N] in the model's item
         space): X [N, k] and offset [N] with r̂ = offset + X·θ_u, θ_u = [p_u, b_u] (b_u only
         with biases: always the last column), and a per-user extra (None here) that
@@ -123,7 +144,9 @@ class MF(nn.Module):
         """Augmented user factors (as `user_factors`) from solved θ [n, k]."""
         if not self.biases:
             return theta
-        return torch.cat([theta[:, :-1], self.global_mean + theta[:, -1:], torch.ones_like(theta[:, :1])], dim=1)
+        return torch.cat(
+            [theta[:, :-1], self.global_mean + theta[:, -1:], torch.ones_like(theta[:, :1])], dim=1
+        )
 
     def item_factors(self) -> Tensor:
         """[n_items, dim(+2)]: with biases `[q_i, 1, b_i]` (see `user_factors`)."""

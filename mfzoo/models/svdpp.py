@@ -42,13 +42,24 @@ class SVDpp(MF):
     """
 
     def __init__(
-        self, n_users: int, n_items: int, dim: int = 64, biases: bool = True, init_std: float = 0.1,
-        reg_exponent: float = 1.0, include_evaluation_items: bool = False,
-        implicit_l2_scale: float = 1.0, implicit_lr_scale: float = 1.0, implicit_init_std: float = 0.01,
+        self,
+        n_users: int,
+        n_items: int,
+        dim: int = 64,
+        biases: bool = True,
+        init_std: float = 0.1,
+        reg_exponent: float = 1.0,
+        include_evaluation_items: bool = False,
+        implicit_l2_scale: float = 1.0,
+        implicit_lr_scale: float = 1.0,
+        implicit_init_std: float = 0.01,
     ):
         super().__init__(n_users, n_items, dim, biases, init_std, reg_exponent)
-        for name, value in (("implicit_l2_scale", implicit_l2_scale), ("implicit_lr_scale", implicit_lr_scale),
-                            ("implicit_init_std", implicit_init_std)):
+        for name, value in (
+            ("implicit_l2_scale", implicit_l2_scale),
+            ("implicit_lr_scale", implicit_lr_scale),
+            ("implicit_init_std", implicit_init_std),
+        ):
             nonnegative(name, value)
         self.include_evaluation_items = include_evaluation_items
         self.implicit_l2_scale, self.implicit_lr_scale = implicit_l2_scale, implicit_lr_scale
@@ -60,7 +71,10 @@ class SVDpp(MF):
         super().prepare(train)
         users, items = train.users, train.items
         if self.include_evaluation_items and evaluation is not None:
-            users, items = torch.cat([users, evaluation.users]), torch.cat([items, evaluation.items])
+            users, items = (
+                torch.cat([users, evaluation.users]),
+                torch.cat([items, evaluation.items]),
+            )
         self.implicit.set(users, items)
 
     def user_vectors(self, users: Tensor) -> Tensor:
@@ -75,7 +89,11 @@ class SVDpp(MF):
         q = rows(self.item_embedding, batch.items)  # [B, M, D]
         scores = (p.unsqueeze(1) * q).sum(-1)  # [B, M]
         if self.biases:
-            scores = scores + (self.global_mean + rows(self.user_bias, batch.users)) + rows(self.item_bias, batch.items).squeeze(-1)
+            scores = (
+                scores
+                + (self.global_mean + rows(self.user_bias, batch.users))
+                + rows(self.item_bias, batch.items).squeeze(-1)
+            )
         return scores
 
     def penalty(self, batch: Batch) -> Tensor:
@@ -94,7 +112,9 @@ class SVDpp(MF):
         return self._augment_users(self.user_embedding.weight + self.implicit.all_sums())
 
     # fold-in: R(u) of a new user is the set of items in its ratings ------------------------
-    def fold_in_design(self, users: Tensor, items: Tensor, n_users: int) -> tuple[Tensor, Tensor, Tensor | None]:
+    def fold_in_design(
+        self, users: Tensor, items: Tensor, n_users: int
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
         """As `MF.fold_in_design`, with the new users' implicit vectors z_u = |R(u)|^-½ Σ y_j
         (R(u) = their rated items) moved into the offset: r̂ = offset + X·θ_u with
         offset = μ + b_i + q_i·z_u. The extra returned is z [n_users, D]."""

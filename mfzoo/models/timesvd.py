@@ -29,7 +29,6 @@ from mfzoo.models.mf import MF
 from mfzoo.models.time_terms import SECONDS_PER_DAY, bin_edges, day_keys, day_rows, time_bins
 
 
-
 class TimeSVD(MF):
     """timeSVD / timeSVD++ (see the module docstring). Needs `batch.times` (seconds).
 
@@ -53,18 +52,36 @@ class TimeSVD(MF):
     """
 
     def __init__(
-        self, n_users: int, n_items: int, dim: int = 64, init_std: float = 0.1, reg_exponent: float = 1.0,
-        implicit: bool = True, n_bins: int = 30, beta: float = 0.4, day_bias: bool = True,
-        factor_drift: bool = False, time_l2_scale: float = 1.0, bin_l2_scale: float = 1.0, drift_lr_scale: float = 0.01,
+        self,
+        n_users: int,
+        n_items: int,
+        dim: int = 64,
+        init_std: float = 0.1,
+        reg_exponent: float = 1.0,
+        implicit: bool = True,
+        n_bins: int = 30,
+        beta: float = 0.4,
+        day_bias: bool = True,
+        factor_drift: bool = False,
+        time_l2_scale: float = 1.0,
+        bin_l2_scale: float = 1.0,
+        drift_lr_scale: float = 0.01,
         include_evaluation_items: bool = False,
-        implicit_l2_scale: float = 1.0, implicit_lr_scale: float = 1.0, implicit_init_std: float = 0.01,
+        implicit_l2_scale: float = 1.0,
+        implicit_lr_scale: float = 1.0,
+        implicit_init_std: float = 0.01,
     ):
         super().__init__(n_users, n_items, dim, True, init_std, reg_exponent)
         at_least("n_bins", n_bins, 1)
         finite("beta", beta)
-        for name, value in (("time_l2_scale", time_l2_scale), ("bin_l2_scale", bin_l2_scale),
-                            ("drift_lr_scale", drift_lr_scale), ("implicit_l2_scale", implicit_l2_scale),
-                            ("implicit_lr_scale", implicit_lr_scale), ("implicit_init_std", implicit_init_std)):
+        for name, value in (
+            ("time_l2_scale", time_l2_scale),
+            ("bin_l2_scale", bin_l2_scale),
+            ("drift_lr_scale", drift_lr_scale),
+            ("implicit_l2_scale", implicit_l2_scale),
+            ("implicit_lr_scale", implicit_lr_scale),
+            ("implicit_init_std", implicit_init_std),
+        ):
             nonnegative(name, value)
         self.n_bins, self.beta, self.drift_lr_scale = n_bins, beta, drift_lr_scale
         self.time_l2_scale, self.bin_l2_scale = time_l2_scale, bin_l2_scale
@@ -73,15 +90,21 @@ class TimeSVD(MF):
         self.implicit = ImplicitSets(n_users, n_items, dim, implicit_init_std) if implicit else None
         self.item_bin_bias = nn.Embedding(n_items * n_bins, 1)  # row i * n_bins + bin
         self.user_drift = nn.Embedding(n_users, 1)  # α_u
-        self.day_bias = nn.Embedding(1, 1) if day_bias else None  # b_{u,t}; sized by prepare, last row = unseen
+        self.day_bias = (
+            nn.Embedding(1, 1) if day_bias else None
+        )  # b_{u,t}; sized by prepare, last row = unseen
         self.factor_drift = nn.Embedding(n_users, dim) if factor_drift else None  # α_pu
         for table in (self.item_bin_bias, self.user_drift, self.day_bias, self.factor_drift):
             if table is not None:
                 nn.init.zeros_(table.weight)
-        self.register_buffer("bin_edges", torch.zeros(max(n_bins - 1, 0), dtype=torch.float64))  # days
+        self.register_buffer(
+            "bin_edges", torch.zeros(max(n_bins - 1, 0), dtype=torch.float64)
+        )  # days
         self.register_buffer("user_mean_day", torch.zeros(n_users, dtype=torch.float64))  # t_u
         self.register_buffer("last_day", torch.zeros((), dtype=torch.float64))
-        self.register_buffer("day_keys", torch.zeros(0, dtype=torch.long))  # sorted user * 2^32 + day
+        self.register_buffer(
+            "day_keys", torch.zeros(0, dtype=torch.long)
+        )  # sorted user * 2^32 + day
         # per-use penalty weights of the bin and day rows (as MF's user/item weights)
         self.register_buffer("bin_reg_weight", torch.ones(n_items * n_bins))
         self.register_buffer("day_reg_weight", torch.ones(1))
@@ -91,8 +114,10 @@ class TimeSVD(MF):
         """μ and penalty weights (MF), R(u) (timeSVD++), bin edges, t_u and the day-bias table."""
         super().prepare(train)
         if train.timestamps is None:
-            raise DataError(f"{type(self).__name__} needs timestamps; {train.name} has none: name the time column "
-                            "of a table source (data.source.time_col=...), or use model=mf / model=svdpp")
+            raise DataError(
+                f"{type(self).__name__} needs timestamps; {train.name} has none: name the time column "
+                "of a table source (data.source.time_col=...), or use model=mf / model=svdpp"
+            )
         days = train.timestamps.double() / SECONDS_PER_DAY  # [N]
         self.bin_edges.copy_(bin_edges(days, self.n_bins))
         self.last_day.fill_(float(days.max()))
@@ -102,14 +127,19 @@ class TimeSVD(MF):
         bin_rows = train.items * self.n_bins + self.time_bin(days)
         self.bin_reg_weight = self._reg_weight(bin_rows, self.n_items * self.n_bins)
         if self.day_bias is not None:
-            self.day_keys, used_rows = torch.unique(day_keys(train.users, train.timestamps), return_inverse=True)
+            self.day_keys, used_rows = torch.unique(
+                day_keys(train.users, train.timestamps), return_inverse=True
+            )
             self.day_bias = nn.Embedding(len(self.day_keys) + 1, 1).to(self.user_drift.weight)
             nn.init.zeros_(self.day_bias.weight)
             self.day_reg_weight = self._reg_weight(used_rows, len(self.day_keys) + 1)
         if self.implicit is not None:
             users, items = train.users, train.items
             if self.include_evaluation_items and evaluation is not None:
-                users, items = torch.cat([users, evaluation.users]), torch.cat([items, evaluation.items])
+                users, items = (
+                    torch.cat([users, evaluation.users]),
+                    torch.cat([items, evaluation.items]),
+                )
             self.implicit.set(users, items)
 
     def _reg_weight(self, rows_used: Tensor, n_rows: int) -> Tensor:
@@ -133,7 +163,9 @@ class TimeSVD(MF):
 
     def _times(self, batch: Batch) -> Tensor:
         if batch.times is None:
-            raise ValueError(f"{type(self).__name__} scores need batch.times (timestamps in seconds)")
+            raise ValueError(
+                f"{type(self).__name__} scores need batch.times (timestamps in seconds)"
+            )
         return batch.times
 
     def user_terms(self, users: Tensor, times: Tensor) -> tuple[Tensor, Tensor]:
@@ -154,25 +186,40 @@ class TimeSVD(MF):
         p, user_bias = self.user_terms(batch.users, times)  # [B, D], [B]
         q = rows(self.item_embedding, batch.items)  # [B, M, D]
         bins = self.time_bin(times.double() / SECONDS_PER_DAY)  # [B]
-        item_bias = rows(self.item_bias, batch.items)[..., 0] + rows(self.item_bin_bias, batch.items * self.n_bins + bins.unsqueeze(1))[..., 0]  # [B, M]
-        return (p.unsqueeze(1) * q).sum(-1) + (self.global_mean + user_bias).unsqueeze(1) + item_bias
+        item_bias = (
+            rows(self.item_bias, batch.items)[..., 0]
+            + rows(self.item_bin_bias, batch.items * self.n_bins + bins.unsqueeze(1))[..., 0]
+        )  # [B, M]
+        return (
+            (p.unsqueeze(1) * q).sum(-1) + (self.global_mean + user_bias).unsqueeze(1) + item_bias
+        )
 
     def penalty(self, batch: Batch) -> Tensor:
         """MF's [factor, bias] penalty plus, per use, the implicit y (as SVD++), the time-bias
         terms α_u, b_{u,t} (× `time_l2_scale`) and b_{i,Bin(t)} (× `bin_l2_scale`) in the bias
         group, and α_pu (× `time_l2_scale`) in the factor group."""
         penalty = super().penalty(batch)
-        cu, ci = (None, None) if self.reg_exponent == 1.0 else (self.user_reg_weight, self.item_reg_weight)
+        cu, ci = (
+            (None, None)
+            if self.reg_exponent == 1.0
+            else (self.user_reg_weight, self.item_reg_weight)
+        )
         times = self._times(batch)
         bins = self.time_bin(times.double() / SECONDS_PER_DAY)
         bias = row_norm_sum(self.user_drift, batch.users, cu)
         bin_rows = batch.items * self.n_bins + bins.unsqueeze(1)  # [B, M]
-        item_time = self.bin_l2_scale * row_norm_sum(self.item_bin_bias, bin_rows, self.bin_reg_weight)
+        item_time = self.bin_l2_scale * row_norm_sum(
+            self.item_bin_bias, bin_rows, self.bin_reg_weight
+        )
         factors = penalty.new_zeros(())
         if self.day_bias is not None:
-            bias = bias + row_norm_sum(self.day_bias, self.day_index(batch.users, times), self.day_reg_weight)
+            bias = bias + row_norm_sum(
+                self.day_bias, self.day_index(batch.users, times), self.day_reg_weight
+            )
         if self.factor_drift is not None:
-            factors = factors + self.time_l2_scale * row_norm_sum(self.factor_drift, batch.users, cu)
+            factors = factors + self.time_l2_scale * row_norm_sum(
+                self.factor_drift, batch.users, cu
+            )
         if self.implicit is not None:
             factors = factors + self.implicit_l2_scale * self.implicit.penalty(batch.items, ci)
         return penalty + torch.stack([factors, self.time_l2_scale * bias + item_time])
@@ -181,8 +228,12 @@ class TimeSVD(MF):
         """y (timeSVD++) with `lr_scale` = `implicit_lr_scale`, α_u and α_pu with
         `drift_lr_scale`, the rest at the optimizer's rate."""
         implicit = [] if self.implicit is None else list(self.implicit.parameters())
-        drift = [self.user_drift.weight] + ([] if self.factor_drift is None else [self.factor_drift.weight])
-        return self._scaled_groups([(drift, self.drift_lr_scale), (implicit, self.implicit_lr_scale)])
+        drift = [self.user_drift.weight] + (
+            [] if self.factor_drift is None else [self.factor_drift.weight]
+        )
+        return self._scaled_groups(
+            [(drift, self.drift_lr_scale), (implicit, self.implicit_lr_scale)]
+        )
 
     # static factors at the end of the training span ----------------------------------------
     def user_factors(self) -> Tensor:
@@ -200,17 +251,27 @@ class TimeSVD(MF):
     def item_factors(self) -> Tensor:
         """[n_items, D+2]: `[q_i, 1, b_i + b_{i,Bin(T)}]`."""
         last_bin = int(self.time_bin(self.last_day.reshape(1)))
-        bin_bias = self.item_bin_bias.weight.view(self.n_items, self.n_bins)[:, last_bin : last_bin + 1]
+        bin_bias = self.item_bin_bias.weight.view(self.n_items, self.n_bins)[
+            :, last_bin : last_bin + 1
+        ]
         q = self.item_embedding.weight
         return torch.cat([q, torch.ones_like(bin_bias), self.item_bias.weight + bin_bias], dim=1)
 
     def fold_in_design(self, users: Tensor, items: Tensor, n_users: int):
-        raise NotImplementedError("fold-in is not defined for time-dependent models; use MF or SVDpp")
+        raise NotImplementedError(
+            "fold-in is not defined for time-dependent models; use MF or SVDpp"
+        )
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # the day-bias table is data-sized: take the checkpoint's size before copying it in
         if self.day_bias is not None and prefix + "day_bias.weight" in state_dict:
-            self.day_keys = torch.empty_like(state_dict[prefix + "day_keys"], device=self.day_keys.device)
-            self.day_reg_weight = torch.empty_like(state_dict[prefix + "day_reg_weight"], device=self.day_keys.device)
-            self.day_bias = nn.Embedding(*state_dict[prefix + "day_bias.weight"].shape).to(self.user_drift.weight)
+            self.day_keys = torch.empty_like(
+                state_dict[prefix + "day_keys"], device=self.day_keys.device
+            )
+            self.day_reg_weight = torch.empty_like(
+                state_dict[prefix + "day_reg_weight"], device=self.day_keys.device
+            )
+            self.day_bias = nn.Embedding(*state_dict[prefix + "day_bias.weight"].shape).to(
+                self.user_drift.weight
+            )
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

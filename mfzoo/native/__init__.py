@@ -68,7 +68,9 @@ def _cpu() -> str:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
         return platform.processor() or platform.machine()
-    wanted = [line for line in lines if line.startswith(("model name", "flags", "Features", "CPU part"))]
+    wanted = [
+        line for line in lines if line.startswith(("model name", "flags", "Features", "CPU part"))
+    ]
     return "\n".join(dict.fromkeys(wanted))  # the first core's lines (every core repeats them)
 
 
@@ -95,12 +97,17 @@ def library() -> ctypes.CDLL | None:
     here = Path(__file__).resolve().parent
     compiler = _compiler()
     if compiler is None:
-        named = f"CC={os.environ['CC']!r} names no program" if os.environ.get("CC", "").strip() else \
-            "no C compiler found (cc, gcc, clang; or set CC)"
+        named = (
+            f"CC={os.environ['CC']!r} names no program"
+            if os.environ.get("CC", "").strip()
+            else "no C compiler found (cc, gcc, clang; or set CC)"
+        )
         log.warning("mfzoo.native: %s; the solvers run their torch paths", named)
         return None
     try:
-        version = subprocess.run([*compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
+        version = subprocess.run(
+            [*compiler, "--version"], capture_output=True, text=True, timeout=60
+        ).stdout
         digest = hashlib.sha256()
         for name in SOURCES:
             digest.update((here / name).read_bytes())
@@ -112,13 +119,20 @@ def library() -> ctypes.CDLL | None:
                 compile_seconds = 0.0
                 return lib
             except (OSError, AttributeError, RuntimeError) as error:
-                log.warning("mfzoo.native: the cached %s is unusable (%s); building it again", target.name, error)
+                log.warning(
+                    "mfzoo.native: the cached %s is unusable (%s); building it again",
+                    target.name,
+                    error,
+                )
         compile_seconds = _build(compiler, here / "kernels.c", target)
         log.info("mfzoo.native: compiled %s in %.1f s", target.name, compile_seconds)
         return _load(target)
-    except Exception as error:  # noqa: BLE001 (any failure means: run the torch paths)
-        log.warning("mfzoo.native: the C kernels are unavailable (%s: %s); the solvers run their torch paths",
-                    type(error).__name__, error)
+    except Exception as error:
+        log.warning(
+            "mfzoo.native: the C kernels are unavailable (%s: %s); the solvers run their torch paths",
+            type(error).__name__,
+            error,
+        )
         return None
 
 
@@ -129,10 +143,16 @@ def _build(compiler: list[str], source: Path, target: Path) -> float:
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         built = Path(tmp) / target.name
-        result = subprocess.run([*compiler, *FLAGS, "-o", str(built), str(source), *LIBS],
-                                capture_output=True, text=True, timeout=300)
+        result = subprocess.run(
+            [*compiler, *FLAGS, "-o", str(built), str(source), *LIBS],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         if result.returncode != 0:
-            last = result.stderr.strip().splitlines()[-1:] or [f"exit status {result.returncode}, no message"]
+            last = result.stderr.strip().splitlines()[-1:] or [
+                f"exit status {result.returncode}, no message"
+            ]
             raise RuntimeError(f"{' '.join(compiler)} failed: {last[0]}")
         if not built.exists():
             raise RuntimeError(f"{' '.join(compiler)} exited 0 but wrote no library")
@@ -144,7 +164,9 @@ def _load(path: Path) -> ctypes.CDLL:
     lib = ctypes.CDLL(str(path))
     lib.mfzoo_native_version.restype = ctypes.c_int
     if lib.mfzoo_native_version() != NATIVE_VERSION:
-        raise RuntimeError(f"{path.name} is version {lib.mfzoo_native_version()}, not {NATIVE_VERSION}")
+        raise RuntimeError(
+            f"{path.name} is version {lib.mfzoo_native_version()}, not {NATIVE_VERSION}"
+        )
     _declare(lib)
     return lib
 
@@ -172,7 +194,13 @@ def unavailable_reason(*tensors: Tensor) -> str | None:
 # 2-core machine, 32 and 64 beat 8, 16 and 128 over 64-256 factors)
 CG_PREFETCH_LINES = 32
 
-_i64, _int, _p, _u64, _dp = ctypes.c_int64, ctypes.c_int, ctypes.c_void_p, ctypes.c_uint64, ctypes.POINTER(ctypes.c_double)
+_i64, _int, _p, _u64, _dp = (
+    ctypes.c_int64,
+    ctypes.c_int,
+    ctypes.c_void_p,
+    ctypes.c_uint64,
+    ctypes.POINTER(ctypes.c_double),
+)
 _REAL = {"_f32": ctypes.c_float, "_f64": ctypes.c_double}
 
 
@@ -182,8 +210,29 @@ def _declare(lib: ctypes.CDLL) -> None:
         fn.argtypes = [_i64, _i64, _p, _p, _p, _p, _p, _p, _p, _p, _int, _int, _int]
         fn.restype = _int
         fn = getattr(lib, f"bpr_epoch{suffix}")
-        fn.argtypes = [_i64, _i64, _i64, _i64, _p, _p, _p, _p, _int, _int, _p, _int, _p, _p, _p, real, real, real, _u64,
-                       _int, _dp]
+        fn.argtypes = [
+            _i64,
+            _i64,
+            _i64,
+            _i64,
+            _p,
+            _p,
+            _p,
+            _p,
+            _int,
+            _int,
+            _p,
+            _int,
+            _p,
+            _p,
+            _p,
+            real,
+            real,
+            real,
+            _u64,
+            _int,
+            _dp,
+        ]
         fn.restype = _int
 
 
@@ -201,8 +250,10 @@ def _suffix(dtype: torch.dtype) -> str:
 
 def _ptr(t: Tensor, dtype: torch.dtype, name: str) -> int:
     if t.dtype != dtype or not t.is_contiguous() or t.device.type != "cpu":
-        raise ValueError(f"mfzoo.native: {name} must be a contiguous CPU {dtype} tensor, got {t.dtype} "
-                         f"{'contiguous' if t.is_contiguous() else 'strided'} on {t.device}")
+        raise ValueError(
+            f"mfzoo.native: {name} must be a contiguous CPU {dtype} tensor, got {t.dtype} "
+            f"{'contiguous' if t.is_contiguous() else 'strided'} on {t.device}"
+        )
     return t.data_ptr()
 
 
@@ -221,8 +272,18 @@ def threads_for(threads: int | None) -> int:
     return n
 
 
-def ials_cg(crow: Tensor, col: Tensor, gram_weight: Tensor, weight: Tensor, Y: Tensor, YtY: Tensor, reg: Tensor,
-            X: Tensor, steps: int, threads: int | None = None) -> None:
+def ials_cg(
+    crow: Tensor,
+    col: Tensor,
+    gram_weight: Tensor,
+    weight: Tensor,
+    Y: Tensor,
+    YtY: Tensor,
+    reg: Tensor,
+    X: Tensor,
+    steps: int,
+    threads: int | None = None,
+) -> None:
     """`steps` CG iterations on every row's iALS system, X [n_rows, k] updated in place (the
     warm start in, the result out). The system of row u is that of `als.ials_half_step_cg`:
     A_u = YtY + Σ_i gram_weight_ui y_i y_iᵀ + reg_u I, b_u = Σ_i weight_ui y_i (YtY already
@@ -237,17 +298,43 @@ def ials_cg(crow: Tensor, col: Tensor, gram_weight: Tensor, weight: Tensor, Y: T
     dt = X.dtype
     crow, col = _indices(crow, col)
     status = getattr(lib, f"ials_cg{_suffix(dt)}")(
-        n_rows, k, _ptr(crow, torch.long, "crow"), _ptr(col, torch.int32, "col"), _ptr(gram_weight, dt, "gram_weight"),
-        _ptr(weight, dt, "weight"), _ptr(Y, dt, "Y"), _ptr(YtY, dt, "YtY"), _ptr(reg, dt, "reg"), _ptr(X, dt, "X"),
-        int(steps), threads_for(threads), int(CG_PREFETCH_LINES))
+        n_rows,
+        k,
+        _ptr(crow, torch.long, "crow"),
+        _ptr(col, torch.int32, "col"),
+        _ptr(gram_weight, dt, "gram_weight"),
+        _ptr(weight, dt, "weight"),
+        _ptr(Y, dt, "Y"),
+        _ptr(YtY, dt, "YtY"),
+        _ptr(reg, dt, "reg"),
+        _ptr(X, dt, "X"),
+        int(steps),
+        threads_for(threads),
+        int(CG_PREFETCH_LINES),
+    )
     if status != 0:
         raise MemoryError(f"mfzoo.native.ials_cg failed (status {status})")
 
 
-def bpr_epoch(users: Tensor, items: Tensor, crow: Tensor, col: Tensor, P: Tensor, Q: Tensor, bias: Tensor | None,
-              lr: float, l2: float, l2_bias: float, seed: int, n_samples: int | None = None, reject: bool = True,
-              max_tries: int = 120, threads: int | None = None, seen_filter: Tensor | None = None,
-              filter_bits: int = 0) -> float:
+def bpr_epoch(
+    users: Tensor,
+    items: Tensor,
+    crow: Tensor,
+    col: Tensor,
+    P: Tensor,
+    Q: Tensor,
+    bias: Tensor | None,
+    lr: float,
+    l2: float,
+    l2_bias: float,
+    seed: int,
+    n_samples: int | None = None,
+    reject: bool = True,
+    max_tries: int = 120,
+    threads: int | None = None,
+    seen_filter: Tensor | None = None,
+    filter_bits: int = 0,
+) -> float:
     """One LearnBPR epoch of per-sample SGD in place on P [n_users, k], Q [n_items, k] and
     bias [n_items] (or None): `n_samples` (default len(users)) bootstrap samples of the
     training pairs (users, items) [n] int32, one uniform negative each, redrawn while it is a
@@ -265,11 +352,28 @@ def bpr_epoch(users: Tensor, items: Tensor, crow: Tensor, col: Tensor, P: Tensor
     crow, col = _indices(crow, col)
     loss = ctypes.c_double(0.0)
     status = getattr(lib, f"bpr_epoch{_suffix(dt)}")(
-        n, len(users), Q.shape[0], P.shape[1], _ptr(users, torch.int32, "users"), _ptr(items, torch.int32, "items"),
-        _ptr(crow, torch.long, "crow"), _ptr(col, torch.int32, "col"), int(reject), int(max_tries),
-        None if seen_filter is None else _ptr(seen_filter, torch.uint8, "seen_filter"), int(filter_bits),
-        _ptr(P, dt, "P"), _ptr(Q, dt, "Q"), None if bias is None else _ptr(bias, dt, "bias"),
-        float(lr), float(l2), float(l2_bias), int(seed) % 2**64, threads_for(threads), ctypes.byref(loss))
+        n,
+        len(users),
+        Q.shape[0],
+        P.shape[1],
+        _ptr(users, torch.int32, "users"),
+        _ptr(items, torch.int32, "items"),
+        _ptr(crow, torch.long, "crow"),
+        _ptr(col, torch.int32, "col"),
+        int(reject),
+        int(max_tries),
+        None if seen_filter is None else _ptr(seen_filter, torch.uint8, "seen_filter"),
+        int(filter_bits),
+        _ptr(P, dt, "P"),
+        _ptr(Q, dt, "Q"),
+        None if bias is None else _ptr(bias, dt, "bias"),
+        float(lr),
+        float(l2),
+        float(l2_bias),
+        int(seed) % 2**64,
+        threads_for(threads),
+        ctypes.byref(loss),
+    )
     if status != 0:
         raise MemoryError(f"mfzoo.native.bpr_epoch failed (status {status})")
     return loss.value / max(n, 1)

@@ -101,7 +101,9 @@ class FaissIndex:
     (default: inner product for HNSW, transform for IVF; see the module docstring)."""
 
     def __init__(
-        self, kind: Literal["hnsw", "ivf"] = "hnsw", mips: Literal["transform", "inner_product"] | None = None,
+        self,
+        kind: Literal["hnsw", "ivf"] = "hnsw",
+        mips: Literal["transform", "inner_product"] | None = None,
         **params: int,
     ) -> None:
         if kind not in _FAISS_DEFAULTS:
@@ -111,7 +113,9 @@ class FaissIndex:
             raise ValueError(f"mips must be 'transform' or 'inner_product', got {mips!r}")
         unknown = set(params) - set(_FAISS_DEFAULTS[kind])
         if unknown:
-            raise ValueError(f"unknown {kind} parameter(s) {sorted(unknown)}; known: {sorted(_FAISS_DEFAULTS[kind])}")
+            raise ValueError(
+                f"unknown {kind} parameter(s) {sorted(unknown)}; known: {sorted(_FAISS_DEFAULTS[kind])}"
+            )
         self._faiss = _import_faiss()
         self.kind, self.mips, self.params = kind, mips, {**_FAISS_DEFAULTS[kind], **params}
         self._exact = ExactIndex()  # keeps the vectors, for M, rebuilding and exact rescoring
@@ -133,7 +137,7 @@ class FaissIndex:
         self.max_norm = math.sqrt(float(norms_sq.max()))
         faiss = self._faiss
         if self.mips == "transform":
-            extra = (self.max_norm ** 2 - norms_sq).clamp(min=0).sqrt()  # [n] sqrt(M² − ‖x‖²)
+            extra = (self.max_norm**2 - norms_sq).clamp(min=0).sqrt()  # [n] sqrt(M² − ‖x‖²)
             augmented = _float32(torch.cat([x, extra.unsqueeze(1)], 1))  # [n, d + 1]
             metric = faiss.METRIC_L2
         else:
@@ -145,7 +149,9 @@ class FaissIndex:
             index.hnsw.efSearch = self.params["ef_search"]
         else:
             quantizer = faiss.IndexFlatL2(d) if self.mips == "transform" else faiss.IndexFlatIP(d)
-            index = faiss.IndexIVFFlat(quantizer, d, min(self.params["nlist"], len(augmented)), metric)
+            index = faiss.IndexIVFFlat(
+                quantizer, d, min(self.params["nlist"], len(augmented)), metric
+            )
             index.train(augmented)
             index.nprobe = self.params["nprobe"]
             self._quantizer = quantizer  # the index does not own its quantiser: keep it alive
@@ -162,14 +168,21 @@ class FaissIndex:
         vectors = self._exact.vectors  # [n, d]
         queries = _as_matrix(queries, vectors.shape[1]).cpu()  # [m, d]
         if self.mips == "transform":
-            queries_np = _float32(torch.cat([queries, queries.new_zeros(len(queries), 1)], 1))  # [m, d + 1]
+            queries_np = _float32(
+                torch.cat([queries, queries.new_zeros(len(queries), 1)], 1)
+            )  # [m, d + 1]
         else:
             queries_np = _float32(queries)  # [m, d]
         # faiss's low-level search, as its own Python wrapper calls it: for one query that
         # wrapper's argument handling costs a third of an HNSW search at small efSearch
         m, faiss = len(queries_np), self._faiss
-        distances, ids = np.empty((m, k), dtype=np.float32), np.empty((m, k), dtype=np.int64)  # [m, k]
-        self._index.search_c(m, faiss.swig_ptr(queries_np), k, faiss.swig_ptr(distances), faiss.swig_ptr(ids))
+        distances, ids = (
+            np.empty((m, k), dtype=np.float32),
+            np.empty((m, k), dtype=np.int64),
+        )  # [m, k]
+        self._index.search_c(
+            m, faiss.swig_ptr(queries_np), k, faiss.swig_ptr(distances), faiss.swig_ptr(ids)
+        )
         if self.mips == "inner_product":  # faiss's distances are the exact q · x already, in order
             # numpy here: a handful of torch calls would cost more than the graph search of one query
             if m and ids.min() < 0:
@@ -178,13 +191,17 @@ class FaissIndex:
         ids = torch.from_numpy(ids)  # [m, k]
         found = ids >= 0  # [m, k]
         rows = vectors.cpu()[ids.clamp(min=0)]  # [m, k, d]
-        scores = (rows * queries.to(rows.dtype).unsqueeze(1)).sum(-1).masked_fill(~found, -math.inf)  # [m, k]
+        scores = (
+            (rows * queries.to(rows.dtype).unsqueeze(1)).sum(-1).masked_fill(~found, -math.inf)
+        )  # [m, k]
         # the transform orders by exact q·x only up to float32 rounding; re-sort the exact scores
         scores, order = scores.sort(dim=1, descending=True, stable=True)
         return scores, ids.gather(1, order)
 
 
-def item_index(model: nn.Module, index: ExactIndex | FaissIndex | None = None) -> ExactIndex | FaissIndex:
+def item_index(
+    model: nn.Module, index: ExactIndex | FaissIndex | None = None
+) -> ExactIndex | FaissIndex:
     """`index` (default a new `ExactIndex`) with the model's `item_factors()` added, row i = item
     i: `search(user_factors()[users], k)` then ranks items by the model's exact score. Needs a
     `Factorised` model (`ContractError` naming what is missing otherwise)."""
@@ -199,7 +216,9 @@ def ann_recall(ann_ids: Tensor, exact_ids: Tensor) -> float:
     padding of exact lists never counts as found)."""
     ann_ids, exact_ids = torch.as_tensor(ann_ids), torch.as_tensor(exact_ids)
     if ann_ids.ndim != 2 or exact_ids.ndim != 2 or ann_ids.shape[0] != exact_ids.shape[0]:
-        raise ValueError(f"need [m, k] id matrices, got {tuple(ann_ids.shape)} and {tuple(exact_ids.shape)}")
+        raise ValueError(
+            f"need [m, k] id matrices, got {tuple(ann_ids.shape)} and {tuple(exact_ids.shape)}"
+        )
     if exact_ids.shape[0] == 0:
         raise ValueError("no queries")
     hit = (exact_ids.unsqueeze(2) == ann_ids.unsqueeze(1)).any(2) & (exact_ids >= 0)  # [m, k]
@@ -210,8 +229,10 @@ def _import_faiss() -> Any:
     try:
         import faiss
     except ImportError as error:
-        raise ImportError("FaissIndex needs faiss, the optional '[ann]' extra: pip install 'mfzoo[ann]' "
-                          "(or faiss-cpu / faiss-gpu); ExactIndex works without it") from error
+        raise ImportError(
+            "FaissIndex needs faiss, the optional '[ann]' extra: pip install 'mfzoo[ann]' "
+            "(or faiss-cpu / faiss-gpu); ExactIndex works without it"
+        ) from error
     return faiss
 
 
@@ -221,7 +242,9 @@ def _as_matrix(vectors: Tensor | np.ndarray, dim: int | None) -> Tensor:
     if not vectors.is_floating_point():
         vectors = vectors.float()
     if vectors.ndim != 2 or (dim is not None and vectors.shape[1] != dim):
-        raise ValueError(f"vectors must be [n, {dim if dim is not None else 'd'}], got {tuple(vectors.shape)}")
+        raise ValueError(
+            f"vectors must be [n, {dim if dim is not None else 'd'}], got {tuple(vectors.shape)}"
+        )
     return vectors
 
 

@@ -34,8 +34,12 @@ FoldIn = Callable[[nn.Module, Interactions], Tensor]
 
 
 def new_users(
-    train: Interactions, items: Sequence | np.ndarray | Tensor, values: Sequence | np.ndarray | Tensor | None = None,
-    users: Sequence | np.ndarray | Tensor | None = None, *, encoded: bool = False,
+    train: Interactions,
+    items: Sequence | np.ndarray | Tensor,
+    values: Sequence | np.ndarray | Tensor | None = None,
+    users: Sequence | np.ndarray | Tensor | None = None,
+    *,
+    encoded: bool = False,
 ) -> Interactions:
     """Events of users unknown to the model, in the item space of `train` (the training set).
 
@@ -67,10 +71,18 @@ def new_users(
     n = len(codes)
     if n == 0:
         raise ValueError("new users: no events given")
-    vals = np.ones(n, dtype=np.float32) if values is None else np.asarray(
-        values.cpu() if isinstance(values, Tensor) else values, dtype=np.float32).reshape(-1)
-    labels = np.zeros(n, dtype=np.int64) if users is None else np.asarray(
-        users.cpu() if isinstance(users, Tensor) else users).reshape(-1)
+    vals = (
+        np.ones(n, dtype=np.float32)
+        if values is None
+        else np.asarray(
+            values.cpu() if isinstance(values, Tensor) else values, dtype=np.float32
+        ).reshape(-1)
+    )
+    labels = (
+        np.zeros(n, dtype=np.int64)
+        if users is None
+        else np.asarray(users.cpu() if isinstance(users, Tensor) else users).reshape(-1)
+    )
     if len(vals) != n or len(labels) != n:
         raise ValueError(f"new users: {n} items but {len(vals)} values and {len(labels)} users")
     user_ids, rows = np.unique(labels, return_inverse=True)
@@ -104,8 +116,10 @@ def fold_in_users(model: nn.Module, new: Interactions, fold_in: FoldIn | None = 
     require(model, Factorised, "recommending to new users")
     item_vectors = model.item_factors()  # [n_items, D']
     if new.n_items != item_vectors.shape[0]:
-        raise ValueError(f"{new.name}: {new.n_items} items but {name} has {item_vectors.shape[0]}; "
-                         "build them with `new_users(train, ...)`")
+        raise ValueError(
+            f"{new.name}: {new.n_items} items but {name} has {item_vectors.shape[0]}; "
+            "build them with `new_users(train, ...)`"
+        )
     if fold_in is None:
         if not isinstance(model, OwnFoldIn):
             raise ValueError(

@@ -52,7 +52,9 @@ class ExportedFactors:
 
 @torch.no_grad()
 def export_factors(
-    model: nn.Module, directory: str | Path, user_ids: Sequence[Any] | np.ndarray,
+    model: nn.Module,
+    directory: str | Path,
+    user_ids: Sequence[Any] | np.ndarray,
     item_ids: Sequence[Any] | np.ndarray,
 ) -> Path:
     """Write `model.user_factors()` / `item_factors()` and the raw ids (e.g. `train.user_ids`,
@@ -76,9 +78,15 @@ def export_factors(
     np.save(directory / "user_factors.npy", np.ascontiguousarray(users))
     np.save(directory / "item_factors.npy", np.ascontiguousarray(items))
     meta = {
-        "format_version": FORMAT_VERSION, "score": SCORE, "dtype": "float32",
-        "n_users": len(users), "n_items": len(items), "dim": int(users.shape[1]),
-        "model": type(model).__name__, "user_ids": raw_users, "item_ids": raw_items,
+        "format_version": FORMAT_VERSION,
+        "score": SCORE,
+        "dtype": "float32",
+        "n_users": len(users),
+        "n_items": len(items),
+        "dim": int(users.shape[1]),
+        "model": type(model).__name__,
+        "user_ids": raw_users,
+        "item_ids": raw_items,
     }
     (directory / "ids.json").write_text(json.dumps(meta))
     return directory
@@ -94,9 +102,14 @@ def load_factors(directory: str | Path, mmap: bool = False) -> ExportedFactors:
     mode = "r" if mmap else None
     users = np.load(directory / "user_factors.npy", mmap_mode=mode)
     items = np.load(directory / "item_factors.npy", mmap_mode=mode)
-    if users.shape != (meta["n_users"], meta["dim"]) or items.shape != (meta["n_items"], meta["dim"]):
-        raise ValueError(f"{directory}: arrays {users.shape}, {items.shape} do not match ids.json "
-                         f"({meta['n_users']}, {meta['n_items']}, dim {meta['dim']})")
+    if users.shape != (meta["n_users"], meta["dim"]) or items.shape != (
+        meta["n_items"],
+        meta["dim"],
+    ):
+        raise ValueError(
+            f"{directory}: arrays {users.shape}, {items.shape} do not match ids.json "
+            f"({meta['n_users']}, {meta['n_items']}, dim {meta['dim']})"
+        )
     user_ids, item_ids = meta.pop("user_ids"), meta.pop("item_ids")
     return ExportedFactors(users, items, user_ids, item_ids, meta)
 

@@ -33,7 +33,11 @@ Metric = Literal["cosine", "dot"]
 
 @torch.no_grad()
 def similar_rows(
-    vectors: Tensor, queries: Tensor, k: int, metric: Metric = "cosine", chunk_size: int = 2048,
+    vectors: Tensor,
+    queries: Tensor,
+    k: int,
+    metric: Metric = "cosine",
+    chunk_size: int = 2048,
 ) -> tuple[Tensor, Tensor]:
     """The k rows of `vectors` [n, D] most similar to rows `queries` [m] (themselves excluded).
 
@@ -44,11 +48,15 @@ def similar_rows(
         raise ValueError(f"metric must be 'cosine' or 'dot', got {metric!r}")
     vectors = vectors.detach()
     if metric == "cosine":
-        vectors = torch.nn.functional.normalize(vectors, dim=1)  # [n, D] unit rows (zero rows stay 0)
+        vectors = torch.nn.functional.normalize(
+            vectors, dim=1
+        )  # [n, D] unit rows (zero rows stay 0)
     queries = torch.as_tensor(queries, dtype=torch.int64)
     if len(queries) and (int(queries.min()) < 0 or int(queries.max()) >= vectors.shape[0]):
-        raise ValueError(f"query ids must lie in 0..{vectors.shape[0] - 1}, "
-                         f"got {int(queries.min())}..{int(queries.max())}")
+        raise ValueError(
+            f"query ids must lie in 0..{vectors.shape[0] - 1}, "
+            f"got {int(queries.min())}..{int(queries.max())}"
+        )
 
     def score_fn(rows: Tensor) -> Tensor:
         rows = rows.to(vectors.device)
@@ -60,7 +68,11 @@ def similar_rows(
 
 
 def similar_items(
-    model: nn.Module, items: Tensor, k: int, metric: Metric = "cosine", chunk_size: int = 2048,
+    model: nn.Module,
+    items: Tensor,
+    k: int,
+    metric: Metric = "cosine",
+    chunk_size: int = 2048,
 ) -> tuple[Tensor, Tensor]:
     """The k items nearest to each of `items` [m] over `model.item_factors()` (module docstring).
     Returns scores [m, k], item ids [m, k]."""
@@ -69,7 +81,11 @@ def similar_items(
 
 
 def similar_users(
-    model: nn.Module, users: Tensor, k: int, metric: Metric = "cosine", chunk_size: int = 2048,
+    model: nn.Module,
+    users: Tensor,
+    k: int,
+    metric: Metric = "cosine",
+    chunk_size: int = 2048,
 ) -> tuple[Tensor, Tensor]:
     """The k users nearest to each of `users` [m] over `model.user_factors()` (module docstring).
     Returns scores [m, k], user ids [m, k]."""

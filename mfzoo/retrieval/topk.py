@@ -55,9 +55,15 @@ class NonFiniteScores(ValueError):
 def factor_scores(user_factors: Tensor, item_factors: Tensor) -> ScoreFn:
     """Score function of a factor model: scores = U[users] @ Vᵀ, with U [n_users, D] and
     V [n_items, D], computed on the factors' device."""
-    if user_factors.ndim != 2 or item_factors.ndim != 2 or user_factors.shape[1] != item_factors.shape[1]:
-        raise ValueError(f"factors must be [n_users, D] and [n_items, D], got {tuple(user_factors.shape)} "
-                         f"and {tuple(item_factors.shape)}")
+    if (
+        user_factors.ndim != 2
+        or item_factors.ndim != 2
+        or user_factors.shape[1] != item_factors.shape[1]
+    ):
+        raise ValueError(
+            f"factors must be [n_users, D] and [n_items, D], got {tuple(user_factors.shape)} "
+            f"and {tuple(item_factors.shape)}"
+        )
 
     def score_fn(users: Tensor) -> Tensor:
         return user_factors[users.to(user_factors.device)] @ item_factors.T  # [c, n_items]
@@ -85,7 +91,9 @@ def model_scores(model: nn.Module, forward_pairs: int = FORWARD_PAIRS) -> ScoreF
     per_call = max(1, forward_pairs // max(n_items, 1))
     tensors = [*model.parameters(), *model.buffers()]
     device = tensors[0].device if tensors else torch.device("cpu")
-    catalogue = torch.arange(n_items, device=device).repeat(per_call, 1)  # [per_call, n_items] item ids per row
+    catalogue = torch.arange(n_items, device=device).repeat(
+        per_call, 1
+    )  # [per_call, n_items] item ids per row
 
     @torch.no_grad()
     def score_fn(users: Tensor) -> Tensor:
@@ -94,11 +102,13 @@ def model_scores(model: nn.Module, forward_pairs: int = FORWARD_PAIRS) -> ScoreF
             return torch.empty(0, n_items, device=device)
         parts = []
         for start in range(0, len(users), per_call):
-            rows = users[start:start + per_call]  # [b]
-            scores = model(Batch(users=rows, items=catalogue[:len(rows)]))  # [b, n_items]
+            rows = users[start : start + per_call]  # [b]
+            scores = model(Batch(users=rows, items=catalogue[: len(rows)]))  # [b, n_items]
             if scores.shape != (len(rows), n_items):
-                raise ValueError(f"{type(model).__name__}.forward returned shape {tuple(scores.shape)} for "
-                                 f"{len(rows)} users x {n_items} items; expected [users, items]")
+                raise ValueError(
+                    f"{type(model).__name__}.forward returned shape {tuple(scores.shape)} for "
+                    f"{len(rows)} users x {n_items} items; expected [users, items]"
+                )
             parts.append(scores)
         return parts[0] if len(parts) == 1 else torch.cat(parts)  # [c, n_items]
 
@@ -122,8 +132,11 @@ class ExclusionRows:
     def keys(self) -> Tensor:
         """The sorted distinct keys user · n_items + item of the rows' pairs [P] (what
         `Interactions.pair_keys` gives, without sorting again)."""
-        users = torch.repeat_interleave(torch.arange(self.n_users, device=self.indptr.device), self.indptr.diff(),
-                                        output_size=len(self.indices))  # [P]
+        users = torch.repeat_interleave(
+            torch.arange(self.n_users, device=self.indptr.device),
+            self.indptr.diff(),
+            output_size=len(self.indices),
+        )  # [P]
         return users * self.n_items + self.indices
 
     def mask_(self, scores: Tensor, users: Tensor) -> Tensor:
@@ -132,18 +145,25 @@ class ExclusionRows:
         starts = self.indptr[users]  # [c]
         lengths = self.indptr[users + 1] - starts  # [c]
         total = int(lengths.sum())
-        rows = torch.repeat_interleave(torch.arange(len(users), device=users.device), lengths,
-                                       output_size=total)  # [T] row of each excluded pair
+        rows = torch.repeat_interleave(
+            torch.arange(len(users), device=users.device), lengths, output_size=total
+        )  # [T] row of each excluded pair
         # position in `indices`: start of its row + its offset in the row
-        shift = torch.repeat_interleave(starts - (torch.cumsum(lengths, 0) - lengths), lengths,
-                                        output_size=total)  # [T]
+        shift = torch.repeat_interleave(
+            starts - (torch.cumsum(lengths, 0) - lengths), lengths, output_size=total
+        )  # [T]
         cols = self.indices[torch.arange(total, device=users.device) + shift]  # [T]
-        scores.index_put_((rows, cols), torch.tensor(-math.inf, dtype=scores.dtype, device=scores.device))
+        scores.index_put_(
+            (rows, cols), torch.tensor(-math.inf, dtype=scores.dtype, device=scores.device)
+        )
         return lengths
 
 
 def iter_topk(
-    score_fn: ScoreFn, users: Tensor, k: int, exclude: Interactions | ExclusionRows | None = None,
+    score_fn: ScoreFn,
+    users: Tensor,
+    k: int,
+    exclude: Interactions | ExclusionRows | None = None,
     chunk_size: int = 2048,
 ) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
     """`topk` one chunk at a time: yields (users [c], scores [c, k], items [c, k]) on the
@@ -154,18 +174,30 @@ def iter_topk(
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     users = torch.as_tensor(users, dtype=torch.int64)
     rows = ExclusionRows(exclude) if isinstance(exclude, Interactions) else exclude
-    if rows is not None and len(users) and (int(users.min()) < 0 or int(users.max()) >= rows.n_users):
-        raise ValueError(f"user ids must lie in 0..{rows.n_users - 1}, got {int(users.min())}..{int(users.max())}")
+    if (
+        rows is not None
+        and len(users)
+        and (int(users.min()) < 0 or int(users.max()) >= rows.n_users)
+    ):
+        raise ValueError(
+            f"user ids must lie in 0..{rows.n_users - 1}, got {int(users.min())}..{int(users.max())}"
+        )
     for start in range(0, len(users), chunk_size):
-        chunk = users[start:start + chunk_size]  # [c]
+        chunk = users[start : start + chunk_size]  # [c]
         with torch.no_grad():
             scores = score_fn(chunk)  # [c, n_items]
         if scores.ndim != 2 or scores.shape[0] != len(chunk):
-            raise ValueError(f"score_fn returned shape {tuple(scores.shape)} for {len(chunk)} users")
+            raise ValueError(
+                f"score_fn returned shape {tuple(scores.shape)} for {len(chunk)} users"
+            )
         if rows is not None and scores.shape[1] != rows.n_items:
-            raise ValueError(f"score_fn returned {scores.shape[1]} items, the exclusions have {rows.n_items}")
+            raise ValueError(
+                f"score_fn returned {scores.shape[1]} items, the exclusions have {rows.n_items}"
+            )
         if rows is not None and (scores._base is not None or not scores.is_contiguous()):
-            scores = scores.clone(memory_format=torch.contiguous_format)  # never write into the caller's tensor
+            scores = scores.clone(
+                memory_format=torch.contiguous_format
+            )  # never write into the caller's tensor
         chunk = chunk.to(scores.device)
         if rows is not None:
             rows.to(scores.device).mask_(scores, chunk)
@@ -177,7 +209,10 @@ def iter_topk(
 
 
 def topk(
-    score_fn: ScoreFn, users: Tensor, k: int, exclude: Interactions | ExclusionRows | None = None,
+    score_fn: ScoreFn,
+    users: Tensor,
+    k: int,
+    exclude: Interactions | ExclusionRows | None = None,
     chunk_size: int = 2048,
 ) -> tuple[Tensor, Tensor]:
     """The K best items of each user over the whole catalogue.
@@ -237,8 +272,14 @@ def _topk_lowest_id(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
 # recommendation -------------------------------------------------------------------------------
 @torch.no_grad()
 def recommend(
-    model: nn.Module, users: Tensor | Interactions, k: int, seen: Interactions | ExclusionRows | None = None,
-    candidates: Tensor | None = None, chunk_size: int = 2048, *, exclude_seen: bool = True,
+    model: nn.Module,
+    users: Tensor | Interactions,
+    k: int,
+    seen: Interactions | ExclusionRows | None = None,
+    candidates: Tensor | None = None,
+    chunk_size: int = 2048,
+    *,
+    exclude_seen: bool = True,
     fold_in: FoldIn | None = None,
 ) -> tuple[Tensor, Tensor]:
     """The K best items of each of `users` by the model's own score (`model_scores`: the
@@ -270,16 +311,27 @@ def recommend(
     if isinstance(users, Interactions):
         require(model, Factorised, "recommending for new users (a fold-in gives user factors)")
         vectors = fold_in_users(model, users, fold_in)  # [n, D']
-        return recommend_factors(vectors, model, k, users if exclude_seen else None, candidates, chunk_size)
+        return recommend_factors(
+            vectors, model, k, users if exclude_seen else None, candidates, chunk_size
+        )
     if fold_in is not None:
         raise ValueError("fold_in is for new users given as Interactions, not for user ids")
     if isinstance(model, Factorised):
-        return recommend_factors(model.user_factors().detach(), model, k, seen if exclude_seen else None,
-                                 candidates, chunk_size, users=users)
+        return recommend_factors(
+            model.user_factors().detach(),
+            model,
+            k,
+            seen if exclude_seen else None,
+            candidates,
+            chunk_size,
+            users=users,
+        )
     users = torch.as_tensor(users, dtype=torch.int64)
     require(model, Scorer, "recommend")
     if len(users) and (int(users.min()) < 0 or int(users.max()) >= model.n_users):
-        raise ValueError(f"user ids must lie in 0..{model.n_users - 1}, got {int(users.min())}..{int(users.max())}")
+        raise ValueError(
+            f"user ids must lie in 0..{model.n_users - 1}, got {int(users.min())}..{int(users.max())}"
+        )
     score_fn = model_scores(model)
     if candidates is not None:
         score_fn = restrict(score_fn, candidates, model.n_items)
@@ -288,9 +340,13 @@ def recommend(
 
 @torch.no_grad()
 def recommend_factors(
-    user_vectors: Tensor, model: nn.Module | Tensor, k: int,
-    seen_items: Interactions | ExclusionRows | None = None, candidates: Tensor | None = None,
-    chunk_size: int = 2048, users: Tensor | None = None,
+    user_vectors: Tensor,
+    model: nn.Module | Tensor,
+    k: int,
+    seen_items: Interactions | ExclusionRows | None = None,
+    candidates: Tensor | None = None,
+    chunk_size: int = 2048,
+    users: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Top-K for users given as factor rows, e.g. cold users from `mfzoo.solvers.fold_in`.
 
@@ -310,13 +366,17 @@ def recommend_factors(
     """
     if not isinstance(model, Tensor):
         require(model, Factorised, "recommend_factors")
-    item_vectors = (model if isinstance(model, Tensor) else model.item_factors()).detach()  # [n_items, D']
+    item_vectors = (
+        model if isinstance(model, Tensor) else model.item_factors()
+    ).detach()  # [n_items, D']
     if users is None:
         users = torch.arange(user_vectors.shape[0])  # [n]
     users = torch.as_tensor(users, dtype=torch.int64)
     if len(users) and (int(users.min()) < 0 or int(users.max()) >= user_vectors.shape[0]):
-        raise ValueError(f"user ids must lie in 0..{user_vectors.shape[0] - 1}, "
-                         f"got {int(users.min())}..{int(users.max())}")
+        raise ValueError(
+            f"user ids must lie in 0..{user_vectors.shape[0] - 1}, "
+            f"got {int(users.min())}..{int(users.max())}"
+        )
     score_fn = factor_scores(user_vectors.detach(), item_vectors)
     if candidates is not None:
         score_fn = restrict(score_fn, candidates, item_vectors.shape[0])
@@ -330,8 +390,10 @@ def candidate_mask(candidates: Tensor, n_items: int) -> Tensor:
         raise ValueError(f"candidates must be integer item ids, got {candidates.dtype}")
     candidates = candidates.long()
     if len(candidates) and (int(candidates.min()) < 0 or int(candidates.max()) >= n_items):
-        raise ValueError(f"candidate ids must lie in 0..{n_items - 1}, "
-                         f"got {int(candidates.min())}..{int(candidates.max())}")
+        raise ValueError(
+            f"candidate ids must lie in 0..{n_items - 1}, "
+            f"got {int(candidates.min())}..{int(candidates.max())}"
+        )
     allowed = torch.zeros(n_items, dtype=torch.bool)  # [n_items]
     allowed[candidates] = True
     return allowed
@@ -343,7 +405,9 @@ def restrict(score_fn: ScoreFn, candidates: Tensor, n_items: int) -> ScoreFn:
 
     def restricted(users: Tensor) -> Tensor:
         scores = score_fn(users)  # [c, n_items]
-        if scores._base is not None or not scores.is_contiguous():  # never write into the caller's tensor
+        if (
+            scores._base is not None or not scores.is_contiguous()
+        ):  # never write into the caller's tensor
             scores = scores.clone(memory_format=torch.contiguous_format)
         return scores.masked_fill_(blocked.to(scores.device), -math.inf)
 

@@ -13,7 +13,22 @@ from mfzoo.solvers.solver import ALSBase, ALSSolver, IALSSolver
 from mfzoo.solvers.svd import TruncatedSVD
 
 __all__ = [
-    "ALSBase", "ALSSolver", "IALSSolver", "NonFiniteError", "TruncatedSVD", "als_sweep", "bpr_epoch", "bpr_step",
-    "fold_in", "fold_in_interactions", "grouped_ridge", "ials_cg_reference", "ials_half_step", "ials_half_step_cg",
-    "ials_reference", "least_squares_half_step", "least_squares_reference", "spd_solve",
+    "ALSBase",
+    "ALSSolver",
+    "IALSSolver",
+    "NonFiniteError",
+    "TruncatedSVD",
+    "als_sweep",
+    "bpr_epoch",
+    "bpr_step",
+    "fold_in",
+    "fold_in_interactions",
+    "grouped_ridge",
+    "ials_cg_reference",
+    "ials_half_step",
+    "ials_half_step_cg",
+    "ials_reference",
+    "least_squares_half_step",
+    "least_squares_reference",
+    "spd_solve",
 ]

@@ -61,15 +61,25 @@ from torch import Tensor, nn
 from mfzoo import native as mfzoo_native
 from mfzoo.data.implicit import confidence
 from mfzoo.data.interactions import Interactions
-from mfzoo.solvers.checks import (
-    MF_PATH, NonFiniteError, check_ials_settings, check_model_class, ials_fix, nonnegative, solved,
-)
 from mfzoo.solvers.blocks import for_blocks, memo, row_order, scripted
+from mfzoo.solvers.checks import (
+    MF_PATH,
+    NonFiniteError,
+    check_ials_settings,
+    check_model_class,
+    ials_fix,
+    nonnegative,
+    solved,
+)
 from mfzoo.solvers.linalg import spd_solve
 
 
 def least_squares_half_step(
-    R: Tensor, Y: Tensor, l2: float, frequency_scaled: bool = True, block_size: int = 512,
+    R: Tensor,
+    Y: Tensor,
+    l2: float,
+    frequency_scaled: bool = True,
+    block_size: int = 512,
     cache: dict | None = None,
 ) -> Tensor:
     """Explicit ALS half-step: X [n_rows, k] with, for every row u (see the module docstring),
@@ -93,15 +103,31 @@ def least_squares_half_step(
     crow, col, values = _csr_parts(R, Y, block_size)
     counts = crow.diff().to(Y.dtype)  # [n_rows] n_u
     reg = l2 * counts if frequency_scaled else torch.full_like(counts, float(l2))  # [n_rows] λ_u
-    ones = memo(cache, ("ones", values.dtype, values.device), lambda: torch.ones_like(values))  # [nnz] weight 1
-    return solved(lambda: _solve_rows(crow, col, ones, values, Y, reg, None, block_size, cache, nonnegative=True),
-                   "the ALS half-step", lambda: f"check the scale of the ratings (largest |r| "
-                   f"{float(values.abs().max()) if values.numel() else 0.0:g}) and l2 (now {l2:g})")
+    ones = memo(
+        cache, ("ones", values.dtype, values.device), lambda: torch.ones_like(values)
+    )  # [nnz] weight 1
+    return solved(
+        lambda: _solve_rows(
+            crow, col, ones, values, Y, reg, None, block_size, cache, nonnegative=True
+        ),
+        "the ALS half-step",
+        lambda: (
+            f"check the scale of the ratings (largest |r| "
+            f"{float(values.abs().max()) if values.numel() else 0.0:g}) and l2 (now {l2:g})"
+        ),
+    )
 
 
 def biased_least_squares_half_step(
-    R: Tensor, Y: Tensor, other_bias: Tensor, mean: float | Tensor, l2: float, l2_bias: float,
-    frequency_scaled: bool = True, block_size: int = 512, cache: dict | None = None,
+    R: Tensor,
+    Y: Tensor,
+    other_bias: Tensor,
+    mean: float | Tensor,
+    l2: float,
+    l2_bias: float,
+    frequency_scaled: bool = True,
+    block_size: int = 512,
+    cache: dict | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Explicit ALS half-step with biases, r̂_ui = μ + b_u + b_i + x_u·y_i: for every row u, with
     the other side (y_i, b_i) and μ fixed,
@@ -129,26 +155,59 @@ def biased_least_squares_half_step(
     nonnegative("l2_bias", l2_bias)
     crow, col, values = _csr_parts(R, Y, block_size)
     if other_bias.shape != (Y.shape[0],):
-        raise ValueError(f"other_bias must be [n_cols] = [{Y.shape[0]}], got {tuple(other_bias.shape)}")
+        raise ValueError(
+            f"other_bias must be [n_cols] = [{Y.shape[0]}], got {tuple(other_bias.shape)}"
+        )
     k = Y.shape[1]
-    target = values - other_bias.to(Y).index_select(0, col) - torch.as_tensor(mean, dtype=Y.dtype, device=Y.device)  # [nnz]
+    target = (
+        values
+        - other_bias.to(Y).index_select(0, col)
+        - torch.as_tensor(mean, dtype=Y.dtype, device=Y.device)
+    )  # [nnz]
     Ya = torch.cat([Y, Y.new_ones(Y.shape[0], 1)], dim=1)  # [n_cols, k + 1] [y_i, 1]
     counts = crow.diff().to(Y.dtype)  # [n_rows] n_u
     scale = counts if frequency_scaled else torch.ones_like(counts)  # [n_rows]
     weights = Y.new_full((k + 1,), float(l2))  # [k + 1] (λ, …, λ, λ_b)
     weights[k] = float(l2_bias)
-    ones = memo(cache, ("ones", values.dtype, values.device), lambda: torch.ones_like(values))  # [nnz] weight 1
-    solution = solved(lambda: _solve_rows(crow, col, ones, target, Ya, scale, None, block_size, cache,
-                                          nonnegative=True, reg_weights=weights),
-                      "the biased ALS half-step", lambda: f"check the scale of the ratings (largest |r| "
-                      f"{float(values.abs().max()) if values.numel() else 0.0:g}) and l2 (now {l2:g})")
+    ones = memo(
+        cache, ("ones", values.dtype, values.device), lambda: torch.ones_like(values)
+    )  # [nnz] weight 1
+    solution = solved(
+        lambda: _solve_rows(
+            crow,
+            col,
+            ones,
+            target,
+            Ya,
+            scale,
+            None,
+            block_size,
+            cache,
+            nonnegative=True,
+            reg_weights=weights,
+        ),
+        "the biased ALS half-step",
+        lambda: (
+            f"check the scale of the ratings (largest |r| "
+            f"{float(values.abs().max()) if values.numel() else 0.0:g}) and l2 (now {l2:g})"
+        ),
+    )
     return solution[:, :k], solution[:, k]
 
 
 def ials_half_step(
-    R: Tensor, Y: Tensor, l2: float, alpha: float = 1.0, kind: str = "linear", eps: float = 1.0,
-    unobserved_weight: float = 1.0, l2_exponent: float = 0.0, block_size: int = 512, cache: dict | None = None,
-    gram: Tensor | None = None, n_cols: int | None = None,
+    R: Tensor,
+    Y: Tensor,
+    l2: float,
+    alpha: float = 1.0,
+    kind: str = "linear",
+    eps: float = 1.0,
+    unobserved_weight: float = 1.0,
+    l2_exponent: float = 0.0,
+    block_size: int = 512,
+    cache: dict | None = None,
+    gram: Tensor | None = None,
+    n_cols: int | None = None,
 ) -> Tensor:
     """Implicit ALS half-step: X [n_rows, k] minimising (see the module docstring)
 
@@ -181,19 +240,41 @@ def ials_half_step(
     crow, col, values = _csr_parts(R, Y, block_size)
 
     def solve() -> Tensor:
-        gram_w, c, all_nonnegative = _confidences(values, kind, alpha, eps, unobserved_weight, cache)  # [nnz] c − α₀, c
-        YtY = unobserved_weight * (Y.T @ Y if gram is None else gram.to(Y))  # [k, k] α₀ YtY, once per half-step
+        gram_w, c, all_nonnegative = _confidences(
+            values, kind, alpha, eps, unobserved_weight, cache
+        )  # [nnz] c − α₀, c
+        YtY = unobserved_weight * (
+            Y.T @ Y if gram is None else gram.to(Y)
+        )  # [k, k] α₀ YtY, once per half-step
         counts = crow.diff().to(Y.dtype)  # [n_rows] n_u
-        reg = l2 * (counts + unobserved_weight * (R.shape[1] if n_cols is None else n_cols)).pow(l2_exponent)  # [n_rows] λ_u
+        reg = l2 * (counts + unobserved_weight * (R.shape[1] if n_cols is None else n_cols)).pow(
+            l2_exponent
+        )  # [n_rows] λ_u
         return _solve_rows(crow, col, gram_w, c, Y, reg, YtY, block_size, cache, all_nonnegative)
 
-    return solved(solve, "the iALS half-step", lambda: ials_fix(values, l2, alpha, kind, eps, unobserved_weight))
+    return solved(
+        solve,
+        "the iALS half-step",
+        lambda: ials_fix(values, l2, alpha, kind, eps, unobserved_weight),
+    )
 
 
 def ials_half_step_cg(
-    R: Tensor, Y: Tensor, X0: Tensor, l2: float, alpha: float = 1.0, kind: str = "linear", eps: float = 1.0,
-    unobserved_weight: float = 1.0, l2_exponent: float = 0.0, cg_steps: int = 3, block_size: int = 512,
-    cache: dict | None = None, gram: Tensor | None = None, n_cols: int | None = None, native: bool | None = None,
+    R: Tensor,
+    Y: Tensor,
+    X0: Tensor,
+    l2: float,
+    alpha: float = 1.0,
+    kind: str = "linear",
+    eps: float = 1.0,
+    unobserved_weight: float = 1.0,
+    l2_exponent: float = 0.0,
+    cg_steps: int = 3,
+    block_size: int = 512,
+    cache: dict | None = None,
+    gram: Tensor | None = None,
+    n_cols: int | None = None,
+    native: bool | None = None,
     threads: int | None = None,
 ) -> Tensor:
     """Implicit ALS half-step by conjugate gradient (Takács, Pilászy & Tikk 2011, "Applications
@@ -242,12 +323,18 @@ def ials_half_step_cg(
     check_ials_settings(l2, alpha, kind, eps, unobserved_weight, l2_exponent)
     if cg_steps < 0:
         raise ValueError(f"cg_steps must be >= 0, got {cg_steps}")
-    crow, col, values = _csr_parts(R, Y, block_size, index=None)  # the kernel reads R's own (int32) indices
+    crow, col, values = _csr_parts(
+        R, Y, block_size, index=None
+    )  # the kernel reads R's own (int32) indices
     if X0.shape != (R.shape[0], Y.shape[1]):
-        raise ValueError(f"X0 must be [n_rows, k] = {(R.shape[0], Y.shape[1])}, got {tuple(X0.shape)}")
+        raise ValueError(
+            f"X0 must be [n_rows, k] = {(R.shape[0], Y.shape[1])}, got {tuple(X0.shape)}"
+        )
     if not bool(torch.isfinite(X0).all()):
         raise NonFiniteError("ials_half_step_cg: the warm start X0 holds NaN or inf")
-    YtY = unobserved_weight * (Y.T @ Y if gram is None else gram.to(Y))  # [k, k] α₀ YtY, once per half-step
+    YtY = unobserved_weight * (
+        Y.T @ Y if gram is None else gram.to(Y)
+    )  # [k, k] α₀ YtY, once per half-step
     counts = crow.diff()  # [n_rows] n_u
     width = R.shape[1] if n_cols is None else n_cols
     reg = l2 * (counts.to(Y.dtype) + unobserved_weight * width).pow(l2_exponent)  # [n_rows] λ_u
@@ -255,47 +342,83 @@ def ials_half_step_cg(
     if native is None:
         native = mfzoo_native.supports(Y, X0)
     elif native and not mfzoo_native.supports(Y, X0):
-        raise RuntimeError(f"ials_half_step_cg(native=True): the C kernel cannot run: "
-                           f"{mfzoo_native.unavailable_reason(Y, X0)}; use native=None or False for the torch path")
+        raise RuntimeError(
+            f"ials_half_step_cg(native=True): the C kernel cannot run: "
+            f"{mfzoo_native.unavailable_reason(Y, X0)}; use native=None or False for the torch path"
+        )
     if native:
         # the kernel reads Y[col] unchecked: the pattern's range, once per matrix (kept in the cache)
-        low, high = memo(cache, ("column range", col.device), lambda: tuple(map(int, col.aminmax())) if col.numel()
-                         else (0, -1))
+        low, high = memo(
+            cache,
+            ("column range", col.device),
+            lambda: tuple(map(int, col.aminmax())) if col.numel() else (0, -1),
+        )
         if low < 0 or high >= Y.shape[0]:
-            raise ValueError(f"R's column indices must lie in 0..{Y.shape[0] - 1} (Y's rows), got {low}..{high}")
+            raise ValueError(
+                f"R's column indices must lie in 0..{Y.shape[0] - 1} (Y's rows), got {low}..{high}"
+            )
 
         def run_native() -> Tensor:
-            gram_w, c, _ = _confidences(values, kind, alpha, eps, unobserved_weight, cache)  # [nnz] c_ui − α₀, c_ui
-            X = X0.clone(memory_format=torch.contiguous_format)  # [n_rows, k] the warm start, solved in place
-            mfzoo_native.ials_cg(crow, col, gram_w.contiguous(), c.contiguous(), Y.contiguous(), YtY.contiguous(),
-                                 reg.contiguous(), X, cg_steps, threads)
+            gram_w, c, _ = _confidences(
+                values, kind, alpha, eps, unobserved_weight, cache
+            )  # [nnz] c_ui − α₀, c_ui
+            X = X0.clone(
+                memory_format=torch.contiguous_format
+            )  # [n_rows, k] the warm start, solved in place
+            mfzoo_native.ials_cg(
+                crow,
+                col,
+                gram_w.contiguous(),
+                c.contiguous(),
+                Y.contiguous(),
+                YtY.contiguous(),
+                reg.contiguous(),
+                X,
+                cg_steps,
+                threads,
+            )
             return X
 
-        return solved(run_native, "the iALS conjugate-gradient half-step",
-                      lambda: ials_fix(values, l2, alpha, kind, eps, unobserved_weight))
+        return solved(
+            run_native,
+            "the iALS conjugate-gradient half-step",
+            lambda: ials_fix(values, l2, alpha, kind, eps, unobserved_weight),
+        )
 
     crow, col = crow.long(), col.long()  # the torch blocks index and offset with them
     order = row_order(crow, cache)  # [n_rows] the row order of the blocks
-    X_sorted, reg_sorted = X0.index_select(0, order), reg.index_select(0, order)  # [n_rows, k], [n_rows]
+    X_sorted, reg_sorted = (
+        X0.index_select(0, order),
+        reg.index_select(0, order),
+    )  # [n_rows, k], [n_rows]
     if cg_steps > 0:  # rows without entries first in `order`: x_u = 0, their exact solution
         X_sorted[: int((counts == 0).sum())] = 0.0
 
     cg_block = scripted(_cg_block)
 
     def solve(block: slice, Yg: Tensor, gram_w: Tensor, rhs_w: Tensor) -> None:
-        X_sorted[block] = cg_block(X_sorted[block], Yg, gram_w, rhs_w, YtY, reg_sorted[block], cg_steps)
+        X_sorted[block] = cg_block(
+            X_sorted[block], Yg, gram_w, rhs_w, YtY, reg_sorted[block], cg_steps
+        )
 
     def run() -> Tensor:
-        gram_w, c, _ = _confidences(values, kind, alpha, eps, unobserved_weight, cache)  # [nnz] c_ui − α₀, c_ui
+        gram_w, c, _ = _confidences(
+            values, kind, alpha, eps, unobserved_weight, cache
+        )  # [nnz] c_ui − α₀, c_ui
         for_blocks(solve, crow, col, (gram_w, c), Y, block_size, order, cache)
         return torch.empty_like(X_sorted).index_copy_(0, order, X_sorted)
 
-    return solved(run, "the iALS conjugate-gradient half-step",
-                   lambda: ials_fix(values, l2, alpha, kind, eps, unobserved_weight))
+    return solved(
+        run,
+        "the iALS conjugate-gradient half-step",
+        lambda: ials_fix(values, l2, alpha, kind, eps, unobserved_weight),
+    )
 
 
 @torch.no_grad()
-def als_sweep(model: nn.Module, train: Interactions, half_step: Callable[[Tensor, Tensor], Tensor]) -> None:
+def als_sweep(
+    model: nn.Module, train: Interactions, half_step: Callable[[Tensor, Tensor], Tensor]
+) -> None:
     """One full ALS sweep on a model without biases (e.g. `MF(biases=False)`) with one solver
     function for both sides, `half_step(R, Y) -> X` (e.g. `functools.partial(ials_half_step,
     l2=0.1, alpha=2.0)` or `partial(least_squares_half_step, l2=0.1)`): the user half-step on
@@ -308,7 +431,10 @@ def als_sweep(model: nn.Module, train: Interactions, half_step: Callable[[Tensor
         raise ValueError(
             "als_sweep solves r̂ = p_u·q_i only; this model has biases (build it with biases=False)"
         )
-    users, items = model.user_embedding.weight, model.item_embedding.weight  # [n_users, D], [n_items, D]
+    users, items = (
+        model.user_embedding.weight,
+        model.item_embedding.weight,
+    )  # [n_users, D], [n_items, D]
     R_users = train.csr("user").to(users.device)  # [n_users, n_items]
     R_items = train.csr("item").to(users.device)  # [n_items, n_users]
     users.copy_(half_step(R_users, items))
@@ -316,21 +442,28 @@ def als_sweep(model: nn.Module, train: Interactions, half_step: Callable[[Tensor
 
 
 # -- internals ------------------------------------------------------------------------------
-def _csr_parts(R: Tensor, Y: Tensor, block_size: int, index: torch.dtype | None = torch.long
-               ) -> tuple[Tensor, Tensor, Tensor]:
+def _csr_parts(
+    R: Tensor, Y: Tensor, block_size: int, index: torch.dtype | None = torch.long
+) -> tuple[Tensor, Tensor, Tensor]:
     """Validated (crow [n_rows+1], col [nnz], values [nnz]) of R, on Y's device, values in Y's
     dtype, indices in `index` (None: R's own, int32 for `Interactions.csr`)."""
     if R.layout != torch.sparse_csr or R.dim() != 2:
-        raise ValueError(f"R must be a 2-D torch sparse CSR tensor, got layout {R.layout} and shape {tuple(R.shape)}")
+        raise ValueError(
+            f"R must be a 2-D torch sparse CSR tensor, got layout {R.layout} and shape {tuple(R.shape)}"
+        )
     if Y.dim() != 2 or not Y.is_floating_point():
-        raise ValueError(f"Y must be a floating [n_cols, k] tensor, got shape {tuple(Y.shape)} dtype {Y.dtype}")
+        raise ValueError(
+            f"Y must be a floating [n_cols, k] tensor, got shape {tuple(Y.shape)} dtype {Y.dtype}"
+        )
     if R.shape[1] != Y.shape[0]:
         raise ValueError(f"R has {R.shape[1]} columns but Y has {Y.shape[0]} rows")
     if block_size < 1:
         raise ValueError(f"block_size must be >= 1, got {block_size}")
     if not bool(torch.isfinite(Y).all()):
-        raise NonFiniteError("the fixed factors Y hold NaN or inf: the other side's factors were non-finite "
-                             "before this half-step")
+        raise NonFiniteError(
+            "the fixed factors Y hold NaN or inf: the other side's factors were non-finite "
+            "before this half-step"
+        )
     crow = R.crow_indices().to(device=Y.device, dtype=index or R.crow_indices().dtype)  # [n_rows+1]
     col = R.col_indices().to(device=Y.device, dtype=index or R.col_indices().dtype)  # [nnz]
     values = R.values().to(device=Y.device, dtype=Y.dtype)  # [nnz]
@@ -338,10 +471,16 @@ def _csr_parts(R: Tensor, Y: Tensor, block_size: int, index: torch.dtype | None 
 
 
 def _confidences(
-    values: Tensor, kind: str, alpha: float, eps: float, unobserved_weight: float, cache: dict | None,
+    values: Tensor,
+    kind: str,
+    alpha: float,
+    eps: float,
+    unobserved_weight: float,
+    cache: dict | None,
 ) -> tuple[Tensor, Tensor, bool]:
     """(c_ui − α₀, c_ui) [nnz] of the iALS half-steps and whether every c_ui − α₀ >= 0, from the
     cache when it has them."""
+
     def make() -> tuple[Tensor, Tensor, bool]:
         c = confidence(values, kind, alpha, eps)
         if not bool(torch.isfinite(c).all()):
@@ -349,13 +488,32 @@ def _confidences(
         gram_w = c - unobserved_weight
         return gram_w, c, not bool((gram_w < 0).any())
 
-    return memo(cache, ("confidence", kind, float(alpha), float(eps), float(unobserved_weight), values.dtype,
-                         values.device), make)
+    return memo(
+        cache,
+        (
+            "confidence",
+            kind,
+            float(alpha),
+            float(eps),
+            float(unobserved_weight),
+            values.dtype,
+            values.device,
+        ),
+        make,
+    )
 
 
 def _solve_rows(
-    crow: Tensor, col: Tensor, gram_weight: Tensor, rhs_weight: Tensor, Y: Tensor, reg: Tensor,
-    base: Tensor | None, block_size: int, cache: dict | None = None, nonnegative: bool | None = None,
+    crow: Tensor,
+    col: Tensor,
+    gram_weight: Tensor,
+    rhs_weight: Tensor,
+    Y: Tensor,
+    reg: Tensor,
+    base: Tensor | None,
+    block_size: int,
+    cache: dict | None = None,
+    nonnegative: bool | None = None,
     reg_weights: Tensor | None = None,
 ) -> Tensor:
     """x_u = A_u⁻¹ b_u for every row of a CSR pattern (crow, col), block by block
@@ -409,7 +567,7 @@ def _solve_rows(
         if L == 0:
             return  # rows without entries: b_u = 0, x_u = 0
         diag = e + reg_sorted[block].unsqueeze(1) * w  # [b, k] the diagonal of B_u, rotated
-        if L < k and low_rank_ok and (definite or bool((diag > 0).all())):
+        if k > L and low_rank_ok and (definite or bool((diag > 0).all())):
             Z = Yg / diag.unsqueeze(1)  # [b, L, k] Y_u B_u⁻¹
             G = torch.bmm(Z, Yg.mT)  # [b, L, L] Y_u B_u⁻¹ Y_uᵀ
             s = gram_w.sqrt()  # [b, L] S
@@ -421,15 +579,24 @@ def _solve_rows(
         else:
             A = torch.bmm(Yg.mT, Yg * gram_w.unsqueeze(2))  # [b, k, k] Σ w ỹ ỹᵀ
             A.diagonal(dim1=1, dim2=2).add_(diag)  # + diag(e + λ_u)
-            X_sorted[block] = spd_solve(A, torch.bmm(rhs_w.unsqueeze(1), Yg).squeeze(1))  # b_u [b, k]
+            X_sorted[block] = spd_solve(
+                A, torch.bmm(rhs_w.unsqueeze(1), Yg).squeeze(1)
+            )  # b_u [b, k]
 
     for_blocks(solve, crow, col, (gram_weight, rhs_weight), Yr, block_size, order, cache)
     X = torch.empty_like(X_sorted).index_copy_(0, order, X_sorted)  # [n_rows, k]
     return X if V is None else X @ V.T
 
 
-def _cg_block(X: Tensor, Yg: Tensor, gram_weight: Tensor, rhs_weight: Tensor, YtY: Tensor, reg: Tensor,
-              steps: int) -> Tensor:
+def _cg_block(
+    X: Tensor,
+    Yg: Tensor,
+    gram_weight: Tensor,
+    rhs_weight: Tensor,
+    YtY: Tensor,
+    reg: Tensor,
+    steps: int,
+) -> Tensor:
     """`steps` conjugate-gradient iterations on every row's A_u x_u = b_u of a block in the
     padded layout of `blocks.for_blocks` (Yg [b, L, k], gram_weight = c_ui − α₀ and rhs_weight = c_ui
     [b, L], 0 on padding), from X [b, k] (not modified); returns the new X [b, k]. No A_u is
@@ -458,7 +625,9 @@ def _cg_block(X: Tensor, Yg: Tensor, gram_weight: Tensor, rhs_weight: Tensor, Yt
         if step == steps - 1:  # the last step: pᵀAp from t, no A p
             pAp = (t * t * gram_weight).sum(1) + (p * pY).sum(1) + reg * (p * p).sum(1)  # [b]
             return X + torch.where(pAp > 0, rs / pAp, 0.0).unsqueeze(1) * p
-        Ap = torch.bmm((t * gram_weight).unsqueeze(1), Yg).squeeze(1) + pY + reg.unsqueeze(1) * p  # [b, k]
+        Ap = (
+            torch.bmm((t * gram_weight).unsqueeze(1), Yg).squeeze(1) + pY + reg.unsqueeze(1) * p
+        )  # [b, k]
         pAp = (p * Ap).sum(1)  # [b]
         a = torch.where(pAp > 0, rs / pAp, 0.0).unsqueeze(1)  # [b, 1]
         X = X + a * p

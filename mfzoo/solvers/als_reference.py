@@ -30,7 +30,9 @@ System = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 """`system(items [n_u], values [n_u]) -> (A_u [k, k], b_u [k])` of one row, float64."""
 
 
-def least_squares_reference(R: Tensor, Y: Tensor, l2: float, frequency_scaled: bool = True) -> Tensor:
+def least_squares_reference(
+    R: Tensor, Y: Tensor, l2: float, frequency_scaled: bool = True
+) -> Tensor:
     """x_u = (Y_{I_u}ᵀ Y_{I_u} + λ_u I)⁻¹ Y_{I_u}ᵀ r_u for every row u: X [n_rows, k] float64."""
     Y = Y.detach().double()
     eye = torch.eye(Y.shape[1], dtype=torch.float64)
@@ -44,18 +46,36 @@ def least_squares_reference(R: Tensor, Y: Tensor, l2: float, frequency_scaled: b
 
 
 def ials_reference(
-    R: Tensor, Y: Tensor, l2: float, alpha: float = 1.0, kind: str = "linear", eps: float = 1.0,
-    unobserved_weight: float = 1.0, l2_exponent: float = 0.0,
+    R: Tensor,
+    Y: Tensor,
+    l2: float,
+    alpha: float = 1.0,
+    kind: str = "linear",
+    eps: float = 1.0,
+    unobserved_weight: float = 1.0,
+    l2_exponent: float = 0.0,
 ) -> Tensor:
     """x_u = (Yᵀ C_u Y + λ_u I)⁻¹ Yᵀ C_u p_u for every row u, with the dense C_u of the module
     docstring and c_ui = `confidence(r_ui, kind, alpha, eps)`: X [n_rows, k] float64."""
     Y = Y.detach().double()
-    return _rows(R, Y.shape[1], _ials_system(Y, R.shape[1], l2, alpha, kind, eps, unobserved_weight, l2_exponent))
+    return _rows(
+        R,
+        Y.shape[1],
+        _ials_system(Y, R.shape[1], l2, alpha, kind, eps, unobserved_weight, l2_exponent),
+    )
 
 
 def ials_cg_reference(
-    R: Tensor, Y: Tensor, X0: Tensor, l2: float, alpha: float = 1.0, kind: str = "linear", eps: float = 1.0,
-    unobserved_weight: float = 1.0, l2_exponent: float = 0.0, cg_steps: int = 3,
+    R: Tensor,
+    Y: Tensor,
+    X0: Tensor,
+    l2: float,
+    alpha: float = 1.0,
+    kind: str = "linear",
+    eps: float = 1.0,
+    unobserved_weight: float = 1.0,
+    l2_exponent: float = 0.0,
+    cg_steps: int = 3,
 ) -> Tensor:
     """`cg_steps` conjugate-gradient iterations on each row's A_u x_u = b_u of `ials_reference`,
     from x⁰ = X0[u], the textbook recurrence with the dense A_u:
@@ -92,13 +112,23 @@ def ials_cg_reference(
     return X
 
 
-def _ials_system(Y: Tensor, n_cols: int, l2: float, alpha: float, kind: str, eps: float, unobserved_weight: float,
-                 l2_exponent: float) -> System:
+def _ials_system(
+    Y: Tensor,
+    n_cols: int,
+    l2: float,
+    alpha: float,
+    kind: str,
+    eps: float,
+    unobserved_weight: float,
+    l2_exponent: float,
+) -> System:
     """The (A_u, b_u) of one iALS row with the dense C_u (module docstring)."""
     eye = torch.eye(Y.shape[1], dtype=torch.float64)
 
     def system(items: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
-        c = torch.full((n_cols,), float(unobserved_weight), dtype=torch.float64)  # [n_cols] diag(C_u)
+        c = torch.full(
+            (n_cols,), float(unobserved_weight), dtype=torch.float64
+        )  # [n_cols] diag(C_u)
         c[items] = confidence(values, kind, alpha, eps)
         p = torch.zeros(n_cols, dtype=torch.float64)  # [n_cols] p_u
         p[items] = 1.0

@@ -79,7 +79,10 @@ def last_level_cache() -> int | None:
         try:
             if (index / "type").read_text().strip() == "Instruction":
                 continue
-            level, size = int((index / "level").read_text()), (index / "size").read_text().strip().upper()
+            level, size = (
+                int((index / "level").read_text()),
+                (index / "size").read_text().strip().upper(),
+            )
             units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
             size_bytes = int(size[:-1]) * units[size[-1]] if size[-1] in units else int(size)
         except (OSError, ValueError):
@@ -126,8 +129,14 @@ def row_order(crow: Tensor, cache: dict | None) -> Tensor:
 
 
 def for_blocks(
-    solve: Callable[..., None], crow: Tensor, col: Tensor, weights: tuple[Tensor, ...], Y: Tensor, block_size: int,
-    order: Tensor, cache: dict | None = None,
+    solve: Callable[..., None],
+    crow: Tensor,
+    col: Tensor,
+    weights: tuple[Tensor, ...],
+    Y: Tensor,
+    block_size: int,
+    order: Tensor,
+    cache: dict | None = None,
 ) -> None:
     """Calls `solve(block, Yg [b, L, k], *weights each [b, L])` for the rows of a CSR pattern in
     blocks of the row order `order` (rows by ascending degree, `row_order`): `block` is a slice
@@ -148,12 +157,16 @@ def for_blocks(
     """
     k, streams = Y.shape[1], cpu_streams(Y.device)
     elements = block_elements(Y.device, Y.element_size(), streams)
-    counts, starts, degree, blocks = memo(cache, ("plan", block_size, k, elements),
-                                          lambda: plan(crow, order, block_size, k, elements))
+    counts, starts, degree, blocks = memo(
+        cache, ("plan", block_size, k, elements), lambda: plan(crow, order, block_size, k, elements)
+    )
     Y_pad = torch.cat([Y, Y.new_zeros(1, k)])  # [n_cols + 1, k]: the last row pads
     pad, last = Y.shape[0], max(col.numel() - 1, 0)
 
-    tasks, lock = iter(blocks[::-1]), threading.Lock()  # longest rows first: the threads finish together
+    tasks, lock = (
+        iter(blocks[::-1]),
+        threading.Lock(),
+    )  # longest rows first: the threads finish together
     layout = scripted(block_layout)
 
     def run(_stream: int) -> None:
@@ -166,19 +179,35 @@ def for_blocks(
             b, longest = end - start, degree[end - 1]  # the block's rows, its longest row L
             if buffer.numel() < b * longest * k:
                 buffer = Y.new_empty(max(b * longest * k, 2 * buffer.numel()))
-            Yg = buffer[:b * longest * k].view(b * longest, k)
+            Yg = buffer[: b * longest * k].view(b * longest, k)
             if col.numel():
-                padded = layout(counts[start:end], starts[start:end], longest, last, pad, col, list(weights), Y_pad, Yg)
+                padded = layout(
+                    counts[start:end],
+                    starts[start:end],
+                    longest,
+                    last,
+                    pad,
+                    col,
+                    list(weights),
+                    Y_pad,
+                    Yg,
+                )
             else:  # no entries at all: every row is padding
                 padded = [Y.new_zeros(b, longest) for _ in weights]
-                torch.index_select(Y_pad, 0, torch.full((b * longest,), pad, device=Y.device), out=Yg)
+                torch.index_select(
+                    Y_pad, 0, torch.full((b * longest,), pad, device=Y.device), out=Yg
+                )
             solve(slice(start, end), Yg.view(b, longest, k), *padded)
 
     run_streams(run, min(streams, len(blocks)))
 
 
 def plan(
-    crow: Tensor, order: Tensor, block_size: int, k: int, elements: int | None = None,
+    crow: Tensor,
+    order: Tensor,
+    block_size: int,
+    k: int,
+    elements: int | None = None,
 ) -> tuple[Tensor, Tensor, list[int], list[tuple[int, int]]]:
     """The blocks of `for_blocks`: the rows' entry counts and first entries in `order`
     ([n_rows] each), the counts as a list, and (start, end) slices of `order` of at most
@@ -198,8 +227,15 @@ def plan(
 
 
 def block_layout(
-    counts: Tensor, starts: Tensor, longest: int, last: int, pad: int, col: Tensor, weights: list[Tensor],
-    Y_pad: Tensor, out: Tensor,
+    counts: Tensor,
+    starts: Tensor,
+    longest: int,
+    last: int,
+    pad: int,
+    col: Tensor,
+    weights: list[Tensor],
+    Y_pad: Tensor,
+    out: Tensor,
 ) -> list[Tensor]:
     """The padded layout of one block of `for_blocks`: the rows y_i of every entry gathered
     into `out` [b·L, k] (row j·L + l: entry l of the block's row j, `pad` (a zero row of Y_pad)
@@ -224,6 +260,6 @@ def scripted(fn: Callable) -> Callable:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             return torch.jit.script(fn)
-    except Exception as error:  # noqa: BLE001 (any failure means: run eager)
+    except Exception as error:
         log.debug("TorchScript unavailable for %s (%s); running eager", fn.__name__, error)
         return fn

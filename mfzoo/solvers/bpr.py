@@ -41,7 +41,13 @@ from mfzoo import native as mfzoo_native
 from mfzoo.data.interactions import Interactions
 from mfzoo.data.sampling import Sampler, UniformSampler
 from mfzoo.solvers.checks import (
-    MF_PATH, NonFiniteError, at_least, check_model_class, check_switches, nonnegative, positive,
+    MF_PATH,
+    NonFiniteError,
+    at_least,
+    check_model_class,
+    check_switches,
+    nonnegative,
+    positive,
 )
 from mfzoo.solvers.parallel import cpu_streams, run_streams
 
@@ -59,14 +65,25 @@ class Workspace:
         """An uninitialised [n, like.shape[1]] tensor of like's dtype and device, reused by name."""
         size = n * like.shape[1]
         buffer = self._buffers.get(name)
-        if buffer is None or buffer.numel() < size or buffer.dtype != like.dtype or buffer.device != like.device:
+        if (
+            buffer is None
+            or buffer.numel() < size
+            or buffer.dtype != like.dtype
+            or buffer.device != like.device
+        ):
             buffer = self._buffers[name] = like.new_empty(size)
         return buffer[:size].view(n, like.shape[1])
 
 
 @torch.no_grad()
 def bpr_step(
-    model, users: Tensor, positives: Tensor, negatives: Tensor, lr: float, l2: float, l2_bias: float = 0.0,
+    model,
+    users: Tensor,
+    positives: Tensor,
+    negatives: Tensor,
+    lr: float,
+    l2: float,
+    l2_bias: float = 0.0,
     workspace: Workspace | None = None,
 ) -> Tensor:
     """One fused SGD step on Σ_b ℓ_b (module docstring) for an `MF`-like model with
@@ -80,7 +97,9 @@ def bpr_step(
     q_i = torch.index_select(Q, 0, positives, out=ws.rows("q_i", Q, B))  # [B, D]
     q_j = torch.index_select(Q, 0, negatives, out=ws.rows("q_j", Q, B))  # [B, D]
     diff = torch.sub(q_i, q_j, out=ws.rows("diff", Q, B))  # [B, D]
-    x = torch.bmm(p.unsqueeze(1), diff.unsqueeze(2)).view(B)  # [B] p_u·(q_i − q_j), no [B, D] temporary
+    x = torch.bmm(p.unsqueeze(1), diff.unsqueeze(2)).view(
+        B
+    )  # [B] p_u·(q_i − q_j), no [B, D] temporary
     biases = getattr(model, "biases", False)
     if biases:
         b = model.item_bias.weight[:, 0]
@@ -93,7 +112,9 @@ def bpr_step(
     shrink = -2.0 * l2 * lr
     P.index_add_(0, users, diff.mul_(z).add_(p, alpha=shrink))  # lr(z (q_i − q_j) − 2λ p_u)
     zp = p.mul_(z)  # [B, D] lr·z·p_u (p is no longer needed)
-    Q.index_add_(0, positives, torch.add(zp, q_i, alpha=shrink, out=q_i))  # lr(z p_u − 2λ q_i), one pass
+    Q.index_add_(
+        0, positives, torch.add(zp, q_i, alpha=shrink, out=q_i)
+    )  # lr(z p_u − 2λ q_i), one pass
     Q.index_add_(0, negatives, q_j.mul_(shrink).sub_(zp))  # lr(−z p_u − 2λ q_j)
     if biases:
         z, shrink_bias = z[:, 0], -2.0 * l2_bias * lr
@@ -104,8 +125,20 @@ def bpr_step(
 
 
 def _gradients(
-    P: Tensor, Q: Tensor, bias: Tensor | None, users: Tensor, positives: Tensor, negatives: Tensor, lr: Tensor,
-    shrink: Tensor, shrink_bias: Tensor, dP: Tensor, dQ_i: Tensor, dQ_j: Tensor, db_i: Tensor, db_j: Tensor,
+    P: Tensor,
+    Q: Tensor,
+    bias: Tensor | None,
+    users: Tensor,
+    positives: Tensor,
+    negatives: Tensor,
+    lr: Tensor,
+    shrink: Tensor,
+    shrink_bias: Tensor,
+    dP: Tensor,
+    dQ_i: Tensor,
+    dQ_j: Tensor,
+    db_i: Tensor,
+    db_j: Tensor,
 ) -> Tensor:
     """The updates of `bpr_step` for a batch, written into dP, dQ_i, dQ_j [B, D] (and db_i, db_j
     [B] when `bias` is the item-bias vector) rather than added into the weights; returns x [B].
@@ -144,8 +177,15 @@ def fused_kernel(threads: int, device_type: str = "cpu"):
 
 @torch.no_grad()
 def fused_step(
-    model, users: Tensor, positives: Tensor, negatives: Tensor, lr: float, l2: float, l2_bias: float = 0.0,
-    workspace: Workspace | None = None, threads: int | None = None,
+    model,
+    users: Tensor,
+    positives: Tensor,
+    negatives: Tensor,
+    lr: float,
+    l2: float,
+    l2_bias: float = 0.0,
+    workspace: Workspace | None = None,
+    threads: int | None = None,
 ) -> Tensor:
     """`bpr_step` through the compiled `_gradients` (`fused_kernel(threads)`, None: torch's
     thread count): the same update, the rows summed in another order; returns the mean −ln σ(x)."""
@@ -161,8 +201,22 @@ def fused_step(
     kernel = fused_kernel(torch.get_num_threads() if threads is None else threads, P.device.type)
     # the scalars go in as 0-d tensors: as Python floats they would be compiled in as constants
     scalars = torch.tensor([lr, -2.0 * l2 * lr, -2.0 * l2_bias * lr], dtype=P.dtype).to(P.device)
-    x = kernel(P, Q, bias, users, positives, negatives, scalars[0], scalars[1], scalars[2],
-               dP, dQ_i, dQ_j, db_i, db_j)
+    x = kernel(
+        P,
+        Q,
+        bias,
+        users,
+        positives,
+        negatives,
+        scalars[0],
+        scalars[1],
+        scalars[2],
+        dP,
+        dQ_i,
+        dQ_j,
+        db_i,
+        db_j,
+    )
     P.index_add_(0, users, dP)
     Q.index_add_(0, positives, dQ_i)
     Q.index_add_(0, negatives, dQ_j)
@@ -173,9 +227,17 @@ def fused_step(
 
 
 def bpr_epoch(
-    model, train: Interactions, sampler: Sampler, lr: float = 0.05, l2: float = 0.0025, l2_bias: float = 0.0,
-    batch_size: int = 16384, generator: torch.Generator | None = None, threads: int | None = 1,
-    compile: bool = False, native: bool | None = False,
+    model,
+    train: Interactions,
+    sampler: Sampler,
+    lr: float = 0.05,
+    l2: float = 0.0025,
+    l2_bias: float = 0.0,
+    batch_size: int = 16384,
+    generator: torch.Generator | None = None,
+    threads: int | None = 1,
+    compile: bool = False,
+    native: bool | None = False,
 ) -> float:
     """One epoch of LearnBPR over `train` (len(train) bootstrap samples, one negative each from
     `sampler`); returns the mean −ln σ(x). Batches of 16k keep the gathered rows in cache, which
@@ -201,14 +263,18 @@ def bpr_epoch(
         or RuntimeError.
     """
     if sampler.n_negatives != 1:
-        raise ValueError("bpr_epoch draws one negative per positive: use a sampler with n_negatives=1")
+        raise ValueError(
+            "bpr_epoch draws one negative per positive: use a sampler with n_negatives=1"
+        )
     if native is not False:
         reason = native_unsupported(model, sampler)
         if reason is None:
             return native_epoch(model, train, sampler, lr, l2, l2_bias, generator, threads)
         if native:
-            raise RuntimeError(f"bpr_epoch(native=True): the C kernel cannot run: {reason}; use native=None (the "
-                               "kernel where it can run) or False (the batched torch path)")
+            raise RuntimeError(
+                f"bpr_epoch(native=True): the C kernel cannot run: {reason}; use native=None (the "
+                "kernel where it can run) or False (the batched torch path)"
+            )
     device = model.user_embedding.weight.device
     streams = cpu_streams(device, threads)
     users, items = train.users.to(device), train.items.to(device)
@@ -220,22 +286,34 @@ def bpr_epoch(
 
     def run(stream: int) -> tuple[Tensor, int]:
         g = generator if seeds is None else torch.Generator().manual_seed(seeds[stream])
-        if device.type != "cpu":  # on a GPU the samples are drawn there: no copy, no host sync per step
+        if (
+            device.type != "cpu"
+        ):  # on a GPU the samples are drawn there: no copy, no host sync per step
             seed = int(torch.randint(2**62, (), generator=g))
             g = torch.Generator(device=device)
             g.manual_seed(seed)
-        total, steps, workspace = torch.zeros((), dtype=torch.float64, device=device), 0, Workspace()  # summed on the device
+        total, steps, workspace = (
+            torch.zeros((), dtype=torch.float64, device=device),
+            0,
+            Workspace(),
+        )  # summed on the device
         share = n // streams + (stream < n % streams)  # this stream's samples
         for start in range(0, share, batch_size):
-            rows = torch.randint(n, (min(batch_size, share - start),), generator=g,
-                                 device=None if g is None else g.device).to(device)  # [B]
+            rows = torch.randint(
+                n,
+                (min(batch_size, share - start),),
+                generator=g,
+                device=None if g is None else g.device,
+            ).to(device)  # [B]
             u, i = users.index_select(0, rows), items.index_select(0, rows)
             j, _ = sampler(u, g)  # [B, 1]
             if fused and len(rows) == batch_size:
                 loss = fused_step(model, u, i, j[:, 0], lr, l2, l2_bias, workspace, kernel_threads)
             else:
                 loss = bpr_step(model, u, i, j[:, 0], lr, l2, l2_bias, workspace)
-            total += loss.detach().to(total.dtype)  # no host sync per step: read once, after the epoch
+            total += loss.detach().to(
+                total.dtype
+            )  # no host sync per step: read once, after the epoch
             steps += 1
         return total, steps
 
@@ -256,8 +334,10 @@ def native_unsupported(model, sampler: Sampler) -> str | None:
     if getattr(model, "biases", False):
         tables.append(model.item_bias.weight)
     if type(sampler) is not UniformSampler or sampler.pool is not None:
-        return (f"it draws negatives uniformly over the catalogue only, the sampler is {type(sampler).__name__}"
-                + (" with train_items_only" if getattr(sampler, "pool", None) is not None else ""))
+        return (
+            f"it draws negatives uniformly over the catalogue only, the sampler is {type(sampler).__name__}"
+            + (" with train_items_only" if getattr(sampler, "pool", None) is not None else "")
+        )
     if not all(t.is_contiguous() for t in tables):
         return "it needs contiguous embedding tables"
     return mfzoo_native.unavailable_reason(*tables)
@@ -265,8 +345,14 @@ def native_unsupported(model, sampler: Sampler) -> str | None:
 
 @torch.no_grad()
 def native_epoch(
-    model, train: Interactions, sampler: UniformSampler, lr: float, l2: float, l2_bias: float = 0.0,
-    generator: torch.Generator | None = None, threads: int | None = None,
+    model,
+    train: Interactions,
+    sampler: UniformSampler,
+    lr: float,
+    l2: float,
+    l2_bias: float = 0.0,
+    generator: torch.Generator | None = None,
+    threads: int | None = None,
 ) -> float:
     """One LearnBPR epoch by the C kernel (`mfzoo.native.bpr_epoch`): len(train) samples
     (u, i) uniform over the training rows, one negative j uniform over the catalogue each,
@@ -278,13 +364,31 @@ def native_epoch(
     seed = int(torch.randint(2**62, (), generator=generator))
     R = train.csr("user")  # [U, I] sorted rows: the seen items of each user
     bias = model.item_bias.weight.detach()[:, 0] if getattr(model, "biases", False) else None
-    seen = sampler.seen if sampler.reject_seen and sampler.seen is not None and sampler.seen.n_items == train.n_items \
-        else None  # the sampler's PairSet: its bit filter answers most membership queries
+    seen = (
+        sampler.seen
+        if sampler.reject_seen
+        and sampler.seen is not None
+        and sampler.seen.n_items == train.n_items
+        else None
+    )  # the sampler's PairSet: its bit filter answers most membership queries
     return mfzoo_native.bpr_epoch(
-        train.users.cpu().int().contiguous(), train.items.cpu().int().contiguous(), R.crow_indices(), R.col_indices(),
-        model.user_embedding.weight.detach(), model.item_embedding.weight.detach(), bias, lr, l2, l2_bias, seed,
-        reject=sampler.reject_seen, max_tries=sampler.candidates * sampler.max_rounds, threads=threads,
-        seen_filter=None if seen is None else seen.filter.cpu(), filter_bits=0 if seen is None else seen.bits)
+        train.users.cpu().int().contiguous(),
+        train.items.cpu().int().contiguous(),
+        R.crow_indices(),
+        R.col_indices(),
+        model.user_embedding.weight.detach(),
+        model.item_embedding.weight.detach(),
+        bias,
+        lr,
+        l2,
+        l2_bias,
+        seed,
+        reject=sampler.reject_seen,
+        max_tries=sampler.candidates * sampler.max_rounds,
+        threads=threads,
+        seen_filter=None if seen is None else seen.filter.cpu(),
+        filter_bits=0 if seen is None else seen.bits,
+    )
 
 
 @dataclass
@@ -350,7 +454,10 @@ class BPRSolver:
         `mfzoo.models.mf.MF`, with or without biases (LearnBPR updates p_u, q_i and b_i).
         SVD++, timeSVD or a model class of one's own are refused, naming the alternatives."""
         check_model_class(
-            "BPRSolver (solver=bpr)", model_class, (MF_PATH,), "x = p_u·(q_i − q_j) + b_i − b_j",
+            "BPRSolver (solver=bpr)",
+            model_class,
+            (MF_PATH,),
+            "x = p_u·(q_i − q_j) + b_i − b_j",
             "Use model=funksvd or model=mf with this solver, or train "
             f"{model_class.__qualname__} on the gradient path: solver=null with loss=bpr optim=adam and a "
             "data.sampler.",
@@ -360,21 +467,41 @@ class BPRSolver:
         """One epoch of LearnBPR on `train`; returns its mean −ln σ(x)."""
         self.check_model(type(model))
         if self._state.get("train") is not train:
-            build = self.sampler or (lambda data: UniformSampler(data, n_negatives=1, reject_seen=True))
+            build = self.sampler or (
+                lambda data: UniformSampler(data, n_negatives=1, reject_seen=True)
+            )
             self._state.update(train=train, sampler=build(train))
         if "generator" not in self._state:
             self._state["generator"] = torch.Generator().manual_seed(int(torch.randint(2**62, ())))
         threads = 1 if self.deterministic else self.threads
-        loss = bpr_epoch(model, train, self._state["sampler"], self.lr, self.l2, self.l2_bias, self.batch_size,
-                         self._state["generator"], threads, self.compile, self.native)
-        tables = {"user factors": model.user_embedding.weight, "item factors": model.item_embedding.weight}
+        loss = bpr_epoch(
+            model,
+            train,
+            self._state["sampler"],
+            self.lr,
+            self.l2,
+            self.l2_bias,
+            self.batch_size,
+            self._state["generator"],
+            threads,
+            self.compile,
+            self.native,
+        )
+        tables = {
+            "user factors": model.user_embedding.weight,
+            "item factors": model.item_embedding.weight,
+        }
         if getattr(model, "biases", False):
             tables["item biases"] = model.item_bias.weight
-        finite = torch.stack([torch.isfinite(t).all() for t in tables.values()]).tolist()  # one sync
+        finite = torch.stack(
+            [torch.isfinite(t).all() for t in tables.values()]
+        ).tolist()  # one sync
         if not all(finite) or not math.isfinite(loss):
             bad = [name for name, ok in zip(tables, finite) if not ok] or ["the loss"]
-            raise NonFiniteError(f"LearnBPR: {', '.join(bad)} became NaN or inf in this epoch; "
-                                 f"lower lr (now {self.lr:g}) or raise l2 (now {self.l2:g})")
+            raise NonFiniteError(
+                f"LearnBPR: {', '.join(bad)} became NaN or inf in this epoch; "
+                f"lower lr (now {self.lr:g}) or raise l2 (now {self.l2:g})"
+            )
         return loss
 
     def state_dict(self) -> dict[str, Tensor]:
@@ -401,28 +528,47 @@ def _compiles(model, batch_size: int, threads: int | None) -> bool:
     weights = [model.user_embedding.weight, model.item_embedding.weight]
     device = weights[0].device
     biases = getattr(model, "biases", False)
-    key = (*(tuple(w.shape) for w in weights), weights[0].dtype, device, biases, batch_size,
-           threads if threads is not None else torch.get_num_threads())
+    key = (
+        *(tuple(w.shape) for w in weights),
+        weights[0].dtype,
+        device,
+        biases,
+        batch_size,
+        threads if threads is not None else torch.get_num_threads(),
+    )
     if key not in _compiled:
         _compiled[key] = _compile_run(model, batch_size, threads, biases, device)
     return _compiled[key]
 
 
-def _compile_run(model, batch_size: int, threads: int | None, biases: bool, device: torch.device) -> bool:
+def _compile_run(
+    model, batch_size: int, threads: int | None, biases: bool, device: torch.device
+) -> bool:
     # three distinct index tensors: the compiled code is specialised on which inputs alias
-    users, positives, negatives = (torch.zeros(batch_size, dtype=torch.long, device=device) for _ in range(3))
+    users, positives, negatives = (
+        torch.zeros(batch_size, dtype=torch.long, device=device) for _ in range(3)
+    )
     scratch = SimpleNamespace(  # same shapes, dtypes and devices as the model's tables
         user_embedding=SimpleNamespace(weight=model.user_embedding.weight.detach().clone()),
         item_embedding=SimpleNamespace(weight=model.item_embedding.weight.detach().clone()),
-        biases=biases, item_bias=SimpleNamespace(weight=model.item_bias.weight.detach().clone()) if biases else None)
+        biases=biases,
+        item_bias=SimpleNamespace(weight=model.item_bias.weight.detach().clone())
+        if biases
+        else None,
+    )
     previous = torch.get_num_threads()
     try:
-        if threads == 1:  # as in `run_streams`: the compiled code is specialised on torch's thread count
+        if (
+            threads == 1
+        ):  # as in `run_streams`: the compiled code is specialised on torch's thread count
             torch.set_num_threads(1)
         fused_step(scratch, users, positives, negatives, 0.0, 0.0, 0.0, Workspace(), threads)
-    except Exception as error:  # noqa: BLE001 (compilers fail in many ways; each means: run eager)
-        log.warning("bpr_epoch(compile=True): compiling the fused kernel failed (%s: %s); running bpr_step",
-                    type(error).__name__, str(error).splitlines()[0] if str(error) else "")
+    except Exception as error:
+        log.warning(
+            "bpr_epoch(compile=True): compiling the fused kernel failed (%s: %s); running bpr_step",
+            type(error).__name__,
+            str(error).splitlines()[0] if str(error) else "",
+        )
         return False
     finally:
         torch.set_num_threads(previous)

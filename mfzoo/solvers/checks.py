@@ -29,7 +29,9 @@ def class_path(model_class: type) -> str:
     return f"{model_class.__module__}.{model_class.__qualname__}"
 
 
-def check_model_class(solver: str, model_class: type, supported: Sequence[str], solves: str, alternatives: str) -> None:
+def check_model_class(
+    solver: str, model_class: type, supported: Sequence[str], solves: str, alternatives: str
+) -> None:
     """Refuse a model class that `solver` does not solve for (`supported`: import paths, matched
     exactly), naming the class, the solver, what it solves (`solves`) and what to do instead."""
     if not isinstance(model_class, type):
@@ -43,8 +45,9 @@ def check_model_class(solver: str, model_class: type, supported: Sequence[str], 
     )
 
 
-def check_ials_settings(l2: float, alpha: float, kind: str, eps: float, unobserved_weight: float,
-                        l2_exponent: float) -> None:
+def check_ials_settings(
+    l2: float, alpha: float, kind: str, eps: float, unobserved_weight: float, l2_exponent: float
+) -> None:
     """ValueError naming the first iALS setting out of range: λ, α, α₀ finite and >= 0, ε
     finite and > 0, ν finite, `kind` one of linear, log, none."""
     nonnegative("l2", l2)
@@ -56,14 +59,24 @@ def check_ials_settings(l2: float, alpha: float, kind: str, eps: float, unobserv
         raise ValueError(f"kind must be 'linear', 'log' or 'none', got {kind!r}")
 
 
-def ials_fix(values: Tensor, l2: float, alpha: float, kind: str, eps: float, unobserved_weight: float) -> str:
+def ials_fix(
+    values: Tensor, l2: float, alpha: float, kind: str, eps: float, unobserved_weight: float
+) -> str:
     """What to change when an iALS half-step overflows: its settings and the data's scale."""
     largest = float(values.abs().max()) if values.numel() else 0.0
-    confidence_of = "1 + alpha r" if kind == "linear" else "1 + alpha log(1 + r / eps)" if kind == "log" else "1"
+    confidence_of = (
+        "1 + alpha r"
+        if kind == "linear"
+        else "1 + alpha log(1 + r / eps)"
+        if kind == "log"
+        else "1"
+    )
     raise_eps = f" or raise eps (now {eps:g})" if kind == "log" else ""
-    return (f"the confidences c = {confidence_of} (alpha {alpha:g}, largest r {largest:g}) and the systems built "
-            f"from them must stay within the factors' dtype: lower alpha{raise_eps}, or check l2 (now {l2:g}), "
-            f"unobserved_weight (now {unobserved_weight:g}) and the scale of the event strengths")
+    return (
+        f"the confidences c = {confidence_of} (alpha {alpha:g}, largest r {largest:g}) and the systems built "
+        f"from them must stay within the factors' dtype: lower alpha{raise_eps}, or check l2 (now {l2:g}), "
+        f"unobserved_weight (now {unobserved_weight:g}) and the scale of the event strengths"
+    )
 
 
 def solved(solve: Callable[[], Tensor], what: str, fix: Callable[[], str]) -> Tensor:
@@ -73,7 +86,9 @@ def solved(solve: Callable[[], Tensor], what: str, fix: Callable[[], str]) -> Te
     try:
         X = solve()
     except (NonFiniteError, torch.linalg.LinAlgError) as error:
-        raise NonFiniteError(f"{what} met non-finite numbers ({str(error).splitlines()[0]}); {fix()}") from None
+        raise NonFiniteError(
+            f"{what} met non-finite numbers ({str(error).splitlines()[0]}); {fix()}"
+        ) from None
     if not bool(torch.isfinite(X).all()):
         raise NonFiniteError(f"{what} produced non-finite factors (NaN or inf); {fix()}")
     return X
@@ -83,8 +98,10 @@ def check_new_items(model, new) -> None:
     """ValueError unless the new users' interactions `new` use the model's item ids (a fold-in
     solves them against the model's item factors)."""
     if new.n_items != model.n_items:
-        raise ValueError(f"{new.name}: {new.n_items} items but the model has {model.n_items}; "
-                         "encode the new users' items with the training set's item_ids")
+        raise ValueError(
+            f"{new.name}: {new.n_items} items but the model has {model.n_items}; "
+            "encode the new users' items with the training set's item_ids"
+        )
 
 
 def check_switches(native: object = None, deterministic: object = False, **flags: object) -> None:

@@ -60,7 +60,9 @@ def all_gather_rows(local: Tensor, n: int, group: dist.ProcessGroup | None = Non
     return torch.cat([part[:size] for part, size in zip(parts, sizes)])
 
 
-def broadcast_needed_rows(local: Tensor, n: int, needed: Tensor, group: dist.ProcessGroup | None = None) -> Tensor:
+def broadcast_needed_rows(
+    local: Tensor, n: int, needed: Tensor, group: dist.ProcessGroup | None = None
+) -> Tensor:
     """The rows `needed` [m] (sorted global row ids of the n rows sharded over the ranks) as
     [m, k]: every rank's `local` rows are broadcast in turn (one shard in memory at a time) and
     each rank keeps the ones it needs."""
@@ -69,18 +71,25 @@ def broadcast_needed_rows(local: Tensor, n: int, needed: Tensor, group: dist.Pro
     longest = max(end - start for start, end in bounds)
     out = local.new_empty(len(needed), local.shape[1])
     buffer = local.new_empty(longest, local.shape[1])
-    cuts = torch.searchsorted(needed, torch.tensor([start for start, _ in bounds] + [n], device=needed.device)).tolist()
+    cuts = torch.searchsorted(
+        needed, torch.tensor([start for start, _ in bounds] + [n], device=needed.device)
+    ).tolist()
     for source, (start, end) in enumerate(bounds):
         if source == rank:
             buffer[: end - start] = local
-        dist.broadcast(buffer, src=dist.get_global_rank(group, source) if group is not None else source, group=group)
+        dist.broadcast(
+            buffer,
+            src=dist.get_global_rank(group, source) if group is not None else source,
+            group=group,
+        )
         lo, hi = cuts[source], cuts[source + 1]  # the needed rows in this shard
         out[lo:hi] = buffer.index_select(0, needed[lo:hi] - start)
     return out
 
 
-def _rows(train: Interactions, by: str, start: int, end: int, device: torch.device,
-          compact: bool) -> tuple[Tensor, Tensor | None]:
+def _rows(
+    train: Interactions, by: str, start: int, end: int, device: torch.device, compact: bool
+) -> tuple[Tensor, Tensor | None]:
     """Rows [start, end) of `train`'s CSR matrix by `by`, as a CSR tensor with end − start rows,
     and with `compact` its columns renumbered to the sorted ids of the columns it uses (returned
     second; None without `compact`: all the columns)."""
@@ -92,8 +101,10 @@ def _rows(train: Interactions, by: str, start: int, end: int, device: torch.devi
         indices = np.searchsorted(used_np, indices)
         used, width = torch.from_numpy(used_np).to(device), len(used_np)
     R = torch.sparse_csr_tensor(
-        torch.from_numpy(rows.indptr.astype(np.int64)), torch.from_numpy(indices),
-        torch.from_numpy(rows.data.astype(np.float32)), size=(rows.shape[0], width),
+        torch.from_numpy(rows.indptr.astype(np.int64)),
+        torch.from_numpy(indices),
+        torch.from_numpy(rows.data.astype(np.float32)),
+        size=(rows.shape[0], width),
     ).to(device)
     return R, used
 
@@ -127,8 +138,15 @@ class ShardedALS:
     _caches: dict = field(default_factory=lambda: {"user": {}, "item": {}}, init=False, repr=False)
 
     @classmethod
-    def of(cls, solver: ALSBase, train: Interactions, users: Tensor, items: Tensor,
-           group: dist.ProcessGroup | None = None, exchange: str | None = None) -> ShardedALS:
+    def of(
+        cls,
+        solver: ALSBase,
+        train: Interactions,
+        users: Tensor,
+        items: Tensor,
+        group: dist.ProcessGroup | None = None,
+        exchange: str | None = None,
+    ) -> ShardedALS:
         """This rank's shard of `train` and of the starting factors `users` [n_users, k],
         `items` [n_items, k] (every rank passes the same ones, e.g. drawn from one seed); only
         the shard is kept. `exchange`: "gather" or "blockwise" (default: the solver's)."""
@@ -136,17 +154,31 @@ class ShardedALS:
         if exchange not in ("gather", "blockwise"):
             raise ValueError(f"exchange must be 'gather' or 'blockwise', got {exchange!r}")
         if users.shape[0] != train.n_users or items.shape[0] != train.n_items:
-            raise ValueError(f"factors for {users.shape[0]} users and {items.shape[0]} items, but the training "
-                             f"set has {train.n_users} and {train.n_items}")
+            raise ValueError(
+                f"factors for {users.shape[0]} users and {items.shape[0]} items, but the training "
+                f"set has {train.n_users} and {train.n_items}"
+            )
         rank, world = dist.get_rank(group), dist.get_world_size(group)
         (u0, u1), (i0, i1) = shard(train.n_users, rank, world), shard(train.n_items, rank, world)
         device, blockwise = users.device, exchange == "blockwise"
         R_users, needed_items = _rows(train, "user", u0, u1, device, blockwise)
         R_items, needed_users = _rows(train, "item", i0, i1, device, blockwise)
-        return cls(solver, R_users, R_items, users[u0:u1].clone(), items[i0:i1].clone(), train.n_users,
-                   train.n_items, group, needed_items, needed_users)
+        return cls(
+            solver,
+            R_users,
+            R_items,
+            users[u0:u1].clone(),
+            items[i0:i1].clone(),
+            train.n_users,
+            train.n_items,
+            group,
+            needed_items,
+            needed_users,
+        )
 
-    def _half(self, R: Tensor, X0: Tensor, other: Tensor, n_other: int, needed: Tensor | None, cache: dict) -> Tensor:
+    def _half(
+        self, R: Tensor, X0: Tensor, other: Tensor, n_other: int, needed: Tensor | None, cache: dict
+    ) -> Tensor:
         """Own rows of R solved against the other side, whose rows `other` this rank holds."""
         gram = None
         if self.solver.uses_gram:  # YᵀY = Σ_r Y_rᵀ Y_r
@@ -162,12 +194,30 @@ class ShardedALS:
     def sweep(self) -> None:
         """One sweep: own users against the item factors, then own items against the user
         factors (see the module docstring)."""
-        self.users.copy_(self._half(self.R_users, self.users, self.items, self.n_items, self.needed_items,
-                                    self._caches["user"]))
-        self.items.copy_(self._half(self.R_items, self.items, self.users, self.n_users, self.needed_users,
-                                    self._caches["item"]))
+        self.users.copy_(
+            self._half(
+                self.R_users,
+                self.users,
+                self.items,
+                self.n_items,
+                self.needed_items,
+                self._caches["user"],
+            )
+        )
+        self.items.copy_(
+            self._half(
+                self.R_items,
+                self.items,
+                self.users,
+                self.n_users,
+                self.needed_users,
+                self._caches["item"],
+            )
+        )
 
     def factors(self) -> tuple[Tensor, Tensor]:
         """(user factors [n_users, k], item factors [n_items, k]), gathered on every rank."""
-        return (all_gather_rows(self.users, self.n_users, self.group),
-                all_gather_rows(self.items, self.n_items, self.group))
+        return (
+            all_gather_rows(self.users, self.n_users, self.group),
+            all_gather_rows(self.items, self.n_items, self.group),
+        )

@@ -33,8 +33,13 @@ from mfzoo.solvers.linalg import grouped_ridge
 
 @torch.no_grad()
 def fold_in(
-    model: nn.Module, users: Tensor, items: Tensor, values: Tensor, l2: float,
-    l2_bias: float | None = None, n_users: int | None = None,
+    model: nn.Module,
+    users: Tensor,
+    items: Tensor,
+    values: Tensor,
+    l2: float,
+    l2_bias: float | None = None,
+    n_users: int | None = None,
 ) -> Tensor:
     """Augmented factors [n_users, D'] of new users, so that `fold_in(...) @ model.item_factors().T`
     are their scores (see the module docstring for the ridge problem solved).
@@ -60,7 +65,9 @@ def fold_in(
     if n_users is None:
         n_users = int(users.max()) + 1
     elif int(users.max()) >= n_users:
-        raise ValueError(f"user id {int(users.max())} out of range 0..{n_users - 1} (n_users={n_users})")
+        raise ValueError(
+            f"user id {int(users.max())} out of range 0..{n_users - 1} (n_users={n_users})"
+        )
 
     weight = next(model.parameters())
     users, items = users.to(weight.device), items.to(weight.device)  # [N], [N]
@@ -91,7 +98,9 @@ def fold_in_interactions(
     return fold_in(model, new.users, new.items, new.values, l2, l2_bias, n_users=new.n_users)
 
 
-def _check_ratings(users: Tensor, items: Tensor, values: Tensor, n_items: int) -> tuple[Tensor, Tensor, Tensor]:
+def _check_ratings(
+    users: Tensor, items: Tensor, values: Tensor, n_items: int
+) -> tuple[Tensor, Tensor, Tensor]:
     """Validated 1-D (users, items, values), ids as int64."""
     users, items, values = (torch.as_tensor(t) for t in (users, items, values))
     if users.dim() != 1 or users.shape != items.shape or users.shape != values.shape:

@@ -81,7 +81,9 @@ def wishart(W: np.ndarray, nu: float, rng: np.random.Generator) -> np.ndarray:
     return CA @ CA.T
 
 
-def sample_hyperparameters(X: Tensor, beta0: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def sample_hyperparameters(
+    X: Tensor, beta0: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """(m [d], Λ [d, d]) drawn from the Gaussian-Wishart posterior given the rows X [n, d]
     (μ₀ = 0, W₀ = I, ν₀ = d; step 1 of the module docstring), in float64."""
     x = X.detach().double().cpu().numpy()
@@ -97,8 +99,17 @@ def sample_hyperparameters(X: Tensor, beta0: float, rng: np.random.Generator) ->
     return m, Lam
 
 
-def draw_rows(R: Tensor, design: Tensor, target: Tensor, Lam: Tensor, m: Tensor, alpha: float, Z: Tensor,
-              block_size: int, cache: dict | None = None) -> Tensor:
+def draw_rows(
+    R: Tensor,
+    design: Tensor,
+    target: Tensor,
+    Lam: Tensor,
+    m: Tensor,
+    alpha: float,
+    Z: Tensor,
+    block_size: int,
+    cache: dict | None = None,
+) -> Tensor:
     """Every row u of R drawn from N(A_u⁻¹ b_u, A_u⁻¹) (step 2 of the module docstring):
     A_u = Λ + α Σ_{i∈I_u} ỹ_i ỹ_iᵀ, b_u = Λ m + α Σ_{i∈I_u} t_ui ỹ_i, as A_u⁻¹ b_u + L_u⁻ᵀ z_u.
 
@@ -128,13 +139,17 @@ def draw_rows(R: Tensor, design: Tensor, target: Tensor, Lam: Tensor, m: Tensor,
         b = alpha * torch.bmm(t.unsqueeze(1), Yg).squeeze(1) + prior  # [b, d]
         L = torch.linalg.cholesky(A)  # [b, d, d]; Λ is positive definite, so is A
         mean = torch.cholesky_solve(b.unsqueeze(2), L)  # [b, d, 1]
-        noise = torch.linalg.solve_triangular(L.mT, Z_sorted[block].unsqueeze(2), upper=True)  # [b, d, 1] L⁻ᵀ z
+        noise = torch.linalg.solve_triangular(
+            L.mT, Z_sorted[block].unsqueeze(2), upper=True
+        )  # [b, d, 1] L⁻ᵀ z
         X_sorted[block] = (mean + noise).squeeze(2)
 
     for_blocks(solve, crow, col, (target.to(design),), design, block_size, order, cache)
     X = torch.empty_like(X_sorted).index_copy_(0, order, X_sorted)
     if not bool(torch.isfinite(X).all()):
-        raise NonFiniteError("the Gibbs draw produced NaN or inf (the ratings' scale or the noise precision too large)")
+        raise NonFiniteError(
+            "the Gibbs draw produced NaN or inf (the ratings' scale or the noise precision too large)"
+        )
     return X
 
 
@@ -142,11 +157,23 @@ def pattern(R: Tensor, like: Tensor) -> Tensor:
     """R's pattern as a CSR matrix of ones in `like`'s dtype, on its device: R's rows summing
     the rows of a dense [n_cols, k] matrix by one sparse product."""
     crow, col = R.crow_indices().to(like.device), R.col_indices().to(like.device)
-    return torch.sparse_csr_tensor(crow, col, like.new_ones(len(col)), size=R.shape, check_invariants=False)
+    return torch.sparse_csr_tensor(
+        crow, col, like.new_ones(len(col)), size=R.shape, check_invariants=False
+    )
 
 
-def draw_implicit(R_items: Tensor, c: Tensor, G: Tensor, h: Tensor, Y: Tensor, sums: Tensor, Lam: Tensor, m: Tensor,
-                  alpha: float, Z: Tensor) -> None:
+def draw_implicit(
+    R_items: Tensor,
+    c: Tensor,
+    G: Tensor,
+    h: Tensor,
+    Y: Tensor,
+    sums: Tensor,
+    Lam: Tensor,
+    m: Tensor,
+    alpha: float,
+    Z: Tensor,
+) -> None:
     """Step 3a of the module docstring, in place: every y_j (row j of Y [I, d]) drawn in item
     order from its conditional, each draw moving the users' h [U, d] and implicit sums [U, d].
 
@@ -166,7 +193,9 @@ def draw_implicit(R_items: Tensor, c: Tensor, G: Tensor, h: Tensor, Y: Tensor, s
     crow = R_items.crow_indices().to(Y.device)
     col = R_items.col_indices().to(Y.device)
     weighted = (c.square().unsqueeze(1).unsqueeze(2) * G).reshape(len(c), d * d)  # [U, d²] c_u² G_u
-    A = Lam + alpha * torch.sparse.mm(pattern(R_items, Y), weighted).view(n_items, d, d)  # [I, d, d]
+    A = Lam + alpha * torch.sparse.mm(pattern(R_items, Y), weighted).view(
+        n_items, d, d
+    )  # [I, d, d]
     L = torch.linalg.cholesky(A)
     A_inv = torch.cholesky_inverse(L)  # [I, d, d]
     noise = torch.linalg.solve_triangular(L.mT, Z.to(Y).unsqueeze(2), upper=True)[..., 0]  # [I, d]
@@ -177,7 +206,7 @@ def draw_implicit(R_items: Tensor, c: Tensor, G: Tensor, h: Tensor, Y: Tensor, s
     prior = to(Lam @ m)
     starts, cols = crow.tolist(), to(col).astype(np.int64)
     for j in range(n_items):
-        users = cols[starts[j]:starts[j + 1]]  # the users whose sums hold y_j
+        users = cols[starts[j] : starts[j + 1]]  # the users whose sums hold y_j
         cu = cn[users]  # [n]
         b = prior + alpha * (cu @ hn[users]) + K_n[j] @ Yn[j]  # [d]
         draw = A_inv_n[j] @ b + noise_n[j]
@@ -189,7 +218,9 @@ def draw_implicit(R_items: Tensor, c: Tensor, G: Tensor, h: Tensor, Y: Tensor, s
         tensor.copy_(torch.from_numpy(array))
 
 
-def draw_group_biases(residual: Tensor, groups: Tensor, n_groups: int, tau: float, alpha: float, Z: Tensor) -> Tensor:
+def draw_group_biases(
+    residual: Tensor, groups: Tensor, n_groups: int, tau: float, alpha: float, Z: Tensor
+) -> Tensor:
     """Step 3b for one group of scalar biases: b_g ~ N(α Σ_{n∈g} residual_n / (τ + α n_g),
     (τ + α n_g)⁻¹) for g in 0..n_groups−1 [n_groups], `residual` [N] the events' residuals without
     the group's own term, `groups` [N] each event's row, Z [n_groups] standard normal draws."""
@@ -228,7 +259,9 @@ class GibbsSolver:
     bias_rate: float = 1.0
     seed: int = 0
     block_size: int | None = None
-    _state: dict = field(default_factory=lambda: {"sweeps": 0, "alpha": 2.0}, init=False, repr=False)
+    _state: dict = field(
+        default_factory=lambda: {"sweeps": 0, "alpha": 2.0}, init=False, repr=False
+    )
     _caches: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -247,16 +280,22 @@ class GibbsSolver:
     @classmethod
     def check_model(cls, model_class: type, biases: bool | None = None) -> None:
         """ValueError unless `model_class` is `mfzoo.models.bayesian.BayesianMF`."""
-        check_model_class(f"{cls.__name__} (solver={cls.config})", model_class, (BAYESIAN_PATH,),
-                          "r ~ N(μ + b_u + b_i + p_u·q_i, α⁻¹) with Gaussian-Wishart priors",
-                          "Use model=bayesian_mf with this solver.")
+        check_model_class(
+            f"{cls.__name__} (solver={cls.config})",
+            model_class,
+            (BAYESIAN_PATH,),
+            "r ~ N(μ + b_u + b_i + p_u·q_i, α⁻¹) with Gaussian-Wishart priors",
+            "Use model=bayesian_mf with this solver.",
+        )
 
     def check_epochs(self, epochs: int | None) -> None:
         """ValueError when a run of `epochs` sweeps would keep no draw (the model would predict
         with one draw of the burn-in, not the posterior average)."""
         if epochs is not None and 0 <= epochs <= self.burn_in:
-            raise ValueError(f"trainer.max_epochs={epochs} sweeps keep no draw after solver.burn_in={self.burn_in}: "
-                             f"give more epochs (the average improves with every kept draw) or a shorter burn-in")
+            raise ValueError(
+                f"trainer.max_epochs={epochs} sweeps keep no draw after solver.burn_in={self.burn_in}: "
+                f"give more epochs (the average improves with every kept draw) or a shorter burn-in"
+            )
 
     @property
     def alpha(self) -> float:
@@ -274,34 +313,63 @@ class GibbsSolver:
         torch_generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
         users, items = model.state()  # [U, d], [I, d] the current draw
         device, dtype, d = users.device, users.dtype, model.dim
-        R_users, R_items = matrix_on(self._caches, train, "user", device), matrix_on(self._caches, train, "item", device)
+        R_users, R_items = (
+            matrix_on(self._caches, train, "user", device),
+            matrix_on(self._caches, train, "item", device),
+        )
         mean = float(model.global_mean) if model.biases else 0.0
         rows = block_rows(self.block_size, device)
         events = self._events(model, train, device)  # the training rows' users, items, time rows
 
-        def side(R: Tensor, by: str, own: Tensor, other: Tensor, cache: dict, offset: Tensor | None) -> Tensor:
+        def side(
+            R: Tensor, by: str, own: Tensor, other: Tensor, cache: dict, offset: Tensor | None
+        ) -> Tensor:
             """Draw one side's rows; `offset` [N] (per training row) is subtracted from the target."""
             m, Lam = sample_hyperparameters(own, self.beta0, rng)
             values = R.values().to(device=device, dtype=dtype)  # [nnz]
             col = R.col_indices().to(device)
             if model.biases:
-                design = torch.cat([other[:, :-1], torch.ones_like(other[:, :1])], dim=1)  # [n_cols, d] [y, 1]
+                design = torch.cat(
+                    [other[:, :-1], torch.ones_like(other[:, :1])], dim=1
+                )  # [n_cols, d] [y, 1]
                 target = values - mean - other[:, -1].index_select(0, col)  # [nnz] r − μ − b_other
             else:
                 design, target = other, values
             if offset is not None:  # into R's entry order (pairs are unique: a permutation)
-                target = target - offset.new_zeros(len(values)).index_copy_(0, self._entries(train, by, R, cache), offset)
-            Z = torch.randn(R.shape[0], own.shape[1], generator=torch_generator, dtype=torch.float64)
-            return draw_rows(R, design, target, torch.from_numpy(Lam), torch.from_numpy(m), self.alpha, Z, rows, cache)
+                target = target - offset.new_zeros(len(values)).index_copy_(
+                    0, self._entries(train, by, R, cache), offset
+                )
+            Z = torch.randn(
+                R.shape[0], own.shape[1], generator=torch_generator, dtype=torch.float64
+            )
+            return draw_rows(
+                R,
+                design,
+                target,
+                torch.from_numpy(Lam),
+                torch.from_numpy(m),
+                self.alpha,
+                Z,
+                rows,
+                cache,
+            )
 
-        time = model.time_bias(events["bins"], events["days"]) if model.timed else None  # [N] or None
+        time = (
+            model.time_bias(events["bins"], events["days"]) if model.timed else None
+        )  # [N] or None
         u, i = events["users"], events["items"]
         offset = time
         if model.implicit:  # the user side's target also loses c_u Σ y_j · q_i
-            implicit = (model.implicit_sum.index_select(0, u) * items[:, :d].index_select(0, i)).sum(1)
+            implicit = (
+                model.implicit_sum.index_select(0, u) * items[:, :d].index_select(0, i)
+            ).sum(1)
             offset = implicit if time is None else time + implicit
         users = side(R_users, "user", users, items, kept_with(self._caches, R_users), offset)
-        effective = users if not model.implicit else torch.cat([users[:, :d] + model.implicit_sum, users[:, d:]], 1)
+        effective = (
+            users
+            if not model.implicit
+            else torch.cat([users[:, :d] + model.implicit_sum, users[:, d:]], 1)
+        )
         items = side(R_items, "item", items, effective, kept_with(self._caches, R_items), time)
         model.set_state(users, items)
         if model.implicit:
@@ -310,8 +378,9 @@ class GibbsSolver:
             self._draw_time_biases(model, train, events, rng, torch_generator)
         if self.noise_precision is None:
             sse = self.objective(model, train)
-            self._state["alpha"] = float(rng.gamma(self.noise_shape + len(train) / 2,
-                                                   1.0 / (self.noise_rate + sse / 2)))
+            self._state["alpha"] = float(
+                rng.gamma(self.noise_shape + len(train) / 2, 1.0 / (self.noise_rate + sse / 2))
+            )
         self._state["sweeps"] = sweep + 1
         if sweep + 1 > self.burn_in:
             model.keep_sample()
@@ -332,14 +401,17 @@ class GibbsSolver:
     @staticmethod
     def _entries(train: Interactions, by: str, R: Tensor, cache: dict) -> Tensor:
         """The entry of R (`train.csr(by)`) that holds each training row [N]."""
+
         def make() -> Tensor:
             rows, cols = (train.users, train.items) if by == "user" else (train.items, train.users)
             n_cols = R.shape[1]
             keys = rows.long() * n_cols + cols.long()
             unique = torch.unique(keys)
             if len(unique) != len(keys):
-                raise ValueError(f"{train.name}: the Gibbs sampler's implicit and time terms need one rating per "
-                                 "(user, item) pair; this set repeats pairs (see data.pair_duplicates)")
+                raise ValueError(
+                    f"{train.name}: the Gibbs sampler's implicit and time terms need one rating per "
+                    "(user, item) pair; this set repeats pairs (see data.pair_duplicates)"
+                )
             return torch.searchsorted(unique, keys).to(R.device)
 
         return memo(cache, ("entries",), make)
@@ -359,8 +431,16 @@ class GibbsSolver:
             scores = scores + model.time_bias(events["bins"], events["days"]).double()
         return train.values.to(scores) - scores
 
-    def _draw_implicit(self, model: nn.Module, train: Interactions, events: dict, R_users: Tensor, R_items: Tensor,
-                       rng: np.random.Generator, generator: torch.Generator) -> None:
+    def _draw_implicit(
+        self,
+        model: nn.Module,
+        train: Interactions,
+        events: dict,
+        R_users: Tensor,
+        R_items: Tensor,
+        rng: np.random.Generator,
+        generator: torch.Generator,
+    ) -> None:
         """Step 3a: (m_Y, Λ_Y), then every y_j in turn (`draw_implicit`)."""
         Y = model.implicit_items.double()
         m, Lam = sample_hyperparameters(Y, self.beta0, rng)
@@ -372,25 +452,53 @@ class GibbsSolver:
         c = torch.where(n_u > 0, n_u.clamp(min=1).rsqrt(), torch.zeros_like(n_u))  # [U]
         h = q.new_zeros(model.n_users, d).index_add_(0, u, e.unsqueeze(1) * q.index_select(0, i))
         outer = (q.unsqueeze(2) * q.unsqueeze(1)).reshape(model.n_items, d * d)  # [I, d²] q_i q_iᵀ
-        G = torch.sparse.mm(pattern(R_users, q), outer).view(model.n_users, d, d)  # [U, d, d] Σ_{i∈I_u} q_i q_iᵀ
+        G = torch.sparse.mm(pattern(R_users, q), outer).view(
+            model.n_users, d, d
+        )  # [U, d, d] Σ_{i∈I_u} q_i q_iᵀ
         sums = model.implicit_sum.double()
         Z = torch.randn(model.n_items, d, generator=generator, dtype=torch.float64).to(Y.device)
-        draw_implicit(R_items, c, G, h, Y, sums, torch.from_numpy(Lam).to(Y), torch.from_numpy(m).to(Y), self.alpha, Z)
+        draw_implicit(
+            R_items,
+            c,
+            G,
+            h,
+            Y,
+            sums,
+            torch.from_numpy(Lam).to(Y),
+            torch.from_numpy(m).to(Y),
+            self.alpha,
+            Z,
+        )
         if not bool(torch.isfinite(Y).all()):
             raise NonFiniteError("the Gibbs draw of the implicit factors produced NaN or inf")
         model.implicit_items.copy_(Y)
         model.implicit_sum.copy_(sums)
 
-    def _draw_time_biases(self, model: nn.Module, train: Interactions, events: dict, rng: np.random.Generator,
-                          generator: torch.Generator) -> None:
+    def _draw_time_biases(
+        self,
+        model: nn.Module,
+        train: Interactions,
+        events: dict,
+        rng: np.random.Generator,
+        generator: torch.Generator,
+    ) -> None:
         """Step 3b: the item-bin biases, then the day biases (the unseen-day row stays 0)."""
-        for table, rows, n in (("bin_bias", events["bins"], model.n_items * model.n_bins),
-                               ("day_bias", events["days"], len(getattr(model, "day_keys", ())))):
+        for table, rows, n in (
+            ("bin_bias", events["bins"], model.n_items * model.n_bins),
+            ("day_bias", events["days"], len(getattr(model, "day_keys", ()))),
+        ):
             if rows is None:
                 continue
             current = getattr(model, table)
-            tau = float(rng.gamma(self.bias_shape + n / 2, 1.0 / (self.bias_rate + float(current[:n].double().square().sum()) / 2)))
-            residual = self.residuals(model, train) + current.index_select(0, rows).double()  # without b_g itself
+            tau = float(
+                rng.gamma(
+                    self.bias_shape + n / 2,
+                    1.0 / (self.bias_rate + float(current[:n].double().square().sum()) / 2),
+                )
+            )
+            residual = (
+                self.residuals(model, train) + current.index_select(0, rows).double()
+            )  # without b_g itself
             Z = torch.randn(n, generator=generator, dtype=torch.float64)
             current[:n] = draw_group_biases(residual, rows, n, tau, self.alpha, Z).to(current)
 
@@ -401,8 +509,10 @@ class GibbsSolver:
 
     # the chain's position goes into the checkpoint (resume draws what the uninterrupted run drew)
     def state_dict(self) -> dict[str, Tensor]:
-        return {"sweeps": torch.tensor(int(self._state["sweeps"])), "alpha": torch.tensor(float(self._state["alpha"]),
-                                                                                      dtype=torch.float64)}
+        return {
+            "sweeps": torch.tensor(int(self._state["sweeps"])),
+            "alpha": torch.tensor(float(self._state["alpha"]), dtype=torch.float64),
+        }
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
         self._state["sweeps"] = int(state["sweeps"])

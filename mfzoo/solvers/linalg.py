@@ -21,7 +21,12 @@ CHUNK_ELEMENTS = 1 << 23
 
 
 def grouped_ridge(
-    X: Tensor, y: Tensor, groups: Tensor, n_groups: int, reg: Tensor, max_rows_per_chunk: int | None = None
+    X: Tensor,
+    y: Tensor,
+    groups: Tensor,
+    n_groups: int,
+    reg: Tensor,
+    max_rows_per_chunk: int | None = None,
 ) -> Tensor:
     """Per-group ridge regression, batched over groups.
 
@@ -57,10 +62,14 @@ def grouped_ridge(
         θ [G, k].
     """
     if X.dim() != 2 or not X.is_floating_point():
-        raise ValueError(f"X must be a floating [N, k] tensor, got shape {tuple(X.shape)} dtype {X.dtype}")
+        raise ValueError(
+            f"X must be a floating [N, k] tensor, got shape {tuple(X.shape)} dtype {X.dtype}"
+        )
     n_rows, k = X.shape
     if y.shape != (n_rows,) or groups.shape != (n_rows,):
-        raise ValueError(f"y and groups must be [{n_rows}], got {tuple(y.shape)} and {tuple(groups.shape)}")
+        raise ValueError(
+            f"y and groups must be [{n_rows}], got {tuple(y.shape)} and {tuple(groups.shape)}"
+        )
     if groups.is_floating_point() or groups.is_complex() or groups.dtype == torch.bool:
         raise ValueError(f"groups must be an integer tensor, got {groups.dtype}")
     if n_groups < 0:
@@ -72,7 +81,9 @@ def grouped_ridge(
     try:
         reg = reg.to(device=X.device, dtype=X.dtype).expand(n_groups, k)  # [G, k]
     except RuntimeError:
-        raise ValueError(f"reg of shape {tuple(reg.shape)} does not broadcast to [{n_groups}, {k}]") from None
+        raise ValueError(
+            f"reg of shape {tuple(reg.shape)} does not broadcast to [{n_groups}, {k}]"
+        ) from None
     if n_rows and (int(groups.min()) < 0 or int(groups.max()) >= n_groups):
         bad = groups[(groups < 0) | (groups >= n_groups)][0]
         raise ValueError(f"group id {int(bad)} out of range 0..{n_groups - 1}")
@@ -92,8 +103,10 @@ def grouped_ridge(
     b.index_add_(0, groups, X * y.unsqueeze(1))
     chunk = max_rows_per_chunk or max(1, CHUNK_ELEMENTS // max(1, k * k))
     for start in range(0, n_rows, chunk):
-        x = X[start:start + chunk]  # [c, k]
-        A.index_add_(0, groups[start:start + chunk], x.unsqueeze(2) * x.unsqueeze(1))  # += [c, k, k]
+        x = X[start : start + chunk]  # [c, k]
+        A.index_add_(
+            0, groups[start : start + chunk], x.unsqueeze(2) * x.unsqueeze(1)
+        )  # += [c, k, k]
     return spd_solve(A, b)
 
 
@@ -118,7 +131,9 @@ def spd_solve(A: Tensor, b: Tensor) -> Tensor:
         θ [G, k], in the dtype and on the device of A.
     """
     if A.dim() != 3 or A.shape[1] != A.shape[2] or b.shape != A.shape[:2]:
-        raise ValueError(f"A must be [G, k, k] and b [G, k], got {tuple(A.shape)} and {tuple(b.shape)}")
+        raise ValueError(
+            f"A must be [G, k, k] and b [G, k], got {tuple(A.shape)} and {tuple(b.shape)}"
+        )
     L, info = torch.linalg.cholesky_ex(A)  # [G, k, k], [G]
     # two batched triangular solves: ~3x faster than `cholesky_solve` on CPU for small k
     z = torch.linalg.solve_triangular(L, b.unsqueeze(2), upper=False)  # [G, k, 1] L z = b
@@ -127,13 +142,22 @@ def spd_solve(A: Tensor, b: Tensor) -> Tensor:
     if failed.numel():
         A_f, b_f = A.index_select(0, failed), b.index_select(0, failed)  # [F, k, k], [F, k]
         _check_systems(A_f.tril(), b_f, failed, A.shape[0])
-        log.debug("spd_solve: %d of %d systems not positive definite; using the pseudo-inverse",
-                  failed.numel(), A.shape[0])
-        theta[failed] = (torch.linalg.pinv(A_f, hermitian=True) @ b_f.unsqueeze(2)).squeeze(2)  # [F, k]
-    factored = torch.isfinite(L.diagonal(dim1=1, dim2=2)).all(1) | (info != 0)  # [G] diag(L) read where it holds
+        log.debug(
+            "spd_solve: %d of %d systems not positive definite; using the pseudo-inverse",
+            failed.numel(),
+            A.shape[0],
+        )
+        theta[failed] = (torch.linalg.pinv(A_f, hermitian=True) @ b_f.unsqueeze(2)).squeeze(
+            2
+        )  # [F, k]
+    factored = torch.isfinite(L.diagonal(dim1=1, dim2=2)).all(1) | (
+        info != 0
+    )  # [G] diag(L) read where it holds
     if not bool(torch.isfinite(theta).all() & factored.all()):
         _check_systems(A.tril(), b, torch.arange(A.shape[0], device=A.device), A.shape[0])
-        raise NonFiniteError(f"spd_solve: the solution overflows {theta.dtype} (entries of A or b too large)")
+        raise NonFiniteError(
+            f"spd_solve: the solution overflows {theta.dtype} (entries of A or b too large)"
+        )
     return theta
 
 
@@ -142,5 +166,7 @@ def _check_systems(A: Tensor, b: Tensor, which: Tensor, n_systems: int) -> None:
     `n_systems`) holds NaN or inf, naming how many and the first."""
     bad = ~(torch.isfinite(A).flatten(1).all(1) & torch.isfinite(b).all(1))  # [F]
     if bool(bad.any()):
-        raise NonFiniteError(f"spd_solve: {int(bad.sum())} of {n_systems} systems hold NaN or inf "
-                             f"(first: system {int(which[bad][0])})")
+        raise NonFiniteError(
+            f"spd_solve: {int(bad.sum())} of {n_systems} systems hold NaN or inf "
+            f"(first: system {int(which[bad][0])})"
+        )

@@ -28,7 +28,12 @@ from mfzoo.solvers.blocks import memo
 
 
 def least_squares_objective(
-    R: Tensor, X: Tensor, Y: Tensor, l2: float, frequency_scaled: bool = True, both_sides: bool = False
+    R: Tensor,
+    X: Tensor,
+    Y: Tensor,
+    l2: float,
+    frequency_scaled: bool = True,
+    both_sides: bool = False,
 ) -> Tensor:
     """Explicit ALS objective, evaluated densely (for tests on small data):
 
@@ -38,17 +43,29 @@ def least_squares_objective(
     R_dense, observed = _dense(R, X)  # [n_rows, n_cols] x2
     residual = observed * (R_dense - X @ Y.T)  # [n_rows, n_cols]
     value = residual.pow(2).sum()
-    row_reg = l2 * observed.sum(1) if frequency_scaled else torch.full_like(X[:, 0], float(l2))  # [n_rows]
+    row_reg = (
+        l2 * observed.sum(1) if frequency_scaled else torch.full_like(X[:, 0], float(l2))
+    )  # [n_rows]
     value = value + (row_reg * X.pow(2).sum(1)).sum()
     if both_sides:
-        col_reg = l2 * observed.sum(0) if frequency_scaled else torch.full_like(Y[:, 0], float(l2))  # [n_cols]
+        col_reg = (
+            l2 * observed.sum(0) if frequency_scaled else torch.full_like(Y[:, 0], float(l2))
+        )  # [n_cols]
         value = value + (col_reg * Y.pow(2).sum(1)).sum()
     return value
 
 
 def ials_objective(
-    R: Tensor, X: Tensor, Y: Tensor, l2: float, alpha: float = 1.0, kind: str = "linear", eps: float = 1.0,
-    unobserved_weight: float = 1.0, l2_exponent: float = 0.0, both_sides: bool = False,
+    R: Tensor,
+    X: Tensor,
+    Y: Tensor,
+    l2: float,
+    alpha: float = 1.0,
+    kind: str = "linear",
+    eps: float = 1.0,
+    unobserved_weight: float = 1.0,
+    l2_exponent: float = 0.0,
+    both_sides: bool = False,
 ) -> Tensor:
     """iALS objective, evaluated densely (for tests on small data):
 
@@ -58,7 +75,11 @@ def ials_objective(
     with λ_u = λ (n_u + α₀ n_cols)^ν and λ_i = λ (n_i + α₀ n_rows)^ν; `ials_half_step` minimises
     it over X (both_sides=False: the terms that depend on X). Differentiable in X and Y."""
     R_dense, observed = _dense(R, X)  # [n_rows, n_cols] x2
-    C = torch.where(observed.bool(), confidence(R_dense, kind, alpha, eps), torch.full_like(R_dense, unobserved_weight))
+    C = torch.where(
+        observed.bool(),
+        confidence(R_dense, kind, alpha, eps),
+        torch.full_like(R_dense, unobserved_weight),
+    )
     scores = X @ Y.T  # [n_rows, n_cols]
     value = (C * (observed - scores).pow(2)).sum()  # p_ui = observed
     n_rows, n_cols = observed.shape
@@ -72,7 +93,12 @@ def ials_objective(
 
 @torch.no_grad()
 def least_squares_sweep_objective(
-    R: Tensor, X: Tensor, Y: Tensor, l2: float, frequency_scaled: bool = True, cache: dict | None = None,
+    R: Tensor,
+    X: Tensor,
+    Y: Tensor,
+    l2: float,
+    frequency_scaled: bool = True,
+    cache: dict | None = None,
 ) -> float:
     """Explicit ALS objective of both sides, the quantity every half-step of a sweep lowers
     (R: users × items, X the user factors, Y the item factors):
@@ -97,16 +123,30 @@ def least_squares_sweep_objective(
     crow, col, values = _csr_parts(R, Y, 1)
     scores = _entry_scores(crow, col, X, Y)  # [nnz] x_u·y_i
     value = float((values - scores).pow(2).sum())
-    row_counts, col_counts = _counts(crow, col, R.shape[1], Y.dtype, cache)  # [n_users], [n_items] n_u, n_i
-    row_reg = l2 * row_counts if frequency_scaled else torch.full_like(row_counts, float(l2))  # [n_users] λ_u
-    col_reg = l2 * col_counts if frequency_scaled else torch.full_like(col_counts, float(l2))  # [n_items] λ_i
+    row_counts, col_counts = _counts(
+        crow, col, R.shape[1], Y.dtype, cache
+    )  # [n_users], [n_items] n_u, n_i
+    row_reg = (
+        l2 * row_counts if frequency_scaled else torch.full_like(row_counts, float(l2))
+    )  # [n_users] λ_u
+    col_reg = (
+        l2 * col_counts if frequency_scaled else torch.full_like(col_counts, float(l2))
+    )  # [n_items] λ_i
     return value + _penalty(X, row_reg) + _penalty(Y, col_reg)
 
 
 @torch.no_grad()
 def biased_least_squares_sweep_objective(
-    R: Tensor, X: Tensor, Y: Tensor, user_bias: Tensor, item_bias: Tensor, mean: float | Tensor, l2: float,
-    l2_bias: float, frequency_scaled: bool = True, cache: dict | None = None,
+    R: Tensor,
+    X: Tensor,
+    Y: Tensor,
+    user_bias: Tensor,
+    item_bias: Tensor,
+    mean: float | Tensor,
+    l2: float,
+    l2_bias: float,
+    frequency_scaled: bool = True,
+    cache: dict | None = None,
 ) -> float:
     """Explicit ALS objective with biases, what every half-step of
     `als.biased_least_squares_half_step` lowers (R: users × items, X, Y the factors, b_u, b_i
@@ -120,19 +160,40 @@ def biased_least_squares_sweep_objective(
     crow, col, values = _csr_parts(R, Y, 1)
     user_bias, item_bias = user_bias.to(Y).reshape(-1), item_bias.to(Y).reshape(-1)
     scores = _entry_scores(crow, col, X, Y)  # [nnz] x_u·y_i
-    rows = torch.repeat_interleave(torch.arange(X.shape[0], device=Y.device), crow.diff())  # [nnz] u of each entry
-    residual = values - scores - user_bias.index_select(0, rows) - item_bias.index_select(0, col) - float(mean)
+    rows = torch.repeat_interleave(
+        torch.arange(X.shape[0], device=Y.device), crow.diff()
+    )  # [nnz] u of each entry
+    residual = (
+        values
+        - scores
+        - user_bias.index_select(0, rows)
+        - item_bias.index_select(0, col)
+        - float(mean)
+    )
     row_counts, col_counts = _counts(crow, col, R.shape[1], Y.dtype, cache)  # [n_users], [n_items]
     row_scale = row_counts if frequency_scaled else torch.ones_like(row_counts)
     col_scale = col_counts if frequency_scaled else torch.ones_like(col_counts)
-    return (float(residual.pow(2).sum()) + _penalty(X, l2 * row_scale) + _penalty(Y, l2 * col_scale)
-            + _penalty(user_bias.unsqueeze(1), l2_bias * row_scale) + _penalty(item_bias.unsqueeze(1), l2_bias * col_scale))
+    return (
+        float(residual.pow(2).sum())
+        + _penalty(X, l2 * row_scale)
+        + _penalty(Y, l2 * col_scale)
+        + _penalty(user_bias.unsqueeze(1), l2_bias * row_scale)
+        + _penalty(item_bias.unsqueeze(1), l2_bias * col_scale)
+    )
 
 
 @torch.no_grad()
 def ials_sweep_objective(
-    R: Tensor, X: Tensor, Y: Tensor, l2: float, alpha: float = 1.0, kind: str = "linear", eps: float = 1.0,
-    unobserved_weight: float = 1.0, l2_exponent: float = 0.0, cache: dict | None = None,
+    R: Tensor,
+    X: Tensor,
+    Y: Tensor,
+    l2: float,
+    alpha: float = 1.0,
+    kind: str = "linear",
+    eps: float = 1.0,
+    unobserved_weight: float = 1.0,
+    l2_exponent: float = 0.0,
+    cache: dict | None = None,
 ) -> float:
     """iALS objective of both sides, the quantity every half-step of a sweep lowers (R: users ×
     items, X the user factors, Y the item factors, s_ui = x_u·y_i, α₀ = `unobserved_weight`):
@@ -161,11 +222,17 @@ def ials_sweep_objective(
         The objective, a sum over all pairs (not a mean).
     """
     crow, col, values = _csr_parts(R, Y, 1)
-    gram_w, c, _ = _confidences(values, kind, alpha, eps, unobserved_weight, cache)  # [nnz] c − α₀, c
+    gram_w, c, _ = _confidences(
+        values, kind, alpha, eps, unobserved_weight, cache
+    )  # [nnz] c − α₀, c
     scores = _entry_scores(crow, col, X, Y)  # [nnz] s_ui
     observed = float((c * (1.0 - 2.0 * scores) + gram_w * scores.pow(2)).sum())
-    unobserved = unobserved_weight * float(((X.T @ X) * (Y.T @ Y)).sum())  # α₀ Σ_{all u,i} s_ui², [k, k] Grams
-    row_counts, col_counts = _counts(crow, col, R.shape[1], Y.dtype, cache)  # [n_users], [n_items] n_u, n_i
+    unobserved = unobserved_weight * float(
+        ((X.T @ X) * (Y.T @ Y)).sum()
+    )  # α₀ Σ_{all u,i} s_ui², [k, k] Grams
+    row_counts, col_counts = _counts(
+        crow, col, R.shape[1], Y.dtype, cache
+    )  # [n_users], [n_items] n_u, n_i
     n_users, n_items = R.shape
     row_reg = l2 * (row_counts + unobserved_weight * n_items).pow(l2_exponent)  # [n_users] λ_u
     col_reg = l2 * (col_counts + unobserved_weight * n_users).pow(l2_exponent)  # [n_items] λ_i
@@ -177,17 +244,25 @@ def _entry_scores(crow: Tensor, col: Tensor, X: Tensor, Y: Tensor) -> Tensor:
     `col`, by one sampled product (`torch.sparse.sampled_addmm`: X Yᵀ at the pattern's entries
     only, no [nnz, k] gather)."""
     if X.shape != (crow.numel() - 1, Y.shape[1]):
-        raise ValueError(f"X must be [n_rows, k] = {(crow.numel() - 1, Y.shape[1])}, got {tuple(X.shape)}")
+        raise ValueError(
+            f"X must be [n_rows, k] = {(crow.numel() - 1, Y.shape[1])}, got {tuple(X.shape)}"
+        )
     X = X.to(device=Y.device, dtype=Y.dtype)
-    pattern = torch.sparse_csr_tensor(crow, col, X.new_zeros(col.numel()), size=(X.shape[0], Y.shape[0]),
-                                      check_invariants=False)  # [n_rows, n_cols]
+    pattern = torch.sparse_csr_tensor(
+        crow, col, X.new_zeros(col.numel()), size=(X.shape[0], Y.shape[0]), check_invariants=False
+    )  # [n_rows, n_cols]
     return torch.sparse.sampled_addmm(pattern, X, Y.T, beta=0.0).values()  # [nnz]
 
 
-def _counts(crow: Tensor, col: Tensor, n_cols: int, dtype: torch.dtype, cache: dict | None) -> tuple[Tensor, Tensor]:
+def _counts(
+    crow: Tensor, col: Tensor, n_cols: int, dtype: torch.dtype, cache: dict | None
+) -> tuple[Tensor, Tensor]:
     """Entries per row [n_rows] and per column [n_cols] of a CSR pattern, in `dtype`."""
-    return crow.diff().to(dtype), memo(cache, ("col_counts", dtype, col.device),
-                                        lambda: torch.bincount(col, minlength=n_cols).to(dtype))
+    return crow.diff().to(dtype), memo(
+        cache,
+        ("col_counts", dtype, col.device),
+        lambda: torch.bincount(col, minlength=n_cols).to(dtype),
+    )
 
 
 def _penalty(factors: Tensor, reg: Tensor) -> float:
@@ -204,4 +279,6 @@ def _dense(R: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
     observed = torch.sparse_csr_tensor(
         crow, col, torch.ones_like(values), size=R.shape, check_invariants=False
     ).to_dense()  # [n_rows, n_cols]
-    return R_dense.to(device=like.device, dtype=like.dtype), observed.to(device=like.device, dtype=like.dtype)
+    return R_dense.to(device=like.device, dtype=like.dtype), observed.to(
+        device=like.device, dtype=like.dtype
+    )

@@ -26,10 +26,18 @@ from mfzoo.data.interactions import Interactions
 from mfzoo.solvers import als
 from mfzoo.solvers.blocks import block_rows, kept_with, matrix_on
 from mfzoo.solvers.checks import (
-    MF_PATH, at_least, check_ials_settings, check_model_class, check_new_items, check_switches, nonnegative,
+    MF_PATH,
+    at_least,
+    check_ials_settings,
+    check_model_class,
+    check_new_items,
+    check_switches,
+    nonnegative,
 )
 from mfzoo.solvers.objective import (
-    biased_least_squares_sweep_objective, ials_sweep_objective, least_squares_sweep_objective,
+    biased_least_squares_sweep_objective,
+    ials_sweep_objective,
+    least_squares_sweep_objective,
 )
 
 
@@ -54,7 +62,9 @@ class ALSBase:
 
     config: ClassVar[str] = ""  # the config that selects the solver (`solver=...`), for messages
     solves_biases: ClassVar[bool] = False  # whether it solves MF's biases too (explicit ALS does)
-    uses_gram: ClassVar[bool] = False  # whether half_step uses the other side's YᵀY (iALS; not explicit ALS)
+    uses_gram: ClassVar[bool] = (
+        False  # whether half_step uses the other side's YᵀY (iALS; not explicit ALS)
+    )
 
     l2: float = 0.1
     _: KW_ONLY
@@ -69,8 +79,15 @@ class ALSBase:
         if self.exchange not in ("gather", "blockwise"):
             raise ValueError(f"exchange must be 'gather' or 'blockwise', got {self.exchange!r}")
 
-    def half_step(self, R: Tensor, Y: Tensor, X0: Tensor | None = None, cache: dict | None = None,
-                  gram: Tensor | None = None, n_cols: int | None = None) -> Tensor:
+    def half_step(
+        self,
+        R: Tensor,
+        Y: Tensor,
+        X0: Tensor | None = None,
+        cache: dict | None = None,
+        gram: Tensor | None = None,
+        n_cols: int | None = None,
+    ) -> Tensor:
         """Rows of R solved with Y fixed: [R.shape[0], k] (X0: the current rows, a warm start
         where the method uses one; cache: a dict kept with R across calls, see
         `als.ials_half_step`; gram, n_cols: the Gram matrix and row count of the whole other
@@ -88,18 +105,26 @@ class ALSBase:
         known) unless the solver `solves_biases` (explicit ALS). SVD++, timeSVD or a model class of one's own are refused, naming the
         alternatives: ALS on `MF`, or the model on the gradient path."""
         name = f"{cls.__name__} (solver={cls.config})"
-        formula, use = (("r̂ = μ + b_u + b_i + p_u·q_i or p_u·q_i", "model=mf or model=funksvd") if cls.solves_biases
-                        else ("r̂ = p_u·q_i", "model=funksvd (or model=mf model.biases=false)"))
+        formula, use = (
+            ("r̂ = μ + b_u + b_i + p_u·q_i or p_u·q_i", "model=mf or model=funksvd")
+            if cls.solves_biases
+            else ("r̂ = p_u·q_i", "model=funksvd (or model=mf model.biases=false)")
+        )
         check_model_class(
-            name, model_class, (MF_PATH,), formula,
+            name,
+            model_class,
+            (MF_PATH,),
+            formula,
             f"Use {use} with this solver, or train "
             f"{model_class.__qualname__} on the gradient path: solver=null with loss=mse optim=adam (explicit "
             "ratings) or loss=bpr / loss=bce with a data.sampler (implicit feedback).",
         )
         if biases and not cls.solves_biases:
-            raise ValueError(f"{name} solves r̂ = p_u·q_i; this MF has biases, which it would never update: set "
-                             "model.biases=false (or use model=funksvd), or train the biased MF on the gradient "
-                             "path (solver=null, loss=mse optim=adam)")
+            raise ValueError(
+                f"{name} solves r̂ = p_u·q_i; this MF has biases, which it would never update: set "
+                "model.biases=false (or use model=funksvd), or train the biased MF on the gradient "
+                "path (solver=null, loss=mse optim=adam)"
+            )
 
     def _cache(self, R: Tensor) -> dict:
         """The dict kept with R across sweeps (`blocks.kept_with`)."""
@@ -116,7 +141,10 @@ class ALSBase:
         module asks for it after the sweep."""
         self._check(model)
         users, items = model.user_embedding.weight, model.item_embedding.weight  # [U, D], [I, D]
-        R_users, R_items = self._on(train, "user", users.device), self._on(train, "item", users.device)
+        R_users, R_items = (
+            self._on(train, "user", users.device),
+            self._on(train, "item", users.device),
+        )
         users.copy_(self.half_step(R_users, items, users, self._cache(R_users)))
         items.copy_(self.half_step(R_items, users, items, self._cache(R_items)))
 
@@ -139,12 +167,18 @@ class ALSBase:
         self._check(model)
         users = torch.unique(users.to(interactions.users.device))
         sub = _affected(interactions, users)
-        self._update(model, sub.csr("user").to(model.item_embedding.weight.device), users.to(model.item_embedding.weight.device))
+        self._update(
+            model,
+            sub.csr("user").to(model.item_embedding.weight.device),
+            users.to(model.item_embedding.weight.device),
+        )
 
     def _update(self, model: nn.Module, R: Tensor, users: Tensor) -> None:
         """Solve the rows of R (the users `users`, in order) against the model's items and write them."""
         weight = model.user_embedding.weight
-        weight[users] = self.half_step(R, model.item_embedding.weight, weight.index_select(0, users))
+        weight[users] = self.half_step(
+            R, model.item_embedding.weight, weight.index_select(0, users)
+        )
 
     def _check(self, model: nn.Module) -> None:
         """The solve-time twin of `check_model`, for a model instance."""
@@ -157,8 +191,15 @@ def _affected(interactions: Interactions, users: Tensor) -> Interactions:
     rows = interactions.subset(torch.isin(interactions.users, users))
     local = torch.full((interactions.n_users,), -1, dtype=torch.long, device=users.device)
     local[users] = torch.arange(len(users), device=users.device)
-    return Interactions(local[rows.users], rows.items, rows.values, rows.timestamps,
-                        rows.user_ids[users.cpu().numpy()], rows.item_ids, name=f"{interactions.name}[updated]")
+    return Interactions(
+        local[rows.users],
+        rows.items,
+        rows.values,
+        rows.timestamps,
+        rows.user_ids[users.cpu().numpy()],
+        rows.item_ids,
+        name=f"{interactions.name}[updated]",
+    )
 
 
 @dataclass
@@ -201,9 +242,20 @@ class ALSSolver(ALSBase):
     def _biased(self, model: nn.Module) -> bool:
         return bool(getattr(model, "biases", False))
 
-    def _biased_half(self, R: Tensor, Y: Tensor, other_bias: Tensor, mean: Tensor, cache: dict | None) -> tuple[Tensor, Tensor]:
-        return als.biased_least_squares_half_step(R, Y, other_bias, mean, self.l2, self.bias_l2, self.frequency_scaled,
-                                                  block_rows(self.block_size, Y.device), cache)
+    def _biased_half(
+        self, R: Tensor, Y: Tensor, other_bias: Tensor, mean: Tensor, cache: dict | None
+    ) -> tuple[Tensor, Tensor]:
+        return als.biased_least_squares_half_step(
+            R,
+            Y,
+            other_bias,
+            mean,
+            self.l2,
+            self.bias_l2,
+            self.frequency_scaled,
+            block_rows(self.block_size, Y.device),
+            cache,
+        )
 
     @torch.no_grad()
     def sweep(self, model: nn.Module, train: Interactions) -> None:
@@ -215,7 +267,10 @@ class ALSSolver(ALSBase):
         self._check(model)
         users, items = model.user_embedding.weight, model.item_embedding.weight  # [U, D], [I, D]
         b_u, b_i = model.user_bias.weight, model.item_bias.weight  # [U, 1], [I, 1]
-        R_users, R_items = self._on(train, "user", users.device), self._on(train, "item", users.device)
+        R_users, R_items = (
+            self._on(train, "user", users.device),
+            self._on(train, "item", users.device),
+        )
         X, b = self._biased_half(R_users, items, b_i[:, 0], model.global_mean, self._cache(R_users))
         users.copy_(X)
         b_u.copy_(b.unsqueeze(1))
@@ -229,23 +284,37 @@ class ALSSolver(ALSBase):
         `model.item_factors()` is the score)."""
         if not self._biased(model):
             return super()._fold(model, R)
-        X, b = self._biased_half(R, model.item_embedding.weight, model.item_bias.weight[:, 0], model.global_mean, None)
-        return torch.cat([X, (model.global_mean + b).unsqueeze(1), torch.ones_like(b).unsqueeze(1)], dim=1)
+        X, b = self._biased_half(
+            R, model.item_embedding.weight, model.item_bias.weight[:, 0], model.global_mean, None
+        )
+        return torch.cat(
+            [X, (model.global_mean + b).unsqueeze(1), torch.ones_like(b).unsqueeze(1)], dim=1
+        )
 
     def _update(self, model: nn.Module, R: Tensor, users: Tensor) -> None:
         """As `ALSBase._update`; with biases the users' b_u are solved and written too."""
         if not self._biased(model):
             return super()._update(model, R, users)
-        X, b = self._biased_half(R, model.item_embedding.weight, model.item_bias.weight[:, 0], model.global_mean, None)
+        X, b = self._biased_half(
+            R, model.item_embedding.weight, model.item_bias.weight[:, 0], model.global_mean, None
+        )
         model.user_embedding.weight[users] = X
         model.user_bias.weight[users] = b.unsqueeze(1)
 
-    def half_step(self, R: Tensor, Y: Tensor, X0: Tensor | None = None, cache: dict | None = None,
-                  gram: Tensor | None = None, n_cols: int | None = None) -> Tensor:
+    def half_step(
+        self,
+        R: Tensor,
+        Y: Tensor,
+        X0: Tensor | None = None,
+        cache: dict | None = None,
+        gram: Tensor | None = None,
+        n_cols: int | None = None,
+    ) -> Tensor:
         """`als.least_squares_half_step` on the rows of R with Y fixed (X0 unused: the solve is
         exact; gram and n_cols unused: the explicit objective has no term over unobserved pairs)."""
-        return als.least_squares_half_step(R, Y, self.l2, self.frequency_scaled, block_rows(self.block_size, Y.device),
-                                           cache)
+        return als.least_squares_half_step(
+            R, Y, self.l2, self.frequency_scaled, block_rows(self.block_size, Y.device), cache
+        )
 
     @torch.no_grad()
     def objective(self, model: nn.Module, train: Interactions) -> float:
@@ -262,10 +331,21 @@ class ALSSolver(ALSBase):
         users, items = model.user_embedding.weight, model.item_embedding.weight  # [U, D], [I, D]
         R = self._on(train, "user", users.device)  # [U, I]
         if self._biased(model):
-            return biased_least_squares_sweep_objective(R, users, items, model.user_bias.weight, model.item_bias.weight,
-                                                        model.global_mean, self.l2, self.bias_l2,
-                                                        self.frequency_scaled, self._cache(R))
-        return least_squares_sweep_objective(R, users, items, self.l2, self.frequency_scaled, self._cache(R))
+            return biased_least_squares_sweep_objective(
+                R,
+                users,
+                items,
+                model.user_bias.weight,
+                model.item_bias.weight,
+                model.global_mean,
+                self.l2,
+                self.bias_l2,
+                self.frequency_scaled,
+                self._cache(R),
+            )
+        return least_squares_sweep_objective(
+            R, users, items, self.l2, self.frequency_scaled, self._cache(R)
+        )
 
 
 @dataclass
@@ -308,28 +388,53 @@ class IALSSolver(ALSBase):
     deterministic: bool = False
 
     def __post_init__(self) -> None:
-        check_ials_settings(self.l2, self.alpha, self.kind, self.eps, self.unobserved_weight, self.l2_exponent)
+        check_ials_settings(
+            self.l2, self.alpha, self.kind, self.eps, self.unobserved_weight, self.l2_exponent
+        )
         at_least("cg_steps", self.cg_steps, 1)
         super().__post_init__()
         if self.method not in ("exact", "cg"):
             raise ValueError(f"method must be 'exact' or 'cg', got {self.method!r}")
         check_switches(native=self.native, deterministic=self.deterministic)
         if self.native and self.method != "cg":
-            raise ValueError("native=true applies to method='cg' (the exact path has no C kernel); "
-                             "set method=cg or leave native unset")
+            raise ValueError(
+                "native=true applies to method='cg' (the exact path has no C kernel); "
+                "set method=cg or leave native unset"
+            )
 
     uses_gram: ClassVar[bool] = True  # α₀ YᵀY: a sharded sweep all-reduces it
 
-    def half_step(self, R: Tensor, Y: Tensor, X0: Tensor | None = None, cache: dict | None = None,
-                  gram: Tensor | None = None, n_cols: int | None = None) -> Tensor:
+    def half_step(
+        self,
+        R: Tensor,
+        Y: Tensor,
+        X0: Tensor | None = None,
+        cache: dict | None = None,
+        gram: Tensor | None = None,
+        n_cols: int | None = None,
+    ) -> Tensor:
         """`als.ials_half_step` (exact) or `als.ials_half_step_cg` from X0 (CG; zeros without X0)
         on the rows of R with Y fixed."""
-        kwargs = dict(alpha=self.alpha, kind=self.kind, eps=self.eps, unobserved_weight=self.unobserved_weight,
-                      l2_exponent=self.l2_exponent, block_size=block_rows(self.block_size, Y.device), cache=cache,
-                      gram=gram, n_cols=n_cols)
+        kwargs = dict(
+            alpha=self.alpha,
+            kind=self.kind,
+            eps=self.eps,
+            unobserved_weight=self.unobserved_weight,
+            l2_exponent=self.l2_exponent,
+            block_size=block_rows(self.block_size, Y.device),
+            cache=cache,
+            gram=gram,
+            n_cols=n_cols,
+        )
         if self.method == "cg":
-            start = torch.zeros(R.shape[0], Y.shape[1], dtype=Y.dtype, device=Y.device) if X0 is None else X0
-            return als.ials_half_step_cg(R, Y, start, self.l2, cg_steps=self.cg_steps, native=self.native, **kwargs)
+            start = (
+                torch.zeros(R.shape[0], Y.shape[1], dtype=Y.dtype, device=Y.device)
+                if X0 is None
+                else X0
+            )
+            return als.ials_half_step_cg(
+                R, Y, start, self.l2, cg_steps=self.cg_steps, native=self.native, **kwargs
+            )
         return als.ials_half_step(R, Y, self.l2, **kwargs)
 
     @torch.no_grad()
@@ -348,6 +453,15 @@ class IALSSolver(ALSBase):
         self._check(model)
         users, items = model.user_embedding.weight, model.item_embedding.weight  # [U, D], [I, D]
         R = self._on(train, "user", users.device)  # [U, I]
-        return ials_sweep_objective(R, users, items, self.l2, alpha=self.alpha, kind=self.kind, eps=self.eps,
-                                    unobserved_weight=self.unobserved_weight, l2_exponent=self.l2_exponent,
-                                    cache=self._cache(R))
+        return ials_sweep_objective(
+            R,
+            users,
+            items,
+            self.l2,
+            alpha=self.alpha,
+            kind=self.kind,
+            eps=self.eps,
+            unobserved_weight=self.unobserved_weight,
+            l2_exponent=self.l2_exponent,
+            cache=self._cache(R),
+        )

@@ -52,7 +52,13 @@ import torch
 from torch import Tensor, nn
 
 from mfzoo.data.interactions import Interactions
-from mfzoo.solvers.checks import MF_PATH, NonFiniteError, at_least, check_model_class, check_new_items
+from mfzoo.solvers.checks import (
+    MF_PATH,
+    NonFiniteError,
+    at_least,
+    check_model_class,
+    check_new_items,
+)
 
 Center = Literal["global", "user"] | None
 Method = Literal["randomized", "lanczos"]
@@ -72,15 +78,21 @@ def _as_csr(x: Tensor, dtype: torch.dtype, device: torch.device) -> Tensor:
     elif x.layout == torch.strided:
         x = x.to_sparse_csr()  # keeps only the non-zeros
     elif x.layout != torch.sparse_csr:
-        raise ValueError(f"expected a dense, sparse COO or sparse CSR tensor, got layout {x.layout}")
+        raise ValueError(
+            f"expected a dense, sparse COO or sparse CSR tensor, got layout {x.layout}"
+        )
     x = x.to(device)
     crow, col = x.crow_indices().to(torch.int64), x.col_indices().to(torch.int64)
-    return torch.sparse_csr_tensor(crow, col, x.values().to(dtype), size=x.shape, check_invariants=False)
+    return torch.sparse_csr_tensor(
+        crow, col, x.values().to(dtype), size=x.shape, check_invariants=False
+    )
 
 
 def _with_values(R: Tensor, values: Tensor) -> Tensor:
     """The CSR matrix `R` with its stored values replaced by `values` [nnz]."""
-    return torch.sparse_csr_tensor(R.crow_indices(), R.col_indices(), values, size=R.shape, check_invariants=False)
+    return torch.sparse_csr_tensor(
+        R.crow_indices(), R.col_indices(), values, size=R.shape, check_invariants=False
+    )
 
 
 def _transpose(R: Tensor) -> Tensor:
@@ -98,7 +110,12 @@ def _orthonormal(Y: Tensor) -> Tensor:
 
 
 def randomized_svd(
-    A: Tensor, k: int, n_oversamples: int = 10, n_iter: int = 4, seed: int = 0, At: Tensor | None = None
+    A: Tensor,
+    k: int,
+    n_oversamples: int = 10,
+    n_iter: int = 4,
+    seed: int = 0,
+    At: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Rank-k SVD A ≈ U diag(S) Vᵀ of a sparse CSR matrix A [m, n] by the randomized range finder
     with `n_iter` re-orthonormalised power iterations (see the module docstring). Only products
@@ -150,8 +167,14 @@ class TruncatedSVD(nn.Module):
     """
 
     def __init__(
-        self, k: int, center: Center = None, method: Method = "randomized", n_oversamples: int = 10,
-        n_iter: int = 4, seed: int = 0, dtype: torch.dtype = torch.float64,
+        self,
+        k: int,
+        center: Center = None,
+        method: Method = "randomized",
+        n_oversamples: int = 10,
+        n_iter: int = 4,
+        seed: int = 0,
+        dtype: torch.dtype = torch.float64,
     ):
         super().__init__()
         at_least("k", k, 1)
@@ -179,9 +202,15 @@ class TruncatedSVD(nn.Module):
         M = _as_csr(M, self.dtype, device)
         n_users, n_items = M.shape
         if not 0 < self.k <= min(n_users, n_items) - (self.method == "lanczos"):
-            raise ValueError(f"k={self.k} is out of range for a {n_users} x {n_items} matrix ({self.method})")
+            raise ValueError(
+                f"k={self.k} is out of range for a {n_users} x {n_items} matrix ({self.method})"
+            )
         values, crow = M.values(), M.crow_indices()  # [nnz], [n_users + 1]
-        mu = values.mean() if self.center is not None else torch.zeros((), dtype=self.dtype, device=device)
+        mu = (
+            values.mean()
+            if self.center is not None
+            else torch.zeros((), dtype=self.dtype, device=device)
+        )
         offset = torch.zeros(n_users, dtype=self.dtype, device=device)  # [n_users]
         if self.center == "global":
             offset.fill_(float(mu))
@@ -196,13 +225,19 @@ class TruncatedSVD(nn.Module):
         else:
             rows = _row_ids(crow).cpu().numpy()
             A_sp = sp.csr_matrix(
-                (A.values().cpu().numpy(), (rows, A.col_indices().cpu().numpy())), shape=(n_users, n_items)
+                (A.values().cpu().numpy(), (rows, A.col_indices().cpu().numpy())),
+                shape=(n_users, n_items),
             )
-            U, S, V = (torch.from_numpy(np.ascontiguousarray(x)).to(device, self.dtype) for x in lanczos_svd(A_sp, self.k, self.seed))
+            U, S, V = (
+                torch.from_numpy(np.ascontiguousarray(x)).to(device, self.dtype)
+                for x in lanczos_svd(A_sp, self.k, self.seed)
+            )
         U, V = _fix_signs(U, V)
         if not bool(torch.isfinite(U).all() & torch.isfinite(S).all() & torch.isfinite(V).all()):
-            raise NonFiniteError(f"TruncatedSVD: the factorisation produced NaN or inf; check the data's values "
-                                 f"(largest |value| {float(values.abs().max()):g}) and dtype (now {self.dtype})")
+            raise NonFiniteError(
+                f"TruncatedSVD: the factorisation produced NaN or inf; check the data's values "
+                f"(largest |value| {float(values.abs().max()):g}) and dtype (now {self.dtype})"
+            )
         self.U, self.S, self.V = U, S, V
         self.global_mean, self.user_offset = mu.reshape(()), offset
         return self
@@ -260,7 +295,9 @@ class TruncatedSVD(nn.Module):
         if C.shape[1] != self.U.shape[0]:
             raise ValueError(f"cols have {C.shape[1]} users, the model {self.U.shape[0]}")
         A = _with_values(C, C.values() - self.user_offset[C.col_indices()])
-        inv_S = torch.where(self.S > 0, 1.0 / self.S.clamp(min=torch.finfo(self.dtype).tiny), 0.0)  # [k]
+        inv_S = torch.where(
+            self.S > 0, 1.0 / self.S.clamp(min=torch.finfo(self.dtype).tiny), 0.0
+        )  # [k]
         return self._augment_items(torch.sparse.mm(A, self.U) * inv_S)  # [n_new_items, k(+1)]
 
 
@@ -318,7 +355,10 @@ class SVDSolver:
         """ValueError unless `model_class` is `mfzoo.models.mf.MF` (with or without biases; a
         centred SVD needs them, which `sweep` checks on the instance)."""
         check_model_class(
-            f"{cls.__name__} (solver={cls.config})", model_class, (MF_PATH,), "r̂ = μ + b_u + b_i + p_u·q_i or p_u·q_i",
+            f"{cls.__name__} (solver={cls.config})",
+            model_class,
+            (MF_PATH,),
+            "r̂ = μ + b_u + b_i + p_u·q_i or p_u·q_i",
             f"Use model=funksvd (PureSVD) or model=mf (with solver.center=global|user) with this solver, or train "
             f"{model_class.__qualname__} on the gradient path.",
         )
@@ -326,8 +366,10 @@ class SVDSolver:
     def _check(self, model: nn.Module) -> None:
         self.check_model(type(model))
         if self.center is not None and not getattr(model, "biases", False):
-            raise ValueError(f"solver.center={self.center} subtracts a mean that only an MF with biases can add back: "
-                             "use model=mf, or solver.center=null (PureSVD) with model=funksvd")
+            raise ValueError(
+                f"solver.center={self.center} subtracts a mean that only an MF with biases can add back: "
+                "use model=mf, or solver.center=null (PureSVD) with model=funksvd"
+            )
 
     @torch.no_grad()
     def sweep(self, model: nn.Module, train: Interactions) -> None:
@@ -336,20 +378,26 @@ class SVDSolver:
         users, items = model.user_embedding.weight, model.item_embedding.weight  # [U, k], [I, k]
         k = users.shape[1]
         if k > min(train.n_users, train.n_items) - (self.method == "lanczos"):
-            raise ValueError(f"a rank-{k} SVD (model.dim) of a {train.n_users} x {train.n_items} matrix is not defined: "
-                             f"give model.dim <= {min(train.n_users, train.n_items) - (self.method == 'lanczos')}")
+            raise ValueError(
+                f"a rank-{k} SVD (model.dim) of a {train.n_users} x {train.n_items} matrix is not defined: "
+                f"give model.dim <= {min(train.n_users, train.n_items) - (self.method == 'lanczos')}"
+            )
         kept = self._last  # a second sweep over the same data repeats the same factorisation
         if kept is not None and kept[0] is train and kept[1] == (k, users.device):
             svd = kept[2]
         else:
-            svd = TruncatedSVD(k, self.center, self.method, self.n_oversamples, self.n_iter, self.seed)
+            svd = TruncatedSVD(
+                k, self.center, self.method, self.n_oversamples, self.n_iter, self.seed
+            )
             svd.fit(train.to(users.device))
             self._last = (train, (k, users.device), svd)
         users.copy_((svd.U * svd.S).to(users.dtype))
         items.copy_(svd.V.to(items.dtype))
         if getattr(model, "biases", False):
             model.global_mean.fill_(float(svd.global_mean))
-            model.user_bias.weight.copy_((svd.user_offset - svd.global_mean).unsqueeze(1).to(users.dtype))
+            model.user_bias.weight.copy_(
+                (svd.user_offset - svd.global_mean).unsqueeze(1).to(users.dtype)
+            )
             model.item_bias.weight.zero_()
 
     @torch.no_grad()
@@ -365,7 +413,9 @@ class SVDSolver:
         svd.V = V
         if self.center is not None:
             svd.global_mean = model.global_mean.to(V)
-        folded = svd.fold_in_users(new.csr("user").to(V.device))  # [n, k(+1)]: [m V_k, offset] when centred
+        folded = svd.fold_in_users(
+            new.csr("user").to(V.device)
+        )  # [n, k(+1)]: [m V_k, offset] when centred
         if not getattr(model, "biases", False):
             return folded
         if self.center is None:  # PureSVD in a biased MF: μ = b_u = 0
@@ -375,8 +425,16 @@ class SVDSolver:
     @torch.no_grad()
     def objective(self, model: nn.Module, train: Interactions) -> float:
         """Σ_{(u,i)∈R} (r_ui − r̂_ui)², the reconstruction error of the observed entries (a sum)."""
-        users, items = train.users.to(model.user_embedding.weight.device), train.items.to(model.user_embedding.weight.device)
+        users, items = (
+            train.users.to(model.user_embedding.weight.device),
+            train.items.to(model.user_embedding.weight.device),
+        )
         scores = (model.user_embedding.weight[users] * model.item_embedding.weight[items]).sum(1)
         if getattr(model, "biases", False):
-            scores = scores + model.global_mean + model.user_bias.weight[users, 0] + model.item_bias.weight[items, 0]
+            scores = (
+                scores
+                + model.global_mean
+                + model.user_bias.weight[users, 0]
+                + model.item_bias.weight[items, 0]
+            )
         return float((train.values.to(scores) - scores).double().pow(2).sum())

@@ -60,8 +60,14 @@ def digest(split: Split) -> str:
         h.update(part.users.cpu().to(torch.int64).numpy().tobytes())
         h.update(part.items.cpu().to(torch.int64).numpy().tobytes())
         h.update(part.values.cpu().to(torch.float32).numpy().tobytes())
-        h.update(b"none" if part.timestamps is None else part.timestamps.cpu().to(torch.int64).numpy().tobytes())
-    for side, table in _tables(split.train).items():  # data without features: the digest it always had
+        h.update(
+            b"none"
+            if part.timestamps is None
+            else part.timestamps.cpu().to(torch.int64).numpy().tobytes()
+        )
+    for side, table in _tables(
+        split.train
+    ).items():  # data without features: the digest it always had
         h.update(side.encode())
         h.update("\x00".join(table.vocabulary + ("|",) + table.dense_names).encode("utf-8"))
         for tensor in (table.offsets, table.indices, table.weights, table.dense):
@@ -71,25 +77,43 @@ def digest(split: Split) -> str:
 
 def _tables(part: Interactions) -> dict[str, Features]:
     """The feature tables a part carries: {"user": ..., "item": ...}, those it has."""
-    return {side: table for side, table in (("user", part.user_features), ("item", part.item_features))
-            if table is not None}
+    return {
+        side: table
+        for side, table in (("user", part.user_features), ("item", part.item_features))
+        if table is not None
+    }
 
 
 def _stored_table(table: Features) -> dict[str, Any]:
-    return {"offsets": table.offsets.cpu(), "indices": table.indices.cpu(), "weights": table.weights.cpu().float(),
-            "dense": None if table.dense is None else table.dense.cpu(), "vocabulary": list(table.vocabulary),
-            "dense_names": list(table.dense_names)}
+    return {
+        "offsets": table.offsets.cpu(),
+        "indices": table.indices.cpu(),
+        "weights": table.weights.cpu().float(),
+        "dense": None if table.dense is None else table.dense.cpu(),
+        "vocabulary": list(table.vocabulary),
+        "dense_names": list(table.dense_names),
+    }
 
 
 def _read_table(stored: dict[str, Any]) -> Features:
-    return Features(stored["offsets"], stored["indices"], stored["weights"], tuple(stored["vocabulary"]),
-                    stored["dense"], tuple(stored["dense_names"]))
+    return Features(
+        stored["offsets"],
+        stored["indices"],
+        stored["weights"],
+        tuple(stored["vocabulary"]),
+        stored["dense"],
+        tuple(stored["dense_names"]),
+    )
 
 
 def _compact(part: Interactions) -> dict[str, torch.Tensor]:
     fits = max(part.n_users, part.n_items) < 2**31
     ids = torch.int32 if fits else torch.int64
-    out = {"users": part.users.cpu().to(ids), "items": part.items.cpu().to(ids), "values": part.values.cpu().float()}
+    out = {
+        "users": part.users.cpu().to(ids),
+        "items": part.items.cpu().to(ids),
+        "values": part.values.cpu().float(),
+    }
     if part.timestamps is not None:
         out["timestamps"] = part.timestamps.cpu().to(torch.int64)
     return out
@@ -105,8 +129,13 @@ def _ids_array(stored: dict[str, Any]) -> np.ndarray:
     return np.array(stored["values"], dtype=object if dtype == "object" else np.dtype(dtype))
 
 
-def save(run_dir: str | Path, split: Split, keep: KeepData = "copy", source: dict | None = None,
-         titles: dict | None = None) -> str:
+def save(
+    run_dir: str | Path,
+    split: Split,
+    keep: KeepData = "copy",
+    source: dict | None = None,
+    titles: dict | None = None,
+) -> str:
     """Write the run's data files (see the module docstring); returns the digest."""
     if keep not in ("copy", "digest"):
         raise ValueError(f"keep_data must be 'copy' or 'digest', got {keep!r}")
@@ -129,9 +158,13 @@ def save(run_dir: str | Path, split: Split, keep: KeepData = "copy", source: dic
         (out / "ids.json").write_text(json.dumps(ids))
         tables = _tables(split.train)
         if tables:
-            torch.save({side: _stored_table(table) for side, table in tables.items()}, out / "features.pt")
+            torch.save(
+                {side: _stored_table(table) for side, table in tables.items()}, out / "features.pt"
+            )
     if titles:
-        (out / "titles.json").write_text(json.dumps({str(k): v for k, v in titles.items()}, ensure_ascii=False))
+        (out / "titles.json").write_text(
+            json.dumps({str(k): v for k, v in titles.items()}, ensure_ascii=False)
+        )
     meta["files"] = {p.name: sha256(p) for p in sorted(out.iterdir()) if p.name != "meta.json"}
     (out / "meta.json").write_text(json.dumps(meta, indent=2))
     return value
@@ -142,7 +175,9 @@ def meta(run_dir: str | Path) -> dict:
     their data)."""
     path = Path(run_dir) / DATA / "meta.json"
     if not path.is_file():
-        raise RunError(f"{run_dir}: no {DATA}/meta.json (the run's data record); retrain it with this version")
+        raise RunError(
+            f"{run_dir}: no {DATA}/meta.json (the run's data record); retrain it with this version"
+        )
     try:
         record = json.loads(path.read_text())
     except (OSError, ValueError) as err:
@@ -157,8 +192,10 @@ def _verified(run_dir: str | Path, name: str, record: dict) -> Path:
     path = Path(run_dir) / DATA / name
     expected = (record.get("files") or {}).get(name)
     if expected is not None and path.is_file() and sha256(path) != expected:
-        raise RunError(f"{path} was changed after the run wrote it (its sha256 differs from the one in "
-                       f"{DATA}/meta.json): restore it or retrain")
+        raise RunError(
+            f"{path} was changed after the run wrote it (its sha256 differs from the one in "
+            f"{DATA}/meta.json): restore it or retrain"
+        )
     return path
 
 
@@ -170,25 +207,45 @@ def load(run_dir: str | Path) -> Split | None:
     if record["keep_data"] != "copy":
         return None
     try:
-        stored = torch.load(_verified(run_dir, "parts.pt", record), map_location="cpu", weights_only=True)
+        stored = torch.load(
+            _verified(run_dir, "parts.pt", record), map_location="cpu", weights_only=True
+        )
         ids = json.loads(_verified(run_dir, "ids.json", record).read_text())
     except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as err:
-        raise RunError(f"{run_dir}: cannot read the run's data ({DATA}/parts.pt, {DATA}/ids.json): {err}") from None
+        raise RunError(
+            f"{run_dir}: cannot read the run's data ({DATA}/parts.pt, {DATA}/ids.json): {err}"
+        ) from None
     user_ids, item_ids = _ids_array(ids["users"]), _ids_array(ids["items"])
     parts = {}
     for name, tensors in stored.items():
         parts[name] = Interactions(
-            users=tensors["users"].long(), items=tensors["items"].long(), values=tensors["values"],
-            timestamps=tensors.get("timestamps"), user_ids=user_ids, item_ids=item_ids,
+            users=tensors["users"].long(),
+            items=tensors["items"].long(),
+            values=tensors["values"],
+            timestamps=tensors.get("timestamps"),
+            user_ids=user_ids,
+            item_ids=item_ids,
             name=record["names"].get(name, name),
         )
     if "features.pt" in (record.get("files") or {}):
         try:
-            stored = torch.load(_verified(run_dir, "features.pt", record), map_location="cpu", weights_only=True)
+            stored = torch.load(
+                _verified(run_dir, "features.pt", record), map_location="cpu", weights_only=True
+            )
             tables = {f"{side}_features": _read_table(table) for side, table in stored.items()}
             parts = {name: part.with_features(**tables) for name, part in parts.items()}
-        except (OSError, RuntimeError, ValueError, EOFError, KeyError, TypeError, pickle.UnpicklingError) as err:
-            raise RunError(f"{run_dir}: cannot read the run's feature tables ({DATA}/features.pt): {err}") from None
+        except (
+            OSError,
+            RuntimeError,
+            ValueError,
+            EOFError,
+            KeyError,
+            TypeError,
+            pickle.UnpicklingError,
+        ) as err:
+            raise RunError(
+                f"{run_dir}: cannot read the run's feature tables ({DATA}/features.pt): {err}"
+            ) from None
     split = Split(train=parts["train"], val=parts.get("val"), test=parts["test"])
     check(run_dir, split, record)
     return split

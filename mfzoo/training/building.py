@@ -33,7 +33,11 @@ LOSS_SHARED_KEYS = ("l2", "l2_bias", "weighted")
 def _accepted(target: type) -> set[str] | None:
     """The keyword names `target`'s constructor takes; None when it takes **kwargs (a module
     that keeps `nn.Module.__init__`, whose **kwargs refuses any name, takes none)."""
-    if isinstance(target, type) and issubclass(target, nn.Module) and target.__init__ is nn.Module.__init__:
+    if (
+        isinstance(target, type)
+        and issubclass(target, nn.Module)
+        and target.__init__ is nn.Module.__init__
+    ):
         return set()
     try:
         parameters = inspect.signature(target).parameters.values()
@@ -73,7 +77,13 @@ def _without_shared(cfg: DictConfig, keys: tuple[str, ...], what: str, whose: st
         return cfg
     if (str(target), dropped) not in _told:
         _told.add((str(target), dropped))
-        log.info("%s: %s takes no %s; not passed (shared keys of %s)", what, cls.__name__, ", ".join(dropped), whose)
+        log.info(
+            "%s: %s takes no %s; not passed (shared keys of %s)",
+            what,
+            cls.__name__,
+            ", ".join(dropped),
+            whose,
+        )
     kept = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in dropped}
     return OmegaConf.create(kept)
 
@@ -87,8 +97,11 @@ def make_loss(loss_cfg: DictConfig, n_users: int, n_items: int) -> nn.Module:
         accepted = _accepted(get_class(str(target))) if target is not None else set()
     except Exception:  # not importable or not a class: instantiate says so
         accepted = set()
-    sizes = {k: v for k, v in (("n_users", n_users), ("n_items", n_items))
-             if k not in loss_cfg and (accepted is None or k in accepted)}
+    sizes = {
+        k: v
+        for k, v in (("n_users", n_users), ("n_items", n_items))
+        if k not in loss_cfg and (accepted is None or k in accepted)
+    }
     if accepted is None:  # **kwargs: sizes only when named explicitly
         sizes = {}
     return instantiate(loss_cfg, **sizes)
@@ -98,6 +111,8 @@ def make_model(model_cfg: DictConfig, n_users: int, n_items: int) -> nn.Module:
     """The model of `model_cfg` for `n_users` x `n_items`, checked to be a `Scorer`."""
     model = instantiate(model_config(model_cfg), n_users=n_users, n_items=n_items)
     if not isinstance(model, nn.Module):
-        raise TypeError(f"model: {model_cfg.get('_target_')} built a {type(model).__name__}, not a torch nn.Module")
+        raise TypeError(
+            f"model: {model_cfg.get('_target_')} built a {type(model).__name__}, not a torch nn.Module"
+        )
     require(model, Scorer, "training and evaluation")
     return model

@@ -93,8 +93,10 @@ class MetricCheck(L.Callback):
             if name not in logged:
                 from mfzoo.training.rundir import RunError
 
-                raise RunError(f"{what} {name!r} is not a validation metric of this run; it logs "
-                               f"{', '.join(logged) or 'none'} (see ranking.ks for the K of @K metrics)")
+                raise RunError(
+                    f"{what} {name!r} is not a validation metric of this run; it logs "
+                    f"{', '.join(logged) or 'none'} (see ranking.ks for the K of @K metrics)"
+                )
 
 
 # the validation metrics a progress line shows first, beside the monitored one
@@ -117,12 +119,18 @@ class Progress(L.Callback):
             return
         metrics = _scalars(trainer, ("train/", "val/"))
         epoch = trainer.current_epoch  # 0-based, as in history.csv and the checkpoint names
-        parts = [f"epoch {epoch} ({epoch + 1} of {trainer.max_epochs})" if trainer.max_epochs > 0 else f"epoch {epoch}"]
+        parts = [
+            f"epoch {epoch} ({epoch + 1} of {trainer.max_epochs})"
+            if trainer.max_epochs > 0
+            else f"epoch {epoch}"
+        ]
         if "train/loss" in metrics:
             parts.append(f"train/loss {metrics['train/loss']:.4f}")
         value = metrics.get(self.monitor) if self.monitor else None
         if value is not None and math.isfinite(value):
-            better = self.best is None or (value < self.best if self.mode == "min" else value > self.best)
+            better = self.best is None or (
+                value < self.best if self.mode == "min" else value > self.best
+            )
             self.best = value if better else self.best
         shown = [n for n in (self.monitor, *_SHOWN) if n in metrics]
         for name in dict.fromkeys(shown[:3]):

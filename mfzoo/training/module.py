@@ -29,11 +29,11 @@ from mfzoo.data.batch import Batch
 from mfzoo.data.interactions import Interactions
 from mfzoo.evaluation.metrics import rating_metrics
 from mfzoo.evaluation.ranking import check_ranking, evaluate_ranking
+from mfzoo.models.contract import GroupedParams, Penalised, require
 from mfzoo.retrieval.topk import NonFiniteScores, model_scores
 from mfzoo.solvers.checks import NonFiniteError
-from mfzoo.training.rundir import RunError
-from mfzoo.models.contract import GroupedParams, Penalised, require
 from mfzoo.training.building import make_loss, make_model
+from mfzoo.training.rundir import RunError
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +46,18 @@ class TrainingDiverged(RunError):
 def check_penalised(model: nn.Module, loss: nn.Module) -> None:
     """`ContractError` when the loss regularises (`l2` or `l2_bias` > 0) a model that has no
     `penalty(batch)`: it would silently train unregularised."""
-    penalised = {k: float(getattr(loss, k)) for k in ("l2", "l2_bias") if float(getattr(loss, k, 0.0) or 0.0) > 0}
+    penalised = {
+        k: float(getattr(loss, k))
+        for k in ("l2", "l2_bias")
+        if float(getattr(loss, k, 0.0) or 0.0) > 0
+    }
     if penalised:
-        require(model, Penalised, f"loss {type(loss).__name__}({', '.join(f'{k}={v:g}' for k, v in penalised.items())}) "
-                "(or set loss.l2=0 loss.l2_bias=0 and regularise inside the model)")
+        require(
+            model,
+            Penalised,
+            f"loss {type(loss).__name__}({', '.join(f'{k}={v:g}' for k, v in penalised.items())}) "
+            "(or set loss.l2=0 loss.l2_bias=0 and regularise inside the model)",
+        )
 
 
 def _resolve(path: str) -> Callable:
@@ -86,7 +94,9 @@ def check_config(cfg) -> None:
         try:
             return make()
         except (InstantiationException, ValueError, TypeError, ImportError) as error:
-            if isinstance(error, InstantiationException):  # Hydra's wrapper: the constructor's message is the cause
+            if isinstance(
+                error, InstantiationException
+            ):  # Hydra's wrapper: the constructor's message is the cause
                 error = error.__cause__ or error
             reason = str(error)
             reason = reason if reason.startswith(f"{group}.") else f"{where}: {reason}"
@@ -103,14 +113,22 @@ def check_config(cfg) -> None:
                 except (TypeError, ValueError):  # a class without an inspectable signature
                     default = None
                 biases = model_cfg.get("biases", None if default is None else default.default)
-                refused("solver", lambda: solver_class.check_model(model_class, biases=None if biases is None
-                                                                   else bool(biases)))
+                refused(
+                    "solver",
+                    lambda: solver_class.check_model(
+                        model_class, biases=None if biases is None else bool(biases)
+                    ),
+                )
                 if solver_cfg.get("distributed"):
                     check_shardable(bool(biases))
-        trained_by = getattr(model_class, "trained_by", None)  # a model only a solver trains (Bayesian MF)
+        trained_by = getattr(
+            model_class, "trained_by", None
+        )  # a model only a solver trains (Bayesian MF)
         if trained_by and not solver_cfg:
-            raise RunError(f"model ({model_cfg._target_}) is trained by solver={trained_by}, not by a loss and an "
-                           f"optimizer: add solver={trained_by} (e.g. experiment=ml100k_bayesian)")
+            raise RunError(
+                f"model ({model_cfg._target_}) is trained by solver={trained_by}, not by a loss and an "
+                f"optimizer: add solver={trained_by} (e.g. experiment=ml100k_bayesian)"
+            )
         model = refused("model", lambda: make_model(model_cfg, 1, 1))
     if solver_cfg:
         refused("solver", lambda: instantiate(solver_cfg))
@@ -121,14 +139,18 @@ def check_config(cfg) -> None:
                 refused("loss", lambda: check_penalised(model, loss))
             sampler = (cfg.get("data") or {}).get("sampler")
             if not sampler and getattr(loss, "needs_negatives", False):
-                raise RunError(f"loss ({cfg.loss._target_}) ranks each observed item against sampled negatives, "
-                               "and the data config draws none: add a sampler (data/sampler=uniform|popularity), "
-                               "or start from an implicit-feedback experiment (experiment=ml100k_implicit_bpr)")
+                raise RunError(
+                    f"loss ({cfg.loss._target_}) ranks each observed item against sampled negatives, "
+                    "and the data config draws none: add a sampler (data/sampler=uniform|popularity), "
+                    "or start from an implicit-feedback experiment (experiment=ml100k_implicit_bpr)"
+                )
             if sampler and getattr(loss, "uses_negatives", True) is False:
-                raise RunError(f"loss ({cfg.loss._target_}) fits the observed values only (column 0) and never uses "
-                               f"the negatives that data.sampler ({sampler.get('_target_')}) draws: for implicit "
-                               "feedback use a ranking loss (loss=bpr|bce|softmax); for ratings drop the sampler "
-                               "(data/sampler=null)")
+                raise RunError(
+                    f"loss ({cfg.loss._target_}) fits the observed values only (column 0) and never uses "
+                    f"the negatives that data.sampler ({sampler.get('_target_')}) draws: for implicit "
+                    "feedback use a ranking loss (loss=bpr|bce|softmax); for ratings drop the sampler "
+                    "(data/sampler=null)"
+                )
         if cfg.get("optim"):
             refused("optim", lambda: instantiate(cfg.optim)([torch.zeros(1, requires_grad=True)]))
             if model_cfg is not None:
@@ -140,30 +162,48 @@ def check_config(cfg) -> None:
             parameters = inspect.signature(function).parameters
         except (TypeError, ValueError):
             parameters = None
-        if parameters is not None and not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-            unknown = sorted(k for k in source if not str(k).startswith("_") and k not in parameters)
+        if parameters is not None and not any(
+            p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()
+        ):
+            unknown = sorted(
+                k for k in source if not str(k).startswith("_") and k not in parameters
+            )
             if unknown:
-                raise RunError(f"data.source ({source._target_}) takes no {', '.join(unknown)} (given by the config: "
-                               f"an experiment made for another source?); remove it (e.g. '~data.source.{unknown[0]}') "
-                               f"or pick the source it was made for")
+                raise RunError(
+                    f"data.source ({source._target_}) takes no {', '.join(unknown)} (given by the config: "
+                    f"an experiment made for another source?); remove it (e.g. '~data.source.{unknown[0]}') "
+                    f"or pick the source it was made for"
+                )
     if cfg.get("ranking") is not None:
         refused("ranking", lambda: check_ranking(OmegaConf.to_container(cfg.ranking, resolve=True)))
     bounds = cfg.get("rating_range")
     if bounds is not None:
-        bounds = OmegaConf.to_container(bounds, resolve=True) if OmegaConf.is_list(bounds) else bounds
-        if not (isinstance(bounds, list) and len(bounds) == 2 and all(
-                isinstance(b, (int, float)) and not isinstance(b, bool) and math.isfinite(b) for b in bounds)
-                and bounds[0] < bounds[1]):
-            raise RunError(f"rating_range must be [low, high] with finite low < high (or null: the training "
-                           f"data's range), got {bounds!r}")
+        bounds = (
+            OmegaConf.to_container(bounds, resolve=True) if OmegaConf.is_list(bounds) else bounds
+        )
+        if not (
+            isinstance(bounds, list)
+            and len(bounds) == 2
+            and all(
+                isinstance(b, (int, float)) and not isinstance(b, bool) and math.isfinite(b)
+                for b in bounds
+            )
+            and bounds[0] < bounds[1]
+        ):
+            raise RunError(
+                f"rating_range must be [low, high] with finite low < high (or null: the training "
+                f"data's range), got {bounds!r}"
+            )
 
 
 def check_shardable(biases: bool) -> None:
     """`RunError` for `solver.distributed=true` with a biased MF: the sharded sweep solves the
     factors of MF without biases."""
     if biases:
-        raise RunError("solver.distributed=true shards the factors of MF without biases; this MF has biases: use "
-                       "model=funksvd (or model.biases=false), or train the biased model in one process")
+        raise RunError(
+            "solver.distributed=true shards the factors of MF without biases; this MF has biases: use "
+            "model=funksvd (or model.biases=false), or train the biased model in one process"
+        )
 
 
 SPARSE_OPTIMIZERS = ("torch.optim.SparseAdam", "torch.optim.SGD", "torch.optim.Adagrad")
@@ -175,11 +215,15 @@ def check_sparse(model: nn.Module, optimizer: str) -> None:
     SGD / Adagrad), and SparseAdam needs sparse tables."""
     sparse = any(m.sparse for m in model.modules() if isinstance(m, nn.Embedding))
     if sparse and optimizer not in SPARSE_OPTIMIZERS:
-        raise RunError(f"sparse tables (model.sparse=true) give sparse gradients, which {optimizer} does not take: use "
-                       "optim=sparse_adam (or optim=sgd / optim=adagrad), or model.sparse=false")
+        raise RunError(
+            f"sparse tables (model.sparse=true) give sparse gradients, which {optimizer} does not take: use "
+            "optim=sparse_adam (or optim=sgd / optim=adagrad), or model.sparse=false"
+        )
     if not sparse and optimizer == "torch.optim.SparseAdam":
-        raise RunError(f"optim=sparse_adam updates sparse gradients only, and {type(model).__name__} gives dense "
-                       "ones: set +model.sparse=true (MF), or use optim=adam")
+        raise RunError(
+            f"optim=sparse_adam updates sparse gradients only, and {type(model).__name__} gives dense "
+            "ones: set +model.sparse=true (MF), or use optim=adam"
+        )
 
 
 class EvaluatedModule(L.LightningModule):
@@ -199,11 +243,18 @@ class EvaluatedModule(L.LightningModule):
     "step" then also appears in `trainer.callback_metrics` and in the dicts `trainer.validate`
     / `trainer.test` return (a float, the epoch)."""
 
-    def __init__(self, model: nn.Module, rating_range: tuple[float, float] | None = None, ranking: dict | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        rating_range: tuple[float, float] | None = None,
+        ranking: dict | None = None,
+    ):
         super().__init__()
         self.model = model
         self.ranking = None if ranking is None else check_ranking(ranking)
-        self.rating_range = None if rating_range is None else (float(rating_range[0]), float(rating_range[1]))
+        self.rating_range = (
+            None if rating_range is None else (float(rating_range[0]), float(rating_range[1]))
+        )
         self._outputs: list[tuple[Tensor, Tensor]] = []
         self._loss_finite: Tensor | None = None  # this epoch's losses all finite (on the device)
         self._checked_step: int | None = None  # the global step of the last finiteness check
@@ -219,7 +270,9 @@ class EvaluatedModule(L.LightningModule):
         self._loss_finite = finite if self._loss_finite is None else self._loss_finite & finite
 
     def _diverged(self, what: str) -> TrainingDiverged:
-        return TrainingDiverged(f"training diverged in epoch {self.current_epoch}: {what}; {self._fix()}")
+        return TrainingDiverged(
+            f"training diverged in epoch {self.current_epoch}: {what}; {self._fix()}"
+        )
 
     @torch.no_grad()
     def _check_finite(self) -> None:
@@ -230,9 +283,14 @@ class EvaluatedModule(L.LightningModule):
             return
         self._checked_step = self.trainer.global_step
         named = list(self.named_parameters())
-        loss_ok = self._loss_finite if self._loss_finite is not None else torch.ones((), dtype=torch.bool)
+        loss_ok = (
+            self._loss_finite if self._loss_finite is not None else torch.ones((), dtype=torch.bool)
+        )
         self._loss_finite = None
-        flags = [loss_ok.to(self.device), *(torch.isfinite(p).all().to(self.device) for _, p in named)]
+        flags = [
+            loss_ok.to(self.device),
+            *(torch.isfinite(p).all().to(self.device) for _, p in named),
+        ]
         ok = torch.stack(flags).tolist()  # one host sync
         if self.trainer.strategy.reduce_boolean_decision(not all(ok), all=False):
             bad = [name for (name, _), fine in zip(named, ok[1:]) if not fine]
@@ -243,7 +301,9 @@ class EvaluatedModule(L.LightningModule):
     def _check_metrics(self, stage: str, metrics: dict[str, float]) -> None:
         bad = sorted(name for name, value in metrics.items() if not math.isfinite(value))
         if bad:
-            raise self._diverged(f"the {stage} metrics {', '.join(f'{stage}/{n}' for n in bad)} are NaN or inf")
+            raise self._diverged(
+                f"the {stage} metrics {', '.join(f'{stage}/{n}' for n in bad)} are NaN or inf"
+            )
 
     def on_validation_epoch_start(self) -> None:
         if not self.trainer.sanity_checking and self.trainer.state.fn == "fit":
@@ -277,17 +337,23 @@ class EvaluatedModule(L.LightningModule):
             return None
         scores = model_scores(self.model)  # any scorer; the matmul of a factorised one
         try:
-            metrics = evaluate_ranking(scores, seen.to(self.device), part.to(self.device), **self.ranking)
+            metrics = evaluate_ranking(
+                scores, seen.to(self.device), part.to(self.device), **self.ranking
+            )
         except NonFiniteScores as error:
             raise self._diverged(f"the model's {stage} scores are NaN ({error})") from None
-        return {n: float(v) for n, v in metrics.items() if n not in ("n_users_evaluated", "seconds")}
+        return {
+            n: float(v) for n, v in metrics.items() if n not in ("n_users_evaluated", "seconds")
+        }
 
     def _rating_metrics(self, stage: str) -> dict[str, float] | None:
         if not self._outputs:
             return None
         predictions = torch.cat([p for p, _ in self._outputs])
         targets = torch.cat([t for _, t in self._outputs])
-        return {n: float(v) for n, v in rating_metrics(predictions, targets, self.rating_range).items()}
+        return {
+            n: float(v) for n, v in rating_metrics(predictions, targets, self.rating_range).items()
+        }
 
     def _evaluates(self) -> bool:
         """Whether this process computes the metrics: every process of a single-process run;
@@ -303,7 +369,11 @@ class EvaluatedModule(L.LightningModule):
         result: tuple[str, object] = ("ok", None)
         if self._evaluates():
             try:
-                metrics = self._ranking_metrics(stage) if self.ranking is not None else self._rating_metrics(stage)
+                metrics = (
+                    self._ranking_metrics(stage)
+                    if self.ranking is not None
+                    else self._rating_metrics(stage)
+                )
                 if metrics is not None:
                     self._check_metrics(stage, metrics)
                 result = ("ok", metrics)
@@ -360,23 +430,31 @@ def check_scores(model: nn.Module, scores: object, batch: Batch, finite: bool = 
     batch only, so that a model that gives NaN from the start is not blamed on the lr)."""
     name = type(model).__name__
     if not isinstance(scores, Tensor):
-        raise ModelContractError(f"{name}.forward returned a {type(scores).__name__}, not a tensor of scores [B, 1+K]")
+        raise ModelContractError(
+            f"{name}.forward returned a {type(scores).__name__}, not a tensor of scores [B, 1+K]"
+        )
     expected = tuple(batch.items.shape)
     if tuple(scores.shape) != expected:
-        raise ModelContractError(f"{name}.forward returned shape {tuple(scores.shape)} for a batch of {expected[0]} "
-                                 f"users x {expected[1]} items: scores must be [B, 1+K] = {expected} "
-                                 "(column 0 the observed item, the others its negatives; see mfzoo.models.contract)")
+        raise ModelContractError(
+            f"{name}.forward returned shape {tuple(scores.shape)} for a batch of {expected[0]} "
+            f"users x {expected[1]} items: scores must be [B, 1+K] = {expected} "
+            "(column 0 the observed item, the others its negatives; see mfzoo.models.contract)"
+        )
     if finite and not bool(torch.isfinite(scores).all()):
-        raise ModelContractError(f"{name}.forward returned NaN or inf scores on the first training batch, "
-                                 "before any update: the model's scores, not the learning rate")
+        raise ModelContractError(
+            f"{name}.forward returned NaN or inf scores on the first training batch, "
+            "before any update: the model's scores, not the learning rate"
+        )
 
 
 def check_loss(loss: nn.Module, value: object) -> None:
     """`ModelContractError` unless the loss returned a scalar tensor (no host sync)."""
     if not isinstance(value, Tensor) or value.ndim != 0:
         shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
-        raise ModelContractError(f"the loss {type(loss).__name__} returned {shape}, not a scalar tensor: "
-                                 "a loss reduces the batch to one number (forward(scores, batch, penalty) -> [])")
+        raise ModelContractError(
+            f"the loss {type(loss).__name__} returned {shape}, not a scalar tensor: "
+            "a loss reduces the batch to one number (forward(scores, batch, penalty) -> [])"
+        )
 
 
 class GradientModule(EvaluatedModule):
@@ -418,12 +496,18 @@ class GradientModule(EvaluatedModule):
         if not isinstance(self.model, GroupedParams):
             return [{"params": list(self.model.parameters())}]
         groups = [dict(g) for g in self.model.optimizer_groups()]
-        lr = self.optimizer_factory.keywords.get("lr") if hasattr(self.optimizer_factory, "keywords") else None
+        lr = (
+            self.optimizer_factory.keywords.get("lr")
+            if hasattr(self.optimizer_factory, "keywords")
+            else None
+        )
         for group in groups:
             scale = group.pop("lr_scale", 1.0)
             if scale != 1.0:
                 if lr is None:
-                    raise ValueError("a model parameter group has lr_scale but the optimizer config sets no lr")
+                    raise ValueError(
+                        "a model parameter group has lr_scale but the optimizer config sets no lr"
+                    )
                 group["lr"] = lr * scale
         return groups
 
@@ -435,23 +519,38 @@ class GradientModule(EvaluatedModule):
         check_loss(self.loss, loss)
         self._first_batch = False
         # under data parallelism the epoch's mean over every rank's rows (each rank holds a slice)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(batch),
-                 sync_dist=self._trainer is not None and self._trainer.world_size > 1)
+        self.log(
+            "train/loss",
+            loss,
+            on_step=False,
+            on_epoch=True,
+            batch_size=len(batch),
+            sync_dist=self._trainer is not None and self._trainer.world_size > 1,
+        )
         self._track_loss(loss)
         return loss
 
     def _fix(self) -> str:
         keywords = getattr(self.optimizer_factory, "keywords", None) or {}
         lr = f" (now {keywords['lr']:g})" if isinstance(keywords.get("lr"), (int, float)) else ""
-        scale = f" (ratings in [{self.rating_range[0]:g}, {self.rating_range[1]:g}])" if self.rating_range else ""
+        scale = (
+            f" (ratings in [{self.rating_range[0]:g}, {self.rating_range[1]:g}])"
+            if self.rating_range
+            else ""
+        )
         return f"lower optim.lr{lr}, or check the data's scale{scale} and the loss's regularisation (loss.l2)"
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.parameter_groups())
         if self.scheduler_factory is None:
             return optimizer
-        scheduler = self.scheduler_factory(optimizer, total_steps=self.trainer.estimated_stepping_batches)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        scheduler = self.scheduler_factory(
+            optimizer, total_steps=self.trainer.estimated_stepping_batches
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
 
 
 class SweepOptimizer(torch.optim.Optimizer):
@@ -489,12 +588,20 @@ class SolverModule(EvaluatedModule):
     (`BPRSolver`: the mean −ln σ(x̂_uij) of the epoch's samples).
     """
 
-    def __init__(self, model: nn.Module, solver, rating_range: tuple[float, float] | None = None, ranking: dict | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        solver,
+        rating_range: tuple[float, float] | None = None,
+        ranking: dict | None = None,
+    ):
         super().__init__(model, rating_range, ranking)
         self.solver = solver
         self._loss = None  # what the last sweep returned
         self.automatic_optimization = False
-        self._on_device: tuple[Interactions, Interactions] | None = None  # (the data module's set, its copy here)
+        self._on_device: tuple[Interactions, Interactions] | None = (
+            None  # (the data module's set, its copy here)
+        )
         self._shards = None  # this rank's ShardedALS (solver.distributed under several processes)
 
     def _train(self) -> Interactions:
@@ -502,24 +609,38 @@ class SolverModule(EvaluatedModule):
         matrices, so a sweep on an accelerator does not rebuild them (nor the solver's caches,
         which follow the matrices)."""
         train = self.trainer.datamodule.train
-        if self._on_device is None or self._on_device[0] is not train or self._on_device[1].device != self.device:
+        if (
+            self._on_device is None
+            or self._on_device[0] is not train
+            or self._on_device[1].device != self.device
+        ):
             self._on_device = (train, train.to(self.device))
         return self._on_device[1]
 
     def on_fit_start(self) -> None:
-        check_epochs = getattr(self.solver, "check_epochs", None)  # a solver that needs a number of sweeps
+        check_epochs = getattr(
+            self.solver, "check_epochs", None
+        )  # a solver that needs a number of sweeps
         if check_epochs is not None:
             try:
                 check_epochs(self.trainer.max_epochs)
             except ValueError as error:
                 raise RunError(f"solver ({type(self.solver).__name__}): {error}") from None
-        if self.trainer.world_size > 1 and not getattr(self.solver, "distributed", False) and self.trainer.is_global_zero:
+        if (
+            self.trainer.world_size > 1
+            and not getattr(self.solver, "distributed", False)
+            and self.trainer.is_global_zero
+        ):
             shardable = hasattr(self.solver, "distributed")
-            log.warning("%d processes each run the whole %s sweep (nothing is gained, and the run is not the "
-                        "one-process run)%s",
-                        self.trainer.world_size, type(self.solver).__name__,
-                        "; solver.distributed=true shards its rows over them" if shardable else
-                        "; this solver has no sharded form: train it in one process")
+            log.warning(
+                "%d processes each run the whole %s sweep (nothing is gained, and the run is not the "
+                "one-process run)%s",
+                self.trainer.world_size,
+                type(self.solver).__name__,
+                "; solver.distributed=true shards its rows over them"
+                if shardable
+                else "; this solver has no sharded form: train it in one process",
+            )
 
     def _sharded(self):
         """This rank's `ShardedALS` when the solver is `distributed` and the trainer runs several
@@ -532,9 +653,14 @@ class SolverModule(EvaluatedModule):
 
             self.solver._check(self.model)
             check_shardable(bool(getattr(self.model, "biases", False)))
-            users, items = self.model.user_embedding.weight, self.model.item_embedding.weight  # [U, D], [I, D]
+            users, items = (
+                self.model.user_embedding.weight,
+                self.model.item_embedding.weight,
+            )  # [U, D], [I, D]
             # the rows of R it keeps are read from the host copy of the training set: only the shard moves
-            self._shards = ShardedALS.of(self.solver, self.trainer.datamodule.train, users.detach(), items.detach())
+            self._shards = ShardedALS.of(
+                self.solver, self.trainer.datamodule.train, users.detach(), items.detach()
+            )
         return self._shards
 
     @torch.no_grad()
@@ -545,28 +671,45 @@ class SolverModule(EvaluatedModule):
                 self._loss = self.solver.sweep(self.model, self._train())
                 return
             shards.sweep()
-            X, Y = shards.factors()  # every rank's model holds all the factors (evaluation, checkpoints)
+            X, Y = (
+                shards.factors()
+            )  # every rank's model holds all the factors (evaluation, checkpoints)
             self.model.user_embedding.weight.copy_(X)
             self.model.item_embedding.weight.copy_(Y)
         except NonFiniteError as error:  # the solver names the setting; the run adds the epoch
-            raise TrainingDiverged(f"training diverged in epoch {self.current_epoch}: {error}") from None
-        except ValueError as error:  # a setting that does not fit the data (a rank above its size, say)
+            raise TrainingDiverged(
+                f"training diverged in epoch {self.current_epoch}: {error}"
+            ) from None
+        except (
+            ValueError
+        ) as error:  # a setting that does not fit the data (a rank above its size, say)
             if isinstance(error, RunError):
                 raise
             raise RunError(f"solver ({type(self.solver).__name__}): {error}") from None
 
     def _fix(self) -> str:
         solver, name = self.solver, type(self.solver).__name__
-        settings = [f"solver.{key} (now {getattr(solver, key):g})" for key in ("lr", "alpha", "l2")
-                    if isinstance(getattr(solver, key, None), (int, float))]
+        settings = [
+            f"solver.{key} (now {getattr(solver, key):g})"
+            for key in ("lr", "alpha", "l2")
+            if isinstance(getattr(solver, key, None), (int, float))
+        ]
         return f"check the data's scale and {name}'s settings: {', '.join(settings) or 'its regularisation'}"
 
     def training_step(self, batch: Batch, batch_idx: int) -> None:
         start = time.perf_counter()
         self._loss = None
         self.optimizers().step()
-        self.log("train/sweep_seconds", time.perf_counter() - start, on_step=False, on_epoch=True, batch_size=1)
-        if hasattr(self.solver, "objective"):  # closed form: the objective after the sweep, per interaction
+        self.log(
+            "train/sweep_seconds",
+            time.perf_counter() - start,
+            on_step=False,
+            on_epoch=True,
+            batch_size=1,
+        )
+        if hasattr(
+            self.solver, "objective"
+        ):  # closed form: the objective after the sweep, per interaction
             train = self._train()
             self._loss = self.solver.objective(self.model, train) / len(train)
         if self._loss is not None:  # else what the sweep reported (LearnBPR: mean −ln σ(x))

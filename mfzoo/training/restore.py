@@ -14,12 +14,12 @@ from torch import nn
 
 from mfzoo.data.datamodule import InteractionsDataModule
 from mfzoo.losses import MSELoss
+from mfzoo.models.contract import Prepared, RidgeFoldIn
 from mfzoo.retrieval.cold import FoldIn, ridge_fold_in
 from mfzoo.training import artifacts, trust
-from mfzoo.training.rundir import RunError, read_checkpoint, sha256
-from mfzoo.models.contract import Prepared, RidgeFoldIn
 from mfzoo.training.building import make_loss, make_model
 from mfzoo.training.run import data_module, item_labels
+from mfzoo.training.rundir import RunError, read_checkpoint, sha256
 
 __all__ = ["RunError", "checkpoint_of", "fold_in_of", "labels_of", "load_run"]
 
@@ -41,8 +41,10 @@ def checkpoint_of(run_dir: Path) -> Path:
         best = record.get("best_checkpoint")
         if best:
             if Path(best).is_absolute() or not (run_dir / best).is_file():
-                raise RunError(f"{run_dir}: the best checkpoint recorded in metrics.json ({best}) is missing "
-                               "from the run directory")
+                raise RunError(
+                    f"{run_dir}: the best checkpoint recorded in metrics.json ({best}) is missing "
+                    "from the run directory"
+                )
             return _checked(run_dir, best, recorded)
     last = run_dir / "checkpoints" / "last.ckpt"
     if last.is_file():
@@ -54,12 +56,16 @@ def _checked(run_dir: Path, name: str, recorded: dict) -> Path:
     """`run_dir/name`, refused when its SHA-256 is not the one the run recorded for it."""
     path = run_dir / name
     if name in recorded and sha256(path) != recorded[name]:
-        raise RunError(f"{path} is not the checkpoint the run wrote (its SHA-256 differs from the one in "
-                       "metrics.json): it was changed or replaced after the run")
+        raise RunError(
+            f"{path} is not the checkpoint the run wrote (its SHA-256 differs from the one in "
+            "metrics.json): it was changed or replaced after the run"
+        )
     return path
 
 
-def load_run(run_dir: str | Path, trust_packages: Iterable[str] = ()) -> tuple[DictConfig, InteractionsDataModule, nn.Module]:
+def load_run(
+    run_dir: str | Path, trust_packages: Iterable[str] = ()
+) -> tuple[DictConfig, InteractionsDataModule, nn.Module]:
     """(the run's config, its data module set up as in the run, the model with the run's
     trained weights in eval mode).
 
@@ -76,7 +82,9 @@ def load_run(run_dir: str | Path, trust_packages: Iterable[str] = ()) -> tuple[D
     try:
         cfg = OmegaConf.load(config)
     except Exception as err:  # YAML and OmegaConf errors alike
-        raise RunError(f"{config}: not a readable config ({type(err).__name__}: {str(err).splitlines()[0]})") from None
+        raise RunError(
+            f"{config}: not a readable config ({type(err).__name__}: {str(err).splitlines()[0]})"
+        ) from None
     if not isinstance(cfg, DictConfig) or "model" not in cfg or "data" not in cfg:
         raise RunError(f"{config}: not a run's config (no model or data section)")
     trust.check(cfg, trust_packages, source=str(config))
@@ -87,10 +95,14 @@ def load_run(run_dir: str | Path, trust_packages: Iterable[str] = ()) -> tuple[D
     path = checkpoint_of(run_dir)
     state = read_checkpoint(path).get("state_dict", {})
     try:
-        model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
+        model.load_state_dict(
+            {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+        )
     except RuntimeError as err:
-        raise RunError(f"{path} does not fit the model of {config} (was the config edited?): "
-                       f"{str(err).splitlines()[0]} {' '.join(str(err).split()[-12:])}") from None
+        raise RunError(
+            f"{path} does not fit the model of {config} (was the config edited?): "
+            f"{str(err).splitlines()[0]} {' '.join(str(err).split()[-12:])}"
+        ) from None
     return cfg, datamodule, model.eval()
 
 
@@ -108,15 +120,21 @@ def fold_in_of(cfg: DictConfig, model: nn.Module) -> FoldIn:
         solver = instantiate(cfg.solver)
         fold_in = getattr(solver, "fold_in", None)
         if fold_in is None:
-            raise RunError(f"{type(solver).__name__} (solver={getattr(solver, 'config', '?')}) has no fold-in of new "
-                           "users; recommend to training users with --user instead")
+            raise RunError(
+                f"{type(solver).__name__} (solver={getattr(solver, 'config', '?')}) has no fold-in of new "
+                "users; recommend to training users with --user instead"
+            )
         return fold_in
     loss = make_loss(cfg.loss, model.n_users, model.n_items)
     if isinstance(loss, MSELoss):
         if not isinstance(model, RidgeFoldIn):
-            raise RunError(f"{type(model).__name__} has no fold_in_design / folded_user_factors (the RidgeFoldIn "
-                           "capability of mfzoo.models.contract), which folding new users into an MSE-trained "
-                           "model needs; recommend to training users with --user instead")
+            raise RunError(
+                f"{type(model).__name__} has no fold_in_design / folded_user_factors (the RidgeFoldIn "
+                "capability of mfzoo.models.contract), which folding new users into an MSE-trained "
+                "model needs; recommend to training users with --user instead"
+            )
         return ridge_fold_in(loss.l2, loss.l2_bias)
-    raise RunError(f"{type(model).__name__} trained with {type(loss).__name__} has no fold-in for new users "
-                   "(there is one for models trained with MSELoss and for ALS / iALS runs)")
+    raise RunError(
+        f"{type(model).__name__} trained with {type(loss).__name__} has no fold-in for new users "
+        "(there is one for models trained with MSELoss and for ALS / iALS runs)"
+    )

@@ -35,12 +35,21 @@ from omegaconf import DictConfig, OmegaConf
 
 from mfzoo.data.datamodule import InteractionsDataModule
 from mfzoo.data.interactions import Interactions
-from mfzoo.training import artifacts, trust
-from mfzoo.training.callbacks import History, MetricCheck, Progress
 from mfzoo.models.contract import Factorised, Prepared
+from mfzoo.training import artifacts, trust
 from mfzoo.training.building import make_loss, make_model
+from mfzoo.training.callbacks import History, MetricCheck, Progress
 from mfzoo.training.module import GradientModule, SolverModule, check_config
-from mfzoo.training.rundir import RunError, claim, rank, read_checkpoint, relative, relocate, resume_command, sha256
+from mfzoo.training.rundir import (
+    RunError,
+    claim,
+    rank,
+    read_checkpoint,
+    relative,
+    relocate,
+    resume_command,
+    sha256,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +57,9 @@ LAST = "last.ckpt"
 FAILED = "failed.txt"  # why a run stopped without a result (removed when it is resumed to its end)
 
 
-def build(cfg: DictConfig, datamodule: InteractionsDataModule | None = None) -> tuple[InteractionsDataModule, GradientModule]:
+def build(
+    cfg: DictConfig, datamodule: InteractionsDataModule | None = None
+) -> tuple[InteractionsDataModule, GradientModule]:
     """Instantiate the data module (loaded and split; `cfg.data` unless one is given) and
     the training module.
 
@@ -68,7 +79,9 @@ def build(cfg: DictConfig, datamodule: InteractionsDataModule | None = None) -> 
     if cfg.get("solver"):  # closed form: the solver replaces loss and optimizer
         solver = instantiate(cfg.solver)
         if (cfg.get("trainer") or {}).get("deterministic") and hasattr(solver, "deterministic"):
-            solver.deterministic = True  # trainer.deterministic=true asks every part for bitwise repeats
+            solver.deterministic = (
+                True  # trainer.deterministic=true asks every part for bitwise repeats
+            )
         return datamodule, SolverModule(model, solver, tuple(rating_range), ranking)
     module = GradientModule(
         model=model,
@@ -129,7 +142,9 @@ def item_labels(datamodule: InteractionsDataModule, titles: dict) -> list[str]:
 @torch.no_grad()
 def log_item_embeddings(logger, model, labels: list[str]) -> None:
     """The item factors, labelled with ids (and titles), into TensorBoard's projector."""
-    logger.experiment.add_embedding(model.item_factors().detach().float().cpu(), metadata=labels, tag="item_factors")
+    logger.experiment.add_embedding(
+        model.item_factors().detach().float().cpu(), metadata=labels, tag="item_factors"
+    )
     logger.experiment.flush()
 
 
@@ -145,8 +160,13 @@ def _checkpoints(cfg: DictConfig, run_dir: Path) -> tuple[list[L.Callback], Mode
                 callback.dirpath = str(run_dir / "checkpoints")
             if callback.monitor is not None and best is None:
                 best = callback
-    last = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename=LAST.removesuffix(".ckpt"), monitor=None,
-                           save_top_k=1, enable_version_counter=False)
+    last = ModelCheckpoint(
+        dirpath=str(run_dir / "checkpoints"),
+        filename=LAST.removesuffix(".ckpt"),
+        monitor=None,
+        save_top_k=1,
+        enable_version_counter=False,
+    )
     return [*callbacks, last], best
 
 
@@ -165,8 +185,10 @@ def check_optimized_metric(cfg: DictConfig) -> str | None:
     come from the part that reports the result."""
     metric = cfg.get("optimized_metric")
     if metric and not str(metric).startswith("val/"):
-        raise RunError(f"optimized_metric must be a validation metric (val/...), got {metric!r}: "
-                       "hyperparameters are chosen on validation, the test part only reports")
+        raise RunError(
+            f"optimized_metric must be a validation metric (val/...), got {metric!r}: "
+            "hyperparameters are chosen on validation, the test part only reports"
+        )
     return metric
 
 
@@ -174,16 +196,27 @@ def _warn_unseen(datamodule: InteractionsDataModule) -> None:
     """Say how many val/test users and items have no training interactions: their rating
     predictions come from untrained factors (the global mean and their initialisation)."""
     train = datamodule.train
-    seen_users = torch.zeros(train.n_users, dtype=torch.bool).index_fill_(0, train.users.long(), True)
-    seen_items = torch.zeros(train.n_items, dtype=torch.bool).index_fill_(0, train.items.long(), True)
+    seen_users = torch.zeros(train.n_users, dtype=torch.bool).index_fill_(
+        0, train.users.long(), True
+    )
+    seen_items = torch.zeros(train.n_items, dtype=torch.bool).index_fill_(
+        0, train.items.long(), True
+    )
     for name, part in (("val", datamodule.split.val), ("test", datamodule.split.test)):
         if part is None or len(part) == 0:
             continue
         users, items = part.users.unique(), part.items.unique()
         cold_u, cold_i = int((~seen_users[users]).sum()), int((~seen_items[items]).sum())
         if cold_u or cold_i:
-            log.warning("%s: %d of %d users and %d of %d items have no training interactions; their "
-                        "predictions come from untrained factors", name, cold_u, len(users), cold_i, len(items))
+            log.warning(
+                "%s: %d of %d users and %d of %d items have no training interactions; their "
+                "predictions come from untrained factors",
+                name,
+                cold_u,
+                len(users),
+                cold_i,
+                len(items),
+            )
 
 
 def check_basics(cfg: DictConfig) -> None:
@@ -191,36 +224,61 @@ def check_basics(cfg: DictConfig) -> None:
     (`???` in a config, e.g. `data.source.path` of `data/source=table`), an integer seed."""
     missing = sorted(k for k in OmegaConf.missing_keys(cfg) if not str(k).startswith("hydra"))
     if missing:
-        raise RunError(f"{', '.join(missing)} must be given (e.g. {missing[0]}=...): the config leaves it open")
+        raise RunError(
+            f"{', '.join(missing)} must be given (e.g. {missing[0]}=...): the config leaves it open"
+        )
     seed = cfg.get("seed")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise RunError(f"seed must be an integer, got {seed!r}")
 
 
-def _check_settings(cfg: DictConfig, datamodule: InteractionsDataModule, callbacks: list[L.Callback],
-                    objective: bool = False) -> None:
+def _check_settings(
+    cfg: DictConfig,
+    datamodule: InteractionsDataModule,
+    callbacks: list[L.Callback],
+    objective: bool = False,
+) -> None:
     """Settings that would train without a result, refused before training starts (`objective`:
     a sweeper waits for the run's validation objective)."""
     if cfg.trainer.get("max_epochs") == 0:
-        raise RunError("trainer.max_epochs=0 trains nothing; give at least 1 (or -1: until stopped)")
+        raise RunError(
+            "trainer.max_epochs=0 trains nothing; give at least 1 (or -1: until stopped)"
+        )
     if objective and not cfg.get("optimized_metric"):
-        raise RunError("the sweeper optimises what a run returns, but optimized_metric is not set "
-                       "(give a validation metric, e.g. optimized_metric=val/rmse)")
+        raise RunError(
+            "the sweeper optimises what a run returns, but optimized_metric is not set "
+            "(give a validation metric, e.g. optimized_metric=val/rmse)"
+        )
     if objective and datamodule.split.val is None:
-        raise RunError(f"the sweeper optimises {cfg.optimized_metric}, but the split has no validation part "
-                       "to measure it on: give the split a val part (e.g. data.split.val=0.1); "
-                       "hyperparameters are never chosen on the test part")
+        raise RunError(
+            f"the sweeper optimises {cfg.optimized_metric}, but the split has no validation part "
+            "to measure it on: give the split a val part (e.g. data.split.val=0.1); "
+            "hyperparameters are never chosen on the test part"
+        )
     if datamodule.split.val is None:
-        monitored = sorted({c.monitor for c in callbacks if str(getattr(c, "monitor", None) or "").startswith("val/")})
+        monitored = sorted(
+            {
+                c.monitor
+                for c in callbacks
+                if str(getattr(c, "monitor", None) or "").startswith("val/")
+            }
+        )
         if monitored:
-            raise RunError(f"the split has no validation part, but {', '.join(monitored)} is monitored "
-                           "(early stopping, best checkpoint): give the split a val part (e.g. "
-                           "data.split.val=0.1), or use callbacks=none (no early stopping, the last "
-                           "epoch is tested)")
+            raise RunError(
+                f"the split has no validation part, but {', '.join(monitored)} is monitored "
+                "(early stopping, best checkpoint): give the split a val part (e.g. "
+                "data.split.val=0.1), or use callbacks=none (no early stopping, the last "
+                "epoch is tested)"
+            )
 
 
-def train(cfg: DictConfig, run_dir: str | Path, overrides: Sequence[str] = (), resume: bool = False,
-          objective: bool = False) -> dict[str, Any]:
+def train(
+    cfg: DictConfig,
+    run_dir: str | Path,
+    overrides: Sequence[str] = (),
+    resume: bool = False,
+    objective: bool = False,
+) -> dict[str, Any]:
     """Train and test the run described by `cfg`, writing its outputs into `run_dir` (which
     must hold no other run); with `resume=True` continue the run in `run_dir` from its last
     checkpoint, with its own config and data (`cfg` and `overrides` are then not used).
@@ -233,7 +291,9 @@ def train(cfg: DictConfig, run_dir: str | Path, overrides: Sequence[str] = (), r
     with claim(run_dir, resume=resume):
         try:
             metrics = _run(cfg, run_dir, list(overrides), resume, objective)
-        except Exception as err:  # the run's own directory says why it has no result (mfzoo-compare shows it)
+        except (
+            Exception
+        ) as err:  # the run's own directory says why it has no result (mfzoo-compare shows it)
             if rank() == 0 and not (run_dir / "metrics.json").exists():
                 why = str(err) if isinstance(err, ValueError) else f"{type(err).__name__}: {err}"
                 (run_dir / FAILED).write_text(" ".join(why.split()) + "\n")
@@ -249,21 +309,29 @@ def _check_resumable(checkpoint: dict, run_dir: Path) -> None:
         best = state.get("best_model_path") if isinstance(state, dict) else None
         if best and Path(best).name != LAST:
             if not Path(best).is_file():
-                raise RunError(f"{run_dir}: the best checkpoint so far ({relative(best, run_dir)}) is missing; "
-                               "the run cannot be continued to the result it would have had: start it again")
+                raise RunError(
+                    f"{run_dir}: the best checkpoint so far ({relative(best, run_dir)}) is missing; "
+                    "the run cannot be continued to the result it would have had: start it again"
+                )
             read_checkpoint(best)
 
 
-def _run(cfg: DictConfig, run_dir: Path, overrides: list[str], resume: bool, objective: bool = False) -> dict[str, Any]:
+def _run(
+    cfg: DictConfig, run_dir: Path, overrides: list[str], resume: bool, objective: bool = False
+) -> dict[str, Any]:
     writer = rank() == 0
     ckpt_path = None
     if resume:
         if (run_dir / "metrics.json").is_file():
-            raise RunError(f"{run_dir}: the run has finished (metrics.json exists); nothing to resume")
+            raise RunError(
+                f"{run_dir}: the run has finished (metrics.json exists); nothing to resume"
+            )
         ckpt_path = run_dir / "checkpoints" / LAST
         if not (run_dir / "config.yaml").is_file() or not ckpt_path.is_file():
-            raise RunError(f"{run_dir}: nothing to resume from (needs config.yaml and checkpoints/{LAST}; "
-                           "a run killed before its first epoch ended has none: start it again)")
+            raise RunError(
+                f"{run_dir}: nothing to resume from (needs config.yaml and checkpoints/{LAST}; "
+                "a run killed before its first epoch ended has none: start it again)"
+            )
         checkpoint = read_checkpoint(ckpt_path)
         if relocate(checkpoint, run_dir / "checkpoints"):  # moved or copied since: its paths follow
             ckpt_path = run_dir / "resume.ckpt"
@@ -286,10 +354,22 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str], resume: bool, obj
         _warn_unseen(datamodule)
     titles = artifacts.titles(run_dir) if resume else source_titles(cfg, datamodule)
     if writer and not resume:
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(trust.with_trusted(cfg), resolve=True))
+        (run_dir / "config.yaml").write_text(
+            OmegaConf.to_yaml(trust.with_trusted(cfg), resolve=True)
+        )
         (run_dir / "overrides.yaml").write_text(yaml.safe_dump(list(overrides)))
-        source = OmegaConf.to_container(cfg.data.get("source"), resolve=True) if cfg.data.get("source") else None
-        artifacts.save(run_dir, datamodule.split, keep=cfg.get("keep_data", "copy"), source=source, titles=titles)
+        source = (
+            OmegaConf.to_container(cfg.data.get("source"), resolve=True)
+            if cfg.data.get("source")
+            else None
+        )
+        artifacts.save(
+            run_dir,
+            datamodule.split,
+            keep=cfg.get("keep_data", "copy"),
+            source=source,
+            titles=titles,
+        )
     datamodule, module = build(cfg, datamodule)
 
     logger = False
@@ -299,35 +379,67 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str], resume: bool, obj
             from mfzoo.training.tensorboard import run_name
 
             named = {"version": run_name(overrides)}
-        elif resume:  # a CSV logger would replace the killed run's files: the resumed part gets its own
+        elif (
+            resume
+        ):  # a CSV logger would replace the killed run's files: the resumed part gets its own
             logs = run_dir / str(cfg.logger.get("name") or "")
-            named = {"version": next(v for v in (f"resumed-{n}" for n in range(1, 10**6)) if not (logs / v).exists())}
+            named = {
+                "version": next(
+                    v for v in (f"resumed-{n}" for n in range(1, 10**6)) if not (logs / v).exists()
+                )
+            }
         logger = instantiate(cfg.logger, save_dir=str(run_dir), **named)
     history = History(run_dir / "history.csv")
-    monitored = {f"callbacks.{name}.monitor": str(c.monitor) for name, c in zip((cfg.get("callbacks") or {}).keys(), callbacks)
-                 if str(getattr(c, "monitor", None) or "").startswith("val/")}
-    callbacks = [MetricCheck(metric, monitored), *callbacks, history]  # the check first: before early stopping asks
+    monitored = {
+        f"callbacks.{name}.monitor": str(c.monitor)
+        for name, c in zip((cfg.get("callbacks") or {}).keys(), callbacks)
+        if str(getattr(c, "monitor", None) or "").startswith("val/")
+    }
+    callbacks = [
+        MetricCheck(metric, monitored),
+        *callbacks,
+        history,
+    ]  # the check first: before early stopping asks
     if cfg.get("progress", True):
-        callbacks.append(Progress(best_callback.monitor if best_callback else metric,
-                                  best_callback.mode if best_callback else "min"))
-    one_sweep = {"limit_train_batches": 1} if cfg.get("solver") else {}  # a solver epoch is one sweep
-    trainer: L.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks, default_root_dir=str(run_dir), **one_sweep)
+        callbacks.append(
+            Progress(
+                best_callback.monitor if best_callback else metric,
+                best_callback.mode if best_callback else "min",
+            )
+        )
+    one_sweep = (
+        {"limit_train_batches": 1} if cfg.get("solver") else {}
+    )  # a solver epoch is one sweep
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, logger=logger, callbacks=callbacks, default_root_dir=str(run_dir), **one_sweep
+    )
 
     start = time.perf_counter()
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True if ckpt_path else None)
+        trainer.fit(
+            module,
+            datamodule=datamodule,
+            ckpt_path=ckpt_path,
+            weights_only=True if ckpt_path else None,
+        )
     except SystemExit:  # Lightning exits on Ctrl-C and on SIGTERM
         if (run_dir / "checkpoints" / LAST).is_file():
-            raise RunError(f"{run_dir}: training was stopped by a signal before its end; "
-                           f"continue it with: {resume_command(run_dir)}") from None
-        raise RunError(f"{run_dir}: training was stopped by a signal before its first epoch ended (no checkpoint "
-                       "to continue from): start it again") from None
+            raise RunError(
+                f"{run_dir}: training was stopped by a signal before its end; "
+                f"continue it with: {resume_command(run_dir)}"
+            ) from None
+        raise RunError(
+            f"{run_dir}: training was stopped by a signal before its first epoch ended (no checkpoint "
+            "to continue from): start it again"
+        ) from None
     finally:
         if ckpt_path is not None and ckpt_path.name == "resume.ckpt":
             ckpt_path.unlink(missing_ok=True)
     fit_seconds = time.perf_counter() - start
     if trainer.interrupted:
-        raise RunError(f"{run_dir}: training was interrupted; continue it with: {resume_command(run_dir)}")
+        raise RunError(
+            f"{run_dir}: training was interrupted; continue it with: {resume_command(run_dir)}"
+        )
 
     best_path = best_callback.best_model_path if best_callback is not None else ""
     last_epoch = trainer.current_epoch - 1
@@ -338,17 +450,25 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str], resume: bool, obj
         best_epoch = int(checkpoint["epoch"])
     (test,) = trainer.test(module, datamodule=datamodule, verbose=False)
 
-    val = {k.removeprefix("val/"): v for k, v in history.rows.get(best_epoch, {}).items() if k.startswith("val/")}
+    val = {
+        k.removeprefix("val/"): v
+        for k, v in history.rows.get(best_epoch, {}).items()
+        if k.startswith("val/")
+    }
     objective = val.get(metric.removeprefix("val/")) if metric else None
     if metric and objective is None:
-        log.warning("%s was not measured (no validation part?): nothing is returned to a sweeper", metric)
+        log.warning(
+            "%s was not measured (no validation part?): nothing is returned to a sweeper", metric
+        )
     last_path = run_dir / "checkpoints" / LAST
     saved = [p for p in (best_path, last_path if last_path.is_file() else None) if p]
     metrics: dict[str, Any] = {
         "optimized_metric": metric,
         "objective": objective,
         "val": val,
-        "test": {k.removeprefix("test/"): float(v) for k, v in test.items() if k.startswith("test/")},
+        "test": {
+            k.removeprefix("test/"): float(v) for k, v in test.items() if k.startswith("test/")
+        },
         "best_epoch": best_epoch,
         "epochs": trainer.current_epoch,
         "global_steps": trainer.global_step,
@@ -360,7 +480,9 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str], resume: bool, obj
         "checkpoint_sha256": {relative(p, run_dir): sha256(p) for p in saved} if writer else {},
         "overrides": overrides,
         "seed": cfg.seed,
-        "data_digest": artifacts.meta(run_dir)["digest"] if (run_dir / artifacts.DATA / "meta.json").is_file() else None,
+        "data_digest": artifacts.meta(run_dir)["digest"]
+        if (run_dir / artifacts.DATA / "meta.json").is_file()
+        else None,
         "resumed": resume,
     }
     metrics = _finite(metrics)
@@ -369,8 +491,16 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str], resume: bool, obj
         if isinstance(logger, L.pytorch.loggers.TensorBoardLogger):
             from mfzoo.training.tensorboard import log_hparams
 
-            final = {f"val/{k}": v for k, v in val.items()} | {f"test/{k}": v for k, v in metrics["test"].items()}
-            log_hparams(logger, cfg, overrides, {k: v for k, v in final.items() if v is not None}, step=last_epoch)
+            final = {f"val/{k}": v for k, v in val.items()} | {
+                f"test/{k}": v for k, v in metrics["test"].items()
+            }
+            log_hparams(
+                logger,
+                cfg,
+                overrides,
+                {k: v for k, v in final.items() if v is not None},
+                step=last_epoch,
+            )
             if isinstance(module.model, Factorised):
                 log_item_embeddings(logger, module.model, item_labels(datamodule, titles))
     if writer:

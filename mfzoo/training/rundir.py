@@ -70,21 +70,29 @@ def agreed(name: str) -> str:
     if world_size() == 1:
         return name
     if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
-        raise RunError(f"{world_size()} processes were started by a launcher other than torchrun; give them one run "
-                       "directory to share: hydra.run.dir=DIR (e.g. runs/$SLURM_JOB_ID)")
+        raise RunError(
+            f"{world_size()} processes were started by a launcher other than torchrun; give them one run "
+            "directory to share: hydra.run.dir=DIR (e.g. runs/$SLURM_JOB_ID)"
+        )
     from datetime import timedelta
 
     from torch.distributed import TCPStore
 
-    store = TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
-                     timeout=timedelta(minutes=10))
+    store = TCPStore(
+        os.environ["MASTER_ADDR"],
+        int(os.environ["MASTER_PORT"]),
+        is_master=False,
+        timeout=timedelta(minutes=10),
+    )
     key = f"mfzoo/run_dir/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
     if rank() == 0:
         store.set(key, name)
     return store.get(key).decode()
 
 
-def _run_dir_resolver(root: str, overrides: Sequence[str] | None = None, resume: str | None = None) -> str:
+def _run_dir_resolver(
+    root: str, overrides: Sequence[str] | None = None, resume: str | None = None
+) -> str:
     """`${mfzoo_run_dir:ROOT,${hydra:overrides.task},${resume}}`: the directory of a resumed
     run as given, else a new unique one named after the overrides (rank 0's, for every
     process of a multi-process run: `agreed`)."""
@@ -157,7 +165,11 @@ def claim(run_dir: str | Path, resume: bool = False) -> Iterator[Path]:
         return
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = run_dir / LOCK
-    owner = {"host": socket.gethostname(), "pid": os.getpid(), "started": dt.datetime.now().isoformat()}
+    owner = {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "started": dt.datetime.now().isoformat(),
+    }
     for _ in range(2):
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -168,8 +180,11 @@ def claim(run_dir: str | Path, resume: bool = False) -> Iterator[Path]:
                 raise RunError(
                     f"{run_dir} is in use by another run (host {held.get('host')}, pid {held.get('pid')}, "
                     f"since {held.get('started')}); give each run its own directory"
-                    + ("" if resume or _alive(held) else
-                       f", or continue that killed run with resume={run_dir}")
+                    + (
+                        ""
+                        if resume or _alive(held)
+                        else f", or continue that killed run with resume={run_dir}"
+                    )
                 ) from None
             lock.unlink(missing_ok=True)  # a killed run's lock: take it over
     else:
@@ -180,8 +195,10 @@ def claim(run_dir: str | Path, resume: bool = False) -> Iterator[Path]:
         if not resume:
             used = [name for name in RUN_FILES if (run_dir / name).exists()]
             if used:
-                raise RunError(f"{run_dir} already holds a run ({', '.join(used)}); "
-                               f"a new run needs a new directory (or resume={run_dir} to continue it)")
+                raise RunError(
+                    f"{run_dir} already holds a run ({', '.join(used)}); "
+                    f"a new run needs a new directory (or resume={run_dir} to continue it)"
+                )
         yield run_dir
     finally:
         lock.unlink(missing_ok=True)
@@ -208,14 +225,20 @@ def read_checkpoint(path: str | Path) -> dict:
 
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch's notes on pickle protocols: the error says it all
+            warnings.simplefilter(
+                "ignore"
+            )  # torch's notes on pickle protocols: the error says it all
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
-        raise RunError(f"{path}: not a readable checkpoint (it holds objects other than tensors and plain "
-                       "types, which are refused: loading them could run code)") from None
+        raise RunError(
+            f"{path}: not a readable checkpoint (it holds objects other than tensors and plain "
+            "types, which are refused: loading them could run code)"
+        ) from None
     except (RuntimeError, OSError, EOFError, ValueError, AttributeError) as err:
         first = (str(err).strip().splitlines() or [""])[0]
-        raise RunError(f"{path}: not a readable checkpoint ({type(err).__name__}: {first})") from None
+        raise RunError(
+            f"{path}: not a readable checkpoint ({type(err).__name__}: {first})"
+        ) from None
 
 
 def sha256(path: str | Path) -> str:
@@ -249,7 +272,11 @@ def relocate(checkpoint: dict, checkpoints_dir: str | Path) -> bool:
         moved = True
 
         def swap(path, old=old):
-            return target + path[len(old):] if isinstance(path, str) and path.startswith(old) else path
+            return (
+                target + path[len(old) :]
+                if isinstance(path, str) and path.startswith(old)
+                else path
+            )
 
         state["dirpath"] = target
         for name in ("best_model_path", "kth_best_model_path", "last_model_path"):

@@ -70,7 +70,7 @@ def run_name(overrides: Sequence[str]) -> str:
     if name == joined and len(name) <= MAX_NAME_LENGTH and name not in (".", ".."):
         return name
     digest = hashlib.sha1(joined.encode("utf-8")).hexdigest()[:HASH_LENGTH]
-    return f"{name[:MAX_NAME_LENGTH - HASH_LENGTH - 1]}-{digest}"
+    return f"{name[: MAX_NAME_LENGTH - HASH_LENGTH - 1]}-{digest}"
 
 
 def hparams(cfg: DictConfig, overrides: Sequence[str]) -> dict[str, Scalar]:
@@ -103,7 +103,9 @@ def hparams(cfg: DictConfig, overrides: Sequence[str]) -> dict[str, Scalar]:
     return out
 
 
-def log_hparams(logger, cfg: DictConfig, overrides: Sequence[str], metrics: Mapping[str, float], step: int = 0) -> None:
+def log_hparams(
+    logger, cfg: DictConfig, overrides: Sequence[str], metrics: Mapping[str, float], step: int = 0
+) -> None:
     """Lists the run in TensorBoard's HParams tab with `hparams(cfg, overrides)` and the final
     `metrics` (e.g. {"val/rmse": .., "test/rmse": ..}), with a Lightning `TensorBoardLogger`;
     does nothing for any other logger.
@@ -156,7 +158,9 @@ def _summary(tag: str, **plugin_data):
     from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
     content = HParamsPluginData(version=PLUGIN_DATA_VERSION, **plugin_data).SerializeToString()
-    metadata = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(plugin_name=PLUGIN_NAME, content=content))
+    metadata = SummaryMetadata(
+        plugin_data=SummaryMetadata.PluginData(plugin_name=PLUGIN_NAME, content=content)
+    )
     return Summary(value=[Summary.Value(tag=tag, metadata=metadata)])
 
 
@@ -182,5 +186,7 @@ def _session_end():
     from tensorboard.plugins.hparams.metadata import SESSION_END_INFO_TAG
     from tensorboard.plugins.hparams.plugin_data_pb2 import SessionEndInfo
 
-    return _summary(SESSION_END_INFO_TAG, session_end_info=SessionEndInfo(status=Status.STATUS_SUCCESS,
-                                                                           end_time_secs=time.time()))
+    return _summary(
+        SESSION_END_INFO_TAG,
+        session_end_info=SessionEndInfo(status=Status.STATUS_SUCCESS, end_time_secs=time.time()),
+    )

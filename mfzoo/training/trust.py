@@ -31,16 +31,46 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from mfzoo.training.rundir import RunError
 
 # mfzoo's own targets (functions too: data sources are functions)
-MFZOO = ("mfzoo.data.", "mfzoo.models.", "mfzoo.losses.", "mfzoo.solvers.", "mfzoo.training.schedules.",
-         "mfzoo.evaluation.")
+MFZOO = (
+    "mfzoo.data.",
+    "mfzoo.models.",
+    "mfzoo.losses.",
+    "mfzoo.solvers.",
+    "mfzoo.training.schedules.",
+    "mfzoo.evaluation.",
+)
 # classes only
-CLASSES = ("torch.optim.", "lightning.pytorch.callbacks.", "lightning.pytorch.loggers.", "lightning.Trainer",
-           "lightning.pytorch.Trainer", "lightning.pytorch.trainer.trainer.Trainer")
+CLASSES = (
+    "torch.optim.",
+    "lightning.pytorch.callbacks.",
+    "lightning.pytorch.loggers.",
+    "lightning.Trainer",
+    "lightning.pytorch.Trainer",
+    "lightning.pytorch.trainer.trainer.Trainer",
+)
 # never trusted through a config: their classes include ones that execute or unpickle
 UNTRUSTABLE = frozenset(sys.stdlib_module_names) | {
-    "torch", "lightning", "pytorch_lightning", "lightning_fabric", "hydra", "omegaconf", "numpy", "scipy",
-    "pandas", "pyarrow", "dill", "cloudpickle", "joblib", "pip", "setuptools", "pkg_resources", "_pytest",
-    "pytest", "IPython", "yaml", "mfzoo",
+    "torch",
+    "lightning",
+    "pytorch_lightning",
+    "lightning_fabric",
+    "hydra",
+    "omegaconf",
+    "numpy",
+    "scipy",
+    "pandas",
+    "pyarrow",
+    "dill",
+    "cloudpickle",
+    "joblib",
+    "pip",
+    "setuptools",
+    "pkg_resources",
+    "_pytest",
+    "pytest",
+    "IPython",
+    "yaml",
+    "mfzoo",
 }
 
 
@@ -93,28 +123,41 @@ def check(cfg: DictConfig, trust: Iterable[str] = (), source: str = "config.yaml
     """`RunError` unless every `_target_` of `cfg` is allowed (see the module docstring)."""
     declared = cfg.get("trusted_packages") if isinstance(cfg, DictConfig) else None
     declared = [] if declared is None else declared
-    if not isinstance(declared, (ListConfig, list)) or not all(isinstance(p, str) for p in declared):
-        raise RunError(f"{source}: trusted_packages must be a list of package names, got {declared!r}")
+    if not isinstance(declared, (ListConfig, list)) or not all(
+        isinstance(p, str) for p in declared
+    ):
+        raise RunError(
+            f"{source}: trusted_packages must be a list of package names, got {declared!r}"
+        )
     trusted = {str(p) for p in declared} | set(trust)
     refused = sorted(p for p in trusted if _package(p) in UNTRUSTABLE)
     if refused:
-        raise RunError(f"{source}: trusted_packages names {', '.join(refused)}, which cannot be trusted to "
-                       "provide run classes (standard library or a package mfzoo builds on)")
+        raise RunError(
+            f"{source}: trusted_packages names {', '.join(refused)}, which cannot be trusted to "
+            "provide run classes (standard library or a package mfzoo builds on)"
+        )
     interpolated = _interpolations(cfg)
     if interpolated:
-        raise RunError(f"{source}: {interpolated[0]} holds an interpolation (${{...}}); a run's config is written "
-                       "resolved, so this one was edited: resolvers could read the environment or files")
+        raise RunError(
+            f"{source}: {interpolated[0]} holds an interpolation (${{...}}); a run's config is written "
+            "resolved, so this one was edited: resolvers could read the environment or files"
+        )
     for where, target in targets(cfg):
         if target.startswith(MFZOO):
             continue
         if not (target.startswith(CLASSES) or _package(target) in trusted):
             package = _package(target)
-            hint = ("" if package in UNTRUSTABLE else
-                    f"; if {package} is your own package, trust it: --trust {package} on the command line, "
-                    f"load_run(..., trust_packages=['{package}']) in Python")
-            raise RunError(f"{source}: {where}._target_ is {target!r}, which loading a run does not instantiate "
-                           "(allowed: mfzoo's own, torch.optim, Lightning callbacks and loggers, and classes of "
-                           f"packages in trusted_packages){hint}")
+            hint = (
+                ""
+                if package in UNTRUSTABLE
+                else f"; if {package} is your own package, trust it: --trust {package} on the command line, "
+                f"load_run(..., trust_packages=['{package}']) in Python"
+            )
+            raise RunError(
+                f"{source}: {where}._target_ is {target!r}, which loading a run does not instantiate "
+                "(allowed: mfzoo's own, torch.optim, Lightning callbacks and loggers, and classes of "
+                f"packages in trusted_packages){hint}"
+            )
         _require_class(target, where, source)
 
 
@@ -127,17 +170,26 @@ def _require_class(target: str, where: str, source: str) -> None:
         obj = _locate(target)
     except Exception as err:  # ImportError, AttributeError, or whatever the import raised
         cause = err
-        while cause.__cause__ is not None and not str(cause.__cause__) == "":  # Hydra wraps the real reason
+        while (
+            cause.__cause__ is not None and not str(cause.__cause__) == ""
+        ):  # Hydra wraps the real reason
             cause = cause.__cause__
         reason = " ".join(str(cause).split()) or type(cause).__name__
         package = target.split(".")[0]
-        hint = (f"; run from the folder that holds {package}/, or pip install it"
-                if importlib.util.find_spec(package) is None else "")
-        raise RunError(f"{source}: {where}._target_ {target!r} cannot be imported ({type(cause).__name__}: "
-                       f"{reason}){hint}") from None
+        hint = (
+            f"; run from the folder that holds {package}/, or pip install it"
+            if importlib.util.find_spec(package) is None
+            else ""
+        )
+        raise RunError(
+            f"{source}: {where}._target_ {target!r} cannot be imported ({type(cause).__name__}: "
+            f"{reason}){hint}"
+        ) from None
     if not isinstance(obj, type):
-        raise RunError(f"{source}: {where}._target_ {target!r} is not a class; outside mfzoo, loading a run "
-                       "instantiates classes only")
+        raise RunError(
+            f"{source}: {where}._target_ {target!r} is not a class; outside mfzoo, loading a run "
+            "instantiates classes only"
+        )
 
 
 def with_trusted(cfg: DictConfig) -> DictConfig:

@@ -12,9 +12,16 @@ from hydra import compose, initialize_config_dir
 
 from tests.conftest import CONFIG_DIR
 
-TINY = ["data/source=synthetic", "data.source.n_users=120", "data.source.n_items=80",
-        "data.source.n_interactions=3000", "data.batch_size=512", "trainer.max_epochs=2", "logger=csv",
-        "progress=false"]
+TINY = [
+    "data/source=synthetic",
+    "data.source.n_users=120",
+    "data.source.n_items=80",
+    "data.source.n_interactions=3000",
+    "data.batch_size=512",
+    "trainer.max_epochs=2",
+    "logger=csv",
+    "progress=false",
+]
 
 
 def tiny_cfg(*overrides: str):
@@ -24,8 +31,11 @@ def tiny_cfg(*overrides: str):
 
 
 def _fingerprint(run_dir: Path) -> dict[str, str]:
-    return {p.relative_to(run_dir).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(run_dir.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(run_dir).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(run_dir.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="session")
@@ -42,4 +52,6 @@ def earlier_run(tmp_path_factory) -> Path:
 def _earlier_run_unchanged(earlier_run):
     before = _fingerprint(earlier_run)
     yield
-    assert _fingerprint(earlier_run) == before, "a hostile input changed the files of an earlier run"
+    assert _fingerprint(earlier_run) == before, (
+        "a hostile input changed the files of an earlier run"
+    )

@@ -17,9 +17,16 @@ from omegaconf import OmegaConf, open_dict
 from mfzoo.data.errors import DataError
 from mfzoo.data.interactions import Interactions
 from mfzoo.data.sources import read_table, synthetic
-from mfzoo.data.splits import KFold, LeaveLastOut, RandomSplit, TemporalSplit, UserRandomSplit, check_disjoint
-from mfzoo.training.rundir import RunError
+from mfzoo.data.splits import (
+    KFold,
+    LeaveLastOut,
+    RandomSplit,
+    TemporalSplit,
+    UserRandomSplit,
+    check_disjoint,
+)
 from mfzoo.training.run import train
+from mfzoo.training.rundir import RunError
 from tests.bad_inputs.conftest import tiny_cfg
 from tests.conftest import CONFIG_DIR
 
@@ -38,19 +45,30 @@ def one_line_error(err: pytest.ExceptionInfo, *parts: str) -> str:
 # cells and files that cannot be loaded ------------------------------------------------------------
 CSV_CASES = {
     # a rating beyond float32 would be stored as inf (and training would write NaN)
-    "rating_1e39": (HEADER + GOOD_ROWS + "3,30,1e39,1600000200\n", ["'rating'", "line 4", "float32"]),
-    "rating_minus_1e39": (HEADER + GOOD_ROWS + "3,30,-1e39,1600000200\n", ["'rating'", "line 4", "float32"]),
+    "rating_1e39": (
+        HEADER + GOOD_ROWS + "3,30,1e39,1600000200\n",
+        ["'rating'", "line 4", "float32"],
+    ),
+    "rating_minus_1e39": (
+        HEADER + GOOD_ROWS + "3,30,-1e39,1600000200\n",
+        ["'rating'", "line 4", "float32"],
+    ),
     # a timestamp beyond int64 would be stored as INT64_MIN
     "timestamp_1e30": (HEADER + GOOD_ROWS + "3,30,5,1e30\n", ["'ts'", "line 4", "int64"]),
-    "timestamp_20_digits": (HEADER + "3,30,5,99999999999999999999\n" + GOOD_ROWS, ["'ts'", "line 2", "int64"]),
+    "timestamp_20_digits": (
+        HEADER + "3,30,5,99999999999999999999\n" + GOOD_ROWS,
+        ["'ts'", "line 2", "int64"],
+    ),
     "rating_nan": (HEADER + "3,30,nan,1600000200\n" + GOOD_ROWS, ["'rating'", "line 2", "NaN"]),
     "timestamp_inf": (HEADER + GOOD_ROWS + "3,30,5,inf\n", ["'ts'", "line 4", "inf"]),
     "empty_0_bytes": ("", ["empty"]),
     "header_only": (HEADER, ["no data rows"]),
     "blank_lines_only": ("\n\n  \n", ["empty"]),
     # a .csv delimited by ';': one column is read; the message says which delimiter it holds
-    "semicolons": (HEADER.replace(",", ";") + GOOD_ROWS.replace(",", ";"),
-                   ["no column 'user_id'", "delimited by ';'", "data.source.sep=';'"]),
+    "semicolons": (
+        HEADER.replace(",", ";") + GOOD_ROWS.replace(",", ";"),
+        ["no column 'user_id'", "delimited by ';'", "data.source.sep=';'"],
+    ),
 }
 
 
@@ -101,7 +119,9 @@ def parquet_bytes() -> bytes:
     pa = pytest.importorskip("pyarrow")
     pq = pytest.importorskip("pyarrow.parquet")
     buffer = io.BytesIO()
-    table = pa.table({"user_id": np.arange(200), "item_id": np.arange(200) % 7, "rating": np.ones(200)})
+    table = pa.table(
+        {"user_id": np.arange(200), "item_id": np.arange(200) % 7, "rating": np.ones(200)}
+    )
     pq.write_table(table, buffer)
     return buffer.getvalue()
 
@@ -129,7 +149,9 @@ def test_parquet_with_a_nested_column_is_named(tmp_path):
     pa = pytest.importorskip("pyarrow")
     pq = pytest.importorskip("pyarrow.parquet")
     path = tmp_path / "nested.parquet"
-    pq.write_table(pa.table({"user_id": [[1, 2], [3]], "item_id": [1, 2], "rating": [1.0, 2.0]}), path)
+    pq.write_table(
+        pa.table({"user_id": [[1, 2], [3]], "item_id": [1, 2], "rating": [1.0, 2.0]}), path
+    )
     with pytest.raises(DataError) as err:
         read_table(path, "user_id", "item_id", "rating")
     one_line_error(err, "nested.parquet", "'user_id'", "list")
@@ -139,7 +161,9 @@ def test_parquet_header_only_is_named(tmp_path):
     pa = pytest.importorskip("pyarrow")
     pq = pytest.importorskip("pyarrow.parquet")
     path = tmp_path / "header.parquet"
-    pq.write_table(pa.table({"user_id": pa.array([], pa.int64()), "item_id": pa.array([], pa.int64())}), path)
+    pq.write_table(
+        pa.table({"user_id": pa.array([], pa.int64()), "item_id": pa.array([], pa.int64())}), path
+    )
     with pytest.raises(DataError) as err:
         read_table(path, "user_id", "item_id")
     one_line_error(err, "header.parquet", "no data rows")
@@ -170,8 +194,15 @@ def test_triplicated_ratings_are_refused_by_default(tmp_path):
     with pytest.raises(DataError) as err:
         read_table(path, "user_id", "item_id", "rating")
     u, i = int(original.users[0]), int(original.items[0])  # raw ids are 0..n-1
-    message = one_line_error(err, "triple.csv", f"pair ({u}, {i}) occurs 3 times", "lines 2, 3002, 6002",
-                             "3000 pair(s) repeat", "mean", "keep")
+    message = one_line_error(
+        err,
+        "triple.csv",
+        f"pair ({u}, {i}) occurs 3 times",
+        "lines 2, 3002, 6002",
+        "3000 pair(s) repeat",
+        "mean",
+        "keep",
+    )
     assert "first" in message and "last" in message and "sum" in message and "max" in message
 
 
@@ -180,7 +211,9 @@ def test_triplicated_ratings_with_mean_are_the_ratings_once(tmp_path):
     original = ratings_csv(path, 3)
     merged = read_table(path, "user_id", "item_id", "rating", pair_duplicates="mean")
     for field in ("users", "items", "values"):
-        assert np.array_equal(getattr(merged, field).numpy(), getattr(original, field).numpy()), field
+        assert np.array_equal(getattr(merged, field).numpy(), getattr(original, field).numpy()), (
+            field
+        )
     split, honest = RandomSplit(test=0.1, val=0.1)(merged), RandomSplit(test=0.1, val=0.1)(original)
     assert np.array_equal(split.test.values.numpy(), honest.test.values.numpy())
 
@@ -192,7 +225,9 @@ def test_triplicated_ratings_kept_stay_together_in_every_split(tmp_path):
     assert len(kept) == 9000
     split = RandomSplit(test=0.1, val=0.1)(kept)
     check_disjoint(split)  # no copy of a test rating in train
-    assert len(split.test) == 3 * 300 and len(split.train) + len(split.val) + len(split.test) == 9000
+    assert (
+        len(split.test) == 3 * 300 and len(split.train) + len(split.val) + len(split.test) == 9000
+    )
 
 
 def repeated_events(seed: int = 1) -> Interactions:
@@ -222,7 +257,9 @@ def test_repeated_pairs_stay_in_one_part_under_every_split(name):
     split = SPLITS[name](data)
     check_disjoint(split)  # no pair key in two parts
     assert sum(len(p) for p in split.parts().values()) == len(data)  # no row lost
-    if name.startswith("temporal"):  # a pair counts at its latest event: no train event after a held-out one
+    if name.startswith(
+        "temporal"
+    ):  # a pair counts at its latest event: no train event after a held-out one
         held_out = [p for k, p in split.parts().items() if k != "train"]
         assert int(split.train.timestamps.max()) < min(latest_by_pair(p).min() for p in held_out)
 

@@ -20,12 +20,31 @@ from mfzoo.data.splits import KFold, LeaveLastOut, RandomSplit, TemporalSplit, U
 
 SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 INT64 = (-(2**63), 2**63)  # [low, high)
-EXTREME = [0.0, -0.0, 0.5, -1.5, 1e-45, 3.4e38, -3.4e38, 3.5e38, 1e39, -1e39, 1e30, -1e30, 2.0**63, -(2.0**63),
-           float("nan"), float("inf"), -float("inf")]
+EXTREME = [
+    0.0,
+    -0.0,
+    0.5,
+    -1.5,
+    1e-45,
+    3.4e38,
+    -3.4e38,
+    3.5e38,
+    1e39,
+    -1e39,
+    1e30,
+    -1e30,
+    2.0**63,
+    -(2.0**63),
+    float("nan"),
+    float("inf"),
+    -float("inf"),
+]
 
 
 # the reference ------------------------------------------------------------------------------------
-def expected(users: list, items: list, values: list | None, times: list | None, policy: str | None) -> list | None:
+def expected(
+    users: list, items: list, values: list | None, times: list | None, policy: str | None
+) -> list | None:
     """The rows (user, item, value, timestamp) `from_arrays` must give, in order; None where
     it must raise `DataError`. Written for clarity, row by row."""
     n = len(users)
@@ -80,13 +99,19 @@ def expected(users: list, items: list, values: list | None, times: list | None, 
             total = 0.0
             for r in events:
                 total += stored[r]
-            merged = {"last": stored[events[-1]], "sum": total, "mean": total / len(events),
-                      "max": max(stored[r] for r in events)}[policy]
+            merged = {
+                "last": stored[events[-1]],
+                "sum": total,
+                "mean": total / len(events),
+                "max": max(stored[r] for r in events),
+            }[policy]
             with np.errstate(over="ignore"):
                 out[events[-1]] = float(np.float32(merged))
             if not math.isfinite(out[events[-1]]):
                 return None
-    return [(users[r], items[r], out[r], None if seconds is None else seconds[r]) for r in sorted(out)]
+    return [
+        (users[r], items[r], out[r], None if seconds is None else seconds[r]) for r in sorted(out)
+    ]
 
 
 def rows_of(data: Interactions) -> list:
@@ -117,10 +142,14 @@ TEXT = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size
 ID_KINDS = [INTS, TEXT, INTS, TEXT, INTS | TEXT]  # ints, strings, mixed
 HOSTILE_ID = st.sampled_from(["", "7", 7])
 VALUE = st.floats(-1e6, 1e6, width=32) | st.integers(1, 5)
-HOSTILE_VALUE = (st.sampled_from(EXTREME) | st.floats(width=32) | st.integers(-(10**40), 10**40))
+HOSTILE_VALUE = st.sampled_from(EXTREME) | st.floats(width=32) | st.integers(-(10**40), 10**40)
 STAMP = st.integers(0, 3) | st.integers(-(2**62), 2**62) | st.floats(-1e12, 1e12)
-HOSTILE_STAMP = (st.sampled_from(EXTREME) | st.sampled_from([2**63 - 1, -(2**63), 2**63, -(2**63) - 1])
-                 | st.integers(-(2**64), 2**64) | st.floats())
+HOSTILE_STAMP = (
+    st.sampled_from(EXTREME)
+    | st.sampled_from([2**63 - 1, -(2**63), 2**63, -(2**63) - 1])
+    | st.integers(-(2**64), 2**64)
+    | st.floats()
+)
 
 
 @st.composite
@@ -161,29 +190,49 @@ def test_any_table_loads_faithfully_or_raises_data_error(table) -> None:
         return
     assert want is not None, "loaded a table the reference refuses"
     assert data.values.dtype.is_floating_point and bool(data.values.isfinite().all())
-    assert_same_rows(rows_of(data), want, policy)  # with keep: every row (but repeated (u, i, t) rows)
+    assert_same_rows(
+        rows_of(data), want, policy
+    )  # with keep: every row (but repeated (u, i, t) rows)
 
 
 WORD = st.text("abcxyz", min_size=1, max_size=3)
-CELL_VALUE = st.sampled_from(["4", "3.5", "-2", "1e39", "nan", "inf", "", "x", "1e-3", "3.4e38", "0"])
-CELL_TIME = st.sampled_from(["0", "5", "-7", "1.5", "1e30", "99999999999999999999", "9223372036854775807", "",
-                             "2021-03-04T05:06:07", "yesterday"])
+CELL_VALUE = st.sampled_from(
+    ["4", "3.5", "-2", "1e39", "nan", "inf", "", "x", "1e-3", "3.4e38", "0"]
+)
+CELL_TIME = st.sampled_from(
+    [
+        "0",
+        "5",
+        "-7",
+        "1.5",
+        "1e30",
+        "99999999999999999999",
+        "9223372036854775807",
+        "",
+        "2021-03-04T05:06:07",
+        "yesterday",
+    ]
+)
 
 
 @SETTINGS
 @given(
-    st.integers(1, 8).flatmap(lambda n: st.tuples(
-        st.lists(st.integers(0, 3) | st.integers(10**6, 10**6 + 2), min_size=n, max_size=n),
-        st.lists(WORD, min_size=n, max_size=n),
-        st.lists(CELL_VALUE, min_size=n, max_size=n),
-        st.lists(CELL_TIME, min_size=n, max_size=n),
-    )),
+    st.integers(1, 8).flatmap(
+        lambda n: st.tuples(
+            st.lists(st.integers(0, 3) | st.integers(10**6, 10**6 + 2), min_size=n, max_size=n),
+            st.lists(WORD, min_size=n, max_size=n),
+            st.lists(CELL_VALUE, min_size=n, max_size=n),
+            st.lists(CELL_TIME, min_size=n, max_size=n),
+        )
+    ),
     st.sampled_from(PAIR_POLICIES),
 )
 def test_csv_round_trip_or_named_error(columns, policy) -> None:
     users, items, value_cells, time_cells = columns
     text = "user,item,rating,ts\n" + "".join(
-        f"{u},{i},{v},{t}\n" for u, i, v, t in zip(users, items, value_cells, time_cells, strict=True))
+        f"{u},{i},{v},{t}\n"
+        for u, i, v, t in zip(users, items, value_cells, time_cells, strict=True)
+    )
     values = [float(v) if _is_float(v) else v for v in value_cells]
     times = [_seconds(t) for t in time_cells]
     want = None
@@ -223,18 +272,27 @@ def _seconds(cell: str) -> int | float | None:
     return 1614834367 if cell == "2021-03-04T05:06:07" else None
 
 
-SPLITTERS = [RandomSplit(test=0.3, val=0.2), KFold(n_folds=2, fold=1, val=0.3), UserRandomSplit(test=0.5),
-             LeaveLastOut(n=1, min_train=0), TemporalSplit(test=0.3, val=0.2)]
+SPLITTERS = [
+    RandomSplit(test=0.3, val=0.2),
+    KFold(n_folds=2, fold=1, val=0.3),
+    UserRandomSplit(test=0.5),
+    LeaveLastOut(n=1, min_train=0),
+    TemporalSplit(test=0.3, val=0.2),
+]
 
 
 @SETTINGS
 @given(
-    st.lists(st.tuples(st.integers(0, 4), st.integers(0, 4), st.integers(0, 6)), min_size=1, max_size=40),
+    st.lists(
+        st.tuples(st.integers(0, 4), st.integers(0, 4), st.integers(0, 6)), min_size=1, max_size=40
+    ),
     st.sampled_from(SPLITTERS),
 )
 def test_splits_keep_every_row_and_pairs_whole(events, splitter) -> None:
     users, items, times = (list(c) for c in zip(*events, strict=True))
-    data = Interactions.from_arrays(users, items, np.arange(len(users)), times, pair_duplicates="keep")
+    data = Interactions.from_arrays(
+        users, items, np.arange(len(users)), times, pair_duplicates="keep"
+    )
     try:
         split = splitter(data)
     except DataError:  # a part that would be empty is refused by name

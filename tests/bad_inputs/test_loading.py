@@ -18,8 +18,8 @@ import yaml
 from mfzoo import cli
 from mfzoo.data.errors import DataError
 from mfzoo.training.restore import load_run
-from mfzoo.training.rundir import RunError
 from mfzoo.training.run import train
+from mfzoo.training.rundir import RunError
 from tests.bad_inputs.conftest import tiny_cfg
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,8 +58,19 @@ def _forget_digests(run_dir: Path) -> None:
 
 def _cli(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-c", "import sys; from mfzoo import cli; getattr(cli, sys.argv.pop(1))()", *argv],
-                          cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from mfzoo import cli; getattr(cli, sys.argv.pop(1))()",
+            *argv,
+        ],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def _one_line_error(done: subprocess.CompletedProcess, *words: str) -> None:
@@ -78,7 +89,9 @@ def test_a_malicious_checkpoint_runs_nothing(run, tmp_path, digests):
     torch.save({"state_dict": {}, "payload": Payload(marker)}, best)
     if digests == "absent":
         _forget_digests(run)
-    with pytest.raises(RunError, match="SHA-256 differs" if digests == "recorded" else "not a readable checkpoint"):
+    with pytest.raises(
+        RunError, match="SHA-256 differs" if digests == "recorded" else "not a readable checkpoint"
+    ):
         load_run(run)
     assert not marker.exists()
 
@@ -88,7 +101,12 @@ def test_a_malicious_checkpoint_through_the_cli_and_resume(run, tmp_path):
     best = run / json.loads((run / "metrics.json").read_text())["best_checkpoint"]
     torch.save({"state_dict": {}, "payload": Payload(marker)}, best)
     _forget_digests(run)
-    _one_line_error(_cli("recommend", str(run), "--user", "3", cwd=tmp_path), "mfzoo:", str(best), "not a readable checkpoint")
+    _one_line_error(
+        _cli("recommend", str(run), "--user", "3", cwd=tmp_path),
+        "mfzoo:",
+        str(best),
+        "not a readable checkpoint",
+    )
     # a killed run whose last checkpoint was replaced: resume refuses it
     (run / "metrics.json").unlink()
     torch.save({"state_dict": {}, "payload": Payload(marker)}, run / "checkpoints" / "last.ckpt")
@@ -101,7 +119,12 @@ def test_a_truncated_checkpoint_is_named(run, tmp_path):
     best = run / json.loads((run / "metrics.json").read_text())["best_checkpoint"]
     best.write_bytes(best.read_bytes()[:100])
     _forget_digests(run)
-    _one_line_error(_cli("similar", str(run), "--item", "3", cwd=tmp_path), "mfzoo:", best.name, "not a readable checkpoint")
+    _one_line_error(
+        _cli("similar", str(run), "--item", "3", cwd=tmp_path),
+        "mfzoo:",
+        best.name,
+        "not a readable checkpoint",
+    )
 
 
 # config targets ------------------------------------------------------------------------------
@@ -141,8 +164,13 @@ def test_a_config_naming_foreign_code_is_refused(run, tmp_path, target, place):
 @pytest.mark.parametrize("package", ["os", "subprocess", "builtins", "torch", "pickle"])
 def test_a_config_cannot_trust_the_standard_library_or_torch(run, tmp_path, package):
     marker = tmp_path / "marker"
-    _edit_config(run, lambda c: c.update(trusted_packages=[package], model={"_target_": "subprocess.Popen",
-                                                                           "args": ["touch", str(marker)]}))
+    _edit_config(
+        run,
+        lambda c: c.update(
+            trusted_packages=[package],
+            model={"_target_": "subprocess.Popen", "args": ["touch", str(marker)]},
+        ),
+    )
     with pytest.raises(RunError, match="cannot be trusted"):
         load_run(run)
     assert not marker.exists()
@@ -151,10 +179,17 @@ def test_a_config_cannot_trust_the_standard_library_or_torch(run, tmp_path, pack
 def test_a_function_of_a_trusted_package_is_refused(run, tmp_path, monkeypatch):
     package = tmp_path / "pkg" / "usermodels"
     package.mkdir(parents=True)
-    (package / "__init__.py").write_text("from mfzoo.models.mf import MF\n\n\nclass MyMF(MF):\n    pass\n\n\n"
-                                         "def build(**kwargs):\n    return MyMF(**kwargs)\n")
+    (package / "__init__.py").write_text(
+        "from mfzoo.models.mf import MF\n\n\nclass MyMF(MF):\n    pass\n\n\n"
+        "def build(**kwargs):\n    return MyMF(**kwargs)\n"
+    )
     monkeypatch.syspath_prepend(str(package.parent))
-    _edit_config(run, lambda c: c.update(trusted_packages=["usermodels"], model={**c["model"], "_target_": "usermodels.build"}))
+    _edit_config(
+        run,
+        lambda c: c.update(
+            trusted_packages=["usermodels"], model={**c["model"], "_target_": "usermodels.build"}
+        ),
+    )
     with pytest.raises(RunError, match="'usermodels.build' is not a class"):
         load_run(run)
 
@@ -162,7 +197,9 @@ def test_a_function_of_a_trusted_package_is_refused(run, tmp_path, monkeypatch):
 def test_a_users_own_model_package_trains_and_loads(tmp_path, monkeypatch):
     package = tmp_path / "pkg" / "usermodels"
     package.mkdir(parents=True)
-    (package / "__init__.py").write_text("from mfzoo.models.mf import MF\n\n\nclass MyMF(MF):\n    pass\n")
+    (package / "__init__.py").write_text(
+        "from mfzoo.models.mf import MF\n\n\nclass MyMF(MF):\n    pass\n"
+    )
     monkeypatch.syspath_prepend(str(package.parent))
     run_dir = tmp_path / "run"
     train(tiny_cfg("model._target_=usermodels.MyMF"), run_dir)
@@ -171,7 +208,9 @@ def test_a_users_own_model_package_trains_and_loads(tmp_path, monkeypatch):
     _, _, model = load_run(run_dir)
     assert type(model).__name__ == "MyMF"
     _edit_config(run_dir, lambda c: c.update(trusted_packages=[]))  # without the record: refused,
-    with pytest.raises(RunError, match="--trust usermodels .*trust_packages=\\['usermodels'\\]"):  # with how to allow it
+    with pytest.raises(
+        RunError, match="--trust usermodels .*trust_packages=\\['usermodels'\\]"
+    ):  # with how to allow it
         load_run(run_dir)
     assert type(load_run(run_dir, trust_packages=["usermodels"])[2]).__name__ == "MyMF"
 
@@ -213,8 +252,12 @@ def test_a_changed_cached_titles_file_is_refused(tmp_path, monkeypatch):
 
     cache = tmp_path / "cache"
     cache.mkdir()
-    (cache / "ml-100k.inter").write_text("user_id:token\titem_id:token\trating:float\ttimestamp:float\n1\t2\t3\t4\n")
-    (cache / "ml-100k.item").write_text("item_id:token\tmovie_title:token_seq\trelease_year:token\n2\tEdited\t1999\n")
+    (cache / "ml-100k.inter").write_text(
+        "user_id:token\titem_id:token\trating:float\ttimestamp:float\n1\t2\t3\t4\n"
+    )
+    (cache / "ml-100k.item").write_text(
+        "item_id:token\tmovie_title:token_seq\trelease_year:token\n2\tEdited\t1999\n"
+    )
     monkeypatch.setattr(grouplens, "_RECBOLE_INTER_SHA256", None)
     with pytest.raises(DataError, match="ml-100k.item.*sha256"):
         grouplens.movielens_titles("100k", cache_dir=str(cache))
@@ -232,7 +275,9 @@ def test_a_recbole_wheel_with_other_titles_is_refused(tmp_path, monkeypatch):
     shutil.copy(wheel, tmp_path / "cache" / "wheels")
     import hashlib
 
-    monkeypatch.setattr(grouplens, "_RECBOLE_INTER_SHA256", hashlib.sha256(inter.encode()).hexdigest())
+    monkeypatch.setattr(
+        grouplens, "_RECBOLE_INTER_SHA256", hashlib.sha256(inter.encode()).hexdigest()
+    )
     with pytest.raises(DataError, match="ml-100k.item: sha256"):
         grouplens._recbole_fallback(tmp_path / "cache")
     assert not (tmp_path / "cache" / "ml-100k.item").exists()
@@ -246,19 +291,24 @@ def _argv(monkeypatch, capsys, main, *argv):
     return stop.value.code, capsys.readouterr().err
 
 
-@pytest.mark.parametrize(("argv", "words"), [
-    (["--user", "3", "-k", "0"], ["-k", "must be >= 1, got 0"]),
-    (["--user", "3", "-k", "-5"], ["-k", "must be >= 1, got -5"]),
-    (["--user", "3", "-k", "ten"], ["-k", "whole number"]),
-    (["--items", ""], ["--items needs at least one item id"]),
-    (["--items", " , "], ["--items needs at least one item id"]),
-])
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["--user", "3", "-k", "0"], ["-k", "must be >= 1, got 0"]),
+        (["--user", "3", "-k", "-5"], ["-k", "must be >= 1, got -5"]),
+        (["--user", "3", "-k", "ten"], ["-k", "whole number"]),
+        (["--items", ""], ["--items needs at least one item id"]),
+        (["--items", " , "], ["--items needs at least one item id"]),
+    ],
+)
 def test_bad_recommend_arguments_are_one_line(finished, monkeypatch, capsys, argv, words):
     code, err = _argv(monkeypatch, capsys, cli.recommend, str(finished), *argv)
     assert code == 2 and all(w in err.strip().splitlines()[-1] for w in words)
 
 
-def test_bad_similar_arguments_and_missing_run_are_one_line(finished, tmp_path, monkeypatch, capsys):
+def test_bad_similar_arguments_and_missing_run_are_one_line(
+    finished, tmp_path, monkeypatch, capsys
+):
     code, err = _argv(monkeypatch, capsys, cli.similar, str(finished), "--item", "3", "-k", "0")
     assert code == 2 and "must be >= 1" in err
     monkeypatch.setattr(sys, "argv", ["mfzoo", str(tmp_path / "nowhere"), "--item", "3"])
@@ -267,10 +317,22 @@ def test_bad_similar_arguments_and_missing_run_are_one_line(finished, tmp_path, 
 
 
 def test_training_failures_are_one_line(tmp_path):
-    _one_line_error(_cli("train", "data/source=table", f"data.source.path={tmp_path / 'missing.csv'}", "logger=none",
-                         cwd=tmp_path), "mfzoo:", "missing.csv")
-    _one_line_error(_cli("train", *[o for o in tiny_cfg_overrides()], "model.dim=abc", cwd=tmp_path),
-                    "mfzoo:", "model (mfzoo.models.mf.MF)")
+    _one_line_error(
+        _cli(
+            "train",
+            "data/source=table",
+            f"data.source.path={tmp_path / 'missing.csv'}",
+            "logger=none",
+            cwd=tmp_path,
+        ),
+        "mfzoo:",
+        "missing.csv",
+    )
+    _one_line_error(
+        _cli("train", *[o for o in tiny_cfg_overrides()], "model.dim=abc", cwd=tmp_path),
+        "mfzoo:",
+        "model (mfzoo.models.mf.MF)",
+    )
 
 
 def tiny_cfg_overrides() -> list[str]:
@@ -313,8 +375,12 @@ def test_open_or_wrong_basics_are_refused_before_data(tmp_path, case):
 
     cfg = tiny_cfg("seed=abc") if case == "seed" else tiny_cfg()
     if case == "path":  # data/source=table without data.source.path
-        cfg.data.source = OmegaConf.create({"_target_": "mfzoo.data.sources.read_table", "_partial_": True, "path": "???"})
-    words = "seed must be an integer, got 'abc'" if case == "seed" else "data.source.path must be given"
+        cfg.data.source = OmegaConf.create(
+            {"_target_": "mfzoo.data.sources.read_table", "_partial_": True, "path": "???"}
+        )
+    words = (
+        "seed must be an integer, got 'abc'" if case == "seed" else "data.source.path must be given"
+    )
     with pytest.raises(RunError, match=words):
         train(cfg, tmp_path / "run")
     assert not (tmp_path / "run" / "config.yaml").exists()
@@ -325,8 +391,14 @@ def test_a_data_error_leaves_failed_txt(tmp_path):
     bad = tmp_path / "big.csv"
     bad.write_text("user_id,item_id,rating\n1,2,1e39\n2,3,4\n")
     cfg = tiny_cfg()
-    cfg.data.source = {"_target_": "mfzoo.data.sources.read_table", "_partial_": True, "path": str(bad),
-                       "user_col": "user_id", "item_col": "item_id", "value_col": "rating"}
+    cfg.data.source = {
+        "_target_": "mfzoo.data.sources.read_table",
+        "_partial_": True,
+        "path": str(bad),
+        "user_col": "user_id",
+        "item_col": "item_id",
+        "value_col": "rating",
+    }
     with pytest.raises(DataError):
         train(cfg, tmp_path / "run")
     assert "float32" in (tmp_path / "run" / "failed.txt").read_text()
@@ -336,9 +408,15 @@ def test_a_data_error_leaves_failed_txt(tmp_path):
 
 
 def test_the_selection_metric_follows_optimized_metric_and_an_unlogged_one_stops_at_once(tmp_path):
-    metrics = train(tiny_cfg("experiment=ml100k_implicit_bpr", "ranking.ks=[5]", "optimized_metric=val/ndcg@5"),
-                    tmp_path / "a")
+    metrics = train(
+        tiny_cfg("experiment=ml100k_implicit_bpr", "ranking.ks=[5]", "optimized_metric=val/ndcg@5"),
+        tmp_path / "a",
+    )
     assert metrics["objective"] == metrics["val"]["ndcg@5"]
-    with pytest.raises(RunError, match="callbacks.early_stopping.monitor 'val/foo' is not a validation metric"):
+    with pytest.raises(
+        RunError, match="callbacks.early_stopping.monitor 'val/foo' is not a validation metric"
+    ):
         train(tiny_cfg("callbacks.early_stopping.monitor=val/foo"), tmp_path / "b")
-    assert not (tmp_path / "b" / "metrics.json").exists() and (tmp_path / "b" / "failed.txt").exists()
+    assert (
+        not (tmp_path / "b" / "metrics.json").exists() and (tmp_path / "b" / "failed.txt").exists()
+    )

@@ -46,22 +46,46 @@ def _no_result(run_dir: Path) -> None:
 
 
 # runs that diverge: a named error, no metrics.json -------------------------------------------
-@pytest.mark.parametrize(("overrides", "words"), [
-    # SGD at lr 1e3: the loss and the factors go to NaN in the first epoch
-    (["optim=sgd", "optim.lr=1e3"], ["epoch 0", "the training loss", "model.user_embedding.weight", "optim.lr (now 1000)"]),
-    # ratings up to 1e30: the squared error overflows float32
-    (["+data.source.rating_scale=[1,1e30]"], ["epoch 0", "the training loss", "ratings in [1, 1e+30]"]),
-    # iALS: c = 1 + α r overflows float32 (exact and CG)
-    ([IALS, "solver.alpha=1e38"], ["epoch 0", "confidences c overflow", "lower alpha", "alpha 1e+38"]),
-    ([IALS, "solver.alpha=1e38", "solver.method=cg"], ["epoch 0", "confidences c overflow", "lower alpha"]),
-    # iALS: c is finite, the systems built from it are not (exact and CG)
-    ([IALS, "solver.alpha=1e30"], ["epoch 0", "iALS half-step", "lower alpha", "alpha 1e+30"]),
-    ([IALS, "solver.alpha=1e30", "solver.method=cg"], ["epoch 0", "conjugate-gradient", "lower alpha"]),
-    # explicit ALS on ratings up to 1e30
-    (["experiment=ml100k_als", "+data.source.rating_scale=[1,1e30]"], ["ALS half-step", "scale of the ratings", "l2"]),
-    # LearnBPR at lr 1e30
-    ([LEARNBPR, "solver.lr=1e30"], ["epoch 0", "LearnBPR: user factors", "lower lr (now 1e+30)"]),
-])
+@pytest.mark.parametrize(
+    ("overrides", "words"),
+    [
+        # SGD at lr 1e3: the loss and the factors go to NaN in the first epoch
+        (
+            ["optim=sgd", "optim.lr=1e3"],
+            ["epoch 0", "the training loss", "model.user_embedding.weight", "optim.lr (now 1000)"],
+        ),
+        # ratings up to 1e30: the squared error overflows float32
+        (
+            ["+data.source.rating_scale=[1,1e30]"],
+            ["epoch 0", "the training loss", "ratings in [1, 1e+30]"],
+        ),
+        # iALS: c = 1 + α r overflows float32 (exact and CG)
+        (
+            [IALS, "solver.alpha=1e38"],
+            ["epoch 0", "confidences c overflow", "lower alpha", "alpha 1e+38"],
+        ),
+        (
+            [IALS, "solver.alpha=1e38", "solver.method=cg"],
+            ["epoch 0", "confidences c overflow", "lower alpha"],
+        ),
+        # iALS: c is finite, the systems built from it are not (exact and CG)
+        ([IALS, "solver.alpha=1e30"], ["epoch 0", "iALS half-step", "lower alpha", "alpha 1e+30"]),
+        (
+            [IALS, "solver.alpha=1e30", "solver.method=cg"],
+            ["epoch 0", "conjugate-gradient", "lower alpha"],
+        ),
+        # explicit ALS on ratings up to 1e30
+        (
+            ["experiment=ml100k_als", "+data.source.rating_scale=[1,1e30]"],
+            ["ALS half-step", "scale of the ratings", "l2"],
+        ),
+        # LearnBPR at lr 1e30
+        (
+            [LEARNBPR, "solver.lr=1e30"],
+            ["epoch 0", "LearnBPR: user factors", "lower lr (now 1e+30)"],
+        ),
+    ],
+)
 def test_a_diverging_run_stops_with_a_named_error(tmp_path, overrides, words):
     run_dir = tmp_path / "run"
     with pytest.raises(TrainingDiverged) as raised:
@@ -80,51 +104,104 @@ def test_a_diverging_run_is_one_line_on_the_command_line(tmp_path):
 
     root = Path(__file__).resolve().parents[2]
     done = subprocess.run(
-        [sys.executable, "-c", "from mfzoo import cli; cli.train()", *[o for o in TINY if o != "logger=csv"],
-         "logger=none", "optim=sgd", "optim.lr=1e3"],
-        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-c",
+            "from mfzoo import cli; cli.train()",
+            *[o for o in TINY if o != "logger=csv"],
+            "logger=none",
+            "optim=sgd",
+            "optim.lr=1e3",
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr[-2000:]
-    assert done.stderr.strip().splitlines()[-1].startswith("mfzoo: training diverged in epoch 0: the training loss")
+    assert (
+        done.stderr.strip()
+        .splitlines()[-1]
+        .startswith("mfzoo: training diverged in epoch 0: the training loss")
+    )
     assert not list(tmp_path.rglob("metrics.json")) and len(list(tmp_path.rglob("failed.txt"))) == 1
 
 
 def test_a_nan_validation_metric_is_the_same_error():
-    module = GradientModule(MF(4, 4, dim=2), MSELoss(), partial(torch.optim.SGD, lr=0.5), rating_range=(1.0, 5.0))
+    module = GradientModule(
+        MF(4, 4, dim=2), MSELoss(), partial(torch.optim.SGD, lr=0.5), rating_range=(1.0, 5.0)
+    )
     module._outputs = [(torch.tensor([math.nan, 3.0]), torch.tensor([4.0, 2.0]))]
     with pytest.raises(TrainingDiverged, match=r"val/mae, val/rmse are NaN.*optim.lr \(now 0.5\)"):
         module._log_metrics("val")
 
 
 # settings out of range: refused before any data is read ---------------------------------------
-@pytest.mark.parametrize(("overrides", "words"), [
-    (["model.dim=0"], ["model (mfzoo.models.mf.MF)", "dim must be an integer >= 1, got 0"]),
-    (["model.dim=-4"], ["dim must be an integer >= 1, got -4"]),
-    (["model=timesvd", "model.n_bins=0"], ["model (mfzoo.models.timesvd.TimeSVD)", "n_bins", "got 0"]),
-    (["model=svdpp", "model.implicit_lr_scale=nan"], ["implicit_lr_scale", "finite", "nan"]),
-    ([IALS, "solver.alpha=-1"], ["solver (mfzoo.solvers.solver.IALSSolver)", "alpha must be a finite number >= 0, got -1"]),
-    ([IALS, "solver.alpha=nan"], ["alpha must be a finite number >= 0, got nan"]),
-    ([IALS, "solver.alpha=inf"], ["alpha must be a finite number >= 0, got inf"]),
-    ([IALS, "solver.eps=0", "solver.kind=log"], ["eps must be a finite number > 0, got 0"]),
-    ([IALS, "solver.l2=-0.1"], ["l2 must be a finite number >= 0, got -0.1"]),
-    ([IALS, "solver.unobserved_weight=-1"], ["unobserved_weight", "got -1"]),
-    ([IALS, "solver.method=cg", "solver.cg_steps=0"], ["cg_steps must be an integer >= 1, got 0"]),
-    ([LEARNBPR, "solver.lr=0"], ["solver (mfzoo.solvers.bpr.BPRSolver)", "lr must be a finite number > 0, got 0"]),
-    ([LEARNBPR, "solver.lr=-0.05"], ["lr must be a finite number > 0, got -0.05"]),
-    ([LEARNBPR, "solver.lr=nan"], ["lr must be a finite number > 0, got nan"]),
-    ([LEARNBPR, "solver.batch_size=0"], ["batch_size must be an integer >= 1, got 0"]),
-    (["optim.lr=-1"], ["optim (torch.optim.Adam)", "learning rate", "-1"]),
-    (["loss.l2=-1"], ["loss (mfzoo.losses.MSELoss)", "l2 must be a finite number >= 0, got -1"]),
-    ([IALS, "ranking.ks=[0,10]"], ["ranking.ks", "integer >= 1", "got 0"]),
-    ([IALS, "ranking.ks=[10,-5]"], ["ranking.ks", "got -5"]),
-    ([IALS, "ranking.ks=[]"], ["ranking.ks must be a non-empty list"]),
-    ([IALS, "ranking.chunk_size=0"], ["ranking.chunk_size must be an integer >= 1, got 0"]),
-    (["rating_range=[5,1]"], ["rating_range", "low < high", "[5, 1]"]),
-    ([IALS, "ranking.candidates=cold"], ["ranking.candidates must be one of catalogue, test_items, got 'cold'"]),
-    (["loss=bpr"], ["loss (mfzoo.losses.BPRLoss)", "sampled negatives", "data/sampler=uniform"]),
-    (["data/sampler=uniform", "loss=mse"], ["loss (mfzoo.losses.MSELoss)", "never uses", "data/sampler=null"]),
-    (["experiment=ml100k_cold_items", "data/source=synthetic"], ["data.source (mfzoo.data.sources.synthetic) takes no "
-                                                                 "features", "'~data.source.features'"]),
-])
+@pytest.mark.parametrize(
+    ("overrides", "words"),
+    [
+        (["model.dim=0"], ["model (mfzoo.models.mf.MF)", "dim must be an integer >= 1, got 0"]),
+        (["model.dim=-4"], ["dim must be an integer >= 1, got -4"]),
+        (
+            ["model=timesvd", "model.n_bins=0"],
+            ["model (mfzoo.models.timesvd.TimeSVD)", "n_bins", "got 0"],
+        ),
+        (["model=svdpp", "model.implicit_lr_scale=nan"], ["implicit_lr_scale", "finite", "nan"]),
+        (
+            [IALS, "solver.alpha=-1"],
+            [
+                "solver (mfzoo.solvers.solver.IALSSolver)",
+                "alpha must be a finite number >= 0, got -1",
+            ],
+        ),
+        ([IALS, "solver.alpha=nan"], ["alpha must be a finite number >= 0, got nan"]),
+        ([IALS, "solver.alpha=inf"], ["alpha must be a finite number >= 0, got inf"]),
+        ([IALS, "solver.eps=0", "solver.kind=log"], ["eps must be a finite number > 0, got 0"]),
+        ([IALS, "solver.l2=-0.1"], ["l2 must be a finite number >= 0, got -0.1"]),
+        ([IALS, "solver.unobserved_weight=-1"], ["unobserved_weight", "got -1"]),
+        (
+            [IALS, "solver.method=cg", "solver.cg_steps=0"],
+            ["cg_steps must be an integer >= 1, got 0"],
+        ),
+        (
+            [LEARNBPR, "solver.lr=0"],
+            ["solver (mfzoo.solvers.bpr.BPRSolver)", "lr must be a finite number > 0, got 0"],
+        ),
+        ([LEARNBPR, "solver.lr=-0.05"], ["lr must be a finite number > 0, got -0.05"]),
+        ([LEARNBPR, "solver.lr=nan"], ["lr must be a finite number > 0, got nan"]),
+        ([LEARNBPR, "solver.batch_size=0"], ["batch_size must be an integer >= 1, got 0"]),
+        (["optim.lr=-1"], ["optim (torch.optim.Adam)", "learning rate", "-1"]),
+        (
+            ["loss.l2=-1"],
+            ["loss (mfzoo.losses.MSELoss)", "l2 must be a finite number >= 0, got -1"],
+        ),
+        ([IALS, "ranking.ks=[0,10]"], ["ranking.ks", "integer >= 1", "got 0"]),
+        ([IALS, "ranking.ks=[10,-5]"], ["ranking.ks", "got -5"]),
+        ([IALS, "ranking.ks=[]"], ["ranking.ks must be a non-empty list"]),
+        ([IALS, "ranking.chunk_size=0"], ["ranking.chunk_size must be an integer >= 1, got 0"]),
+        (["rating_range=[5,1]"], ["rating_range", "low < high", "[5, 1]"]),
+        (
+            [IALS, "ranking.candidates=cold"],
+            ["ranking.candidates must be one of catalogue, test_items, got 'cold'"],
+        ),
+        (
+            ["loss=bpr"],
+            ["loss (mfzoo.losses.BPRLoss)", "sampled negatives", "data/sampler=uniform"],
+        ),
+        (
+            ["data/sampler=uniform", "loss=mse"],
+            ["loss (mfzoo.losses.MSELoss)", "never uses", "data/sampler=null"],
+        ),
+        (
+            ["experiment=ml100k_cold_items", "data/source=synthetic"],
+            [
+                "data.source (mfzoo.data.sources.synthetic) takes no features",
+                "'~data.source.features'",
+            ],
+        ),
+    ],
+)
 def test_settings_out_of_range_are_refused_before_the_data_is_read(tmp_path, overrides, words):
     run_dir = tmp_path / "run"
     with pytest.raises(RunError) as raised:
@@ -133,28 +210,52 @@ def test_settings_out_of_range_are_refused_before_the_data_is_read(tmp_path, ove
     assert "\n" not in message
     for word in words:
         assert word in message, message
-    assert not (run_dir / "config.yaml").exists() and not (run_dir / "data").exists()  # nothing read, nothing written
+    assert (
+        not (run_dir / "config.yaml").exists() and not (run_dir / "data").exists()
+    )  # nothing read, nothing written
 
 
 # a solver given a model it does not solve for -------------------------------------------------
 def _missing_data_cfg(tmp_path: Path, *overrides: str):
     """A run config whose data file does not exist: whatever reads the data fails."""
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return compose("train", overrides=["data/source=table", f"data.source.path={tmp_path / 'missing.csv'}",
-                                           "logger=none", "progress=false", *overrides])
+        return compose(
+            "train",
+            overrides=[
+                "data/source=table",
+                f"data.source.path={tmp_path / 'missing.csv'}",
+                "logger=none",
+                "progress=false",
+                *overrides,
+            ],
+        )
 
 
-@pytest.mark.parametrize(("overrides", "words"), [
-    (["model=svdpp", "model.biases=false", "solver=als"], ["ALSSolver", "mfzoo.models.svdpp.SVDpp", "model=funksvd",
-                                                          "loss=mse optim=adam"]),
-    (["model=svdpp", "model.biases=false", "solver=ials"], ["IALSSolver", "SVDpp"]),
-    (["model=timesvd", "solver=als"], ["ALSSolver", "mfzoo.models.timesvd.TimeSVD", "gradient path"]),
-    (["model=timesvdpp", "solver=bpr"], ["BPRSolver", "TimeSVD", "loss=bpr"]),
-    (["model=svdpp", "solver=bpr"], ["BPRSolver", "SVDpp"]),
-    (["model=mf", "solver=ials"], ["IALSSolver", "has biases", "model.biases=false"]),
-    (["model=mf", "solver=als", "solver.distributed=true"], ["solver.distributed=true", "biases", "model=funksvd"]),
-    (["model._target_=torch.nn.Linear", "solver=als"], ["ALSSolver", "torch.nn.modules.linear.Linear"]),
-])
+@pytest.mark.parametrize(
+    ("overrides", "words"),
+    [
+        (
+            ["model=svdpp", "model.biases=false", "solver=als"],
+            ["ALSSolver", "mfzoo.models.svdpp.SVDpp", "model=funksvd", "loss=mse optim=adam"],
+        ),
+        (["model=svdpp", "model.biases=false", "solver=ials"], ["IALSSolver", "SVDpp"]),
+        (
+            ["model=timesvd", "solver=als"],
+            ["ALSSolver", "mfzoo.models.timesvd.TimeSVD", "gradient path"],
+        ),
+        (["model=timesvdpp", "solver=bpr"], ["BPRSolver", "TimeSVD", "loss=bpr"]),
+        (["model=svdpp", "solver=bpr"], ["BPRSolver", "SVDpp"]),
+        (["model=mf", "solver=ials"], ["IALSSolver", "has biases", "model.biases=false"]),
+        (
+            ["model=mf", "solver=als", "solver.distributed=true"],
+            ["solver.distributed=true", "biases", "model=funksvd"],
+        ),
+        (
+            ["model._target_=torch.nn.Linear", "solver=als"],
+            ["ALSSolver", "torch.nn.modules.linear.Linear"],
+        ),
+    ],
+)
 def test_a_solver_refuses_a_model_it_does_not_solve_before_reading_data(tmp_path, overrides, words):
     run_dir = tmp_path / "run"
     with pytest.raises(RunError) as raised:
@@ -172,8 +273,11 @@ def test_the_missing_data_file_is_what_a_compatible_pair_fails_on(tmp_path):
 
 
 @pytest.mark.parametrize("solver", [IALSSolver(), ALSSolver(), BPRSolver()])
-@pytest.mark.parametrize("model", [SVDpp(3, 3, dim=2, biases=False), TimeSVD(3, 3, dim=2, implicit=False)],
-                         ids=["SVDpp", "TimeSVD"])
+@pytest.mark.parametrize(
+    "model",
+    [SVDpp(3, 3, dim=2, biases=False), TimeSVD(3, 3, dim=2, implicit=False)],
+    ids=["SVDpp", "TimeSVD"],
+)
 def test_a_solver_refuses_an_incompatible_model_at_solve_time(solver, model, ratings):
     before = [p.detach().clone() for p in model.parameters()]
     with pytest.raises(ValueError, match=f"does not train mfzoo.models.*{type(model).__name__}"):
@@ -196,30 +300,35 @@ def test_check_model_takes_classes_and_accepts_what_each_solver_solves():
 
 
 # solver settings and solves ------------------------------------------------------------------
-@pytest.mark.parametrize(("make", "name"), [
-    (lambda: IALSSolver(alpha=-1.0), "alpha"),
-    (lambda: IALSSolver(alpha=math.nan), "alpha"),
-    (lambda: IALSSolver(eps=0.0), "eps"),
-    (lambda: IALSSolver(l2=math.inf), "l2"),
-    (lambda: ALSSolver(l2=-1.0), "l2"),
-    (lambda: IALSSolver(unobserved_weight=-0.5), "unobserved_weight"),
-    (lambda: IALSSolver(l2_exponent=math.nan), "l2_exponent"),
-    (lambda: IALSSolver(block_size=0), "block_size"),
-    (lambda: IALSSolver(kind="square"), "kind"),
-    (lambda: BPRSolver(lr=0.0), "lr"),
-    (lambda: BPRSolver(lr=-1.0), "lr"),
-    (lambda: BPRSolver(lr=math.nan), "lr"),
-    (lambda: BPRSolver(l2=-1.0), "l2"),
-    (lambda: BPRSolver(threads=0), "threads"),
-    (lambda: TruncatedSVD(0), "k"),
-    (lambda: TruncatedSVD(3, n_iter=-1), "n_iter"),
-])
+@pytest.mark.parametrize(
+    ("make", "name"),
+    [
+        (lambda: IALSSolver(alpha=-1.0), "alpha"),
+        (lambda: IALSSolver(alpha=math.nan), "alpha"),
+        (lambda: IALSSolver(eps=0.0), "eps"),
+        (lambda: IALSSolver(l2=math.inf), "l2"),
+        (lambda: ALSSolver(l2=-1.0), "l2"),
+        (lambda: IALSSolver(unobserved_weight=-0.5), "unobserved_weight"),
+        (lambda: IALSSolver(l2_exponent=math.nan), "l2_exponent"),
+        (lambda: IALSSolver(block_size=0), "block_size"),
+        (lambda: IALSSolver(kind="square"), "kind"),
+        (lambda: BPRSolver(lr=0.0), "lr"),
+        (lambda: BPRSolver(lr=-1.0), "lr"),
+        (lambda: BPRSolver(lr=math.nan), "lr"),
+        (lambda: BPRSolver(l2=-1.0), "l2"),
+        (lambda: BPRSolver(threads=0), "threads"),
+        (lambda: TruncatedSVD(0), "k"),
+        (lambda: TruncatedSVD(3, n_iter=-1), "n_iter"),
+    ],
+)
 def test_solver_settings_out_of_range_name_the_setting(make, name):
     with pytest.raises(ValueError, match=rf"^{name} must be .*got"):
         make()
 
 
-@pytest.mark.parametrize(("alpha", "method"), [(1e38, "exact"), (1e38, "cg"), (1e30, "cg"), (1e20, "cg")])
+@pytest.mark.parametrize(
+    ("alpha", "method"), [(1e38, "exact"), (1e38, "cg"), (1e30, "cg"), (1e20, "cg")]
+)
 def test_a_huge_alpha_raises_instead_of_writing_nan(alpha, method, ratings):
     """c = 1 + α r beyond float32 (α 1e38), or CG's rᵀr beyond it (α >= 1e20 with y ~ 0.1)."""
     model = MF(ratings.n_users, ratings.n_items, dim=4, biases=False)
@@ -229,13 +338,18 @@ def test_a_huge_alpha_raises_instead_of_writing_nan(alpha, method, ratings):
     assert torch.equal(model.user_embedding.weight, before)  # the failing half-step wrote nothing
 
 
-@pytest.mark.parametrize(("alpha", "method"), [(1e30, "exact"), (1e20, "exact"), (1e10, "cg"), (1e4, "cg")])
+@pytest.mark.parametrize(
+    ("alpha", "method"), [(1e30, "exact"), (1e20, "exact"), (1e10, "cg"), (1e4, "cg")]
+)
 def test_a_large_alpha_that_fits_gives_the_float64_factors(alpha, method, ratings):
     """Where the numbers fit float32 (the exact path's low-rank solve keeps them small), the
     factors are finite and those of the same half-step in float64."""
     R, Y = ratings.csr("user"), torch.randn(ratings.n_items, 4) * 0.1
     if method == "exact":
-        X, X64 = ials_half_step(R, Y, 0.1, alpha=alpha), ials_half_step(R, Y.double(), 0.1, alpha=alpha)
+        X, X64 = (
+            ials_half_step(R, Y, 0.1, alpha=alpha),
+            ials_half_step(R, Y.double(), 0.1, alpha=alpha),
+        )
     else:
         X0 = torch.zeros(ratings.n_users, 4)
         X = ials_half_step_cg(R, Y, X0, 0.1, alpha=alpha, cg_steps=4)
@@ -247,8 +361,11 @@ def test_a_large_alpha_that_fits_gives_the_float64_factors(alpha, method, rating
 def test_half_steps_name_non_finite_inputs():
     R = torch.tensor([[1.0, 0.0], [0.0, 2.0]]).to_sparse_csr()
     Y = torch.tensor([[1.0, 0.0], [math.nan, 1.0]])
-    for solve in (lambda: ials_half_step(R, Y, 0.1), lambda: least_squares_half_step(R, Y, 0.1),
-                  lambda: ials_half_step_cg(R, Y, torch.zeros(2, 2), 0.1)):
+    for solve in (
+        lambda: ials_half_step(R, Y, 0.1),
+        lambda: least_squares_half_step(R, Y, 0.1),
+        lambda: ials_half_step_cg(R, Y, torch.zeros(2, 2), 0.1),
+    ):
         with pytest.raises(NonFiniteError, match="fixed factors Y hold NaN"):
             solve()
     with pytest.raises(NonFiniteError, match="warm start X0"):
@@ -267,7 +384,10 @@ def test_spd_solve_raises_on_a_non_finite_system(where, value):
         A[2, i, j] = A[2, j, i] = value
     with pytest.raises(NonFiniteError, match="1 of 4 systems hold NaN or inf.*system 2"):
         spd_solve(A, b)
-    assert torch.equal(spd_solve(torch.eye(3).repeat(4, 1, 1), b.nan_to_num(0.0, 0.0, 0.0)), b.nan_to_num(0.0, 0.0, 0.0))
+    assert torch.equal(
+        spd_solve(torch.eye(3).repeat(4, 1, 1), b.nan_to_num(0.0, 0.0, 0.0)),
+        b.nan_to_num(0.0, 0.0, 0.0),
+    )
 
 
 def test_spd_solve_raises_when_the_solution_overflows():
@@ -312,23 +432,26 @@ def test_explicit_als_gives_rows_without_ratings_zero_too(ratings):
 
 
 # models and losses refuse bad sizes ----------------------------------------------------------
-@pytest.mark.parametrize(("make", "name"), [
-    (lambda: MF(5, 5, dim=0), "dim"),
-    (lambda: MF(5, 5, dim=-1), "dim"),
-    (lambda: MF(5, 5, dim=2.5), "dim"),
-    (lambda: MF(0, 5, dim=2), "n_users"),
-    (lambda: MF(5, 5, dim=2, init_std=-0.1), "init_std"),
-    (lambda: MF(5, 5, dim=2, reg_exponent=math.inf), "reg_exponent"),
-    (lambda: SVDpp(5, 5, dim=0), "dim"),
-    (lambda: SVDpp(5, 5, dim=2, implicit_l2_scale=-1.0), "implicit_l2_scale"),
-    (lambda: TimeSVD(5, 5, dim=2, n_bins=0), "n_bins"),
-    (lambda: TimeSVD(5, 5, dim=2, beta=math.nan), "beta"),
-    (lambda: TimeSVD(5, 5, dim=2, bin_l2_scale=-1.0), "bin_l2_scale"),
-    (lambda: ImplicitSets(5, 5, dim=0), "dim"),
-    (lambda: MSELoss(l2=-0.1), "l2"),
-    (lambda: MSELoss(l2=0.1, l2_bias=math.nan), "l2_bias"),
-    (lambda: SampledSoftmaxLoss(temperature=0.0), "temperature"),
-])
+@pytest.mark.parametrize(
+    ("make", "name"),
+    [
+        (lambda: MF(5, 5, dim=0), "dim"),
+        (lambda: MF(5, 5, dim=-1), "dim"),
+        (lambda: MF(5, 5, dim=2.5), "dim"),
+        (lambda: MF(0, 5, dim=2), "n_users"),
+        (lambda: MF(5, 5, dim=2, init_std=-0.1), "init_std"),
+        (lambda: MF(5, 5, dim=2, reg_exponent=math.inf), "reg_exponent"),
+        (lambda: SVDpp(5, 5, dim=0), "dim"),
+        (lambda: SVDpp(5, 5, dim=2, implicit_l2_scale=-1.0), "implicit_l2_scale"),
+        (lambda: TimeSVD(5, 5, dim=2, n_bins=0), "n_bins"),
+        (lambda: TimeSVD(5, 5, dim=2, beta=math.nan), "beta"),
+        (lambda: TimeSVD(5, 5, dim=2, bin_l2_scale=-1.0), "bin_l2_scale"),
+        (lambda: ImplicitSets(5, 5, dim=0), "dim"),
+        (lambda: MSELoss(l2=-0.1), "l2"),
+        (lambda: MSELoss(l2=0.1, l2_bias=math.nan), "l2_bias"),
+        (lambda: SampledSoftmaxLoss(temperature=0.0), "temperature"),
+    ],
+)
 def test_models_and_losses_refuse_bad_sizes(make, name):
     with pytest.raises(ValueError, match=rf"^{name} must be .*got"):
         make()
@@ -337,7 +460,10 @@ def test_models_and_losses_refuse_bad_sizes(make, name):
 # ranking list lengths K <= 0 -----------------------------------------------------------------
 def test_ranking_list_lengths_must_be_positive():
     data = Interactions.from_arrays(np.array([0, 0, 1]), np.array([0, 1, 1]))
-    train_part, test_part = data.subset(torch.tensor([True, False, True])), data.subset(torch.tensor([False, True, False]))
+    train_part, test_part = (
+        data.subset(torch.tensor([True, False, True])),
+        data.subset(torch.tensor([False, True, False])),
+    )
 
     def scores(users):
         return torch.rand(len(users), data.n_items)
@@ -347,7 +473,9 @@ def test_ranking_list_lengths_must_be_positive():
     with pytest.raises(ValueError, match=r"k \(the list length\) must be >= 1, got 0"):
         topk(scores, torch.tensor([0]), k=0)
     with pytest.raises(ValueError, match="ranking.ks"):
-        GradientModule(MF(2, 2, dim=2), MSELoss(), partial(torch.optim.SGD, lr=0.1), ranking={"ks": [-1]})
+        GradientModule(
+            MF(2, 2, dim=2), MSELoss(), partial(torch.optim.SGD, lr=0.1), ranking={"ks": [-1]}
+        )
     with pytest.raises(ValueError, match="unknown setting.*kz"):
         check_ranking({"kz": [10]})
     assert check_ranking({"ks": [10, 20], "chunk_size": 64}) == {"ks": [10, 20], "chunk_size": 64}
@@ -379,15 +507,37 @@ class VectorLoss(torch.nn.Module):
         return scores[:, 0]
 
 
-@pytest.mark.parametrize(("overrides", "words"), [
-    ([f"model._target_={__name__}.FlatScores"], ["FlatScores.forward returned shape (", "must be [B, 1+K]"]),
-    ([f"model._target_={__name__}.FlatScores", "experiment=ml100k_implicit_bpr", "data/source=synthetic"],
-     ["FlatScores.forward returned shape (", ", 5)"]),
-    ([f"model._target_={__name__}.NaNScores"], ["NaNScores.forward returned NaN or inf scores on the first training "
-                                                "batch", "not the learning rate"]),
-    ([f"loss._target_={__name__}.VectorLoss"], ["the loss VectorLoss returned (", "not a scalar"]),
-])
-def test_a_model_or_loss_breaking_the_contract_is_named_at_the_first_batch(tmp_path, overrides, words):
+@pytest.mark.parametrize(
+    ("overrides", "words"),
+    [
+        (
+            [f"model._target_={__name__}.FlatScores"],
+            ["FlatScores.forward returned shape (", "must be [B, 1+K]"],
+        ),
+        (
+            [
+                f"model._target_={__name__}.FlatScores",
+                "experiment=ml100k_implicit_bpr",
+                "data/source=synthetic",
+            ],
+            ["FlatScores.forward returned shape (", ", 5)"],
+        ),
+        (
+            [f"model._target_={__name__}.NaNScores"],
+            [
+                "NaNScores.forward returned NaN or inf scores on the first training batch",
+                "not the learning rate",
+            ],
+        ),
+        (
+            [f"loss._target_={__name__}.VectorLoss"],
+            ["the loss VectorLoss returned (", "not a scalar"],
+        ),
+    ],
+)
+def test_a_model_or_loss_breaking_the_contract_is_named_at_the_first_batch(
+    tmp_path, overrides, words
+):
     from mfzoo.training.module import ModelContractError
 
     run_dir = tmp_path / "run"

@@ -18,5 +18,16 @@ from mfzoo.data.sources.grouplens import movielens, movielens_features, movielen
 from mfzoo.data.sources.logs import amazon_reviews, json_lines, netflix_prize
 from mfzoo.data.sources.tables import Column, read_features, read_table
 
-__all__ = ["Column", "amazon_reviews", "json_lines", "movielens", "movielens_features", "movielens_titles",
-           "netflix_prize", "read_features", "read_table", "synthetic", "synthetic_with_truth"]
+__all__ = [
+    "Column",
+    "amazon_reviews",
+    "json_lines",
+    "movielens",
+    "movielens_features",
+    "movielens_titles",
+    "netflix_prize",
+    "read_features",
+    "read_table",
+    "synthetic",
+    "synthetic_with_truth",
+]

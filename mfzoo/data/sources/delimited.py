@@ -31,7 +31,12 @@ from mfzoo.data.errors import DataError
 Column = str | int
 # ids as text: Arrow copies text faster than it parses integers, and the ids' text is needed
 # anyway to keep "007" apart from "7" (`tables.canonical_ints` parses them after)
-ROLE_TYPES = {"user": pa.string(), "item": pa.string(), "value": pa.float64(), "timestamp": pa.int64()}
+ROLE_TYPES = {
+    "user": pa.string(),
+    "item": pa.string(),
+    "value": pa.float64(),
+    "timestamp": pa.int64(),
+}
 COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd", ".zstd": "zstd", ".lz4": "lz4"}
 _SAMPLE_BYTES = 1 << 16  # what the separator sniffer and the header reader see
 
@@ -65,7 +70,9 @@ def open_text(path: Path):
     compression = COMPRESSIONS.get(path.suffix.lower())
     if compression is None:
         return open(path, encoding="utf-8-sig", newline="")
-    with pa.input_stream(str(path), compression=compression) as stream:  # whole: the reader seeks back
+    with pa.input_stream(
+        str(path), compression=compression
+    ) as stream:  # whole: the reader seeks back
         return io.StringIO(stream.read().decode("utf-8-sig"), newline="")
 
 
@@ -77,8 +84,10 @@ def first_text(head: bytes) -> str:
 
 def not_utf8(path: Path, err: UnicodeDecodeError) -> DataError:
     """The error for a file whose start is not UTF-8 text."""
-    return DataError(f"{path}: not UTF-8 text (byte {err.object[err.start:err.start + 1]!r} cannot be decoded); "
-                     "is it a binary file, or Parquet without the .parquet extension?")
+    return DataError(
+        f"{path}: not UTF-8 text (byte {err.object[err.start : err.start + 1]!r} cannot be decoded); "
+        "is it a binary file, or Parquet without the .parquet extension?"
+    )
 
 
 def _sniff(path: Path, sample: str) -> str:
@@ -149,8 +158,9 @@ def widen_field_limit() -> None:
     csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
 
 
-def read_columns(path: Path, wanted: dict[str, Column], sep: str | None, header: bool,
-                 column_index) -> Delimited:
+def read_columns(
+    path: Path, wanted: dict[str, Column], sep: str | None, header: bool, column_index
+) -> Delimited:
     """The wanted columns (role -> `Column`) of a delimited file, read by Arrow.
 
     `column_index(path, col, names)` resolves a header name or position. Raises `DataError`
@@ -179,7 +189,9 @@ def read_columns(path: Path, wanted: dict[str, Column], sep: str | None, header:
     fields = [c.strip() for c in first_row(sample, sep)]
     names = fields if header else None
     index = {role: column_index(path, col, names) for role, col in wanted.items()}
-    labels = {role: str(col) if names is None else names[index[role]] for role, col in wanted.items()}
+    labels = {
+        role: str(col) if names is None else names[index[role]] for role, col in wanted.items()
+    }
     need = max(index.values()) + 1
     lines = Lines(path, header, sep)
     # the first non-blank line (the header, when there is one): lines before it are skipped
@@ -187,7 +199,9 @@ def read_columns(path: Path, wanted: dict[str, Column], sep: str | None, header:
     first = next((k for k, line in enumerate(physical) if line.strip()), 0)
     if need > len(fields):
         raise DataError(f"{path}: line {first + 1} has {len(fields)} field(s), {need} needed")
-    types: dict[int, object] = {}  # column -> Arrow type; a column of two roles of two types is read as text
+    types: dict[
+        int, object
+    ] = {}  # column -> Arrow type; a column of two roles of two types is read as text
     for role in wanted:
         kind = ROLE_TYPES[role]
         types[index[role]] = kind if types.get(index[role], kind) == kind else pa.string()
@@ -202,36 +216,57 @@ def read_columns(path: Path, wanted: dict[str, Column], sep: str | None, header:
     n_fields = len(fields)
     block = 1 << 20  # Arrow's default; a header longer than a block needs a larger one
     for _ in range(len(types) + 2):  # each retry reads one more column as text (or a larger block)
-        read = pcsv.ReadOptions(column_names=[f"f{k}" for k in range(n_fields)],
-                                skip_rows=first + 1 if header else 0, use_threads=True, block_size=block)
+        read = pcsv.ReadOptions(
+            column_names=[f"f{k}" for k in range(n_fields)],
+            skip_rows=first + 1 if header else 0,
+            use_threads=True,
+            block_size=block,
+        )
         parse = pcsv.ParseOptions(delimiter=sep, invalid_row_handler=handler)
         convert = pcsv.ConvertOptions(
-            include_columns=[f"f{k}" for k in types], column_types={f"f{k}": kind for k, kind in types.items()},
-            null_values=[""], strings_can_be_null=False, quoted_strings_can_be_null=False,
+            include_columns=[f"f{k}" for k in types],
+            column_types={f"f{k}": kind for k, kind in types.items()},
+            null_values=[""],
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
         )
         invalid.clear()
         try:
-            table = pcsv.read_csv(pa.BufferReader(buffer) if compressed else str(path), read, parse, convert)
+            table = pcsv.read_csv(
+                pa.BufferReader(buffer) if compressed else str(path), read, parse, convert
+            )
         except pa.ArrowInvalid as err:
             message = str(err)
             if invalid:
                 _refuse_short_rows(path, sep, header, need)
                 raise Ragged(message) from None
             if "UTF8" in message or "UTF-8" in message:
-                raise DataError(f"{path}: not UTF-8 text ({first_line(message)}); is it a binary file?") from None
-            if "skip initial" in message:  # the header fills a block: a larger one, or no row after it
-                if block < 1 << 28 and "larger than block size" in message and "\n" in sample.strip("\r\n"):
+                raise DataError(
+                    f"{path}: not UTF-8 text ({first_line(message)}); is it a binary file?"
+                ) from None
+            if (
+                "skip initial" in message
+            ):  # the header fills a block: a larger one, or no row after it
+                if (
+                    block < 1 << 28
+                    and "larger than block size" in message
+                    and "\n" in sample.strip("\r\n")
+                ):
                     block <<= 4
                     continue
                 raise DataError(f"{path}: no data rows (a header only, or blank lines)") from None
             bad = re.search(r"column #(\d+)", message)
             column = int(bad[1]) if bad else -1
             if types.get(column, pa.string()) == pa.string():
-                raise DataError(f"{path}: cannot be read as delimited text: {first_line(message)}") from None
+                raise DataError(
+                    f"{path}: cannot be read as delimited text: {first_line(message)}"
+                ) from None
             types[column] = pa.string()  # the caller converts it and names the bad cell
             continue
         except (OSError, pa.ArrowException) as err:
-            raise DataError(f"{path}: cannot be read as delimited text: {first_line(err)}") from None
+            raise DataError(
+                f"{path}: cannot be read as delimited text: {first_line(err)}"
+            ) from None
         if table.num_rows == 0:
             raise DataError(f"{path}: no data rows (a header only, or blank lines)")
         columns = {role: table.column(f"f{index[role]}") for role in wanted}
@@ -248,7 +283,9 @@ def _refuse_short_rows(path: Path, sep: str, header: bool, need: int) -> None:
             if len(row) < need:
                 raise DataError(f"{path}: line {line} has {len(row)} field(s), {need} needed")
     except csv.Error as err:
-        raise DataError(f"{path}: cannot be read as delimited text: after line {line}: {err}") from None
+        raise DataError(
+            f"{path}: cannot be read as delimited text: after line {line}: {err}"
+        ) from None
 
 
 def _text(path: Path) -> str:

@@ -15,10 +15,18 @@ log = logging.getLogger(__name__)
 
 
 def synthetic_with_truth(
-    n_users: int = 1000, n_items: int = 500, n_interactions: int = 20000, dim: int = 8,
-    user_alpha: float = 1.2, item_alpha: float = 1.0, noise: float = 0.5,
-    rating_scale: tuple[float, float] | None = (1, 5), implicit: bool = False, seed: int = 0,
-    time_span_days: float = 365, start: str = "2020-01-01",
+    n_users: int = 1000,
+    n_items: int = 500,
+    n_interactions: int = 20000,
+    dim: int = 8,
+    user_alpha: float = 1.2,
+    item_alpha: float = 1.0,
+    noise: float = 0.5,
+    rating_scale: tuple[float, float] | None = (1, 5),
+    implicit: bool = False,
+    seed: int = 0,
+    time_span_days: float = 365,
+    start: str = "2020-01-01",
 ) -> tuple[Interactions, dict[str, Tensor | float]]:
     """Seeded synthetic interactions with a planted low-rank signal, and that signal.
 
@@ -38,21 +46,23 @@ def synthetic_with_truth(
     if min(n_users, n_items, n_interactions) < 1:
         raise ValueError("synthetic: n_users, n_items and n_interactions must be positive")
     rng = np.random.default_rng(seed)
-    P = rng.normal(0.0, dim ** -0.25, (n_users, dim)).astype(np.float32)  # [U, d]; P[u]·Q[i] ~ var 1
-    Q = rng.normal(0.0, dim ** -0.25, (n_items, dim)).astype(np.float32)  # [I, d]
+    P = rng.normal(0.0, dim**-0.25, (n_users, dim)).astype(np.float32)  # [U, d]; P[u]·Q[i] ~ var 1
+    Q = rng.normal(0.0, dim**-0.25, (n_items, dim)).astype(np.float32)  # [I, d]
     bu = rng.normal(0.0, 0.3, n_users).astype(np.float32)  # [U]
     bi = rng.normal(0.0, 0.5, n_items).astype(np.float32)  # [I]
     target = min(n_interactions, n_users * n_items)
     if target < n_interactions:
-        log.warning("synthetic: only %d distinct (user, item) pairs exist; making %d", target, target)
+        log.warning(
+            "synthetic: only %d distinct (user, item) pairs exist; making %d", target, target
+        )
     user_w = _zipf(n_users, user_alpha, max(0.25 * n_items / target, 2.0 / n_users), rng)  # [U]
     item_w = _zipf(n_items, item_alpha, max(0.25 * n_users / target, 2.0 / n_items), rng)  # [I]
     users, items = _unique_pairs(n_users, n_items, target, user_w, item_w, rng)  # [N], [N]
     z = np.empty(len(users), dtype=np.float32)  # [N]
     chunk = 1 << 20  # chunks keep the [chunk, d] gathers small
     for s in range(0, len(users), chunk):
-        u, i = users[s:s + chunk], items[s:s + chunk]
-        z[s:s + chunk] = np.einsum("nd,nd->n", P[u], Q[i]) + bu[u] + bi[i]  # [chunk]
+        u, i = users[s : s + chunk], items[s : s + chunk]
+        z[s : s + chunk] = np.einsum("nd,nd->n", P[u], Q[i]) + bu[u] + bi[i]  # [chunk]
     z += noise * rng.standard_normal(len(z), dtype=np.float32)  # [N]
     offset, scale = 0.0, 1.0
     if implicit:
@@ -67,7 +77,9 @@ def synthetic_with_truth(
     t0 = datetime.fromisoformat(start)
     t0 = int((t0 if t0.tzinfo else t0.replace(tzinfo=timezone.utc)).timestamp())
     joined = rng.uniform(0.0, 0.8 * span, n_users)  # [U] each user's first activity
-    times = t0 + (joined[users] + rng.uniform(0.0, 1.0, len(users)) * (span - joined[users])).astype(np.int64)
+    times = t0 + (
+        joined[users] + rng.uniform(0.0, 1.0, len(users)) * (span - joined[users])
+    ).astype(np.int64)
     order = np.argsort(times, kind="stable")  # [N] rows in time order
     # Built directly: ids are already contiguous, values finite and pairs unique by construction;
     # this keeps n_users / n_items equal to the planted shapes even if an id has no pair.
@@ -80,20 +92,46 @@ def synthetic_with_truth(
         item_ids=np.arange(n_items, dtype=np.int64),
         name="synthetic",
     )
-    truth = {"P": torch.from_numpy(P), "Q": torch.from_numpy(Q), "user_bias": torch.from_numpy(bu),
-             "item_bias": torch.from_numpy(bi), "offset": offset, "scale": scale}
+    truth = {
+        "P": torch.from_numpy(P),
+        "Q": torch.from_numpy(Q),
+        "user_bias": torch.from_numpy(bu),
+        "item_bias": torch.from_numpy(bi),
+        "offset": offset,
+        "scale": scale,
+    }
     return data, truth
 
 
 def synthetic(
-    n_users: int = 1000, n_items: int = 500, n_interactions: int = 20000, dim: int = 8,
-    user_alpha: float = 1.2, item_alpha: float = 1.0, noise: float = 0.5,
-    rating_scale: tuple[float, float] | None = (1, 5), implicit: bool = False, seed: int = 0,
-    time_span_days: float = 365, start: str = "2020-01-01",
+    n_users: int = 1000,
+    n_items: int = 500,
+    n_interactions: int = 20000,
+    dim: int = 8,
+    user_alpha: float = 1.2,
+    item_alpha: float = 1.0,
+    noise: float = 0.5,
+    rating_scale: tuple[float, float] | None = (1, 5),
+    implicit: bool = False,
+    seed: int = 0,
+    time_span_days: float = 365,
+    start: str = "2020-01-01",
 ) -> Interactions:
     """The interactions of `synthetic_with_truth` (same arguments), without the planted truth."""
-    return synthetic_with_truth(n_users, n_items, n_interactions, dim, user_alpha, item_alpha, noise,
-                                rating_scale, implicit, seed, time_span_days, start)[0]
+    return synthetic_with_truth(
+        n_users,
+        n_items,
+        n_interactions,
+        dim,
+        user_alpha,
+        item_alpha,
+        noise,
+        rating_scale,
+        implicit,
+        seed,
+        time_span_days,
+        start,
+    )[0]
 
 
 def _zipf(n: int, alpha: float, max_share: float, rng: np.random.Generator) -> np.ndarray:
@@ -113,7 +151,12 @@ def _zipf(n: int, alpha: float, max_share: float, rng: np.random.Generator) -> n
 
 
 def _unique_pairs(
-    n_users: int, n_items: int, n: int, user_w: np.ndarray, item_w: np.ndarray, rng: np.random.Generator
+    n_users: int,
+    n_items: int,
+    n: int,
+    user_w: np.ndarray,
+    item_w: np.ndarray,
+    rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray]:
     """`n` distinct (user, item) pairs (fewer if redraws fall short), as two int64 [n]."""
     keys = np.empty(0, dtype=np.int64)  # sorted distinct user * n_items + item
@@ -129,7 +172,9 @@ def _unique_pairs(
         if need <= 0:
             break
         m = int(need * 1.2 / new_rate) + 64
-        draw = _sorted_unique(rng.choice(n_users, m, p=user_w) * n_items + rng.choice(n_items, m, p=item_w))
+        draw = _sorted_unique(
+            rng.choice(n_users, m, p=user_w) * n_items + rng.choice(n_items, m, p=item_w)
+        )
         if len(keys):  # drop pairs already taken
             draw = draw[keys[np.searchsorted(keys, draw).clip(max=len(keys) - 1)] != draw]
         new_rate = max(len(draw) / m, 0.02)

@@ -20,8 +20,8 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 
 from mfzoo.data.cache import cached
-from mfzoo.data.errors import DataError
 from mfzoo.data.duplicates import PairPolicy
+from mfzoo.data.errors import DataError
 from mfzoo.data.features import Features
 from mfzoo.data.interactions import DuplicatePolicy, Interactions
 from mfzoo.data.sources.delimited import first_line
@@ -43,7 +43,11 @@ _MOVIELENS: dict[str, tuple[str, str, str]] = {
 # between snapshots: only non-empty).
 _ZIP_SHA256: dict[str, str] = {}
 _EXPECTED_ROWS: dict[str, int] = {
-    "100k": 100_000, "1m": 1_000_209, "10m": 10_000_054, "20m": 20_000_263, "25m": 25_000_095,
+    "100k": 100_000,
+    "1m": 1_000_209,
+    "10m": 10_000_054,
+    "20m": 20_000_263,
+    "25m": 25_000_095,
 }
 _DOWNLOAD_TIMEOUT_S = 10.0
 # Offline fallback for 100k: the RecBole wheel on PyPI ships ml-100k as atomic files.
@@ -57,15 +61,43 @@ _RECBOLE_USER_SHA256 = "4f670007d9cfbeb9807e757209af1555b9bcc186bde25e767f67cb67
 # MovieLens-100K side information: the 19 genre flags of u.item in column order (u.genre), and
 # the age groups of MovieLens-1M's users.dat (upper bound exclusive -> label) for u.user's ages
 _ML100K_GENRES = (
-    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
-    "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
 )
-_AGE_GROUPS = ((18, "<18"), (25, "18-24"), (35, "25-34"), (45, "35-44"), (50, "45-49"), (56, "50-55"))
+_AGE_GROUPS = (
+    (18, "<18"),
+    (25, "18-24"),
+    (35, "25-34"),
+    (45, "35-44"),
+    (50, "45-49"),
+    (56, "50-55"),
+)
 
 
 def movielens(
-    name: str = "100k", cache_dir: str | None = None, duplicates: DuplicatePolicy = "keep_last",
-    pair_duplicates: PairPolicy | None = None, features: bool = False, cache: bool | None = None,
+    name: str = "100k",
+    cache_dir: str | None = None,
+    duplicates: DuplicatePolicy = "keep_last",
+    pair_duplicates: PairPolicy | None = None,
+    features: bool = False,
+    cache: bool | None = None,
 ) -> Interactions:
     """Load a MovieLens release ("100k", "1m", "10m", "20m", "25m", "latest-small").
 
@@ -89,18 +121,32 @@ def movielens(
     source = _movielens_source(name, cache_dir)
     start = time.perf_counter()
     options = {"name": name, "duplicates": duplicates, "pair_duplicates": pair_duplicates}
-    data = cached("movielens", [source], options,
-                  lambda: _parse_movielens(source, name, duplicates, pair_duplicates), cache)
+    data = cached(
+        "movielens",
+        [source],
+        options,
+        lambda: _parse_movielens(source, name, duplicates, pair_duplicates),
+        cache,
+    )
     if features:
         (user_ids, users_table), (item_ids, items_table) = movielens_features(name, cache_dir)
-        data = data.with_features(users_table.align(user_ids, data.user_ids, f"movielens-{name} users"),
-                                  items_table.align(item_ids, data.item_ids, f"movielens-{name} items"))
-    log.info("movielens-%s: %d ratings from %s in %.2fs", name, len(data), source, time.perf_counter() - start)
+        data = data.with_features(
+            users_table.align(user_ids, data.user_ids, f"movielens-{name} users"),
+            items_table.align(item_ids, data.item_ids, f"movielens-{name} items"),
+        )
+    log.info(
+        "movielens-%s: %d ratings from %s in %.2fs",
+        name,
+        len(data),
+        source,
+        time.perf_counter() - start,
+    )
     return data
 
 
-def _parse_movielens(source: Path, name: str, duplicates: DuplicatePolicy, pair_duplicates: PairPolicy | None
-                     ) -> Interactions:
+def _parse_movielens(
+    source: Path, name: str, duplicates: DuplicatePolicy, pair_duplicates: PairPolicy | None
+) -> Interactions:
     users, items, ratings, times = _read_ratings(source, name)  # each [N]
     expected = _EXPECTED_ROWS.get(name)
     if len(users) == 0 or (expected is not None and len(users) != expected):
@@ -108,12 +154,20 @@ def _parse_movielens(source: Path, name: str, duplicates: DuplicatePolicy, pair_
             f"{source}: parsed {len(users)} MovieLens-{name} ratings, expected {expected or 'some'}; "
             "the file looks damaged: delete it and load again"
         )
-    return Interactions.from_arrays(users, items, ratings, times, name=f"movielens-{name}", duplicates=duplicates,
-                                    pair_duplicates=pair_duplicates)
+    return Interactions.from_arrays(
+        users,
+        items,
+        ratings,
+        times,
+        name=f"movielens-{name}",
+        duplicates=duplicates,
+        pair_duplicates=pair_duplicates,
+    )
 
 
-def movielens_features(name: str = "100k", cache_dir: str | None = None
-                       ) -> tuple[tuple[np.ndarray, Features], tuple[np.ndarray, Features]]:
+def movielens_features(
+    name: str = "100k", cache_dir: str | None = None
+) -> tuple[tuple[np.ndarray, Features], tuple[np.ndarray, Features]]:
     """The side information of MovieLens-100K, ((raw user ids, user table), (raw item ids,
     item table)), rows in file order (`Features.align` puts them in a model's id order).
 
@@ -129,16 +183,22 @@ def movielens_features(name: str = "100k", cache_dir: str | None = None
     source = _movielens_source(name, cache_dir)
     if source.suffix == ".inter":
         root = source.parent
-        users = _recbole_rows(_recbole_extra(root, _RECBOLE_USER),
-                              ("user_id:token", "age:token", "gender:token", "occupation:token"))
-        items = _recbole_rows(_recbole_extra(root, _RECBOLE_ITEM), ("item_id:token", "class:token_seq"))
+        users = _recbole_rows(
+            _recbole_extra(root, _RECBOLE_USER),
+            ("user_id:token", "age:token", "gender:token", "occupation:token"),
+        )
+        items = _recbole_rows(
+            _recbole_extra(root, _RECBOLE_ITEM), ("item_id:token", "class:token_seq")
+        )
         item_ids = [row[0] for _, row in items]
         genres = [row[1].split() for _, row in items]
         for (line, row), cell in zip(items, genres):
             unknown = sorted(set(cell) - set(_ML100K_GENRES))
             if unknown:
-                raise DataError(f"{root / 'ml-100k.item'}: column 'class:token_seq' line {line} names unknown "
-                                f"genre(s) {unknown}")
+                raise DataError(
+                    f"{root / 'ml-100k.item'}: column 'class:token_seq' line {line} names unknown "
+                    f"genre(s) {unknown}"
+                )
         user_rows, where = [row for _, row in users], root / "ml-100k.user"
         user_lines = [line for line, _ in users]
     else:
@@ -147,7 +207,9 @@ def movielens_features(name: str = "100k", cache_dir: str | None = None
             for base in ("u.user", "u.item"):
                 member = _zip_member(zf, base)
                 if member is None:
-                    raise DataError(f"{source}: no {base} inside, which MovieLens-100K features need")
+                    raise DataError(
+                        f"{source}: no {base} inside, which MovieLens-100K features need"
+                    )
                 text[base] = (f"{source}!{member}", zf.read(member).decode("latin-1"))
         where, lines = text["u.user"][0], text["u.user"][1].splitlines()
         user_lines = [k + 1 for k, line in enumerate(lines) if line.strip()]
@@ -159,25 +221,38 @@ def movielens_features(name: str = "100k", cache_dir: str | None = None
                 continue
             fields = line.split("|")
             flags = fields[5:]
-            if len(fields) != 5 + len(_ML100K_GENRES) or any(f.strip() not in ("0", "1") for f in flags):
-                raise DataError(f"{item_where}: line {k} does not end in {len(_ML100K_GENRES)} genre flags (0/1) "
-                                f"after 5 fields ({len(fields)} fields)")
+            if len(fields) != 5 + len(_ML100K_GENRES) or any(
+                f.strip() not in ("0", "1") for f in flags
+            ):
+                raise DataError(
+                    f"{item_where}: line {k} does not end in {len(_ML100K_GENRES)} genre flags (0/1) "
+                    f"after 5 fields ({len(fields)} fields)"
+                )
             item_ids.append(fields[0])
             genres.append([g for g, f in zip(_ML100K_GENRES, flags) if f.strip() == "1"])
     ages, genders, occupations = [], [], []
     for line, row in zip(user_lines, user_rows):
         if len(row) < 4:
-            raise DataError(f"{where}: line {line} has {len(row)} field(s), 4 needed (id, age, gender, occupation)")
+            raise DataError(
+                f"{where}: line {line} has {len(row)} field(s), 4 needed (id, age, gender, occupation)"
+            )
         try:
             age = int(row[1])
         except ValueError:
-            raise DataError(f"{where}: column 'age' line {line} holds {row[1]!r}, not a whole number") from None
+            raise DataError(
+                f"{where}: column 'age' line {line} holds {row[1]!r}, not a whole number"
+            ) from None
         ages.append([_age_group(age)])
         genders.append([row[2].strip()])
         occupations.append([row[3].strip()])
-    users_table = Features.from_columns(len(user_rows), {"age": ages, "gender": genders, "occupation": occupations})
+    users_table = Features.from_columns(
+        len(user_rows), {"age": ages, "gender": genders, "occupation": occupations}
+    )
     items_table = Features.from_columns(len(item_ids), {"genre": genres})
-    return ((_int_ids([r[0] for r in user_rows], where), users_table), (_int_ids(item_ids, where), items_table))
+    return (
+        (_int_ids([r[0] for r in user_rows], where), users_table),
+        (_int_ids(item_ids, where), items_table),
+    )
 
 
 def _age_group(age: int) -> str:
@@ -249,7 +324,9 @@ def _decode(raw: bytes) -> str:
 
 def _cache_root(cache_dir: str | os.PathLike | None) -> Path:
     """The cache folder (created): `cache_dir`, else `$MFZOO_DATA`, else `~/.cache/mfzoo`."""
-    root = Path(cache_dir or os.environ.get("MFZOO_DATA") or Path.home() / ".cache" / "mfzoo").expanduser()
+    root = Path(
+        cache_dir or os.environ.get("MFZOO_DATA") or Path.home() / ".cache" / "mfzoo"
+    ).expanduser()
     root.mkdir(parents=True, exist_ok=True)
     return root
 
@@ -286,7 +363,9 @@ def _movielens_source(name: str, cache_dir: str | None) -> Path:
         download_error = err
         log.warning("movielens-%s: download failed: %s", name, err)
     if name != "100k":
-        raise DataError(f"could not download {url} ({download_error}); place the zip at {zip_path} by hand")
+        raise DataError(
+            f"could not download {url} ({download_error}); place the zip at {zip_path} by hand"
+        )
     try:
         path = _recbole_fallback(root)
     except (OSError, subprocess.SubprocessError, zipfile.BadZipFile, KeyError, DataError) as err:
@@ -334,8 +413,19 @@ def _check_sha256(data: bytes, expected: str, what: str) -> None:
 def _pip_download(requirement: str, dest: Path) -> Path:
     """Run `pip download --no-deps` for one pure-Python wheel into `dest`; return its path."""
     dest.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-           "--disable-pip-version-check", "-q", requirement, "-d", str(dest)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "-q",
+        requirement,
+        "-d",
+        str(dest),
+    ]
     log.info("running %s", " ".join(cmd))
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     if done.returncode != 0:
@@ -361,13 +451,18 @@ def _recbole_fallback(root: Path) -> Path:
     for member, data in extras.items():
         _check_sha256(data, _recorded_sha256(member), f"{wheel}!{member}")
         _write_whole(root / member.rsplit("/", 1)[-1], data)
-    return _write_whole(root / "ml-100k.inter", inter)  # the .inter file appears whole or not at all
+    return _write_whole(
+        root / "ml-100k.inter", inter
+    )  # the .inter file appears whole or not at all
 
 
 def _recorded_sha256(member: str) -> str:
     """The recorded sha256 of a RecBole ml-100k member."""
-    return {_RECBOLE_INTER: _RECBOLE_INTER_SHA256, _RECBOLE_ITEM: _RECBOLE_ITEM_SHA256,
-            _RECBOLE_USER: _RECBOLE_USER_SHA256}[member]
+    return {
+        _RECBOLE_INTER: _RECBOLE_INTER_SHA256,
+        _RECBOLE_ITEM: _RECBOLE_ITEM_SHA256,
+        _RECBOLE_USER: _RECBOLE_USER_SHA256,
+    }[member]
 
 
 def _write_whole(path: Path, data: bytes) -> Path:
@@ -386,19 +481,25 @@ def _recbole_extra(root: Path, member: str) -> Path:
         return path
     try:
         wheels = root / "wheels"
-        wheel = _find_wheel(wheels, _RECBOLE_REQUIREMENT) or _pip_download(_RECBOLE_REQUIREMENT, wheels)
+        wheel = _find_wheel(wheels, _RECBOLE_REQUIREMENT) or _pip_download(
+            _RECBOLE_REQUIREMENT, wheels
+        )
         with zipfile.ZipFile(wheel) as zf:
             data = zf.read(member)
     except (OSError, subprocess.SubprocessError, zipfile.BadZipFile, KeyError) as err:
-        raise DataError(f"{path} is missing and could not be taken from the {_RECBOLE_REQUIREMENT} wheel "
-                        f"({err}); place its {member} at {path}") from None
+        raise DataError(
+            f"{path} is missing and could not be taken from the {_RECBOLE_REQUIREMENT} wheel "
+            f"({err}); place its {member} at {path}"
+        ) from None
     _check_sha256(data, expected, f"{wheel}!{member}")
     return _write_whole(path, data)
 
 
 def _zip_member(zf: zipfile.ZipFile, base: str) -> str | None:
     """The first member of `zf` whose file name is `base` (any folder), or None."""
-    return next((n for n in zf.namelist() if n.rsplit("/", 1)[-1] == base and "__MACOSX" not in n), None)
+    return next(
+        (n for n in zf.namelist() if n.rsplit("/", 1)[-1] == base and "__MACOSX" not in n), None
+    )
 
 
 def _read_ratings(source: Path, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -409,10 +510,14 @@ def _read_ratings(source: Path, name: str) -> tuple[np.ndarray, np.ndarray, np.n
         with zipfile.ZipFile(source) as zf:
             member = _zip_member(zf, _MOVIELENS[name][1])
             if member is None:
-                raise DataError(f"{source}: no {_MOVIELENS[name][1]} inside; delete the file and load again")
+                raise DataError(
+                    f"{source}: no {_MOVIELENS[name][1]} inside; delete the file and load again"
+                )
             raw = zf.read(member)
     except zipfile.BadZipFile as err:
-        raise DataError(f"{source}: not a readable zip ({err}); delete the file and load again") from None
+        raise DataError(
+            f"{source}: not a readable zip ({err}); delete the file and load again"
+        ) from None
     sep = "," if member.endswith(".csv") else ":" if member.endswith(".dat") else "\t"
     return _parse_ratings(raw, sep, header=member.endswith(".csv"), what=f"{source}!{member}")
 

@@ -34,7 +34,9 @@ log = logging.getLogger(__name__)
 NETFLIX_COLUMNS = {"user": "CustomerID", "item": "MovieID", "value": "Rating", "timestamp": "Date"}
 # the file names of both Netflix distributions; a directory holding some of them is read as those only
 _NETFLIX_FILE = re.compile(r"(mv_\d+|combined_data_\d+)\.txt(\.gz|\.bz2)?", re.IGNORECASE)
-_LINE_DELIMITER = "\x1f"  # the unit separator: never in a Netflix line, so the CSV reader yields whole lines
+_LINE_DELIMITER = (
+    "\x1f"  # the unit separator: never in a Netflix line, so the CSV reader yields whole lines
+)
 _SHOWN = 60  # characters of a bad line or cell quoted in an error
 _SAMPLE_BYTES = 1 << 16  # bytes read at a time while looking for the first JSON record
 _JSON_BLOCK = 1 << 20  # Arrow's JSON block size; a retry uses _JSON_BLOCK_RETRY for longer lines
@@ -47,8 +49,11 @@ AMAZON_LAYOUTS = {  # layout -> (user, item, value, timestamp fields, time unit)
 
 # Netflix Prize ------------------------------------------------------------------------------
 def netflix_prize(
-    path: str | os.PathLike, duplicates: DuplicatePolicy = "keep_last", pair_duplicates: PairPolicy | None = None,
-    name: str | None = None, cache: bool | None = None,
+    path: str | os.PathLike,
+    duplicates: DuplicatePolicy = "keep_last",
+    pair_duplicates: PairPolicy | None = None,
+    name: str | None = None,
+    cache: bool | None = None,
 ) -> Interactions:
     """Read the Netflix Prize ratings: one file, or a directory of files read as one set.
 
@@ -79,19 +84,30 @@ def netflix_prize(
     """
     path = Path(path)
     files = _netflix_files(path)
-    data = cached("netflix_prize", files, {"duplicates": duplicates, "pair_duplicates": pair_duplicates},
-                  lambda: _netflix_set(path, files, duplicates, pair_duplicates), cache)
+    data = cached(
+        "netflix_prize",
+        files,
+        {"duplicates": duplicates, "pair_duplicates": pair_duplicates},
+        lambda: _netflix_set(path, files, duplicates, pair_duplicates),
+        cache,
+    )
     return replace(data, name=name or _stem(path))
 
 
-def _netflix_set(path: Path, files: list[Path], duplicates: DuplicatePolicy, pair_duplicates: PairPolicy | None
-                 ) -> Interactions:
+def _netflix_set(
+    path: Path, files: list[Path], duplicates: DuplicatePolicy, pair_duplicates: PairPolicy | None
+) -> Interactions:
     """The ratings of `files` as one set (`netflix_prize` without its cache and name)."""
     blocks = [_netflix_file(f) for f in files]
-    rows = np.cumsum([0] + [b.rows for b in blocks])  # [F + 1] first row of each file in the joined set
+    rows = np.cumsum(
+        [0] + [b.rows for b in blocks]
+    )  # [F + 1] first row of each file in the joined set
     if rows[-1] == 0:
         raise DataError(f"{path}: no ratings (only 'MovieID:' lines)")
-    cols = {role: pa.chunked_array([b.columns[role] for b in blocks if b.rows]) for role in NETFLIX_COLUMNS}
+    cols = {
+        role: pa.chunked_array([b.columns[role] for b in blocks if b.rows])
+        for role in NETFLIX_COLUMNS
+    }
 
     def line_of(row: int) -> str:
         k = int(np.searchsorted(rows, row, side="right")) - 1
@@ -112,7 +128,9 @@ class _NetflixBlock:
 
     columns: dict
     rows: int
-    skipped: np.ndarray  # [S] sorted 0-based positions of the lines that are not ratings (headers, blanks)
+    skipped: (
+        np.ndarray
+    )  # [S] sorted 0-based positions of the lines that are not ratings (headers, blanks)
 
     def line(self, row: int) -> int:
         """The 1-based file line of 0-based rating `row`: skipped line s_j has s_j - j ratings
@@ -125,15 +143,24 @@ def _netflix_files(path: Path) -> list[Path]:
     if not path.is_dir():
         _check_file(path)
         return [path]
-    files = sorted((p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")), key=lambda p: p.name)
+    files = sorted(
+        (p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")),
+        key=lambda p: p.name,
+    )
     known = [p for p in files if _NETFLIX_FILE.fullmatch(p.name)]
     if not files:
-        raise DataError(f"{path}: directory has no files (expected the Netflix Prize training_set/mv_*.txt "
-                        "or combined_data_*.txt files)")
+        raise DataError(
+            f"{path}: directory has no files (expected the Netflix Prize training_set/mv_*.txt "
+            "or combined_data_*.txt files)"
+        )
     if known and len(known) < len(files):
         names = {p.name for p in known}
-        log.info("%s: reading the %d Netflix rating files, not %s", path, len(known),
-                 [p.name for p in files if p.name not in names])
+        log.info(
+            "%s: reading the %d Netflix rating files, not %s",
+            path,
+            len(known),
+            [p.name for p in files if p.name not in names],
+        )
     return known or files
 
 
@@ -151,29 +178,55 @@ def _netflix_file(file: Path) -> _NetflixBlock:
     data = np.flatnonzero(~(header | blank))  # [N] lines of ratings
     movie_of_line = np.cumsum(header) - 1  # [L] the last header at or before each line (-1: none)
     if len(data) and movie_of_line[data[0]] < 0:
-        raise DataError(f"{file}: line {data[0] + 1} comes before any 'MovieID:' line: "
-                        f"{_shown(text[int(data[0])].as_py())}")
+        raise DataError(
+            f"{file}: line {data[0] + 1} comes before any 'MovieID:' line: "
+            f"{_shown(text[int(data[0])].as_py())}"
+        )
     skipped = np.flatnonzero(header | blank)
     if len(data) == 0:
-        empty = {role: pa.array([], type=t) for role, t in
-                 (("user", pa.int64()), ("item", pa.int64()), ("value", pa.float64()), ("timestamp", pa.int64()))}
+        empty = {
+            role: pa.array([], type=t)
+            for role, t in (
+                ("user", pa.int64()),
+                ("item", pa.int64()),
+                ("value", pa.float64()),
+                ("timestamp", pa.int64()),
+            )
+        }
         return _NetflixBlock(empty, 0, skipped)
     ratings = text.take(pa.array(data))
     fields = pc.split_pattern(ratings, ",")
     counts = pc.list_value_length(fields).to_numpy(zero_copy_only=False)
     if (bad := np.flatnonzero(counts != 3)).size:
         k = int(bad[0])
-        raise DataError(f"{file}: line {data[k] + 1} has {counts[k]} field(s), 3 expected "
-                        f"(CustomerID,Rating,Date): {_shown(ratings[k].as_py())}")
+        raise DataError(
+            f"{file}: line {data[k] + 1} has {counts[k]} field(s), 3 expected "
+            f"(CustomerID,Rating,Date): {_shown(ratings[k].as_py())}"
+        )
     cell = [pc.utf8_trim_whitespace(pc.list_element(fields, j)) for j in range(3)]
     users = _whole_numbers(cell[0], file, data, "CustomerID", "a rating line")
-    values = _parsed(cell[1], file, data, "Rating", lambda c: pc.cast(c, pa.float64()), "is not a number")
+    values = _parsed(
+        cell[1], file, data, "Rating", lambda c: pc.cast(c, pa.float64()), "is not a number"
+    )
     # Arrow's ISO parser refuses 2005-02-30, which strptime would roll over to March 2
-    _matching(cell[2], r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$", file, data, "Date", "is not a YYYY-MM-DD date")
-    dates = _parsed(cell[2], file, data, "Date", lambda c: pc.cast(c, pa.timestamp("s")),
-                    "is not a valid YYYY-MM-DD date")
+    _matching(
+        cell[2], r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$", file, data, "Date", "is not a YYYY-MM-DD date"
+    )
+    dates = _parsed(
+        cell[2],
+        file,
+        data,
+        "Date",
+        lambda c: pc.cast(c, pa.timestamp("s")),
+        "is not a valid YYYY-MM-DD date",
+    )
     items = pa.array(movie_ids[movie_of_line[data]])
-    columns = {"user": users, "item": items, "value": values, "timestamp": pc.cast(dates, pa.int64())}
+    columns = {
+        "user": users,
+        "item": items,
+        "value": values,
+        "timestamp": pc.cast(dates, pa.int64()),
+    }
     return _NetflixBlock({role: _array(col) for role, col in columns.items()}, len(data), skipped)
 
 
@@ -182,10 +235,14 @@ def _file_lines(file: Path):
     included (so row k is line k + 1): Arrow's CSV reader with a delimiter and no quote
     character, which no Netflix line holds."""
     read = pcsv.ReadOptions(column_names=["line"], use_threads=True)
-    parse = pcsv.ParseOptions(delimiter=_LINE_DELIMITER, quote_char=False, escape_char=False,
-                              ignore_empty_lines=False)
-    convert = pcsv.ConvertOptions(column_types={"line": pa.string()}, strings_can_be_null=False,
-                                  quoted_strings_can_be_null=False)
+    parse = pcsv.ParseOptions(
+        delimiter=_LINE_DELIMITER, quote_char=False, escape_char=False, ignore_empty_lines=False
+    )
+    convert = pcsv.ConvertOptions(
+        column_types={"line": pa.string()},
+        strings_can_be_null=False,
+        quoted_strings_can_be_null=False,
+    )
     try:
         return pcsv.read_csv(str(file), read, parse, convert).column("line")
     except pa.ArrowInvalid as err:
@@ -197,9 +254,10 @@ def _file_lines(file: Path):
         if "Expected 1 columns" in message:  # a line holding the delimiter: find it (error path)
             with pa.input_stream(str(file), compression="detect") as stream:
                 content = stream.read()
-            line = content[:content.find(_LINE_DELIMITER.encode())].count(b"\n") + 1
-            raise DataError(f"{file}: line {line} holds the control character \\x1f; not a Netflix ratings line") \
-                from None
+            line = content[: content.find(_LINE_DELIMITER.encode())].count(b"\n") + 1
+            raise DataError(
+                f"{file}: line {line} holds the control character \\x1f; not a Netflix ratings line"
+            ) from None
         raise DataError(f"{file}: cannot be read as text: {message}") from None
     except (OSError, pa.ArrowException, EOFError) as err:  # a bad or truncated archive
         raise DataError(f"{file}: cannot be read as text: {_first_line(err)}") from None
@@ -209,7 +267,9 @@ def _whole_numbers(cells, file: Path, lines: np.ndarray, column: str, where: str
     """Trimmed text cells that must be unsigned whole numbers, as int64 numpy; `DataError`
     naming the file line (`lines[k]` + 1 for cell k) of the first one that is not."""
     _matching(cells, r"^[0-9]+$", file, lines, column, f"({where}) is not a whole number")
-    numbers = _parsed(cells, file, lines, column, lambda c: pc.cast(c, pa.int64()), "is beyond int64")
+    numbers = _parsed(
+        cells, file, lines, column, lambda c: pc.cast(c, pa.int64()), "is beyond int64"
+    )
     return numbers.to_numpy() if len(cells) else np.zeros(0, dtype=np.int64)
 
 
@@ -257,9 +317,16 @@ def _array(col):
 
 # JSON lines --------------------------------------------------------------------------------
 def json_lines(
-    path: str | os.PathLike, user_col: str, item_col: str, value_col: str | None = None,
-    time_col: str | None = None, time_unit: str = "s", duplicates: DuplicatePolicy = "keep_last",
-    pair_duplicates: PairPolicy | None = None, name: str | None = None, cache: bool | None = None,
+    path: str | os.PathLike,
+    user_col: str,
+    item_col: str,
+    value_col: str | None = None,
+    time_col: str | None = None,
+    time_unit: str = "s",
+    duplicates: DuplicatePolicy = "keep_last",
+    pair_duplicates: PairPolicy | None = None,
+    name: str | None = None,
+    cache: bool | None = None,
 ) -> Interactions:
     """Read interactions from newline-delimited JSON: one object per line (`.json`, `.jsonl`,
     `.ndjson`; plain or `.gz` / `.bz2`), blank lines skipped, other fields ignored.
@@ -288,14 +355,30 @@ def json_lines(
         raise DataError(f"{path}: time_unit must be 's' or 'ms', got {time_unit!r}")
     wanted = {"user": user_col, "item": item_col, "value": value_col, "timestamp": time_col}
     wanted = {role: field for role, field in wanted.items() if field is not None}
-    options = {"columns": wanted, "time_unit": time_unit, "duplicates": duplicates, "pair_duplicates": pair_duplicates}
-    data = cached("json_lines", [path], options,
-                  lambda: _json_set(path, wanted, time_col, time_unit, duplicates, pair_duplicates), cache)
+    options = {
+        "columns": wanted,
+        "time_unit": time_unit,
+        "duplicates": duplicates,
+        "pair_duplicates": pair_duplicates,
+    }
+    data = cached(
+        "json_lines",
+        [path],
+        options,
+        lambda: _json_set(path, wanted, time_col, time_unit, duplicates, pair_duplicates),
+        cache,
+    )
     return replace(data, name=name or _stem(path))
 
 
-def _json_set(path: Path, wanted: dict[str, str], time_col: str | None, time_unit: str,
-              duplicates: DuplicatePolicy, pair_duplicates: PairPolicy | None) -> Interactions:
+def _json_set(
+    path: Path,
+    wanted: dict[str, str],
+    time_col: str | None,
+    time_unit: str,
+    duplicates: DuplicatePolicy,
+    pair_duplicates: PairPolicy | None,
+) -> Interactions:
     """The records of `path` as a set (`json_lines` without its cache and name)."""
     record, first = _first_record(path)
     types = {}
@@ -311,15 +394,21 @@ def _json_set(path: Path, wanted: dict[str, str], time_col: str | None, time_uni
     try:
         return arrow_interactions(cols, str(path), duplicates, pair_duplicates, 0)
     except DataError as err:
-        message = re.sub(r"\bcolumn '", "field '", str(_locate(err, wanted, lines.line, 0)), count=1)
+        message = re.sub(
+            r"\bcolumn '", "field '", str(_locate(err, wanted, lines.line, 0)), count=1
+        )
         # a null cell is a record without the field or with null there, not an empty CSV cell
-        raise DataError(re.sub(r"\bis (empty|missing) at\b", "is missing (absent or null) at", message, count=1)) \
-            from None
+        raise DataError(
+            re.sub(r"\bis (empty|missing) at\b", "is missing (absent or null) at", message, count=1)
+        ) from None
 
 
 def amazon_reviews(
-    path: str | os.PathLike, duplicates: DuplicatePolicy = "keep_last", pair_duplicates: PairPolicy | None = None,
-    name: str | None = None, cache: bool | None = None,
+    path: str | os.PathLike,
+    duplicates: DuplicatePolicy = "keep_last",
+    pair_duplicates: PairPolicy | None = None,
+    name: str | None = None,
+    cache: bool | None = None,
 ) -> Interactions:
     """Read an Amazon reviews dump (JSON lines, plain or `.gz`), its layout told by the first
     record:
@@ -345,9 +434,11 @@ def amazon_reviews(
             item = "asin"
     else:
         old, new = AMAZON_LAYOUTS["2014/2018"], AMAZON_LAYOUTS["2023"]
-        raise DataError(f"{path}: not an Amazon reviews file: its first record has fields {sorted(record)}; "
-                        f"expected the 2014/2018 layout ({', '.join(old[:4])}) or the 2023 layout "
-                        f"({new[0]}, {new[1]} or asin, {', '.join(new[2:4])})")
+        raise DataError(
+            f"{path}: not an Amazon reviews file: its first record has fields {sorted(record)}; "
+            f"expected the 2014/2018 layout ({', '.join(old[:4])}) or the 2023 layout "
+            f"({new[0]}, {new[1]} or asin, {', '.join(new[2:4])})"
+        )
     return json_lines(path, user, item, value, time, unit, duplicates, pair_duplicates, name, cache)
 
 
@@ -389,9 +480,15 @@ def _record(path: Path, line: bytes, number: int) -> dict:
     try:
         record = json.loads(text, object_pairs_hook=pairs)
     except ValueError as err:
-        raise DataError(f"{path}: line {number} is not JSON ({getattr(err, 'msg', err)}): {_shown(text)}") from None
+        raise DataError(
+            f"{path}: line {number} is not JSON ({getattr(err, 'msg', err)}): {_shown(text)}"
+        ) from None
     if not isinstance(record, dict):
-        hint = " (a JSON array of records? give one object per line)" if isinstance(record, list) else ""
+        hint = (
+            " (a JSON array of records? give one object per line)"
+            if isinstance(record, list)
+            else ""
+        )
         raise DataError(f"{path}: line {number} is not a JSON object{hint}: {_shown(text)}")
     if repeated:
         raise DataError(f"{path}: line {number} repeats the field '{repeated[0]}'")
@@ -411,20 +508,33 @@ def _arrow_type(path: Path, role: str, field: str, value, line: int):
     JSON type (int64 or string), values as float64 (integers too, so a later 4.5 fits),
     times as int64, float64 or string."""
     kind = _json_kind(value)
-    allowed = {"user": ("integer", "string"), "item": ("integer", "string"),
-               "value": ("integer", "number", "string", "boolean"), "timestamp": ("integer", "number", "string")}[role]
+    allowed = {
+        "user": ("integer", "string"),
+        "item": ("integer", "string"),
+        "value": ("integer", "number", "string", "boolean"),
+        "timestamp": ("integer", "number", "string"),
+    }[role]
     if kind not in allowed:
         what = {"user": "ids", "item": "ids", "value": "numbers", "timestamp": "times"}[role]
-        raise DataError(f"{path}: field '{field}' holds a JSON {kind} at line {line} ({_json_text(value)}); "
-                        f"{role} {what} must be JSON {' or '.join(k + 's' for k in allowed)}")
-    if kind == "integer" and not -2**63 <= value < 2**63:
+        raise DataError(
+            f"{path}: field '{field}' holds a JSON {kind} at line {line} ({_json_text(value)}); "
+            f"{role} {what} must be JSON {' or '.join(k + 's' for k in allowed)}"
+        )
+    if kind == "integer" and not -(2**63) <= value < 2**63:
         if role in ("user", "item"):  # as a double, nearby ids would merge
-            raise DataError(f"{path}: field '{field}' holds the integer {value} at line {line}, beyond the int64 "
-                            "range of integer ids; write such ids as JSON strings")
+            raise DataError(
+                f"{path}: field '{field}' holds the integer {value} at line {line}, beyond the int64 "
+                "range of integer ids; write such ids as JSON strings"
+            )
         kind = "number"  # Arrow reads an integer beyond int64 as a double
     if role == "value" and kind == "integer":
         kind = "number"
-    return {"integer": pa.int64(), "number": pa.float64(), "string": pa.string(), "boolean": pa.bool_()}[kind]
+    return {
+        "integer": pa.int64(),
+        "number": pa.float64(),
+        "string": pa.string(),
+        "boolean": pa.bool_(),
+    }[kind]
 
 
 def _read_json(path: Path, types: dict, time_field: str | None):
@@ -432,9 +542,13 @@ def _read_json(path: Path, types: dict, time_field: str | None):
     fields skipped unparsed. A failure is located line by line (`_json_failure`)."""
     block = _JSON_BLOCK
     while True:
-        parse = pjson.ParseOptions(explicit_schema=pa.schema(list(types.items())), unexpected_field_behavior="ignore")
+        parse = pjson.ParseOptions(
+            explicit_schema=pa.schema(list(types.items())), unexpected_field_behavior="ignore"
+        )
         try:
-            return pjson.read_json(str(path), pjson.ReadOptions(use_threads=True, block_size=block), parse)
+            return pjson.read_json(
+                str(path), pjson.ReadOptions(use_threads=True, block_size=block), parse
+            )
         except pa.ArrowInvalid as err:
             message = _first_line(err)
             if "straddling" in message.lower() and block < _JSON_BLOCK_RETRY:
@@ -463,8 +577,12 @@ def _json_failure(path: Path, types: dict, message: str) -> DataError:
     """The error for a file Arrow's JSON reader refused: the first line that is not a JSON
     object, or whose wanted field holds another JSON type than the column's (read again line
     by line: an error path); Arrow's own message when no line is found."""
-    accepted = {pa.int64(): ("integer",), pa.float64(): ("integer", "number"), pa.string(): ("string",),
-                pa.bool_(): ("boolean",)}
+    accepted = {
+        pa.int64(): ("integer",),
+        pa.float64(): ("integer", "number"),
+        pa.string(): ("string",),
+        pa.bool_(): ("boolean",),
+    }
     seen: dict[str, tuple[str, int]] = {}  # field -> (JSON kind, line) of its first value
     for number, line in _json_lines_of(path):
         record = _record(path, line, number)
@@ -474,7 +592,9 @@ def _json_failure(path: Path, types: dict, message: str) -> DataError:
                 continue
             kind = _json_kind(value)
             seen.setdefault(field, (kind, number))
-            if kind not in accepted.get(kind_of, ()) or (kind == "integer" and not -2**63 <= value < 2**63):
+            if kind not in accepted.get(kind_of, ()) or (
+                kind == "integer" and not -(2**63) <= value < 2**63
+            ):
                 first_kind, first_line = seen[field]
                 raise DataError(
                     f"{path}: field '{field}' holds a JSON {kind} at line {number} ({_json_text(value)}), "
@@ -493,7 +613,9 @@ def _missing_field(path: Path, field: str, line: int) -> DataError:
             break
         fields.update(dict.fromkeys(record))
     else:
-        return DataError(f"{path}: no record has the field '{field}'; the records have fields {list(fields)}")
+        return DataError(
+            f"{path}: no record has the field '{field}'; the records have fields {list(fields)}"
+        )
     return DataError(f"{path}: field '{field}' is missing (absent or null) at line {line}")
 
 
@@ -506,7 +628,9 @@ class _JsonLines:
 
     def line(self, row: int) -> int:
         if self._lines is None:
-            self._lines = np.array([number for number, _ in _json_lines_of(self._path)], dtype=np.int64)
+            self._lines = np.array(
+                [number for number, _ in _json_lines_of(self._path)], dtype=np.int64
+            )
         return int(self._lines[row]) if 0 <= row < len(self._lines) else row + 1
 
 

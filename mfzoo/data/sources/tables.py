@@ -28,11 +28,21 @@ Column = str | int
 
 
 def read_table(
-    path: str | os.PathLike, user_col: Column, item_col: Column, value_col: Column | None = None,
-    time_col: Column | None = None, sep: str | None = None, header: bool = True,
-    duplicates: DuplicatePolicy = "keep_last", pair_duplicates: PairPolicy | None = None, name: str | None = None,
-    user_features: str | os.PathLike | None = None, item_features: str | os.PathLike | None = None,
-    categorical_features: list[str] | tuple[str, ...] = (), feature_sep: str = "|", cache: bool | None = None,
+    path: str | os.PathLike,
+    user_col: Column,
+    item_col: Column,
+    value_col: Column | None = None,
+    time_col: Column | None = None,
+    sep: str | None = None,
+    header: bool = True,
+    duplicates: DuplicatePolicy = "keep_last",
+    pair_duplicates: PairPolicy | None = None,
+    name: str | None = None,
+    user_features: str | os.PathLike | None = None,
+    item_features: str | os.PathLike | None = None,
+    categorical_features: list[str] | tuple[str, ...] = (),
+    feature_sep: str = "|",
+    cache: bool | None = None,
 ) -> Interactions:
     """Read interactions from CSV/TSV (plain or compressed: .gz, .bz2, .zst, .lz4) or Parquet.
 
@@ -63,13 +73,26 @@ def read_table(
     _check_file(path)
     wanted = {"user": user_col, "item": item_col, "value": value_col, "timestamp": time_col}
     wanted = {role: col for role, col in wanted.items() if col is not None}
-    options = {"columns": wanted, "sep": sep, "header": header, "duplicates": duplicates,
-               "pair_duplicates": pair_duplicates}
-    data = cached("read_table", [path], options,
-                  lambda: read_interactions(path, wanted, sep, header, duplicates, pair_duplicates), cache)
+    options = {
+        "columns": wanted,
+        "sep": sep,
+        "header": header,
+        "duplicates": duplicates,
+        "pair_duplicates": pair_duplicates,
+    }
+    data = cached(
+        "read_table",
+        [path],
+        options,
+        lambda: read_interactions(path, wanted, sep, header, duplicates, pair_duplicates),
+        cache,
+    )
     data = replace(data, name=name or path.name.split(".")[0])
     tables, columns = {}, set()
-    for side, file, raw in (("user", user_features, data.user_ids), ("item", item_features, data.item_ids)):
+    for side, file, raw in (
+        ("user", user_features, data.user_ids),
+        ("item", item_features, data.item_ids),
+    ):
         if file is not None:
             ids, table, names = _feature_file(file, 0, categorical_features, None, feature_sep)
             tables[f"{side}_features"] = table.align(ids, raw, f"{file} ({side} features)")
@@ -77,13 +100,19 @@ def read_table(
     unknown = sorted(set(categorical_features) - columns)
     if unknown:
         files = [str(f) for f in (user_features, item_features) if f is not None]
-        raise DataError(f"categorical_features names column(s) {unknown} that no feature file has ({files})")
+        raise DataError(
+            f"categorical_features names column(s) {unknown} that no feature file has ({files})"
+        )
     return data.with_features(**tables) if tables else data
 
 
 def read_interactions(
-    path: Path, wanted: dict[str, Column], sep: str | None = None, header: bool = True,
-    duplicates: DuplicatePolicy = "keep_last", pair_duplicates: PairPolicy | None = None,
+    path: Path,
+    wanted: dict[str, Column],
+    sep: str | None = None,
+    header: bool = True,
+    duplicates: DuplicatePolicy = "keep_last",
+    pair_duplicates: PairPolicy | None = None,
 ) -> Interactions:
     """The interactions of one delimited or Parquet file (`read_table` without its feature
     files and name): columns read by Arrow (`mfzoo.data.sources.delimited`, Parquet's reader),
@@ -99,8 +128,10 @@ def read_interactions(
             cols, labels, line_of = read.columns, read.labels, read.lines.line
         except delimited.Ragged:  # rows of several field counts: the row-by-row reader
             cells, labels, lines = _read_delimited(path, wanted, sep, header)
-            cols, line_of = {role: pa.chunked_array([pa.array(c)]) for role, c in cells.items()}, \
-                (lambda k: int(lines[k]) if 0 <= k < len(lines) else k + offset)
+            cols, line_of = (
+                {role: pa.chunked_array([pa.array(c)]) for role, c in cells.items()},
+                (lambda k: int(lines[k]) if 0 <= k < len(lines) else k + offset),
+            )
     try:
         return arrow_interactions(cols, str(path), duplicates, pair_duplicates, offset)
     except DataError as err:
@@ -108,7 +139,10 @@ def read_interactions(
 
 
 def arrow_interactions(
-    cols: dict, name: str, duplicates: DuplicatePolicy = "keep_last", pair_duplicates: PairPolicy | None = None,
+    cols: dict,
+    name: str,
+    duplicates: DuplicatePolicy = "keep_last",
+    pair_duplicates: PairPolicy | None = None,
     row_offset: int = 0,
 ) -> Interactions:
     """`Interactions` from Arrow columns by role ("user", "item", optional "value" and
@@ -122,16 +156,45 @@ def arrow_interactions(
     n = len(cols["user"])
     if len(cols["item"]) != n:
         raise DataError(f"{name}: {n} users but {len(cols['item'])} items")
-    values = _numbers(cols.pop("value"), "value", name, row_offset, _as_float) if "value" in cols else None
-    times = _numbers(cols.pop("timestamp"), "timestamp", name, row_offset, _seconds) if "timestamp" in cols else None
+    values = (
+        _numbers(cols.pop("value"), "value", name, row_offset, _as_float)
+        if "value" in cols
+        else None
+    )
+    times = (
+        _numbers(cols.pop("timestamp"), "timestamp", name, row_offset, _seconds)
+        if "timestamp" in cols
+        else None
+    )
     ids = {role: _arrow_ids(cols.pop(role), role, name, row_offset) for role in ("user", "item")}
     if all(isinstance(v, np.ndarray) for v in ids.values()):
-        return Interactions.from_arrays(ids["user"], ids["item"], values, times, name=name, duplicates=duplicates,
-                                        pair_duplicates=pair_duplicates, row_offset=row_offset, copy=False)
-    (user_ids, u), (item_ids, i) = (v if isinstance(v, tuple) else encode_ids(v, role, name, row_offset)
-                                    for role, v in ids.items())
-    return Interactions.from_codes(u, i, user_ids, item_ids, values, times, name=name, duplicates=duplicates,
-                                   pair_duplicates=pair_duplicates, row_offset=row_offset)
+        return Interactions.from_arrays(
+            ids["user"],
+            ids["item"],
+            values,
+            times,
+            name=name,
+            duplicates=duplicates,
+            pair_duplicates=pair_duplicates,
+            row_offset=row_offset,
+            copy=False,
+        )
+    (user_ids, u), (item_ids, i) = (
+        v if isinstance(v, tuple) else encode_ids(v, role, name, row_offset)
+        for role, v in ids.items()
+    )
+    return Interactions.from_codes(
+        u,
+        i,
+        user_ids,
+        item_ids,
+        values,
+        times,
+        name=name,
+        duplicates=duplicates,
+        pair_duplicates=pair_duplicates,
+        row_offset=row_offset,
+    )
 
 
 def _first_null(col) -> int | None:
@@ -149,7 +212,9 @@ def _numbers(col, role: str, name: str, row_offset: int, convert) -> np.ndarray:
     kind = col.type
     if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
         numbers = col.to_numpy(zero_copy_only=False)
-        return numbers if numbers.flags.writeable else numbers.copy()  # a view of Arrow's memory is read-only
+        return (
+            numbers if numbers.flags.writeable else numbers.copy()
+        )  # a view of Arrow's memory is read-only
     return convert(np.asarray(col.to_numpy(zero_copy_only=False), dtype=str))
 
 
@@ -167,25 +232,37 @@ def _arrow_ids(col, role: str, name: str, row_offset: int):
         return ints
     encoded = pc.dictionary_encode(pc.utf8_trim_whitespace(col))
     chunks = encoded.chunks if isinstance(encoded, pa.ChunkedArray) else [encoded]
-    if any(c.dictionary is not chunks[0].dictionary and not c.dictionary.equals(chunks[0].dictionary)
-           for c in chunks[1:]):
+    if any(
+        c.dictionary is not chunks[0].dictionary and not c.dictionary.equals(chunks[0].dictionary)
+        for c in chunks[1:]
+    ):
         encoded = encoded.unify_dictionaries()
         chunks = encoded.chunks
-    dictionary = np.array(chunks[0].dictionary.to_pylist(), dtype=object)  # [D] distinct cells, first seen first
-    indices = np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in chunks]).astype(np.int64)  # [N]
+    dictionary = np.array(
+        chunks[0].dictionary.to_pylist(), dtype=object
+    )  # [D] distinct cells, first seen first
+    indices = np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in chunks]).astype(
+        np.int64
+    )  # [N]
     empty = np.flatnonzero(dictionary == "")
     if len(empty):
         row = int(np.flatnonzero(indices == empty[0])[0])
         raise DataError(f"{name}: column '{role}' is missing at row {row + row_offset}")
-    raw = _raw_ids(dictionary.astype(str))  # [D] int64 when all are canonical integers, else objects
+    raw = _raw_ids(
+        dictionary.astype(str)
+    )  # [D] int64 when all are canonical integers, else objects
     order = np.argsort(raw, kind="stable")  # [D] distinct raw ids in sorted order
     rank = np.empty(len(order), dtype=np.int64)
     rank[order] = np.arange(len(order))
     return raw[order], rank[indices]
 
 
-_POWERS = 10 ** np.arange(1, 20, dtype=np.uint64)  # [19] 10, 100, ..., 10^19: d digits hold less than _POWERS[d-1]
-_LOWER = np.concatenate([[0, 0], 10 ** np.arange(1, 19, dtype=np.uint64)]).astype(np.uint64)  # [20] d digits: at least _LOWER[d]
+_POWERS = 10 ** np.arange(
+    1, 20, dtype=np.uint64
+)  # [19] 10, 100, ..., 10^19: d digits hold less than _POWERS[d-1]
+_LOWER = np.concatenate([[0, 0], 10 ** np.arange(1, 19, dtype=np.uint64)]).astype(
+    np.uint64
+)  # [20] d digits: at least _LOWER[d]
 
 
 def canonical_ints(col) -> np.ndarray | None:
@@ -204,7 +281,9 @@ def canonical_ints(col) -> np.ndarray | None:
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             return None
         values = ints.to_numpy()  # [n]
-        offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int32)[chunk.offset:chunk.offset + len(chunk) + 1]
+        offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int32)[
+            chunk.offset : chunk.offset + len(chunk) + 1
+        ]
         digits = np.diff(offsets) - (values < 0)  # [n] the cell's digits, as written
         if digits.min() < 1 or digits.max() > 19:
             return None
@@ -224,8 +303,11 @@ def canonical_ints(col) -> np.ndarray | None:
 
 
 def read_features(
-    path: str | os.PathLike, id_col: Column = 0, categorical: list[str] | tuple[str, ...] = (),
-    sep: str | None = None, multi_sep: str = "|",
+    path: str | os.PathLike,
+    id_col: Column = 0,
+    categorical: list[str] | tuple[str, ...] = (),
+    sep: str | None = None,
+    multi_sep: str = "|",
 ) -> tuple[np.ndarray, Features]:
     """A feature file: (raw ids [n], `Features` with one row per line, in file order).
 
@@ -243,12 +325,17 @@ def read_features(
     ids, table, names = _feature_file(path, id_col, categorical, sep, multi_sep)
     unknown = sorted(set(categorical) - set(names))
     if unknown:
-        raise DataError(f"{path}: categorical feature column(s) {unknown} not found; columns: {names}")
+        raise DataError(
+            f"{path}: categorical feature column(s) {unknown} not found; columns: {names}"
+        )
     return ids, table
 
 
 def _feature_file(
-    path: str | os.PathLike, id_col: Column, categorical: list[str] | tuple[str, ...], sep: str | None,
+    path: str | os.PathLike,
+    id_col: Column,
+    categorical: list[str] | tuple[str, ...],
+    sep: str | None,
     multi_sep: str,
 ) -> tuple[np.ndarray, Features, list[str]]:
     """`read_features`, also returning the file's column names (`categorical` names that are
@@ -264,20 +351,29 @@ def _feature_file(
     if len(names) < 2:
         raise DataError(f"{path}: no feature columns besides the id column {id_name!r}")
     n = len(cols[id_name])
-    line_of = (lambda k: f"line {lines[k]}") if lines is not None else (lambda k: f"row {k + 1}")  # noqa: E731
+    line_of = (lambda k: f"line {lines[k]}") if lines is not None else (lambda k: f"row {k + 1}")
     raw = cols[id_name]
-    missing = np.array([x is None or (isinstance(x, float) and x != x) or str(x).strip() == "" for x in raw])
+    missing = np.array(
+        [x is None or (isinstance(x, float) and x != x) or str(x).strip() == "" for x in raw]
+    )
     if missing.any():
-        raise DataError(f"{path}: column '{id_name}' (the id) is missing at {line_of(int(np.flatnonzero(missing)[0]))}")
+        raise DataError(
+            f"{path}: column '{id_name}' (the id) is missing at {line_of(int(np.flatnonzero(missing)[0]))}"
+        )
     ids = _raw_ids(raw)
     keys = np.array([str(x) for x in ids], dtype=object)
     order = np.argsort(keys, kind="stable")
     repeated = np.flatnonzero(keys[order][1:] == keys[order][:-1])
     if len(repeated):
         a, b = sorted((int(order[repeated[0]]), int(order[repeated[0] + 1])))
-        hint = (f" (the id column is the first one, '{id_name}', unless told otherwise: is it the id column?)"
-                if id_col == 0 else "")
-        raise DataError(f"{path}: column '{id_name}' repeats id {keys[a]!r} at {line_of(a)} and {line_of(b)}{hint}")
+        hint = (
+            f" (the id column is the first one, '{id_name}', unless told otherwise: is it the id column?)"
+            if id_col == 0
+            else ""
+        )
+        raise DataError(
+            f"{path}: column '{id_name}' repeats id {keys[a]!r} at {line_of(a)} and {line_of(b)}{hint}"
+        )
     categories, numeric = {}, {}
     for name in names:
         if name == id_name:
@@ -285,17 +381,23 @@ def _feature_file(
         cells = cols[name]
         values = None if name in categorical else _numeric_feature(cells)
         if values is None:
-            categories[name] = [[] if c is None else [v.strip() for v in str(c).split(multi_sep) if v.strip()]
-                                for c in cells]
+            categories[name] = [
+                [] if c is None else [v.strip() for v in str(c).split(multi_sep) if v.strip()]
+                for c in cells
+            ]
             continue
         bad = ~np.isfinite(values)
         if bad.any():
             k = int(np.flatnonzero(bad)[0])
             cell = cells[k]
-            empty = cell is None or (str(cell).strip() == "" if isinstance(cell, str) else cell != cell)  # NaN: null
+            empty = cell is None or (
+                str(cell).strip() == "" if isinstance(cell, str) else cell != cell
+            )  # NaN: null
             what = "is empty" if empty else f"holds {str(cell).strip()!r}, not a finite number"
-            raise DataError(f"{path}: numeric feature column '{name}' {what} at {line_of(k)}; give a number "
-                            f"(or list '{name}' in categorical features to take it as categories)")
+            raise DataError(
+                f"{path}: numeric feature column '{name}' {what} at {line_of(k)}; give a number "
+                f"(or list '{name}' in categorical features to take it as categories)"
+            )
         numeric[name] = values
     return ids, Features.from_columns(n, categories, numeric), names
 
@@ -321,15 +423,24 @@ def _numeric_feature(cells: np.ndarray) -> np.ndarray | None:
 def _locate(err: DataError, labels: dict[str, str], line_of, offset: int) -> DataError:
     """Rewrite a `from_arrays` error with the file's column names and (delimited) line
     numbers: `line_of(k)` is the file line of 0-based data row k (None: Parquet, rows stay)."""
-    msg = re.sub(r"column '(user|item|value|timestamp)'", lambda m: f"column '{labels.get(m[1], m[1])}'",
-                 str(err), count=1)
+    msg = re.sub(
+        r"column '(user|item|value|timestamp)'",
+        lambda m: f"column '{labels.get(m[1], m[1])}'",
+        str(err),
+        count=1,
+    )
     if line_of is not None:
+
         def file_line(row: str) -> str:  # row + offset -> the file line of that row
             return str(line_of(int(row) - offset))
 
         msg = re.sub(r"\brow (\d+)", lambda m: f"line {file_line(m[1])}", msg, count=1)
-        msg = re.sub(r"\brows (\d+(?:, \d+)*)",
-                     lambda m: "lines " + ", ".join(file_line(r) for r in m[1].split(", ")), msg, count=1)
+        msg = re.sub(
+            r"\brows (\d+(?:, \d+)*)",
+            lambda m: "lines " + ", ".join(file_line(r) for r in m[1].split(", ")),
+            msg,
+            count=1,
+        )
     return DataError(msg)
 
 
@@ -343,7 +454,12 @@ def _read_delimited(
         return _parse_delimited(path, wanted, sep, header)
     except UnicodeDecodeError as err:
         raise delimited.not_utf8(path, err) from None
-    except (csv.Error, EOFError, OSError, ArrowException) as err:  # a bad archive: OSError or Arrow's error
+    except (
+        csv.Error,
+        EOFError,
+        OSError,
+        ArrowException,
+    ) as err:  # a bad archive: OSError or Arrow's error
         raise DataError(f"{path}: cannot be read as delimited text: {err}") from None
 
 
@@ -362,7 +478,9 @@ def _parse_delimited(
         if wanted is None:
             wanted = _all_columns(path, names)
         index = {role: _column_index(path, col, names) for role, col in wanted.items()}
-        labels = {role: str(col) if names is None else names[index[role]] for role, col in wanted.items()}
+        labels = {
+            role: str(col) if names is None else names[index[role]] for role, col in wanted.items()
+        }
         need = max(index.values()) + 1
         cells: dict[str, list[str]] = {role: [] for role in index}
         lines: list[int] = []
@@ -370,7 +488,9 @@ def _parse_delimited(
             if not row or (len(row) == 1 and not row[0].strip()):
                 continue  # blank line
             if len(row) < need:
-                raise DataError(f"{path}: line {reader.line_num} has {len(row)} field(s), {need} needed")
+                raise DataError(
+                    f"{path}: line {reader.line_num} has {len(row)} field(s), {need} needed"
+                )
             for role, k in index.items():
                 cells[role].append(row[k].strip())
             lines.append(reader.line_num)
@@ -394,14 +514,18 @@ def _column_index(path: Path, col: Column, names: list[str] | None) -> int:
             raise DataError(f"{path}: column position {col} is out of range; columns: {names}")
         return col
     if names is None:
-        raise DataError(f"{path}: column {col!r} given by name, but header=False; give its position")
+        raise DataError(
+            f"{path}: column {col!r} given by name, but header=False; give its position"
+        )
     if col not in names:
         hint = ""
         if len(names) == 1:  # one column: the file is likely split by another delimiter
             other = next((d for d in (";", "\t", "|", ",", " ") if d in names[0]), None)
             if other is not None:
-                hint = (f" (the header was read as one column: is the file delimited by {other!r}? "
-                        f"give sep={other!r}, e.g. data.source.sep='{other}')")
+                hint = (
+                    f" (the header was read as one column: is the file delimited by {other!r}? "
+                    f"give sep={other!r}, e.g. data.source.sep='{other}')"
+                )
         raise DataError(f"{path}: no column {col!r}; available columns: {names}{hint}")
     return names.index(col)
 
@@ -417,7 +541,9 @@ def _all_columns(path: Path, names: list[str] | None) -> dict[str, Column]:
     return {name: name for name in names}
 
 
-def _read_parquet(path: Path, wanted: dict[str, Column] | None) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+def _read_parquet(
+    path: Path, wanted: dict[str, Column] | None
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """`_parquet_columns` as numpy arrays (feature files)."""
     cols, labels = _parquet_columns(path, wanted)
     return {role: col.to_numpy(zero_copy_only=False) for role, col in cols.items()}, labels
@@ -429,7 +555,9 @@ def _parquet_columns(path: Path, wanted: dict[str, Column] | None) -> tuple[dict
     A file pyarrow cannot read (empty, truncated, not Parquet) or a column that holds neither
     numbers nor strings raises `DataError`."""
     try:
-        parquet = pq.ParquetFile(path)  # not pq.read_table: that loads pyarrow.dataset (and pandas) on first use
+        parquet = pq.ParquetFile(
+            path
+        )  # not pq.read_table: that loads pyarrow.dataset (and pandas) on first use
         names = parquet.schema_arrow.names
     except (pa.ArrowException, OSError, ValueError) as err:
         raise DataError(f"{path}: not a readable Parquet file ({_first_line(err)})") from None
@@ -453,9 +581,15 @@ def _parquet_columns(path: Path, wanted: dict[str, Column] | None) -> tuple[dict
             col = col.cast(pa.float64())
         elif pa.types.is_large_string(col.type):
             col = col.cast(pa.string())
-        elif not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type) or pa.types.is_boolean(col.type)
-                  or pa.types.is_string(col.type)):
-            raise DataError(f"{path}: column '{label}' has type {col.type}; it must hold numbers or strings")
+        elif not (
+            pa.types.is_integer(col.type)
+            or pa.types.is_floating(col.type)
+            or pa.types.is_boolean(col.type)
+            or pa.types.is_string(col.type)
+        ):
+            raise DataError(
+                f"{path}: column '{label}' has type {col.type}; it must hold numbers or strings"
+            )
         cols[role] = col
     return cols, labels
 

@@ -22,6 +22,15 @@ from mfzoo.data.splits.holdout import KFold, RandomSplit, UserRandomSplit
 from mfzoo.data.splits.temporal import LeaveLastOut, TemporalSplit, parse_time
 
 __all__ = [
-    "ColdItemSplit", "KFold", "LeaveLastOut", "RandomSplit", "Split", "Splitter", "TemporalSplit", "UserRandomSplit",
-    "check_disjoint", "pair_overlap", "parse_time",
+    "ColdItemSplit",
+    "KFold",
+    "LeaveLastOut",
+    "RandomSplit",
+    "Split",
+    "Splitter",
+    "TemporalSplit",
+    "UserRandomSplit",
+    "check_disjoint",
+    "pair_overlap",
+    "parse_time",
 ]

@@ -63,8 +63,15 @@ def _build(inter: Interactions, assign: np.ndarray, with_val: bool, who: str) ->
                 f"{inter.name}: {who} gives an empty {_PART_NAMES[part]} part "
                 f"({len(inter)} interactions); adjust the split parameters or use more data"
             )
-    parts = {part: inter.subset(idx[part], name=f"{inter.name}/{_PART_NAMES[part]}") for part in wanted}
-    log.info("%s: %s -> %s", inter.name, who, ", ".join(f"{_PART_NAMES[p]} {len(idx[p])}" for p in wanted))
+    parts = {
+        part: inter.subset(idx[part], name=f"{inter.name}/{_PART_NAMES[part]}") for part in wanted
+    }
+    log.info(
+        "%s: %s -> %s",
+        inter.name,
+        who,
+        ", ".join(f"{_PART_NAMES[p]} {len(idx[p])}" for p in wanted),
+    )
     return Split(train=parts[TRAIN], val=parts.get(VAL), test=parts[TEST])
 
 
@@ -142,7 +149,7 @@ def _shared_keys(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def pair_overlap(a: Interactions, b: Interactions) -> int:
     """Number of distinct (user, item) pairs that occur in both `a` and `b` (same id space)."""
     _same_space(a, b)
-    return int(len(_shared_keys(_pair_keys(a), _pair_keys(b))))
+    return len(_shared_keys(_pair_keys(a), _pair_keys(b)))
 
 
 def check_disjoint(split: Split) -> None:

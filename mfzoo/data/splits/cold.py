@@ -36,8 +36,10 @@ class ColdItemSplit:
         _check_fraction("test_items", self.test_items, allow_zero=False)
         _check_fraction("val_items", self.val_items, allow_zero=True)
         if self.test_items + self.val_items >= 1.0:
-            raise ValueError(f"test_items + val_items must be < 1 (some items must train), got "
-                             f"{self.test_items} + {self.val_items}")
+            raise ValueError(
+                f"test_items + val_items must be < 1 (some items must train), got "
+                f"{self.test_items} + {self.val_items}"
+            )
 
     def item_parts(self, interactions: Interactions) -> np.ndarray:
         """The part (0 train, 1 val, 2 test) of every item id, int8 [n_items] (items that do
@@ -47,12 +49,14 @@ class ColdItemSplit:
         n = len(present)
         n_test, n_val = _round_count(self.test_items, n), _round_count(self.val_items, n)
         if n_test == 0 or (self.val_items > 0 and n_val == 0) or n_test + n_val >= n:
-            raise DataError(f"{interactions.name}: ColdItemSplit(test_items={self.test_items}, "
-                            f"val_items={self.val_items}) of {n} items leaves a part without items")
+            raise DataError(
+                f"{interactions.name}: ColdItemSplit(test_items={self.test_items}, "
+                f"val_items={self.val_items}) of {n} items leaves a part without items"
+            )
         perm = np.random.default_rng(self.seed).permutation(present)
         part = np.full(interactions.n_items, TRAIN, dtype=np.int8)  # [n_items]
         part[perm[:n_test]] = TEST
-        part[perm[n_test:n_test + n_val]] = VAL
+        part[perm[n_test : n_test + n_val]] = VAL
         return part
 
     def __call__(self, interactions: Interactions) -> Split:

@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 
@@ -17,10 +17,10 @@ from mfzoo.data.splits.base import (
     VAL,
     Split,
     _build,
-    _Pairs,
-    _pairs,
     _check_fraction,
     _check_test_val,
+    _Pairs,
+    _pairs,
     _round_count,
 )
 
@@ -87,7 +87,9 @@ class UserRandomSplit:
         pairs = _pairs(interactions)
         users = interactions.users.cpu().numpy()[pairs.rows]  # [P] the user of each pair
         n = len(users)
-        order = np.lexsort((np.random.default_rng(self.seed).random(n), users))  # by user, random within
+        order = np.lexsort(
+            (np.random.default_rng(self.seed).random(n), users)
+        )  # by user, random within
         sorted_users = users[order]
         counts = np.bincount(users, minlength=interactions.n_users)  # [U] pairs per user
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])  # [U]
@@ -97,7 +99,9 @@ class UserRandomSplit:
         n_val = np.floor(self.val * n_u + 0.5).astype(np.int64)
         eligible = n_u >= self.min_rows
         assign = np.full(n, TRAIN, dtype=np.int8)  # [P]
-        part = np.where(rank < n_test, TEST, np.where(rank < n_test + n_val, VAL, TRAIN)).astype(np.int8)
+        part = np.where(rank < n_test, TEST, np.where(rank < n_test + n_val, VAL, TRAIN)).astype(
+            np.int8
+        )
         assign[order] = np.where(eligible, part, TRAIN)
         who = f"UserRandomSplit(test={self.test}, val={self.val})"
         return _build(interactions, assign[pairs.of_row], self.val > 0, who)
@@ -149,7 +153,9 @@ class KFold:
         ids[perm] = np.arange(n, dtype=np.int64) % self.n_folds
         return ids
 
-    def _split(self, interactions: Interactions, pairs: _Pairs, ids: np.ndarray, fold: int) -> Split:
+    def _split(
+        self, interactions: Interactions, pairs: _Pairs, ids: np.ndarray, fold: int
+    ) -> Split:
         assign = np.where(ids == fold, TEST, TRAIN).astype(np.int8)  # [P]
         if self.val > 0:
             train_pairs = np.flatnonzero(assign == TRAIN)

@@ -65,7 +65,11 @@ class LeaveLastOut:
     min_train: int = 1
 
     def __post_init__(self) -> None:
-        for name, value, low in (("n", self.n, 1), ("val_n", self.val_n, 0), ("min_train", self.min_train, 0)):
+        for name, value, low in (
+            ("n", self.n, 1),
+            ("val_n", self.val_n, 0),
+            ("min_train", self.min_train, 0),
+        ):
             if int(value) != value or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
 
@@ -90,7 +94,10 @@ class LeaveLastOut:
         if n_small:
             log.info(
                 "%s: LeaveLastOut keeps %d of %d users entirely in train (fewer than %d items)",
-                interactions.name, n_small, int((counts > 0).sum()), need,
+                interactions.name,
+                n_small,
+                int((counts > 0).sum()),
+                need,
             )
         if n_small == int((counts > 0).sum()):
             raise DataError(
@@ -122,7 +129,9 @@ def parse_time(cut: int | float | str | date) -> int:
         try:
             cut = datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError:
-            raise ValueError(f"cut {text!r} is neither epoch seconds nor an ISO 8601 date/time") from None
+            raise ValueError(
+                f"cut {text!r} is neither epoch seconds nor an ISO 8601 date/time"
+            ) from None
     if isinstance(cut, datetime):
         return int(np.floor((cut if cut.tzinfo else cut.replace(tzinfo=timezone.utc)).timestamp()))
     if isinstance(cut, date):
