@@ -139,9 +139,10 @@ def _launched_mismatch(cfg: DictConfig) -> str | None:
     ):
         return None
     return (
-        f"the launcher started {world} processes, but the trainer trains on {devices} device(s) x {nodes} "
-        f"node(s){'' if ddp else ' without DDP'}: give trainer=ddp trainer.devices={world} (with several "
-        "machines, trainer.devices = processes per machine and trainer.num_nodes = machines), or start one process"
+        f"the launcher started {world} processes, but the trainer trains on {devices} device(s) x "
+        f"{nodes} node(s){'' if ddp else ' without DDP'}: give trainer=ddp trainer.devices={world} "
+        "(with several machines, trainer.devices = processes per machine and trainer.num_nodes = "
+        "machines), or start one process"
     )
 
 
@@ -251,7 +252,7 @@ def _encode(encode, raw: str, what: str):
 
 def _print_items(items, scores, labels) -> None:
     shown = 0
-    for rank, (i, s) in enumerate(zip(items.tolist(), scores.tolist()), 1):
+    for rank, (i, s) in enumerate(zip(items.tolist(), scores.tolist(), strict=True), 1):
         if i < 0:
             break
         print(f"{rank:3d}. score {s:7.4f}  item {labels[i]}")
@@ -313,13 +314,14 @@ def recommend() -> None:
         with torch.no_grad():
             scores, items = top_k(model, torch.tensor([user]), args.k, seen=datamodule.seen)
         print(
-            f"top {args.k} for user {args.user} ({int((datamodule.seen.users == user).sum())} seen items excluded):"
+            f"top {args.k} for user {args.user} ({int((datamodule.seen.users == user).sum())} seen "
+            "items excluded):"
         )
         _print_items(items[0], scores[0], labels)
         return
 
     codes = [_encode(data.encode_items, raw, "item") for raw in raw_items]
-    repeated = sorted({raw for raw, c in zip(raw_items, codes) if codes.count(c) > 1})
+    repeated = sorted({raw for raw, c in zip(raw_items, codes, strict=True) if codes.count(c) > 1})
     if repeated:
         raise SystemExit(f"mfzoo: item id {repeated[0]!r} given more than once")
     if ratings is None:
@@ -338,7 +340,7 @@ def recommend() -> None:
     except (RunError, ValueError) as err:
         raise SystemExit(f"mfzoo: {err}") from None
     print(f"new user from {len(codes)} items (folded in, these items excluded):")
-    for code, value in zip(codes, ratings):
+    for code, value in zip(codes, ratings, strict=True):
         print(f"     rated {value:g}  item {labels[code]}")
     print(f"top {args.k}:")
     _print_items(items[0], scores[0], labels)
@@ -389,7 +391,7 @@ def similar() -> None:
     args = parser.parse_args()
     quiet_lightning()
     _importable_here()
-    cfg, datamodule, model, labels = _load(args.run_dir, args.trust)
+    _cfg, datamodule, model, labels = _load(args.run_dir, args.trust)
     from mfzoo.retrieval import similar_items
 
     data = datamodule.data

@@ -13,6 +13,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from typing_extensions import override
 
 from mfzoo.data.batch import Batch
 
@@ -78,6 +79,7 @@ class MSELoss(_Regularised):
 
     uses_negatives = False  # column 0 only: sampled negatives would be drawn and ignored
 
+    @override
     def forward(self, scores: Tensor, batch: Batch, penalty: Tensor | None = None) -> Tensor:
         if batch.targets is None:
             raise ValueError("MSELoss needs batch.targets (explicit ratings)")
@@ -105,6 +107,7 @@ class BCELoss(_Regularised):
         super().__init__(l2, l2_bias, weighted)
         self.negative_weight = _nonnegative("negative_weight", negative_weight)
 
+    @override
     def forward(self, scores: Tensor, batch: Batch, penalty: Tensor | None = None) -> Tensor:
         _needs_negatives(scores, "BCELoss")
         positive = -F.logsigmoid(scores[:, 0])  # [B]
@@ -122,11 +125,11 @@ class BPRLoss(_Regularised):
 
     needs_negatives = True  # ranks column 0 against sampled negatives: a run needs data.sampler
 
+    @override
     def forward(self, scores: Tensor, batch: Batch, penalty: Tensor | None = None) -> Tensor:
         _needs_negatives(scores, "BPRLoss")
-        return self.reduce(
-            -F.logsigmoid(scores[:, :1] - scores[:, 1:]).mean(1), batch, penalty
-        )  # [B]
+        # [B]
+        return self.reduce(-F.logsigmoid(scores[:, :1] - scores[:, 1:]).mean(1), batch, penalty)
 
 
 class SampledSoftmaxLoss(_Regularised):
@@ -153,6 +156,7 @@ class SampledSoftmaxLoss(_Regularised):
         _nonnegative("temperature", temperature, positive=True)
         self.temperature, self.logq_correction = temperature, logq_correction
 
+    @override
     def forward(self, scores: Tensor, batch: Batch, penalty: Tensor | None = None) -> Tensor:
         _needs_negatives(scores, "SampledSoftmaxLoss")
         logits = scores / self.temperature  # [B, 1+K]

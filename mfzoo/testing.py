@@ -39,8 +39,8 @@ the model breaks:
 - `check_ranks_checkerboard(model, loss)` (ranking losses; skipped for MSE) and
   `check_solver_ranks_checkerboard(model, solver)`: after a short training, three users in
   four or more get their best unseen item from their own half (chance: one in two; the dot
-  product models reach all of them, the time-aware ones with their many per-day terms 79-100%); a solver given a model it does not solve
-  for refuses it, naming the model.
+  product models reach all of them, the time-aware ones with their many per-day terms 79-100%); a
+  solver given a model it does not solve for refuses it, naming the model.
 """
 
 from __future__ import annotations
@@ -180,6 +180,7 @@ def _batch(train: Interactions, n_negatives: int, seed: int = 0) -> Batch:
 
 # checks of a model -----------------------------------------------------------------------------
 def check_shapes(model: Mapping) -> None:
+    """Forward gives finite [B, 1+K] scores, and column m equals scoring its item alone."""
     train = toy()
     built = build(model, train)
     batch = _batch(train, 3)
@@ -202,6 +203,7 @@ def check_shapes(model: Mapping) -> None:
 
 
 def check_factors(model: Mapping) -> None:
+    """With `Factorised`: `user_factors() @ item_factors().T` equals the forward scores."""
     train = toy()
     built = build(model, train)
     if not isinstance(built, Factorised):
@@ -225,6 +227,8 @@ def _perturbed(built: nn.Module) -> nn.Module:
 
 
 def check_checkpoint(model: Mapping) -> None:
+    """A state dict saved and loaded with `weights_only=True` into a new model gives the same
+    scores."""
     train = toy()
     built = _perturbed(build(model, train))
     buffer = io.BytesIO()
@@ -239,6 +243,7 @@ def check_checkpoint(model: Mapping) -> None:
 
 
 def check_recommend(model: Mapping) -> None:
+    """`recommend` returns the best unseen items by a full sort of the forward scores."""
     from mfzoo.retrieval import recommend
 
     train = toy()
@@ -249,7 +254,7 @@ def check_recommend(model: Mapping) -> None:
     scores = all_scores(built, train)
     scores[train.users, train.items] = -float("inf")
     expected = scores.argsort(dim=1, descending=True, stable=True)[:, :5]
-    seen = set(zip(train.users.tolist(), train.items.tolist()))
+    seen = set(zip(train.users.tolist(), train.items.tolist(), strict=True))
     assert not any((u, i) in seen for u in range(train.n_users) for i in items[u].tolist()), (
         "a seen item recommended"
     )
@@ -260,6 +265,8 @@ def check_recommend(model: Mapping) -> None:
 
 
 def check_similar(model: Mapping) -> None:
+    """`similar_items` equals a full sort of item-factor dot products (or refuses a model without
+    factors)."""
     from mfzoo.retrieval import similar_items
 
     train = toy()
@@ -328,6 +335,8 @@ def _value(built: nn.Module, objective: nn.Module, batch: Batch) -> Tensor:
 
 
 def check_step(model: Mapping, loss: str | Mapping) -> None:
+    """One SGD step on a batch lowers `loss`; contract breaches are refused as training refuses
+    them."""
     train = toy()
     built, objective = _model_and_loss(model, loss, train)
     batch = _batch(train, 3)
@@ -359,17 +368,19 @@ def _own_half_share(built: nn.Module, train: Interactions) -> float:
 
 
 def check_ranks_checkerboard(model: Mapping, loss: str | Mapping, steps: int = 120) -> None:
+    """After a short training with a ranking `loss`, three users in four get their best unseen item
+    from their own half."""
     if not _ranking(loss):  # MSE fits ratings: nothing to rank (a skip under pytest)
         try:
             import pytest
         except ImportError:
             return
         pytest.skip(
-            f"{loss if isinstance(loss, str) else loss.get('_target_')} fits ratings: no ranking check"
+            f"{loss if isinstance(loss, str) else loss.get('_target_')} fits ratings: no ranking "
+            "check"
         )
-    train = toy(
-        implicit=True, days=1
-    )  # a static preference: time-aware models have nothing to explain by time
+    # a static preference: time-aware models have nothing to explain by time
+    train = toy(implicit=True, days=1)
     built, objective = _model_and_loss(model, loss, train)
     optimizer = torch.optim.Adam(built.parameters(), lr=0.1)
     for step in range(steps):
@@ -379,7 +390,8 @@ def check_ranks_checkerboard(model: Mapping, loss: str | Mapping, steps: int = 1
         optimizer.step()
     share = _own_half_share(built, train)
     assert share >= 0.75, (
-        f"after training with {loss}, only {share:.0%} of users get their top item from their own half"
+        f"after training with {loss}, only {share:.0%} of users get their top item from their own "
+        "half"
     )
 
 
@@ -408,5 +420,6 @@ def check_solver_ranks_checkerboard(model: Mapping, solver: str, sweeps: int = 2
     )
     share = _own_half_share(built, train)
     assert share >= 0.75, (
-        f"after {sweeps} {solver} sweeps, only {share:.0%} of users get their top item from their half"
+        f"after {sweeps} {solver} sweeps, only {share:.0%} of users get their top item from their "
+        "half"
     )

@@ -60,14 +60,14 @@ class Run:
     overrides: list[str]  # as given to mfzoo-train, e.g. ["model.dim=64", "seed=1"]
     metrics: dict[str, float]  # "val/rmse", "test/ndcg@10", "fit_seconds", "epochs", ...
     config: dict = field(default_factory=dict, repr=False)  # config.yaml ({} when absent)
-    choices: dict = field(
-        default_factory=dict, repr=False
-    )  # config-group choices (.hydra/hydra.yaml)
+    # config-group choices (.hydra/hydra.yaml)
+    choices: dict = field(default_factory=dict, repr=False)
     problem: str | None = None  # why the run is incomplete; None when it is complete
     selected_on: str | None = None  # the validation metric that chose the checkpoint, when known
 
     @property
     def complete(self) -> bool:
+        """Whether the run finished with its metrics (no `problem`)."""
         return self.problem is None
 
     def value(self, key: str) -> str:

@@ -44,12 +44,12 @@ class Stat:
 
     @classmethod
     def of(cls, values: Sequence[float]) -> Stat:
+        """Mean, sample sd (n − 1; NaN for one value) and count of `values`."""
         x = np.asarray(values, dtype=float)
         if not len(x):
             return cls(math.nan, math.nan, 0)
-        mean = float(
-            x[0] + math.fsum(x - x[0]) / len(x)
-        )  # shifted: equal values give their value exactly
+        # shifted: equal values give their value exactly
+        mean = float(x[0] + math.fsum(x - x[0]) / len(x))
         sd = math.sqrt(math.fsum((x - mean) ** 2) / (len(x) - 1)) if len(x) > 1 else math.nan
         return cls(mean, sd, len(x))
 
@@ -64,10 +64,12 @@ class Row:
 
     @property
     def n(self) -> int:
+        """How many runs the row holds."""
         return len(self.runs)
 
     @property
     def label(self) -> str:
+        """The row's key as `name=value, ...` ("all runs" without one)."""
         return ", ".join(f"{k}={v}" for k, v in self.key.items()) or "all runs"
 
     def stat(self, metric: str) -> Stat:
@@ -90,12 +92,12 @@ class Table:
     common: dict[str, str]  # the keys with one value across all complete runs
     incomplete: list[Run]
     repeats: list[list[Run]]  # runs of one row with identical overrides (all counted)
-    from_config: list[str] = field(
-        default_factory=list
-    )  # columns that differ in config.yaml, not in overrides
+    # columns that differ in config.yaml, not in overrides
+    from_config: list[str] = field(default_factory=list)
 
     @property
     def runs(self) -> list[Run]:
+        """Every run of every row, row by row."""
         return [run for row in self.rows for run in row.runs]
 
 
@@ -145,7 +147,8 @@ def _config_differences(
         for key in dict.fromkeys(k for _, leaves in group for k in leaves):
             values = [leaves.get(key, MISSING) for _, leaves in group]
             derived = any(
-                all(v == run.value(o) for v, (run, _) in zip(values, group)) for o in over
+                all(v == run.value(o) for v, (run, _) in zip(values, group, strict=True))
+                for o in over
             )
             if key not in found and key not in over and len(set(values)) > 1 and not derived:
                 found.append(key)
@@ -186,7 +189,7 @@ def table(
     groups: dict[tuple, list[Run]] = {}
     for run in complete:
         groups.setdefault(tuple(run.value(k) for k in columns), []).append(run)
-    rows = [Row(dict(zip(columns, key)), group, {}) for key, group in groups.items()]
+    rows = [Row(dict(zip(columns, key, strict=True)), group, {}) for key, group in groups.items()]
     rows.sort(key=lambda row: [_order(v) for v in row.key.values()])
     for row in rows:
         for metric in metrics:
@@ -274,8 +277,8 @@ def to_markdown(result: Table, sources: Sequence[str] = ()) -> str:
     selected = sorted({run.selected_on for run in result.runs if run.selected_on})
     on = f" (by {', '.join(selected)})" if selected else ""
     lines.append(
-        f"- numbers: each run's metrics.json; val/<m> = the metric on the validation part at the checkpoint "
-        f"chosen on validation{on}, test/<m> = that same checkpoint on the test part; "
+        "- numbers: each run's metrics.json; val/<m> = the metric on the validation part at the "
+        f"checkpoint chosen on validation{on}, test/<m> = that same checkpoint on the test part; "
         "fit_seconds = wall-clock seconds of fitting, epochs = epochs trained; "
         '"(k of n)": only k runs report the metric'
     )

@@ -56,6 +56,7 @@ class Batch:
         return self.users.shape[0]
 
     def to(self, device: torch.device | str) -> Batch:
+        """The batch with every tensor (features included) moved to `device`."""
         moved = {
             f.name: (
                 v.to(device, non_blocking=True)

@@ -23,6 +23,7 @@ Deleting the folder is always safe.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -140,7 +141,7 @@ def _load(folder: Path, sources: list[Path], hashed: dict[Path, str]) -> Interac
         if [r["path"] for r in recorded] != [str(p) for p in sources]:
             return None
         refreshed = False
-        for record, path in zip(recorded, sources):
+        for record, path in zip(recorded, sources, strict=True):
             now = _stat(path)
             if now == record["stat"]:
                 continue
@@ -239,22 +240,20 @@ def _write(
             "arrays": [k for k, t in arrays.items() if t is not None],
             "id_kinds": kinds,
             "sources": [
-                {"path": str(p), "sha256": d, "stat": _stat(p)} for p, d in zip(sources, digests)
+                {"path": str(p), "sha256": d, "stat": _stat(p)}
+                for p, d in zip(sources, digests, strict=True)
             ],
         }
         _write_json(tmp / "meta.json", meta)
         try:
             os.rename(tmp, folder)
-        except (
-            OSError
-        ):  # an entry is there: another run's (same bytes: keep it) or stale (replace it)
+        # an entry is there: another run's (same bytes: keep it) or stale (replace it)
+        except OSError:
             if _same_sources(folder, digests):
                 return
             stale = folder.with_name(f".{folder.name}.stale-{uuid.uuid4().hex[:8]}")
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.rename(folder, stale)
-            except FileNotFoundError:
-                pass
             os.rename(tmp, folder)
             shutil.rmtree(stale, ignore_errors=True)  # open maps of it stay valid until closed
         log.info("data cache: wrote %s (%d interactions)", folder, len(data))

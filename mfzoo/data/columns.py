@@ -34,8 +34,9 @@ def values_column(values: object, name: str, row_offset: int = 0) -> np.ndarray:
     if over.any():
         row = int(np.flatnonzero(over)[0])
         raise DataError(
-            f"{name}: column 'value' has {int(over.sum())} value(s) beyond the float32 range they are "
-            f"stored in (|x| <= {FLOAT32_MAX:.4g}), first at row {row + row_offset}: {float(numbers[row])!r}"
+            f"{name}: column 'value' has {int(over.sum())} value(s) beyond the float32 range they "
+            f"are stored in (|x| <= {FLOAT32_MAX:.4g}), first at row {row + row_offset}: "
+            f"{float(numbers[row])!r}"
         )
     return stored
 
@@ -107,7 +108,8 @@ def timestamps_column(
     if fractional.any():
         row = int(np.flatnonzero(fractional)[0])
         log.warning(
-            "%s: column 'timestamp' has %d fractional value(s), first at row %d: %r; floored to whole seconds",
+            "%s: column 'timestamp' has %d fractional value(s), first at row %d: %r; floored to "
+            "whole seconds",
             name,
             int(fractional.sum()),
             row + row_offset,
@@ -143,8 +145,8 @@ def encode_ids(
         row = next(k for k, x in enumerate(arr) if not isinstance(x, first))
         raise DataError(
             f"{name}: column '{column}' mixes id types ({first.__name__} at row {row_offset}, "
-            f"{type(arr[row]).__name__} at row {row + row_offset}: {plain(arr[row])!r}); ids must be all numbers "
-            "or all strings"
+            f"{type(arr[row]).__name__} at row {row + row_offset}: {plain(arr[row])!r}); ids must "
+            "be all numbers or all strings"
         ) from None
     return ids, codes.reshape(-1).astype(np.int64)
 
@@ -159,9 +161,8 @@ def _dense_codes(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     if span > max(4 * len(arr), 1 << 20) or span >= 2**31:
         return None
     offsets = np.empty(len(arr), dtype=np.int32)  # [N] in [0, span)
-    np.subtract(
-        arr, low, out=offsets, casting="unsafe"
-    )  # exact: every difference is below the span
+    # exact: every difference is below the span
+    np.subtract(arr, low, out=offsets, casting="unsafe")
     present = np.zeros(span, dtype=bool)
     present[offsets] = True
     rank = np.cumsum(present, dtype=np.int32)  # [span] code + 1 of each present offset
@@ -179,12 +180,14 @@ def plain(x: object) -> object:
 def _one_dimensional(arr: np.ndarray, name: str, column: str) -> None:
     if arr.ndim != 1:
         raise DataError(
-            f"{name}: column '{column}' must hold one value per row, got an array of shape {arr.shape}"
+            f"{name}: column '{column}' must hold one value per row, got an array of shape "
+            f"{arr.shape}"
         )
 
 
 def ids_array(raw: object) -> np.ndarray:
-    """`raw` as an array, each id as given: an object array where `np.asarray` would change an id."""
+    """`raw` as an array, each id as given: an object array where `np.asarray` would change
+    an id."""
     if isinstance(raw, np.ndarray):
         return raw
     arr = np.asarray(raw)
@@ -205,8 +208,8 @@ def _is_int(x: object) -> bool:
 
 def _out_of_range(name: str, count: int, row: int, value: object) -> DataError:
     return DataError(
-        f"{name}: column 'timestamp' has {count} value(s) outside the int64 range of seconds they are "
-        f"stored in (about +-9.2e18), first at row {row}: {value!r}"
+        f"{name}: column 'timestamp' has {count} value(s) outside the int64 range of seconds they "
+        f"are stored in (about +-9.2e18), first at row {row}: {value!r}"
     )
 
 
@@ -234,9 +237,8 @@ def _float64(arr: object, name: str, column: str, row_offset: int) -> np.ndarray
     arr = np.asarray(arr)
     _one_dimensional(arr, name, column)
     if arr.dtype.kind in "biuf":
-        numbers = arr.astype(
-            np.float64, copy=False
-        )  # read only: values are stored as a new float32 array
+        # read only: values are stored as a new float32 array
+        numbers = arr.astype(np.float64, copy=False)
     else:
         numbers = np.empty(len(arr), dtype=np.float64)
         for row, x in enumerate(arr):
@@ -244,11 +246,13 @@ def _float64(arr: object, name: str, column: str, row_offset: int) -> np.ndarray
                 numbers[row] = float(x)
             except (TypeError, ValueError):
                 raise DataError(
-                    f"{name}: column '{column}' row {row + row_offset} is not a number: {plain(x)!r}"
+                    f"{name}: column '{column}' row {row + row_offset} is not a number: "
+                    f"{plain(x)!r}"
                 ) from None
             except OverflowError:  # an int beyond float64
                 raise DataError(
-                    f"{name}: column '{column}' row {row + row_offset} is too large for a number: {plain(x)!r}"
+                    f"{name}: column '{column}' row {row + row_offset} is too large for a number: "
+                    f"{plain(x)!r}"
                 ) from None
     bad = ~np.isfinite(numbers)
     if bad.any():

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import lightning as L
 import torch
+from typing_extensions import override
 
 from mfzoo.data.duplicates import check_policies
 from mfzoo.data.implicit import confidence, positives
@@ -74,6 +75,7 @@ class InteractionsDataModule(L.LightningDataModule):
         self.data: Interactions | None = None
         self.split: Split | None = None
 
+    @override
     def setup(self, stage: str | None = None) -> None:
         if self.split is not None:
             return
@@ -101,14 +103,17 @@ class InteractionsDataModule(L.LightningDataModule):
 
     @property
     def n_users(self) -> int:
+        """The number of users of the training part (every part shares its id table)."""
         return self._parts().train.n_users
 
     @property
     def n_items(self) -> int:
+        """The number of items of the training part (every part shares its id table)."""
         return self._parts().train.n_items
 
     @property
     def train(self) -> Interactions:
+        """The training part of the split."""
         return self._parts().train
 
     @property
@@ -145,6 +150,7 @@ class InteractionsDataModule(L.LightningDataModule):
             self._moved = kept = (train, device, train.to(device))
         return kept[2]
 
+    @override
     def train_dataloader(self) -> BatchLoader:
         train = self._train_on(self._device())
         weights = None if not self.confidence else confidence(train.values, **self.confidence)
@@ -160,6 +166,7 @@ class InteractionsDataModule(L.LightningDataModule):
             distributed=True,  # under data parallelism each rank takes its slice of every epoch
         )
 
+    @override
     def val_dataloader(self) -> BatchLoader | list:
         val = self._parts().val
         return (
@@ -168,5 +175,6 @@ class InteractionsDataModule(L.LightningDataModule):
             else BatchLoader(val, self.eval_batch_size, features=self.batch_features)
         )
 
+    @override
     def test_dataloader(self) -> BatchLoader:
         return BatchLoader(self._parts().test, self.eval_batch_size, features=self.batch_features)

@@ -70,9 +70,8 @@ def repeats_a_pair(u: np.ndarray, i: np.ndarray, n_items: int) -> bool:
     keys += i
     parts = min(os.cpu_count() or 1, 16) if len(u) >= 1 << 20 else 1
     if parts > 1:
-        group = (u.astype(np.int64) * parts // n_users).astype(
-            np.int16
-        )  # [N] the user range of each row
+        # [N] the user range of each row
+        group = (u.astype(np.int64) * parts // n_users).astype(np.int16)
         keys = keys[np.argsort(group, kind="stable")]
         bounds = np.concatenate([[0], np.cumsum(np.bincount(group, minlength=parts))])
         pieces = [keys[bounds[k] : bounds[k + 1]] for k in range(parts)]
@@ -96,9 +95,8 @@ def drop_repeated_rows(
     timestamps rows have no identity beyond (user, item): that is `merge_pairs`' business."""
     if t is None:
         return None
-    order = stable_order(
-        u * np.int64(max(int(i.max()) + 1, 1)) + i, t
-    )  # by (user, item), then time, then row
+    # by (user, item), then time, then row
+    order = stable_order(u * np.int64(max(int(i.max()) + 1, 1)) + i, t)
     su, si, st = u[order], i[order], t[order]
     same = (su[1:] == su[:-1]) & (si[1:] == si[:-1]) & (st[1:] == st[:-1])
     if not same.any():
@@ -108,7 +106,8 @@ def drop_repeated_rows(
     first_dup = int(order[1:][same].min())
     if policy == "error":
         raise DataError(
-            f"{name}: {n_dup} duplicate (user, item, timestamp) row(s), first at row {first_dup + row_offset}"
+            f"{name}: {n_dup} duplicate (user, item, timestamp) row(s), first at row "
+            f"{first_dup + row_offset}"
         )
     drop = order[:-1][same] if policy == "keep_last" else order[1:][same]
     log.warning(
@@ -181,16 +180,17 @@ def merge_pairs(
             k = int(np.flatnonzero(over)[0])
             user, item = user_ids[u[keep[k]]], item_ids[i[keep[k]]]
             raise DataError(
-                f"{name}: column 'value': the {policy} of pair ({plain(user)!r}, {plain(item)!r}) is "
-                f"{float(merged[k]):.4g}, beyond the float32 range it is stored in (|x| <= {FLOAT32_MAX:.4g})"
+                f"{name}: column 'value': the {policy} of pair ({plain(user)!r}, {plain(item)!r}) "
+                f"is {float(merged[k]):.4g}, beyond the float32 range it is stored in (|x| <= "
+                f"{FLOAT32_MAX:.4g})"
             )
     elif policy not in ("first", "last"):
         raise ValueError(
             f"pair_duplicates must be one of {', '.join(PAIR_POLICIES)}; got {policy!r}"
         )
     log.info(
-        "%s: merged %d row(s) of %d repeated (user, item) pair(s) into one row each (pair_duplicates=%s); "
-        "%d row(s) fewer",
+        "%s: merged %d row(s) of %d repeated (user, item) pair(s) into one row each "
+        "(pair_duplicates=%s); %d row(s) fewer",
         name,
         int(sizes[repeated].sum()),
         int(repeated.sum()),
@@ -227,8 +227,8 @@ def _repeated_pair_error(
     user, item = user_ids[u[where[0]]], item_ids[i[where[0]]]
     return DataError(
         f"{name}: (user, item) pair ({plain(user)!r}, {plain(item)!r}) occurs {len(where)} times, "
-        f"at rows {shown}{more}; {len(repeated)} pair(s) repeat ({extra} extra row(s)). Copies of one "
-        "rating would land in several split parts. Choose pair_duplicates (data.pair_duplicates in a "
-        "config): mean, last, first, sum or max merge each pair into one row; keep keeps every row as "
-        "a separate event (splits keep a pair's rows in one part)"
+        f"at rows {shown}{more}; {len(repeated)} pair(s) repeat ({extra} extra row(s)). Copies of "
+        "one rating would land in several split parts. Choose pair_duplicates "
+        "(data.pair_duplicates in a config): mean, last, first, sum or max merge each pair into "
+        "one row; keep keeps every row as a separate event (splits keep a pair's rows in one part)"
     )

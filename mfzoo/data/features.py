@@ -142,10 +142,14 @@ class Features:
 
     @property
     def device(self) -> torch.device:
+        """The device the table's tensors are on."""
         return self.offsets.device
 
     def __repr__(self) -> str:
-        return f"Features(n={len(self)}, categories={self.n_categories}, dense={self.n_dense}, nnz={len(self.indices)})"
+        return (
+            f"Features(n={len(self)}, categories={self.n_categories}, dense={self.n_dense}, "
+            f"nnz={len(self.indices)})"
+        )
 
     # views -----------------------------------------------------------------------------
     def take(self, rows: Tensor) -> Features:
@@ -157,7 +161,8 @@ class Features:
         offsets = torch.zeros(len(rows) + 1, dtype=torch.int64, device=self.device)  # [R + 1]
         torch.cumsum(lengths, 0, out=offsets[1:])
         total = int(offsets[-1])
-        # position of entry j of new row r: starts[r] + j = (arange over all entries) + starts[r] - offsets[r]
+        # position of entry j of new row r: starts[r] + j = (arange over all entries) + starts[r] -
+        # offsets[r]
         shift = torch.repeat_interleave(starts - offsets[:-1], lengths, output_size=total)  # [T]
         positions = torch.arange(total, device=self.device) + shift  # [T]
         return replace(
@@ -205,15 +210,12 @@ class Features:
             other.dense_names,
         ):
             return False
-        same = lambda a, b: (
-            (a is None and b is None)
-            or (
-                a is not None
-                and b is not None
-                and a.shape == b.shape
-                and torch.equal(a.cpu(), b.cpu())
-            )
-        )
+
+        def same(a: Tensor | None, b: Tensor | None) -> bool:
+            if a is None or b is None:
+                return a is None and b is None
+            return a.shape == b.shape and torch.equal(a.cpu(), b.cpu())
+
         return all(
             same(getattr(self, f), getattr(other, f))
             for f in ("offsets", "indices", "weights", "dense")
@@ -233,12 +235,14 @@ class Features:
         if len(wanted) and missing == len(wanted):
             raise DataError(
                 f"{what}: none of the {len(wanted)} ids has a feature row (first id {wanted[0]!r}, "
-                f"first row's id {keys[0] if len(keys) else None!r}): is the id column the right one?"
+                f"first row's id {keys[0] if len(keys) else None!r}): is the id column the right "
+                "one?"
             )
         unused = len(keys) - len(set(rows[rows >= 0].tolist()))
         if missing:
             log.warning(
-                "%s: %d of %d ids have no feature row (no categories, numeric columns at their mean)",
+                "%s: %d of %d ids have no feature row (no categories, numeric columns at their "
+                "mean)",
                 what,
                 missing,
                 len(ids),
@@ -251,11 +255,9 @@ class Features:
             )
         dense = None
         if self.dense is not None:
-            dense = torch.cat(
-                [self.dense, self.dense.double().mean(0, keepdim=True).float()]
-            )  # [n_table + 1, d]
-        padded = replace(
-            self, offsets=torch.cat([self.offsets, self.offsets[-1:]]), dense=dense
-        )  # + an empty row
+            # [n_table + 1, d]
+            dense = torch.cat([self.dense, self.dense.double().mean(0, keepdim=True).float()])
+        # + an empty row
+        padded = replace(self, offsets=torch.cat([self.offsets, self.offsets[-1:]]), dense=dense)
         rows[rows < 0] = len(self)  # the appended empty row
         return padded.take(torch.from_numpy(rows))

@@ -45,9 +45,9 @@ class Interactions:
     """Events as aligned tensors: users [N], items [N] (int32, or int64 when an id table has
     2^31 ids or more: `id_dtype`), values [N] float32, timestamps [N] int64 (seconds) or None.
     Batches (`mfzoo.data.batch.Batch`) carry int64 ids; code that does arithmetic on these
-    columns widens them first (`.long()`), as `mfzoo.data.keys` does. `user_ids` / `item_ids` map back to raw ids.
-    `user_features` [n_users rows] / `item_features` [n_items rows]: optional feature tables
-    indexed by model id (set them with `with_features`).
+    columns widens them first (`.long()`), as `mfzoo.data.keys` does. `user_ids` / `item_ids` map
+    back to raw ids. `user_features` [n_users rows] / `item_features` [n_items rows]: optional
+    feature tables indexed by model id (set them with `with_features`).
 
     A set is not modified after construction (methods return new sets), so derived matrices
     (`csr`) are built once and kept."""
@@ -179,7 +179,8 @@ class Interactions:
             low, high = int(codes.min()), int(codes.max())
             if low < 0 or high >= len(table):
                 raise DataError(
-                    f"{name}: {what} codes span [{low}, {high}], outside the {len(table)} {what} ids"
+                    f"{name}: {what} codes span [{low}, {high}], outside the {len(table)} {what} "
+                    "ids"
                 )
         # `_checked`: `from_arrays` has converted and checked them already (not twice)
         vals = (
@@ -286,14 +287,17 @@ class Interactions:
 
     @property
     def n_users(self) -> int:
+        """The number of user ids (the rows of the user table), seen or not."""
         return len(self.user_ids)
 
     @property
     def n_items(self) -> int:
+        """The number of item ids (the rows of the item table), seen or not."""
         return len(self.item_ids)
 
     @property
     def device(self) -> torch.device:
+        """The device the interaction tensors are on."""
         return self.users.device
 
     def __repr__(self) -> str:
@@ -381,9 +385,8 @@ class Interactions:
         if ("csr", by) not in self._derived:
             indptr, indices, values = self._rows(by)
             shape = (self.n_users, self.n_items) if by == "user" else (self.n_items, self.n_users)
-            if (
-                len(indices) < 2**31 and max(shape) < 2**31
-            ):  # compact: 4 bytes per index, as the ids
+            # compact: 4 bytes per index, as the ids
+            if len(indices) < 2**31 and max(shape) < 2**31:
                 indptr, indices = indptr.to(torch.int32), indices.to(torch.int32)
             self._derived["csr", by] = torch.sparse_csr_tensor(
                 indptr, indices, values, size=shape, check_invariants=False
@@ -414,6 +417,7 @@ class Interactions:
         return _encode(self.item_ids, raw, "item")
 
     def rating_range(self) -> tuple[float, float]:
+        """(min, max) of the values."""
         return float(self.values.min()), float(self.values.max())
 
 

@@ -6,9 +6,10 @@ batch, so the data path costs a small fraction of a training step.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
+from torch import Tensor
 
 from mfzoo.data.batch import Batch
 from mfzoo.data.interactions import Interactions
@@ -23,6 +24,13 @@ def shard(n: int, rank: int, world: int) -> tuple[int, int]:
     base, extra = divmod(n, world)
     start = rank * base + min(rank, extra)
     return start, start + base + (1 if rank < extra else 0)
+
+
+def _rows(index: slice | Tensor) -> Callable[[Tensor], Tensor]:
+    """Take the rows `index` (a slice: a view; a tensor of row numbers: a gather) of a tensor."""
+    if isinstance(index, slice):
+        return lambda t: t[index]
+    return lambda t: t.index_select(0, index)
 
 
 class BatchLoader:
@@ -87,7 +95,8 @@ class BatchLoader:
             world_size is not None and not 0 <= rank < world_size
         ):
             raise ValueError(
-                f"rank and world_size go together, with 0 <= rank < world_size; got {rank}, {world_size}"
+                f"rank and world_size go together, with 0 <= rank < world_size; got {rank}, "
+                f"{world_size}"
             )
 
     def ranks(self) -> tuple[int, int]:
@@ -142,9 +151,8 @@ class BatchLoader:
         elif self.group_by_user:
             order = torch.sort(data.users, stable=True).indices
         rank, world = self.ranks()
-        if (
-            data.device.type != "cpu"
-        ):  # data on a GPU: negatives drawn there (no copy, no host sync per batch)
+        # data on a GPU: negatives drawn there (no copy, no host sync per batch)
+        if data.device.type != "cpu":
             negatives_generator = torch.Generator(device=data.device)
             negatives_generator.manual_seed(self.seed + self.epoch + 1_000_003 * (rank + 1))
         elif world > 1:  # the same order on every rank; negatives of its own per rank
@@ -158,24 +166,17 @@ class BatchLoader:
         item_table = data.item_features if self.features else None
         for b in range(len(self)):
             start, end = self._slice(b)
-            if order is None:
-                idx = slice(start, end)
-                pick = lambda t: t[idx]  # noqa: E731
-            else:
-                idx = order[start:end]  # [B]
-                pick = lambda t: t.index_select(0, idx)  # noqa: E731
+            pick = _rows(slice(start, end) if order is None else order[start:end])  # [B] rows
             users, items, log_q = (
                 pick(data.users),
                 pick(data.items).unsqueeze(1),
                 None,
             )  # [B], [B, 1]
             if self.negative_sampler is not None:
-                negatives, log_q_neg = self.negative_sampler(
-                    users, negatives_generator
-                )  # [B, K], [B, K]
-                log_q = torch.cat(
-                    [self.negative_sampler.log_prob(items), log_q_neg], dim=1
-                )  # [B, 1+K]
+                # [B, K], [B, K]
+                negatives, log_q_neg = self.negative_sampler(users, negatives_generator)
+                # [B, 1+K]
+                log_q = torch.cat([self.negative_sampler.log_prob(items), log_q_neg], dim=1)
                 items = torch.cat([items, negatives], dim=1)  # [B, 1+K]
             yield Batch(
                 users=users,

@@ -50,7 +50,8 @@ class PairSet:
     block = 64  # keys per block of the exact search
 
     def __init__(self, keys: Tensor, n_items: int):
-        """keys: the sorted distinct keys user·n_items + item of the set (`Interactions.pair_keys`)."""
+        """keys: the sorted distinct keys user·n_items + item of the set
+        (`Interactions.pair_keys`)."""
         self.n_items = int(n_items)
         # the keys padded to whole blocks with the largest int64 (no key: keys < n_users·n_items)
         pad = -len(keys) % self.block
@@ -61,9 +62,8 @@ class PairSet:
         self.fences = self.blocks[:, 0].clone()  # [P / block] the first key of every block
         self.bits = max(10, math.ceil(math.log2(max(len(self.keys), 1) * 32)))
         h = torch.unique(self._hash(self.keys))  # [H] distinct bit positions
-        self.filter = torch.zeros(
-            1 << (self.bits - 3), dtype=torch.uint8, device=self.keys.device
-        )  # [2^bits / 8]
+        # [2^bits / 8]
+        self.filter = torch.zeros(1 << (self.bits - 3), dtype=torch.uint8, device=self.keys.device)
         # distinct bits of one byte sum to their OR
         self.filter.index_add_(
             0, h >> 3, torch.ones_like(h, dtype=torch.uint8) << (h & 7).to(torch.uint8)
@@ -71,6 +71,7 @@ class PairSet:
 
     @classmethod
     def of(cls, data: Interactions) -> PairSet:
+        """The pair set of `data`'s (user, item) pairs."""
         return cls(data.pair_keys(), data.n_items)
 
     def __len__(self) -> int:
@@ -98,9 +99,8 @@ class PairSet:
             # two levels: a binary search of the block fences (small enough to stay in cache),
             # then one compare against the 64 keys of the block (adjacent cache lines)
             candidates = keys.index_select(0, maybe)  # [M]
-            block = (
-                torch.searchsorted(self.fences, candidates, right=True).sub_(1).clamp_(min=0)
-            )  # [M]
+            # [M]
+            block = torch.searchsorted(self.fences, candidates, right=True).sub_(1).clamp_(min=0)
             found[maybe] = (self.blocks.index_select(0, block) == candidates.unsqueeze(1)).any(1)
         return found
 
@@ -153,15 +153,15 @@ class Sampler:
     def __call__(
         self, users: Tensor, generator: torch.Generator | None = None
     ) -> tuple[Tensor, Tensor]:
+        """K negatives for each user of `users` [B]: (items [B, K], log q(items) [B, K])."""
         shape = (len(users), self.n_negatives)
         items = self.proposal(shape[0] * shape[1], generator).to(users.device)  # [B*K]
         if self.seen is not None and len(self.seen):
             slot_users = (
                 users.repeat_interleave(self.n_negatives) if self.n_negatives > 1 else users
             )  # [B*K]
-            pending = (
-                self.is_seen(slot_users, items).nonzero().squeeze(1)
-            )  # [P] slots holding a seen item
+            # [P] slots holding a seen item
+            pending = self.is_seen(slot_users, items).nonzero().squeeze(1)
             m = self.candidates
             for _ in range(self.max_rounds):
                 if len(pending) == 0:
@@ -169,9 +169,8 @@ class Sampler:
                 # m fresh draws per pending slot, the first unseen one kept: the first unseen of
                 # i.i.d. draws from q is distributed as q restricted to unseen items, as with one
                 # draw per round, in fewer rounds (each round is a few small tensor operations)
-                draws = (
-                    self.proposal(len(pending) * m, generator).to(items.device).view(-1, m)
-                )  # [P, m]
+                # [P, m]
+                draws = self.proposal(len(pending) * m, generator).to(items.device).view(-1, m)
                 seen = self.is_seen(slot_users[pending].repeat_interleave(m), draws.view(-1)).view(
                     -1, m
                 )  # [P, m]
@@ -201,15 +200,16 @@ class UniformSampler(Sampler):
         train_items_only: bool = False,
     ):
         super().__init__(train, n_negatives, reject_seen, max_rounds)
-        self.pool = (
-            torch.unique(train.items.cpu()) if train_items_only else None
-        )  # [I_train] sorted
+        # [I_train] sorted
+        self.pool = torch.unique(train.items.cpu()) if train_items_only else None
         if self.pool is not None and len(self.pool) == 0:
             raise ValueError(
                 "train_items_only: the training part has no items to draw negatives from"
             )
 
     def proposal(self, n: int, generator: torch.Generator | None) -> Tensor:
+        """`n` items drawn uniformly from the catalogue, or from the training items with
+        `train_items_only`."""
         device = self.device_of(generator)
         if self.pool is None:
             return torch.randint(self.n_items, (n,), generator=generator, device=device)
@@ -218,6 +218,7 @@ class UniformSampler(Sampler):
         ]
 
     def log_prob(self, items: Tensor) -> Tensor:
+        """log q(item): −log I, or −log |pool| for pool items (−inf outside the pool)."""
         if self.pool is None:
             return torch.full(items.shape, -math.log(self.n_items), device=items.device)
         pool = self._on("pool", items.device)
@@ -249,6 +250,7 @@ class PopularitySampler(Sampler):
         self.log_probs = self.probs.log().float()  # [I]
 
     def proposal(self, n: int, generator: torch.Generator | None) -> Tensor:
+        """`n` items drawn with probability q(i) ∝ pop_i^β (inverse-CDF sampling)."""
         # inverse-CDF sampling: one uniform draw and one binary search per sample
         device = self.device_of(generator)
         u = torch.rand(n, generator=generator, device=device)
@@ -257,4 +259,5 @@ class PopularitySampler(Sampler):
         )
 
     def log_prob(self, items: Tensor) -> Tensor:
+        """log q(item) of the popularity proposal, same shape as `items`."""
         return self._on("log_probs", items.device)[items]

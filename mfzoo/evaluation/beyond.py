@@ -10,7 +10,8 @@ c_i = the number of lists containing i (the exposure of i) and S = Σ_i c_i (rec
                   n = n_items items, zeros included (0: equal exposure; (n−1)/n: one item only)
     long_tail@K = Σ_{i ∉ head} c_i / S,  head = the ceil(head_fraction · n_items) items with the
                   largest pop_i, ties by the lower item id
-    novelty@K   = Σ_i c_i · (−log2(max(pop_i, 1) / n_users)) / S     (mean self-information of a slot)
+    novelty@K   = Σ_i c_i · (−log2(max(pop_i, 1) / n_users)) / S     (mean self-information of a
+    slot)
 
 When no slot is filled (S = 0) gini, long_tail and novelty are 0.
 """
@@ -69,9 +70,8 @@ class ExposureTracker:
         self.popularity = popularity.double() / n_users  # [n_items] pop_i / n_users
         self.head = head_items(popularity, head_fraction)  # [n_items]
         self.information = -torch.log2(popularity.clamp(min=1).double() / n_users)  # [n_items]
-        self.counts = torch.zeros(
-            len(self.ks), self.n_items, dtype=torch.int64
-        )  # [len(ks), n_items]
+        # [len(ks), n_items]
+        self.counts = torch.zeros(len(self.ks), self.n_items, dtype=torch.int64)
         self.arp = torch.zeros(len(self.ks), 2, dtype=torch.float64)  # [len(ks), (sum, users)]
 
     def update(self, items: Tensor) -> None:

@@ -36,7 +36,8 @@ def rating_metrics(
 def _check(predictions: Tensor, targets: Tensor) -> None:
     if predictions.shape != targets.shape:
         raise ValueError(
-            f"predictions {tuple(predictions.shape)} and targets {tuple(targets.shape)} differ in shape"
+            f"predictions {tuple(predictions.shape)} and targets {tuple(targets.shape)} differ in "
+            "shape"
         )
     if predictions.numel() == 0:
         raise ValueError("no predictions to evaluate")

@@ -17,8 +17,8 @@ top-K list L_u and rel_r = 1 if the item at rank r is in Rel_u (0 for an id −1
 
     recall@K    = |L_u ∩ Rel_u| / |Rel_u|
     precision@K = |L_u ∩ Rel_u| / K                       (K even when the list is shorter)
-    ndcg@K      = DCG / IDCG,  DCG = Σ_{r≤K} rel_r / log2(r+1),  IDCG = Σ_{r≤min(K,|Rel_u|)} 1 / log2(r+1)
-    map@K       = AP@K = (1 / min(K, |Rel_u|)) Σ_{r≤K} P@r · rel_r
+    ndcg@K      = DCG / IDCG,  DCG = Σ_{r≤K} rel_r / log2(r+1),  IDCG = Σ_{r≤min(K,|Rel_u|)} 1 /
+    log2(r+1) map@K       = AP@K = (1 / min(K, |Rel_u|)) Σ_{r≤K} P@r · rel_r
     mrr@K       = 1 / (rank of the first relevant item in L_u), 0 if none
     hitrate@K   = 1 if |L_u ∩ Rel_u| > 0 else 0
 
@@ -99,7 +99,8 @@ def check_ranking(settings: Mapping[str, Any], where: str = "ranking") -> dict[s
     for k in ks:
         if isinstance(k, bool) or not isinstance(k, Integral) or k < 1:
             raise ValueError(
-                f"{where}.ks: every list length K must be an integer >= 1, got {k!r} in {list(ks)!r}"
+                f"{where}.ks: every list length K must be an integer >= 1, got {k!r} in "
+                f"{list(ks)!r}"
             )
     chunk_size = settings.get("chunk_size", 2048)
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, Integral) or chunk_size < 1:
@@ -174,13 +175,11 @@ def evaluate_ranking(
         score_fn, n_candidates = restrict(score_fn, allowed, train.n_items), len(allowed)
     seen = ExclusionRows(train)
     relevance = Relevance.of(seen, train, test, allow_overlap)
-    popularity = torch.bincount(
-        seen.indices.cpu(), minlength=train.n_items
-    )  # [n_items] `item_popularity(train)`
+    # [n_items] `item_popularity(train)`
+    popularity = torch.bincount(seen.indices.cpu(), minlength=train.n_items)
     exposure = ExposureTracker(popularity, train.n_users, ks, head_fraction)
-    totals = torch.zeros(
-        len(ks), len(ACCURACY), dtype=torch.float64
-    )  # [len(ks), 6] sums over users
+    # [len(ks), 6] sums over users
+    totals = torch.zeros(len(ks), len(ACCURACY), dtype=torch.float64)
     for chunk, _, items in iter_topk(
         score_fn,
         relevance.users.to(test.device),
@@ -223,28 +222,30 @@ class Relevance:
         (`DataError` otherwise); logs how many test users have no training pairs."""
         if (train.n_users, train.n_items) != (test.n_users, test.n_items):
             raise DataError(
-                f"train '{train.name}' ({train.n_users} users x {train.n_items} items) and test '{test.name}' "
-                f"({test.n_users} x {test.n_items}) are not one id space; split one Interactions into both"
+                f"train '{train.name}' ({train.n_users} users x {train.n_items} items) and test "
+                f"'{test.name}' ({test.n_users} x {test.n_items}) are not one id space; split one "
+                "Interactions into both"
             )
         if len(test) == 0:
             raise DataError(f"test '{test.name}' has no interactions")
         keys = test.pair_keys()  # [P_test]
         _check_leakage(keys, seen.keys().to(keys.device), test, allow_overlap)
         users, n_relevant = torch.unique(keys // test.n_items, return_counts=True)  # [n], [n]
-        counts = torch.zeros(
-            test.n_users, dtype=torch.float64, device=keys.device
-        )  # [n_users] |Rel_u|
+        # [n_users] |Rel_u|
+        counts = torch.zeros(test.n_users, dtype=torch.float64, device=keys.device)
         counts[users] = n_relevant.double()
         n_cold = int((seen.indptr.diff().to(users.device)[users] == 0).sum())
         if n_cold:
             log.warning(
-                "%d of %d test users have no training interactions; they are evaluated all the same",
+                "%d of %d test users have no training interactions; they are evaluated all the "
+                "same",
                 n_cold,
                 len(users),
             )
         return cls(keys, users, counts, test.n_items)
 
     def to(self, device: torch.device) -> Relevance:
+        """These relevance tables on `device` (moved in place once)."""
         if self.keys.device != device:
             self.keys, self.counts = self.keys.to(device), self.counts.to(device)
         return self
@@ -298,7 +299,9 @@ def aggregate(
     means = (totals / n_users).cpu().tolist()
     result: dict[str, float] = {}
     for j, k in enumerate(ks):
-        result.update({f"{name}@{k}": value for name, value in zip(ACCURACY, means[j])})
+        result.update(
+            {f"{name}@{k}": value for name, value in zip(ACCURACY, means[j], strict=True)}
+        )
     result.update(exposure.result())
     result["n_users_evaluated"] = float(n_users)
     return result
@@ -321,7 +324,7 @@ def _check_leakage(
     first = int(test_keys[overlap][0])
     user, item = divmod(first, test.n_items)
     raise DataError(
-        f"{n_overlap} test (user, item) pair(s) are also training pairs (leakage), first: user {user} "
-        f"(raw {test.user_ids[user].tolist()!r}), item {item} (raw {test.item_ids[item].tolist()!r}); "
-        "pass allow_overlap=True if this is intended"
+        f"{n_overlap} test (user, item) pair(s) are also training pairs (leakage), first: user "
+        f"{user} (raw {test.user_ids[user].tolist()!r}), item {item} (raw "
+        f"{test.item_ids[item].tolist()!r}); pass allow_overlap=True if this is intended"
     )

@@ -129,7 +129,8 @@ def library() -> ctypes.CDLL | None:
         return _load(target)
     except Exception as error:
         log.warning(
-            "mfzoo.native: the C kernels are unavailable (%s: %s); the solvers run their torch paths",
+            "mfzoo.native: the C kernels are unavailable (%s: %s); the solvers run their torch "
+            "paths",
             type(error).__name__,
             error,
         )
@@ -181,7 +182,10 @@ def unavailable_reason(*tensors: Tensor) -> str | None:
     if not enabled():
         return "MFZOO_NATIVE is set to disable them"
     if any(t.device.type != "cpu" for t in tensors):
-        return f"they run on the CPU, the tensors are on {next(t.device for t in tensors if t.device.type != 'cpu')}"
+        return (
+            "they run on the CPU, the tensors are on "
+            f"{next(t.device for t in tensors if t.device.type != 'cpu')}"
+        )
     floating = {t.dtype for t in tensors if t.is_floating_point()}
     if not floating <= {torch.float32, torch.float64} or len(floating) > 1:
         return f"they run float32 or float64, got {', '.join(sorted(str(d) for d in floating))}"
@@ -289,8 +293,8 @@ def ials_cg(
     A_u = YtY + Σ_i gram_weight_ui y_i y_iᵀ + reg_u I, b_u = Σ_i weight_ui y_i (YtY already
     scaled by α₀, gram_weight = c − α₀, weight = c, per CSR entry). crow [n_rows + 1] and col
     [nnz] of either index dtype (the kernel reads int64 row pointers and int32 column ids, 4
-    bytes per entry: `Interactions.csr` stores them so); every floating tensor in X's dtype, contiguous, on the CPU. The result does
-    not depend on `threads` (rows are independent)."""
+    bytes per entry: `Interactions.csr` stores them so); every floating tensor in X's dtype,
+    contiguous, on the CPU. The result does not depend on `threads` (rows are independent)."""
     lib = library()
     if lib is None:
         raise RuntimeError("mfzoo.native is unavailable")
@@ -342,8 +346,9 @@ def bpr_epoch(
     matrix) for at most `max_tries` draws; the update is that of `bpr.bpr_step` for one
     sample. `seen_filter`, `filter_bits`: the bit filter of a `mfzoo.data.sampling.PairSet` of
     the same pairs (uint8 [2^bits / 8]), which answers most membership queries with one byte
-    (the binary search runs only where its bit is set). `threads` workers share the tables without locks (Hogwild!); with one, the epoch
-    is reproducible bit for bit from `seed`. Returns the mean −ln σ(x)."""
+    (the binary search runs only where its bit is set). `threads` workers share the tables without
+    locks (Hogwild!); with one, the epoch is reproducible bit for bit from `seed`. Returns the mean
+    −ln σ(x)."""
     lib = library()
     if lib is None:
         raise RuntimeError("mfzoo.native is unavailable")

@@ -76,6 +76,7 @@ class ExactIndex:
 
     @property
     def dim(self) -> int:
+        """The dimension of the indexed vectors."""
         return self._parts[0].shape[1]
 
     def __len__(self) -> int:
@@ -114,7 +115,8 @@ class FaissIndex:
         unknown = set(params) - set(_FAISS_DEFAULTS[kind])
         if unknown:
             raise ValueError(
-                f"unknown {kind} parameter(s) {sorted(unknown)}; known: {sorted(_FAISS_DEFAULTS[kind])}"
+                f"unknown {kind} parameter(s) {sorted(unknown)}; known: "
+                f"{sorted(_FAISS_DEFAULTS[kind])}"
             )
         self._faiss = _import_faiss()
         self.kind, self.mips, self.params = kind, mips, {**_FAISS_DEFAULTS[kind], **params}
@@ -168,9 +170,8 @@ class FaissIndex:
         vectors = self._exact.vectors  # [n, d]
         queries = _as_matrix(queries, vectors.shape[1]).cpu()  # [m, d]
         if self.mips == "transform":
-            queries_np = _float32(
-                torch.cat([queries, queries.new_zeros(len(queries), 1)], 1)
-            )  # [m, d + 1]
+            # [m, d + 1]
+            queries_np = _float32(torch.cat([queries, queries.new_zeros(len(queries), 1)], 1))
         else:
             queries_np = _float32(queries)  # [m, d]
         # faiss's low-level search, as its own Python wrapper calls it: for one query that
@@ -184,16 +185,16 @@ class FaissIndex:
             m, faiss.swig_ptr(queries_np), k, faiss.swig_ptr(distances), faiss.swig_ptr(ids)
         )
         if self.mips == "inner_product":  # faiss's distances are the exact q · x already, in order
-            # numpy here: a handful of torch calls would cost more than the graph search of one query
+            # numpy here: a handful of torch calls would cost more than the graph search of one
+            # query
             if m and ids.min() < 0:
                 distances[ids < 0] = -math.inf
             return torch.from_numpy(distances), torch.from_numpy(ids)
         ids = torch.from_numpy(ids)  # [m, k]
         found = ids >= 0  # [m, k]
         rows = vectors.cpu()[ids.clamp(min=0)]  # [m, k, d]
-        scores = (
-            (rows * queries.to(rows.dtype).unsqueeze(1)).sum(-1).masked_fill(~found, -math.inf)
-        )  # [m, k]
+        # [m, k]
+        scores = (rows * queries.to(rows.dtype).unsqueeze(1)).sum(-1).masked_fill(~found, -math.inf)
         # the transform orders by exact q·x only up to float32 rounding; re-sort the exact scores
         scores, order = scores.sort(dim=1, descending=True, stable=True)
         return scores, ids.gather(1, order)

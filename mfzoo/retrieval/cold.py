@@ -123,9 +123,9 @@ def fold_in_users(model: nn.Module, new: Interactions, fold_in: FoldIn | None = 
     if fold_in is None:
         if not isinstance(model, OwnFoldIn):
             raise ValueError(
-                f"{name}: new users need a fold-in matching how the model was trained: pass fold_in="
-                "ridge_fold_in(l2, l2_bias) (MSELoss), ALSSolver(...).fold_in (ALS / iALS), or "
-                "mfzoo.training.restore.fold_in_of(cfg, model) for a finished run"
+                f"{name}: new users need a fold-in matching how the model was trained: pass "
+                "fold_in=ridge_fold_in(l2, l2_bias) (MSELoss), ALSSolver(...).fold_in (ALS / "
+                "iALS), or mfzoo.training.restore.fold_in_of(cfg, model) for a finished run"
             )
         return model.fold_in_users(new.csr("user").to(item_vectors.device))
     try:

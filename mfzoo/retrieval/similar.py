@@ -48,9 +48,8 @@ def similar_rows(
         raise ValueError(f"metric must be 'cosine' or 'dot', got {metric!r}")
     vectors = vectors.detach()
     if metric == "cosine":
-        vectors = torch.nn.functional.normalize(
-            vectors, dim=1
-        )  # [n, D] unit rows (zero rows stay 0)
+        # [n, D] unit rows (zero rows stay 0)
+        vectors = torch.nn.functional.normalize(vectors, dim=1)
     queries = torch.as_tensor(queries, dtype=torch.int64)
     if len(queries) and (int(queries.min()) < 0 or int(queries.max()) >= vectors.shape[0]):
         raise ValueError(

@@ -73,7 +73,8 @@ def factor_scores(user_factors: Tensor, item_factors: Tensor) -> ScoreFn:
 
 @torch.no_grad()
 def model_scores(model: nn.Module, forward_pairs: int = FORWARD_PAIRS) -> ScoreFn:
-    """Score function of any `Scorer`: users [c] -> their scores of the whole catalogue [c, n_items].
+    """Score function of any `Scorer`: users [c] -> their scores of the whole catalogue [c,
+    n_items].
 
     A `Factorised` model takes the fast path, `factor_scores(user_factors(), item_factors())`
     (factors computed once, here). Any other model is called as it is trained,
@@ -91,9 +92,8 @@ def model_scores(model: nn.Module, forward_pairs: int = FORWARD_PAIRS) -> ScoreF
     per_call = max(1, forward_pairs // max(n_items, 1))
     tensors = [*model.parameters(), *model.buffers()]
     device = tensors[0].device if tensors else torch.device("cpu")
-    catalogue = torch.arange(n_items, device=device).repeat(
-        per_call, 1
-    )  # [per_call, n_items] item ids per row
+    # [per_call, n_items] item ids per row
+    catalogue = torch.arange(n_items, device=device).repeat(per_call, 1)
 
     @torch.no_grad()
     def score_fn(users: Tensor) -> Tensor:
@@ -125,6 +125,7 @@ class ExclusionRows:
         self.n_users, self.n_items = data.n_users, data.n_items
 
     def to(self, device: torch.device) -> ExclusionRows:
+        """These exclusion rows on `device` (moved in place once)."""
         if self.indptr.device != device:
             self.indptr, self.indices = self.indptr.to(device), self.indices.to(device)
         return self
@@ -180,7 +181,8 @@ def iter_topk(
         and (int(users.min()) < 0 or int(users.max()) >= rows.n_users)
     ):
         raise ValueError(
-            f"user ids must lie in 0..{rows.n_users - 1}, got {int(users.min())}..{int(users.max())}"
+            f"user ids must lie in 0..{rows.n_users - 1}, got "
+            f"{int(users.min())}..{int(users.max())}"
         )
     for start in range(0, len(users), chunk_size):
         chunk = users[start : start + chunk_size]  # [c]
@@ -195,9 +197,8 @@ def iter_topk(
                 f"score_fn returned {scores.shape[1]} items, the exclusions have {rows.n_items}"
             )
         if rows is not None and (scores._base is not None or not scores.is_contiguous()):
-            scores = scores.clone(
-                memory_format=torch.contiguous_format
-            )  # never write into the caller's tensor
+            # never write into the caller's tensor
+            scores = scores.clone(memory_format=torch.contiguous_format)
         chunk = chunk.to(scores.device)
         if rows is not None:
             rows.to(scores.device).mask_(scores, chunk)
@@ -330,7 +331,8 @@ def recommend(
     require(model, Scorer, "recommend")
     if len(users) and (int(users.min()) < 0 or int(users.max()) >= model.n_users):
         raise ValueError(
-            f"user ids must lie in 0..{model.n_users - 1}, got {int(users.min())}..{int(users.max())}"
+            f"user ids must lie in 0..{model.n_users - 1}, got "
+            f"{int(users.min())}..{int(users.max())}"
         )
     score_fn = model_scores(model)
     if candidates is not None:
@@ -366,9 +368,8 @@ def recommend_factors(
     """
     if not isinstance(model, Tensor):
         require(model, Factorised, "recommend_factors")
-    item_vectors = (
-        model if isinstance(model, Tensor) else model.item_factors()
-    ).detach()  # [n_items, D']
+    # [n_items, D']
+    item_vectors = model if isinstance(model, Tensor) else model.item_factors().detach()
     if users is None:
         users = torch.arange(user_vectors.shape[0])  # [n]
     users = torch.as_tensor(users, dtype=torch.int64)
@@ -405,9 +406,8 @@ def restrict(score_fn: ScoreFn, candidates: Tensor, n_items: int) -> ScoreFn:
 
     def restricted(users: Tensor) -> Tensor:
         scores = score_fn(users)  # [c, n_items]
-        if (
-            scores._base is not None or not scores.is_contiguous()
-        ):  # never write into the caller's tensor
+        # never write into the caller's tensor
+        if scores._base is not None or not scores.is_contiguous():
             scores = scores.clone(memory_format=torch.contiguous_format)
         return scores.masked_fill_(blocked.to(scores.device), -math.inf)
 

@@ -65,11 +65,10 @@ def digest(split: Split) -> str:
             if part.timestamps is None
             else part.timestamps.cpu().to(torch.int64).numpy().tobytes()
         )
-    for side, table in _tables(
-        split.train
-    ).items():  # data without features: the digest it always had
+    # data without features: the digest it always had
+    for side, table in _tables(split.train).items():
         h.update(side.encode())
-        h.update("\x00".join(table.vocabulary + ("|",) + table.dense_names).encode("utf-8"))
+        h.update("\x00".join((*table.vocabulary, "|", *table.dense_names)).encode("utf-8"))
         for tensor in (table.offsets, table.indices, table.weights, table.dense):
             h.update(b"none" if tensor is None else tensor.cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
@@ -203,7 +202,6 @@ def load(run_dir: str | Path) -> Split | None:
     """The split the run trained and was evaluated on, from its own files; None when the run
     kept only the digest. The digest of what is read is checked against the recorded one."""
     record = meta(run_dir)
-    data = Path(run_dir) / DATA
     if record["keep_data"] != "copy":
         return None
     try:
@@ -259,8 +257,8 @@ def check(run_dir: str | Path, split: Split, record: dict | None = None) -> None
     if found != record["digest"]:
         raise RunError(
             f"{run_dir}: the data differs from what the run was trained on (sha256 {found[:12]}… "
-            f"instead of {record['digest'][:12]}…, source {record.get('source')}); refusing to serve "
-            "another data set's ids with this model: restore the original data or retrain"
+            f"instead of {record['digest'][:12]}…, source {record.get('source')}); refusing to "
+            "serve another data set's ids with this model: restore the original data or retrain"
         )
 
 

@@ -9,8 +9,8 @@ mfzoo's model configs and experiments share a few hyperparameters (`SHARED_KEYS`
 `model._target_=pkg.Model` on top of the default model config would otherwise be handed keys
 it never declared: those shared keys (and only those) are passed only when the model's
 constructor takes them, and each one left out is logged. Losses likewise for the keys of
-mfzoo's loss configs (`LOSS_SHARED_KEYS`: `l2`, `l2_bias`, `weighted`). Any other key the constructor does
-not take is an error, as usual (a typo stays an error).
+mfzoo's loss configs (`LOSS_SHARED_KEYS`: `l2`, `l2_bias`, `weighted`). Any other key the
+constructor does not take is an error, as usual (a typo stays an error).
 """
 
 from __future__ import annotations
@@ -112,7 +112,8 @@ def make_model(model_cfg: DictConfig, n_users: int, n_items: int) -> nn.Module:
     model = instantiate(model_config(model_cfg), n_users=n_users, n_items=n_items)
     if not isinstance(model, nn.Module):
         raise TypeError(
-            f"model: {model_cfg.get('_target_')} built a {type(model).__name__}, not a torch nn.Module"
+            f"model: {model_cfg.get('_target_')} built a {type(model).__name__}, not a torch "
+            "nn.Module"
         )
     require(model, Scorer, "training and evaluation")
     return model

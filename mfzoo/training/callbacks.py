@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from typing_extensions import override
 
 log = logging.getLogger("mfzoo.progress")
 
@@ -49,15 +50,18 @@ class History(L.Callback):
 
     # validation metrics are recorded before the epoch's checkpoint is written (Lightning runs
     # checkpoint callbacks last), so a checkpoint holds the history up to its own validation
+    @override
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._record(trainer, ("val/",))
 
+    @override
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._record(trainer, ("train/", "val/"))
         if trainer.is_global_zero:
             self.write()
 
     def write(self) -> None:
+        """Write every epoch recorded so far to the CSV file (one row per epoch)."""
         names = sorted({name for row in self.rows.values() for name in row})
         with open(self.path, "w", newline="") as f:
             writer = csv.writer(f)
@@ -66,9 +70,11 @@ class History(L.Callback):
                 row = self.rows[epoch]
                 writer.writerow([epoch, *(repr(row[n]) if n in row else "" for n in names)])
 
+    @override
     def state_dict(self) -> dict[str, Any]:
         return {"rows": {int(e): dict(r) for e, r in self.rows.items()}}
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.rows = {int(e): dict(r) for e, r in state_dict.get("rows", {}).items()}
 
@@ -83,6 +89,7 @@ class MetricCheck(L.Callback):
         self.metric, self.checked = metric, False
         self.monitored = dict(monitored or {})
 
+    @override
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.checked or trainer.sanity_checking:
             return
@@ -111,9 +118,11 @@ class Progress(L.Callback):
         self.best: float | None = None
         self._start = 0.0
 
+    @override
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start = time.perf_counter()
 
+    @override
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
@@ -142,8 +151,10 @@ class Progress(L.Callback):
         parts.append(f"epoch {time.perf_counter() - self._start:.2f} s")
         log.info("  ".join(parts))
 
+    @override
     def state_dict(self) -> dict[str, Any]:
         return {"best": self.best}
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.best = state_dict.get("best")

@@ -19,11 +19,14 @@ import inspect
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 import lightning as L
 import torch
+from omegaconf import DictConfig
 from torch import Tensor, nn
+from typing_extensions import override
 
 from mfzoo.data.batch import Batch
 from mfzoo.data.interactions import Interactions
@@ -35,7 +38,12 @@ from mfzoo.solvers.checks import NonFiniteError
 from mfzoo.training.building import make_loss, make_model
 from mfzoo.training.rundir import RunError
 
+if TYPE_CHECKING:
+    from mfzoo.data.datamodule import InteractionsDataModule
+    from mfzoo.solvers.distributed import ShardedALS
+
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class TrainingDiverged(RunError):
@@ -60,14 +68,14 @@ def check_penalised(model: nn.Module, loss: nn.Module) -> None:
         )
 
 
-def _resolve(path: str) -> Callable:
+def _resolve(path: str) -> Callable[..., Any]:
     """The function or class a `_target_` names."""
     from hydra._internal.utils import _locate  # hydra.utils.get_object logs its failures as errors
 
     return _locate(path)
 
 
-def check_config(cfg) -> None:
+def check_config(cfg: DictConfig) -> None:
     """What a run config is refused for before any data is read, raised as `RunError` saying
     `group (target): reason` (one line on the command line):
 
@@ -86,7 +94,7 @@ def check_config(cfg) -> None:
     from hydra.utils import get_class, instantiate
     from omegaconf import OmegaConf
 
-    def refused(group: str, make: Callable[[], object]) -> object:
+    def refused(group: str, make: Callable[[], T]) -> T:
         """make(); a refusal raised as `RunError` naming the config group and its target."""
         node = cfg.get(group)
         target = node.get("_target_") if OmegaConf.is_dict(node) else None
@@ -94,17 +102,15 @@ def check_config(cfg) -> None:
         try:
             return make()
         except (InstantiationException, ValueError, TypeError, ImportError) as error:
-            if isinstance(
-                error, InstantiationException
-            ):  # Hydra's wrapper: the constructor's message is the cause
-                error = error.__cause__ or error
-            reason = str(error)
+            # Hydra's wrapper: the constructor's message is the cause
+            cause = error.__cause__ if isinstance(error, InstantiationException) else None
+            reason = str(cause or error)
             reason = reason if reason.startswith(f"{group}.") else f"{where}: {reason}"
             raise RunError(reason.replace("\n", " ")) from None
 
     model_cfg, solver_cfg = cfg.get("model"), cfg.get("solver")
     if model_cfg is not None:
-        model_class = refused("model", lambda: get_class(str(model_cfg._target_)))
+        model_class: type = refused("model", lambda: get_class(str(model_cfg._target_)))
         if solver_cfg:
             solver_class = refused("solver", lambda: get_class(str(solver_cfg._target_)))
             if hasattr(solver_class, "check_model"):
@@ -121,13 +127,12 @@ def check_config(cfg) -> None:
                 )
                 if solver_cfg.get("distributed"):
                     check_shardable(bool(biases))
-        trained_by = getattr(
-            model_class, "trained_by", None
-        )  # a model only a solver trains (Bayesian MF)
+        # a model only a solver trains (Bayesian MF)
+        trained_by = getattr(model_class, "trained_by", None)
         if trained_by and not solver_cfg:
             raise RunError(
-                f"model ({model_cfg._target_}) is trained by solver={trained_by}, not by a loss and an "
-                f"optimizer: add solver={trained_by} (e.g. experiment=ml100k_bayesian)"
+                f"model ({model_cfg._target_}) is trained by solver={trained_by}, not by a loss "
+                f"and an optimizer: add solver={trained_by} (e.g. experiment=ml100k_bayesian)"
             )
         model = refused("model", lambda: make_model(model_cfg, 1, 1))
     if solver_cfg:
@@ -140,24 +145,26 @@ def check_config(cfg) -> None:
             sampler = (cfg.get("data") or {}).get("sampler")
             if not sampler and getattr(loss, "needs_negatives", False):
                 raise RunError(
-                    f"loss ({cfg.loss._target_}) ranks each observed item against sampled negatives, "
-                    "and the data config draws none: add a sampler (data/sampler=uniform|popularity), "
-                    "or start from an implicit-feedback experiment (experiment=ml100k_implicit_bpr)"
+                    f"loss ({cfg.loss._target_}) ranks each observed item against sampled "
+                    "negatives, and the data config draws none: add a sampler "
+                    "(data/sampler=uniform|popularity), or start from an implicit-feedback "
+                    "experiment (experiment=ml100k_implicit_bpr)"
                 )
             if sampler and getattr(loss, "uses_negatives", True) is False:
                 raise RunError(
-                    f"loss ({cfg.loss._target_}) fits the observed values only (column 0) and never uses "
-                    f"the negatives that data.sampler ({sampler.get('_target_')}) draws: for implicit "
-                    "feedback use a ranking loss (loss=bpr|bce|softmax); for ratings drop the sampler "
-                    "(data/sampler=null)"
+                    f"loss ({cfg.loss._target_}) fits the observed values only (column 0) and "
+                    f"never uses the negatives that data.sampler ({sampler.get('_target_')}) "
+                    "draws: for implicit feedback use a ranking loss (loss=bpr|bce|softmax); for "
+                    "ratings drop the sampler (data/sampler=null)"
                 )
         if cfg.get("optim"):
             refused("optim", lambda: instantiate(cfg.optim)([torch.zeros(1, requires_grad=True)]))
             if model_cfg is not None:
                 check_sparse(model, cfg.optim._target_)
-    source = (cfg.get("data") or {}).get("source")
+    source: Any = (cfg.get("data") or {}).get("source")
     if OmegaConf.is_dict(source) and source.get("_target_"):
-        function = refused("data", lambda: _resolve(str(source._target_)))
+        target = str(source._target_)
+        function = refused("data", lambda: _resolve(target))
         try:
             parameters = inspect.signature(function).parameters
         except (TypeError, ValueError):
@@ -170,12 +177,13 @@ def check_config(cfg) -> None:
             )
             if unknown:
                 raise RunError(
-                    f"data.source ({source._target_}) takes no {', '.join(unknown)} (given by the config: "
-                    f"an experiment made for another source?); remove it (e.g. '~data.source.{unknown[0]}') "
-                    f"or pick the source it was made for"
+                    f"data.source ({source._target_}) takes no {', '.join(unknown)} (given by the "
+                    "config: an experiment made for another source?); remove it (e.g. "
+                    f"'~data.source.{unknown[0]}') or pick the source it was made for"
                 )
     if cfg.get("ranking") is not None:
-        refused("ranking", lambda: check_ranking(OmegaConf.to_container(cfg.ranking, resolve=True)))
+        ranking = cast(Mapping[str, Any], OmegaConf.to_container(cfg.ranking, resolve=True))
+        refused("ranking", lambda: check_ranking(ranking))
     bounds = cfg.get("rating_range")
     if bounds is not None:
         bounds = (
@@ -201,8 +209,8 @@ def check_shardable(biases: bool) -> None:
     factors of MF without biases."""
     if biases:
         raise RunError(
-            "solver.distributed=true shards the factors of MF without biases; this MF has biases: use "
-            "model=funksvd (or model.biases=false), or train the biased model in one process"
+            "solver.distributed=true shards the factors of MF without biases; this MF has biases: "
+            "use model=funksvd (or model.biases=false), or train the biased model in one process"
         )
 
 
@@ -216,13 +224,13 @@ def check_sparse(model: nn.Module, optimizer: str) -> None:
     sparse = any(m.sparse for m in model.modules() if isinstance(m, nn.Embedding))
     if sparse and optimizer not in SPARSE_OPTIMIZERS:
         raise RunError(
-            f"sparse tables (model.sparse=true) give sparse gradients, which {optimizer} does not take: use "
-            "optim=sparse_adam (or optim=sgd / optim=adagrad), or model.sparse=false"
+            f"sparse tables (model.sparse=true) give sparse gradients, which {optimizer} does not "
+            "take: use optim=sparse_adam (or optim=sgd / optim=adagrad), or model.sparse=false"
         )
     if not sparse and optimizer == "torch.optim.SparseAdam":
         raise RunError(
-            f"optim=sparse_adam updates sparse gradients only, and {type(model).__name__} gives dense "
-            "ones: set +model.sparse=true (MF), or use optim=adam"
+            f"optim=sparse_adam updates sparse gradients only, and {type(model).__name__} gives "
+            "dense ones: set +model.sparse=true (MF), or use optim=adam"
         )
 
 
@@ -259,6 +267,12 @@ class EvaluatedModule(L.LightningModule):
         self._loss_finite: Tensor | None = None  # this epoch's losses all finite (on the device)
         self._checked_step: int | None = None  # the global step of the last finiteness check
 
+    @property
+    def _data(self) -> InteractionsDataModule:
+        """The trainer's data module, which Lightning attaches when fit, validate or test starts."""
+        # set on the trainer at run time: Trainer declares no such attribute
+        return self.trainer.datamodule  # type: ignore[attr-defined]
+
     # non-finite numbers stop the run ------------------------------------------------------
     def _fix(self) -> str:
         """What to change when training diverges (the subclasses know their settings)."""
@@ -293,7 +307,7 @@ class EvaluatedModule(L.LightningModule):
         ]
         ok = torch.stack(flags).tolist()  # one host sync
         if self.trainer.strategy.reduce_boolean_decision(not all(ok), all=False):
-            bad = [name for (name, _), fine in zip(named, ok[1:]) if not fine]
+            bad = [name for (name, _), fine in zip(named, ok[1:], strict=True) if not fine]
             parts = ["the training loss"] if not ok[0] else []
             parts += bad[:4] + ([f"{len(bad) - 4} more"] if len(bad) > 4 else [])
             raise self._diverged(f"{', '.join(parts) or 'another process'} became NaN or inf")
@@ -305,10 +319,12 @@ class EvaluatedModule(L.LightningModule):
                 f"the {stage} metrics {', '.join(f'{stage}/{n}' for n in bad)} are NaN or inf"
             )
 
+    @override
     def on_validation_epoch_start(self) -> None:
         if not self.trainer.sanity_checking and self.trainer.state.fn == "fit":
             self._check_finite()
 
+    @override
     def forward(self, batch: Batch) -> Tensor:
         return self.model(batch)
 
@@ -316,22 +332,28 @@ class EvaluatedModule(L.LightningModule):
     def _collect(self, batch: Batch) -> None:
         if not self._evaluates():  # another rank evaluates
             return
+        if batch.targets is None:
+            raise ValueError("rating metrics need the batch's observed values (batch.targets)")
         scores = self.model(batch)
         check_scores(self.model, scores, batch)
         self._outputs.append((scores[:, 0].detach(), batch.targets))
 
+    @override
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         if self.ranking is None:
             self._collect(batch)
 
+    @override
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         if self.ranking is None:
             self._collect(batch)
 
     @torch.no_grad()
     def _ranking_metrics(self, stage: str) -> dict[str, float] | None:
-        datamodule = self.trainer.datamodule
+        assert self.ranking is not None  # called for a module with ranking settings only
+        datamodule = self._data
         split = datamodule.split
+        assert split is not None  # set up before any evaluation
         seen, part = (split.train, split.val) if stage == "val" else (datamodule.seen, split.test)
         if part is None:
             return None
@@ -366,7 +388,7 @@ class EvaluatedModule(L.LightningModule):
         """Compute the stage's metrics (on rank 0 when there are several processes), give
         them to every rank (the callbacks of each, early stopping and checkpoints, read the
         same values) and log them."""
-        result: tuple[str, object] = ("ok", None)
+        result: tuple[str, Any] = ("ok", None)
         if self._evaluates():
             try:
                 metrics = (
@@ -401,20 +423,25 @@ class EvaluatedModule(L.LightningModule):
             epoch = max(epoch - 1, 0)
         self.log("step", float(epoch), on_step=False, on_epoch=True, batch_size=1)
 
+    @override
     def on_train_epoch_start(self) -> None:
         # the loader draws its shuffle and negatives from seed + epoch: a resumed run draws
         # what the uninterrupted one drew
-        loader = self.trainer.train_dataloader
-        if hasattr(loader, "set_epoch"):
-            loader.set_epoch(self.current_epoch)
+        set_epoch = getattr(self.trainer.train_dataloader, "set_epoch", None)
+        if set_epoch is not None:
+            set_epoch(self.current_epoch)
 
+    @override
     def on_train_epoch_end(self) -> None:
-        self._check_finite()  # validation, when the epoch has one, ran (and checked) before this hook
+        # validation, when the epoch has one, ran (and checked) before this hook
+        self._check_finite()
         self._log_step("train")  # the epoch's train/... metrics go out after this hook
 
+    @override
     def on_validation_epoch_end(self) -> None:
         self._log_metrics("val")
 
+    @override
     def on_test_epoch_end(self) -> None:
         self._log_metrics("test")
 
@@ -511,6 +538,7 @@ class GradientModule(EvaluatedModule):
                 group["lr"] = lr * scale
         return groups
 
+    @override
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         scores = self.model(batch)
         check_scores(self.model, scores, batch, finite=self._first_batch)
@@ -538,8 +566,12 @@ class GradientModule(EvaluatedModule):
             if self.rating_range
             else ""
         )
-        return f"lower optim.lr{lr}, or check the data's scale{scale} and the loss's regularisation (loss.l2)"
+        return (
+            f"lower optim.lr{lr}, or check the data's scale{scale} and the loss's regularisation "
+            "(loss.l2)"
+        )
 
+    @override
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.parameter_groups())
         if self.scheduler_factory is None:
@@ -558,13 +590,27 @@ class SweepOptimizer(torch.optim.Optimizer):
     one solver sweep that writes them. No gradients and no state; it lets Lightning count
     steps (checkpoints, logging) as for any optimizer."""
 
-    def __init__(self, params, sweep: Callable[[], None]):
+    def __init__(self, params: Iterable[nn.Parameter], sweep: Callable[[], None]):
         super().__init__(params, {})
         self._sweep = sweep
 
+    # one signature for both of Optimizer.step's overloads: a closure (Lightning passes one)
+    # is not called, since there is no loss to evaluate and nothing to return
     @torch.no_grad()
-    def step(self, closure=None) -> None:
+    def step(self, closure: Callable[[], float] | None = None) -> None:  # type: ignore[override]
+        """One solver sweep."""
         self._sweep()
+
+
+class Solver(Protocol):
+    """What `SolverModule` needs of a closed-form solver: a sweep over the training set that
+    writes the model's parameters in place, returning the epoch's loss where it has one (None
+    when its objective is computed apart, by an optional `objective(model, train)`).
+    Optional too: `check_epochs(n)`, `distributed` (ALS/iALS sharded over processes)."""
+
+    def sweep(self, model: nn.Module, train: Interactions) -> Tensor | float | None:
+        """One pass over `train` that writes `model`'s parameters; the epoch's loss or None."""
+        ...
 
 
 class SolverModule(EvaluatedModule):
@@ -582,8 +628,8 @@ class SolverModule(EvaluatedModule):
     gathered into every process's model, so evaluation and checkpoints read them as usual.
 
     Logs per epoch `train/sweep_seconds` (the sweep alone) and `train/loss`: for a solver with
-    `objective(model, train)` (`ALSSolver`, `IALSSolver`) its objective after the sweep divided by the
-    number of training interactions |R| (explicit ALS: Σ_R (r − x·y)² + penalties over |R|;
+    `objective(model, train)` (`ALSSolver`, `IALSSolver`) its objective after the sweep divided by
+    the number of training interactions |R| (explicit ALS: Σ_R (r − x·y)² + penalties over |R|;
     iALS: the weighted sum over all pairs + penalties over |R|), else what `sweep` returned
     (`BPRSolver`: the mean −ln σ(x̂_uij) of the epoch's samples).
     """
@@ -591,24 +637,26 @@ class SolverModule(EvaluatedModule):
     def __init__(
         self,
         model: nn.Module,
-        solver,
+        solver: Solver,
         rating_range: tuple[float, float] | None = None,
         ranking: dict | None = None,
     ):
         super().__init__(model, rating_range, ranking)
         self.solver = solver
-        self._loss = None  # what the last sweep returned
+        self._loss: Tensor | float | None = None  # what the last sweep returned
         self.automatic_optimization = False
         self._on_device: tuple[Interactions, Interactions] | None = (
             None  # (the data module's set, its copy here)
         )
-        self._shards = None  # this rank's ShardedALS (solver.distributed under several processes)
+        self._shards: ShardedALS | None = (
+            None  # this rank's ShardedALS (solver.distributed under several processes)
+        )
 
     def _train(self) -> Interactions:
         """The training set on the model's device, moved once per fit: the copy keeps its CSR
         matrices, so a sweep on an accelerator does not rebuild them (nor the solver's caches,
         which follow the matrices)."""
-        train = self.trainer.datamodule.train
+        train = self._data.train
         if (
             self._on_device is None
             or self._on_device[0] is not train
@@ -617,10 +665,10 @@ class SolverModule(EvaluatedModule):
             self._on_device = (train, train.to(self.device))
         return self._on_device[1]
 
+    @override
     def on_fit_start(self) -> None:
-        check_epochs = getattr(
-            self.solver, "check_epochs", None
-        )  # a solver that needs a number of sweeps
+        # a solver that needs a number of sweeps
+        check_epochs = getattr(self.solver, "check_epochs", None)
         if check_epochs is not None:
             try:
                 check_epochs(self.trainer.max_epochs)
@@ -633,8 +681,8 @@ class SolverModule(EvaluatedModule):
         ):
             shardable = hasattr(self.solver, "distributed")
             log.warning(
-                "%d processes each run the whole %s sweep (nothing is gained, and the run is not the "
-                "one-process run)%s",
+                "%d processes each run the whole %s sweep (nothing is gained, and the run is not "
+                "the one-process run)%s",
                 self.trainer.world_size,
                 type(self.solver).__name__,
                 "; solver.distributed=true shards its rows over them"
@@ -642,7 +690,7 @@ class SolverModule(EvaluatedModule):
                 else "; this solver has no sharded form: train it in one process",
             )
 
-    def _sharded(self):
+    def _sharded(self) -> ShardedALS | None:
         """This rank's `ShardedALS` when the solver is `distributed` and the trainer runs several
         processes (built at the first sweep from the model's factors, the same on every rank,
         and again after a checkpoint is loaded), else None."""
@@ -650,18 +698,27 @@ class SolverModule(EvaluatedModule):
             return None
         if self._shards is None:
             from mfzoo.solvers.distributed import ShardedALS
+            from mfzoo.solvers.solver import ALSBase
 
-            self.solver._check(self.model)
+            solver = self.solver
+            assert isinstance(solver, ALSBase)  # only ALS and iALS have `distributed`
+            solver._check(self.model)
             check_shardable(bool(getattr(self.model, "biases", False)))
-            users, items = (
-                self.model.user_embedding.weight,
-                self.model.item_embedding.weight,
-            )  # [U, D], [I, D]
-            # the rows of R it keeps are read from the host copy of the training set: only the shard moves
-            self._shards = ShardedALS.of(
-                self.solver, self.trainer.datamodule.train, users.detach(), items.detach()
-            )
+            users, items = (t.weight for t in self._tables())  # [U, D], [I, D]
+            # the rows of R it keeps are read from the host copy of the training set: only the shard
+            # moves
+            self._shards = ShardedALS.of(solver, self._data.train, users.detach(), items.detach())
         return self._shards
+
+    def _tables(self) -> tuple[nn.Embedding, nn.Embedding]:
+        """The model's user and item factor tables, which a sharded sweep writes."""
+        users, items = self.model.user_embedding, self.model.item_embedding
+        if not isinstance(users, nn.Embedding) or not isinstance(items, nn.Embedding):
+            raise RunError(
+                f"solver.distributed=true needs factor tables (nn.Embedding user_embedding and "
+                f"item_embedding); {type(self.model).__name__} has none"
+            )
+        return users, items
 
     @torch.no_grad()
     def _sweep(self) -> None:
@@ -671,18 +728,17 @@ class SolverModule(EvaluatedModule):
                 self._loss = self.solver.sweep(self.model, self._train())
                 return
             shards.sweep()
-            X, Y = (
-                shards.factors()
-            )  # every rank's model holds all the factors (evaluation, checkpoints)
-            self.model.user_embedding.weight.copy_(X)
-            self.model.item_embedding.weight.copy_(Y)
+            # every rank's model holds all the factors (evaluation, checkpoints)
+            X, Y = shards.factors()
+            users, items = self._tables()
+            users.weight.copy_(X)
+            items.weight.copy_(Y)
         except NonFiniteError as error:  # the solver names the setting; the run adds the epoch
             raise TrainingDiverged(
                 f"training diverged in epoch {self.current_epoch}: {error}"
             ) from None
-        except (
-            ValueError
-        ) as error:  # a setting that does not fit the data (a rank above its size, say)
+        # a setting that does not fit the data (a rank above its size, say)
+        except ValueError as error:
             if isinstance(error, RunError):
                 raise
             raise RunError(f"solver ({type(self.solver).__name__}): {error}") from None
@@ -694,12 +750,18 @@ class SolverModule(EvaluatedModule):
             for key in ("lr", "alpha", "l2")
             if isinstance(getattr(solver, key, None), (int, float))
         ]
-        return f"check the data's scale and {name}'s settings: {', '.join(settings) or 'its regularisation'}"
+        return (
+            f"check the data's scale and {name}'s settings: "
+            f"{', '.join(settings) or 'its regularisation'}"
+        )
 
+    @override
     def training_step(self, batch: Batch, batch_idx: int) -> None:
         start = time.perf_counter()
         self._loss = None
-        self.optimizers().step()
+        optimizer = self.optimizers()
+        assert not isinstance(optimizer, list)  # one SweepOptimizer
+        optimizer.step()
         self.log(
             "train/sweep_seconds",
             time.perf_counter() - start,
@@ -707,23 +769,25 @@ class SolverModule(EvaluatedModule):
             on_epoch=True,
             batch_size=1,
         )
-        if hasattr(
-            self.solver, "objective"
-        ):  # closed form: the objective after the sweep, per interaction
+        # closed form: the objective after the sweep, per interaction
+        if hasattr(self.solver, "objective"):
             train = self._train()
             self._loss = self.solver.objective(self.model, train) / len(train)
         if self._loss is not None:  # else what the sweep reported (LearnBPR: mean −ln σ(x))
             self.log("train/loss", float(self._loss), on_step=False, on_epoch=True, batch_size=1)
             self._track_loss(float(self._loss))
 
+    @override
     def configure_optimizers(self) -> SweepOptimizer:
         return SweepOptimizer(self.model.parameters(), self._sweep)
 
     # a solver's own state (LearnBPR's generator) goes into the checkpoint as tensors
+    @override
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if hasattr(self.solver, "state_dict"):
             checkpoint["solver_state"] = self.solver.state_dict()
 
+    @override
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self._shards = None  # rebuilt from the loaded factors at the next sweep
         if "solver_state" in checkpoint and hasattr(self.solver, "load_state_dict"):

@@ -121,17 +121,17 @@ def fold_in_of(cfg: DictConfig, model: nn.Module) -> FoldIn:
         fold_in = getattr(solver, "fold_in", None)
         if fold_in is None:
             raise RunError(
-                f"{type(solver).__name__} (solver={getattr(solver, 'config', '?')}) has no fold-in of new "
-                "users; recommend to training users with --user instead"
+                f"{type(solver).__name__} (solver={getattr(solver, 'config', '?')}) has no fold-in "
+                "of new users; recommend to training users with --user instead"
             )
         return fold_in
     loss = make_loss(cfg.loss, model.n_users, model.n_items)
     if isinstance(loss, MSELoss):
         if not isinstance(model, RidgeFoldIn):
             raise RunError(
-                f"{type(model).__name__} has no fold_in_design / folded_user_factors (the RidgeFoldIn "
-                "capability of mfzoo.models.contract), which folding new users into an MSE-trained "
-                "model needs; recommend to training users with --user instead"
+                f"{type(model).__name__} has no fold_in_design / folded_user_factors (the "
+                "RidgeFoldIn capability of mfzoo.models.contract), which folding new users into "
+                "an MSE-trained model needs; recommend to training users with --user instead"
             )
         return ridge_fold_in(loss.l2, loss.l2_bias)
     raise RunError(

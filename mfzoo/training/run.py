@@ -291,9 +291,8 @@ def train(
     with claim(run_dir, resume=resume):
         try:
             metrics = _run(cfg, run_dir, list(overrides), resume, objective)
-        except (
-            Exception
-        ) as err:  # the run's own directory says why it has no result (mfzoo-compare shows it)
+        # the run's own directory says why it has no result (mfzoo-compare shows it)
+        except Exception as err:
             if rank() == 0 and not (run_dir / "metrics.json").exists():
                 why = str(err) if isinstance(err, ValueError) else f"{type(err).__name__}: {err}"
                 (run_dir / FAILED).write_text(" ".join(why.split()) + "\n")
@@ -310,8 +309,9 @@ def _check_resumable(checkpoint: dict, run_dir: Path) -> None:
         if best and Path(best).name != LAST:
             if not Path(best).is_file():
                 raise RunError(
-                    f"{run_dir}: the best checkpoint so far ({relative(best, run_dir)}) is missing; "
-                    "the run cannot be continued to the result it would have had: start it again"
+                    f"{run_dir}: the best checkpoint so far ({relative(best, run_dir)}) is "
+                    "missing; the run cannot be continued to the result it would have had: start "
+                    "it again"
                 )
             read_checkpoint(best)
 
@@ -379,9 +379,8 @@ def _run(
             from mfzoo.training.tensorboard import run_name
 
             named = {"version": run_name(overrides)}
-        elif (
-            resume
-        ):  # a CSV logger would replace the killed run's files: the resumed part gets its own
+        # a CSV logger would replace the killed run's files: the resumed part gets its own
+        elif resume:
             logs = run_dir / str(cfg.logger.get("name") or "")
             named = {
                 "version": next(
@@ -392,7 +391,8 @@ def _run(
     history = History(run_dir / "history.csv")
     monitored = {
         f"callbacks.{name}.monitor": str(c.monitor)
-        for name, c in zip((cfg.get("callbacks") or {}).keys(), callbacks)
+        # the configured callbacks come first; the trailing `last` checkpoint has no name
+        for name, c in zip((cfg.get("callbacks") or {}).keys(), callbacks, strict=False)
         if str(getattr(c, "monitor", None) or "").startswith("val/")
     }
     callbacks = [
@@ -407,9 +407,8 @@ def _run(
                 best_callback.mode if best_callback else "min",
             )
         )
-    one_sweep = (
-        {"limit_train_batches": 1} if cfg.get("solver") else {}
-    )  # a solver epoch is one sweep
+    # a solver epoch is one sweep
+    one_sweep = {"limit_train_batches": 1} if cfg.get("solver") else {}
     trainer: L.Trainer = instantiate(
         cfg.trainer, logger=logger, callbacks=callbacks, default_root_dir=str(run_dir), **one_sweep
     )
@@ -429,8 +428,8 @@ def _run(
                 f"continue it with: {resume_command(run_dir)}"
             ) from None
         raise RunError(
-            f"{run_dir}: training was stopped by a signal before its first epoch ended (no checkpoint "
-            "to continue from): start it again"
+            f"{run_dir}: training was stopped by a signal before its first epoch ended (no "
+            "checkpoint to continue from): start it again"
         ) from None
     finally:
         if ckpt_path is not None and ckpt_path.name == "resume.ckpt":
@@ -476,7 +475,8 @@ def _run(
         "n_train": len(datamodule.train),
         "best_checkpoint": relative(best_path, run_dir) if best_path else None,
         "last_checkpoint": relative(last_path, run_dir) if last_path.is_file() else None,
-        # a checkpoint changed after the run (a flipped byte, a file from another run) is refused on load
+        # a checkpoint changed after the run (a flipped byte, a file from another run) is refused on
+        # load
         "checkpoint_sha256": {relative(p, run_dir): sha256(p) for p in saved} if writer else {},
         "overrides": overrides,
         "seed": cfg.seed,

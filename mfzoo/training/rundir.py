@@ -71,8 +71,8 @@ def agreed(name: str) -> str:
         return name
     if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
         raise RunError(
-            f"{world_size()} processes were started by a launcher other than torchrun; give them one run "
-            "directory to share: hydra.run.dir=DIR (e.g. runs/$SLURM_JOB_ID)"
+            f"{world_size()} processes were started by a launcher other than torchrun; give them "
+            "one run directory to share: hydra.run.dir=DIR (e.g. runs/$SLURM_JOB_ID)"
         )
     from datetime import timedelta
 
@@ -178,8 +178,9 @@ def claim(run_dir: str | Path, resume: bool = False) -> Iterator[Path]:
             held = _owner(lock)
             if _alive(held) or not resume:
                 raise RunError(
-                    f"{run_dir} is in use by another run (host {held.get('host')}, pid {held.get('pid')}, "
-                    f"since {held.get('started')}); give each run its own directory"
+                    f"{run_dir} is in use by another run (host {held.get('host')}, pid "
+                    f"{held.get('pid')}, since {held.get('started')}); give each run its own "
+                    "directory"
                     + (
                         ""
                         if resume or _alive(held)
@@ -225,9 +226,8 @@ def read_checkpoint(path: str | Path) -> dict:
 
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter(
-                "ignore"
-            )  # torch's notes on pickle protocols: the error says it all
+            # torch's notes on pickle protocols: the error says it all
+            warnings.simplefilter("ignore")
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise RunError(

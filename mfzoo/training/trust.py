@@ -93,7 +93,7 @@ def _interpolations(cfg: Any, where: str = "") -> list[str]:
     """The keys of `cfg` whose values are interpolations (`${...}`), at any depth."""
     found = []
     if isinstance(cfg, DictConfig):
-        for key in cfg.keys():
+        for key in cfg:
             place = f"{where}.{key}" if where else str(key)
             if OmegaConf.is_interpolation(cfg, key):
                 found.append(place)
@@ -139,8 +139,9 @@ def check(cfg: DictConfig, trust: Iterable[str] = (), source: str = "config.yaml
     interpolated = _interpolations(cfg)
     if interpolated:
         raise RunError(
-            f"{source}: {interpolated[0]} holds an interpolation (${{...}}); a run's config is written "
-            "resolved, so this one was edited: resolvers could read the environment or files"
+            f"{source}: {interpolated[0]} holds an interpolation (${{...}}); a run's config is "
+            "written resolved, so this one was edited: resolvers could read the environment or "
+            "files"
         )
     for where, target in targets(cfg):
         if target.startswith(MFZOO):
@@ -150,13 +151,13 @@ def check(cfg: DictConfig, trust: Iterable[str] = (), source: str = "config.yaml
             hint = (
                 ""
                 if package in UNTRUSTABLE
-                else f"; if {package} is your own package, trust it: --trust {package} on the command line, "
-                f"load_run(..., trust_packages=['{package}']) in Python"
+                else f"; if {package} is your own package, trust it: --trust {package} on the "
+                f"command line, load_run(..., trust_packages=['{package}']) in Python"
             )
             raise RunError(
-                f"{source}: {where}._target_ is {target!r}, which loading a run does not instantiate "
-                "(allowed: mfzoo's own, torch.optim, Lightning callbacks and loggers, and classes of "
-                f"packages in trusted_packages){hint}"
+                f"{source}: {where}._target_ is {target!r}, which loading a run does not "
+                "instantiate (allowed: mfzoo's own, torch.optim, Lightning callbacks and loggers, "
+                f"and classes of packages in trusted_packages){hint}"
             )
         _require_class(target, where, source)
 
@@ -170,9 +171,8 @@ def _require_class(target: str, where: str, source: str) -> None:
         obj = _locate(target)
     except Exception as err:  # ImportError, AttributeError, or whatever the import raised
         cause = err
-        while (
-            cause.__cause__ is not None and not str(cause.__cause__) == ""
-        ):  # Hydra wraps the real reason
+        # Hydra wraps the real reason
+        while cause.__cause__ is not None and str(cause.__cause__) != "":
             cause = cause.__cause__
         reason = " ".join(str(cause).split()) or type(cause).__name__
         package = target.split(".")[0]

@@ -70,9 +70,8 @@ def open_text(path: Path):
     compression = COMPRESSIONS.get(path.suffix.lower())
     if compression is None:
         return open(path, encoding="utf-8-sig", newline="")
-    with pa.input_stream(
-        str(path), compression=compression
-    ) as stream:  # whole: the reader seeks back
+    # whole: the reader seeks back
+    with pa.input_stream(str(path), compression=compression) as stream:
         return io.StringIO(stream.read().decode("utf-8-sig"), newline="")
 
 
@@ -85,8 +84,8 @@ def first_text(head: bytes) -> str:
 def not_utf8(path: Path, err: UnicodeDecodeError) -> DataError:
     """The error for a file whose start is not UTF-8 text."""
     return DataError(
-        f"{path}: not UTF-8 text (byte {err.object[err.start : err.start + 1]!r} cannot be decoded); "
-        "is it a binary file, or Parquet without the .parquet extension?"
+        f"{path}: not UTF-8 text (byte {err.object[err.start : err.start + 1]!r} cannot be "
+        "decoded); is it a binary file, or Parquet without the .parquet extension?"
     )
 
 
@@ -128,6 +127,7 @@ class Lines:
         self._path, self._header, self._sep, self._lines = path, header, sep, None
 
     def line(self, row: int) -> int:
+        """The 1-based file line where 0-based data row `row` ends."""
         if self._lines is None:
             ends = []
             try:
@@ -244,9 +244,8 @@ def read_columns(
                 raise DataError(
                     f"{path}: not UTF-8 text ({first_line(message)}); is it a binary file?"
                 ) from None
-            if (
-                "skip initial" in message
-            ):  # the header fills a block: a larger one, or no row after it
+            # the header fills a block: a larger one, or no row after it
+            if "skip initial" in message:
                 if (
                     block < 1 << 28
                     and "larger than block size" in message

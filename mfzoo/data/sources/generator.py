@@ -1,4 +1,5 @@
-"""Seeded synthetic interactions with a planted low-rank signal: `synthetic`, `synthetic_with_truth`."""
+"""Seeded synthetic interactions with a planted low-rank signal: `synthetic`,
+`synthetic_with_truth`."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""MovieLens releases from GroupLens: download, cache, checksum, RecBole fallback (100k), parsers."""
+"""MovieLens releases from GroupLens: download, cache, checksum, the RecBole fallback (100k),
+parsers."""
 
 from __future__ import annotations
 
@@ -151,8 +152,8 @@ def _parse_movielens(
     expected = _EXPECTED_ROWS.get(name)
     if len(users) == 0 or (expected is not None and len(users) != expected):
         raise DataError(
-            f"{source}: parsed {len(users)} MovieLens-{name} ratings, expected {expected or 'some'}; "
-            "the file looks damaged: delete it and load again"
+            f"{source}: parsed {len(users)} MovieLens-{name} ratings, expected "
+            f"{expected or 'some'}; the file looks damaged: delete it and load again"
         )
     return Interactions.from_arrays(
         users,
@@ -192,7 +193,7 @@ def movielens_features(
         )
         item_ids = [row[0] for _, row in items]
         genres = [row[1].split() for _, row in items]
-        for (line, row), cell in zip(items, genres):
+        for (line, _), cell in zip(items, genres, strict=True):
             unknown = sorted(set(cell) - set(_ML100K_GENRES))
             if unknown:
                 raise DataError(
@@ -225,16 +226,19 @@ def movielens_features(
                 f.strip() not in ("0", "1") for f in flags
             ):
                 raise DataError(
-                    f"{item_where}: line {k} does not end in {len(_ML100K_GENRES)} genre flags (0/1) "
-                    f"after 5 fields ({len(fields)} fields)"
+                    f"{item_where}: line {k} does not end in {len(_ML100K_GENRES)} genre flags "
+                    f"(0/1) after 5 fields ({len(fields)} fields)"
                 )
             item_ids.append(fields[0])
-            genres.append([g for g, f in zip(_ML100K_GENRES, flags) if f.strip() == "1"])
+            genres.append(
+                [g for g, f in zip(_ML100K_GENRES, flags, strict=True) if f.strip() == "1"]
+            )
     ages, genders, occupations = [], [], []
-    for line, row in zip(user_lines, user_rows):
+    for line, row in zip(user_lines, user_rows, strict=True):
         if len(row) < 4:
             raise DataError(
-                f"{where}: line {line} has {len(row)} field(s), 4 needed (id, age, gender, occupation)"
+                f"{where}: line {line} has {len(row)} field(s), 4 needed (id, age, gender, "
+                "occupation)"
             )
         try:
             age = int(row[1])
@@ -370,9 +374,10 @@ def _movielens_source(name: str, cache_dir: str | None) -> Path:
         path = _recbole_fallback(root)
     except (OSError, subprocess.SubprocessError, zipfile.BadZipFile, KeyError, DataError) as err:
         raise DataError(
-            f"MovieLens 100k is unavailable. Tried (1) {url}: {download_error}; (2) the ml-100k copy in "
-            f"the {_RECBOLE_REQUIREMENT} wheel via pip download: {err}. Place ml-100k.zip at {zip_path}, "
-            f"or a {_RECBOLE_REQUIREMENT} wheel in {root / 'wheels'}, or its {_RECBOLE_INTER} at {inter_path}"
+            f"MovieLens 100k is unavailable. Tried (1) {url}: {download_error}; (2) the ml-100k "
+            f"copy in the {_RECBOLE_REQUIREMENT} wheel via pip download: {err}. Place ml-100k.zip "
+            f"at {zip_path}, or a {_RECBOLE_REQUIREMENT} wheel in {root / 'wheels'}, or its "
+            f"{_RECBOLE_INTER} at {inter_path}"
         ) from err
     log.info("movielens-100k: using the RecBole copy, cached at %s", path)
     return path
@@ -382,9 +387,11 @@ def _download(url: str, dest: Path, timeout: float | None = None) -> None:
     """Fetch `url` into `dest`, through a `.part` file so a broken transfer leaves nothing."""
     part = dest.with_name(dest.name + ".part")
     try:
-        with urllib.request.urlopen(url, timeout=timeout or _DOWNLOAD_TIMEOUT_S) as response:
-            with open(part, "wb") as out:
-                shutil.copyfileobj(response, out, 1 << 20)
+        with (
+            urllib.request.urlopen(url, timeout=timeout or _DOWNLOAD_TIMEOUT_S) as response,
+            open(part, "wb") as out,
+        ):
+            shutil.copyfileobj(response, out, 1 << 20)
         part.replace(dest)
     finally:
         part.unlink(missing_ok=True)
@@ -451,9 +458,8 @@ def _recbole_fallback(root: Path) -> Path:
     for member, data in extras.items():
         _check_sha256(data, _recorded_sha256(member), f"{wheel}!{member}")
         _write_whole(root / member.rsplit("/", 1)[-1], data)
-    return _write_whole(
-        root / "ml-100k.inter", inter
-    )  # the .inter file appears whole or not at all
+    # the .inter file appears whole or not at all
+    return _write_whole(root / "ml-100k.inter", inter)
 
 
 def _recorded_sha256(member: str) -> str:
@@ -529,7 +535,7 @@ def _parse_ratings(raw: bytes, sep: str, header: bool, what: str) -> tuple[np.nd
     step = 2 if sep == ":" else 1
     names = [f"f{k}" for k in range(3 * step + 1)]
     wanted = names[::step]
-    types = dict(zip(wanted, (pa.int64(), pa.int64(), pa.float64(), pa.int64())))
+    types = dict(zip(wanted, (pa.int64(), pa.int64(), pa.float64(), pa.int64()), strict=True))
     try:
         table = pcsv.read_csv(
             pa.BufferReader(raw),

@@ -32,7 +32,8 @@ from mfzoo.data.sources.tables import _check_file, _first_line, _locate, arrow_i
 log = logging.getLogger(__name__)
 
 NETFLIX_COLUMNS = {"user": "CustomerID", "item": "MovieID", "value": "Rating", "timestamp": "Date"}
-# the file names of both Netflix distributions; a directory holding some of them is read as those only
+# the file names of both Netflix distributions; a directory holding some of them is read as those
+# only
 _NETFLIX_FILE = re.compile(r"(mv_\d+|combined_data_\d+)\.txt(\.gz|\.bz2)?", re.IGNORECASE)
 _LINE_DELIMITER = (
     "\x1f"  # the unit separator: never in a Netflix line, so the CSV reader yields whole lines
@@ -99,9 +100,8 @@ def _netflix_set(
 ) -> Interactions:
     """The ratings of `files` as one set (`netflix_prize` without its cache and name)."""
     blocks = [_netflix_file(f) for f in files]
-    rows = np.cumsum(
-        [0] + [b.rows for b in blocks]
-    )  # [F + 1] first row of each file in the joined set
+    # [F + 1] first row of each file in the joined set
+    rows = np.cumsum([0] + [b.rows for b in blocks])
     if rows[-1] == 0:
         raise DataError(f"{path}: no ratings (only 'MovieID:' lines)")
     cols = {
@@ -134,7 +134,8 @@ class _NetflixBlock:
 
     def line(self, row: int) -> int:
         """The 1-based file line of 0-based rating `row`: skipped line s_j has s_j - j ratings
-        before it, so the row lies after the skipped lines whose count of ratings before is <= row."""
+        before it, so the row lies after the skipped lines whose count of ratings before is <=
+        row."""
         before = self.skipped - np.arange(len(self.skipped))
         return row + int(np.searchsorted(before, row, side="right")) + 1
 
@@ -334,12 +335,12 @@ def json_lines(
     `user_col`, `item_col`, `value_col` and `time_col` name the fields. Ids keep their JSON
     type: strings stay string raw ids, integers become int64 raw ids (a field must hold one
     type throughout; integer ids beyond int64 are refused). Values are numbers (or numeric
-    strings; true and false are 1 and 0); without `value_col` every value is 1. Times are numbers in `time_unit` ("s" or "ms"; milliseconds are floored to whole
-    seconds) or ISO-8601 strings ("2021-03-04", "2021-03-04T05:06:07+01:00"; naive ones are
-    UTC), stored as int64 epoch seconds. The types are those of the first record, and the
-    file is read by Arrow's JSON reader as whole columns. `duplicates` and `pair_duplicates`
-    are the policies of `Interactions.from_arrays`. The set is named `name`, else the file
-    name without its extensions.
+    strings; true and false are 1 and 0); without `value_col` every value is 1. Times are numbers in
+    `time_unit` ("s" or "ms"; milliseconds are floored to whole seconds) or ISO-8601 strings
+    ("2021-03-04", "2021-03-04T05:06:07+01:00"; naive ones are UTC), stored as int64 epoch seconds.
+    The types are those of the first record, and the file is read by Arrow's JSON reader as whole
+    columns. `duplicates` and `pair_duplicates` are the policies of `Interactions.from_arrays`. The
+    set is named `name`, else the file name without its extensions.
 
     Bad input raises `DataError` (one line) naming the file, the field and the 1-based file
     line: a record without the field or with null there (missing cell), a field holding
@@ -523,8 +524,8 @@ def _arrow_type(path: Path, role: str, field: str, value, line: int):
     if kind == "integer" and not -(2**63) <= value < 2**63:
         if role in ("user", "item"):  # as a double, nearby ids would merge
             raise DataError(
-                f"{path}: field '{field}' holds the integer {value} at line {line}, beyond the int64 "
-                "range of integer ids; write such ids as JSON strings"
+                f"{path}: field '{field}' holds the integer {value} at line {line}, beyond the "
+                "int64 range of integer ids; write such ids as JSON strings"
             )
         kind = "number"  # Arrow reads an integer beyond int64 as a double
     if role == "value" and kind == "integer":
@@ -597,8 +598,9 @@ def _json_failure(path: Path, types: dict, message: str) -> DataError:
             ):
                 first_kind, first_line = seen[field]
                 raise DataError(
-                    f"{path}: field '{field}' holds a JSON {kind} at line {number} ({_json_text(value)}), "
-                    f"but a JSON {first_kind} at line {first_line}; a field must hold one type in every record"
+                    f"{path}: field '{field}' holds a JSON {kind} at line {number} "
+                    f"({_json_text(value)}), but a JSON {first_kind} at line {first_line}; a field "
+                    "must hold one type in every record"
                 )
     return DataError(f"{path}: cannot be read as JSON lines: {message}")
 
@@ -656,7 +658,8 @@ def _seconds_column(col, unit: str):
             return pa.array(pc.cast(text, pa.int64()).to_numpy() // 1000)
         except pa.ArrowInvalid:
             return col
-    # a zone (Z, +01:00) after a time: Arrow parses those only into a UTC timestamp, the others only naive
+    # a zone (Z, +01:00) after a time: Arrow parses those only into a UTC timestamp, the others only
+    # naive
     zoned = pc.match_substring_regex(text, r"\d[T ]\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d(:?\d\d)?)$")
     try:
         naive = pc.cast(pc.if_else(zoned, "1970-01-01", text), pa.timestamp("us"))

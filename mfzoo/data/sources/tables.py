@@ -1,8 +1,10 @@
-"""Interactions from CSV/TSV (plain or compressed) and Parquet files: `read_table` and its parsers."""
+"""Interactions from CSV/TSV (plain or compressed) and Parquet files: `read_table` and its
+parsers."""
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import csv
 import os
 import re
@@ -146,11 +148,11 @@ def arrow_interactions(
     row_offset: int = 0,
 ) -> Interactions:
     """`Interactions` from Arrow columns by role ("user", "item", optional "value" and
-    "timestamp"; ChunkedArrays or Arrays; the dict is emptied as they are converted): integer ids encoded by `Interactions.from_arrays`
-    (a presence table), string ids by Arrow's dictionary encoding (cells trimmed; ids that are
-    all canonical integers become int64, as in `read_table`), numbers checked as whole
-    arrays. An empty cell (null) raises `DataError` naming its column and row (`row_offset`
-    added), as every other bad cell does."""
+    "timestamp"; ChunkedArrays or Arrays; the dict is emptied as they are converted): integer ids
+    encoded by `Interactions.from_arrays` (a presence table), string ids by Arrow's dictionary
+    encoding (cells trimmed; ids that are all canonical integers become int64, as in `read_table`),
+    numbers checked as whole arrays. An empty cell (null) raises `DataError` naming its column and
+    row (`row_offset` added), as every other bad cell does."""
     # `cols` is consumed: each Arrow column is popped once converted, so that its memory is
     # freed then (peak memory: about one copy of the data, not two)
     n = len(cols["user"])
@@ -212,9 +214,8 @@ def _numbers(col, role: str, name: str, row_offset: int, convert) -> np.ndarray:
     kind = col.type
     if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
         numbers = col.to_numpy(zero_copy_only=False)
-        return (
-            numbers if numbers.flags.writeable else numbers.copy()
-        )  # a view of Arrow's memory is read-only
+        # a view of Arrow's memory is read-only
+        return numbers if numbers.flags.writeable else numbers.copy()
     return convert(np.asarray(col.to_numpy(zero_copy_only=False), dtype=str))
 
 
@@ -238,9 +239,8 @@ def _arrow_ids(col, role: str, name: str, row_offset: int):
     ):
         encoded = encoded.unify_dictionaries()
         chunks = encoded.chunks
-    dictionary = np.array(
-        chunks[0].dictionary.to_pylist(), dtype=object
-    )  # [D] distinct cells, first seen first
+    # [D] distinct cells, first seen first
+    dictionary = np.array(chunks[0].dictionary.to_pylist(), dtype=object)
     indices = np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in chunks]).astype(
         np.int64
     )  # [N]
@@ -248,21 +248,18 @@ def _arrow_ids(col, role: str, name: str, row_offset: int):
     if len(empty):
         row = int(np.flatnonzero(indices == empty[0])[0])
         raise DataError(f"{name}: column '{role}' is missing at row {row + row_offset}")
-    raw = _raw_ids(
-        dictionary.astype(str)
-    )  # [D] int64 when all are canonical integers, else objects
+    # [D] int64 when all are canonical integers, else objects
+    raw = _raw_ids(dictionary.astype(str))
     order = np.argsort(raw, kind="stable")  # [D] distinct raw ids in sorted order
     rank = np.empty(len(order), dtype=np.int64)
     rank[order] = np.arange(len(order))
     return raw[order], rank[indices]
 
 
-_POWERS = 10 ** np.arange(
-    1, 20, dtype=np.uint64
-)  # [19] 10, 100, ..., 10^19: d digits hold less than _POWERS[d-1]
-_LOWER = np.concatenate([[0, 0], 10 ** np.arange(1, 19, dtype=np.uint64)]).astype(
-    np.uint64
-)  # [20] d digits: at least _LOWER[d]
+# [19] 10, 100, ..., 10^19: d digits hold less than _POWERS[d-1]
+_POWERS = 10 ** np.arange(1, 20, dtype=np.uint64)
+# [20] d digits: at least _LOWER[d]
+_LOWER = np.concatenate([[0, 0], 10 ** np.arange(1, 19, dtype=np.uint64)]).astype(np.uint64)
 
 
 def canonical_ints(col) -> np.ndarray | None:
@@ -343,9 +340,9 @@ def _feature_file(
     path = Path(path)
     _check_file(path)
     if path.suffix.lower() == ".parquet":
-        (cols, labels), lines = _read_parquet(path, None), None
+        (cols, _), lines = _read_parquet(path, None), None
     else:
-        cols, labels, lines = _read_delimited(path, None, sep, header=True)
+        cols, _, lines = _read_delimited(path, None, sep, header=True)
     names = list(cols)
     id_name = names[_column_index(path, id_col, names)]
     if len(names) < 2:
@@ -358,7 +355,8 @@ def _feature_file(
     )
     if missing.any():
         raise DataError(
-            f"{path}: column '{id_name}' (the id) is missing at {line_of(int(np.flatnonzero(missing)[0]))}"
+            f"{path}: column '{id_name}' (the id) is missing at "
+            f"{line_of(int(np.flatnonzero(missing)[0]))}"
         )
     ids = _raw_ids(raw)
     keys = np.array([str(x) for x in ids], dtype=object)
@@ -367,12 +365,14 @@ def _feature_file(
     if len(repeated):
         a, b = sorted((int(order[repeated[0]]), int(order[repeated[0] + 1])))
         hint = (
-            f" (the id column is the first one, '{id_name}', unless told otherwise: is it the id column?)"
+            f" (the id column is the first one, '{id_name}', unless told otherwise: is it the id "
+            "column?)"
             if id_col == 0
             else ""
         )
         raise DataError(
-            f"{path}: column '{id_name}' repeats id {keys[a]!r} at {line_of(a)} and {line_of(b)}{hint}"
+            f"{path}: column '{id_name}' repeats id {keys[a]!r} at {line_of(a)} and "
+            f"{line_of(b)}{hint}"
         )
     categories, numeric = {}, {}
     for name in names:
@@ -555,9 +555,8 @@ def _parquet_columns(path: Path, wanted: dict[str, Column] | None) -> tuple[dict
     A file pyarrow cannot read (empty, truncated, not Parquet) or a column that holds neither
     numbers nor strings raises `DataError`."""
     try:
-        parquet = pq.ParquetFile(
-            path
-        )  # not pq.read_table: that loads pyarrow.dataset (and pandas) on first use
+        # not pq.read_table: that loads pyarrow.dataset (and pandas) on first use
+        parquet = pq.ParquetFile(path)
         names = parquet.schema_arrow.names
     except (pa.ArrowException, OSError, ValueError) as err:
         raise DataError(f"{path}: not a readable Parquet file ({_first_line(err)})") from None
@@ -633,10 +632,8 @@ def _seconds(cells: np.ndarray) -> np.ndarray:
             return out
         out = out.astype(object)
         for k in big:
-            try:
+            with contextlib.suppress(TypeError, ValueError):
                 out[k] = int(cells[k])
-            except (TypeError, ValueError):
-                pass
         return out
     for k, cell in enumerate(out):
         try:

@@ -33,7 +33,11 @@ class Split:
 
 
 class Splitter(Protocol):
-    def __call__(self, interactions: Interactions) -> Split: ...
+    """A split strategy: a callable from the whole interaction set to its `Split`."""
+
+    def __call__(self, interactions: Interactions) -> Split:
+        """The parts of `interactions`."""
+        ...
 
 
 # helpers ------------------------------------------------------------------------------
@@ -47,8 +51,8 @@ def _check_fraction(name: str, value: float, *, allow_zero: bool) -> None:
 def _timestamps(inter: Interactions, who: str) -> np.ndarray:
     if inter.timestamps is None:
         raise DataError(
-            f"{inter.name}: {who} orders events by time, but these interactions have no timestamps; "
-            "load them with a timestamp column, or use RandomSplit / KFold"
+            f"{inter.name}: {who} orders events by time, but these interactions have no "
+            "timestamps; load them with a timestamp column, or use RandomSplit / KFold"
         )
     return inter.timestamps.cpu().numpy()
 
@@ -130,8 +134,8 @@ def _pair_keys(inter: Interactions) -> np.ndarray:
 def _same_space(a: Interactions, b: Interactions) -> None:
     if a.n_users != b.n_users or a.n_items != b.n_items:
         raise DataError(
-            f"{a.name} ({a.n_users} users x {a.n_items} items) and {b.name} ({b.n_users} x {b.n_items}) "
-            "do not share an id space"
+            f"{a.name} ({a.n_users} users x {a.n_items} items) and {b.name} ({b.n_users} x "
+            f"{b.n_items}) do not share an id space"
         )
 
 

@@ -60,6 +60,7 @@ class ColdItemSplit:
         return part
 
     def __call__(self, interactions: Interactions) -> Split:
+        """The split of `interactions`: every interaction of a test (val) item in test (val)."""
         part = self.item_parts(interactions)
         assign = part[interactions.items.cpu().numpy()]  # [N]
         who = f"ColdItemSplit(test_items={self.test_items}, val_items={self.val_items})"

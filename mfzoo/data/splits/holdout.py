@@ -48,6 +48,7 @@ class RandomSplit:
         _check_test_val(self.test, self.val)
 
     def __call__(self, interactions: Interactions) -> Split:
+        """The split of `interactions`: random (user, item) pairs to test and val."""
         pairs = _pairs(interactions)
         n = len(pairs)
         n_test, n_val = _round_count(self.test, n), _round_count(self.val, n)
@@ -84,12 +85,12 @@ class UserRandomSplit:
         _check_test_val(self.test, self.val)
 
     def __call__(self, interactions: Interactions) -> Split:
+        """The split of `interactions`: each user's pairs shared among the parts at random."""
         pairs = _pairs(interactions)
         users = interactions.users.cpu().numpy()[pairs.rows]  # [P] the user of each pair
         n = len(users)
-        order = np.lexsort(
-            (np.random.default_rng(self.seed).random(n), users)
-        )  # by user, random within
+        # by user, random within
+        order = np.lexsort((np.random.default_rng(self.seed).random(n), users))
         sorted_users = users[order]
         counts = np.bincount(users, minlength=interactions.n_users)  # [U] pairs per user
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])  # [U]
@@ -166,6 +167,7 @@ class KFold:
         return _build(interactions, assign[pairs.of_row], self.val > 0, who)
 
     def __call__(self, interactions: Interactions) -> Split:
+        """The split of fold `self.fold`: its pairs are the test part, val drawn from the rest."""
         pairs = _pairs(interactions)
         return self._split(interactions, pairs, self._pair_folds(interactions, pairs), self.fold)
 

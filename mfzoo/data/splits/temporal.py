@@ -74,6 +74,7 @@ class LeaveLastOut:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
 
     def __call__(self, interactions: Interactions) -> Split:
+        """The split of `interactions`: each user's latest pairs to test (and val)."""
         times = _timestamps(interactions, "LeaveLastOut")
         pairs = _pairs(interactions, times)
         u = interactions.users.cpu().numpy()[pairs.rows]  # [P] user of each pair
@@ -101,8 +102,9 @@ class LeaveLastOut:
             )
         if n_small == int((counts > 0).sum()):
             raise DataError(
-                f"{interactions.name}: no user has the {need} items LeaveLastOut(n={self.n}, val_n={self.val_n}, "
-                f"min_train={self.min_train}) needs, so the test part would be empty"
+                f"{interactions.name}: no user has the {need} items LeaveLastOut(n={self.n}, "
+                f"val_n={self.val_n}, min_train={self.min_train}) needs, so the test part would be "
+                "empty"
             )
         who = f"LeaveLastOut(n={self.n}, val_n={self.val_n})"
         return _build(interactions, assign[pairs.of_row], self.val_n > 0, who)
@@ -192,6 +194,7 @@ class TemporalSplit:
         _check_fraction("val", self.val, allow_zero=True)
 
     def __call__(self, interactions: Interactions) -> Split:
+        """The split of `interactions` at one global time cut (val just before it)."""
         name = interactions.name
         times = _timestamps(interactions, "TemporalSplit")
         pairs = _pairs(interactions, times)
@@ -202,19 +205,21 @@ class TemporalSplit:
             test_cut = parse_time(self.cut)
             if test_cut > ts[-1]:
                 raise DataError(
-                    f"{name}: cut {self.cut!r} ({test_cut}) is after the last event ({int(ts[-1])}); "
-                    "the test part would be empty"
+                    f"{name}: cut {self.cut!r} ({test_cut}) is after the last event "
+                    f"({int(ts[-1])}); the test part would be empty"
                 )
             if test_cut <= ts[0]:
                 raise DataError(
-                    f"{name}: cut {self.cut!r} ({test_cut}) is at or before the first event ({int(ts[0])}; "
-                    "a repeated (user, item) pair counts at its latest event); nothing would be left for train"
+                    f"{name}: cut {self.cut!r} ({test_cut}) is at or before the first event "
+                    f"({int(ts[0])}; a repeated (user, item) pair counts at its latest event); "
+                    "nothing would be left for train"
                 )
         else:
             k = _round_count(self.test, n)
             if k == 0:
                 raise DataError(
-                    f"{name}: test fraction {self.test} of {n} (user, item) pairs rounds to an empty test part"
+                    f"{name}: test fraction {self.test} of {n} (user, item) pairs rounds to an "
+                    "empty test part"
                 )
             test_cut = _tail_cut(ts, k, "test", name)
         assign = np.where(t >= test_cut, TEST, TRAIN).astype(np.int8)  # [P]
@@ -222,7 +227,8 @@ class TemporalSplit:
             k = _round_count(self.val, n)
             if k == 0:
                 raise DataError(
-                    f"{name}: val fraction {self.val} of {n} (user, item) pairs rounds to an empty val part"
+                    f"{name}: val fraction {self.val} of {n} (user, item) pairs rounds to an empty "
+                    "val part"
                 )
             before = ts[: np.searchsorted(ts, test_cut, side="left")]
             val_cut = _tail_cut(before, k, "val", name)
