@@ -21,7 +21,7 @@ def nonnegative(name: str, value: object) -> float:
     if (
         isinstance(value, bool)
         or not isinstance(value, Real)
-        or not (math.isfinite(float(value)) and value >= 0)
+        or not (math.isfinite(float(value)) and float(value) >= 0)
     ):
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     return float(value)
@@ -32,7 +32,7 @@ def positive(name: str, value: object) -> float:
     if (
         isinstance(value, bool)
         or not isinstance(value, Real)
-        or not (math.isfinite(float(value)) and value > 0)
+        or not (math.isfinite(float(value)) and float(value) > 0)
     ):
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
     return float(value)

@@ -5,13 +5,23 @@ from __future__ import annotations
 import json
 import logging
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from mfzoo.training.rundir import RunError
+
+if TYPE_CHECKING:  # the commands import torch and the data layer when they run
+    import argparse
+
+    import numpy as np
+    from torch import Tensor, nn
+
+    from mfzoo.data.datamodule import InteractionsDataModule
 
 
 def _config_dir() -> str:
@@ -51,7 +61,8 @@ def _train(cfg: DictConfig) -> float | None:
     from mfzoo.training.run import train as run_training
 
     quiet_lightning()
-    hydra_cfg = HydraConfig.get()
+    # a DictConfig at run time (typed as its schema, which has no .get)
+    hydra_cfg = cast(DictConfig, HydraConfig.get())
     run_dir = hydra_cfg.runtime.output_dir
     overrides = [o for o in hydra_cfg.overrides.task if not o.startswith("resume=")]
     if cfg.get("resume"):
@@ -214,7 +225,9 @@ def _importable_here() -> None:
         sys.path.insert(0, os.getcwd())
 
 
-def _load(run_dir: str, trust: list[str] | None = None):
+def _load(
+    run_dir: str, trust: list[str] | None = None
+) -> tuple[DictConfig, InteractionsDataModule, nn.Module, list[str]]:
     from mfzoo.data.errors import DataError
     from mfzoo.training.restore import labels_of, load_run
 
@@ -237,20 +250,22 @@ def _load(run_dir: str, trust: list[str] | None = None):
     return cfg, datamodule, model, labels
 
 
-def _encode(encode, raw: str, what: str):
+def _encode(encode: Callable[[np.ndarray], np.ndarray], raw: str, what: str) -> int:
+    import numpy as np
+
     from mfzoo.data.errors import DataError
 
     for candidate in (raw, int(raw) if raw.lstrip("-").isdigit() else None):
         if candidate is None:
             continue
         try:
-            return int(encode([candidate])[0])
+            return int(encode(np.asarray([candidate]))[0])
         except (DataError, ValueError, TypeError):
             continue
     raise SystemExit(f"mfzoo: unknown {what} id {raw!r} (not in this run's data)")
 
 
-def _print_items(items, scores, labels) -> None:
+def _print_items(items: Tensor, scores: Tensor, labels: list[str]) -> None:
     shown = 0
     for rank, (i, s) in enumerate(zip(items.tolist(), scores.tolist(), strict=True), 1):
         if i < 0:
@@ -300,7 +315,11 @@ def recommend() -> None:
     )
     if raw_items is not None and not raw_items:
         parser.error(f"--items needs at least one item id, got {args.items!r}")
-    ratings = None if args.ratings is None else _parse_ratings(parser, args.ratings, len(raw_items))
+    ratings = (
+        None
+        if args.ratings is None or raw_items is None
+        else _parse_ratings(parser, args.ratings, len(raw_items))
+    )
     quiet_lightning()
     _importable_here()
     cfg, datamodule, model, labels = _load(args.run_dir, args.trust)
@@ -308,7 +327,8 @@ def recommend() -> None:
     from mfzoo.retrieval import recommend as top_k
     from mfzoo.training.restore import fold_in_of
 
-    data, train = datamodule.data, datamodule.train
+    # every part shares the id tables of the whole data set
+    data = train = datamodule.train
     if raw_items is None:
         user = _encode(data.encode_users, args.user, "user")
         with torch.no_grad():
@@ -359,7 +379,7 @@ def _positive(text: str) -> int:
     return value
 
 
-def _parse_ratings(parser, text: str, n_items: int) -> list[float]:
+def _parse_ratings(parser: argparse.ArgumentParser, text: str, n_items: int) -> list[float]:
     try:
         ratings = [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
@@ -394,7 +414,7 @@ def similar() -> None:
     _cfg, datamodule, model, labels = _load(args.run_dir, args.trust)
     from mfzoo.retrieval import similar_items
 
-    data = datamodule.data
+    data = datamodule.train  # its id tables are those of the whole data set
     item = _encode(data.encode_items, args.item, "item")
     from mfzoo.models.contract import ContractError
 

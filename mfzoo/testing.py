@@ -60,7 +60,7 @@ from mfzoo.data.batch import Batch
 from mfzoo.data.features import Features
 from mfzoo.data.interactions import Interactions
 from mfzoo.models.contract import ContractError, Factorised, Penalised, Prepared
-from mfzoo.training.building import make_model
+from mfzoo.training.building import make_model, plain_dict
 
 __all__ = [
     "LOSSES",
@@ -100,7 +100,7 @@ def config(group: str, name: str, **overrides: Any) -> dict:
         GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         cfg = compose("train", overrides=[f"{group}={name}"])
-    return {**OmegaConf.to_container(cfg[group], resolve=True), **overrides}
+    return {**plain_dict(cfg[group], group), **overrides}
 
 
 def toy(implicit: bool = False, seed: int = 0, days: int = 30) -> Interactions:
@@ -110,16 +110,22 @@ def toy(implicit: bool = False, seed: int = 0, days: int = 30) -> Interactions:
     Feature tables: items `kind=half0|half1` and a random `kind=tag0..2`, users a random
     `group=group0..3`."""
     rng = np.random.default_rng(seed)
-    users, items, values = [], [], []
+    user_list: list[int] = []
+    item_list: list[int] = []
+    values: list[float] = []
     for u in range(N_USERS):
         own = 0 if u < N_USERS // 2 else HALF
         liked = rng.choice(HALF, 6, replace=False) + own
         disliked = [] if implicit else list(rng.choice(HALF, 2, replace=False) + (HALF - own))
         for i in liked:
-            users.append(u), items.append(i), values.append(1.0 if implicit else 5.0)
+            user_list.append(u)
+            item_list.append(int(i))
+            values.append(1.0 if implicit else 5.0)
         for i in disliked:
-            users.append(u), items.append(i), values.append(1.0)
-    users, items = np.array(users), np.array(items)
+            user_list.append(u)
+            item_list.append(int(i))
+            values.append(1.0)
+    users, items = np.array(user_list), np.array(item_list)
     # every id occurs, so model ids equal raw ids
     assert len(np.unique(users)) == N_USERS and len(np.unique(items)) == N_ITEMS, (
         "toy: an id without events"

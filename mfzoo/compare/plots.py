@@ -8,8 +8,12 @@ import csv
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # matplotlib is imported when a plot is drawn
+    from matplotlib.figure import Figure
 
 from mfzoo.compare.runs import CompareError
 from mfzoo.compare.tables import Row, Stat, Table, _check_metric
@@ -64,7 +68,7 @@ def epoch_curve(row: Row, metric: str) -> EpochCurve:
     )
 
 
-def _figure(width: float):
+def _figure(width: float) -> Figure:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -86,7 +87,7 @@ class Run:
         return MISSING if isinstance(node, dict) else _canonical(node)
 
 
-def _load_yaml(path: Path, default):
+def _load_yaml(path: Path, default: Any) -> Any:
     if not path.is_file():
         return default
     try:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -228,7 +228,7 @@ def sort_rows(result: Table, metric: str, descending: bool | None = None) -> Tab
 # ---------------------------------------------------------------- output
 
 
-def _formatter(values: Iterable[float]):
+def _formatter(values: Iterable[float]) -> Callable[[float], str]:
     finite = [x for x in values if math.isfinite(x)]
     if all(x == int(x) for x in finite):
         return lambda x: str(int(x)) if math.isfinite(x) else str(x)
@@ -237,7 +237,7 @@ def _formatter(values: Iterable[float]):
     return lambda x: f"{x:.{digits}f}"
 
 
-def _cell(stat: Stat, n: int, fmt) -> str:
+def _cell(stat: Stat, n: int, fmt: Callable[[float], str]) -> str:
     if stat.n == 0:
         return MISSING
     text = fmt(stat.mean) if stat.n == 1 else f"{fmt(stat.mean)} ± {fmt(stat.sd)}"

@@ -102,6 +102,11 @@ class InteractionsDataModule(L.LightningDataModule):
         return self.split
 
     @property
+    def parts(self) -> Split:
+        """The split (train, val, test), set up on first use."""
+        return self._parts()
+
+    @property
     def n_users(self) -> int:
         """The number of users of the training part (every part shares its id table)."""
         return self._parts().train.n_users

@@ -109,7 +109,7 @@ def check_ranking(settings: Mapping[str, Any], where: str = "ranking") -> dict[s
     if (
         isinstance(head_fraction, bool)
         or not isinstance(head_fraction, Real)
-        or not 0.0 <= head_fraction <= 1.0
+        or not 0.0 <= float(head_fraction) <= 1.0
     ):
         raise ValueError(f"{where}.head_fraction must be a number in [0, 1], got {head_fraction!r}")
     candidates = settings.get("candidates", "catalogue")

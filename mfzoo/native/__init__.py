@@ -83,8 +83,9 @@ def _compiler() -> list[str] | None:
         found = shutil.which(words[0])
         return None if found is None else [found, *words[1:]]
     for name in ("cc", "gcc", "clang"):
-        if shutil.which(name):
-            return [shutil.which(name)]
+        path = shutil.which(name)
+        if path is not None:
+            return [path]
     return None
 
 

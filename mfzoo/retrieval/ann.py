@@ -190,14 +190,14 @@ class FaissIndex:
             if m and ids.min() < 0:
                 distances[ids < 0] = -math.inf
             return torch.from_numpy(distances), torch.from_numpy(ids)
-        ids = torch.from_numpy(ids)  # [m, k]
-        found = ids >= 0  # [m, k]
-        rows = vectors.cpu()[ids.clamp(min=0)]  # [m, k, d]
+        found_ids = torch.from_numpy(ids)  # [m, k]
+        found = found_ids >= 0  # [m, k]
+        rows = vectors.cpu()[found_ids.clamp(min=0)]  # [m, k, d]
         # [m, k]
         scores = (rows * queries.to(rows.dtype).unsqueeze(1)).sum(-1).masked_fill(~found, -math.inf)
         # the transform orders by exact q·x only up to float32 rounding; re-sort the exact scores
         scores, order = scores.sort(dim=1, descending=True, stable=True)
-        return scores, ids.gather(1, order)
+        return scores, found_ids.gather(1, order)
 
 
 def item_index(

@@ -18,7 +18,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -99,7 +99,7 @@ def load_factors(directory: str | Path, mmap: bool = False) -> ExportedFactors:
     meta = json.loads((directory / "ids.json").read_text())
     if meta.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{directory}: unknown format_version {meta.get('format_version')!r}")
-    mode = "r" if mmap else None
+    mode: Literal["r"] | None = "r" if mmap else None
     users = np.load(directory / "user_factors.npy", mmap_mode=mode)
     items = np.load(directory / "item_factors.npy", mmap_mode=mode)
     if users.shape != (meta["n_users"], meta["dim"]) or items.shape != (

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+from typing import Any
 
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -28,6 +29,15 @@ log = logging.getLogger(__name__)
 
 SHARED_KEYS = ("dim", "biases", "init_std", "reg_exponent")
 LOSS_SHARED_KEYS = ("l2", "l2_bias", "weighted")
+
+
+def plain_dict(node: object, what: str = "config") -> dict[str, Any]:
+    """A config mapping as a plain, resolved dict; `TypeError` naming `what` for a list or a
+    scalar where a mapping was expected."""
+    out = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+    if not isinstance(out, dict):
+        raise TypeError(f"{what} must be a mapping, got {type(out).__name__}: {out!r}")
+    return {str(k): v for k, v in out.items()}
 
 
 def _accepted(target: type) -> set[str] | None:
@@ -84,7 +94,7 @@ def _without_shared(cfg: DictConfig, keys: tuple[str, ...], what: str, whose: st
             ", ".join(dropped),
             whose,
         )
-    kept = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in dropped}
+    kept = {k: v for k, v in plain_dict(cfg, what).items() if k not in dropped}
     return OmegaConf.create(kept)
 
 

@@ -44,7 +44,8 @@ class History(L.Callback):
         self.rows: dict[int, dict[str, float]] = {}
 
     def _record(self, trainer: L.Trainer, prefixes: tuple[str, ...]) -> None:
-        if trainer.sanity_checking or trainer.fast_dev_run:
+        # fast_dev_run: set by Trainer.__init__, not declared on the class
+        if trainer.sanity_checking or getattr(trainer, "fast_dev_run", False):
             return
         self.rows.setdefault(trainer.current_epoch, {}).update(_scalars(trainer, prefixes))
 
@@ -130,7 +131,7 @@ class Progress(L.Callback):
         epoch = trainer.current_epoch  # 0-based, as in history.csv and the checkpoint names
         parts = [
             f"epoch {epoch} ({epoch + 1} of {trainer.max_epochs})"
-            if trainer.max_epochs > 0
+            if trainer.max_epochs is not None and trainer.max_epochs > 0
             else f"epoch {epoch}"
         ]
         if "train/loss" in metrics:

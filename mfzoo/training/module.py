@@ -645,12 +645,10 @@ class SolverModule(EvaluatedModule):
         self.solver = solver
         self._loss: Tensor | float | None = None  # what the last sweep returned
         self.automatic_optimization = False
-        self._on_device: tuple[Interactions, Interactions] | None = (
-            None  # (the data module's set, its copy here)
-        )
-        self._shards: ShardedALS | None = (
-            None  # this rank's ShardedALS (solver.distributed under several processes)
-        )
+        # (the data module's set, its copy here)
+        self._on_device: tuple[Interactions, Interactions] | None = None
+        # this rank's ShardedALS (solver.distributed under several processes)
+        self._shards: ShardedALS | None = None
 
     def _train(self) -> Interactions:
         """The training set on the model's device, moved once per fit: the copy keeps its CSR

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from pathlib import Path
+from typing import cast
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -14,7 +15,7 @@ from torch import nn
 
 from mfzoo.data.datamodule import InteractionsDataModule
 from mfzoo.losses import MSELoss
-from mfzoo.models.contract import Prepared, RidgeFoldIn
+from mfzoo.models.contract import Prepared, RidgeFoldIn, Scorer
 from mfzoo.retrieval.cold import FoldIn, ridge_fold_in
 from mfzoo.training import artifacts, trust
 from mfzoo.training.building import make_loss, make_model
@@ -125,7 +126,9 @@ def fold_in_of(cfg: DictConfig, model: nn.Module) -> FoldIn:
                 "of new users; recommend to training users with --user instead"
             )
         return fold_in
-    loss = make_loss(cfg.loss, model.n_users, model.n_items)
+    scorer = cast(Scorer, model)  # a built model: the contract holds
+    n_users, n_items = int(scorer.n_users), int(scorer.n_items)
+    loss = make_loss(cfg.loss, n_users, n_items)
     if isinstance(loss, MSELoss):
         if not isinstance(model, RidgeFoldIn):
             raise RunError(

@@ -37,9 +37,9 @@ from mfzoo.data.datamodule import InteractionsDataModule
 from mfzoo.data.interactions import Interactions
 from mfzoo.models.contract import Factorised, Prepared
 from mfzoo.training import artifacts, trust
-from mfzoo.training.building import make_loss, make_model
+from mfzoo.training.building import make_loss, make_model, plain_dict
 from mfzoo.training.callbacks import History, MetricCheck, Progress
-from mfzoo.training.module import GradientModule, SolverModule, check_config
+from mfzoo.training.module import EvaluatedModule, GradientModule, SolverModule, check_config
 from mfzoo.training.rundir import (
     RunError,
     claim,
@@ -59,7 +59,7 @@ FAILED = "failed.txt"  # why a run stopped without a result (removed when it is 
 
 def build(
     cfg: DictConfig, datamodule: InteractionsDataModule | None = None
-) -> tuple[InteractionsDataModule, GradientModule]:
+) -> tuple[InteractionsDataModule, EvaluatedModule]:
     """Instantiate the data module (loaded and split; `cfg.data` unless one is given) and
     the training module.
 
@@ -75,13 +75,12 @@ def build(
         model.prepare(datamodule.train, evaluation=datamodule.evaluation)
     rating_range = cfg.get("rating_range") or datamodule.train.rating_range()
     ranking = cfg.get("ranking")
-    ranking = None if ranking is None else OmegaConf.to_container(ranking, resolve=True)
+    ranking = None if ranking is None else plain_dict(ranking, "ranking")
     if cfg.get("solver"):  # closed form: the solver replaces loss and optimizer
         solver = instantiate(cfg.solver)
         if (cfg.get("trainer") or {}).get("deterministic") and hasattr(solver, "deterministic"):
-            solver.deterministic = (
-                True  # trainer.deterministic=true asks every part for bitwise repeats
-            )
+            # trainer.deterministic=true asks every part for bitwise repeats
+            solver.deterministic = True
         return datamodule, SolverModule(model, solver, tuple(rating_range), ranking)
     module = GradientModule(
         model=model,
@@ -109,7 +108,7 @@ def data_module(cfg: DictConfig, run_dir: str | Path | None = None) -> Interacti
             return datamodule
         parts = [p for p in (split.train, split.val, split.test) if p is not None]
         everything = Interactions.concat(parts, name=split.train.name.removesuffix("/train"))
-        data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
+        data_cfg = plain_dict(cfg.data, "data")
         rest = OmegaConf.create({k: v for k, v in data_cfg.items() if k not in ("source", "split")})
         # callables, not the objects: instantiate would merge a dataclass into the config
         datamodule = instantiate(rest, source=lambda: everything, split=lambda _: split)
@@ -140,7 +139,9 @@ def item_labels(datamodule: InteractionsDataModule, titles: dict) -> list[str]:
 
 
 @torch.no_grad()
-def log_item_embeddings(logger, model, labels: list[str]) -> None:
+def log_item_embeddings(
+    logger: L.pytorch.loggers.TensorBoardLogger, model: Factorised, labels: list[str]
+) -> None:
     """The item factors, labelled with ids (and titles), into TensorBoard's projector."""
     logger.experiment.add_embedding(
         model.item_factors().detach().float().cpu(), metadata=labels, tag="item_factors"
@@ -202,7 +203,7 @@ def _warn_unseen(datamodule: InteractionsDataModule) -> None:
     seen_items = torch.zeros(train.n_items, dtype=torch.bool).index_fill_(
         0, train.items.long(), True
     )
-    for name, part in (("val", datamodule.split.val), ("test", datamodule.split.test)):
+    for name, part in (("val", datamodule.parts.val), ("test", datamodule.parts.test)):
         if part is None or len(part) == 0:
             continue
         users, items = part.users.unique(), part.items.unique()
@@ -249,16 +250,16 @@ def _check_settings(
             "the sweeper optimises what a run returns, but optimized_metric is not set "
             "(give a validation metric, e.g. optimized_metric=val/rmse)"
         )
-    if objective and datamodule.split.val is None:
+    if objective and datamodule.parts.val is None:
         raise RunError(
             f"the sweeper optimises {cfg.optimized_metric}, but the split has no validation part "
             "to measure it on: give the split a val part (e.g. data.split.val=0.1); "
             "hyperparameters are never chosen on the test part"
         )
-    if datamodule.split.val is None:
+    if datamodule.parts.val is None:
         monitored = sorted(
             {
-                c.monitor
+                str(getattr(c, "monitor", None))
                 for c in callbacks
                 if str(getattr(c, "monitor", None) or "").startswith("val/")
             }
@@ -337,7 +338,10 @@ def _run(
             ckpt_path = run_dir / "resume.ckpt"
             torch.save(checkpoint, ckpt_path)
         _check_resumable(checkpoint, run_dir)
-        cfg = OmegaConf.load(run_dir / "config.yaml")
+        loaded = OmegaConf.load(run_dir / "config.yaml")
+        if not isinstance(loaded, DictConfig):
+            raise RunError(f"{run_dir / 'config.yaml'}: a run config is a mapping, not a list")
+        cfg = loaded
         trust.check(cfg, source=str(run_dir / "config.yaml"))  # resuming instantiates what it names
         saved = run_dir / "overrides.yaml"
         overrides = list(yaml.safe_load(saved.read_text()) or []) if saved.is_file() else []
@@ -358,14 +362,10 @@ def _run(
             OmegaConf.to_yaml(trust.with_trusted(cfg), resolve=True)
         )
         (run_dir / "overrides.yaml").write_text(yaml.safe_dump(list(overrides)))
-        source = (
-            OmegaConf.to_container(cfg.data.get("source"), resolve=True)
-            if cfg.data.get("source")
-            else None
-        )
+        source = plain_dict(cfg.data.source, "data.source") if cfg.data.get("source") else None
         artifacts.save(
             run_dir,
-            datamodule.split,
+            datamodule.parts,
             keep=cfg.get("keep_data", "copy"),
             source=source,
             titles=titles,
@@ -390,7 +390,7 @@ def _run(
         logger = instantiate(cfg.logger, save_dir=str(run_dir), **named)
     history = History(run_dir / "history.csv")
     monitored = {
-        f"callbacks.{name}.monitor": str(c.monitor)
+        f"callbacks.{name}.monitor": str(getattr(c, "monitor", None))
         # the configured callbacks come first; the trailing `last` checkpoint has no name
         for name, c in zip((cfg.get("callbacks") or {}).keys(), callbacks, strict=False)
         if str(getattr(c, "monitor", None) or "").startswith("val/")
@@ -443,7 +443,8 @@ def _run(
     best_path = best_callback.best_model_path if best_callback is not None else ""
     last_epoch = trainer.current_epoch - 1
     best_epoch = last_epoch
-    if best_path and not trainer.fast_dev_run:
+    # set by Trainer.__init__, not declared on the class
+    if best_path and not getattr(trainer, "fast_dev_run", False):
         checkpoint = read_checkpoint(best_path)
         module.load_state_dict(checkpoint["state_dict"])
         best_epoch = int(checkpoint["epoch"])
@@ -454,16 +455,16 @@ def _run(
         for k, v in history.rows.get(best_epoch, {}).items()
         if k.startswith("val/")
     }
-    objective = val.get(metric.removeprefix("val/")) if metric else None
-    if metric and objective is None:
+    value = val.get(metric.removeprefix("val/")) if metric else None
+    if metric and value is None:
         log.warning(
             "%s was not measured (no validation part?): nothing is returned to a sweeper", metric
         )
     last_path = run_dir / "checkpoints" / LAST
-    saved = [p for p in (best_path, last_path if last_path.is_file() else None) if p]
+    kept = [p for p in (best_path, last_path if last_path.is_file() else None) if p]
     metrics: dict[str, Any] = {
         "optimized_metric": metric,
-        "objective": objective,
+        "objective": value,
         "val": val,
         "test": {
             k.removeprefix("test/"): float(v) for k, v in test.items() if k.startswith("test/")
@@ -477,7 +478,7 @@ def _run(
         "last_checkpoint": relative(last_path, run_dir) if last_path.is_file() else None,
         # a checkpoint changed after the run (a flipped byte, a file from another run) is refused on
         # load
-        "checkpoint_sha256": {relative(p, run_dir): sha256(p) for p in saved} if writer else {},
+        "checkpoint_sha256": {relative(p, run_dir): sha256(p) for p in kept} if writer else {},
         "overrides": overrides,
         "seed": cfg.seed,
         "data_digest": artifacts.meta(run_dir)["digest"]

@@ -28,9 +28,13 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import yaml
+from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
+
+from mfzoo.training.building import plain_dict
 
 log = logging.getLogger(__name__)
 
@@ -91,10 +95,10 @@ def hparams(cfg: DictConfig, overrides: Sequence[str]) -> dict[str, Scalar]:
     for section in sections:
         node = cfg.get(section)
         if isinstance(node, DictConfig):
-            _flatten(OmegaConf.to_container(node, resolve=True), section, out)
+            _flatten(plain_dict(node, section), section, out)
     data = cfg.get("data")
     if isinstance(data, DictConfig):
-        container = OmegaConf.to_container(data, resolve=True)
+        container = plain_dict(data, "data")
         _flatten({k: v for k, v in container.items() if k not in DATA_SKIP}, "data", out)
     for key in SINGLE_KEYS:
         value = OmegaConf.select(cfg, key, default=None)
@@ -104,7 +108,11 @@ def hparams(cfg: DictConfig, overrides: Sequence[str]) -> dict[str, Scalar]:
 
 
 def log_hparams(
-    logger, cfg: DictConfig, overrides: Sequence[str], metrics: Mapping[str, float], step: int = 0
+    logger: TensorBoardLogger,
+    cfg: DictConfig,
+    overrides: Sequence[str],
+    metrics: Mapping[str, float],
+    step: int = 0,
 ) -> None:
     """Lists the run in TensorBoard's HParams tab with `hparams(cfg, overrides)` and the final
     `metrics` (e.g. {"val/rmse": .., "test/rmse": ..}), with a Lightning `TensorBoardLogger`;
@@ -134,7 +142,7 @@ def log_hparams(
 
 
 # -- internals ------------------------------------------------------------------------------
-def _is_scalar(value) -> bool:
+def _is_scalar(value: object) -> bool:
     return isinstance(value, (bool, int, float, str))
 
 
@@ -151,7 +159,7 @@ def _flatten(node: Mapping, prefix: str, out: dict[str, Scalar]) -> None:
             out[f"{prefix}.{key}"] = value
 
 
-def _summary(tag: str, **plugin_data):
+def _summary(tag: str, **plugin_data: Any) -> Any:
     """A TensorBoard `Summary` holding the HParams plugin data `plugin_data` under `tag`."""
     from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
     from tensorboard.plugins.hparams.metadata import PLUGIN_DATA_VERSION, PLUGIN_NAME
@@ -164,7 +172,7 @@ def _summary(tag: str, **plugin_data):
     return Summary(value=[Summary.Value(tag=tag, metadata=metadata)])
 
 
-def _session_start(params: Mapping[str, Scalar]):
+def _session_start(params: Mapping[str, Scalar]) -> Any:
     """The session start info: each value as a bool, number or string (a bool is not a number
     here, as it would be for torch's `hparams`)."""
     from tensorboard.plugins.hparams.metadata import SESSION_START_INFO_TAG

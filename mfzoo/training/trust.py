@@ -79,7 +79,7 @@ def targets(cfg: Any, where: str = "") -> Iterator[tuple[str, str]]:
     if isinstance(cfg, (DictConfig, dict)):
         items = cfg.items_ex(resolve=False) if isinstance(cfg, DictConfig) else cfg.items()
         for key, value in items:
-            place = f"{where}.{key}" if where else str(key)
+            place = f"{where}.{key!s}" if where else str(key)
             if key == "_target_":
                 yield where or "(top)", str(value)
             else:
@@ -94,8 +94,8 @@ def _interpolations(cfg: Any, where: str = "") -> list[str]:
     found = []
     if isinstance(cfg, DictConfig):
         for key in cfg:
-            place = f"{where}.{key}" if where else str(key)
-            if OmegaConf.is_interpolation(cfg, key):
+            place = f"{where}.{key!s}" if where else str(key)
+            if OmegaConf.is_interpolation(cfg, str(key)):
                 found.append(place)
             else:
                 found += _interpolations(cfg._get_node(key), place)
@@ -170,7 +170,7 @@ def _require_class(target: str, where: str, source: str) -> None:
     try:
         obj = _locate(target)
     except Exception as err:  # ImportError, AttributeError, or whatever the import raised
-        cause = err
+        cause: BaseException = err
         # Hydra wraps the real reason
         while cause.__cause__ is not None and str(cause.__cause__) != "":
             cause = cause.__cause__
@@ -201,5 +201,6 @@ def with_trusted(cfg: DictConfig) -> DictConfig:
     if not missing:
         return cfg
     out = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+    assert isinstance(out, DictConfig)  # made from a mapping
     out.trusted_packages = declared + missing
     return out

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -32,12 +33,11 @@ from mfzoo.data.sources.tables import _check_file, _first_line, _locate, arrow_i
 log = logging.getLogger(__name__)
 
 NETFLIX_COLUMNS = {"user": "CustomerID", "item": "MovieID", "value": "Rating", "timestamp": "Date"}
-# the file names of both Netflix distributions; a directory holding some of them is read as those
-# only
+# the file names of both Netflix distributions; a directory holding some of them is read as
+# those only
 _NETFLIX_FILE = re.compile(r"(mv_\d+|combined_data_\d+)\.txt(\.gz|\.bz2)?", re.IGNORECASE)
-_LINE_DELIMITER = (
-    "\x1f"  # the unit separator: never in a Netflix line, so the CSV reader yields whole lines
-)
+# the unit separator: never in a Netflix line, so the CSV reader yields whole lines
+_LINE_DELIMITER = "\x1f"
 _SHOWN = 60  # characters of a bad line or cell quoted in an error
 _SAMPLE_BYTES = 1 << 16  # bytes read at a time while looking for the first JSON record
 _JSON_BLOCK = 1 << 20  # Arrow's JSON block size; a retry uses _JSON_BLOCK_RETRY for longer lines
@@ -126,11 +126,10 @@ def _netflix_set(
 class _NetflixBlock:
     """The ratings of one Netflix file: Arrow arrays by role, and where its data lines are."""
 
-    columns: dict
+    columns: dict[str, pa.Array]
     rows: int
-    skipped: (
-        np.ndarray
-    )  # [S] sorted 0-based positions of the lines that are not ratings (headers, blanks)
+    # [S] sorted 0-based positions of the lines that are not ratings (headers, blanks)
+    skipped: np.ndarray
 
     def line(self, row: int) -> int:
         """The 1-based file line of 0-based rating `row`: skipped line s_j has s_j - j ratings
@@ -231,7 +230,7 @@ def _netflix_file(file: Path) -> _NetflixBlock:
     return _NetflixBlock({role: _array(col) for role, col in columns.items()}, len(data), skipped)
 
 
-def _file_lines(file: Path):
+def _file_lines(file: Path) -> pa.ChunkedArray:
     """Every line of a text file (plain, .gz or .bz2) as one Arrow string column, blank lines
     included (so row k is line k + 1): Arrow's CSV reader with a delimiter and no quote
     character, which no Netflix line holds."""
@@ -264,7 +263,9 @@ def _file_lines(file: Path):
         raise DataError(f"{file}: cannot be read as text: {_first_line(err)}") from None
 
 
-def _whole_numbers(cells, file: Path, lines: np.ndarray, column: str, where: str) -> np.ndarray:
+def _whole_numbers(
+    cells: pa.ChunkedArray, file: Path, lines: np.ndarray, column: str, where: str
+) -> np.ndarray:
     """Trimmed text cells that must be unsigned whole numbers, as int64 numpy; `DataError`
     naming the file line (`lines[k]` + 1 for cell k) of the first one that is not."""
     _matching(cells, r"^[0-9]+$", file, lines, column, f"({where}) is not a whole number")
@@ -274,7 +275,9 @@ def _whole_numbers(cells, file: Path, lines: np.ndarray, column: str, where: str
     return numbers.to_numpy() if len(cells) else np.zeros(0, dtype=np.int64)
 
 
-def _matching(cells, pattern: str, file: Path, lines: np.ndarray, column: str, what: str) -> None:
+def _matching(
+    cells: pa.ChunkedArray, pattern: str, file: Path, lines: np.ndarray, column: str, what: str
+) -> None:
     """`DataError` naming the first cell that does not match `pattern` and its file line
     (`lines[k]` + 1 for cell k): "is missing" when it is empty, else `what` and the cell."""
     ok = pc.match_substring_regex(cells, pattern).to_numpy(zero_copy_only=False)
@@ -285,7 +288,14 @@ def _matching(cells, pattern: str, file: Path, lines: np.ndarray, column: str, w
         raise DataError(f"{file}: column '{column}' at line {lines[k] + 1} {said}")
 
 
-def _parsed(cells, file: Path, lines: np.ndarray, column: str, convert, what: str):
+def _parsed(
+    cells: pa.ChunkedArray,
+    file: Path,
+    lines: np.ndarray,
+    column: str,
+    convert: Callable[[pa.ChunkedArray], pa.ChunkedArray],
+    what: str,
+) -> pa.ChunkedArray:
     """`convert(cells)` (an Arrow cast of the whole column); where it fails, `DataError`
     naming the first cell it refuses and its file line (`lines[k]` + 1)."""
     try:
@@ -297,7 +307,9 @@ def _parsed(cells, file: Path, lines: np.ndarray, column: str, convert, what: st
         raise DataError(f"{file}: column '{column}' at line {lines[k] + 1} {what}") from None
 
 
-def _first_refused(cells, convert) -> int:
+def _first_refused(
+    cells: pa.ChunkedArray, convert: Callable[[pa.ChunkedArray], pa.ChunkedArray]
+) -> int:
     """The position of the first cell `convert` refuses, found by bisection (error path only):
     each step converts the first half of what remains, n cells in all over log n steps."""
     lo, hi = 0, len(cells)  # the first refused cell lies in [lo, hi)
@@ -311,7 +323,7 @@ def _first_refused(cells, convert) -> int:
     return lo
 
 
-def _array(col):
+def _array(col: pa.ChunkedArray | pa.Array) -> pa.Array:
     """A ChunkedArray as one Array (the joined set is a ChunkedArray of the files' Arrays)."""
     return col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
 
@@ -354,8 +366,8 @@ def json_lines(
     _check_file(path)
     if time_unit not in ("s", "ms"):
         raise DataError(f"{path}: time_unit must be 's' or 'ms', got {time_unit!r}")
-    wanted = {"user": user_col, "item": item_col, "value": value_col, "timestamp": time_col}
-    wanted = {role: field for role, field in wanted.items() if field is not None}
+    given = {"user": user_col, "item": item_col, "value": value_col, "timestamp": time_col}
+    wanted = {role: field for role, field in given.items() if field is not None}
     options = {
         "columns": wanted,
         "time_unit": time_unit,
@@ -471,9 +483,9 @@ def _record(path: Path, line: bytes, number: int) -> dict:
         text = line.decode("utf-8-sig" if number == 1 else "utf-8")
     except UnicodeDecodeError:
         raise DataError(f"{path}: line {number} is not UTF-8 text; is it a binary file?") from None
-    repeated = []
+    repeated: list[str] = []
 
-    def pairs(items):
+    def pairs(items: list[tuple[str, object]]) -> dict[str, object]:
         keys = [k for k, _ in items]
         repeated.extend(k for k in keys if keys.count(k) > 1)
         return dict(items)
@@ -496,7 +508,7 @@ def _record(path: Path, line: bytes, number: int) -> dict:
     return record
 
 
-def _json_kind(value) -> str:
+def _json_kind(value: object) -> str:
     if isinstance(value, bool):
         return "boolean"
     if isinstance(value, int):
@@ -504,7 +516,7 @@ def _json_kind(value) -> str:
     return {float: "number", str: "string", dict: "object", list: "array"}.get(type(value), "null")
 
 
-def _arrow_type(path: Path, role: str, field: str, value, line: int):
+def _arrow_type(path: Path, role: str, field: str, value: object, line: int) -> pa.DataType:
     """The Arrow type to read `field` as, from its value in the first record: ids as their
     JSON type (int64 or string), values as float64 (integers too, so a later 4.5 fits),
     times as int64, float64 or string."""
@@ -521,7 +533,7 @@ def _arrow_type(path: Path, role: str, field: str, value, line: int):
             f"{path}: field '{field}' holds a JSON {kind} at line {line} ({_json_text(value)}); "
             f"{role} {what} must be JSON {' or '.join(k + 's' for k in allowed)}"
         )
-    if kind == "integer" and not -(2**63) <= value < 2**63:
+    if kind == "integer" and isinstance(value, int) and not -(2**63) <= value < 2**63:
         if role in ("user", "item"):  # as a double, nearby ids would merge
             raise DataError(
                 f"{path}: field '{field}' holds the integer {value} at line {line}, beyond the "
@@ -538,7 +550,7 @@ def _arrow_type(path: Path, role: str, field: str, value, line: int):
     }[kind]
 
 
-def _read_json(path: Path, types: dict, time_field: str | None):
+def _read_json(path: Path, types: dict[str, pa.DataType], time_field: str | None) -> pa.Table:
     """The wanted fields of a JSON-lines file (field -> Arrow type) as an Arrow table, other
     fields skipped unparsed. A failure is located line by line (`_json_failure`)."""
     block = _JSON_BLOCK
@@ -565,7 +577,7 @@ def _read_json(path: Path, types: dict, time_field: str | None):
             raise DataError(f"{path}: cannot be read as JSON lines: {_first_line(err)}") from None
 
 
-def _json_lines_of(path: Path):
+def _json_lines_of(path: Path) -> Iterator[tuple[int, bytes]]:
     """(1-based line, bytes) of every non-blank line of a file (error paths only)."""
     with pa.input_stream(str(path), compression="detect") as stream:
         content = stream.read()
@@ -574,7 +586,7 @@ def _json_lines_of(path: Path):
             yield number, line
 
 
-def _json_failure(path: Path, types: dict, message: str) -> DataError:
+def _json_failure(path: Path, types: dict[str, pa.DataType], message: str) -> DataError:
     """The error for a file Arrow's JSON reader refused: the first line that is not a JSON
     object, or whose wanted field holds another JSON type than the column's (read again line
     by line: an error path); Arrow's own message when no line is found."""
@@ -626,7 +638,8 @@ class _JsonLines:
     names a row."""
 
     def __init__(self, path: Path):
-        self._path, self._lines = path, None
+        self._path = path
+        self._lines: np.ndarray | None = None  # [records] the line of each record, once read
 
     def line(self, row: int) -> int:
         if self._lines is None:
@@ -636,7 +649,7 @@ class _JsonLines:
         return int(self._lines[row]) if 0 <= row < len(self._lines) else row + 1
 
 
-def _seconds_column(col, unit: str):
+def _seconds_column(col: pa.ChunkedArray, unit: str) -> pa.ChunkedArray | pa.Array:
     """A time column as whole seconds where that can be done on the whole column: numbers in
     `unit` (milliseconds floored), ISO-8601 strings parsed by Arrow. Anything else (a null, a
     string Arrow cannot parse) is left for `arrow_interactions`, which names the bad cell."""
@@ -676,7 +689,7 @@ def _stem(path: Path) -> str:
     return path.name.split(".")[0]
 
 
-def _json_text(value) -> str:
+def _json_text(value: object) -> str:
     """A JSON value quoted in an error, as JSON (one line), cut to `_SHOWN` characters."""
     text = json.dumps(value, ensure_ascii=False)
     return text if len(text) <= _SHOWN else text[:_SHOWN] + "..."
