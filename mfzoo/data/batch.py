@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -57,15 +57,21 @@ class Batch:
 
     def to(self, device: torch.device | str) -> Batch:
         """The batch with every tensor (features included) moved to `device`."""
-        moved = {
-            f.name: (
-                v.to(device, non_blocking=True)
-                if isinstance(v, Tensor)
-                else v.to(device)
-                if isinstance(v, Features)
-                else v
-            )
-            for f in fields(self)
-            for v in [getattr(self, f.name)]
-        }
-        return replace(self, **moved)
+
+        def move(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.to(device, non_blocking=True)
+
+        def move_table(f: Features | None) -> Features | None:
+            return None if f is None else f.to(device)
+
+        return replace(
+            self,
+            users=self.users.to(device, non_blocking=True),
+            items=self.items.to(device, non_blocking=True),
+            targets=move(self.targets),
+            weights=move(self.weights),
+            times=move(self.times),
+            log_q=move(self.log_q),
+            user_features=move_table(self.user_features),
+            item_features=move_table(self.item_features),
+        )

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Collection
+from typing import cast
 
 import numpy as np
 
@@ -54,12 +56,11 @@ def timestamps_column(
     broken by row order wherever order matters.
     """
     arr = np.asarray(timestamps)
-    if (
-        not isinstance(timestamps, np.ndarray)
-        and arr.dtype.kind == "f"
-        and any(map(_is_int, timestamps))
-    ):
-        arr = _object_array(timestamps)  # ints mixed with floats: keep the ints exact
+    if not isinstance(timestamps, np.ndarray) and arr.dtype.kind == "f":
+        # a sequence numpy read as floats (a list, a tuple, an Arrow array)
+        given = cast("Collection[object]", timestamps)
+        if any(map(_is_int, given)):
+            arr = _object_array(given)  # ints mixed with floats: keep the ints exact
     _one_dimensional(arr, name, "timestamp")
     if arr.dtype.kind == "M":  # datetime64
         nat = np.isnat(arr)
@@ -191,12 +192,14 @@ def ids_array(raw: object) -> np.ndarray:
     if isinstance(raw, np.ndarray):
         return raw
     arr = np.asarray(raw)
-    if arr.dtype.kind == "U" and any(not isinstance(x, str) or x.endswith("\0") for x in raw):
-        arr = _object_array(raw)
+    if arr.dtype.kind == "U":
+        given = cast("Collection[object]", raw)  # not an ndarray, read by numpy as strings
+        if any(not isinstance(x, str) or x.endswith("\0") for x in given):
+            arr = _object_array(given)
     return arr
 
 
-def _object_array(raw: object) -> np.ndarray:
+def _object_array(raw: Collection[object]) -> np.ndarray:
     arr = np.empty(len(raw), dtype=object)
     arr[:] = list(raw)
     return arr

@@ -177,13 +177,12 @@ class Features:
         """This table on `device` (itself when it is there)."""
         if self.offsets.device == torch.device(device):
             return self
-        move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
         return replace(
             self,
-            offsets=move(self.offsets),
-            indices=move(self.indices),
-            weights=move(self.weights),
-            dense=move(self.dense),
+            offsets=self.offsets.to(device, non_blocking=True),
+            indices=self.indices.to(device, non_blocking=True),
+            weights=self.weights.to(device, non_blocking=True),
+            dense=None if self.dense is None else self.dense.to(device, non_blocking=True),
         )
 
     def to_dense(self) -> Tensor:

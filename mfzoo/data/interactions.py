@@ -30,7 +30,7 @@ from mfzoo.data.duplicates import (
 )
 from mfzoo.data.errors import DataError
 from mfzoo.data.features import Features
-from mfzoo.data.keys import CSRRows, csr_rows, pair_keys
+from mfzoo.data.keys import csr_rows, pair_keys
 
 __all__ = ["DuplicatePolicy", "Interactions", "PairPolicy", "id_dtype"]
 
@@ -337,11 +337,9 @@ class Interactions:
                 raise ValueError(
                     f"concat needs parts with the same {side} (made by subset/split of one set)"
                 )
-        times = (
-            None
-            if any(p.timestamps is None for p in parts)
-            else torch.cat([p.timestamps for p in parts])
-        )
+        stamps = [p.timestamps for p in parts if p.timestamps is not None]
+        # a part without timestamps leaves the joined set without them
+        times = torch.cat(stamps) if len(stamps) == len(parts) else None
         return replace(
             first,
             users=torch.cat([p.users for p in parts]),
@@ -393,14 +391,18 @@ class Interactions:
             )
         return self._derived["csr", by]
 
-    def _rows(self, by: str) -> CSRRows:
-        """The distinct pairs as CSR rows by user or by item, values summed (`keys.csr_rows`)."""
+    def _rows(self, by: str) -> tuple[Tensor, Tensor, Tensor]:
+        """The distinct pairs as CSR rows by user or by item, values summed (`keys.csr_rows`):
+        (indptr, indices, values)."""
         values = self.values.float()
         if by == "user":
-            return csr_rows(self.users, self.items, self.n_users, self.n_items, values)
-        if by == "item":
-            return csr_rows(self.items, self.users, self.n_items, self.n_users, values)
-        raise ValueError(f"by must be 'user' or 'item', got {by!r}")
+            rows = csr_rows(self.users, self.items, self.n_users, self.n_items, values)
+        elif by == "item":
+            rows = csr_rows(self.items, self.users, self.n_items, self.n_users, values)
+        else:
+            raise ValueError(f"by must be 'user' or 'item', got {by!r}")
+        assert rows.values is not None  # summed from the values given
+        return rows.indptr, rows.indices, rows.values
 
     def pair_keys(self) -> Tensor:
         """Sorted distinct keys user · n_items + item of the (user, item) pairs, on this set's

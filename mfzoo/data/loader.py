@@ -92,7 +92,7 @@ class BatchLoader:
         self.epoch = 0
         self._rank, self._world, self.distributed = rank, world_size, distributed
         if (rank is None) != (world_size is None) or (
-            world_size is not None and not 0 <= rank < world_size
+            rank is not None and world_size is not None and not 0 <= rank < world_size
         ):
             raise ValueError(
                 f"rank and world_size go together, with 0 <= rank < world_size; got {rank}, "
@@ -104,6 +104,7 @@ class BatchLoader:
         torch.distributed's when a process group is initialised, else (0, 1). Only a training
         loader should shard: evaluation loaders keep every row (their metrics are not gathered)."""
         if self._world is not None:
+            assert self._rank is not None  # given together with world_size (`__init__`)
             return self._rank, self._world
         import torch.distributed as dist
 

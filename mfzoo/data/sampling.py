@@ -148,6 +148,7 @@ class Sampler:
 
     def is_seen(self, users: Tensor, items: Tensor) -> Tensor:
         """Whether each (users[n], items[n]) is a training pair (1-D, same length): bool [N]."""
+        assert self.seen is not None  # asked only by samplers built with reject_seen=True
         return self.seen.contains(users, items)
 
     def __call__(

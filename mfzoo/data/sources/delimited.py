@@ -19,8 +19,10 @@ import codecs
 import csv
 import io
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import pyarrow as pa
@@ -50,12 +52,12 @@ class Delimited:
     """The wanted columns of a delimited file (role -> Arrow ChunkedArray), their display
     names (header names, or positions), and the file's lines (to name them in errors)."""
 
-    columns: dict
+    columns: dict[str, pa.ChunkedArray]
     labels: dict[str, str]
     lines: Lines
 
 
-def file_buffer(path: Path):
+def file_buffer(path: Path) -> pa.Buffer:
     """The bytes of `path` as an Arrow buffer: memory-mapped when plain, decompressed into
     memory when its extension names a compression (.gz, .bz2, .zst, .lz4)."""
     compression = COMPRESSIONS.get(path.suffix.lower())
@@ -65,7 +67,7 @@ def file_buffer(path: Path):
         return stream.read_buffer()
 
 
-def open_text(path: Path):
+def open_text(path: Path) -> TextIO:
     """`path` as a text stream for the row-by-row reader (decompressed as `file_buffer` does)."""
     compression = COMPRESSIONS.get(path.suffix.lower())
     if compression is None:
@@ -124,12 +126,13 @@ class Lines:
     ends (a quoted field may hold newlines: records are counted by a csv reader, not by lines)."""
 
     def __init__(self, path: Path, header: bool, sep: str):
-        self._path, self._header, self._sep, self._lines = path, header, sep, None
+        self._path, self._header, self._sep = path, header, sep
+        self._lines: np.ndarray | None = None  # [rows] the line of each data row, once read
 
     def line(self, row: int) -> int:
         """The 1-based file line where 0-based data row `row` ends."""
         if self._lines is None:
-            ends = []
+            ends: list[int] = []
             try:
                 for line, _ in data_records(self._path, self._sep, self._header):
                     ends.append(line)
@@ -139,7 +142,7 @@ class Lines:
         return int(self._lines[row]) if 0 <= row < len(self._lines) else row + 1
 
 
-def data_records(path: Path, sep: str, header: bool):
+def data_records(path: Path, sep: str, header: bool) -> Iterator[tuple[int, list[str]]]:
     """(file line where the record ends, fields) of every data record of a file, read row by
     row (error paths only): blank records and the header skipped, fields of any size."""
     widen_field_limit()
@@ -159,7 +162,11 @@ def widen_field_limit() -> None:
 
 
 def read_columns(
-    path: Path, wanted: dict[str, Column], sep: str | None, header: bool, column_index
+    path: Path,
+    wanted: dict[str, Column],
+    sep: str | None,
+    header: bool,
+    column_index: Callable[[Path, Column, list[str] | None], int],
 ) -> Delimited:
     """The wanted columns (role -> `Column`) of a delimited file, read by Arrow.
 
@@ -199,15 +206,14 @@ def read_columns(
     first = next((k for k, line in enumerate(physical) if line.strip()), 0)
     if need > len(fields):
         raise DataError(f"{path}: line {first + 1} has {len(fields)} field(s), {need} needed")
-    types: dict[
-        int, object
-    ] = {}  # column -> Arrow type; a column of two roles of two types is read as text
+    # column -> Arrow type; a column of two roles of two types is read as text
+    types: dict[int, object] = {}
     for role in wanted:
         kind = ROLE_TYPES[role]
         types[index[role]] = kind if types.get(index[role], kind) == kind else pa.string()
-    invalid: list = []
+    invalid: list[pcsv.InvalidRow] = []
 
-    def handler(row) -> str:
+    def handler(row: pcsv.InvalidRow) -> str:
         if not row.text.strip():
             return "skip"  # a line of spaces: blank, as the row-by-row reader takes it
         invalid.append(row)

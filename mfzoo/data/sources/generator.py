@@ -75,8 +75,8 @@ def synthetic_with_truth(
         offset, scale = (lo + hi) / 2, (hi - lo) / 4  # z ~ +-2 spans the scale
         values = np.clip(np.rint(offset + scale * z), lo, hi)  # [N]
     span = int(time_span_days * 86400)
-    t0 = datetime.fromisoformat(start)
-    t0 = int((t0 if t0.tzinfo else t0.replace(tzinfo=timezone.utc)).timestamp())
+    begin = datetime.fromisoformat(start)
+    t0 = int((begin if begin.tzinfo else begin.replace(tzinfo=timezone.utc)).timestamp())
     joined = rng.uniform(0.0, 0.8 * span, n_users)  # [U] each user's first activity
     times = t0 + (
         joined[users] + rng.uniform(0.0, 1.0, len(users)) * (span - joined[users])
@@ -93,7 +93,7 @@ def synthetic_with_truth(
         item_ids=np.arange(n_items, dtype=np.int64),
         name="synthetic",
     )
-    truth = {
+    truth: dict[str, Tensor | float] = {
         "P": torch.from_numpy(P),
         "Q": torch.from_numpy(Q),
         "user_bias": torch.from_numpy(bu),

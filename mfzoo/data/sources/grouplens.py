@@ -182,6 +182,7 @@ def movielens_features(
     if name != "100k":
         raise DataError(f"MovieLens features are read for 100k only, not {name!r}")
     source = _movielens_source(name, cache_dir)
+    where: Path | str  # the file the user rows come from, as errors name it
     if source.suffix == ".inter":
         root = source.parent
         users = _recbole_rows(
@@ -217,10 +218,10 @@ def movielens_features(
         user_rows = [lines[k - 1].split("|") for k in user_lines]
         item_ids, genres = [], []
         item_where, lines = text["u.item"][0], text["u.item"][1].splitlines()
-        for k, line in enumerate(lines, start=1):
-            if not line.strip():
+        for k, item_line in enumerate(lines, start=1):
+            if not item_line.strip():
                 continue
-            fields = line.split("|")
+            fields = item_line.split("|")
             flags = fields[5:]
             if len(fields) != 5 + len(_ML100K_GENRES) or any(
                 f.strip() not in ("0", "1") for f in flags
@@ -528,7 +529,9 @@ def _read_ratings(source: Path, name: str) -> tuple[np.ndarray, np.ndarray, np.n
     return _parse_ratings(raw, sep, header=member.endswith(".csv"), what=f"{source}!{member}")
 
 
-def _parse_ratings(raw: bytes, sep: str, header: bool, what: str) -> tuple[np.ndarray, ...]:
+def _parse_ratings(
+    raw: bytes, sep: str, header: bool, what: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Four numeric columns (user, item, rating, timestamp) of a ratings file, read by Arrow's
     CSV reader. `sep=":"` reads the `::`-separated .dat files: every second field is the
     empty one between the two colons."""
@@ -547,4 +550,5 @@ def _parse_ratings(raw: bytes, sep: str, header: bool, what: str) -> tuple[np.nd
         raise DataError(f"{what}: {first_line(err)}") from None
     if any(table.column(c).null_count for c in wanted):
         raise DataError(f"{what}: an empty field where a number is expected")
-    return tuple(table.column(c).to_numpy() for c in wanted)
+    users, items, ratings, times = (table.column(c).to_numpy() for c in wanted)
+    return users, items, ratings, times

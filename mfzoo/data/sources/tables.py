@@ -8,6 +8,7 @@ import contextlib
 import csv
 import os
 import re
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -73,8 +74,8 @@ def read_table(
     """
     path = Path(path)
     _check_file(path)
-    wanted = {"user": user_col, "item": item_col, "value": value_col, "timestamp": time_col}
-    wanted = {role: col for role, col in wanted.items() if col is not None}
+    given = {"user": user_col, "item": item_col, "value": value_col, "timestamp": time_col}
+    wanted = {role: col for role, col in given.items() if col is not None}
     options = {
         "columns": wanted,
         "sep": sep,
@@ -120,6 +121,7 @@ def read_interactions(
     files and name): columns read by Arrow (`mfzoo.data.sources.delimited`, Parquet's reader),
     converted and checked as whole arrays; errors name the file, the column and the 1-based
     file line (Parquet: row)."""
+    line_of: Callable[[int], int] | None  # 0-based data row -> file line (None: Parquet)
     if path.suffix.lower() == ".parquet":
         cols, labels = _parquet_columns(path, wanted)
         offset, line_of = 1, None
@@ -141,7 +143,7 @@ def read_interactions(
 
 
 def arrow_interactions(
-    cols: dict,
+    cols: dict[str, pa.ChunkedArray | pa.Array],
     name: str,
     duplicates: DuplicatePolicy = "keep_last",
     pair_duplicates: PairPolicy | None = None,
@@ -168,11 +170,12 @@ def arrow_interactions(
         if "timestamp" in cols
         else None
     )
-    ids = {role: _arrow_ids(cols.pop(role), role, name, row_offset) for role in ("user", "item")}
-    if all(isinstance(v, np.ndarray) for v in ids.values()):
+    users = _arrow_ids(cols.pop("user"), "user", name, row_offset)
+    items = _arrow_ids(cols.pop("item"), "item", name, row_offset)
+    if isinstance(users, np.ndarray) and isinstance(items, np.ndarray):
         return Interactions.from_arrays(
-            ids["user"],
-            ids["item"],
+            users,
+            items,
             values,
             times,
             name=name,
@@ -181,10 +184,8 @@ def arrow_interactions(
             row_offset=row_offset,
             copy=False,
         )
-    (user_ids, u), (item_ids, i) = (
-        v if isinstance(v, tuple) else encode_ids(v, role, name, row_offset)
-        for role, v in ids.items()
-    )
+    user_ids, u = users if isinstance(users, tuple) else encode_ids(users, "user", name, row_offset)
+    item_ids, i = items if isinstance(items, tuple) else encode_ids(items, "item", name, row_offset)
     return Interactions.from_codes(
         u,
         i,
@@ -199,14 +200,20 @@ def arrow_interactions(
     )
 
 
-def _first_null(col) -> int | None:
+def _first_null(col: pa.ChunkedArray | pa.Array) -> int | None:
     """The 0-based row of a column's first null, or None."""
     if col.null_count == 0:
         return None
     return int(pc.index(pc.is_null(col), True).as_py())
 
 
-def _numbers(col, role: str, name: str, row_offset: int, convert) -> np.ndarray:
+def _numbers(
+    col: pa.ChunkedArray | pa.Array,
+    role: str,
+    name: str,
+    row_offset: int,
+    convert: Callable[[np.ndarray], np.ndarray],
+) -> np.ndarray:
     """A value or timestamp column as numpy: numeric columns as they are (a null is an empty
     cell: `DataError`), text converted by `convert` (whose failures `from_arrays` names)."""
     if (row := _first_null(col)) is not None:
@@ -219,7 +226,9 @@ def _numbers(col, role: str, name: str, row_offset: int, convert) -> np.ndarray:
     return convert(np.asarray(col.to_numpy(zero_copy_only=False), dtype=str))
 
 
-def _arrow_ids(col, role: str, name: str, row_offset: int):
+def _arrow_ids(
+    col: pa.ChunkedArray | pa.Array, role: str, name: str, row_offset: int
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Integer ids as a numpy int64 (or uint64, or float with a null as NaN) array, for
     `from_arrays` to encode; text ids that are all canonical integers ("17", not "017", "+17"
     or " 17") as int64 too; other text ids encoded here: (sorted distinct raw ids, codes [N])."""
@@ -262,7 +271,7 @@ _POWERS = 10 ** np.arange(1, 20, dtype=np.uint64)
 _LOWER = np.concatenate([[0, 0], 10 ** np.arange(1, 19, dtype=np.uint64)]).astype(np.uint64)
 
 
-def canonical_ints(col) -> np.ndarray | None:
+def canonical_ints(col: pa.ChunkedArray | pa.Array) -> np.ndarray | None:
     """A text column as int64 [N] when every cell is an integer written canonically (digits, an
     optional "-", no leading zero, no sign or space around it), else None. Each chunk is parsed
     by Arrow and its cells' byte lengths compared with the digit counts of the numbers: "007"
@@ -272,7 +281,7 @@ def canonical_ints(col) -> np.ndarray | None:
     if not chunks:
         return None
 
-    def parse(chunk):
+    def parse(chunk: pa.Array) -> np.ndarray | None:
         try:
             ints = pc.cast(chunk, pa.int64())  # refuses " 7", "+7", "7.0", ""
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
@@ -294,9 +303,10 @@ def canonical_ints(col) -> np.ndarray | None:
     else:
         with concurrent.futures.ThreadPoolExecutor(min(len(chunks), os.cpu_count() or 1)) as pool:
             parts = list(pool.map(parse, chunks))
-    if any(p is None for p in parts):
+    ints = [p for p in parts if p is not None]
+    if len(ints) < len(parts):  # a chunk is not all canonical integers
         return None
-    return np.concatenate(parts) if len(parts) > 1 else parts[0]
+    return np.concatenate(ints) if len(ints) > 1 else ints[0]
 
 
 def read_features(
@@ -420,7 +430,12 @@ def _numeric_feature(cells: np.ndarray) -> np.ndarray | None:
     return out
 
 
-def _locate(err: DataError, labels: dict[str, str], line_of, offset: int) -> DataError:
+def _locate(
+    err: DataError,
+    labels: dict[str, str],
+    line_of: Callable[[int], int | str] | None,
+    offset: int,
+) -> DataError:
     """Rewrite a `from_arrays` error with the file's column names and (delimited) line
     numbers: `line_of(k)` is the file line of 0-based data row k (None: Parquet, rows stay)."""
     msg = re.sub(
@@ -631,9 +646,9 @@ def _seconds(cells: np.ndarray) -> np.ndarray:
         if len(big) == 0:
             return out
         out = out.astype(object)
-        for k in big:
+        for b in big:
             with contextlib.suppress(TypeError, ValueError):
-                out[k] = int(cells[k])
+                out[b] = int(cells[b])
         return out
     for k, cell in enumerate(out):
         try:

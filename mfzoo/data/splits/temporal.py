@@ -215,6 +215,7 @@ class TemporalSplit:
                     "nothing would be left for train"
                 )
         else:
+            assert self.test is not None  # without a cut `__post_init__` requires a test fraction
             k = _round_count(self.test, n)
             if k == 0:
                 raise DataError(
