@@ -7,6 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python}
+export NO_MKDOCS_2_WARNING=1  # Material's end-of-life banner: not a finding of this tree
 
 echo "== ruff check"
 "$PYTHON" -m ruff check .

@@ -102,7 +102,7 @@ class Table:
 
 
 def default_metrics(runs: Sequence[Run]) -> list[str]:
-    """Every val/<m> then every test/<m> found (in first-seen order; not the counters `step`,
+    """Every `val/<m>` then every `test/<m>` found (in first-seen order; not the counters `step`,
     `epoch`), fit_seconds, epochs."""
     found = [
         m

@@ -2,6 +2,7 @@
 
 Every run writes into its own run directory (unique, locked while the run lives: see
 `mfzoo.training.rundir`):
+
     config.yaml      the fully resolved config
     overrides.yaml   the command-line overrides that made it
     data/            the split and id maps it trained on (see `mfzoo.training.artifacts`)
