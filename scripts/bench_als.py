@@ -117,8 +117,9 @@ def quality(args) -> list[str]:
     }
     lines = [
         (
-            f"**ML-100K, binary, per-user random 80/20** ({FACTORS} factors, λ={L2}, confidence {ALPHA:g} on "
-            "observed pairs, 15 iterations; ranked by mfzoo's evaluator over all items)"
+            f"**ML-100K, binary, per-user random 80/20** ({FACTORS} factors, λ={L2}, confidence "
+            f"{ALPHA:g} on observed pairs, 15 iterations; ranked by mfzoo's evaluator over all "
+            "items)"
         ),
         "",
         "| model | NDCG@10 | Recall@10 | coverage@10 | seconds / iteration |",
@@ -128,10 +129,11 @@ def quality(args) -> list[str]:
         seconds, (U, V) = run()
         r = evaluate_ranking(factor_scores(U, V), split.train, split.test, ks=(10,))
         lines.append(
-            f"| {name} | {r['ndcg@10']:.4f} | {r['recall@10']:.4f} | {r['coverage@10']:.4f} | {seconds:.3f} |"
+            f"| {name} | {r['ndcg@10']:.4f} | {r['recall@10']:.4f} | {r['coverage@10']:.4f} | "
+            f"{seconds:.3f} |"
         )
     print("\n".join(lines), flush=True)
-    return lines + [""]
+    return [*lines, ""]
 
 
 def mfzoo_iterations(
@@ -203,9 +205,10 @@ def speed(args) -> list[str]:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     lines = [
         (
-            f"**Synthetic** ({data.n_users} users x {data.n_items} items x {len(data)} interactions, "
-            f"{FACTORS} factors; {args.repeats} interleaved fits of {n} iterations each, every iteration timed, "
-            f"median; set-up excluded (mfzoo's CSR matrices: {setup:.1f} s once); {torch.get_num_threads()} threads)"
+            f"**Synthetic** ({data.n_users} users x {data.n_items} items x {len(data)} "
+            f"interactions, {FACTORS} factors; {args.repeats} interleaved fits of {n} iterations "
+            "each, every iteration timed, median; set-up excluded (mfzoo's CSR matrices: "
+            f"{setup:.1f} s once); {torch.get_num_threads()} threads)"
         ),
         "",
         "| | seconds per iteration | all iterations |",
@@ -256,14 +259,18 @@ def skew(data: Interactions) -> str:
         counts = torch.bincount(ids, minlength=n).sort(descending=True).values.double()
         return float(counts[: max(1, n // 100)].sum() / counts.sum())
 
-    return f"top 1% of items {top(data.items, data.n_items):.0%}, of users {top(data.users, data.n_users):.0%}"
+    return (
+        f"top 1% of items {top(data.items, data.n_items):.0%}, of users "
+        f"{top(data.users, data.n_users):.0%}"
+    )
 
 
 def shape_note(name: str, data: Interactions, seconds: float) -> str:
     """A grid table's footnote line for one shape: sizes, exponents, head shares, time to make."""
     return (
-        f"- shape {name}: {data.n_users} users x {data.n_items} items x {len(data)} interactions (user exponent "
-        f"{SHAPES[name][3]}, item exponent {SHAPES[name][4]}; {skew(data)}), made in {seconds:.0f} s"
+        f"- shape {name}: {data.n_users} users x {data.n_items} items x {len(data)} interactions "
+        f"(user exponent {SHAPES[name][3]}, item exponent {SHAPES[name][4]}; {skew(data)}), made "
+        f"in {seconds:.0f} s"
     )
 
 
@@ -274,13 +281,14 @@ def grid(args) -> list[str]:
     factors = [int(k) for k in args.factors.split(",")]
     lines = [
         (
-            f"**iALS seconds per iteration over the grid** (median of {args.repeats} interleaved fits x "
-            f"{args.iterations} iterations, every iteration timed; {torch.get_num_threads()} threads; implicit "
-            f"{implicit_version()} with BLAS at one thread; ratio = mfzoo / implicit, lower is faster)"
+            f"**iALS seconds per iteration over the grid** (median of {args.repeats} interleaved "
+            f"fits x {args.iterations} iterations, every iteration timed; "
+            f"{torch.get_num_threads()} threads; implicit {implicit_version()} with BLAS at one "
+            "thread; ratio = mfzoo / implicit, lower is faster)"
         ),
         "",
-        "| shape | factors | mfzoo CG (kernel) | mfzoo CG (torch blocks) | implicit CG | **ratio CG** | "
-        "mfzoo exact | implicit Cholesky | **ratio exact** |",
+        "| shape | factors | mfzoo CG (kernel) | mfzoo CG (torch blocks) | implicit CG | **ratio "
+        "CG** | mfzoo exact | implicit Cholesky | **ratio exact** |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     worst = {"cg": (0.0, ""), "exact": (0.0, "")}
@@ -293,15 +301,22 @@ def grid(args) -> list[str]:
         notes.append(shape_note(shape, data, time.perf_counter() - start))
         for k in factors:
             n = args.iterations
+            # run within this iteration; the loop variables are bound as defaults all the same
             runs = {
-                "cg": lambda: mfzoo_iterations(data, "cg", n, args.seed, k),
-                "cg_torch": lambda: mfzoo_iterations(data, "cg", n, args.seed, k, native=False),
-                "implicit_cg": lambda: implicit_iterations(user_items, True, n, args.seed, k),
+                "cg": lambda data=data, n=n, k=k: mfzoo_iterations(data, "cg", n, args.seed, k),
+                "cg_torch": lambda data=data, n=n, k=k: mfzoo_iterations(
+                    data, "cg", n, args.seed, k, native=False
+                ),
+                "implicit_cg": lambda user_items=user_items, n=n, k=k: implicit_iterations(
+                    user_items, True, n, args.seed, k
+                ),
             }
             if k <= args.exact_max:
-                runs["exact"] = lambda: mfzoo_iterations(data, "exact", n, args.seed, k)
-                runs["implicit_cholesky"] = lambda: implicit_iterations(
-                    user_items, False, n, args.seed, k
+                runs["exact"] = lambda data=data, n=n, k=k: mfzoo_iterations(
+                    data, "exact", n, args.seed, k
+                )
+                runs["implicit_cholesky"] = lambda user_items=user_items, n=n, k=k: (
+                    implicit_iterations(user_items, False, n, args.seed, k)
                 )
             med = interleaved_medians(runs, args.repeats)
             ratio_cg = med["cg"] / med["implicit_cg"]

@@ -177,13 +177,13 @@ def run_child(*args: str, env: dict | None = None) -> dict:
 
 def table(sizes: list[int], repeats: int, folder: Path) -> str:
     lines = [
-        "| rows | file | mfzoo s | pandas s | mfzoo / pandas | mfzoo peak RSS (GiB) | above imports (GiB) | "
-        "pandas peak RSS (GiB) |",
+        "| rows | file | mfzoo s | pandas s | mfzoo / pandas | mfzoo peak RSS (GiB) | above "
+        "imports (GiB) | pandas peak RSS (GiB) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     cache_lines = [
-        "| rows | first load, cache on (s) | cached load (s) | cached peak RSS (GiB) | B / interaction: "
-        "(user, item, value) | with both CSR views | timestamps |",
+        "| rows | first load, cache on (s) | cached load (s) | cached peak RSS (GiB) | B / "
+        "interaction: (user, item, value) | with both CSR views | timestamps |",
         "|---|---|---|---|---|---|---|",
     ]
     worst = {}
@@ -206,9 +206,11 @@ def table(sizes: list[int], repeats: int, folder: Path) -> str:
             ratio = med[f"mfzoo_{kind}"] / med[f"pandas_{kind}"]
             worst[kind] = max(worst.get(kind, 0.0), ratio)
             lines.append(
-                f"| {n:,} | {kind.upper() if kind == 'csv' else 'Parquet'} | {med[f'mfzoo_{kind}']:.2f} | "
-                f"{med[f'pandas_{kind}']:.2f} | {ratio:.2f} | {peak[f'mfzoo_{kind}']:.2f} | "
-                f"{peak[f'mfzoo_{kind}'] - base[f'mfzoo_{kind}']:.2f} | {peak[f'pandas_{kind}']:.2f} |"
+                f"| {n:,} | {kind.upper() if kind == 'csv' else 'Parquet'} | "
+                f"{med[f'mfzoo_{kind}']:.2f} | {med[f'pandas_{kind}']:.2f} | {ratio:.2f} | "
+                f"{peak[f'mfzoo_{kind}']:.2f} | "
+                f"{peak[f'mfzoo_{kind}'] - base[f'mfzoo_{kind}']:.2f} | "
+                f"{peak[f'pandas_{kind}']:.2f} |"
             )
             print(lines[-1], flush=True)
         b = runs["mfzoo_csv"][0]
@@ -225,9 +227,9 @@ def table(sizes: list[int], repeats: int, folder: Path) -> str:
     import torch
 
     head = (
-        f"{repeats} interleaved fresh processes per cell, median seconds, peak RSS the largest of them; "
-        f"{os.cpu_count()} cores, {platform.machine()}, torch {torch.__version__}, pyarrow {pyarrow.__version__}, "
-        f"pandas {_pandas_version()}.\n\n"
+        f"{repeats} interleaved fresh processes per cell, median seconds, peak RSS the largest of "
+        f"them; {os.cpu_count()} cores, {platform.machine()}, torch {torch.__version__}, pyarrow "
+        f"{pyarrow.__version__}, pandas {_pandas_version()}.\n\n"
     )
     summary = (
         "\n\n"
@@ -264,9 +266,9 @@ def scale(n: int, folder: Path) -> str:
     r = run_child("scale", str(path))
     path.unlink()
     return (
-        "| interactions | users | load s | peak RSS after load (GiB) | one iALS-CG sweep, k = 64 (s) | "
-        "peak RSS (GiB) | bytes per interaction (peak) |\n|---|---|---|---|---|---|---|\n"
-        f"| {r['n']:,} | {max(n // 150, 100):,} | {r['load_s']:.1f} | {r['load_peak_gib']:.2f} | "
+        "| interactions | users | load s | peak RSS after load (GiB) | one iALS-CG sweep, k = 64 "
+        "(s) | peak RSS (GiB) | bytes per interaction (peak) |\n|---|---|---|---|---|---|---|\n| "
+        f"{r['n']:,} | {max(n // 150, 100):,} | {r['load_s']:.1f} | {r['load_peak_gib']:.2f} | "
         f"{r['sweep_s']:.1f} | {r['peak_gib']:.2f} | {r['peak_gib'] * 2**30 / r['n']:.0f} |\n"
     )
 

@@ -16,7 +16,8 @@ A second table repeats every model once on a global temporal cut (`TemporalSplit
 val=0.1)`: the last 20% of ratings by time are test, the 10% before them val), where
 time-aware models should gain most.
 
-    python scripts/bench_explicit.py [--repeats 3] [--threads 1] [--models mf,svdpp,...] [--out FILE] [overrides...]
+    python scripts/bench_explicit.py [--repeats 3] [--threads 1] [--models mf,svdpp,...] \
+[--out FILE] [overrides...]
 
 Extra arguments are Hydra overrides applied to every mfzoo model (e.g. `trainer.max_epochs=20`).
 Needs the `[bench]` extra (scikit-surprise).
@@ -180,7 +181,11 @@ def surprise_fitter(algo_name: str, seed: int) -> Fit:
     def fit(split: Split) -> tuple[float, torch.Tensor, int | None]:
         train, test = split.train, split.test
         raw = zip(
-            train.users.tolist(), train.items.tolist(), train.values.tolist(), [None] * len(train)
+            train.users.tolist(),
+            train.items.tolist(),
+            train.values.tolist(),
+            [None] * len(train),
+            strict=True,
         )
         trainset = surprise.Dataset(surprise.Reader(rating_scale=RATING_RANGE)).construct_trainset(
             list(raw)
@@ -191,7 +196,7 @@ def surprise_fitter(algo_name: str, seed: int) -> Fit:
         seconds = time.perf_counter() - start
         predictions = [
             algo.predict(u, i, clip=True).est
-            for u, i in zip(test.users.tolist(), test.items.tolist())
+            for u, i in zip(test.users.tolist(), test.items.tolist(), strict=True)
         ]
         return seconds, torch.tensor(predictions), None
 
@@ -219,8 +224,9 @@ def evaluate(
                 {**metrics, "fit_s": statistics.median(times[key]), "best_epochs": best_epochs[key]}
             )
             print(
-                f"split {k} {MODELS[key][0]:16s} rmse {metrics['rmse']:.4f} mae {metrics['mae']:.4f} "
-                f"fit {rows[key][-1]['fit_s']:.3f}s best epoch {best_epochs[key]}",
+                f"split {k} {MODELS[key][0]:16s} rmse {metrics['rmse']:.4f} mae "
+                f"{metrics['mae']:.4f} fit {rows[key][-1]['fit_s']:.3f}s best epoch "
+                f"{best_epochs[key]}",
                 flush=True,
             )
     return rows
@@ -240,7 +246,8 @@ def table(rows: dict[str, list[dict[str, float]]], labels: list[str]) -> list[st
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     if len(labels) > 1:
         cells = [
-            f"**{np.mean([r['rmse'] for r in rows[k]]):.4f}** / {np.mean([r['mae'] for r in rows[k]]):.4f} / "
+            f"**{np.mean([r['rmse'] for r in rows[k]]):.4f}** / "
+            f"{np.mean([r['mae'] for r in rows[k]]):.4f} / "
             f"{np.mean([r['fit_s'] for r in rows[k]]):.3f}"
             for k in keys
         ]
@@ -275,8 +282,9 @@ def ratios(rows: dict[str, list[dict[str, float]]]) -> list[str]:
             }
             fit_ratio = mean[ours]["fit_s"] / mean[peer]["fit_s"]
             lines.append(
-                f"| {MODELS[ours][0]} vs {MODELS[peer][0]} | {mean[ours]['rmse'] / mean[peer]['rmse']:.3f} "
-                f"| {fit_ratio:.3f} | {1 / fit_ratio:.1f}x |"
+                f"| {MODELS[ours][0]} vs {MODELS[peer][0]} | "
+                f"{mean[ours]['rmse'] / mean[peer]['rmse']:.3f} | {fit_ratio:.3f} | "
+                f"{1 / fit_ratio:.1f}x |"
             )
     return lines
 
@@ -310,8 +318,10 @@ def main() -> None:
         "--threads",
         type=int,
         default=None,
-        help="torch threads (default: torch's own); 1 keeps timings stable on a machine shared with "
-        "other jobs, where a 2-thread pool on 2 busy cores measured 2-15x slower",
+        help=(
+            "torch threads (default: torch's own); 1 keeps timings stable on a machine shared with "
+            "other jobs, where a 2-thread pool on 2 busy cores measured 2-15x slower"
+        ),
     )
     parser.add_argument(
         "--out", type=Path, default=None, help="also write the markdown tables here"
@@ -350,41 +360,44 @@ def main() -> None:
     ]
     any_cfg = next((f.cfg for f in fits.values() if hasattr(f, "cfg")), None)
     lines = [
-        f"ML-100K, {args.folds}-fold random CV (KFold seed {args.split_seed}; in each fold {args.val:g} of the training "
-        f"part is val, the rest inner train: {len(folds[0].train)} / {len(folds[0].val)} / {len(folds[0].test)} "
-        f"train / val / test rows in fold 0), the same rows for every model; mfzoo: early stopping and best "
-        f"val-RMSE checkpoint on val; Surprise: fitted on the same inner train rows; test scored once. "
-        f"Training seed {args.seed}; fit seconds = median of {args.repeats} interleaved fits per fold; "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.machine()}.",
+        f"ML-100K, {args.folds}-fold random CV (KFold seed {args.split_seed}; in each fold "
+        f"{args.val:g} of the training part is val, the rest inner train: {len(folds[0].train)} / "
+        f"{len(folds[0].val)} / {len(folds[0].test)} train / val / test rows in fold 0), the same "
+        "rows for every model; mfzoo: early stopping and best val-RMSE checkpoint on val; "
+        "Surprise: fitted on the same inner train rows; test scored once. Training seed "
+        f"{args.seed}; fit seconds = median of {args.repeats} interleaved fits per fold; torch "
+        f"{torch.__version__}, {torch.get_num_threads()} threads, {platform.machine()}.",
     ]
     if any_cfg is not None:
         lines.append(
-            f"mfzoo training: MSE l2={any_cfg.loss.l2} l2_bias={any_cfg.loss.l2_bias}, Adam lr={any_cfg.optim.lr} "
-            f"linear decay over {any_cfg.trainer.max_epochs} epochs, batch {any_cfg.data.batch_size}; "
-            "Surprise: defaults."
+            f"mfzoo training: MSE l2={any_cfg.loss.l2} l2_bias={any_cfg.loss.l2_bias}, Adam "
+            f"lr={any_cfg.optim.lr} linear decay over {any_cfg.trainer.max_epochs} epochs, batch "
+            f"{any_cfg.data.batch_size}; Surprise: defaults."
         )
     lines += [f"- {c}" for c in configs] + [""]
-    lines += (
-        table(cv, [f"fold {k}" for k in range(args.folds)])
-        + [""]
-        + epochs_line(cv)
-        + [""]
-        + ratios(cv)
-    )
+    lines += [
+        *table(cv, [f"fold {k}" for k in range(args.folds)]),
+        "",
+        *epochs_line(cv),
+        "",
+        *ratios(cv),
+    ]
     if not args.no_temporal:
         temporal = TemporalSplit(test=0.2, val=args.val)(data)
         print(
-            f"temporal split: train {len(temporal.train)}, val {len(temporal.val)} before the cut, test {len(temporal.test)} after"
+            f"temporal split: train {len(temporal.train)}, val {len(temporal.val)} before the cut, "
+            f"test {len(temporal.test)} after"
         )
         rows = evaluate(fits, [temporal], 1)
         lines += [
             "",
-            f"Global temporal cut (TemporalSplit(test=0.2, val={args.val:g}): train {len(temporal.train)} "
-            f"ratings, then val {len(temporal.val)} (early stopping, best checkpoint), then the cut and "
-            f"test {len(temporal.test)}; Surprise fitted on the train rows; one fit each):",
+            f"Global temporal cut (TemporalSplit(test=0.2, val={args.val:g}): train "
+            f"{len(temporal.train)} ratings, then val {len(temporal.val)} (early stopping, best "
+            f"checkpoint), then the cut and test {len(temporal.test)}; Surprise fitted on the "
+            "train rows; one fit each):",
             "",
         ]
-        lines += table(rows, ["temporal"]) + [""] + epochs_line(rows)
+        lines += [*table(rows, ["temporal"]), "", *epochs_line(rows)]
     emit(lines, args.out)
 
 

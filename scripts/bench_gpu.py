@@ -81,7 +81,9 @@ def bench(n_interactions: int, scale: float, device: torch.device, sweeps: int) 
             model(n_users, n_items, device),
             IALSSolver(l2=0.1, alpha=9.0, method=method, cg_steps=3),
         )
-        out[f"ials_{method}"] = timed(device, lambda: solver.sweep(mf, train), sweeps)
+        out[f"ials_{method}"] = timed(
+            device, lambda solver=solver, mf=mf: solver.sweep(mf, train), sweeps
+        )
     mf, bpr = model(n_users, n_items, device), BPRSolver(lr=0.05, batch_size=BATCH)
     out["learnbpr"] = timed(device, lambda: bpr.sweep(mf, train), max(1, sweeps - 1))
     mf = model(n_users, n_items, device)
@@ -132,8 +134,9 @@ def main() -> None:
     for n in (10_000_000, 20_000_000):
         r = bench(n, args.scale, device, args.sweeps)
         rows.append(
-            f"| {int(r['interactions']):,} | {r['ials_exact']:.3f} | {r['ials_cg']:.3f} | {r['learnbpr']:.3f} | "
-            f"{r['mf_bpr_epoch']:.3f} | {r['topk_users_per_s']:,.0f} | {r['peak_gib']:.2f} |"
+            f"| {int(r['interactions']):,} | {r['ials_exact']:.3f} | {r['ials_cg']:.3f} | "
+            f"{r['learnbpr']:.3f} | {r['mf_bpr_epoch']:.3f} | {r['topk_users_per_s']:,.0f} | "
+            f"{r['peak_gib']:.2f} |"
         )
         print(rows[-1], flush=True)
     name = (
@@ -142,12 +145,13 @@ def main() -> None:
         else platform.processor() or "cpu"
     )
     table = (
-        "| interactions | iALS exact s/iter | iALS CG s/iter | LearnBPR s/epoch | MF+BPR (Adam) s/epoch | "
-        "top-10 users/s | peak GiB |\n|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
+        "| interactions | iALS exact s/iter | iALS CG s/iter | LearnBPR s/epoch | MF+BPR (Adam) "
+        "s/epoch | top-10 users/s | peak GiB |\n"
+        "|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
     )
     facts = (
-        f"{name}; {int(USERS * args.scale):,} users x {int(ITEMS * args.scale):,} items, k = {K}; torch "
-        f"{torch.__version__}; the whole script took {time.perf_counter() - started:.0f} s"
+        f"{name}; {int(USERS * args.scale):,} users x {int(ITEMS * args.scale):,} items, k = {K}; "
+        f"torch {torch.__version__}; the whole script took {time.perf_counter() - started:.0f} s"
     )
     print(table + facts)
     if args.out is not None:

@@ -88,7 +88,7 @@ def lightning_epoch(experiment: str, data: Interactions, seed: int) -> float:
 
 def phases(experiment: str, data: Interactions, seed: int) -> dict[str, float]:
     """One epoch as a plain loop over the same parts, seconds per phase."""
-    cfg, datamodule, module = gradient_setup(experiment, data, seed)
+    _cfg, datamodule, module = gradient_setup(experiment, data, seed)
     datamodule.setup()
     optimizer = module.optimizer_factory(module.parameter_groups())
     steps = len(datamodule.train_dataloader())
@@ -114,7 +114,7 @@ def phases(experiment: str, data: Interactions, seed: int) -> dict[str, float]:
         if scheduler is not None:
             scheduler.step()
         t4 = time.perf_counter()
-        for name, seconds in zip(timing, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+        for name, seconds in zip(timing, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
             timing[name] += seconds
     return timing
 
@@ -197,22 +197,22 @@ def main() -> None:
         )
     lines = [
         (
-            f"**The gradient path on {len(implicit):,} interactions** ({implicit.n_users} users x {implicit.n_items} "
-            f"items, shape A; {torch.get_num_threads()} threads, torch {torch.__version__}; medians of "
-            f"{args.repeats} one-epoch runs)"
+            f"**The gradient path on {len(implicit):,} interactions** ({implicit.n_users} users x "
+            f"{implicit.n_items} items, shape A; {torch.get_num_threads()} threads, torch "
+            f"{torch.__version__}; medians of {args.repeats} one-epoch runs)"
         ),
         "",
-        "| | batch | Lightning epoch s | examples / s | plain loop s | batch + negatives | forward + loss | "
-        "backward | optimizer step | Lightning's share | fused solver | fused s | fused examples / s | "
-        "gradient / fused |",
+        "| | batch | Lightning epoch s | examples / s | plain loop s | batch + negatives | forward "
+        "+ loss | backward | optimizer step | Lightning's share | fused solver | fused s | fused "
+        "examples / s | gradient / fused |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, cfg, epoch, parts, loop_total, fused_s, kind, n_rows in rows:
         shares = " | ".join(f"{v:.2f} s ({v / epoch:.0%})" for v in parts.values())
         fused_name = "ALS with biases, one sweep" if kind == "mse" else "LearnBPR (`BPRSolver()`)"
         lines.append(
-            f"| {name} | {cfg.data.batch_size} | {epoch:.2f} | "
-            f"{n_rows / epoch:,.0f} | {loop_total:.2f} | {shares} | {max(epoch - loop_total, 0):.2f} s "
+            f"| {name} | {cfg.data.batch_size} | {epoch:.2f} | {n_rows / epoch:,.0f} | "
+            f"{loop_total:.2f} | {shares} | {max(epoch - loop_total, 0):.2f} s "
             f"({max(epoch - loop_total, 0) / epoch:.0%}) | {fused_name} | {fused_s:.2f} | "
             f"{n_rows / fused_s:,.0f} | {epoch / fused_s:.1f}x |"
         )

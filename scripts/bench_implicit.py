@@ -27,7 +27,8 @@ the default, against the batched torch path, 3 seeds), then every cell of the sy
 A and B (`bench_als.SHAPES`) x factors 32, 64, 128, 256: mfzoo's default `BPRSolver()` against
 implicit's BPR, without and with rejection of seen negatives, and `deterministic=True`'s cost.
 
-    python scripts/bench_implicit.py --grid --repeats 2 --iterations 2 --out experiments/ml100k_implicit/grid.md
+    python scripts/bench_implicit.py --grid --repeats 2 --iterations 2 \
+--out experiments/ml100k_implicit/grid.md
 
 Needs the `[bench]` extra (implicit).
 
@@ -79,7 +80,8 @@ Factors = tuple[torch.Tensor, torch.Tensor]
 def mfzoo_bpr_family(
     experiment: str, overrides: list[str], seed: int
 ) -> Callable[[Interactions, int | None], tuple[float, int, Factors]]:
-    """Fit function for an mfzoo implicit experiment config: (train, epochs) -> (fit s, epochs, factors)."""
+    """Fit function for an mfzoo implicit experiment config: (train, epochs) -> (fit s, epochs,
+    factors)."""
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(
             "train",
@@ -207,12 +209,12 @@ def quality(args) -> list[str]:
         + cfgs
         + [
             (
-                "- mfzoo LearnBPR (`mfzoo.solvers.bpr`): dim=64, no biases, lr=0.02, l2=0.01, batch 256, 100 epochs, "
-                "uniform negatives rejecting seen items"
+                "- mfzoo LearnBPR (`mfzoo.solvers.bpr`): dim=64, no biases, lr=0.02, l2=0.01, "
+                "batch 256, 100 epochs, uniform negatives rejecting seen items"
             ),
             (
-                f"- implicit BPR: factors=64, its defaults otherwise (lr 0.01, regularization 0.01), "
-                f"iterations={args.implicit_iterations}"
+                "- implicit BPR: factors=64, its defaults otherwise (lr 0.01, regularization "
+                f"0.01), iterations={args.implicit_iterations}"
             ),
             "",
         ]
@@ -317,9 +319,10 @@ def speed(args) -> list[str]:
     gradient_s, _, _ = mfzoo_bpr_family("bench_bpr", [], args.seed)(data, 1)
     lines = [
         (
-            f"**Synthetic BPR epoch** ({data.n_users} users x {data.n_items} items x {len(data)} interactions, "
-            f"generated in {made:.1f} s; 64 factors, one negative per positive; median of {args.repeats} "
-            f"one-epoch fits, interleaved; torch {torch.__version__}, {torch.get_num_threads()} threads)"
+            f"**Synthetic BPR epoch** ({data.n_users} users x {data.n_items} items x {len(data)} "
+            f"interactions, generated in {made:.1f} s; 64 factors, one negative per positive; "
+            f"median of {args.repeats} one-epoch fits, interleaved; torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads)"
         ),
         "",
         "| | seconds per epoch | all runs |",
@@ -331,12 +334,16 @@ def speed(args) -> list[str]:
     plain, verified = med[names[4]], med[names[7]]
     lines += [
         f"| ratio mfzoo (one stream) / implicit, no rejection | {med[names[0]] / plain:.2f} | |",
-        f"| ratio mfzoo (one stream, compiled) / implicit, no rejection | {med[names[1]] / plain:.2f} | |",
+        "| ratio mfzoo (one stream, compiled) / implicit, no rejection | "
+        f"{med[names[1]] / plain:.2f} | |",
         f"| ratio mfzoo (Hogwild) / implicit, no rejection | {med[names[2]] / plain:.2f} | |",
-        f"| **ratio mfzoo (Hogwild, compiled) / implicit, no rejection** | **{med[names[3]] / plain:.2f}** | |",
+        "| **ratio mfzoo (Hogwild, compiled) / implicit, no rejection** | "
+        f"**{med[names[3]] / plain:.2f}** | |",
         f"| ratio mfzoo (Hogwild) / implicit, rejection | {med[names[5]] / verified:.2f} | |",
-        f"| **ratio mfzoo (Hogwild, compiled) / implicit, rejection** | **{med[names[6]] / verified:.2f}** | |",
-        f"| mfzoo gradient path (Lightning, Adam, `experiment=bench_bpr`, one run) | {gradient_s:.2f} | |",
+        "| **ratio mfzoo (Hogwild, compiled) / implicit, rejection** | "
+        f"**{med[names[6]] / verified:.2f}** | |",
+        "| mfzoo gradient path (Lightning, Adam, `experiment=bench_bpr`, one run) | "
+        f"{gradient_s:.2f} | |",
         "",
         "First compiled epoch of the process, compiling included (not in the medians): "
         + ", ".join(f"{k} {v:.1f} s" for k, v in compile_s.items())
@@ -353,11 +360,11 @@ def speed(args) -> list[str]:
     rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     lines += [
         (
-            f"**Full-catalogue evaluation**: {int(result['n_users_evaluated'])} users x {data.n_items} items, "
-            f"K=10, chunks of {args.chunk_size} users: {result['seconds']:.1f} s "
-            f"({result['n_users_evaluated'] / result['seconds']:.0f} users/s); peak RSS of the whole "
-            f"process {rss_after:.2f} GiB (before the evaluation {rss_before:.2f} GiB). "
-            f"NDCG@10 after one epoch: {result['ndcg@10']:.4f}."
+            f"**Full-catalogue evaluation**: {int(result['n_users_evaluated'])} users x "
+            f"{data.n_items} items, K=10, chunks of {args.chunk_size} users: "
+            f"{result['seconds']:.1f} s ({result['n_users_evaluated'] / result['seconds']:.0f} "
+            f"users/s); peak RSS of the whole process {rss_after:.2f} GiB (before the evaluation "
+            f"{rss_before:.2f} GiB). NDCG@10 after one epoch: {result['ndcg@10']:.4f}."
         ),
         "",
     ]
@@ -416,9 +423,9 @@ def grid_quality(args) -> list[str]:
         "torch path, batches of 256, one stream": dict(native=False, threads=1),
     }
     lines = [
-        "**Quality of the paths** (ML-100K, per-user random 80/20, split seed 0; LearnBPR with the settings "
-        "the torch path's study chose (128 factors, lr 0.0444, l2 0.00228), 27 epochs, no val part; test "
-        "NDCG@10 over training seeds 0, 1, 2)",
+        "**Quality of the paths** (ML-100K, per-user random 80/20, split seed 0; LearnBPR with the "
+        "settings the torch path's study chose (128 factors, lr 0.0444, l2 0.00228), 27 epochs, no "
+        "val part; test NDCG@10 over training seeds 0, 1, 2)",
         "",
         "| path | NDCG@10 per seed | mean ± sd | seconds per epoch |",
         "|---|---|---|---|",
@@ -455,7 +462,7 @@ def grid_quality(args) -> list[str]:
             f"{statistics.stdev(scores):.4f} | {statistics.median(seconds):.3f} |"
         )
     print("\n".join(lines), flush=True)
-    return lines + [""]
+    return [*lines, ""]
 
 
 def grid(args) -> list[str]:
@@ -469,13 +476,15 @@ def grid(args) -> list[str]:
     n = args.iterations
     lines = [
         (
-            f"**LearnBPR seconds per epoch over the grid** (median of {args.repeats} interleaved fits x {n} epochs, "
-            f"every epoch timed; {torch.get_num_threads()} threads; implicit with BLAS at one thread; one negative "
-            "per positive; ratio = mfzoo / implicit, lower is faster)"
+            f"**LearnBPR seconds per epoch over the grid** (median of {args.repeats} interleaved "
+            f"fits x {n} epochs, every epoch timed; {torch.get_num_threads()} threads; implicit "
+            "with BLAS at one thread; one negative per positive; ratio = mfzoo / implicit, lower "
+            "is faster)"
         ),
         "",
-        "| shape | factors | mfzoo default | implicit | **ratio** | mfzoo default, rejecting | implicit, "
-        "verify_negative_samples | **ratio, rejecting** | mfzoo deterministic, rejecting | ratio |",
+        "| shape | factors | mfzoo default | implicit | **ratio** | mfzoo default, rejecting | "
+        "implicit, verify_negative_samples | **ratio, rejecting** | mfzoo deterministic, rejecting "
+        "| ratio |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     worst, notes = {"plain": (0.0, ""), "reject": (0.0, "")}, []
@@ -491,17 +500,26 @@ def grid(args) -> list[str]:
             UniformSampler(data, 1, reject_seen=True),
         )
         notes.append(
-            f"{shape_note(shape, data, made)}; mfzoo's samplers (the set of seen pairs) built once in "
-            f"{time.perf_counter() - start:.1f} s, outside the epoch times"
+            f"{shape_note(shape, data, made)}; mfzoo's samplers (the set of seen pairs) built once "
+            f"in {time.perf_counter() - start:.1f} s, outside the epoch times"
         )
         for k in factors:
+            # run within this iteration; the loop variables are bound as defaults all the same
             runs = {
-                "plain": lambda: bpr_epochs(data, plain_sampler, args.seed, k, n),
-                "implicit": lambda: implicit_epochs(user_items, False, args.seed, k, n),
-                "reject": lambda: bpr_epochs(data, rejecting, args.seed, k, n),
-                "implicit_verify": lambda: implicit_epochs(user_items, True, args.seed, k, n),
-                "deterministic": lambda: bpr_epochs(
-                    data, rejecting, args.seed, k, n, deterministic=True
+                "plain": lambda data=data, sampler=plain_sampler, k=k: bpr_epochs(
+                    data, sampler, args.seed, k, n
+                ),
+                "implicit": lambda user_items=user_items, k=k: implicit_epochs(
+                    user_items, False, args.seed, k, n
+                ),
+                "reject": lambda data=data, sampler=rejecting, k=k: bpr_epochs(
+                    data, sampler, args.seed, k, n
+                ),
+                "implicit_verify": lambda user_items=user_items, k=k: implicit_epochs(
+                    user_items, True, args.seed, k, n
+                ),
+                "deterministic": lambda data=data, sampler=rejecting, k=k: bpr_epochs(
+                    data, sampler, args.seed, k, n, deterministic=True
                 ),
             }
             med = interleaved_medians(runs, args.repeats)
@@ -511,13 +529,14 @@ def grid(args) -> list[str]:
             lines.append(
                 f"| {shape} | {k} | {med['plain']:.2f} | {med['implicit']:.2f} | **{plain:.2f}** | "
                 f"{med['reject']:.2f} | {med['implicit_verify']:.2f} | **{reject:.2f}** | "
-                f"{med['deterministic']:.2f} | {med['deterministic'] / med['implicit_verify']:.2f} |"
+                f"{med['deterministic']:.2f} | "
+                f"{med['deterministic'] / med['implicit_verify']:.2f} |"
             )
             print(lines[-1], flush=True)
     lines += [
         "",
-        f"Worst cell: {worst['plain'][0]:.2f} without rejection ({worst['plain'][1]}), {worst['reject'][0]:.2f} "
-        f"with it ({worst['reject'][1]}). {kernel_note()}",
+        f"Worst cell: {worst['plain'][0]:.2f} without rejection ({worst['plain'][1]}), "
+        f"{worst['reject'][0]:.2f} with it ({worst['reject'][1]}). {kernel_note()}",
         "",
         *notes,
         "",

@@ -87,9 +87,10 @@ def main() -> None:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     lines = [
         (
-            f"**Exact top-10** for all {args.users} users x {args.items} items, {args.dim} dims, chunks of "
-            f"{args.chunk_size} users, {torch.get_num_threads()} threads: {seconds:.1f} s, "
-            f"**{args.users / seconds:,.0f} users/s**; peak RSS {peak:.2f} GiB (factors loaded: {before:.2f} GiB)."
+            f"**Exact top-10** for all {args.users} users x {args.items} items, {args.dim} dims, "
+            f"chunks of {args.chunk_size} users, {torch.get_num_threads()} threads: {seconds:.1f} "
+            f"s, **{args.users / seconds:,.0f} users/s**; peak RSS {peak:.2f} GiB (factors loaded: "
+            f"{before:.2f} GiB)."
         ),
         "",
     ]
@@ -134,14 +135,14 @@ def ann_table(title: str, queries: torch.Tensor, items: torch.Tensor, args) -> l
     bare_one = 500 / (time.perf_counter() - start)
     lines = [
         (
-            f"**ANN over {len(items)} items: {title}** ({len(queries)} query users; exact (`ExactIndex`): "
-            f"{exact_one:,.0f} queries/s one per call, {exact_batch:,.0f} in one batch; a bare "
-            f"`torch.topk(q @ items.T)`: {bare_one:,.0f} queries/s one per call)"
+            f"**ANN over {len(items)} items: {title}** ({len(queries)} query users; exact "
+            f"(`ExactIndex`): {exact_one:,.0f} queries/s one per call, {exact_batch:,.0f} in one "
+            f"batch; a bare `torch.topk(q @ items.T)`: {bare_one:,.0f} queries/s one per call)"
         ),
         "",
         (
-            "| HNSW M | efSearch | recall@10 | queries/s, one per call | vs exact | vs bare torch | "
-            "queries/s, one batch | vs exact |"
+            "| HNSW M | efSearch | recall@10 | queries/s, one per call | vs exact | vs bare torch "
+            "| queries/s, one batch | vs exact |"
         ),
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -159,11 +160,12 @@ def ann_table(title: str, queries: torch.Tensor, items: torch.Tensor, args) -> l
             hnsw.search(queries, 10)
             batch = len(queries) / (time.perf_counter() - start)
             lines.append(
-                f"| {m} (built in {build:.1f} s) | {ef} | {ann_recall(ids, exact_ids):.4f} | {one:,.0f} | "
-                f"{one / exact_one:.1f}x | {one / bare_one:.1f}x | {batch:,.0f} | {batch / exact_batch:.1f}x |"
+                f"| {m} (built in {build:.1f} s) | {ef} | {ann_recall(ids, exact_ids):.4f} | "
+                f"{one:,.0f} | {one / exact_one:.1f}x | {one / bare_one:.1f}x | {batch:,.0f} | "
+                f"{batch / exact_batch:.1f}x |"
             )
     print("\n".join(lines), flush=True)
-    return lines + [""]
+    return [*lines, ""]
 
 
 if __name__ == "__main__":

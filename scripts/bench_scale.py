@@ -12,7 +12,8 @@ data generation included). The factors of the 2-rank run are compared with the 1
 (max abs difference relative to the largest entry; float32, where YᵀY and the CG steps round
 differently per rank count; tests/test_distributed.py checks equality to 1e-5 in float64).
 
-    python scripts/bench_scale.py [--interactions 10000000] [--sweeps 3] [--out experiments/scale/README.md]
+    python scripts/bench_scale.py [--interactions 10000000] [--sweeps 3] \\
+        [--out experiments/scale/README.md]
     python scripts/bench_scale.py --memory 10000000 100000000   # peak memory per path and size
     python scripts/bench_scale.py --grid --out experiments/scale/grid.md   # shapes x factor counts
     python scripts/bench_scale.py --step-time 100000000   # gradient steps: dense Adam vs SparseAdam
@@ -55,7 +56,8 @@ SHAPES = {  # name: (users, items, user exponent, item exponent)
 
 
 def _data(args: dict) -> Interactions:
-    """The benchmark's synthetic set: read from `args["data"]` when the grid saved it, else generated."""
+    """The benchmark's synthetic set: read from `args["data"]` when the grid saved it, else
+    generated."""
     if args.get("data"):
         saved = torch.load(args["data"], weights_only=True)
         return Interactions(
@@ -128,7 +130,8 @@ def _rank(rank: int, world: int, threads: int, init: str, args: dict, out: str) 
 
 def run(world: int, threads: int, args: dict, tmp: Path) -> dict:
     tag = (
-        f"w{world}t{threads}{args.get('exchange', '')}{args.get('k', '')}{Path(args.get('data') or '').stem}"
+        f"w{world}t{threads}{args.get('exchange', '')}{args.get('k', '')}"
+        f"{Path(args.get('data') or '').stem}"
         f"r{args.get('repeat', 0)}"
     )
     out = tmp / f"{tag}.pt"
@@ -147,8 +150,9 @@ def grid(sweeps: int, ks: list[int], repeats: int = 2) -> str:
     median over all timed sweeps of a configuration."""
     head = (
         "| shape | k | 1 x 1 s/sweep | 2 x 1 (gather) | 2 x 1 (blockwise) | 1 x 2 | 2 x 1 speed-up "
-        "(gather / blockwise) | 1 x 2 speed-up | peak RSS per rank, 1 x 1 / 2 x 1 gather / blockwise (GiB) "
-        "| max rel. factor diff, 2 x 1 |\n|---|---|---|---|---|---|---|---|---|---|\n"
+        "(gather / blockwise) | 1 x 2 speed-up | peak RSS per rank, 1 x 1 / 2 x 1 gather / "
+        "blockwise (GiB) | max rel. factor diff, 2 x 1 |\n"
+        "|---|---|---|---|---|---|---|---|---|---|\n"
     )
     rows = []
     configs = (
@@ -202,7 +206,8 @@ def grid(sweeps: int, ks: list[int], repeats: int = 2) -> str:
                         if name in r:
                             got["seconds"] = r[name]["seconds"] + got["seconds"]
                             got["peak_gib"] = [
-                                max(a, b) for a, b in zip(r[name]["peak_gib"], got["peak_gib"])
+                                max(a, b)
+                                for a, b in zip(r[name]["peak_gib"], got["peak_gib"], strict=True)
                             ]
                         r[name] = got
                 med = {name: statistics.median(x["seconds"]) for name, x in r.items()}
@@ -214,8 +219,9 @@ def grid(sweeps: int, ks: list[int], repeats: int = 2) -> str:
                 peaks = " / ".join(f"{max(r[c]['peak_gib']):.2f}" for c in ("1x1", "2x1g", "2x1b"))
                 rows.append(
                     f"| {shape} | {k} | {med['1x1']:.2f} | {med['2x1g']:.2f} | {med['2x1b']:.2f} | "
-                    f"{med['1x2']:.2f} | {med['1x1'] / med['2x1g']:.2f}x / {med['1x1'] / med['2x1b']:.2f}x | "
-                    f"{med['1x1'] / med['1x2']:.2f}x | {peaks} | {diff:.1e} |"
+                    f"{med['1x2']:.2f} | {med['1x1'] / med['2x1g']:.2f}x / "
+                    f"{med['1x1'] / med['2x1b']:.2f}x | {med['1x1'] / med['1x2']:.2f}x | {peaks} | "
+                    f"{diff:.1e} |"
                 )
                 print(rows[-1], flush=True)
     return head + "\n".join(rows) + "\n"
@@ -309,8 +315,8 @@ def memory(sizes: list[int], paths: list[str] = ("ials", "gradient", "gradient_s
                 )
                 print(rows[-1], flush=True)
     return (
-        "| path | interactions | seconds (one sweep / epoch) | peak RSS (GiB) | bytes per interaction |\n"
-        "|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
+        "| path | interactions | seconds (one sweep / epoch) | peak RSS (GiB) | bytes per "
+        "interaction |\n|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
     )
 
 
@@ -341,7 +347,9 @@ def main() -> None:
         type=int,
         default=None,
         metavar="N",
-        help="instead: seconds per MF + BPR step, dense Adam vs SparseAdam, at the table sizes of N",
+        help=(
+            "instead: seconds per MF + BPR step, dense Adam vs SparseAdam, at the table sizes of N"
+        ),
     )
     parser.add_argument(
         "--grid", action="store_true", help="instead: shapes A and B x factor counts --ks"
@@ -354,11 +362,11 @@ def main() -> None:
     if a.grid:
         table = grid(a.sweeps, a.ks, a.repeats)
         facts = (
-            f"10,000,000 interactions per shape (A: 200k x 50k, exponents 1.2 / 1.0; B: 150k x 75k, 0.8 / 1.3), "
-            f"iALS-CG 3 steps; each configuration run {a.repeats} times, interleaved with the others, each run "
-            f"one untimed sweep and {a.sweeps} timed ones, the median over the {a.repeats * a.sweeps} timed sweeps; "
-            f"{os.cpu_count()} CPUs, "
-            f"torch {torch.__version__}, Python {platform.python_version()}"
+            "10,000,000 interactions per shape (A: 200k x 50k, exponents 1.2 / 1.0; B: 150k x 75k, "
+            f"0.8 / 1.3), iALS-CG 3 steps; each configuration run {a.repeats} times, interleaved "
+            f"with the others, each run one untimed sweep and {a.sweeps} timed ones, the median "
+            f"over the {a.repeats * a.sweeps} timed sweeps; {os.cpu_count()} CPUs, torch "
+            f"{torch.__version__}, Python {platform.python_version()}"
         )
         print(table + facts)
         if a.out is not None:
@@ -378,7 +386,8 @@ def main() -> None:
         for world, threads in ((1, 1), (2, 1), (1, 2)):
             results[world, threads] = r = run(world, threads, args, Path(tmp))
             print(
-                f"{world} rank(s) x {threads} thread(s): sweeps {[round(s, 2) for s in r['seconds']]} s, "
+                f"{world} rank(s) x {threads} thread(s): sweeps "
+                f"{[round(s, 2) for s in r['seconds']]} s, "
                 f"peak {max(r['peak_gib']):.2f} GiB per rank",
                 flush=True,
             )
@@ -387,7 +396,10 @@ def main() -> None:
         float((results[2, 1][s] - results[1, 1][s]).abs().max() / results[1, 1][s].abs().max())
         for s in ("users", "items")
     )
-    head = "| ranks x threads | s / sweep (median) | throughput vs 1 x 1 | peak RSS per rank (GiB) |\n|---|---|---|---|\n"
+    head = (
+        "| ranks x threads | s / sweep (median) | throughput vs 1 x 1 | peak RSS per rank (GiB) |\n"
+        "|---|---|---|---|\n"
+    )
     for (world, threads), r in results.items():
         median = statistics.median(r["seconds"])
         rows.append(
@@ -396,9 +408,10 @@ def main() -> None:
         )
     text = head + "\n".join(rows) + "\n"
     facts = (
-        f"{a.users} users x {a.items} items x {a.interactions} interactions, k = {K}, iALS-CG 3 steps, "
-        f"{a.sweeps} sweeps each; 2-rank factors vs 1-rank: max abs difference {diff:.1e} of the largest factor entry (float32); "
-        f"{os.cpu_count()} CPUs, torch {torch.__version__}, Python {platform.python_version()}"
+        f"{a.users} users x {a.items} items x {a.interactions} interactions, k = {K}, iALS-CG 3 "
+        f"steps, {a.sweeps} sweeps each; 2-rank factors vs 1-rank: max abs difference {diff:.1e} "
+        f"of the largest factor entry (float32); {os.cpu_count()} CPUs, torch {torch.__version__}, "
+        f"Python {platform.python_version()}"
     )
     print(text + facts)
     if a.out is not None:

@@ -152,7 +152,7 @@ def paired(per_seed: list[dict[str, dict[str, float]]], infos: list[dict]) -> st
     """Per seed: the chosen setting and the test NDCG@10 of each method, and FeatureMF minus
     genre popularity."""
     rows = []
-    for results, i in zip(per_seed, infos):
+    for results, i in zip(per_seed, infos, strict=True):
         s = i["setting"]
         diff = results["FeatureMF"]["ndcg@10"] - results["genre popularity"]["ndcg@10"]
         rows.append(
@@ -172,15 +172,15 @@ def reading(per_seed: list[dict[str, dict[str, float]]]) -> str:
     better = [k for k in SHOWN if feature[k] > genre[k]]
     wins = sum(r["FeatureMF"]["ndcg@10"] > r["genre popularity"]["ndcg@10"] for r in per_seed)
     text = (
-        f"Genre popularity, one list for every user, is above random on {len(above)} of the {len(SHOWN)} "
-        f"metrics shown (NDCG@10 {genre['ndcg@10']:.4f} against {rand['ndcg@10']:.4f})"
+        f"Genre popularity, one list for every user, is above random on {len(above)} of the "
+        f"{len(SHOWN)} metrics shown (NDCG@10 {genre['ndcg@10']:.4f} against {rand['ndcg@10']:.4f})"
     )
     below = [k for k in SHOWN if k not in above]
     text += f"; below it on {', '.join(below)}. " if below else ". "
     text += (
-        f"FeatureMF, which personalises the same genres (a user's affinity to each, and the user "
-        f"features), has the higher mean on {len(better)} of the {len(SHOWN)} metrics and the higher "
-        f"test NDCG@10 on {wins} of {len(per_seed)} splits"
+        "FeatureMF, which personalises the same genres (a user's affinity to each, and the user "
+        f"features), has the higher mean on {len(better)} of the {len(SHOWN)} metrics and the "
+        f"higher test NDCG@10 on {wins} of {len(per_seed)} splits"
     )
     text += (
         " (168 test items per split: the spread between splits is large)."
@@ -299,7 +299,8 @@ Python {python}).
 Per seed: the setting chosen on val (dim, item_id_dropout, l2, best epoch, its val NDCG@10),
 test NDCG@10 of each method, and the test part's size:
 
-| seed | dim | dropout | l2 | epoch | val ndcg@10 | FeatureMF | genre pop. | random | FeatureMF − genre pop. | test items | test events | test users |
+| seed | dim | dropout | l2 | epoch | val ndcg@10 | FeatureMF | genre pop. | random | \
+FeatureMF − genre pop. | test items | test events | test users |
 |---|---|---|---|---|---|---|---|---|---|---|---|---|
 {paired}
 

@@ -18,7 +18,8 @@ B pair up by (fold, seed): 5 folds x 3 seeds = 15 pairs.
 RMSE is one definition for every model here: mfzoo's `rating_metrics` on predictions clipped to
 [1, 5], over the same test ratings.
 
-    python scripts/compare_nested.py experiments/nested_cv/{mf,svdpp,surprise_svd,surprise_svdpp}_results.json \\
+    python scripts/compare_nested.py \
+experiments/nested_cv/{mf,svdpp,surprise_svd,surprise_svdpp}_results.json \\
         --pairs mf:surprise_svd,svdpp:surprise_svdpp --out experiments/nested_cv/comparison.md
 """
 
@@ -82,8 +83,8 @@ def load(paths: list[Path | str]) -> dict[str, ModelResults]:
         if models and split != next(iter(models.values())).split:
             first = next(iter(models.values()))
             raise ValueError(
-                f"{path}: its outer folds ({split}) are not those of {first.sources[0]} ({first.split}): "
-                "only runs on the same folds pair up"
+                f"{path}: its outer folds ({split}) are not those of {first.sources[0]} "
+                f"({first.split}): only runs on the same folds pair up"
             )
         key = name or raw["model"]
         found = models.setdefault(
@@ -101,8 +102,10 @@ def load(paths: list[Path | str]) -> dict[str, ModelResults]:
                 raise ValueError(
                     f"{path}: fold {fold['fold']} of {key} is also in {found.sources[:-1]}"
                 )
-            found.tuned.update({k: t["rmse"] for k, t in zip(keys, fold["test"])})
-            found.defaults.update({k: t["rmse"] for k, t in zip(keys, fold.get("baseline") or [])})
+            found.tuned.update({k: t["rmse"] for k, t in zip(keys, fold["test"], strict=True)})
+            found.defaults.update(
+                {k: t["rmse"] for k, t in zip(keys, fold.get("baseline") or [], strict=False)}
+            )
     return models
 
 
@@ -113,14 +116,16 @@ def fold_means(values: dict[tuple[int, int], float]) -> dict[int, float]:
 
 def summary(models: dict[str, ModelResults]) -> list[str]:
     lines = [
-        "| model | trials per fold | folds x seeds | defaults: test RMSE, mean ± sd over (fold, seed) | "
-        "over fold means | tuned: test RMSE, mean ± sd over (fold, seed) | over fold means |",
+        "| model | trials per fold | folds x seeds | defaults: test RMSE, mean ± sd over (fold, "
+        "seed) | over fold means | tuned: test RMSE, mean ± sd over (fold, seed) | over fold means "
+        "|",
         "|---|---|---|---|---|---|---|",
     ]
     for m in models.values():
         n = f"{len(fold_means(m.tuned))} x {len(m.seeds)}"
         default = (
-            f"{mean_sd(list(m.defaults.values()))} | {mean_sd(list(fold_means(m.defaults).values()))}"
+            f"{mean_sd(list(m.defaults.values()))} | "
+            f"{mean_sd(list(fold_means(m.defaults).values()))}"
             if m.defaults
             else "not run | "
         )
@@ -158,15 +163,16 @@ def paired(
 
 def comparisons(models: dict[str, ModelResults], pairs: list[tuple[str, str]]) -> list[str]:
     lines = [
-        "| A vs B | settings | RMSE A − B, mean ± sd over pairs | paired t-test over (fold, seed) | "
-        "paired t-test over fold means | pairs where A is lower |",
+        "| A vs B | settings | RMSE A − B, mean ± sd over pairs | paired t-test over (fold, seed) "
+        "| paired t-test over fold means | pairs where A is lower |",
         "|---|---|---|---|---|---|",
     ]
     for a, b in pairs:
         if a not in models or b not in models:
             missing = [m for m in (a, b) if m not in models]
             lines.append(
-                f"| {LABELS.get(a, a)} vs {LABELS.get(b, b)} | | not run: {', '.join(missing)} | | | |"
+                f"| {LABELS.get(a, a)} vs {LABELS.get(b, b)} | | not run: {', '.join(missing)} | | "
+                "| |"
             )
             continue
         for which, pick in (
@@ -204,16 +210,16 @@ def main() -> None:
     split = next(iter(models.values())).split
     lines = [
         f"Test RMSE on ML-100K, outer `KFold(n_folds={split['folds']}, seed={split['split_seed']}, "
-        f"val={split['val']})`, every model on the same folds and test "
-        "ratings; one RMSE definition for all (mfzoo's `rating_metrics`, predictions clipped to [1, 5]). "
-        "Defaults: each library's default settings refitted on train + val; tuned: chosen by an Optuna study "
+        f"val={split['val']})`, every model on the same folds and test ratings; one RMSE "
+        "definition for all (mfzoo's `rating_metrics`, predictions clipped to [1, 5]). Defaults: "
+        "each library's default settings refitted on train + val; tuned: chosen by an Optuna study "
         "on each fold's val part (the trials per fold in the table), refitted on train + val. "
         "Sources: "
         + "; ".join(f"{m.label}: {', '.join(m.sources)}" for m in models.values())
         + ".",
         "",
     ]
-    lines += summary(models) + ["", "Paired comparisons (A − B < 0: A has the lower RMSE):", ""]
+    lines += [*summary(models), "", "Paired comparisons (A − B < 0: A has the lower RMSE):", ""]
     lines += comparisons(models, pairs)
     emit(lines, args.out)
 

@@ -28,7 +28,8 @@ the number of epochs among them (Surprise has no early stopping). `--results-out
 test metrics per fold and seed for `scripts/compare_nested.py` (defaults and tuned tables, paired
 t-tests).
 
-    python scripts/nested_cv.py --model mf --trials 20 --folds 5 --seeds 3 --out experiments/nested_cv/results.md
+    python scripts/nested_cv.py --model mf --trials 20 --folds 5 --seeds 3 \
+--out experiments/nested_cv/results.md
 """
 
 from __future__ import annotations
@@ -243,7 +244,11 @@ class SurpriseLearner:
         import surprise
 
         raw = zip(
-            train.users.tolist(), train.items.tolist(), train.values.tolist(), [None] * len(train)
+            train.users.tolist(),
+            train.items.tolist(),
+            train.values.tolist(),
+            [None] * len(train),
+            strict=True,
         )
         trainset = surprise.Dataset(surprise.Reader(rating_scale=RATING_RANGE)).construct_trainset(
             list(raw)
@@ -254,7 +259,7 @@ class SurpriseLearner:
     def score(self, algo, part: Interactions) -> dict[str, float]:
         predictions = [
             algo.predict(u, i, clip=True).est
-            for u, i in zip(part.users.tolist(), part.items.tolist())
+            for u, i in zip(part.users.tolist(), part.items.tolist(), strict=True)
         ]
         return rating_metrics(
             torch.tensor(predictions, dtype=torch.float64), part.values, RATING_RANGE
@@ -301,9 +306,10 @@ def learner_for(model: str) -> MfzooLearner | SurpriseLearner:
 
 
 def space_for(model: str, space: str | None = None) -> SearchSpace:
-    """mfzoo models: `configs/hparams_search/<model>_optuna.yaml` (the file `mfzoo-train -m` sweeps),
-    or another file of that folder named by `space`; peers: `scripts/search_spaces/<model>.yaml`,
-    in the same format, over the peer's own documented constructor arguments."""
+    """mfzoo models: `configs/hparams_search/<model>_optuna.yaml` (the file `mfzoo-train -m`
+    sweeps), or another file of that folder named by `space`; peers:
+    `scripts/search_spaces/<model>.yaml`, in the same format, over the peer's own documented
+    constructor arguments."""
     if model in PEERS:
         if space is not None:
             raise ValueError(
@@ -415,11 +421,13 @@ def report(
 ) -> list[str]:
     keys = [k for k in space.distributions if all(k in r.params for r in results)]
     lines = [
-        f"Nested CV of `{args.model}` on ML-100K: outer `KFold(n_folds={args.folds}, seed={args.split_seed}, "
-        f"val={args.val:g})`; per fold an Optuna TPE study of {args.trials} trials (sampler {space.sampler}) over "
-        f"`{space_file(args.model, getattr(args, 'space', None))}`, objective {space.metric} on the val part; the best "
-        f"settings refitted on train + val for their best-val epoch count, training seeds {args.seeds_list}, "
-        f"test fold scored once. torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.machine()}; "
+        f"Nested CV of `{args.model}` on ML-100K: outer `KFold(n_folds={args.folds}, "
+        f"seed={args.split_seed}, val={args.val:g})`; per fold an Optuna TPE study of "
+        f"{args.trials} trials (sampler {space.sampler}) over "
+        f"`{space_file(args.model, getattr(args, 'space', None))}`, objective {space.metric} on "
+        "the val part; the best settings refitted on train + val for their best-val epoch count, "
+        f"training seeds {args.seeds_list}, test fold scored once. torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, {platform.machine()}; "
         + (f"total {seconds:.0f} s" if isinstance(seconds, float) else seconds)
         + " (a shared machine: times are noisy).",
         "",
@@ -452,11 +460,13 @@ def report(
     every = [t["rmse"] for r in results for t in r.test]
     lines += [
         "",
-        f"- test RMSE, mean ± sd over the {len(results)} folds (each the mean of its {len(args.seeds_list)} seeds): "
-        f"**{mean_sd(fold_means)}**",
+        f"- test RMSE, mean ± sd over the {len(results)} folds (each the mean of its "
+        f"{len(args.seeds_list)} seeds): **{mean_sd(fold_means)}**",
         f"- test RMSE, mean ± sd over folds x seeds ({len(every)} refits): {mean_sd(every)}",
-        f"- test MAE, mean over folds x seeds: {statistics.mean(t['mae'] for r in results for t in r.test):.4f}",
-        f"- best val RMSE (inner train part only), mean ± sd over folds: {mean_sd([r.best_val for r in results])}",
+        "- test MAE, mean over folds x seeds: "
+        f"{statistics.mean(t['mae'] for r in results for t in r.test):.4f}",
+        "- best val RMSE (inner train part only), mean ± sd over folds: "
+        f"{mean_sd([r.best_val for r in results])}",
     ]
     if args.baseline:
         base_means = [statistics.mean(b["rmse"] for b in r.baseline) for r in results]
@@ -466,14 +476,14 @@ def report(
             else "the default configuration (chosen on these test folds)"
         )
         lines.append(
-            f"- {which}: val RMSE "
-            f"{mean_sd([r.baseline_val for r in results])} over folds (trained like a trial); refitted the "
-            f"same way with the same seeds, test RMSE {mean_sd(base_means)} over folds"
+            f"- {which}: val RMSE {mean_sd([r.baseline_val for r in results])} over folds (trained "
+            "like a trial); refitted the same way with the same seeds, test RMSE "
+            f"{mean_sd(base_means)} over folds"
         )
     if args.model in TUNED_ON_TEST:
         lines.append(
-            f"- reference: {TUNED_ON_TEST[args.model]:.4f}, experiments/ml100k_explicit's mean before the val "
-            "part existed (configuration chosen on the test folds, seed 0)"
+            f"- reference: {TUNED_ON_TEST[args.model]:.4f}, experiments/ml100k_explicit's mean "
+            "before the val part existed (configuration chosen on the test folds, seed 0)"
         )
     return lines
 
@@ -496,7 +506,7 @@ def gather(paths: list[Path]) -> tuple[list[FoldResult], argparse.Namespace]:
             if fold["fold"] in results:
                 raise ValueError(f"{path}: fold {fold['fold']} is in two of the files")
             results[fold["fold"]] = FoldResult(**fold)
-    for path, meta in zip(paths[1:], metas[1:]):
+    for path, meta in zip(paths[1:], metas[1:], strict=True):
         differ = sorted(k for k in set(meta) | set(metas[0]) if meta.get(k) != metas[0].get(k))
         if differ:
             raise ValueError(
@@ -525,12 +535,18 @@ def main() -> None:
         "--model",
         choices=sorted(BASE) + sorted(PEERS),
         default="mf",
-        help="mfzoo models read configs/hparams_search/<model>_optuna.yaml, peers scripts/search_spaces/<model>.yaml",
+        help=(
+            "mfzoo models read configs/hparams_search/<model>_optuna.yaml, peers "
+            "scripts/search_spaces/<model>.yaml"
+        ),
     )
     parser.add_argument(
         "--space",
         default=None,
-        help="mfzoo models: another search space of configs/hparams_search (its file name without .yaml)",
+        help=(
+            "mfzoo models: another search space of configs/hparams_search (its file name without "
+            ".yaml)"
+        ),
     )
     parser.add_argument(
         "--trials", type=int, default=None, help="trials per fold (default: the YAML's n_trials)"
@@ -576,15 +592,20 @@ def main() -> None:
         "--results-out",
         type=Path,
         default=None,
-        help="write every fold's result as JSON (chosen settings, test metrics per seed, the defaults' "
-        "per seed with --baseline): the input of scripts/compare_nested.py",
+        help=(
+            "write every fold's result as JSON (chosen settings, test metrics per seed, the "
+            "defaults' per seed with --baseline): the input of scripts/compare_nested.py"
+        ),
     )
     parser.add_argument(
         "--gather",
         nargs="+",
         type=Path,
         default=None,
-        help="--results-out files of one model run fold by fold (--only-folds): write their joint report",
+        help=(
+            "--results-out files of one model run fold by fold (--only-folds): write their joint "
+            "report"
+        ),
     )
     args = parser.parse_args()
     if args.trials is not None and args.trials < 1:
@@ -606,7 +627,10 @@ def main() -> None:
             results, meta = gather(args.gather)
         except ValueError as err:
             raise SystemExit(f"--gather: {err}") from None
-        seconds = f"gathered from {len(args.gather)} runs of `--only-folds`, studies {sum(r.study_seconds for r in results):.0f} s in all"
+        seconds = (
+            f"gathered from {len(args.gather)} runs of `--only-folds`, studies "
+            f"{sum(r.study_seconds for r in results):.0f} s in all"
+        )
         emit(report(results, meta, space_for(meta.model, meta.space), seconds), args.out)
         return
 
@@ -643,8 +667,8 @@ def main() -> None:
         )
         rmse = statistics.mean(t["rmse"] for t in result.test)
         print(
-            f"fold {k}: {result.params} epochs {result.best_epochs} val {result.best_val:.4f} test {rmse:.4f} "
-            f"(study {result.study_seconds:.0f} s)",
+            f"fold {k}: {result.params} epochs {result.best_epochs} val {result.best_val:.4f} test "
+            f"{rmse:.4f} (study {result.study_seconds:.0f} s)",
             flush=True,
         )
         results.append(result)

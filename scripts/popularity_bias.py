@@ -8,7 +8,8 @@ seed and fixed epochs (no val part):
     MF + MSE      experiment=ml100k_mf (biased MF on the ratings, 12 epochs)
     MF + BPR      experiment=ml100k_implicit_bpr (no biases, uniform negatives, 30 epochs)
     MF + BCE      experiment=ml100k_implicit_bce (the same with negative-sampling BCE)
-    iALS          experiment=ml100k_ials with its earlier settings (PINNED: λ 0.1, α 1, 10 sweeps; `IALSSolver`, c = 1 + α r)
+    iALS          experiment=ml100k_ials with its earlier settings (PINNED: λ 0.1, α 1, 10 sweeps; \
+`IALSSolver`, c = 1 + α r)
     most popular, random   (`mfzoo.evaluation.beyond` baselines)
 
 (a) Item-to-item, over the items with at least one training user (the others have no learned
@@ -111,10 +112,13 @@ def describe(cfg: DictConfig) -> str:
     model = f"dim={cfg.model.dim}, biases={cfg.model.biases}"
     if cfg.get("solver"):
         solver = cfg.solver
-        return f"{model}, IALSSolver(l2={solver.l2}, alpha={solver.alpha}), {cfg.trainer.max_epochs} sweeps"
+        return (
+            f"{model}, IALSSolver(l2={solver.l2}, alpha={solver.alpha}), {cfg.trainer.max_epochs} "
+            "sweeps"
+        )
     text = (
-        f"{model}, {cfg.loss._target_.rsplit('.', 1)[1]}(l2={cfg.loss.l2}), Adam lr={cfg.optim.lr}, "
-        f"{cfg.trainer.max_epochs} epochs, batch {cfg.data.batch_size}"
+        f"{model}, {cfg.loss._target_.rsplit('.', 1)[1]}(l2={cfg.loss.l2}), Adam "
+        f"lr={cfg.optim.lr}, {cfg.trainer.max_epochs} epochs, batch {cfg.data.batch_size}"
     )
     sampler = cfg.data.get("sampler")
     return text + (
@@ -184,7 +188,7 @@ def plot(
     plt, path: Path, neighbours: dict, vectors: dict, popularity: torch.Tensor, ranking: dict
 ) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
-    colours = dict(zip(neighbours, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    colours = dict(zip(neighbours, plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
     ax = axes[0]
     decile = popularity_deciles(popularity)
     own = [float(popularity[decile == d].double().mean()) for d in range(10)]
@@ -323,9 +327,11 @@ def main() -> None:
 
 Split: per-user random 80/20, seed {args.seed}: train {len(train)}, test {len(test)} events,
 {train.n_users} users x {train.n_items} items. pop = distinct training users of an item.
-torch {torch.__version__}, {torch.get_num_threads()} threads; fit {fit_seconds:.1f} s, total {total:.1f} s.
+torch {torch.__version__}, {torch.get_num_threads()} threads; fit {fit_seconds:.1f} s, \
+total {total:.1f} s.
 
-## (a) Item-to-item: mean popularity (training users) of the {K} nearest items, by popularity decile of the query
+## (a) Item-to-item: mean popularity (training users) of the {K} nearest items, \
+by popularity decile of the query
 
 Over the {int(trained.sum())} items with at least one training user (queries and candidates; the
 other {int((~trained).sum())} have no learned vector). d1 = least popular tenth of them, d10 = most

@@ -30,7 +30,8 @@ precision over Σ min(K, |test|) instead, and is not used here.
 
     python scripts/tune_implicit.py --model ials --trials 20 --seeds 3 --baseline \\
         --results-out experiments/tuned_implicit/ials.json
-    python scripts/tune_implicit.py --report experiments/tuned_implicit/*.json --out experiments/tuned_implicit/results.md
+    python scripts/tune_implicit.py --report experiments/tuned_implicit/*.json \
+--out experiments/tuned_implicit/results.md
 
 Needs the `[bench]` extra (implicit).
 """
@@ -216,17 +217,18 @@ def report(paths: list[Path | str], pairs: list[tuple[str, str]] | None = None) 
         )
         if runs and run["split"] != next(iter(runs.values()))["split"]:
             raise SystemExit(
-                f"{path}: run on {run['split']}, the first file on {next(iter(runs.values()))['split']}: "
-                "only runs on the same split compare"
+                f"{path}: run on {run['split']}, the first file on "
+                f"{next(iter(runs.values()))['split']}: only runs on the same split compare"
             )
         run["label"] = label or run["label"]
         runs[label or run["model"]] = run
     lines = [
-        f"MovieLens-100K, every rating a positive; `{next(iter(runs.values()))['split']}`, one split for every "
-        "model. Tuned: an Optuna TPE study (seed 0, 8 random start-up trials) of the trials below on val NDCG@10, the "
-        "choice refitted on train + val once per training seed and scored once on test; defaults: each library's "
-        "default settings refitted the same way. All metrics by mfzoo's evaluator (whole catalogue, train + val "
-        "items excluded; precision@10 = hits / 10, recall@10 = hits / |test|), mean ± sd over the training seeds.",
+        f"MovieLens-100K, every rating a positive; `{next(iter(runs.values()))['split']}`, one "
+        "split for every model. Tuned: an Optuna TPE study (seed 0, 8 random start-up trials) of "
+        "the trials below on val NDCG@10, the choice refitted on train + val once per training "
+        "seed and scored once on test; defaults: each library's default settings refitted the same "
+        "way. All metrics by mfzoo's evaluator (whole catalogue, train + val items excluded; "
+        "precision@10 = hits / 10, recall@10 = hits / |test|), mean ± sd over the training seeds.",
         "",
         "| model | settings | trials | seeds | " + " | ".join(SHOWN) + " | val NDCG@10 |",
         "|---|---|---|---|" + "---|" * len(SHOWN) + "---|",
@@ -240,13 +242,13 @@ def report(paths: list[Path | str], pairs: list[tuple[str, str]] | None = None) 
                 cells = [mean_sd([x[m] for x in rows]) for m in SHOWN]
                 cells[0] = f"**{cells[0]}**"
                 lines.append(
-                    f"| {r['label']} | {which} | {r['trials'] if which == 'tuned' else '-'} | {len(rows)} | "
-                    + " | ".join(cells)
-                    + f" | {val:.4f} |"
+                    f"| {r['label']} | {which} | {r['trials'] if which == 'tuned' else '-'} | "
+                    f"{len(rows)} | " + " | ".join(cells) + f" | {val:.4f} |"
                 )
     lines += [
         "",
-        "Chosen settings (study on val; epochs: to the best val checkpoint, or implicit's iterations):",
+        "Chosen settings (study on val; epochs: to the best val checkpoint, or implicit's "
+        "iterations):",
         "",
     ]
     lines += [
@@ -256,7 +258,8 @@ def report(paths: list[Path | str], pairs: list[tuple[str, str]] | None = None) 
     ]
     lines += [
         "",
-        "| ours vs peer | settings | NDCG@10 ours − peer, mean ± sd over seeds | paired t-test over seeds |",
+        "| ours vs peer | settings | NDCG@10 ours − peer, mean ± sd over seeds | paired t-test "
+        "over seeds |",
         "|---|---|---|---|",
     ]
     for ours, peer in pairs or PAIRS:
@@ -272,12 +275,13 @@ def report(paths: list[Path | str], pairs: list[tuple[str, str]] | None = None) 
             n = min(len(a), len(b))
             if n < 2:
                 continue
-            diff = [x - y for x, y in zip(a[:n], b[:n])]
+            diff = [x - y for x, y in zip(a[:n], b[:n], strict=True)]
             t = stats.ttest_rel(a[:n], b[:n])
             lines.append(
-                f"| {runs[ours]['label']} vs {runs[peer]['label']} | {'tuned' if which == 'test' else which} "
-                f"| {statistics.mean(diff):+.4f} ± {statistics.stdev(diff):.4f} | t = {t.statistic:.2f}, "
-                f"p = {t.pvalue:.3g} ({n} seeds) |"
+                f"| {runs[ours]['label']} vs {runs[peer]['label']} | "
+                f"{'tuned' if which == 'test' else which} | {statistics.mean(diff):+.4f} ± "
+                f"{statistics.stdev(diff):.4f} | t = {t.statistic:.2f}, p = {t.pvalue:.3g} ({n} "
+                "seeds) |"
             )
     return lines
 
@@ -330,7 +334,8 @@ def main() -> None:
     result = run(args)
     shown = {m: round(statistics.mean(x[m] for x in result["test"]), 4) for m in SHOWN}
     print(
-        f"{result['label']}: {result['params']} epochs {result['epochs']} val {result['best_val']:.4f} test {shown}"
+        f"{result['label']}: {result['params']} epochs {result['epochs']} val "
+        f"{result['best_val']:.4f} test {shown}"
     )
     if args.results_out:
         args.results_out.parent.mkdir(parents=True, exist_ok=True)

@@ -58,7 +58,8 @@ def test_least_squares_reference_by_hand():
 
 
 def test_ials_reference_by_hand():
-    """k = 1, c = 1 + α r, α₀ on the other columns: x_u = Σ_i c_ui p_ui y_i / (Σ_i c_ui y_i² + λ_u)."""
+    """k = 1, c = 1 + α r, α₀ on the other columns:
+    x_u = Σ_i c_ui p_ui y_i / (Σ_i c_ui y_i² + λ_u)."""
     R = torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]], dtype=torch.float64)
     Y = torch.tensor([[1.0], [2.0], [-1.0]], dtype=torch.float64)
     X = ials_reference(

@@ -47,7 +47,8 @@ def path(request, monkeypatch):
 def dense_systems(
     R: torch.Tensor, mask: torch.Tensor, Y: torch.Tensor, l2: float, **kw
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """A [N_ROWS, K, K] and b [N_ROWS, K] written out densely: A_u = Yᵀ C_u Y + λ_u I, b_u = Yᵀ C_u p_u."""
+    """A [N_ROWS, K, K] and b [N_ROWS, K] written out densely: A_u = Yᵀ C_u Y + λ_u I,
+    b_u = Yᵀ C_u p_u."""
     unobserved_weight, l2_exponent = kw["unobserved_weight"], kw["l2_exponent"]
     C = torch.where(
         mask.bool(),

@@ -92,9 +92,9 @@ def test_incremental_update_drifts_little_from_a_full_refit():
     affected users with the items fixed; the full refit (15 more sweeps on all data from the
     fitted model) also moves the items. Measured here: the updated users' scores differ from
     the refit's by 0.49 of their spread, against 0.58 before the update, and the objective on
-    all data is 6% above the refit's (tolerance 10%). So an update recovers part of the way; with 10% new
-    events the items' own movement is most of the rest, which is why the docs say to refit
-    when new events are a sizeable share."""
+    all data is 6% above the refit's (tolerance 10%). So an update recovers part of the way;
+    with 10% new events the items' own movement is most of the rest, which is why the docs say
+    to refit when new events are a sizeable share."""
     data = _data()
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(1))
     old = data.subset(order[: int(0.9 * len(data))])
@@ -112,7 +112,10 @@ def test_incremental_update_drifts_little_from_a_full_refit():
     stale = float((before - reference).pow(2).mean().sqrt() / reference.std())
     assert drift < 0.9 * stale, (drift, stale)
     R = data.csr("user").to(torch.float64)
-    objective = lambda m: float(
-        ials_objective(R, m.user_embedding.weight, m.item_embedding.weight, 0.5, alpha=2.0)
-    )
+
+    def objective(m):
+        return float(
+            ials_objective(R, m.user_embedding.weight, m.item_embedding.weight, 0.5, alpha=2.0)
+        )
+
     assert objective(model) < 1.10 * objective(refit)

@@ -1,8 +1,11 @@
-"""`ALSSolver.objective` and `IALSSolver.objective` against a dense, obvious computation over every (user, item) pair:
-equal values for explicit ALS and iALS, the exact half-step as its minimiser over one side,
-no increase over exact sweeps, and float32 factors that change nothing but rounding."""
+"""`ALSSolver.objective` and `IALSSolver.objective` against a dense, obvious computation over
+every (user, item) pair: equal values for explicit ALS and iALS, the exact half-step as its
+minimiser over one side, no increase over exact sweeps, and float32 factors that change nothing
+but rounding."""
 
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 import pytest
@@ -161,5 +164,5 @@ def test_exact_sweeps_never_increase_the_objective(name):
     for _ in range(5):
         solver.sweep(model, data)
         values.append(solver.objective(model, data))
-    assert all(later <= earlier * (1 + 1e-12) for earlier, later in zip(values, values[1:]))
+    assert all(later <= earlier * (1 + 1e-12) for earlier, later in itertools.pairwise(values))
     assert values[-1] < 0.9 * values[0]

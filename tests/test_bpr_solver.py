@@ -55,7 +55,8 @@ def test_fused_step_equals_sgd_on_the_summed_bpr_loss(biases, step):
 
 
 def test_epochs_learn_to_rank_the_planted_positives(ratings):
-    """On toy data, LearnBPR epochs raise the share of (positive, random negative) pairs ranked right."""
+    """On toy data, LearnBPR epochs raise the share of (positive, random negative) pairs ranked
+    right."""
     torch.manual_seed(0)
     model = MF(ratings.n_users, ratings.n_items, dim=8, biases=False, init_std=0.01)
     sampler = UniformSampler(ratings, n_negatives=1, reject_seen=True)
@@ -90,7 +91,7 @@ def test_one_stream_is_reproducible_and_parallel_streams_learn_as_well(ratings):
     b, _ = _fit(ratings, 1)
     assert torch.equal(a.user_embedding.weight, b.user_embedding.weight)
     threads = torch.get_num_threads()
-    c, losses_c = _fit(ratings, 2)
+    _c, losses_c = _fit(ratings, 2)
     assert torch.get_num_threads() == threads
     assert losses_c[-1] < 0.5 * losses_c[0]
     assert abs(losses_c[-1] - losses_a[-1]) < 0.25 * losses_a[-1]

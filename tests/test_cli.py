@@ -113,7 +113,7 @@ def test_recommend_for_a_new_user_is_the_runs_ridge_fold_in(run_dir, monkeypatch
 
 def test_recommend_new_user_bad_input(run_dir, monkeypatch, capsys):
     with pytest.raises(
-        SystemExit, match="^mfzoo: unknown item id '99999' \\(not in this run's data\\)$"
+        SystemExit, match=r"^mfzoo: unknown item id '99999' \(not in this run's data\)$"
     ):
         _call(
             cli.recommend,

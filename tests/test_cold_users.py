@@ -44,7 +44,7 @@ def test_new_users_encode_raw_ids_and_number_users() -> None:
     )
     with pytest.raises(DataError, match=r"unknown item id\(s\): \[101\]"):
         new_users(train, [100, 101])
-    with pytest.raises(ValueError, match="out of range 0..49"):
+    with pytest.raises(ValueError, match=r"out of range 0\.\.49"):
         new_users(train, [50], encoded=True)
     with pytest.raises(ValueError, match="2 items but 1 values"):
         new_users(train, [100, 102], [4])
@@ -145,7 +145,7 @@ def test_cold_user_errors_name_the_model() -> None:
     with pytest.raises(ValueError, match="TimeSVD cannot fold in new users"):
         recommend(timesvd, new, k=5, fold_in=ridge_fold_in(0.1))
     with pytest.raises(
-        ValueError, match="TruncatedSVD is not RidgeFoldIn .* the ridge fold-in of new users needs"
+        ValueError, match=r"TruncatedSVD is not RidgeFoldIn .* the ridge fold-in of new users needs"
     ):
         ridge_fold_in(0.1)(TruncatedSVD(k=4).fit(train), new)
     with pytest.raises(ValueError, match="50 items but MF has 40"):

@@ -152,7 +152,8 @@ def test_grid_gives_one_row_per_model_with_hand_computed_mean_and_sample_sd(grid
     ]
     small, large = result.rows
     assert small.n == large.n == 3
-    # model.dim=32: test 0.90, 0.92, 0.97 -> mean 0.93, deviations -.03, -.01, .04 -> sd² = .0026 / 2
+    # model.dim=32: test 0.90, 0.92, 0.97 -> mean 0.93, deviations -.03, -.01, .04
+    # -> sd² = .0026 / 2
     assert small.stats["test/rmse"].mean == pytest.approx(0.93, rel=1e-12)
     assert small.stats["test/rmse"].sd == pytest.approx(math.sqrt(0.0013), rel=1e-12)
     assert small.stats["val/rmse"].mean == pytest.approx(0.93) and small.stats[
@@ -418,7 +419,8 @@ def test_csv_round_trips_the_numbers(grid, tmp_path):
 def test_csv_leaves_sd_empty_for_one_run(tmp_path):
     write_run(tmp_path / "run", [], {"rmse": 1.0}, {"rmse": 1.0})
     to_csv(table(collect([tmp_path / "run"])), tmp_path / "out.csv")
-    (record,) = csv.DictReader(open(tmp_path / "out.csv", newline=""))
+    with open(tmp_path / "out.csv", newline="") as f:
+        (record,) = csv.DictReader(f)
     assert record["test/rmse_mean"] == "1.0" and record["test/rmse_sd"] == "" and record["n"] == "1"
 
 
@@ -492,9 +494,8 @@ def test_main_writes_csv_md_and_plots(grid, tmp_path, capsys):
     compare.main([str(grid), "--out", str(prefix), "--plot", "test/rmse", "--epochs", "val/rmse"])
     out = capsys.readouterr().out
     assert (tmp_path / "results" / "cmp.md").read_text() == out
-    assert [
-        r["model.dim"] for r in csv.DictReader(open(tmp_path / "results" / "cmp.csv", newline=""))
-    ] == ["32", "64"]
+    with open(tmp_path / "results" / "cmp.csv", newline="") as f:
+        assert [r["model.dim"] for r in csv.DictReader(f)] == ["32", "64"]
     assert_png(tmp_path / "results" / "cmp.png")
     assert_png(tmp_path / "results" / "cmp_epochs.png")
 

@@ -75,7 +75,7 @@ def test_a_model_without_factors_or_penalty_meets_the_checks_that_apply():
     testing.check_similar(cfg)  # refused with a ContractError
     # a regularising loss is refused by the suite as training refuses it; without l2 it passes
     for check in testing.LOSS_CHECKS:
-        with pytest.raises(ContractError, match="NotFactorised is not Penalised .* loss BPRLoss"):
+        with pytest.raises(ContractError, match=r"NotFactorised is not Penalised .* loss BPRLoss"):
             check(cfg, "bpr")
         check(cfg, {**testing.config("loss", "bpr"), "l2": 0.0})
 
@@ -94,7 +94,7 @@ def test_the_suite_names_wrong_shapes_and_non_scalar_losses_as_training_does():
     from mfzoo.training.module import ModelContractError
 
     cfg = {"_target_": f"{__name__}.NotFactorised", "dim": 4}
-    with pytest.raises(ModelContractError, match="VectorLoss returned .*not a scalar"):
+    with pytest.raises(ModelContractError, match=r"VectorLoss returned .*not a scalar"):
         testing.check_step(cfg, {"_target_": f"{__name__}.VectorLoss"})
     with pytest.raises(ModelContractError, match=r"WrongShape.forward returned shape \(\d+,\)"):
         testing.check_step(

@@ -42,7 +42,7 @@ def test_a_solver_sweep_agrees_on_cpu_and_gpu(name):
             model.user_embedding.weight.detach().cpu(),
             model.item_embedding.weight.detach().cpu(),
         )
-    for cpu, gpu in zip(factors["cpu"], factors["cuda"]):
+    for cpu, gpu in zip(factors["cpu"], factors["cuda"], strict=True):
         torch.testing.assert_close(gpu, cpu, atol=1e-3 * float(cpu.abs().max()), rtol=1e-3)
 
 
@@ -150,7 +150,8 @@ def test_gradient_epoch_syncs_the_host_per_epoch_not_per_step(tmp_path):
         )
         return _syncs(lambda: trainer.fit(module, datamodule=dm))
 
-    # the whole fit (set-up and the per-epoch checks are the same for both): 4 and 16 steps per epoch
+    # the whole fit (set-up and the per-epoch checks are the same for both):
+    # 4 and 16 steps per epoch
     few, many = fit(4500), fit(1125)
     assert many == few, f"{few} syncs with 4 steps per epoch, {many} with 16: a sync per step"
 
@@ -175,5 +176,5 @@ def test_gibbs_sweeps_agree_on_cpu_and_gpu(options):
         for _ in range(4):
             solver.sweep(model, train.to(device))
         kept[device] = (model.kept_users.cpu(), model.kept_items.cpu())
-    for cpu, gpu in zip(kept["cpu"], kept["cuda"]):
+    for cpu, gpu in zip(kept["cpu"], kept["cuda"], strict=True):
         torch.testing.assert_close(gpu, cpu, atol=1e-8, rtol=1e-8)

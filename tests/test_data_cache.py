@@ -30,8 +30,8 @@ def ratings_csv(path: Path, n: int = 300, seed: int = 0, string_users: bool = Fa
     keys = rng.choice(40 * 60, size=n, replace=False)
     users, items = keys // 60, keys % 60
     lines = ["user,item,rating,ts"] + [
-        f"{'u%03d' % u if string_users else u},{i + 100},{rng.integers(1, 6)},{1_600_000_000 + k}"
-        for k, (u, i) in enumerate(zip(users, items))
+        f"{f'u{u:03d}' if string_users else u},{i + 100},{rng.integers(1, 6)},{1_600_000_000 + k}"
+        for k, (u, i) in enumerate(zip(users, items, strict=True))
     ]
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -122,10 +122,10 @@ def test_gradient_ddp_equals_one_process_with_the_global_batch(tmp_path):
     for name, value in factors(single).items():
         torch.testing.assert_close(factors(ddp)[name], value, atol=1e-5, rtol=1e-5)
     # train/loss: every epoch's mean over all ranks' rows, as one process's over its batches
-    losses = [
-        [float(row["train/loss"]) for row in csv.DictReader(open(run["dir"] / "history.csv"))]
-        for run in (ddp, single)
-    ]
+    losses = []
+    for run in (ddp, single):
+        with open(run["dir"] / "history.csv") as f:
+            losses.append([float(row["train/loss"]) for row in csv.DictReader(f)])
     assert len(losses[0]) == 3 and losses[0] == pytest.approx(losses[1], rel=1e-5)
     # each epoch's rows split between the ranks: as many each, none twice, all of them once
     epochs, n = 3, single["n_train"]

@@ -3,6 +3,8 @@ single-process sweeps, and every rank keeps only its rows."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 import torch.distributed as dist
@@ -55,7 +57,8 @@ def _worker(
                 i1 - i0,
                 train.n_users,
             )
-        else:  # only the other side's rows that its own rows touch, and R's columns renumbered to them
+        else:
+            # only the other side's rows that its own rows touch, and R's columns renumbered to them
             assert torch.equal(part.needed_items, own.items.unique()) and torch.equal(
                 part.needed_users, own_items.users.unique()
             )
@@ -70,8 +73,12 @@ def _worker(
         )
         assert part.R_users.values().numel() == len(own)
         assert sorted(
-            zip(part.R_users.to_sparse_coo().indices()[0].add(u0).tolist(), cols.tolist())
-        ) == sorted(zip(own.users.tolist(), own.items.tolist()))
+            zip(
+                part.R_users.to_sparse_coo().indices()[0].add(u0).tolist(),
+                cols.tolist(),
+                strict=True,
+            )
+        ) == sorted(zip(own.users.tolist(), own.items.tolist(), strict=True))
         for _ in range(SWEEPS):
             part.sweep()
         X, Y = part.factors()
@@ -115,7 +122,7 @@ def test_shards_cover_every_row_once():
     for n, world in ((10, 3), (2, 4), (157, 2), (0, 2)):
         parts = [shard(n, r, world) for r in range(world)]
         assert parts[0][0] == 0 and parts[-1][1] == n
-        assert all(a[1] == b[0] for a, b in zip(parts, parts[1:]))
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(parts))
         assert max(e - s for s, e in parts) - min(e - s for s, e in parts) <= 1
     with pytest.raises(ValueError, match="rank"):
         shard(5, 2, 2)

@@ -368,7 +368,8 @@ INTER = (
 )
 ITEM = (
     "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n"
-    "1\tToy Story\t1995\tAnimation Children's Comedy\n2\tGoldenEye\t1995\tAction Adventure Thriller\n"
+    "1\tToy Story\t1995\tAnimation Children's Comedy\n"
+    "2\tGoldenEye\t1995\tAction Adventure Thriller\n"
 )
 USER = (
     "user_id:token\tage:token\tgender:token\toccupation:token\tzip_code:token\n"
@@ -593,7 +594,7 @@ def _featured_run_cfg(tmp_path: Path, *overrides: str):
 
     rng = np.random.default_rng(0)
     users, items = rng.integers(0, 40, 1500), rng.integers(0, 30, 1500)
-    lines = sorted({(int(u), int(i)) for u, i in zip(users, items)})
+    lines = sorted({(int(u), int(i)) for u, i in zip(users, items, strict=True)})
     (tmp_path / "events.csv").write_text(
         "user_id,item_id,rating\n" + "".join(f"u{u},m{i},1\n" for u, i in lines)
     )
@@ -653,7 +654,7 @@ def test_a_run_keeps_its_feature_tables_and_refuses_changed_ones(tmp_path, keep)
         stored = torch.load(path, weights_only=True)
         stored["item"]["indices"] = stored["item"]["indices"].flip(0)
         torch.save(stored, path)
-        with pytest.raises(RunError, match="features.pt was changed after the run"):
+        with pytest.raises(RunError, match=r"features\.pt was changed after the run"):
             load_run(tmp_path / "run")
     else:  # the source is re-read: a changed feature file changes the digest
         (tmp_path / "items.csv").write_text(
@@ -686,7 +687,7 @@ def test_batch_feature_rows_train_the_same_model_as_the_model_tables(tmp_path):
 def test_feature_mf_refuses_data_without_its_tables(featured):
     bare = dataclasses.replace(featured, user_features=None, item_features=None)
     with pytest.raises(
-        DataError, match="needs the training data's user feature table.*model.user_features=false"
+        DataError, match=r"needs the training data's user feature table.*model\.user_features=false"
     ):
         FeatureMF(bare.n_users, bare.n_items, dim=4).prepare(bare)
     FeatureMF(bare.n_users, bare.n_items, dim=4, user_features=False, item_features=False).prepare(

@@ -49,7 +49,8 @@ def test_a_draw_is_the_conditional_mean_plus_its_covariance_factor():
     alpha, R = 1.7, train.csr("user")
     n = train.n_users
     mean = draw_rows(R, design, target, Lam, m, alpha, torch.zeros(n, D, dtype=torch.float64), 512)
-    # z = e_j for every row: draw − mean is column j of L⁻ᵀ, so Σ_j (draw_j − mean)(…)ᵀ = L⁻ᵀ L⁻¹ = A⁻¹
+    # z = e_j for every row: draw − mean is column j of L⁻ᵀ,
+    # so Σ_j (draw_j − mean)(…)ᵀ = L⁻ᵀ L⁻¹ = A⁻¹
     columns = torch.stack(
         [
             draw_rows(
@@ -150,7 +151,8 @@ def test_hyperparameter_draws_follow_the_rows():
 def _chain(
     train, sweeps: int, burn_in: int = 5, options: dict | None = None, **kwargs
 ) -> tuple[BayesianMF, GibbsSolver]:
-    """`sweeps` Gibbs sweeps of a dim-3 BayesianMF (with the model `options`) from a seeded start."""
+    """`sweeps` Gibbs sweeps of a dim-3 BayesianMF (with the model `options`) from a seeded
+    start."""
     torch.manual_seed(0)
     model = BayesianMF(train.n_users, train.n_items, dim=3, keep=50, **(options or {})).double()
     model.prepare(train)
@@ -225,7 +227,7 @@ def test_bayesian_mf_trains_checkpoints_and_serves_through_the_glue(tmp_path):
 def test_gibbs_refuses_other_models():
     from mfzoo.models.mf import MF
 
-    with pytest.raises(ValueError, match="BayesianMF|bayesian_mf"):
+    with pytest.raises(ValueError, match=r"BayesianMF|bayesian_mf"):
         GibbsSolver.check_model(MF)
 
 

@@ -27,7 +27,7 @@ def implicit_problem(seed: int = 0, d: int = 3):
     offset = torch.randn(len(train), generator=g, dtype=F64)  # μ + biases + p_u·q_i of each rating
     B = torch.randn(d, d, generator=g, dtype=F64)
     Lam, m = B @ B.T + torch.eye(d, dtype=F64), torch.randn(d, generator=g, dtype=F64)
-    u, i = train.users, train.items
+    u = train.users
     n_u = torch.bincount(u, minlength=train.n_users).double()
     c = torch.where(n_u > 0, n_u.clamp(min=1).rsqrt(), torch.zeros_like(n_u))
     return train, Q, Y, offset, Lam, m, c
@@ -84,7 +84,8 @@ def test_implicit_draws_are_their_sequential_conditionals():
     torch.testing.assert_close(
         h, statistics(train, Q, residual(train, Q, Y, offset, c))[0], atol=1e-10, rtol=1e-10
     )
-    # the noise of item 0's draw: z = e_k gives column k of L⁻ᵀ, so the columns' outer product is A_0⁻¹
+    # the noise of item 0's draw: z = e_k gives column k of L⁻ᵀ,
+    # so the columns' outer product is A_0⁻¹
     d = Y.shape[1]
     columns = []
     for k in range(d):
@@ -210,7 +211,7 @@ def test_time_terms_need_biases_and_timestamps():
         untimed.item_ids,
         "ratings.csv",
     )
-    with pytest.raises(ValueError, match="needs timestamps; ratings.csv has none"):
+    with pytest.raises(ValueError, match=r"needs timestamps; ratings\.csv has none"):
         BayesianMF(20, 10, day_bias=True).prepare(untimed)
 
 

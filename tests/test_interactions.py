@@ -64,7 +64,7 @@ def test_duplicate_events_policy(caplog):
     assert "dropped 1 duplicate" in caplog.text
     first = Interactions.from_arrays(users, items, values, times, duplicates="keep_first")
     assert sorted(first.values.tolist()) == [1.0, 3.0]
-    with pytest.raises(DataError, match="duplicate.*row 1"):
+    with pytest.raises(DataError, match=r"duplicate.*row 1"):
         Interactions.from_arrays(users, items, values, times, duplicates="error")
     # the same pair at another time is another event: a repeated rating unless told otherwise
     with pytest.raises(DataError, match=r"pair \(1, 5\) occurs 2 times, at rows 0, 1"):
@@ -270,7 +270,14 @@ def test_ranks_take_disjoint_slices_that_make_up_the_single_process_batches(n, b
     )
 
     def rows(batch):  # a row's identity: (user, item, value)
-        return list(zip(batch.users.tolist(), batch.items[:, 0].tolist(), batch.targets.tolist()))
+        return list(
+            zip(
+                batch.users.tolist(),
+                batch.items[:, 0].tolist(),
+                batch.targets.tolist(),
+                strict=True,
+            )
+        )
 
     single = [rows(b) for b in BatchLoader(data, batch_size * world, shuffle=True, seed=3)]
     per_rank = [
@@ -291,8 +298,8 @@ def test_ranks_take_disjoint_slices_that_make_up_the_single_process_batches(n, b
     assert (
         len({len(batches) for batches in per_rank}) == 1
     )  # the same number of steps on every rank
-    for b, together in enumerate(zip(*per_rank)):
-        assert sum((rows(batch) for batch in together), []) == single[b]
+    for b, together in enumerate(zip(*per_rank, strict=True)):
+        assert [row for batch in together for row in rows(batch)] == single[b]
         assert all(len(batch) >= 1 for batch in together)
     covered = sum(len(batch) for batches in per_rank for batch in batches)
     assert covered == (
@@ -321,7 +328,7 @@ def test_one_rank_of_one_draws_what_a_plain_loader_draws(ratings):
     )
     assert all(
         torch.equal(a.items, b.items) and torch.equal(a.users, b.users)
-        for a, b in zip(plain, ranked)
+        for a, b in zip(plain, ranked, strict=True)
     )
     with pytest.raises(ValueError, match="rank and world_size go together"):
         BatchLoader(ratings, 7, rank=2, world_size=2)

@@ -121,7 +121,7 @@ def test_netflix_kaggle_directory_reads_only_the_rating_files(tmp_path):
     write(folder, "movie_titles.csv", "1,2003,Dinosaur Planet\n")
     write(folder, "probe.txt", "1:\n30878\n")
     data = netflix_prize(folder)
-    assert events(data) == COMBINED_EVENTS + [(5, 3, 1.0, epoch("2005-01-01"))]
+    assert events(data) == [*COMBINED_EVENTS, (5, 3, 1.0, epoch("2005-01-01"))]
 
 
 def test_netflix_matches_the_same_events_read_as_csv(tmp_path):
@@ -307,43 +307,43 @@ GOOD = [{"u": "a", "i": 1, "r": 4, "t": 100}, {"u": "b", "i": 2, "r": 3, "t": 20
 @pytest.mark.parametrize(
     "records, blank_after, parts",
     [
-        (GOOD + [{"u": "c", "r": 2, "t": 300}], None, ["field 'i'", "line 3", "missing"]),
+        ([*GOOD, {"u": "c", "r": 2, "t": 300}], None, ["field 'i'", "line 3", "missing"]),
         (
-            GOOD + [{"u": "c", "i": None, "r": 2, "t": 300}],
+            [*GOOD, {"u": "c", "i": None, "r": 2, "t": 300}],
             1,
             ["field 'i'", "line 4", "missing"],
         ),  # blank line 2
-        (GOOD + ['{"u": "c", "i": 3,'], None, ["line 3", "not JSON"]),
-        (GOOD + ["[1, 2]"], None, ["line 3", "not a JSON object"]),
+        ([*GOOD, '{"u": "c", "i": 3,'], None, ["line 3", "not JSON"]),
+        ([*GOOD, "[1, 2]"], None, ["line 3", "not a JSON object"]),
         (
-            GOOD + [{"u": 3, "i": 3, "r": 2, "t": 300}],
+            [*GOOD, {"u": 3, "i": 3, "r": 2, "t": 300}],
             None,
             ["field 'u'", "line 3", "integer", "string at line 1"],
         ),
-        (GOOD + [{"u": "c", "i": "3", "r": 2, "t": 300}], None, ["field 'i'", "line 3", "string"]),
+        ([*GOOD, {"u": "c", "i": "3", "r": 2, "t": 300}], None, ["field 'i'", "line 3", "string"]),
         (
-            GOOD + [{"u": "c", "i": 3, "r": "lots", "t": 300}],
+            [*GOOD, {"u": "c", "i": 3, "r": "lots", "t": 300}],
             None,
             ["field 'r'", "line 3", '"lots"', "integer at line 1"],
         ),
         (
-            GOOD + [{"u": "c", "i": 3, "r": 1e300, "t": 300}],
+            [*GOOD, {"u": "c", "i": 3, "r": 1e300, "t": 300}],
             None,
             ["field 'r'", "line 3", "float32"],
         ),
-        (GOOD + [{"u": "c", "i": 3, "r": 2, "t": "soon"}], None, ["field 't'", "line 3", "soon"]),
+        ([*GOOD, {"u": "c", "i": 3, "r": 2, "t": "soon"}], None, ["field 't'", "line 3", "soon"]),
         (
-            GOOD + ['{"u": "c", "u": "d", "i": 3, "r": 2, "t": 300}'],
+            [*GOOD, '{"u": "c", "u": "d", "i": 3, "r": 2, "t": 300}'],
             None,
             ["line 3", "repeats the field 'u'"],
         ),
         (
-            [{"u": "a", "r": 4, "t": 1}] + GOOD,
+            [{"u": "a", "r": 4, "t": 1}, *GOOD],
             None,
             ["field 'i'", "line 1", "missing (absent or null)"],
         ),
         ([{"u": {"id": 1}, "i": 1, "r": 4, "t": 1}], None, ["field 'u'", "line 1", "object"]),
-        (GOOD + [{"u": "a", "i": 1, "r": 5, "t": 300}], None, ["pair ('a', 1)", "lines 1, 3"]),
+        ([*GOOD, {"u": "a", "i": 1, "r": 5, "t": 300}], None, ["pair ('a', 1)", "lines 1, 3"]),
     ],
 )
 def test_json_lines_errors_name_file_field_and_line(tmp_path, records, blank_after, parts):
@@ -470,7 +470,7 @@ def test_netflix_and_json_lines_use_the_data_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(logs, "_netflix_set", lambda *a: pytest.fail("parsed again"))
     monkeypatch.setattr(logs, "_json_set", lambda *a: pytest.fail("parsed again"))
     second = netflix_prize(folder, cache=True), json_lines(jsonl, "u", "i", "r", cache=True)
-    for a, b in zip(first, second):
+    for a, b in zip(first, second, strict=True):
         same(a, b)
     write(folder, "mv_0000002.txt", "2:\n7,1,2005-01-02\n")  # a changed file: parsed again
     with pytest.raises(pytest.fail.Exception, match="parsed again"):

@@ -89,7 +89,7 @@ def test_sparse_tables_give_the_dense_gradients_row_for_row():
     )
     for model in (dense, sparse):
         (model(batch).pow(2).sum() + model.penalty(batch).sum()).backward()
-    for (name, d), (_, s) in zip(dense.named_parameters(), sparse.named_parameters()):
+    for (name, d), (_, s) in zip(dense.named_parameters(), sparse.named_parameters(), strict=True):
         assert s.grad.is_sparse, name
         torch.testing.assert_close(s.grad.to_dense(), d.grad, msg=name)
     # rows no batch used get no update from SparseAdam
@@ -122,7 +122,7 @@ def test_sparse_gradients_and_the_optimizer_must_match(tmp_path):
         sparse_with_dense = compose("train", overrides=["+model.sparse=true", *small])
     metrics = train(ok, tmp_path / "ok")
     assert metrics["test"]["rmse"] < 1.2
-    with pytest.raises(RunError, match="model.sparse=true"):
+    with pytest.raises(RunError, match=r"model\.sparse=true"):
         train(dense_with_sparse, tmp_path / "a")
     with pytest.raises(RunError, match="optim=sparse_adam"):
         train(sparse_with_dense, tmp_path / "b")

@@ -101,7 +101,7 @@ def test_ials_cg_kernel_takes_zero_factors_and_refuses_columns_outside_y():
         size=(2, 5),
         check_invariants=False,
     )  # column 9 of 5
-    with pytest.raises(ValueError, match="column indices must lie in 0..4"):
+    with pytest.raises(ValueError, match=r"column indices must lie in 0\.\.4"):
         ials_half_step_cg(
             bad,
             torch.ones(5, 2, dtype=torch.float64),
@@ -185,7 +185,7 @@ def test_one_native_sample_is_bpr_step_on_a_batch_of_one(biases):
             sampler = UniformSampler(data, n_negatives=1, reject_seen=reject)
             g = torch.Generator().manual_seed(seed)
             got = after(
-                lambda m: bpr_epoch(
+                lambda m, sampler=sampler, g=g: bpr_epoch(
                     m, data, sampler, lr, l2, l2_bias, generator=g, threads=1, native=True
                 )
             )
@@ -300,7 +300,7 @@ def test_bpr_solver_defaults_and_switches():
     assert torch.equal(
         fit(sampler=popularity, threads=1), fit(sampler=popularity, threads=1, native=False)
     )
-    with pytest.raises(RuntimeError, match="uniformly .* the sampler is PopularitySampler"):
+    with pytest.raises(RuntimeError, match=r"uniformly .* the sampler is PopularitySampler"):
         fit(sampler=popularity, native=True)
     for bad in ({"native": "maybe"}, {"deterministic": 2}, {"threads": 1000}):
         with pytest.raises(ValueError, match=next(iter(bad))):
@@ -349,7 +349,10 @@ from mfzoo import native
 from mfzoo.solvers.als import ials_half_step_cg
 R = torch.eye(4).to_sparse_csr(); Y = torch.randn(4, 3); X0 = torch.zeros(4, 3)
 X = ials_half_step_cg(R, Y, X0, 0.1)
-print("available", native.available(), "finite", bool(torch.isfinite(X).all()), "compile", native.compile_seconds)
+print(
+    "available", native.available(), "finite", bool(torch.isfinite(X).all()),
+    "compile", native.compile_seconds,
+)
 """
 
 

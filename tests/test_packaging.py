@@ -31,8 +31,11 @@ SKIP = shutil.ignore_patterns(
 # run the installed wheel only: the checkout's editable finder is taken off the import path
 RUN_WHEEL = """
 import sys
-sys.meta_path = [f for f in sys.meta_path if "editable" not in (getattr(f, "__module__", None) or type(f).__module__).lower()
-                 and "editable" not in type(f).__name__.lower()]
+sys.meta_path = [
+    f for f in sys.meta_path
+    if "editable" not in (getattr(f, "__module__", None) or type(f).__module__).lower()
+    and "editable" not in type(f).__name__.lower()
+]
 sys.path.insert(0, sys.argv.pop(1))
 import mfzoo, mfzoo.cli
 assert mfzoo.__file__.startswith(sys.path[0]), mfzoo.__file__

@@ -72,7 +72,8 @@ def test_every_metric_on_the_toy_case_by_hand():
     m = evaluate_ranking(table_scores(TOY_SCORES), train, test, ks=(1, 3), head_fraction=0.2)
     assert m["n_users_evaluated"] == 3
     # K = 3.  u0: Rel {1,3,4,5} (4 > K), list [1,2,3]: hits at ranks 1 and 3.
-    #           recall 2/4, precision 2/3, DCG 1 + 1/log2(4) = 1.5, IDCG over min(3,4) = 1 + 1/log2 3 + 1/2,
+    #           recall 2/4, precision 2/3, DCG 1 + 1/log2(4) = 1.5,
+    #           IDCG over min(3,4) = 1 + 1/log2 3 + 1/2,
     #           AP = (1/3)(P@1 + P@3) = (1/3)(1 + 2/3) = 5/9, RR 1, hit 1.
     #         u1: Rel {1}, list [5,1,2]: hit at rank 2.
     #           recall 1, precision 1/3, nDCG (1/log2 3)/1, AP = P@2/1 = 1/2, RR 1/2, hit 1.
@@ -88,14 +89,17 @@ def test_every_metric_on_the_toy_case_by_hand():
     assert m["recall@1"] == pytest.approx((1 / 4) / 3, abs=1e-12)
     for name in ("precision", "ndcg", "map", "mrr", "hitrate"):
         assert m[f"{name}@1"] == pytest.approx(1 / 3, abs=1e-12)
-    # Beyond, K = 3. pop (distinct training users) = [2, 1, 1, 2, 1, 0] (u0's (0,0) twice counts once),
-    # n_users = 4. Exposures c over the lists [1,2,3] [5,1,2] [4,5,1] = [0, 3, 2, 1, 1, 2], S = 9.
+    # Beyond, K = 3. pop (distinct training users) = [2, 1, 1, 2, 1, 0]
+    # (u0's (0,0) twice counts once), n_users = 4.
+    # Exposures c over the lists [1,2,3] [5,1,2] [4,5,1] = [0, 3, 2, 1, 1, 2], S = 9.
     #   coverage = 5/6 (item 0 never shown)
     #   ARP = mean(u0: (1+1+2)/4/3 = 1/3, u1: (0+1+1)/4/3 = 1/6, u2: (1+0+1)/4/3 = 1/6) = 2/9
-    #   Gini: c sorted [0,1,1,2,2,3], weights 2j-7 = [-5,-3,-1,1,3,5] -> 0-3-1+2+6+15 = 19, / (6·9) = 19/54
-    #   head = ceil(0.2·6) = 2 most popular = items 0 and 3 (pop 2); item 3 fills 1 slot -> long tail 8/9
-    #   self-information -log2(max(pop,1)/4): pop 2 -> 1, pop 1 or 0 -> 2; slots: u0 2+2+1, u1 2+2+2,
-    #   u2 2+2+2 = 17 -> novelty 17/9
+    #   Gini: c sorted [0,1,1,2,2,3], weights 2j-7 = [-5,-3,-1,1,3,5] -> 0-3-1+2+6+15 = 19,
+    #     / (6·9) = 19/54
+    #   head = ceil(0.2·6) = 2 most popular = items 0 and 3 (pop 2); item 3 fills 1 slot
+    #     -> long tail 8/9
+    #   self-information -log2(max(pop,1)/4): pop 2 -> 1, pop 1 or 0 -> 2;
+    #     slots: u0 2+2+1, u1 2+2+2, u2 2+2+2 = 17 -> novelty 17/9
     assert m["coverage@3"] == pytest.approx(5 / 6, abs=1e-12)
     assert m["arp@3"] == pytest.approx(2 / 9, abs=1e-12)
     assert m["gini@3"] == pytest.approx(19 / 54, abs=1e-12)
@@ -152,7 +156,7 @@ def test_csr_rows_of_distinct_pairs_match_a_dense_accumulation():
         summed, dense[present], rtol=0, atol=1e-12
     )  # row-major order of the pairs
     keys = pair_keys(torch.from_numpy(rows), torch.from_numpy(cols), 9)
-    assert keys.tolist() == sorted({int(r) * 9 + int(c) for r, c in zip(rows, cols)})
+    assert keys.tolist() == sorted({int(r) * 9 + int(c) for r, c in zip(rows, cols, strict=True)})
     assert csr_rows(torch.from_numpy(rows), torch.from_numpy(cols), 7, 9).values is None
     train, _ = random_split()
     assert torch.equal(ExclusionRows(train).keys(), train.pair_keys())
@@ -189,10 +193,10 @@ def brute_force(
 ) -> dict:
     n_users, n_items = train.n_users, train.n_items
     seen = {u: set() for u in range(n_users)}
-    for u, i in zip(train.users.tolist(), train.items.tolist()):
+    for u, i in zip(train.users.tolist(), train.items.tolist(), strict=True):
         seen[u].add(i)
     relevant: dict[int, set] = {}
-    for u, i in zip(test.users.tolist(), test.items.tolist()):
+    for u, i in zip(test.users.tolist(), test.items.tolist(), strict=True):
         relevant.setdefault(u, set()).add(i)
     pop = [sum(i in seen[u] for u in range(n_users)) for i in range(n_items)]
     head = set(
@@ -327,7 +331,9 @@ def test_ties_at_the_cut_take_the_lowest_ids():
 
 
 def test_leakage_guard_names_the_pair():
-    raw = lambda pairs: [(u + 10, i + 100) for u, i in pairs]  # raw ids differ from contiguous ids
+    def raw(pairs):
+        return [(u + 10, i + 100) for u, i in pairs]  # raw ids differ from contiguous ids
+
     train, test = split(
         raw([(0, 0), (1, 1), (2, 2), (2, 3)]), raw([(0, 1), (2, 3), (1, 1), (1, 2)])
     )
@@ -359,7 +365,7 @@ def test_different_id_spaces_refused():
 
 def test_nan_scores_raise():
     scores = torch.tensor([[0.1, 0.2], [float("nan"), 0.3]])
-    with pytest.raises(ValueError, match="NaN.*user 1"):
+    with pytest.raises(ValueError, match=r"NaN.*user 1"):
         topk(table_scores(scores), torch.arange(2), 1, None)
 
 

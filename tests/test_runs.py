@@ -45,7 +45,7 @@ def cfg_for(*overrides: str, hydra: bool = False, base: list[str] = SMALL):
 def _history(run_dir: Path) -> list[dict[str, str]]:
     lines = (run_dir / "history.csv").read_text().splitlines()
     names = lines[0].split(",")
-    return [dict(zip(names, line.split(","))) for line in lines[1:]]
+    return [dict(zip(names, line.split(","), strict=True)) for line in lines[1:]]
 
 
 # selection on validation ----------------------------------------------------------------------
@@ -167,9 +167,12 @@ def test_two_runs_started_together_get_two_complete_directories(tmp_path):
 
 
 def test_a_run_directory_in_use_or_used_is_refused(tmp_path):
-    with claim(tmp_path / "a"), pytest.raises(RunError, match="in use by another run"):
-        with claim(tmp_path / "a"):
-            pass
+    with (
+        claim(tmp_path / "a"),
+        pytest.raises(RunError, match="in use by another run"),
+        claim(tmp_path / "a"),
+    ):
+        pass
     train(cfg_for("trainer.max_epochs=1"), tmp_path / "done")
     with pytest.raises(RunError, match="already holds a run"):
         train(cfg_for("trainer.max_epochs=1"), tmp_path / "done")
@@ -277,7 +280,8 @@ def test_a_killed_run_resumes_to_the_uninterrupted_metrics(tmp_path, kind, stop)
         assert f"continue it with: mfzoo-train resume={killed}" in stopped.stderr
         assert "exit status" not in stopped.stderr
     assert torch.load(killed / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] <= 2
-    # moved, under a name with the characters of an override list: resume follows, keeps the best so far
+    # moved, under a name with the characters of an override list:
+    # resume follows, keeps the best so far
     moved = tmp_path / "elsewhere" / "0_model.dim=16,seed=0"
     moved.parent.mkdir()
     killed.rename(moved)
@@ -302,11 +306,11 @@ def test_a_killed_run_resumes_to_the_uninterrupted_metrics(tmp_path, kind, stop)
 
 
 def test_settings_that_would_train_without_a_result_are_refused(tmp_path):
-    with pytest.raises(RunError, match="no validation part.*callbacks=none"):
+    with pytest.raises(RunError, match=r"no validation part.*callbacks=none"):
         train(cfg_for("data.split.val=0"), tmp_path / "a")
     with pytest.raises(RunError, match="max_epochs=0"):
         train(cfg_for("trainer.max_epochs=0"), tmp_path / "b")
-    with pytest.raises(RunError, match="'val/RMSE' is not a validation metric.*val/mae, val/rmse"):
+    with pytest.raises(RunError, match=r"'val/RMSE' is not a validation metric.*val/mae, val/rmse"):
         train(cfg_for("optimized_metric=val/RMSE", "trainer.max_epochs=3"), tmp_path / "c")
     assert (
         not (tmp_path / "c" / "metrics.json").exists()
@@ -319,7 +323,7 @@ def test_settings_that_would_train_without_a_result_are_refused(tmp_path):
 
     assert read_run(tmp_path / "c").problem.startswith("failed: ")
     with pytest.raises(
-        RunError, match="sweeper optimises val/rmse.*no validation part"
+        RunError, match=r"sweeper optimises val/rmse.*no validation part"
     ):  # before any training
         train(cfg_for("data.split.val=0", "callbacks=none"), tmp_path / "e", objective=True)
     assert not (tmp_path / "e" / "config.yaml").exists()
@@ -341,7 +345,7 @@ def test_a_missing_or_broken_checkpoint_is_named(tmp_path):
     with pytest.raises(RunError, match="not a readable checkpoint"):
         load_run(tmp_path)
     (tmp_path / best).unlink()  # no silent fall-back to last.ckpt (another epoch)
-    with pytest.raises(RunError, match="best checkpoint recorded in metrics.json .* is missing"):
+    with pytest.raises(RunError, match=r"best checkpoint recorded in metrics\.json .* is missing"):
         load_run(tmp_path)
 
 

@@ -55,9 +55,11 @@ def test_rejection_never_returns_a_seen_item_and_is_seeded():
     sampler = PopularitySampler(train, n_negatives=8, beta=1.0, reject_seen=True, max_rounds=100)
     users = torch.arange(20).repeat(50)
     items, _ = sampler(users, torch.Generator().manual_seed(2))
-    seen = {(int(u), int(i)) for u, i in zip(train.users, train.items)}
+    seen = {(int(u), int(i)) for u, i in zip(train.users, train.items, strict=True)}
     assert sampler.collisions == 0
-    assert not any((int(u), int(i)) in seen for u, row in zip(users, items) for i in row)
+    assert not any(
+        (int(u), int(i)) in seen for u, row in zip(users, items, strict=True) for i in row
+    )
     again, _ = sampler(users, torch.Generator().manual_seed(2))
     assert torch.equal(items, again)
     # too few rounds for users who have seen most popular items: what is left is counted
@@ -65,14 +67,14 @@ def test_rejection_never_returns_a_seen_item_and_is_seeded():
     left, _ = short(users, torch.Generator().manual_seed(2))
     assert (
         short.collisions
-        == sum((int(u), int(i)) in seen for u, row in zip(users, left) for i in row)
+        == sum((int(u), int(i)) in seen for u, row in zip(users, left, strict=True) for i in row)
         > 0
     )
     plain = PopularitySampler(train, n_negatives=8, beta=1.0)(
         users, torch.Generator().manual_seed(2)
     )[0]
     assert any(
-        (int(u), int(i)) in seen for u, row in zip(users, plain) for i in row
+        (int(u), int(i)) in seen for u, row in zip(users, plain, strict=True) for i in row
     )  # without rejection: collisions
 
 
@@ -84,17 +86,20 @@ def test_pair_set_answers_exactly_like_a_python_set(n_pairs):
     rng = np.random.default_rng(n_pairs)
     users, items = rng.integers(0, 300, n_pairs), rng.integers(0, 200, n_pairs)
     pairs = PairSet(torch.unique(torch.from_numpy(users * 200 + items)), n_items=200)
-    truth = {(int(u), int(i)) for u, i in zip(users, items)}
+    truth = {(int(u), int(i)) for u, i in zip(users, items, strict=True)}
     assert len(pairs) == len(truth)
     qu, qi = torch.meshgrid(torch.arange(300), torch.arange(200), indexing="ij")
     found = pairs.contains(qu.flatten(), qi.flatten())
-    expected = torch.tensor([(int(u), int(i)) in truth for u, i in zip(qu.flatten(), qi.flatten())])
+    expected = torch.tensor(
+        [(int(u), int(i)) in truth for u, i in zip(qu.flatten(), qi.flatten(), strict=True)]
+    )
     assert torch.equal(found, expected)
     if n_pairs:
         h = pairs._hash(qu.flatten() * 200 + qi.flatten())
         hits = ((pairs.filter[h >> 3] >> (h & 7).to(torch.uint8)) & 1).bool()
         assert hits[expected].all()  # no false negatives from the filter
-        # false positives (the search is exercised) exactly when the filter is smaller than the key range
+        # false positives (the search is exercised) exactly when the filter is smaller than
+        # the key range
         assert bool((hits & ~expected).any()) == (2**pairs.bits < 300 * 200)
 
 
@@ -141,8 +146,8 @@ def test_bce_bpr_softmax_match_their_formulas():
     # softmax with logQ: -log( e^{s0 - lq0} / Σ e^{sm - lqm} )
     log_q = torch.log(torch.tensor([[0.5, 0.25, 0.25], [0.2, 0.3, 0.5]]))
     ref = []
-    for r, q in zip(s.tolist(), log_q.tolist()):
-        z = [a / 2.0 - b for a, b in zip(r, q)]
+    for r, q in zip(s.tolist(), log_q.tolist(), strict=True):
+        z = [a / 2.0 - b for a, b in zip(r, q, strict=True)]
         ref.append(-(z[0] - math.log(sum(math.exp(v) for v in z))))
     loss = SampledSoftmaxLoss(temperature=2.0)(s, _batch(log_q=log_q))
     assert loss.item() == pytest.approx(sum(ref) / 2, rel=1e-6)

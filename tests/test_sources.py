@@ -86,7 +86,10 @@ def test_sniffed_separator_and_leading_zero_ids_stay_strings(tmp_path):
 
 
 def test_iso_timestamps_become_epoch_seconds(tmp_path):
-    text = "u,i,t\n1,1,2021-01-01T00:00:00\n1,2,2021-01-01T01:00:00+01:00\n2,1,2021-01-02\n2,2,1609459200\n"
+    text = (
+        "u,i,t\n1,1,2021-01-01T00:00:00\n1,2,2021-01-01T01:00:00+01:00\n2,1,2021-01-02\n"
+        "2,2,1609459200\n"
+    )
     data = read_table(write(tmp_path, "t.csv", text), "u", "i", time_col="t")
     assert data.timestamps.tolist() == [1609459200, 1609459200, 1609545600, 1609459200]
 
@@ -212,7 +215,10 @@ INTER = (
     "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
     "196\t242\t3\t881250949\n186\t302\t3\t891717742\n22\t377\t1\t878887116\n244\t51\t2\t880606923\n"
 )
-ITEM = "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n242\tKolya\t1996\tComedy\n"
+ITEM = (
+    "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n"
+    "242\tKolya\t1996\tComedy\n"
+)
 
 
 @pytest.fixture
@@ -359,7 +365,8 @@ def make_zip(path: Path, files: dict[str, bytes]) -> Path:
             {
                 "ml-latest-small/ratings.csv": b"userId,movieId,rating,timestamp\n"
                 b"1,10,4.0,100\n2,10,5.0,200\n2,11,0.5,300\n",
-                "ml-latest-small/movies.csv": b'movieId,title,genres\n10,"Good, Bad (1966)",Western\n11,B (1996),x\n',
+                "ml-latest-small/movies.csv": b"movieId,title,genres\n"
+                b'10,"Good, Bad (1966)",Western\n11,B (1996),x\n',
             },
             {10: "Good, Bad (1966)", 11: "B (1996)"},
         ),
@@ -410,8 +417,11 @@ def test_ratings_parser_reads_each_layout_and_names_bad_fields():
     for (sep, header), raw in layouts.items():
         users, items, ratings, times = grouplens._parse_ratings(raw, sep, header, "x")
         assert users.dtype == items.dtype == times.dtype == np.int64
-        assert list(zip(users.tolist(), items.tolist(), ratings.tolist(), times.tolist())) == rows
-    with pytest.raises(DataError, match="bad.dat"):
+        assert (
+            list(zip(users.tolist(), items.tolist(), ratings.tolist(), times.tolist(), strict=True))
+            == rows
+        )
+    with pytest.raises(DataError, match=r"bad\.dat"):
         grouplens._parse_ratings(b"1::2::x::4\n", ":", False, "bad.dat")
 
 
@@ -477,7 +487,7 @@ def test_cached_files_are_checked_against_their_digest(tmp_path, offline, monkey
     ).hexdigest()
     assert len(movielens("1m", cache_dir=str(cache))) == 1  # cached and intact
     make_zip(cache / "ml-1m.zip", {"ml-1m/ratings.dat": b"1::10::5::100\n"})
-    with pytest.raises(DataError, match="delete it.*sha256"):
+    with pytest.raises(DataError, match=r"delete it.*sha256"):
         movielens("1m", cache_dir=str(cache))
     # the RecBole extract is checked against its recorded digest on every load
     movielens("100k", cache_dir=str(cache))

@@ -31,7 +31,8 @@ T0 = 1_600_000_000
 def make_data(
     n: int = N, seed: int = 0, timestamps: bool = True, name: str = "toy"
 ) -> Interactions:
-    """Unique (user, item) pairs; values = row number, so every row can be traced through a split."""
+    """Unique (user, item) pairs; values = row number, so every row can be traced through a
+    split."""
     rng = np.random.default_rng(seed)
     user_weight = (
         1.0 / np.arange(1, N_USERS + 1) ** 2

@@ -57,11 +57,11 @@ def test_the_model_scores_are_the_reconstruction(center, biases):
 
 def test_a_centred_svd_needs_biases_and_a_rank_that_fits():
     train = synthetic(n_users=30, n_items=20, n_interactions=300, seed=2)
-    with pytest.raises(ValueError, match="center=global.*model=mf"):
+    with pytest.raises(ValueError, match=r"center=global.*model=mf"):
         SVDSolver(center="global").sweep(
             MF(train.n_users, train.n_items, dim=3, biases=False), train
         )
-    with pytest.raises(ValueError, match="model.dim <= 20"):
+    with pytest.raises(ValueError, match=r"model\.dim <= 20"):
         SVDSolver().sweep(MF(train.n_users, train.n_items, dim=25, biases=False), train)
     with pytest.raises(ValueError, match="center"):
         SVDSolver(center="items")
@@ -83,7 +83,7 @@ def test_puresvd_trains_checkpoints_and_serves_through_the_glue(tmp_path):
 def test_an_impossible_rank_is_a_one_line_error_from_the_glue(tmp_path):
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("train", overrides=["experiment=ml100k_puresvd", "model.dim=500", *SMALL])
-    with pytest.raises(RunError, match="model.dim <= 150"):
+    with pytest.raises(RunError, match=r"model\.dim <= 150"):
         run_training(cfg, tmp_path / "run")
 
 
@@ -114,5 +114,5 @@ def test_a_solver_without_fold_in_says_so(tmp_path):
     from mfzoo.training.restore import fold_in_of
 
     cfg = OmegaConf.create({"solver": {"_target_": "mfzoo.solvers.gibbs.GibbsSolver"}})
-    with pytest.raises(RunError, match="GibbsSolver.*no fold-in.*--user"):
+    with pytest.raises(RunError, match=r"GibbsSolver.*no fold-in.*--user"):
         fold_in_of(cfg, None)

@@ -56,7 +56,7 @@ def test_forward_matches_a_hand_loop_over_R_u():
 
 
 def test_gradients_reach_the_implicit_factors_of_R_u_only():
-    train, model = _toy()
+    _train, model = _toy()
     model(Batch(torch.tensor([1]), torch.tensor([[3]]))).sum().backward()
     grad = model.implicit.embedding.weight.grad
     touched = (grad.abs().sum(1) > 0).nonzero().flatten().tolist()
@@ -100,7 +100,7 @@ def test_grouped_batches_hold_whole_users(ratings):
 
 
 def test_distinct_user_path_equals_all_user_path():
-    train, model = _toy()
+    _train, model = _toy()
     items = torch.tensor([[0, 1, 2, 3, 4]])
     big = model(Batch(torch.tensor([0, 1, 2, 3]), items.expand(4, 5)))  # all-users product
     for u in range(4):  # one row: the distinct-users slice (2 * 1 < n_users)

@@ -5,6 +5,7 @@ HParams plugin data."""
 from __future__ import annotations
 
 import csv
+import itertools
 import re
 from pathlib import Path
 
@@ -79,7 +80,8 @@ def test_every_metric_is_logged_at_its_epoch(path, tmp_path):
         # the solver's objective per interaction: exact sweeps never increase it
         losses = [value for _, value in logged["train/loss"]]
         assert (
-            all(b <= a * (1 + 1e-6) for a, b in zip(losses, losses[1:])) and losses[-1] < losses[0]
+            all(b <= a * (1 + 1e-6) for a, b in itertools.pairwise(losses))
+            and losses[-1] < losses[0]
         )
 
 

@@ -12,7 +12,8 @@ T0 = 1_000 * DAY  # day 1000
 
 
 def _train():
-    """3 users, 4 items; user 0 rates on days 1000, 1000, 1010; user 1 on 1005, 1020; user 2 on 1040."""
+    """3 users, 4 items; user 0 rates on days 1000, 1000, 1010; user 1 on 1005, 1020; user 2 on
+    1040."""
     users = [0, 0, 0, 1, 1, 2]
     items = [0, 1, 2, 1, 3, 0]
     days = [0, 0, 10, 5, 20, 40]
@@ -31,7 +32,7 @@ def _model(**kwargs):
 
 
 def test_bins_and_deviation_match_hand_values():
-    train, model = _model()
+    _train, model = _model()
     # span: day 1000 + 1/24 .. 1040 + 1/24, 4 equal bins of 10 days
     start = 1000 + 1 / 24
     assert model.bin_edges.tolist() == pytest.approx([start + 10, start + 20, start + 30])
@@ -50,7 +51,7 @@ def test_bins_and_deviation_match_hand_values():
 
 
 def test_forward_matches_the_formula_by_hand():
-    train, model = _model(factor_drift=True, implicit=True)
+    _train, model = _model(factor_drift=True, implicit=True)
     t = T0 + 10 * DAY + 7200  # user 0 rated on this day in training (a seen day)
     batch = Batch(torch.tensor([0]), torch.tensor([[3, 1]]), times=torch.tensor([t]))
     scores = model(batch)
@@ -83,7 +84,7 @@ def test_unseen_day_has_no_day_bias_and_seen_days_are_distinct_rows():
 
 
 def test_timesvd_without_the_implicit_term_and_time_required():
-    train, model = _model(implicit=False)
+    _train, model = _model(implicit=False)
     assert model.implicit is None
     with pytest.raises(ValueError, match="times"):
         model(Batch(torch.tensor([0]), torch.tensor([[1]])))
@@ -111,6 +112,6 @@ def test_gradients_reach_time_terms_and_checkpoint_round_trip():
 
 
 def test_fold_in_is_refused():
-    train, model = _model()
+    _train, model = _model()
     with pytest.raises(NotImplementedError):
         model.fold_in_design(torch.tensor([0]), torch.tensor([1]), 1)

@@ -51,7 +51,8 @@ def test_peer_search_spaces_name_the_peers_own_arguments(path, scripts):
             {"surprise_svd": "mf", "surprise_svdpp": "svdpp"}[path.stem]
         )
     else:
-        implicit = pytest.importorskip("implicit.cpu.als")
+        pytest.importorskip("implicit.cpu.als")
+        import implicit.cpu.als
         import implicit.cpu.bpr
 
         cls = {
@@ -180,7 +181,7 @@ def test_compare_refuses_a_fold_twice_or_unlike_budgets(scripts, tmp_path):
     with pytest.raises(ValueError, match="only runs on the same folds pair up"):
         compare.load([tmp_path / "x.json", tmp_path / "w.json"])
     (tmp_path / "list.json").write_text("[]")
-    with pytest.raises(SystemExit, match="list.json: not a --results-out file"):
+    with pytest.raises(SystemExit, match=r"list\.json: not a --results-out file"):
         compare.load([tmp_path / "list.json"])
     with pytest.raises(SystemExit, match="is not A:B"):
         compare.parse_pairs("mf")
@@ -274,7 +275,7 @@ def test_implicit_report_labels_and_pairs(scripts, tmp_path):
     with pytest.raises(SystemExit, match="only runs on the same split"):
         tune_implicit.report([tmp_path / "implicit_als.json", tmp_path / "elsewhere.json"])
     (tmp_path / "broken.json").write_text("{not json")
-    with pytest.raises(SystemExit, match="broken.json: not JSON"):
+    with pytest.raises(SystemExit, match=r"broken\.json: not JSON"):
         tune_implicit.report([tmp_path / "broken.json"])
 
 

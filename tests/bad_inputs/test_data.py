@@ -271,7 +271,7 @@ def latest_by_pair(part: Interactions) -> np.ndarray:
     return t[order][np.r_[keys[order][1:] != keys[order][:-1], True]]
 
 
-# through the glue ------------------------------------------------------------------------------------
+# through the glue ---------------------------------------------------------------------------------
 def table_cfg(path: Path, *overrides: str):
     """The tiny run's config reading `path` with the table source of the configs."""
     cfg = tiny_cfg(*overrides)

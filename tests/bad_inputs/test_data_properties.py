@@ -134,7 +134,7 @@ def assert_same_rows(got: list, want: list, policy: str | None) -> None:
         assert g[3] == w[3], (g, w)
 
 
-# strategies ----------------------------------------------------------------------------------------
+# strategies ---------------------------------------------------------------------------------------
 # Each column is clean, or clean but for one hostile cell (so that a table with a single
 # problem is common), or hostile throughout.
 INTS = st.integers(-(2**70), 2**70) | st.integers(-3, 3)
@@ -177,7 +177,7 @@ def tables(draw) -> tuple[list, list, list | None, list | None, str | None]:
     return ids[0], ids[1], values, times, policy
 
 
-# properties ----------------------------------------------------------------------------------------
+# properties ---------------------------------------------------------------------------------------
 @SETTINGS
 @given(tables())
 def test_any_table_loads_faithfully_or_raises_data_error(table) -> None:
@@ -260,7 +260,8 @@ def _is_float(cell: str) -> bool:
 
 
 def _seconds(cell: str) -> int | float | None:
-    """A timestamp cell as the reader reads it: an int, a float, ISO seconds, or None (not a time)."""
+    """A timestamp cell as the reader reads it: an int, a float, ISO seconds, or None (not a
+    time)."""
     try:
         return int(cell)
     except ValueError:

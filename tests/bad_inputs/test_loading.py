@@ -110,7 +110,7 @@ def test_a_malicious_checkpoint_through_the_cli_and_resume(run, tmp_path):
     # a killed run whose last checkpoint was replaced: resume refuses it
     (run / "metrics.json").unlink()
     torch.save({"state_dict": {}, "payload": Payload(marker)}, run / "checkpoints" / "last.ckpt")
-    with pytest.raises(RunError, match="last.ckpt: not a readable checkpoint"):
+    with pytest.raises(RunError, match=r"last\.ckpt: not a readable checkpoint"):
         train(None, run, resume=True)
     assert not marker.exists()
 
@@ -190,7 +190,7 @@ def test_a_function_of_a_trusted_package_is_refused(run, tmp_path, monkeypatch):
             trusted_packages=["usermodels"], model={**c["model"], "_target_": "usermodels.build"}
         ),
     )
-    with pytest.raises(RunError, match="'usermodels.build' is not a class"):
+    with pytest.raises(RunError, match=r"'usermodels\.build' is not a class"):
         load_run(run)
 
 
@@ -209,7 +209,7 @@ def test_a_users_own_model_package_trains_and_loads(tmp_path, monkeypatch):
     assert type(model).__name__ == "MyMF"
     _edit_config(run_dir, lambda c: c.update(trusted_packages=[]))  # without the record: refused,
     with pytest.raises(
-        RunError, match="--trust usermodels .*trust_packages=\\['usermodels'\\]"
+        RunError, match=r"--trust usermodels .*trust_packages=\['usermodels'\]"
     ):  # with how to allow it
         load_run(run_dir)
     assert type(load_run(run_dir, trust_packages=["usermodels"])[2]).__name__ == "MyMF"
@@ -217,10 +217,10 @@ def test_a_users_own_model_package_trains_and_loads(tmp_path, monkeypatch):
 
 def test_a_config_that_is_not_a_run_config_is_named(run):
     (run / "config.yaml").write_text("model: [unclosed\n")
-    with pytest.raises(RunError, match="config.yaml: not a readable config"):
+    with pytest.raises(RunError, match=r"config\.yaml: not a readable config"):
         load_run(run)
     (run / "config.yaml").write_text("- just\n- a list\n")
-    with pytest.raises(RunError, match="config.yaml: not a run's config"):
+    with pytest.raises(RunError, match=r"config\.yaml: not a run's config"):
         load_run(run)
 
 
@@ -259,7 +259,7 @@ def test_a_changed_cached_titles_file_is_refused(tmp_path, monkeypatch):
         "item_id:token\tmovie_title:token_seq\trelease_year:token\n2\tEdited\t1999\n"
     )
     monkeypatch.setattr(grouplens, "_RECBOLE_INTER_SHA256", None)
-    with pytest.raises(DataError, match="ml-100k.item.*sha256"):
+    with pytest.raises(DataError, match=r"ml-100k\.item.*sha256"):
         grouplens.movielens_titles("100k", cache_dir=str(cache))
 
 
@@ -278,7 +278,7 @@ def test_a_recbole_wheel_with_other_titles_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(
         grouplens, "_RECBOLE_INTER_SHA256", hashlib.sha256(inter.encode()).hexdigest()
     )
-    with pytest.raises(DataError, match="ml-100k.item: sha256"):
+    with pytest.raises(DataError, match=r"ml-100k\.item: sha256"):
         grouplens._recbole_fallback(tmp_path / "cache")
     assert not (tmp_path / "cache" / "ml-100k.item").exists()
 
@@ -344,7 +344,7 @@ def tiny_cfg_overrides() -> list[str]:
 # found by trying it as a new user ------------------------------------------------------------
 def test_an_interpolation_in_a_run_config_is_refused(run, tmp_path):
     _edit_config(run, lambda c: c["model"].update(init_std="${oc.env:HOME}"))
-    with pytest.raises(RunError, match="model.init_std holds an interpolation"):
+    with pytest.raises(RunError, match=r"model\.init_std holds an interpolation"):
         load_run(run)
 
 
@@ -353,19 +353,21 @@ def test_an_edited_run_is_one_line_from_the_cli(run, monkeypatch, capsys):
     if titles.exists():
         titles.write_text('{"1": "edited"}')
         monkeypatch.setattr(sys, "argv", ["mfzoo", str(run), "--user", "3"])
-        with pytest.raises(SystemExit, match="titles.json was changed after the run wrote it"):
+        with pytest.raises(SystemExit, match=r"titles\.json was changed after the run wrote it"):
             cli.recommend()
         titles.unlink()
     _edit_config(run, lambda c: c["model"].update(dim=0))
     monkeypatch.setattr(sys, "argv", ["mfzoo", str(run), "--user", "3"])
-    with pytest.raises(SystemExit, match="config.yaml: model .*dim must be an integer >= 1, got 0"):
+    with pytest.raises(
+        SystemExit, match=r"config\.yaml: model .*dim must be an integer >= 1, got 0"
+    ):
         cli.recommend()
 
 
 def test_ratings_outside_the_runs_range_are_refused(finished, monkeypatch):
     for bad in ("100", "1e39", "nan"):
         monkeypatch.setattr(sys, "argv", ["mfzoo", str(finished), "--items", "3", "--ratings", bad])
-        with pytest.raises(SystemExit, match="--ratings .* is outside the run's rating range"):
+        with pytest.raises(SystemExit, match=r"--ratings .* is outside the run's rating range"):
             cli.recommend()
 
 
@@ -414,7 +416,7 @@ def test_the_selection_metric_follows_optimized_metric_and_an_unlogged_one_stops
     )
     assert metrics["objective"] == metrics["val"]["ndcg@5"]
     with pytest.raises(
-        RunError, match="callbacks.early_stopping.monitor 'val/foo' is not a validation metric"
+        RunError, match=r"callbacks\.early_stopping\.monitor 'val/foo' is not a validation metric"
     ):
         train(tiny_cfg("callbacks.early_stopping.monitor=val/foo"), tmp_path / "b")
     assert (

@@ -267,8 +267,9 @@ def test_a_solver_refuses_a_model_it_does_not_solve_before_reading_data(tmp_path
 
 
 def test_the_missing_data_file_is_what_a_compatible_pair_fails_on(tmp_path):
-    """The check above can fail: with a model the solver solves, the same config fails on the data."""
-    with pytest.raises(Exception, match="missing.csv"):
+    """The check above can fail: with a model the solver solves, the same config fails on the
+    data."""
+    with pytest.raises(Exception, match=r"missing\.csv"):
         train(_missing_data_cfg(tmp_path, "model=funksvd", "solver=als"), tmp_path / "run")
 
 
@@ -282,7 +283,7 @@ def test_a_solver_refuses_an_incompatible_model_at_solve_time(solver, model, rat
     before = [p.detach().clone() for p in model.parameters()]
     with pytest.raises(ValueError, match=f"does not train mfzoo.models.*{type(model).__name__}"):
         solver.sweep(model, ratings)
-    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
 
 
 def test_check_model_takes_classes_and_accepts_what_each_solver_solves():
@@ -382,7 +383,7 @@ def test_spd_solve_raises_on_a_non_finite_system(where, value):
     else:  # A is symmetric: both triangles
         i, j = (1, 1) if where == "diagonal" else (2, 0)
         A[2, i, j] = A[2, j, i] = value
-    with pytest.raises(NonFiniteError, match="1 of 4 systems hold NaN or inf.*system 2"):
+    with pytest.raises(NonFiniteError, match=r"1 of 4 systems hold NaN or inf.*system 2"):
         spd_solve(A, b)
     assert torch.equal(
         spd_solve(torch.eye(3).repeat(4, 1, 1), b.nan_to_num(0.0, 0.0, 0.0)),
@@ -472,11 +473,11 @@ def test_ranking_list_lengths_must_be_positive():
         evaluate_ranking(scores, train_part, test_part, ks=(0, 10))
     with pytest.raises(ValueError, match=r"k \(the list length\) must be >= 1, got 0"):
         topk(scores, torch.tensor([0]), k=0)
-    with pytest.raises(ValueError, match="ranking.ks"):
+    with pytest.raises(ValueError, match=r"ranking\.ks"):
         GradientModule(
             MF(2, 2, dim=2), MSELoss(), partial(torch.optim.SGD, lr=0.1), ranking={"ks": [-1]}
         )
-    with pytest.raises(ValueError, match="unknown setting.*kz"):
+    with pytest.raises(ValueError, match=r"unknown setting.*kz"):
         check_ranking({"kz": [10]})
     assert check_ranking({"ks": [10, 20], "chunk_size": 64}) == {"ks": [10, 20], "chunk_size": 64}
 
