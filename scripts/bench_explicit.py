@@ -111,9 +111,8 @@ def fit_on_split(
         for callback in found:
             if isinstance(callback, L.pytorch.callbacks.ModelCheckpoint):
                 callback.dirpath = workdir
-        one_sweep = (
-            {"limit_train_batches": 1} if cfg.get("solver") else {}
-        )  # a solver epoch is one sweep
+        # a solver epoch is one sweep
+        one_sweep = {"limit_train_batches": 1} if cfg.get("solver") else {}
         trainer: L.Trainer = instantiate(
             cfg.trainer,
             logger=False,
@@ -142,9 +141,8 @@ def fit_on_split(
 @torch.no_grad()
 def predict(module: EvaluatedModule, part) -> torch.Tensor:
     """The model's rating predictions for the rows of `part` (unclipped), [N]."""
-    scores = module.model.eval()(
-        Batch(part.users, part.items, part.values, times=part.timestamps)
-    )  # [N, 1]
+    # [N, 1]
+    scores = module.model.eval()(Batch(part.users, part.items, part.values, times=part.timestamps))
     return scores[:, 0]
 
 
@@ -214,9 +212,8 @@ def evaluate(
         best_epochs: dict[str, int | None] = {}
         for _ in range(repeats):
             for key, fit in fits.items():  # interleaved
-                seconds, predictions[key], best_epochs[key] = fit(
-                    split
-                )  # seeded: every repeat predicts the same
+                # seeded: every repeat predicts the same
+                seconds, predictions[key], best_epochs[key] = fit(split)
                 times[key].append(seconds)
         for key in fits:
             metrics = rating_metrics(predictions[key], split.test.values, RATING_RANGE)

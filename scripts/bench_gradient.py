@@ -103,9 +103,8 @@ def phases(experiment: str, data: Interactions, seed: int) -> dict[str, float]:
         if batch is None:
             break
         t1 = time.perf_counter()
-        loss = module.loss(
-            module.model(batch), batch, module.model.penalty(batch)
-        )  # training_step without logging
+        # training_step without logging
+        loss = module.loss(module.model(batch), batch, module.model.penalty(batch))
         t2 = time.perf_counter()
         loss.backward()
         t3 = time.perf_counter()

@@ -108,9 +108,8 @@ def _rank(rank: int, world: int, threads: int, init: str, args: dict, out: str) 
             dist.barrier()
             seconds.append(time.perf_counter() - start)
         X, Y = part.factors()
-        peak = torch.tensor(
-            [resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20]
-        )  # GiB (ru_maxrss in KiB)
+        # GiB (ru_maxrss in KiB)
+        peak = torch.tensor([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20])
         peaks = [torch.zeros(1) for _ in range(world)]
         dist.all_gather(peaks, peak)
         if rank == 0:
@@ -186,9 +185,8 @@ def grid(sweeps: int, ks: list[int], repeats: int = 2) -> str:
             del train
             for k in ks:
                 r = {}
-                for repeat in range(
-                    repeats
-                ):  # interleaved: a slow spell of the machine hits every configuration
+                # interleaved: a slow spell of the machine hits every configuration
+                for repeat in range(repeats):
                     for name, world, threads, exchange in configs:
                         got = run(
                             world,

@@ -102,9 +102,8 @@ class SearchSpace:
     metric: str  # optimized_metric, e.g. "val/rmse"
     direction: str  # "minimize" | "maximize"
     n_trials: int
-    sampler: dict = field(
-        default_factory=dict
-    )  # TPESampler arguments (seed, n_startup_trials, ...)
+    # TPESampler arguments (seed, n_startup_trials, ...)
+    sampler: dict = field(default_factory=dict)
 
 
 def parse_params(params: Mapping[str, str]) -> tuple[dict[str, BaseDistribution], dict[str, str]]:

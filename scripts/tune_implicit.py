@@ -106,9 +106,8 @@ class ImplicitRanker:
 
         module = implicit.cpu.bpr if self.cls == "BayesianPersonalizedRanking" else implicit.cpu.als
         user_items = train.to_scipy("user").astype(np.float32)
-        with threadpool_limits(
-            self.threads, "blas"
-        ):  # built inside too: implicit checks BLAS threads then
+        # built inside too: implicit checks BLAS threads then
+        with threadpool_limits(self.threads, "blas"):
             model = getattr(module, self.cls)(random_state=seed, num_threads=self.threads, **params)
             model.fit(user_items, show_progress=False)
         return model

@@ -45,9 +45,8 @@ def test_least_squares_reference_by_hand():
     """k = 1: x_u = Σ_i y_i r_ui / (Σ_i y_i² + λ_u), written out for two rows and an empty one."""
     R = torch.tensor([[2.0, 0.0, 4.0], [0.0, 0.0, 0.0], [0.0, 3.0, 0.0]], dtype=torch.float64)
     Y = torch.tensor([[1.0], [2.0], [0.5]], dtype=torch.float64)
-    X = least_squares_reference(
-        R.to_sparse_csr(), Y, l2=0.5, frequency_scaled=True
-    )  # λ_u = 0.5 n_u
+    # λ_u = 0.5 n_u
+    X = least_squares_reference(R.to_sparse_csr(), Y, l2=0.5, frequency_scaled=True)
     assert X.dtype == torch.float64
     assert X[0, 0].item() == pytest.approx((1 * 2 + 0.5 * 4) / (1 + 0.25 + 0.5 * 2), abs=1e-14)
     assert X[1, 0].item() == 0.0
@@ -66,9 +65,8 @@ def test_ials_reference_by_hand():
         R.to_sparse_csr(), Y, l2=0.3, alpha=2.0, unobserved_weight=0.5, l2_exponent=1.0
     )
     lam = 0.3 * (1 + 0.5 * 3)  # λ (n_u + α₀ n_cols)^ν, ν = 1
-    assert X[0, 0].item() == pytest.approx(
-        5 * 1 / (5 * 1 + 0.5 * 4 + 0.5 * 1 + lam), abs=1e-14
-    )  # c = 1 + 2·2
+    # c = 1 + 2·2
+    assert X[0, 0].item() == pytest.approx(5 * 1 / (5 * 1 + 0.5 * 4 + 0.5 * 1 + lam), abs=1e-14)
     assert X[1, 0].item() == 0.0  # no entries: b_u = 0
 
 
@@ -186,9 +184,8 @@ def test_als_sweep_rejects_biased_models():
 
 @pytest.mark.parametrize("implicit", [False, True])
 def test_block_size_does_not_change_the_result(implicit, monkeypatch):
-    monkeypatch.setattr(
-        blocks, "BLOCK_ELEMENTS", 2 * K * K
-    )  # also split each block's outer products
+    # also split each block's outer products
+    monkeypatch.setattr(blocks, "BLOCK_ELEMENTS", 2 * K * K)
     R, _ = ratings()
     Y = factors(N_COLS)
     R_csr = R.to_sparse_csr()

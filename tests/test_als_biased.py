@@ -132,9 +132,8 @@ def test_biased_sweeps_lower_the_objective_which_matches_a_dense_sum():
         solver.sweep(model, train)
         values.append(solver.objective(model, train))
         assert values[-1] == pytest.approx(dense_objective(model, train, 0.05, 0.5), rel=1e-10)
-    assert all(
-        b <= a * (1 + 1e-12) for a, b in itertools.pairwise(values)
-    )  # exact half-steps never raise it
+    # exact half-steps never raise it
+    assert all(b <= a * (1 + 1e-12) for a, b in itertools.pairwise(values))
     assert values[-1] < 0.5 * values[0]
     assert (
         float(model.user_bias.weight.detach().abs().max()) > 0.05
@@ -176,9 +175,8 @@ def test_fold_in_and_update_users_solve_the_user_half_step():
     torch.testing.assert_close(folded[:, :K], X)
     torch.testing.assert_close(folded[:, K], model.global_mean + b)
     torch.testing.assert_close(folded[:, K + 1], torch.ones_like(b))
-    with (
-        torch.no_grad()
-    ):  # scores of the folded users = the model's, once its users are the solved ones
+    # scores of the folded users = the model's, once its users are the solved ones
+    with torch.no_grad():
         model.user_embedding.weight.copy_(X)
         model.user_bias.weight.copy_(b.unsqueeze(1))
     torch.testing.assert_close(

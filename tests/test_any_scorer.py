@@ -122,9 +122,8 @@ def test_topk_of_a_non_factorised_scorer_is_the_full_sort_of_its_pairwise_scores
         model_scores(mlp, forward_pairs=forward_pairs), torch.tensor(users), 33, train, chunk_size
     )
     dense = pairwise_scores(mlp)
-    assert items.tolist() == full_sort(
-        dense, users, 33, seen_mask(train)
-    )  # 33: longer than some lists
+    # 33: longer than some lists
+    assert items.tolist() == full_sort(dense, users, 33, seen_mask(train))
     filled = items >= 0
     rows = torch.tensor(users).unsqueeze(1).expand_as(items)  # [n, 33] the user of each slot
     assert torch.allclose(scores[filled], dense[rows[filled], items[filled]], rtol=0, atol=1e-12)

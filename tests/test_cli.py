@@ -93,14 +93,12 @@ def test_recommend_for_a_new_user_is_the_runs_ridge_fold_in(run_dir, monkeypatch
     shown = _ranked(_call(cli.recommend, argv, monkeypatch, capsys))
     assert len(shown) == 6 and not {3, 5, 8} & set(shown)
     cfg, datamodule, model = load_run(run_dir)
-    loss = instantiate(
-        cfg.loss
-    )  # the run trained MF with MSELoss: the ridge fold-in with its λ, λ_b
+    # the run trained MF with MSELoss: the ridge fold-in with its λ, λ_b
+    loss = instantiate(cfg.loss)
     new = new_users(datamodule.train, [3, 5, 8], [5, 1, 4])
     with torch.no_grad():
-        scores = (
-            fold_in_interactions(model, new, loss.l2, loss.l2_bias)[0] @ model.item_factors().T
-        )  # [n_items]
+        # [n_items]
+        scores = fold_in_interactions(model, new, loss.l2, loss.l2_bias)[0] @ model.item_factors().T
     scores[[3, 5, 8]] = -float("inf")
     assert shown == scores.topk(6).indices.tolist()  # raw ids are 0..n-1 in synthetic data
     # without --ratings every item counts as liked: the run's highest training value

@@ -258,9 +258,8 @@ def test_runs_whose_configs_differ_outside_the_overrides_are_not_merged(tmp_path
     root = tmp_path / "m"
     for seed, rmse in enumerate([1.0, 1.2, 2.0, 2.4]):
         run = write_run(root / str(seed), [f"seed={seed}"], {"rmse": rmse}, {"rmse": rmse})
-        edit_config(
-            run, "data.split.seed", seed
-        )  # `${seed}` resolved: follows the repetition key, no difference
+        # `${seed}` resolved: follows the repetition key, no difference
+        edit_config(run, "data.split.seed", seed)
     edit_config(root / "2", "model.reg", 0.05)  # the default changed between launches
     edit_config(root / "3", "model.reg", 0.05)
     result = table(collect([root]))
@@ -409,9 +408,8 @@ def test_csv_round_trips_the_numbers(grid, tmp_path):
     for row, record in zip(result.rows, records, strict=True):
         assert record["model.dim"] == row.key["model.dim"] and int(record["n"]) == row.n
         for metric in result.metrics:
-            assert (
-                float(record[f"{metric}_mean"]) == row.stats[metric].mean
-            )  # exact: written at full precision
+            # exact: written at full precision
+            assert float(record[f"{metric}_mean"]) == row.stats[metric].mean
             assert float(record[f"{metric}_sd"]) == row.stats[metric].sd
             assert int(record[f"{metric}_n"]) == row.stats[metric].n
 

@@ -419,9 +419,8 @@ def test_movielens_100k_features_from_the_recbole_wheel(tmp_path, offline):
     data = movielens("100k", cache_dir=str(tmp_path / "cache"), features=True)
     check_ml100k_features(data)
     assert (tmp_path / "cache" / "ml-100k.user").is_file()
-    assert (
-        movielens("100k", cache_dir=str(tmp_path / "cache")).item_features is None
-    )  # only when asked
+    # only when asked
+    assert movielens("100k", cache_dir=str(tmp_path / "cache")).item_features is None
 
 
 def test_movielens_100k_features_from_the_grouplens_zip_match_the_recbole_copy(tmp_path, offline):
@@ -560,9 +559,8 @@ def test_train_items_only_never_draws_an_item_without_training_events():
     everywhere = UniformSampler(train, n_negatives=3)(
         torch.tensor([0, 1, 2] * 200), torch.Generator().manual_seed(0)
     )[0]
-    assert {3, 4, 5} <= set(
-        everywhere.unique().tolist()
-    )  # the default draws from the whole catalogue
+    # the default draws from the whole catalogue
+    assert {3, 4, 5} <= set(everywhere.unique().tolist())
     with pytest.raises(ValueError, match="no items"):
         UniformSampler(
             train.subset(torch.zeros(len(train), dtype=torch.bool)), train_items_only=True
@@ -575,9 +573,8 @@ def test_feature_popularity_scores_by_hand():
     Scores: item 0 = 1, item 1 = (1 + 1/4)/2 = 5/8, item 2 = 1/4, item 3 = 0."""
     data = Interactions.from_arrays(np.array([0, 1, 2, 0, 1, 2]), np.array([0, 0, 0, 1, 2, 3]))
     data = data.with_features(item_features=table([["a"], ["a", "b"], ["b"], ["c"]]))
-    train = data.subset(
-        torch.arange(len(data)) < 4
-    )  # the events on items 2 and 3 are not training events
+    # the events on items 2 and 3 are not training events
+    train = data.subset(torch.arange(len(data)) < 4)
     scores = feature_popularity_scores(train)(torch.tensor([0, 2]))
     assert scores.shape == (2, 4)
     assert scores[0].tolist() == pytest.approx([1.0, 5 / 8, 1 / 4, 0.0])

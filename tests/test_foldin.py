@@ -71,9 +71,8 @@ def _ridge_problem(k: int = 5, n_groups: int = 12, seed: int = 0):
     groups = groups[torch.randperm(len(groups), generator=g)]  # [N] rows of a group scattered
     X = torch.randn(len(groups), k, generator=g, dtype=torch.float64)  # [N, k]
     y = torch.randn(len(groups), generator=g, dtype=torch.float64)  # [N]
-    reg = 0.1 + torch.rand(
-        n_groups, k, generator=g, dtype=torch.float64
-    )  # [G, k] differs per group
+    # [G, k] differs per group
+    reg = 0.1 + torch.rand(n_groups, k, generator=g, dtype=torch.float64)
     return X, y, groups, n_groups, reg
 
 
@@ -194,9 +193,8 @@ def test_funksvd_fold_in_shape_and_float32():
 def test_fold_in_interactions_uses_the_new_sets_users():
     model = _random_model(True, 0.5)
     new = Interactions.from_arrays([10, 10, 30, 30, 30, 20], [0, 1, 0, 1, 2, 3], [5, 3, 1, 2, 2, 4])
-    new = replace(
-        new, item_ids=np.arange(9)
-    )  # raw items 0..3 encode to 0..3: the model's item space
+    # raw items 0..3 encode to 0..3: the model's item space
+    new = replace(new, item_ids=np.arange(9))
     folded = fold_in_interactions(model, new, l2=0.3)
     assert folded.shape == (3, model.dim + 2)
     assert torch.allclose(
@@ -233,9 +231,8 @@ def test_fold_in_bad_inputs():
 # fold_in against trained models --------------------------------------------------------------
 @functools.cache
 def _data() -> Interactions:
-    return synthetic(
-        n_users=N_USERS, n_items=N_ITEMS, n_interactions=4000, seed=3
-    )  # every user >= 7 ratings
+    # every user >= 7 ratings
+    return synthetic(n_users=N_USERS, n_items=N_ITEMS, n_interactions=4000, seed=3)
 
 
 @functools.cache

@@ -73,9 +73,8 @@ def test_duplicate_events_policy(caplog):
         len(Interactions.from_arrays(users, items, values, [10, 11, 10], pair_duplicates="keep"))
         == 3
     )
-    assert (
-        len(Interactions.from_arrays(users, items, None, [10, 11, 10])) == 3
-    )  # implicit events: kept
+    # implicit events: kept
+    assert len(Interactions.from_arrays(users, items, None, [10, 11, 10])) == 3
 
 
 def test_loader_covers_every_row_once_per_epoch(ratings):
@@ -295,9 +294,8 @@ def test_ranks_take_disjoint_slices_that_make_up_the_single_process_batches(n, b
         ]
         for r in range(world)
     ]
-    assert (
-        len({len(batches) for batches in per_rank}) == 1
-    )  # the same number of steps on every rank
+    # the same number of steps on every rank
+    assert len({len(batches) for batches in per_rank}) == 1
     for b, together in enumerate(zip(*per_rank, strict=True)):
         assert [row for batch in together for row in rows(batch)] == single[b]
         assert all(len(batch) >= 1 for batch in together)

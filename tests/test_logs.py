@@ -86,9 +86,8 @@ def test_netflix_combined_file_round_trip(tmp_path):
     assert data.name == "combined_data_1"
     assert data.user_ids.dtype == np.int64 and data.item_ids.dtype == np.int64
     assert data.user_ids.tolist() == [822109, 1488844, 2059652]  # sorted distinct raw ids
-    assert (
-        data.timestamps.dtype == torch.int64 and data.timestamps[0].item() % 86400 == 0
-    )  # UTC midnight
+    # UTC midnight
+    assert data.timestamps.dtype == torch.int64 and data.timestamps[0].item() % 86400 == 0
 
 
 def test_netflix_gzip_bz2_and_crlf(tmp_path):

@@ -292,9 +292,8 @@ def test_bpr_solver_defaults_and_switches():
 
     assert torch.equal(fit(deterministic=True), fit(deterministic=True))
     assert torch.equal(fit(deterministic=True), fit(threads=1))
-    assert not torch.equal(
-        fit(deterministic=True), fit(native=False, threads=1)
-    )  # per-sample vs batched
+    # per-sample vs batched
+    assert not torch.equal(fit(deterministic=True), fit(native=False, threads=1))
     assert torch.equal(fit(native=False, threads=1), fit(native=False, threads=1))
     popularity = lambda d: PopularitySampler(d, 1)  # noqa: E731
     assert torch.equal(

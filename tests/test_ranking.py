@@ -152,9 +152,8 @@ def test_csr_rows_of_distinct_pairs_match_a_dense_accumulation():
         assert (
             indices[indptr[r] : indptr[r + 1]].tolist() == present[r].nonzero().squeeze(1).tolist()
         )
-    assert torch.allclose(
-        summed, dense[present], rtol=0, atol=1e-12
-    )  # row-major order of the pairs
+    # row-major order of the pairs
+    assert torch.allclose(summed, dense[present], rtol=0, atol=1e-12)
     keys = pair_keys(torch.from_numpy(rows), torch.from_numpy(cols), 9)
     assert keys.tolist() == sorted({int(r) * 9 + int(c) for r, c in zip(rows, cols, strict=True)})
     assert csr_rows(torch.from_numpy(rows), torch.from_numpy(cols), 7, 9).values is None
@@ -209,9 +208,8 @@ def brute_force(
         arp = []
         for u in sorted(relevant):
             rel = relevant[u]
-            ranking = sorted(
-                range(n_items), key=lambda i: -scores[u][i]
-            )  # stable: ties by lower id
+            # stable: ties by lower id
+            ranking = sorted(range(n_items), key=lambda i: -scores[u][i])
             top = [i for i in ranking if i not in seen[u]][:k]
             hits = [1.0 if i in rel else 0.0 for i in top]
             sums["recall"] += sum(hits) / len(rel)
@@ -348,9 +346,8 @@ def test_leakage_guard_names_the_pair():
 
 
 def test_warns_about_test_users_without_training(caplog):
-    train, test = split(
-        [(0, 0), (0, 1), (1, 2)], [(0, 2), (2, 0), (3, 1), (1, 1)]
-    )  # users 2, 3 cold
+    # users 2, 3 cold
+    train, test = split([(0, 0), (0, 1), (1, 2)], [(0, 2), (2, 0), (3, 1), (1, 1)])
     with caplog.at_level(logging.WARNING, logger="mfzoo.evaluation.ranking"):
         evaluate_ranking(table_scores(torch.rand(4, 3)), train, test, ks=(1,))
     assert "2 of 4 test users have no training interactions" in caplog.text

@@ -150,9 +150,8 @@ def test_two_runs_started_together_get_two_complete_directories(tmp_path):
         r.resolve() for r in runs
     ]  # each job reports its own
     for run in runs:
-        assert (
-            "data_source=synthetic" in run.name
-        )  # the overrides name the run (shortened, with a hash)
+        # the overrides name the run (shortened, with a hash)
+        assert "data_source=synthetic" in run.name
         for name in (
             "config.yaml",
             "overrides.yaml",
@@ -273,9 +272,8 @@ def test_a_killed_run_resumes_to_the_uninterrupted_metrics(tmp_path, kind, stop)
         "+callbacks.stop.epoch=2",
         f"+callbacks.stop.signal={stop}",
     )
-    assert (
-        stopped.returncode != 0 and not (killed / "metrics.json").exists()
-    )  # SIGTERM too: not a success
+    # SIGTERM too: not a success
+    assert stopped.returncode != 0 and not (killed / "metrics.json").exists()
     if stop != "SIGKILL":
         assert f"continue it with: mfzoo-train resume={killed}" in stopped.stderr
         assert "exit status" not in stopped.stderr
@@ -286,17 +284,15 @@ def test_a_killed_run_resumes_to_the_uninterrupted_metrics(tmp_path, kind, stop)
     moved.parent.mkdir()
     killed.rename(moved)
     if stop == "SIGKILL":  # (once is enough)
-        assert (
-            _run(tmp_path, f"resume={moved}", "trainer.max_epochs=9").returncode != 0
-        )  # no other overrides
+        # no other overrides
+        assert _run(tmp_path, f"resume={moved}", "trainer.max_epochs=9").returncode != 0
     resumed = _run(tmp_path, f"resume={moved}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     a = json.loads((tmp_path / "whole" / "metrics.json").read_text())
     b = json.loads((moved / "metrics.json").read_text())
     assert b["resumed"] and b["epochs"] == a["epochs"] == 5
-    assert (
-        b["test"] == a["test"] and b["val"] == a["val"] and b["best_epoch"] == a["best_epoch"]
-    )  # bit for bit
+    # bit for bit
+    assert b["test"] == a["test"] and b["val"] == a["val"] and b["best_epoch"] == a["best_epoch"]
     untimed = lambda rows: [{k: v for k, v in r.items() if "seconds" not in k} for r in rows]  # noqa: E731
     assert untimed(_history(moved)) == untimed(_history(tmp_path / "whole"))
     assert not (moved / "resume.ckpt").exists()
@@ -316,15 +312,13 @@ def test_settings_that_would_train_without_a_result_are_refused(tmp_path):
         not (tmp_path / "c" / "metrics.json").exists()
         and not (tmp_path / "c" / "history.csv").exists()
     )  # epoch 0
-    assert (
-        "'val/RMSE' is not a validation metric" in (tmp_path / "c" / "failed.txt").read_text()
-    )  # says why
+    # says why
+    assert "'val/RMSE' is not a validation metric" in (tmp_path / "c" / "failed.txt").read_text()
     from mfzoo.compare.runs import read_run
 
     assert read_run(tmp_path / "c").problem.startswith("failed: ")
-    with pytest.raises(
-        RunError, match=r"sweeper optimises val/rmse.*no validation part"
-    ):  # before any training
+    # before any training
+    with pytest.raises(RunError, match=r"sweeper optimises val/rmse.*no validation part"):
         train(cfg_for("data.split.val=0", "callbacks=none"), tmp_path / "e", objective=True)
     assert not (tmp_path / "e" / "config.yaml").exists()
     metrics = train(
@@ -359,9 +353,8 @@ def test_a_changed_checkpoint_is_refused(tmp_path):
     load_run(tmp_path)
     best = tmp_path / metrics["best_checkpoint"]
     data = bytearray(best.read_bytes())
-    data[len(data) // 2] ^= (
-        1  # one flipped bit: still loads with torch, but it is not what the run wrote
-    )
+    # one flipped bit: still loads with torch, but it is not what the run wrote
+    data[len(data) // 2] ^= 1
     best.write_bytes(bytes(data))
     with pytest.raises(RunError, match="SHA-256 differs"):
         load_run(tmp_path)

@@ -73,9 +73,8 @@ def test_rejection_never_returns_a_seen_item_and_is_seeded():
     plain = PopularitySampler(train, n_negatives=8, beta=1.0)(
         users, torch.Generator().manual_seed(2)
     )[0]
-    assert any(
-        (int(u), int(i)) in seen for u, row in zip(users, plain, strict=True) for i in row
-    )  # without rejection: collisions
+    # without rejection: collisions
+    assert any((int(u), int(i)) in seen for u, row in zip(users, plain, strict=True) for i in row)
 
 
 @pytest.mark.parametrize("n_pairs", [0, 1, 300, 20000])

@@ -449,9 +449,8 @@ def test_synthetic_popularity_is_heavy_tailed_and_signal_is_planted():
     assert counts[: data.n_items // 10].sum() / len(data) > 0.3
     assert truth["P"].shape == (2000, 8) and truth["Q"].shape == (1000, 8)
     u, i = data.users, data.items
-    score = (
-        (truth["P"][u] * truth["Q"][i]).sum(1) + truth["user_bias"][u] + truth["item_bias"][i]
-    )  # [N]
+    # [N]
+    score = (truth["P"][u] * truth["Q"][i]).sum(1) + truth["user_bias"][u] + truth["item_bias"][i]
     corr = torch.corrcoef(torch.stack([score, data.values]))[0, 1]
     assert corr > 0.6
 

@@ -34,9 +34,8 @@ def make_data(
     """Unique (user, item) pairs; values = row number, so every row can be traced through a
     split."""
     rng = np.random.default_rng(seed)
-    user_weight = (
-        1.0 / np.arange(1, N_USERS + 1) ** 2
-    )  # skewed activity: some users have 1-3 events
+    # skewed activity: some users have 1-3 events
+    user_weight = 1.0 / np.arange(1, N_USERS + 1) ** 2
     p = np.repeat(user_weight, N_ITEMS)
     pairs = rng.choice(N_USERS * N_ITEMS, size=n, replace=False, p=p / p.sum())
     users, items = pairs // N_ITEMS, pairs % N_ITEMS
@@ -130,9 +129,8 @@ def test_kfold_partitions_rows(data: Interactions) -> None:
     splits = list(kf.folds(data))
     assert len(splits) == 5
     test_rows = np.concatenate([rows(s.test) for s in splits])
-    np.testing.assert_array_equal(
-        np.sort(test_rows), np.arange(len(data))
-    )  # each row in exactly one fold
+    # each row in exactly one fold
+    np.testing.assert_array_equal(np.sort(test_rows), np.arange(len(data)))
     for k, s in enumerate(splits):
         np.testing.assert_array_equal(rows(s.test), np.flatnonzero(ids == k))
         np.testing.assert_array_equal(
@@ -238,9 +236,8 @@ def test_temporal_order(data: Interactions) -> None:
 def test_temporal_ties_go_to_the_later_part() -> None:
     t = np.array([1, 2, 3, 3, 3, 3, 4, 5])
     inter = Interactions.from_arrays(np.arange(8), np.arange(8), values=np.arange(8), timestamps=t)
-    split = TemporalSplit(test=0.5)(
-        inter
-    )  # 4 wanted; cuts give 6 (t >= 3) or 2 (t >= 4): nearest tie -> 6
+    # 4 wanted; cuts give 6 (t >= 3) or 2 (t >= 4): nearest tie -> 6
+    split = TemporalSplit(test=0.5)(inter)
     assert rows(split.test).tolist() == [2, 3, 4, 5, 6, 7]
     split = TemporalSplit(test=0.25, val=0.25)(inter)
     assert rows(split.test).tolist() == [6, 7] and rows(split.val).tolist() == [2, 3, 4, 5]
@@ -326,9 +323,8 @@ def test_overlap_helpers() -> None:
     assert pair_overlap(a, inter.subset(np.array([3, 4]))) == 1  # same pair, another event
     with pytest.raises(DataError, match="share 1"):
         check_disjoint(Split(train=a, val=None, test=b))
-    with pytest.raises(
-        DataError, match=r"share 1 \(user, item\) pair"
-    ):  # distinct events of one pair
+    # distinct events of one pair
+    with pytest.raises(DataError, match=r"share 1 \(user, item\) pair"):
         check_disjoint(Split(train=a, val=None, test=inter.subset(np.array([3, 4]))))
     check_disjoint(
         Split(
@@ -426,9 +422,8 @@ def test_temporal_split_places_a_pair_at_its_latest_event() -> None:
     cut = T0 + 8_000_000
     split = TemporalSplit(test=None, cut=cut)(data)
     assert split.train.timestamps.max() < cut <= latest_by_pair(split.test).min()
-    assert (
-        split.test.timestamps.numpy() < cut
-    ).any()  # earlier events of held-out pairs go with them
+    # earlier events of held-out pairs go with them
+    assert split.test.timestamps.numpy() < cut.any()
 
 
 def test_leave_last_out_places_a_pair_at_its_latest_event() -> None:

@@ -75,17 +75,15 @@ def test_default_settings_are_close() -> None:
 def test_exact_on_rank_k_matrix() -> None:
     rng = np.random.default_rng(1)
     # integer factors: the rank-3 product is exact in the float32 values of `Interactions`
-    dense = rng.integers(-3, 4, (N_USERS, 3)) @ rng.integers(
-        -3, 4, (3, N_ITEMS)
-    )  # [60, 40], rank 3
+    # [60, 40], rank 3
+    dense = rng.integers(-3, 4, (N_USERS, 3)) @ rng.integers(-3, 4, (3, N_ITEMS))
     u, i = np.meshgrid(np.arange(N_USERS), np.arange(N_ITEMS), indexing="ij")
     train = Interactions.from_arrays(u.ravel(), i.ravel(), dense.ravel())
     expected = torch.from_numpy(dense).double()
     assert int(torch.linalg.matrix_rank(expected)) == 3
     for method in ("randomized", "lanczos"):
-        model = TruncatedSVD(3, method=method).fit(
-            train
-        )  # default n_iter: exact rank needs no more
+        # default n_iter: exact rank needs no more
+        model = TruncatedSVD(3, method=method).fit(train)
         torch.testing.assert_close(model.reconstruction(), expected, rtol=0.0, atol=1e-9)
 
 

@@ -32,9 +32,8 @@ def test_the_model_scores_are_the_reconstruction(center, biases):
     model = MF(train.n_users, train.n_items, dim=5, biases=biases).double()
     model.prepare(train)
     SVDSolver(center=center, method="lanczos").sweep(model, train)
-    reference = (
-        TruncatedSVD(5, center=center, method="lanczos").fit(train).reconstruction()
-    )  # [U, I]
+    # [U, I]
+    reference = TruncatedSVD(5, center=center, method="lanczos").fit(train).reconstruction()
     with torch.no_grad():
         scores = model.user_factors() @ model.item_factors().T
     torch.testing.assert_close(scores, reference, atol=1e-8, rtol=1e-8)

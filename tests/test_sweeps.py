@@ -92,9 +92,8 @@ def test_grid_and_cv_experiments_expose_their_sweeps():
         for seed in (0, 1, 2)
     }
     assert len({(s.seed, s.n_folds, s.val) for s in folds.values()}) == 1
-    assert (
-        compose_hydra(["experiment=ml100k_cv", "seed=5"]).data.seed == 5
-    )  # the training seed still varies
+    # the training seed still varies
+    assert compose_hydra(["experiment=ml100k_cv", "seed=5"]).data.seed == 5
 
 
 def multirun(tmp_path: Path, *overrides: str) -> Path:
@@ -134,12 +133,10 @@ def test_optuna_multirun_returns_the_best_val_objective(tmp_path):
     assert results["best_value"] == pytest.approx(min(objectives))
     best = metrics[int(np.argmin(objectives))]
     assert best["optimized_metric"] == "val/rmse"
-    assert best["objective"] == pytest.approx(
-        best["val"]["rmse"]
-    )  # the best epoch's val RMSE, not a test value
-    assert (
-        "trainer.max_epochs" not in results["best_params"]
-    )  # fixed on the command line: out of the search
+    # the best epoch's val RMSE, not a test value
+    assert best["objective"] == pytest.approx(best["val"]["rmse"])
+    # fixed on the command line: out of the search
+    assert "trainer.max_epochs" not in results["best_params"]
 
 
 def test_an_optuna_sweep_without_a_val_part_is_refused_at_its_first_trial(tmp_path):
@@ -228,9 +225,8 @@ def test_param_parser_reads_the_sweeper_syntax(nested_cv):
     assert dists["d"] == CategoricalDistribution([16, 32]) and dists[
         "e"
     ] == CategoricalDistribution([1, 2, 3])
-    assert dists["f"] == UniformDistribution(
-        2.0, 9.0
-    )  # Hydra's interval is a float interval, even with int ends
+    # Hydra's interval is a float interval, even with int ends
+    assert dists["f"] == UniformDistribution(2.0, 9.0)
     assert fixed == {"g": "7"}
 
 

@@ -127,9 +127,8 @@ def test_long_run_names_are_bounded_and_distinct():
     assert len(a) == len(b) == MAX_NAME_LENGTH
     assert a != b and a[:-11] == b[:-11]  # the same readable start, different hashes
     assert a.startswith("model.param_0=0.0,model.param_1=0.001,")
-    assert (
-        len(run_name(["x=" + "y" * (MAX_NAME_LENGTH - 2)])) == MAX_NAME_LENGTH
-    )  # at the bound: kept
+    # at the bound: kept
+    assert len(run_name(["x=" + "y" * (MAX_NAME_LENGTH - 2)])) == MAX_NAME_LENGTH
     assert run_name(["x=" + "y" * (MAX_NAME_LENGTH - 2)]) == "x=" + "y" * (MAX_NAME_LENGTH - 2)
 
 
@@ -168,9 +167,8 @@ def test_hparams_are_flat_scalars_of_the_right_sections():
         and solver["seed"] == 3
         and solver["data.split.seed"] == 3
     )
-    assert not any(
-        k.split(".")[0] in ("loss", "optim", "scheduler") for k in solver
-    )  # unused with a solver
+    # unused with a solver
+    assert not any(k.split(".")[0] in ("loss", "optim", "scheduler") for k in solver)
 
     learnbpr = hparams(cfg_for("experiment=ml100k_implicit_learnbpr"), [])
     assert learnbpr["overrides"] == "" and learnbpr["solver.sampler"] == "UniformSampler"

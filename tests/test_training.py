@@ -86,9 +86,8 @@ def test_training_learns_beyond_the_mean_and_checkpoints(tmp_path):
     assert metrics["test"]["rmse"] < 0.9 * baseline  # the planted signal is learned
     assert metrics["val"]["rmse"] < 0.9 * baseline
     assert (tmp_path / "checkpoints" / "last.ckpt").exists()
-    assert list(
-        (tmp_path / "tb" / "default").glob("events.out.tfevents.*")
-    )  # named after the overrides
+    # named after the overrides
+    assert list((tmp_path / "tb" / "default").glob("events.out.tfevents.*"))
     # the best checkpoint holds the model (μ included) and reproduces the val metric
     state = torch.load(
         tmp_path / metrics["best_checkpoint"], map_location="cpu", weights_only=True

@@ -234,9 +234,8 @@ def test_mfzoo_ranker_refits_the_epochs_chosen_on_val(scripts):
     train_val = Interactions.concat([split.train, split.val])
     one = learner.refit({"trainer.max_epochs": 4}, 1, train_val, split.test, 0)
     three = learner.refit({"trainer.max_epochs": 4}, 3, train_val, split.test, 0)
-    assert one["ndcg@10"] != pytest.approx(
-        three["ndcg@10"], abs=1e-9
-    )  # the epoch count is honoured
+    # the epoch count is honoured
+    assert one["ndcg@10"] != pytest.approx(three["ndcg@10"], abs=1e-9)
 
 
 def test_implicit_report_labels_and_pairs(scripts, tmp_path):
@@ -260,9 +259,8 @@ def test_implicit_report_labels_and_pairs(scripts, tmp_path):
         (tmp_path / f"{model}.json").write_text(json.dumps(run))
     lines = tune_implicit.report([tmp_path / "ials.json", tmp_path / "implicit_als.json"])
     row = next(line for line in lines if line.startswith("| mfzoo iALS vs implicit ALS | tuned"))
-    assert (
-        "+0.0100 ± 0.0100" in row and "t = 1.73" in row
-    )  # mean 0.01, sd 0.01, t = 0.01 / (0.01 / √3)
+    # mean 0.01, sd 0.01, t = 0.01 / (0.01 / √3)
+    assert "+0.0100 ± 0.0100" in row and "t = 1.73" in row
     assert any("precision@10 = hits / 10" in line for line in lines)
     typo = tune_implicit.report(
         [tmp_path / "ials.json", tmp_path / "implicit_als.json"], [("ials", "implicit_alss")]

@@ -55,16 +55,35 @@ class BayesianMF(nn.Module):
         dim: number of latent factors.
         biases: b_u, b_i (sampled with the factors) and the global mean μ.
         keep: how many kept draws the average is over (memory: keep · (n_users + n_items) · dim,
-            plus keep · n_items · n_bins with time bins and keep · (user, day) pairs with day biases).
+            plus keep · n_items · n_bins with time bins and keep · (user, day) pairs with day
+            biases).
         init_std: the factors start as N(0, init_std²), the chain's starting point.
         implicit: SVD++'s implicit term (module docstring); y starts at 0.
         n_bins: item-bias time bins (0: none); needs biases and timestamps.
         day_bias: a user bias per (user, day) seen in training; needs biases and timestamps.
     """
 
-    trained_by: ClassVar[str] = (
-        "gibbs"  # the solver that samples it (the glue refuses it on the gradient path)
-    )
+    # the solver that samples it (the glue refuses it on the gradient path)
+    trained_by: ClassVar[str] = "gibbs"
+
+    # the tables `add_id_tables` registers (the biases only with `biases`) and the buffers (the
+    # implicit and time ones only with those terms)
+    user_embedding: nn.Embedding
+    item_embedding: nn.Embedding
+    user_bias: nn.Embedding
+    item_bias: nn.Embedding
+    global_mean: Tensor
+    kept_users: Tensor
+    kept_items: Tensor
+    n_kept: Tensor
+    implicit_items: Tensor
+    implicit_sum: Tensor
+    bin_edges: Tensor
+    bin_bias: Tensor
+    kept_bins: Tensor
+    day_keys: Tensor
+    day_bias: Tensor
+    kept_days: Tensor
 
     def __init__(
         self,
@@ -90,8 +109,8 @@ class BayesianMF(nn.Module):
         at_least("n_bins", n_bins, 0)
         if (n_bins or day_bias) and not biases:
             raise ValueError(
-                f"time-binned item biases (n_bins={n_bins}) and day biases (day_bias={day_bias}) are "
-                "terms of a biased model: set biases=true, or n_bins=0 and day_bias=false"
+                f"time-binned item biases (n_bins={n_bins}) and day biases (day_bias={day_bias}) "
+                "are terms of a biased model: set biases=true, or n_bins=0 and day_bias=false"
             )
         self.n_users, self.n_items, self.dim, self.biases, self.keep = (
             n_users,
@@ -105,12 +124,10 @@ class BayesianMF(nn.Module):
         width = dim + (1 if biases else 0)  # a kept draw: [p_u, b_u] and [q_i, b_i]
         self.register_buffer("kept_users", torch.zeros(keep, n_users, width))
         self.register_buffer("kept_items", torch.zeros(keep, n_items, width))
-        self.register_buffer(
-            "n_kept", torch.zeros((), dtype=torch.long)
-        )  # draws kept so far (all, not only held)
-        if (
-            implicit
-        ):  # the current draw of y, and |N(u)|^-½ Σ y_j per user (kept draws hold p_u + this)
+        # draws kept so far (all, not only held)
+        self.register_buffer("n_kept", torch.zeros((), dtype=torch.long))
+        # the current draw of y, and |N(u)|^-½ Σ y_j per user (kept draws hold p_u + this)
+        if implicit:
             self.register_buffer("implicit_items", torch.zeros(n_items, dim))
             self.register_buffer("implicit_sum", torch.zeros(n_users, dim))
         if n_bins:
@@ -137,7 +154,8 @@ class BayesianMF(nn.Module):
             raise DataError(
                 f"{type(self).__name__} with n_bins={self.n_bins}, day_bias={self.has_day_bias} "
                 f"needs timestamps; {train.name} has none: name the time column of a table source "
-                "(data.source.time_col=...), or drop the time terms (model.n_bins=0 model.day_bias=false)"
+                "(data.source.time_col=...), or drop the time terms "
+                "(model.n_bins=0 model.day_bias=false)"
             )
         if self.n_bins:
             self.bin_edges.copy_(
@@ -145,10 +163,10 @@ class BayesianMF(nn.Module):
             )
         if self.has_day_bias:
             keys = torch.unique(day_keys(train.users, train.timestamps).cpu())
-            like = {"device": self.kept_users.device, "dtype": self.kept_users.dtype}
-            self.day_keys = keys.to(like["device"])
-            self.day_bias = torch.zeros(len(keys) + 1, **like)
-            self.kept_days = torch.zeros(self.keep, len(keys) + 1, **like)
+            device, dtype = self.kept_users.device, self.kept_users.dtype
+            self.day_keys = keys.to(device)
+            self.day_bias = torch.zeros(len(keys) + 1, device=device, dtype=dtype)
+            self.kept_days = torch.zeros(self.keep, len(keys) + 1, device=device, dtype=dtype)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         """The day tables take the checkpoint's size (they are sized by the training data)."""
@@ -174,7 +192,8 @@ class BayesianMF(nn.Module):
             return None, None
         if times is None:
             raise ValueError(
-                f"{type(self).__name__} with time terms scores need batch.times (timestamps in seconds)"
+                f"{type(self).__name__} with time terms scores need batch.times "
+                "(timestamps in seconds)"
             )
         bins = None
         if self.n_bins:
@@ -242,6 +261,8 @@ class BayesianMF(nn.Module):
 
     # scoring ---------------------------------------------------------------------------------
     def forward(self, batch: Batch) -> Tensor:
+        """Scores of `batch.users[b]` for `batch.items[b, m]`: [B, M], the average over the held
+        draws (the current state, as `MF`, before any draw is kept)."""
         S = self.held()
         bins, days = self.time_rows(batch.users, batch.items, batch.times)
         if S == 0:  # no draw kept yet: the current state, as MF
@@ -266,9 +287,8 @@ class BayesianMF(nn.Module):
             .view(S, *batch.items.shape, -1)
         )  # [S, B, M, D(+1)]
         d = self.dim
-        scores = (
-            (U[..., :d].unsqueeze(2) * V[..., :d]).sum(-1).mean(0)
-        )  # [B, M] mean of the dot products
+        # [B, M] mean of the dot products
+        scores = (U[..., :d].unsqueeze(2) * V[..., :d]).sum(-1).mean(0)
         if self.biases:
             scores = scores + self.global_mean + U[..., d].mean(0).unsqueeze(1) + V[..., d].mean(0)
             if self.timed:
@@ -276,7 +296,8 @@ class BayesianMF(nn.Module):
         return scores
 
     def _held_time_tables(self) -> tuple[Tensor | None, Tensor | None]:
-        """The time-bias tables averaged over the held draws (the current ones before any is kept)."""
+        """The time-bias tables averaged over the held draws (the current ones before any is
+        kept)."""
         S = self.held()
         bins = days = None
         if self.n_bins:
@@ -286,7 +307,8 @@ class BayesianMF(nn.Module):
         return bins, days
 
     def penalty(self, batch: Batch) -> Tensor:
-        """[2]: squared L2 norms of the rows the batch touches (factors, biases), for the gradient path."""
+        """[2]: squared L2 norms of the rows the batch touches (factors, biases), for the
+        gradient path."""
         factors = row_norm_sum(self.user_embedding, batch.users) + row_norm_sum(
             self.item_embedding, batch.items
         )
@@ -327,5 +349,7 @@ class BayesianMF(nn.Module):
             self.kept_items, self.item_embedding.weight, self.item_bias if self.biases else None
         )
         if self.n_bins:
-            b = b + self._held_time_tables()[0].view(self.n_items, self.n_bins)[:, -1:]
+            bin_table = self._held_time_tables()[0]
+            assert b is not None and bin_table is not None  # time bins need biases (`__init__`)
+            b = b + bin_table.view(self.n_items, self.n_bins)[:, -1:]
         return Q if b is None else torch.cat([Q, torch.ones_like(b), b], dim=1)

@@ -33,9 +33,8 @@ def row_norm_sum(table: nn.Embedding, index: Tensor, row_weights: Tensor | None 
     """
     weight = table.weight
     index = index.reshape(-1)
-    if (
-        table.sparse or index.numel() * 4 < weight.shape[0]
-    ):  # a sparse table: never touch all its rows
+    # a sparse table: never touch all its rows
+    if table.sparse or index.numel() * 4 < weight.shape[0]:
         norms = rows(table, index).pow(2).sum(1)  # [N]
         return (norms if row_weights is None else norms * row_weights.index_select(0, index)).sum()
     counts = torch.bincount(index, minlength=weight.shape[0]).to(weight.dtype)  # [n_rows]

@@ -31,7 +31,7 @@ parts of the factors of every user and item use in the batch; element 1 the same
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 from torch import Tensor, nn
@@ -59,6 +59,15 @@ class FeatureMF(nn.Module):
         pooling: "mean" (Z = Σ w, the default: items with many genres are not louder) or "sum".
         item_id_dropout: probability of dropping an item row's id part in training, in [0, 1).
     """
+
+    # the tables `add_id_tables` registers (the biases only with `biases`) and the buffers
+    user_embedding: nn.Embedding
+    item_embedding: nn.Embedding
+    user_bias: nn.Embedding
+    item_bias: nn.Embedding
+    global_mean: Tensor
+    user_seen: Tensor
+    item_seen: Tensor
 
     def __init__(
         self,
@@ -118,18 +127,20 @@ class FeatureMF(nn.Module):
             nn.ParameterDict(),
         )
         self.vocabulary, self.dense_names = {}, {}
-        for side, table, n in (
+        tables: tuple[tuple[Side, Features | None, int], ...] = (
             ("user", train.user_features, self.n_users),
             ("item", train.item_features, self.n_items),
-        ):
+        )
+        for side, table, n in tables:
             for name in [b for b in self._buffers if b.startswith(f"{side}_table_")]:
                 del self._buffers[name]
             if not self.use[side]:
                 continue
             if table is None:  # without its tables the model would silently be plain MF
                 raise DataError(
-                    f"FeatureMF(with {side} features) needs the training data's {side} feature table, and the data "
-                    f"has none: load it (MovieLens-100K: data.source.features=true; a table: "
+                    f"FeatureMF(with {side} features) needs the training data's {side} feature "
+                    f"table, and the data has none: load it (MovieLens-100K: "
+                    "data.source.features=true; a table: "
                     f"data.source.{side}_features=FILE) or set model.{side}_features=false"
                 )
             if len(table) != n:
@@ -143,14 +154,19 @@ class FeatureMF(nn.Module):
         from the data, which every load prepares from; they follow the model's device)."""
         device = self.user_embedding.weight.device
         if table.n_categories:
-            self.feature_embedding[side] = nn.Embedding(table.n_categories, self.dim, device=device)
-            nn.init.normal_(self.feature_embedding[side].weight, std=self.init_std)
+            embedding = self.feature_embedding[side] = nn.Embedding(
+                table.n_categories, self.dim, device=device
+            )
+            nn.init.normal_(embedding.weight, std=self.init_std)
             if self.biases:
-                self.feature_bias[side] = nn.Embedding(table.n_categories, 1, device=device)
-                nn.init.zeros_(self.feature_bias[side].weight)
+                feature_bias = self.feature_bias[side] = nn.Embedding(
+                    table.n_categories, 1, device=device
+                )
+                nn.init.zeros_(feature_bias.weight)
         for field in ("offsets", "indices", "weights"):
             self.register_buffer(f"{side}_table_{field}", getattr(table, field), persistent=False)
         if table.n_dense:
+            assert table.dense is not None  # numeric columns come with their values
             # standardised over the table, so that one init_std suits every column
             mean, std = table.dense.double().mean(0), table.dense.double().std(0, unbiased=False)
             std = torch.where(std > 0, std, torch.ones_like(std))
@@ -174,13 +190,14 @@ class FeatureMF(nn.Module):
         """The side's feature table as the model uses it (numeric columns standardised), or None."""
         if side not in self.vocabulary:
             return None
-        get = lambda field: getattr(self, f"{side}_table_{field}", None)  # noqa: E731
+        # the buffers `_add_table` registered with the vocabulary (dense only with numeric columns)
+        get = lambda field: getattr(self, f"{side}_table_{field}")  # noqa: E731
         return Features(
             get("offsets"),
             get("indices"),
             get("weights"),
             self.vocabulary[side],
-            get("dense"),
+            getattr(self, f"{side}_table_dense", None),
             self.dense_names[side],
         )
 
@@ -213,14 +230,13 @@ class FeatureMF(nn.Module):
                 total = torch.zeros(n, device=device).index_add_(0, row_of, weights)  # [R] Z = Σ w
                 total = torch.where(total != 0, total, torch.ones_like(total))
                 weights = weights / total.index_select(0, row_of)  # [nnz]
-            vectors = self.feature_embedding[side].weight.index_select(
-                0, indices
-            ) * weights.unsqueeze(1)  # [nnz, dim]
+            # the ModuleDicts hold the nn.Embedding tables of `_add_table`
+            embedding = cast(nn.Embedding, self.feature_embedding[side])
+            vectors = embedding.weight.index_select(0, indices) * weights.unsqueeze(1)  # [nnz, dim]
             factors = factors.index_add_(0, row_of, vectors)  # [R, dim]
             if self.biases:
-                values = (
-                    self.feature_bias[side].weight.squeeze(1).index_select(0, indices) * weights
-                )  # [nnz]
+                feature_bias = cast(nn.Embedding, self.feature_bias[side])
+                values = feature_bias.weight.squeeze(1).index_select(0, indices) * weights  # [nnz]
                 bias = bias.index_add_(0, row_of, values)  # [R]
         if rows_features.n_dense:
             dense = rows_features.dense  # [R, d]
@@ -259,11 +275,15 @@ class FeatureMF(nn.Module):
         if batch_rows is not None:
             return self._pool(side, batch_rows, raw=True)
         unique, inverse = torch.unique(ids, return_inverse=True)  # [U], [R]
-        factors, bias = self._pool(side, self.table(side).take(unique), raw=False)  # [U, dim], [U]
+        table = self.table(side)
+        assert table is not None  # the side has a vocabulary, so a table
+        factors, bias = self._pool(side, table.take(unique), raw=False)  # [U, dim], [U]
         return factors.index_select(0, inverse), bias.index_select(0, inverse)
 
     # scores ---------------------------------------------------------------------------------
     def forward(self, batch: Batch) -> Tensor:
+        """Scores of `batch.users[b]` for `batch.items[b, m]` from the id and feature parts
+        (the batch's own feature rows where it carries them): [B, M]."""
         users, items = batch.users, batch.items  # [B], [B, M]
         b, m = items.shape
         flat = items.reshape(-1)  # [B*M]
@@ -272,9 +292,8 @@ class FeatureMF(nn.Module):
         e_i, be_i = self._id_part("item", flat)  # [B*M, dim], [B*M]
         f_i, bf_i = self._feature_part("item", flat, batch.item_features)
         if self.training and self.item_id_dropout > 0:
-            keep = (torch.rand(len(flat), device=flat.device) >= self.item_id_dropout).to(
-                e_i.dtype
-            )  # [B*M]
+            # [B*M]
+            keep = (torch.rand(len(flat), device=flat.device) >= self.item_id_dropout).to(e_i.dtype)
             e_i, be_i = e_i * keep.unsqueeze(1), be_i * keep
         p = e_u + f_u  # [B, dim]
         q = (e_i + f_i).view(b, m, self.dim)  # [B, M, dim]
@@ -292,10 +311,11 @@ class FeatureMF(nn.Module):
             torch.zeros((), device=batch.users.device),
             torch.zeros((), device=batch.users.device),
         )
-        for side, ids, batch_rows in (
+        sides: tuple[tuple[Side, Tensor, Features | None], ...] = (
             ("user", batch.users, batch.user_features),
             ("item", batch.items.reshape(-1), batch.item_features),
-        ):
+        )
+        for side, ids, batch_rows in sides:
             seen = self.user_seen if side == "user" else self.item_seen
             factors = factors + row_norm_sum(getattr(self, f"{side}_embedding"), ids, seen)
             if self.biases:
@@ -307,7 +327,9 @@ class FeatureMF(nn.Module):
                 uses = torch.ones(len(f), device=f.device)
             else:  # once per distinct row, weighted by its uses
                 unique, counts = torch.unique(ids, return_counts=True)  # [U], [U]
-                f, fb = self._pool(side, self.table(side).take(unique), raw=False)
+                table = self.table(side)
+                assert table is not None  # the side has a vocabulary, so a table
+                f, fb = self._pool(side, table.take(unique), raw=False)
                 uses = counts.to(f.dtype)
             factors = factors + (uses * f.pow(2).sum(1)).sum()
             bias = bias + (uses * fb.pow(2)).sum()

@@ -11,6 +11,8 @@ gradient) built once per device, which is cheaper than finding the batch's disti
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -25,6 +27,10 @@ class ImplicitSets(nn.Module):
         n_users, n_items, dim: sizes.
         init_std: y starts as N(0, init_std²).
     """
+
+    # R(u) as CSR buffers (see `__init__`)
+    indptr: Tensor
+    items: Tensor
 
     def __init__(self, n_users: int, n_items: int, dim: int, init_std: float = 0.01):
         super().__init__()
@@ -115,11 +121,12 @@ class ImplicitSets(nn.Module):
 class _SparseProduct(torch.autograd.Function):
     """N @ Y for a constant sparse N, with dY = Nᵀ @ dZ from a precomputed Nᵀ."""
 
+    # ctx: autograd's per-call context, an object that takes any attribute (N_t here)
     @staticmethod
-    def forward(ctx, N: Tensor, N_t: Tensor, Y: Tensor) -> Tensor:
+    def forward(ctx: Any, N: Tensor, N_t: Tensor, Y: Tensor) -> Tensor:
         ctx.N_t = N_t
         return N @ Y
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[None, None, Tensor]:
+    def backward(ctx: Any, grad: Tensor) -> tuple[None, None, Tensor]:
         return None, None, ctx.N_t @ grad

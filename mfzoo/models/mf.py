@@ -14,6 +14,8 @@ uniform L2, values between are the frequency-scaled regularisation of Rendle et 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor, nn
 
@@ -38,6 +40,15 @@ class MF(nn.Module):
     Sizes below 1 (dim, n_users, n_items), a negative or non-finite init_std and a non-finite
     reg_exponent raise ValueError naming them.
     """
+
+    # the tables `add_id_tables` registers (the biases only with `biases`) and the buffers
+    user_embedding: nn.Embedding
+    item_embedding: nn.Embedding
+    user_bias: nn.Embedding
+    item_bias: nn.Embedding
+    global_mean: Tensor
+    user_reg_weight: Tensor
+    item_reg_weight: Tensor
 
     def __init__(
         self,
@@ -76,6 +87,7 @@ class MF(nn.Module):
                 weight.copy_(counts.pow(self.reg_exponent - 1.0))
 
     def forward(self, batch: Batch) -> Tensor:
+        """Scores r̂ of `batch.users[b]` for `batch.items[b, m]`: [B, M]."""
         p = rows(self.user_embedding, batch.users)  # [B, D]
         q = rows(self.item_embedding, batch.items)  # [B, M, D]
         scores = (p.unsqueeze(1) * q).sum(-1)  # [B, M]
@@ -105,7 +117,7 @@ class MF(nn.Module):
         )
         return torch.stack([factors, bias])
 
-    def _scaled_groups(self, scaled: list[tuple[list[nn.Parameter], float]]) -> list[dict]:
+    def _scaled_groups(self, scaled: list[tuple[Sequence[Tensor], float]]) -> list[dict]:
         """Optimizer groups: each (parameters, lr_scale) of `scaled` (empty lists skipped), and
         every other parameter of the model at the optimizer's own rate."""
         special = [p for params, _ in scaled for p in params]

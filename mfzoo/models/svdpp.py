@@ -85,6 +85,7 @@ class SVDpp(MF):
         return rows(self.user_embedding, users) + self.implicit(users)
 
     def forward(self, batch: Batch) -> Tensor:
+        """Scores as `MF.forward`, with p_u + |R(u)|^-½ Σ y_j as the user vector: [B, M]."""
         p = self.user_vectors(batch.users)  # [B, D]
         q = rows(self.item_embedding, batch.items)  # [B, M, D]
         scores = (p.unsqueeze(1) * q).sum(-1)  # [B, M]
@@ -97,7 +98,8 @@ class SVDpp(MF):
         return scores
 
     def penalty(self, batch: Batch) -> Tensor:
-        """MF's [factor, bias] penalty plus `implicit_l2_scale` Σ_m c_i ‖y_{i_bm}‖² in the factor term."""
+        """MF's [factor, bias] penalty plus `implicit_l2_scale` Σ_m c_i ‖y_{i_bm}‖² in the factor
+        term."""
         penalty = super().penalty(batch)
         ci = None if self.reg_exponent == 1.0 else self.item_reg_weight
         implicit = self.implicit_l2_scale * self.implicit.penalty(batch.items, ci)
@@ -124,5 +126,8 @@ class SVDpp(MF):
         return X, offset, z
 
     def folded_user_factors(self, theta: Tensor, extra: Tensor | None) -> Tensor:
+        """As `MF.folded_user_factors`, with the implicit vectors z (the extra of
+        `fold_in_design`) added to p_u."""
+        assert extra is not None  # `fold_in_design` always returns z
         factors = super().folded_user_factors(theta, None)
         return torch.cat([factors[:, : self.dim] + extra, factors[:, self.dim :]], dim=1)

@@ -17,7 +17,8 @@ _DAY_KEY = 1 << 32  # (user, day) -> user * 2^32 + day: days since 1970 stay far
 
 
 def bin_edges(days: Tensor, n_bins: int) -> Tensor:
-    """The n_bins − 1 inner edges [n_bins − 1] (float64 days) of equal-width bins over [min, max] of `days`."""
+    """The n_bins − 1 inner edges [n_bins − 1] (float64 days) of equal-width bins over
+    [min, max] of `days`."""
     first, last = float(days.min()), float(days.max())
     return torch.linspace(first, last, n_bins + 1, dtype=torch.float64)[1:-1]
 

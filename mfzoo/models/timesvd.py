@@ -2,10 +2,10 @@
 
     r̂_ui(t) = μ + b_u(t) + b_i(t) + q_i · (p_u(t) + |R(u)|^-½ Σ_{j∈R(u)} y_j)
 
-    b_i(t) = b_i + b_{i,Bin(t)}                       item bias drifting per time bin
-    b_u(t) = b_u + α_u · dev_u(t) + b_{u,t}           user bias: linear drift + a day-specific offset
-    p_u(t) = p_u + α_pu · dev_u(t)                    (optional) drifting user factors
-    dev_u(t) = sign(t − t_u) · |t − t_u|^β            t, t_u in days; t_u the user's mean training day
+    b_i(t) = b_i + b_{i,Bin(t)}                     item bias drifting per time bin
+    b_u(t) = b_u + α_u · dev_u(t) + b_{u,t}         user bias: linear drift + a day-specific offset
+    p_u(t) = p_u + α_pu · dev_u(t)                  (optional) drifting user factors
+    dev_u(t) = sign(t − t_u) · |t − t_u|^β          t, t_u in days; t_u the user's mean training day
 
 The implicit term (SVD++'s) is on with `implicit=True` (timeSVD++) and off for timeSVD. Bin
 edges (equal-width in time over the training span), t_u and the (user, day) pairs that get a
@@ -51,6 +51,14 @@ class TimeSVD(MF):
     last training day, no day bias): the static vectors a recommender uses "now".
     """
 
+    # buffers: the time statistics of `prepare` and the per-use penalty weights of the time rows
+    bin_edges: Tensor
+    user_mean_day: Tensor
+    last_day: Tensor
+    day_keys: Tensor
+    bin_reg_weight: Tensor
+    day_reg_weight: Tensor
+
     def __init__(
         self,
         n_users: int,
@@ -90,21 +98,18 @@ class TimeSVD(MF):
         self.implicit = ImplicitSets(n_users, n_items, dim, implicit_init_std) if implicit else None
         self.item_bin_bias = nn.Embedding(n_items * n_bins, 1)  # row i * n_bins + bin
         self.user_drift = nn.Embedding(n_users, 1)  # α_u
-        self.day_bias = (
-            nn.Embedding(1, 1) if day_bias else None
-        )  # b_{u,t}; sized by prepare, last row = unseen
+        # b_{u,t}; sized by prepare, last row = unseen
+        self.day_bias = nn.Embedding(1, 1) if day_bias else None
         self.factor_drift = nn.Embedding(n_users, dim) if factor_drift else None  # α_pu
         for table in (self.item_bin_bias, self.user_drift, self.day_bias, self.factor_drift):
             if table is not None:
                 nn.init.zeros_(table.weight)
-        self.register_buffer(
-            "bin_edges", torch.zeros(max(n_bins - 1, 0), dtype=torch.float64)
-        )  # days
+        # days
+        self.register_buffer("bin_edges", torch.zeros(max(n_bins - 1, 0), dtype=torch.float64))
         self.register_buffer("user_mean_day", torch.zeros(n_users, dtype=torch.float64))  # t_u
         self.register_buffer("last_day", torch.zeros((), dtype=torch.float64))
-        self.register_buffer(
-            "day_keys", torch.zeros(0, dtype=torch.long)
-        )  # sorted user * 2^32 + day
+        # sorted user * 2^32 + day
+        self.register_buffer("day_keys", torch.zeros(0, dtype=torch.long))
         # per-use penalty weights of the bin and day rows (as MF's user/item weights)
         self.register_buffer("bin_reg_weight", torch.ones(n_items * n_bins))
         self.register_buffer("day_reg_weight", torch.ones(1))
@@ -115,8 +120,8 @@ class TimeSVD(MF):
         super().prepare(train)
         if train.timestamps is None:
             raise DataError(
-                f"{type(self).__name__} needs timestamps; {train.name} has none: name the time column "
-                "of a table source (data.source.time_col=...), or use model=mf / model=svdpp"
+                f"{type(self).__name__} needs timestamps; {train.name} has none: name the time "
+                "column of a table source (data.source.time_col=...), or use model=mf / model=svdpp"
             )
         days = train.timestamps.double() / SECONDS_PER_DAY  # [N]
         self.bin_edges.copy_(bin_edges(days, self.n_bins))
@@ -158,7 +163,8 @@ class TimeSVD(MF):
         return time_bins(days, self.bin_edges)
 
     def day_index(self, users: Tensor, times: Tensor) -> Tensor:
-        """Row of b_{u,t} for each (user, day); the last row (always 0) when not seen in training."""
+        """Row of b_{u,t} for each (user, day); the last row (always 0) when not seen in
+        training."""
         return day_rows(self.day_keys, users, times)
 
     def _times(self, batch: Batch) -> Tensor:
@@ -182,6 +188,8 @@ class TimeSVD(MF):
         return p, bias
 
     def forward(self, batch: Batch) -> Tensor:
+        """Scores r̂_ui(t) of `batch.users[b]` for `batch.items[b, m]` at `batch.times[b]`
+        (seconds): [B, M]."""
         times = self._times(batch)
         p, user_bias = self.user_terms(batch.users, times)  # [B, D], [B]
         q = rows(self.item_embedding, batch.items)  # [B, M, D]
@@ -237,7 +245,8 @@ class TimeSVD(MF):
 
     # static factors at the end of the training span ----------------------------------------
     def user_factors(self) -> Tensor:
-        """[n_users, D+2]: `[p_u(T) + implicit sum, μ + b_u + α_u dev_u(T), 1]`, T the last training day."""
+        """[n_users, D+2]: `[p_u(T) + implicit sum, μ + b_u + α_u dev_u(T), 1]`, T the last
+        training day."""
         users = torch.arange(self.n_users, device=self.user_bias.weight.device)
         dev = self.deviation(users, self.last_day.expand(self.n_users))  # [U]
         p = self.user_embedding.weight
@@ -257,7 +266,10 @@ class TimeSVD(MF):
         q = self.item_embedding.weight
         return torch.cat([q, torch.ones_like(bin_bias), self.item_bias.weight + bin_bias], dim=1)
 
-    def fold_in_design(self, users: Tensor, items: Tensor, n_users: int):
+    def fold_in_design(
+        self, users: Tensor, items: Tensor, n_users: int
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Not defined for a time-dependent model: raises NotImplementedError."""
         raise NotImplementedError(
             "fold-in is not defined for time-dependent models; use MF or SVDpp"
         )

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from mfzoo.models.contract import Factorised, require
+from mfzoo.models.contract import Factorised, missing
 from mfzoo.retrieval.topk import topk
 
 _FAISS_DEFAULTS: dict[str, dict[str, int]] = {
@@ -206,7 +206,8 @@ def item_index(
     """`index` (default a new `ExactIndex`) with the model's `item_factors()` added, row i = item
     i: `search(user_factors()[users], k)` then ranks items by the model's exact score. Needs a
     `Factorised` model (`ContractError` naming what is missing otherwise)."""
-    require(model, Factorised, "an inner-product index of items")
+    if not isinstance(model, Factorised):
+        raise missing(model, Factorised, "an inner-product index of items")
     index = ExactIndex() if index is None else index
     index.add(model.item_factors().detach())
     return index

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from mfzoo.data.interactions import Interactions
-from mfzoo.models.contract import Factorised, OwnFoldIn, RidgeFoldIn, require
+from mfzoo.models.contract import Factorised, OwnFoldIn, RidgeFoldIn, missing
 from mfzoo.solvers.foldin import fold_in_interactions
 
 FoldIn = Callable[[nn.Module, Interactions], Tensor]
@@ -103,7 +103,8 @@ def ridge_fold_in(l2: float, l2_bias: float | None = None) -> FoldIn:
     `mfzoo.solvers.foldin`."""
 
     def fold(model: nn.Module, new: Interactions) -> Tensor:
-        require(model, RidgeFoldIn, "the ridge fold-in of new users")
+        if not isinstance(model, RidgeFoldIn):
+            raise missing(model, RidgeFoldIn, "the ridge fold-in of new users")
         return fold_in_interactions(model, new, l2, l2_bias)
 
     return fold
@@ -113,7 +114,8 @@ def fold_in_users(model: nn.Module, new: Interactions, fold_in: FoldIn | None = 
     """[new.n_users, D'] user factors of the new users by `fold_in` (default: the model's own
     parameter-free fold-in, `fold_in_users(rows)` of a truncated SVD). Errors name the model."""
     name = type(model).__name__
-    require(model, Factorised, "recommending to new users")
+    if not isinstance(model, Factorised):
+        raise missing(model, Factorised, "recommending to new users")
     item_vectors = model.item_factors()  # [n_items, D']
     if new.n_items != item_vectors.shape[0]:
         raise ValueError(

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mfzoo.models.contract import Factorised, require
+from mfzoo.models.contract import Factorised, missing
 
 FORMAT_VERSION = 1
 SCORE = "score(user, item) = user_factors[row of user] @ item_factors[row of item]"
@@ -64,7 +64,8 @@ def export_factors(
         ContractError: a model that is not `Factorised` (its scores are no dot products).
         ValueError: id counts that do not match the factor rows, or repeated ids.
     """
-    require(model, Factorised, "factor export")
+    if not isinstance(model, Factorised):
+        raise missing(model, Factorised, "factor export")
     users = model.user_factors().detach().cpu().float().numpy()  # [n_users, D']
     items = model.item_factors().detach().cpu().float().numpy()  # [n_items, D']
     if users.shape[1] != items.shape[1]:

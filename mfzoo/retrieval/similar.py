@@ -25,7 +25,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from mfzoo.models.contract import Factorised, require
+from mfzoo.models.contract import Factorised, missing
 from mfzoo.retrieval.topk import topk
 
 Metric = Literal["cosine", "dot"]
@@ -75,7 +75,8 @@ def similar_items(
 ) -> tuple[Tensor, Tensor]:
     """The k items nearest to each of `items` [m] over `model.item_factors()` (module docstring).
     Returns scores [m, k], item ids [m, k]."""
-    require(model, Factorised, "item similarity")
+    if not isinstance(model, Factorised):
+        raise missing(model, Factorised, "item similarity")
     return similar_rows(model.item_factors(), items, k, metric, chunk_size)
 
 
@@ -88,5 +89,6 @@ def similar_users(
 ) -> tuple[Tensor, Tensor]:
     """The k users nearest to each of `users` [m] over `model.user_factors()` (module docstring).
     Returns scores [m, k], user ids [m, k]."""
-    require(model, Factorised, "user similarity")
+    if not isinstance(model, Factorised):
+        raise missing(model, Factorised, "user similarity")
     return similar_rows(model.user_factors(), users, k, metric, chunk_size)

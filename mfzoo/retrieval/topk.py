@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from mfzoo.data.batch import Batch
 from mfzoo.data.interactions import Interactions
 from mfzoo.data.keys import csr_rows
-from mfzoo.models.contract import Factorised, Scorer, require
+from mfzoo.models.contract import Factorised, Scorer, missing
 from mfzoo.retrieval.cold import FoldIn, fold_in_users
 
 ScoreFn = Callable[[Tensor], Tensor]
@@ -83,7 +83,8 @@ def model_scores(model: nn.Module, forward_pairs: int = FORWARD_PAIRS) -> ScoreF
     about `forward_pairs` pairs whatever the chunk size. Scores are the model's in the mode it is
     in (Lightning evaluates in eval mode; call `model.eval()` for dropout-free scores yourself).
     """
-    require(model, Scorer, "ranking evaluation and top-K recommendation")
+    if not isinstance(model, Scorer):
+        raise missing(model, Scorer, "ranking evaluation and top-K recommendation")
     if isinstance(model, Factorised):
         return factor_scores(model.user_factors().detach(), model.item_factors().detach())
     if forward_pairs < 1:
@@ -310,7 +311,10 @@ def recommend(
         (`users.user_ids[j]`).
     """
     if isinstance(users, Interactions):
-        require(model, Factorised, "recommending for new users (a fold-in gives user factors)")
+        if not isinstance(model, Factorised):
+            raise missing(
+                model, Factorised, "recommending for new users (a fold-in gives user factors)"
+            )
         vectors = fold_in_users(model, users, fold_in)  # [n, D']
         return recommend_factors(
             vectors, model, k, users if exclude_seen else None, candidates, chunk_size
@@ -328,7 +332,8 @@ def recommend(
             users=users,
         )
     users = torch.as_tensor(users, dtype=torch.int64)
-    require(model, Scorer, "recommend")
+    if not isinstance(model, Scorer):
+        raise missing(model, Scorer, "recommend")
     if len(users) and (int(users.min()) < 0 or int(users.max()) >= model.n_users):
         raise ValueError(
             f"user ids must lie in 0..{model.n_users - 1}, got "
@@ -366,8 +371,8 @@ def recommend_factors(
     Returns:
         scores [m, k], items [m, k] as `recommend`.
     """
-    if not isinstance(model, Tensor):
-        require(model, Factorised, "recommend_factors")
+    if not isinstance(model, (Tensor, Factorised)):
+        raise missing(model, Factorised, "recommend_factors")
     # [n_items, D']
     item_vectors = model if isinstance(model, Tensor) else model.item_factors().detach()
     if users is None:

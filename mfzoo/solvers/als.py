@@ -54,6 +54,7 @@ numbers overflow the factors' dtype (a confidence 1 + α r beyond float32, say) 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import Tensor, nn
@@ -72,6 +73,9 @@ from mfzoo.solvers.checks import (
     solved,
 )
 from mfzoo.solvers.linalg import spd_solve
+
+if TYPE_CHECKING:  # for annotations only: solvers name the models they solve by path (`checks`)
+    from mfzoo.models.mf import MF
 
 
 def least_squares_half_step(
@@ -103,9 +107,8 @@ def least_squares_half_step(
     crow, col, values = _csr_parts(R, Y, block_size)
     counts = crow.diff().to(Y.dtype)  # [n_rows] n_u
     reg = l2 * counts if frequency_scaled else torch.full_like(counts, float(l2))  # [n_rows] λ_u
-    ones = memo(
-        cache, ("ones", values.dtype, values.device), lambda: torch.ones_like(values)
-    )  # [nnz] weight 1
+    # [nnz] weight 1
+    ones = memo(cache, ("ones", values.dtype, values.device), lambda: torch.ones_like(values))
     return solved(
         lambda: _solve_rows(
             crow, col, ones, values, Y, reg, None, block_size, cache, nonnegative=True
@@ -169,9 +172,8 @@ def biased_least_squares_half_step(
     scale = counts if frequency_scaled else torch.ones_like(counts)  # [n_rows]
     weights = Y.new_full((k + 1,), float(l2))  # [k + 1] (λ, …, λ, λ_b)
     weights[k] = float(l2_bias)
-    ones = memo(
-        cache, ("ones", values.dtype, values.device), lambda: torch.ones_like(values)
-    )  # [nnz] weight 1
+    # [nnz] weight 1
+    ones = memo(cache, ("ones", values.dtype, values.device), lambda: torch.ones_like(values))
     solution = solved(
         lambda: _solve_rows(
             crow,
@@ -323,9 +325,8 @@ def ials_half_step_cg(
     check_ials_settings(l2, alpha, kind, eps, unobserved_weight, l2_exponent)
     if cg_steps < 0:
         raise ValueError(f"cg_steps must be >= 0, got {cg_steps}")
-    crow, col, values = _csr_parts(
-        R, Y, block_size, index=None
-    )  # the kernel reads R's own (int32) indices
+    # the kernel reads R's own (int32) indices
+    crow, col, values = _csr_parts(R, Y, block_size, index=None)
     if X0.shape != (R.shape[0], Y.shape[1]):
         raise ValueError(
             f"X0 must be [n_rows, k] = {(R.shape[0], Y.shape[1])}, got {tuple(X0.shape)}"
@@ -347,7 +348,8 @@ def ials_half_step_cg(
             f"{mfzoo_native.unavailable_reason(Y, X0)}; use native=None or False for the torch path"
         )
     if native:
-        # the kernel reads Y[col] unchecked: the pattern's range, once per matrix (kept in the cache)
+        # the kernel reads Y[col] unchecked: the pattern's range, once per matrix (kept in the
+        # cache)
         low, high = memo(
             cache,
             ("column range", col.device),
@@ -359,12 +361,10 @@ def ials_half_step_cg(
             )
 
         def run_native() -> Tensor:
-            gram_w, c, _ = _confidences(
-                values, kind, alpha, eps, unobserved_weight, cache
-            )  # [nnz] c_ui − α₀, c_ui
-            X = X0.clone(
-                memory_format=torch.contiguous_format
-            )  # [n_rows, k] the warm start, solved in place
+            # [nnz] c_ui − α₀, c_ui
+            gram_w, c, _ = _confidences(values, kind, alpha, eps, unobserved_weight, cache)
+            # [n_rows, k] the warm start, solved in place
+            X = X0.clone(memory_format=torch.contiguous_format)
             mfzoo_native.ials_cg(
                 crow,
                 col,
@@ -402,9 +402,8 @@ def ials_half_step_cg(
         )
 
     def run() -> Tensor:
-        gram_w, c, _ = _confidences(
-            values, kind, alpha, eps, unobserved_weight, cache
-        )  # [nnz] c_ui − α₀, c_ui
+        # [nnz] c_ui − α₀, c_ui
+        gram_w, c, _ = _confidences(values, kind, alpha, eps, unobserved_weight, cache)
         for_blocks(solve, crow, col, (gram_w, c), Y, block_size, order, cache)
         return torch.empty_like(X_sorted).index_copy_(0, order, X_sorted)
 
@@ -431,6 +430,7 @@ def als_sweep(
         raise ValueError(
             "als_sweep solves r̂ = p_u·q_i only; this model has biases (build it with biases=False)"
         )
+    model = cast("MF", model)  # `check_model_class` matched its class to `MF_PATH` exactly
     users, items = (
         model.user_embedding.weight,
         model.item_embedding.weight,
@@ -449,7 +449,8 @@ def _csr_parts(
     dtype, indices in `index` (None: R's own, int32 for `Interactions.csr`)."""
     if R.layout != torch.sparse_csr or R.dim() != 2:
         raise ValueError(
-            f"R must be a 2-D torch sparse CSR tensor, got layout {R.layout} and shape {tuple(R.shape)}"
+            f"R must be a 2-D torch sparse CSR tensor, got layout {R.layout} and shape "
+            f"{tuple(R.shape)}"
         )
     if Y.dim() != 2 or not Y.is_floating_point():
         raise ValueError(
@@ -579,9 +580,8 @@ def _solve_rows(
         else:
             A = torch.bmm(Yg.mT, Yg * gram_w.unsqueeze(2))  # [b, k, k] Σ w ỹ ỹᵀ
             A.diagonal(dim1=1, dim2=2).add_(diag)  # + diag(e + λ_u)
-            X_sorted[block] = spd_solve(
-                A, torch.bmm(rhs_w.unsqueeze(1), Yg).squeeze(1)
-            )  # b_u [b, k]
+            # b_u [b, k]
+            X_sorted[block] = spd_solve(A, torch.bmm(rhs_w.unsqueeze(1), Yg).squeeze(1))
 
     for_blocks(solve, crow, col, (gram_weight, rhs_weight), Yr, block_size, order, cache)
     X = torch.empty_like(X_sorted).index_copy_(0, order, X_sorted)  # [n_rows, k]
@@ -598,9 +598,9 @@ def _cg_block(
     steps: int,
 ) -> Tensor:
     """`steps` conjugate-gradient iterations on every row's A_u x_u = b_u of a block in the
-    padded layout of `blocks.for_blocks` (Yg [b, L, k], gram_weight = c_ui − α₀ and rhs_weight = c_ui
-    [b, L], 0 on padding), from X [b, k] (not modified); returns the new X [b, k]. No A_u is
-    formed:
+    padded layout of `blocks.for_blocks` (Yg [b, L, k], gram_weight = c_ui − α₀ and
+    rhs_weight = c_ui [b, L], 0 on padding), from X [b, k] (not modified); returns the new
+    X [b, k]. No A_u is formed:
 
         A_u p_u = α₀ YtY p_u + Σ_{i∈I_u} (c_ui − α₀)(p_u·y_i) y_i + λ_u p_u   (YtY scaled by α₀),
 
@@ -625,9 +625,8 @@ def _cg_block(
         if step == steps - 1:  # the last step: pᵀAp from t, no A p
             pAp = (t * t * gram_weight).sum(1) + (p * pY).sum(1) + reg * (p * p).sum(1)  # [b]
             return X + torch.where(pAp > 0, rs / pAp, 0.0).unsqueeze(1) * p
-        Ap = (
-            torch.bmm((t * gram_weight).unsqueeze(1), Yg).squeeze(1) + pY + reg.unsqueeze(1) * p
-        )  # [b, k]
+        # [b, k]
+        Ap = torch.bmm((t * gram_weight).unsqueeze(1), Yg).squeeze(1) + pY + reg.unsqueeze(1) * p
         pAp = (p * Ap).sum(1)  # [b]
         a = torch.where(pAp > 0, rs / pAp, 0.0).unsqueeze(1)  # [b, 1]
         X = X + a * p

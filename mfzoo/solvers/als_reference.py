@@ -126,9 +126,8 @@ def _ials_system(
     eye = torch.eye(Y.shape[1], dtype=torch.float64)
 
     def system(items: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
-        c = torch.full(
-            (n_cols,), float(unobserved_weight), dtype=torch.float64
-        )  # [n_cols] diag(C_u)
+        # [n_cols] diag(C_u)
+        c = torch.full((n_cols,), float(unobserved_weight), dtype=torch.float64)
         c[items] = confidence(values, kind, alpha, eps)
         p = torch.zeros(n_cols, dtype=torch.float64)  # [n_cols] p_u
         p[items] = 1.0

@@ -21,11 +21,12 @@ import logging
 import threading
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
+from mfzoo.data.interactions import Interactions
 from mfzoo.solvers.parallel import cpu_streams, run_streams
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,9 @@ def kept_with(caches: dict, R: Tensor, limit: int = 4) -> dict:
     return kept[1]
 
 
-def matrix_on(caches: dict, train, by: str, device: torch.device) -> Tensor:
+def matrix_on(
+    caches: dict, train: Interactions, by: Literal["user", "item"], device: torch.device
+) -> Tensor:
     """`train.csr(by)` on `device`: the matrix itself where it lives there, else a copy kept
     with it (`kept_with`), so that sweeps of a model on a GPU over a CPU training set move it
     once, not once per sweep."""
@@ -140,7 +143,7 @@ def for_blocks(
 ) -> None:
     """Calls `solve(block, Yg [b, L, k], *weights each [b, L])` for the rows of a CSR pattern in
     blocks of the row order `order` (rows by ascending degree, `row_order`): `block` is a slice
-    of `order`, and row j of Yg holds y_i of the entries of row order[block][j], padded to the
+    of `order`, and row j of Yg holds y_i of the entries of row `order[block][j]`, padded to the
     block's longest row with a zero row of weight 0. Sorted rows waste little on padding (about
     4% on power-law data); a block holds at most `block_size` rows and about `block_elements`
     entries of Yg. `solve` writes its results itself (the blocks are disjoint), typically into

@@ -22,7 +22,8 @@ On a CPU with the uniform sampler the default path is the C kernel of `mfzoo.nat
 (`native_epoch`): per-sample SGD, Rendle's LearnBPR as written and as implicit runs it (each
 sample's update applied before the next sample is drawn, rather than a batch's summed at once),
 seen negatives rejected by the sampler's `PairSet` bit filter and a binary search in the user's
-sorted row, on one thread per core without locks. `threads=1` (`deterministic=True` on the solver) makes it reproducible bit for bit.
+sorted row, on one thread per core without locks. `threads=1` (`deterministic=True` on the
+solver) makes it reproducible bit for bit.
 """
 
 from __future__ import annotations
@@ -33,9 +34,10 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
+from typing import TYPE_CHECKING, Protocol, cast
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from mfzoo import native as mfzoo_native
 from mfzoo.data.interactions import Interactions
@@ -51,7 +53,35 @@ from mfzoo.solvers.checks import (
 )
 from mfzoo.solvers.parallel import cpu_streams, run_streams
 
+if TYPE_CHECKING:  # for annotations only: solvers name the models they solve by path (`checks`)
+    from mfzoo.models.mf import MF
+
 log = logging.getLogger(__name__)
+
+
+class Table(Protocol):
+    """An embedding table as LearnBPR uses it: `nn.Embedding`, or anything with its `weight`."""
+
+    @property
+    def weight(self) -> Tensor:
+        """The rows [n, D]."""
+
+
+class MFLike(Protocol):
+    """The tables LearnBPR reads and updates in place: `user_embedding`, `item_embedding` and,
+    when the model's `biases` are on, `item_bias` (as `mfzoo.models.mf.MF` has them)."""
+
+    @property
+    def user_embedding(self) -> Table:
+        """p_u: [n_users, D]."""
+
+    @property
+    def item_embedding(self) -> Table:
+        """q_i: [n_items, D]."""
+
+    @property
+    def item_bias(self) -> Table:
+        """b_i: [n_items, 1] (read only when the model's `biases` are on)."""
 
 
 class Workspace:
@@ -77,7 +107,7 @@ class Workspace:
 
 @torch.no_grad()
 def bpr_step(
-    model,
+    model: MFLike,
     users: Tensor,
     positives: Tensor,
     negatives: Tensor,
@@ -97,9 +127,8 @@ def bpr_step(
     q_i = torch.index_select(Q, 0, positives, out=ws.rows("q_i", Q, B))  # [B, D]
     q_j = torch.index_select(Q, 0, negatives, out=ws.rows("q_j", Q, B))  # [B, D]
     diff = torch.sub(q_i, q_j, out=ws.rows("diff", Q, B))  # [B, D]
-    x = torch.bmm(p.unsqueeze(1), diff.unsqueeze(2)).view(
-        B
-    )  # [B] p_u·(q_i − q_j), no [B, D] temporary
+    # [B] p_u·(q_i − q_j), no [B, D] temporary
+    x = torch.bmm(p.unsqueeze(1), diff.unsqueeze(2)).view(B)
     biases = getattr(model, "biases", False)
     if biases:
         b = model.item_bias.weight[:, 0]
@@ -112,9 +141,8 @@ def bpr_step(
     shrink = -2.0 * l2 * lr
     P.index_add_(0, users, diff.mul_(z).add_(p, alpha=shrink))  # lr(z (q_i − q_j) − 2λ p_u)
     zp = p.mul_(z)  # [B, D] lr·z·p_u (p is no longer needed)
-    Q.index_add_(
-        0, positives, torch.add(zp, q_i, alpha=shrink, out=q_i)
-    )  # lr(z p_u − 2λ q_i), one pass
+    # lr(z p_u − 2λ q_i), one pass
+    Q.index_add_(0, positives, torch.add(zp, q_i, alpha=shrink, out=q_i))
     Q.index_add_(0, negatives, q_j.mul_(shrink).sub_(zp))  # lr(−z p_u − 2λ q_j)
     if biases:
         z, shrink_bias = z[:, 0], -2.0 * l2_bias * lr
@@ -164,20 +192,22 @@ def _gradients(
 
 
 @functools.cache
-def fused_kernel(threads: int, device_type: str = "cpu"):
+def fused_kernel(threads: int, device_type: str = "cpu") -> Callable[..., Tensor]:
     """`_gradients` compiled by `torch.compile` (inductor, static shapes), one compiled
     function per thread count and device type. On a CPU the generated C++ runs `threads` OpenMP
     threads (a Hogwild stream, `bpr_epoch(threads=None)`, runs it single-threaded) behind
     inductor's C++ wrapper, which releases the GIL while the kernel runs, so that streams on
     Python threads run at once. Compiling needs a C++ compiler on a CPU (Triton on a GPU) and
     takes some seconds, once per process and table shape."""
-    options = {"cpp.threads": threads, "cpp_wrapper": True} if device_type == "cpu" else {}
+    options: dict[str, str | int | bool | Callable] = (  # the type torch.compile takes
+        {"cpp.threads": threads, "cpp_wrapper": True} if device_type == "cpu" else {}
+    )
     return torch.compile(_gradients, fullgraph=True, dynamic=False, options=options)
 
 
 @torch.no_grad()
 def fused_step(
-    model,
+    model: MFLike,
     users: Tensor,
     positives: Tensor,
     negatives: Tensor,
@@ -189,7 +219,8 @@ def fused_step(
 ) -> Tensor:
     """`bpr_step` through the compiled `_gradients` (`fused_kernel(threads)`, None: torch's
     thread count): the same update, the rows summed in another order; returns the mean −ln σ(x)."""
-    # plain tensors (not Parameters) that share the weights' storage: what the kernel was compiled for
+    # plain tensors (not Parameters) that share the weights' storage: what the kernel was
+    # compiled for
     P, Q = model.user_embedding.weight.detach(), model.item_embedding.weight.detach()
     ws = workspace or Workspace()
     B = len(users)
@@ -227,7 +258,7 @@ def fused_step(
 
 
 def bpr_epoch(
-    model,
+    model: MFLike,
     train: Interactions,
     sampler: Sampler,
     lr: float = 0.05,
@@ -269,6 +300,7 @@ def bpr_epoch(
     if native is not False:
         reason = native_unsupported(model, sampler)
         if reason is None:
+            assert isinstance(sampler, UniformSampler)  # `native_unsupported` checked its type
             return native_epoch(model, train, sampler, lr, l2, l2_bias, generator, threads)
         if native:
             raise RuntimeError(
@@ -286,9 +318,8 @@ def bpr_epoch(
 
     def run(stream: int) -> tuple[Tensor, int]:
         g = generator if seeds is None else torch.Generator().manual_seed(seeds[stream])
-        if (
-            device.type != "cpu"
-        ):  # on a GPU the samples are drawn there: no copy, no host sync per step
+        # on a GPU the samples are drawn there: no copy, no host sync per step
+        if device.type != "cpu":
             seed = int(torch.randint(2**62, (), generator=g))
             g = torch.Generator(device=device)
             g.manual_seed(seed)
@@ -311,9 +342,8 @@ def bpr_epoch(
                 loss = fused_step(model, u, i, j[:, 0], lr, l2, l2_bias, workspace, kernel_threads)
             else:
                 loss = bpr_step(model, u, i, j[:, 0], lr, l2, l2_bias, workspace)
-            total += loss.detach().to(
-                total.dtype
-            )  # no host sync per step: read once, after the epoch
+            # no host sync per step: read once, after the epoch
+            total += loss.detach().to(total.dtype)
             steps += 1
         return total, steps
 
@@ -321,21 +351,22 @@ def bpr_epoch(
     return float(sum(t for t, _ in results)) / max(sum(s for _, s in results), 1)
 
 
-def native_supported(model, sampler: Sampler) -> bool:
+def native_supported(model: MFLike, sampler: Sampler) -> bool:
     """Whether `native_epoch` can run this model with this sampler: tables on the CPU in
     float32 or float64, negatives uniform over the whole catalogue (`UniformSampler` without
     `train_items_only`; with or without `reject_seen`), and the C kernels built."""
     return native_unsupported(model, sampler) is None
 
 
-def native_unsupported(model, sampler: Sampler) -> str | None:
+def native_unsupported(model: MFLike, sampler: Sampler) -> str | None:
     """Why `native_epoch` cannot run this model with this sampler, or None when it can."""
     tables = [model.user_embedding.weight, model.item_embedding.weight]
     if getattr(model, "biases", False):
         tables.append(model.item_bias.weight)
     if type(sampler) is not UniformSampler or sampler.pool is not None:
         return (
-            f"it draws negatives uniformly over the catalogue only, the sampler is {type(sampler).__name__}"
+            "it draws negatives uniformly over the catalogue only, the sampler is "
+            f"{type(sampler).__name__}"
             + (" with train_items_only" if getattr(sampler, "pool", None) is not None else "")
         )
     if not all(t.is_contiguous() for t in tables):
@@ -345,7 +376,7 @@ def native_unsupported(model, sampler: Sampler) -> str | None:
 
 @torch.no_grad()
 def native_epoch(
-    model,
+    model: MFLike,
     train: Interactions,
     sampler: UniformSampler,
     lr: float,
@@ -459,13 +490,14 @@ class BPRSolver:
             (MF_PATH,),
             "x = p_u·(q_i − q_j) + b_i − b_j",
             "Use model=funksvd or model=mf with this solver, or train "
-            f"{model_class.__qualname__} on the gradient path: solver=null with loss=bpr optim=adam and a "
-            "data.sampler.",
+            f"{model_class.__qualname__} on the gradient path: solver=null with loss=bpr "
+            "optim=adam and a data.sampler.",
         )
 
-    def sweep(self, model, train: Interactions) -> float:
+    def sweep(self, model: nn.Module, train: Interactions) -> float:
         """One epoch of LearnBPR on `train`; returns its mean −ln σ(x)."""
         self.check_model(type(model))
+        model = cast("MF", model)  # `check_model` matched its class to `MF_PATH` exactly
         if self._state.get("train") is not train:
             build = self.sampler or (
                 lambda data: UniformSampler(data, n_negatives=1, reject_seen=True)
@@ -493,11 +525,10 @@ class BPRSolver:
         }
         if getattr(model, "biases", False):
             tables["item biases"] = model.item_bias.weight
-        finite = torch.stack(
-            [torch.isfinite(t).all() for t in tables.values()]
-        ).tolist()  # one sync
+        # one sync
+        finite = torch.stack([torch.isfinite(t).all() for t in tables.values()]).tolist()
         if not all(finite) or not math.isfinite(loss):
-            bad = [name for name, ok in zip(tables, finite) if not ok] or ["the loss"]
+            bad = [name for name, ok in zip(tables, finite, strict=True) if not ok] or ["the loss"]
             raise NonFiniteError(
                 f"LearnBPR: {', '.join(bad)} became NaN or inf in this epoch; "
                 f"lower lr (now {self.lr:g}) or raise l2 (now {self.l2:g})"
@@ -511,6 +542,7 @@ class BPRSolver:
         return {} if generator is None else {"generator": generator.get_state()}
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        """Restore the sample generator's state from a `state_dict` (when it holds one)."""
         if "generator" in state:
             self._state["generator"] = torch.Generator()
             self._state["generator"].set_state(state["generator"])
@@ -520,7 +552,7 @@ class BPRSolver:
 _compiled: dict[tuple, bool] = {}
 
 
-def _compiles(model, batch_size: int, threads: int | None) -> bool:
+def _compiles(model: MFLike, batch_size: int, threads: int | None) -> bool:
     """Compiles `fused_kernel(threads)` for this model's tables and `batch_size` by running it
     once on the calling thread (before any stream starts) on copies of the tables; False, with a
     warning, if compiling fails. Done once per process for the same shapes, dtype, device and
@@ -542,7 +574,7 @@ def _compiles(model, batch_size: int, threads: int | None) -> bool:
 
 
 def _compile_run(
-    model, batch_size: int, threads: int | None, biases: bool, device: torch.device
+    model: MFLike, batch_size: int, threads: int | None, biases: bool, device: torch.device
 ) -> bool:
     # three distinct index tensors: the compiled code is specialised on which inputs alias
     users, positives, negatives = (
@@ -558,9 +590,8 @@ def _compile_run(
     )
     previous = torch.get_num_threads()
     try:
-        if (
-            threads == 1
-        ):  # as in `run_streams`: the compiled code is specialised on torch's thread count
+        # as in `run_streams`: the compiled code is specialised on torch's thread count
+        if threads == 1:
             torch.set_num_threads(1)
         fused_step(scratch, users, positives, negatives, 0.0, 0.0, 0.0, Workspace(), threads)
     except Exception as error:

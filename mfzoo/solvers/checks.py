@@ -12,9 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from mfzoo.checks import at_least, finite, nonnegative, positive  # noqa: F401  (re-exported)
+from mfzoo.data.interactions import Interactions
 
 MF_PATH = "mfzoo.models.mf.MF"
 
@@ -73,9 +74,10 @@ def ials_fix(
     )
     raise_eps = f" or raise eps (now {eps:g})" if kind == "log" else ""
     return (
-        f"the confidences c = {confidence_of} (alpha {alpha:g}, largest r {largest:g}) and the systems built "
-        f"from them must stay within the factors' dtype: lower alpha{raise_eps}, or check l2 (now {l2:g}), "
-        f"unobserved_weight (now {unobserved_weight:g}) and the scale of the event strengths"
+        f"the confidences c = {confidence_of} (alpha {alpha:g}, largest r {largest:g}) and the "
+        f"systems built from them must stay within the factors' dtype: lower alpha{raise_eps}, "
+        f"or check l2 (now {l2:g}), unobserved_weight (now {unobserved_weight:g}) and the scale "
+        "of the event strengths"
     )
 
 
@@ -94,7 +96,7 @@ def solved(solve: Callable[[], Tensor], what: str, fix: Callable[[], str]) -> Te
     return X
 
 
-def check_new_items(model, new) -> None:
+def check_new_items(model: nn.Module, new: Interactions) -> None:
     """ValueError unless the new users' interactions `new` use the model's item ids (a fold-in
     solves them against the model's item factors)."""
     if new.n_items != model.n_items:

@@ -34,6 +34,7 @@ the collectives (gloo needs equal sizes) and trimmed after.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
@@ -57,7 +58,7 @@ def all_gather_rows(local: Tensor, n: int, group: dist.ProcessGroup | None = Non
     padded[: local.shape[0]] = local
     parts = [torch.empty_like(padded) for _ in range(world)]
     dist.all_gather(parts, padded.contiguous(), group=group)
-    return torch.cat([part[:size] for part, size in zip(parts, sizes)])
+    return torch.cat([part[:size] for part, size in zip(parts, sizes, strict=True)])
 
 
 def broadcast_needed_rows(
@@ -88,7 +89,12 @@ def broadcast_needed_rows(
 
 
 def _rows(
-    train: Interactions, by: str, start: int, end: int, device: torch.device, compact: bool
+    train: Interactions,
+    by: Literal["user", "item"],
+    start: int,
+    end: int,
+    device: torch.device,
+    compact: bool,
 ) -> tuple[Tensor, Tensor | None]:
     """Rows [start, end) of `train`'s CSR matrix by `by`, as a CSR tensor with end − start rows,
     and with `compact` its columns renumbered to the sorted ids of the columns it uses (returned

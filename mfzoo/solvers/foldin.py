@@ -23,12 +23,26 @@ and `n_items` (see `mfzoo.models.mf.MF`); `biases` and `reg_exponent` are read w
 
 from __future__ import annotations
 
+from typing import Protocol, cast
+
 import torch
 from torch import Tensor, nn
 
 from mfzoo.data.interactions import Interactions
 from mfzoo.solvers.checks import nonnegative
 from mfzoo.solvers.linalg import grouped_ridge
+
+
+class _FoldsIn(Protocol):
+    """What `fold_in` calls on a model (see the module docstring)."""
+
+    n_items: int
+
+    def fold_in_design(
+        self, users: Tensor, items: Tensor, n_users: int
+    ) -> tuple[Tensor, Tensor, Tensor | None]: ...
+
+    def folded_user_factors(self, theta: Tensor, extra: Tensor | None) -> Tensor: ...
 
 
 @torch.no_grad()
@@ -58,10 +72,12 @@ def fold_in(
         [n_users, D'] augmented user factors (`model.folded_user_factors`), on the model's
         device and in its dtype.
     """
+    # the model has the fold-in methods, as `model` above says (`mfzoo.models.contract.RidgeFoldIn`)
+    folds = cast(_FoldsIn, model)
     l2_bias = l2 if l2_bias is None else l2_bias
     nonnegative("l2", l2)
     nonnegative("l2_bias", l2_bias)
-    users, items, values = _check_ratings(users, items, values, model.n_items)
+    users, items, values = _check_ratings(users, items, values, folds.n_items)
     if n_users is None:
         n_users = int(users.max()) + 1
     elif int(users.max()) >= n_users:
@@ -72,7 +88,7 @@ def fold_in(
     weight = next(model.parameters())
     users, items = users.to(weight.device), items.to(weight.device)  # [N], [N]
     values = values.to(device=weight.device, dtype=weight.dtype)  # [N]
-    X, offset, extra = model.fold_in_design(users, items, n_users)  # [N, k], [N], per-user extra
+    X, offset, extra = folds.fold_in_design(users, items, n_users)  # [N, k], [N], per-user extra
     k = X.shape[1]
     column_l2 = torch.full((k,), float(l2), dtype=X.dtype, device=X.device)  # [k]
     if getattr(model, "biases", False):
@@ -81,7 +97,7 @@ def fold_in(
     counts = torch.bincount(users, minlength=n_users).clamp(min=1).to(X.dtype)  # [n_users] n_u
     reg = counts.pow(alpha).unsqueeze(1) * column_l2  # [n_users, k] n_u^α diag(λ, …, λ, λ_b)
     theta = grouped_ridge(X, values - offset, users, n_users, reg)  # [n_users, k]
-    return model.folded_user_factors(theta, extra)
+    return folds.folded_user_factors(theta, extra)
 
 
 def fold_in_interactions(

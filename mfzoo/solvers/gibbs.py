@@ -56,7 +56,7 @@ count and α from the checkpoint, draws what the uninterrupted one drew.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar, cast
 
 import numpy as np
 import torch
@@ -65,6 +65,9 @@ from torch import Tensor, nn
 from mfzoo.data.interactions import Interactions
 from mfzoo.solvers.blocks import block_rows, for_blocks, kept_with, matrix_on, memo, row_order
 from mfzoo.solvers.checks import NonFiniteError, at_least, check_model_class, positive
+
+if TYPE_CHECKING:  # for annotations only: solvers name the models they solve by path (`checks`)
+    from mfzoo.models.bayesian import BayesianMF
 
 BAYESIAN_PATH = "mfzoo.models.bayesian.BayesianMF"
 
@@ -139,16 +142,16 @@ def draw_rows(
         b = alpha * torch.bmm(t.unsqueeze(1), Yg).squeeze(1) + prior  # [b, d]
         L = torch.linalg.cholesky(A)  # [b, d, d]; Λ is positive definite, so is A
         mean = torch.cholesky_solve(b.unsqueeze(2), L)  # [b, d, 1]
-        noise = torch.linalg.solve_triangular(
-            L.mT, Z_sorted[block].unsqueeze(2), upper=True
-        )  # [b, d, 1] L⁻ᵀ z
+        # [b, d, 1] L⁻ᵀ z
+        noise = torch.linalg.solve_triangular(L.mT, Z_sorted[block].unsqueeze(2), upper=True)
         X_sorted[block] = (mean + noise).squeeze(2)
 
     for_blocks(solve, crow, col, (target.to(design),), design, block_size, order, cache)
     X = torch.empty_like(X_sorted).index_copy_(0, order, X_sorted)
     if not bool(torch.isfinite(X).all()):
         raise NonFiniteError(
-            "the Gibbs draw produced NaN or inf (the ratings' scale or the noise precision too large)"
+            "the Gibbs draw produced NaN or inf (the ratings' scale or the noise precision too "
+            "large)"
         )
     return X
 
@@ -193,9 +196,8 @@ def draw_implicit(
     crow = R_items.crow_indices().to(Y.device)
     col = R_items.col_indices().to(Y.device)
     weighted = (c.square().unsqueeze(1).unsqueeze(2) * G).reshape(len(c), d * d)  # [U, d²] c_u² G_u
-    A = Lam + alpha * torch.sparse.mm(pattern(R_items, Y), weighted).view(
-        n_items, d, d
-    )  # [I, d, d]
+    # [I, d, d]
+    A = Lam + alpha * torch.sparse.mm(pattern(R_items, Y), weighted).view(n_items, d, d)
     L = torch.linalg.cholesky(A)
     A_inv = torch.cholesky_inverse(L)  # [I, d, d]
     noise = torch.linalg.solve_triangular(L.mT, Z.to(Y).unsqueeze(2), upper=True)[..., 0]  # [I, d]
@@ -293,8 +295,9 @@ class GibbsSolver:
         with one draw of the burn-in, not the posterior average)."""
         if epochs is not None and 0 <= epochs <= self.burn_in:
             raise ValueError(
-                f"trainer.max_epochs={epochs} sweeps keep no draw after solver.burn_in={self.burn_in}: "
-                f"give more epochs (the average improves with every kept draw) or a shorter burn-in"
+                f"trainer.max_epochs={epochs} sweeps keep no draw after "
+                f"solver.burn_in={self.burn_in}: give more epochs (the average improves with "
+                "every kept draw) or a shorter burn-in"
             )
 
     @property
@@ -308,6 +311,7 @@ class GibbsSolver:
         rows, the model's optional implicit factors and time biases, α; the draw is written into
         the model and, after burn-in, kept."""
         self.check_model(type(model))
+        model = cast("BayesianMF", model)  # `check_model` matched its class to `BAYESIAN_PATH`
         sweep = int(self._state["sweeps"])
         rng = np.random.default_rng([self.seed, sweep])
         torch_generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
@@ -324,14 +328,14 @@ class GibbsSolver:
         def side(
             R: Tensor, by: str, own: Tensor, other: Tensor, cache: dict, offset: Tensor | None
         ) -> Tensor:
-            """Draw one side's rows; `offset` [N] (per training row) is subtracted from the target."""
+            """Draw one side's rows; `offset` [N] (per training row) is subtracted from the
+            target."""
             m, Lam = sample_hyperparameters(own, self.beta0, rng)
             values = R.values().to(device=device, dtype=dtype)  # [nnz]
             col = R.col_indices().to(device)
             if model.biases:
-                design = torch.cat(
-                    [other[:, :-1], torch.ones_like(other[:, :1])], dim=1
-                )  # [n_cols, d] [y, 1]
+                # [n_cols, d] [y, 1]
+                design = torch.cat([other[:, :-1], torch.ones_like(other[:, :1])], dim=1)
                 target = values - mean - other[:, -1].index_select(0, col)  # [nnz] r − μ − b_other
             else:
                 design, target = other, values
@@ -354,9 +358,9 @@ class GibbsSolver:
                 cache,
             )
 
-        time = (
-            model.time_bias(events["bins"], events["days"]) if model.timed else None
-        )  # [N] or None
+        # [N] or None
+        time = model.time_bias(events["bins"], events["days"]) if model.timed else None
+        assert not isinstance(time, float)  # a timed model has bin or day rows: a tensor
         u, i = events["users"], events["items"]
         offset = time
         if model.implicit:  # the user side's target also loses c_u Σ y_j · q_i
@@ -385,7 +389,7 @@ class GibbsSolver:
         if sweep + 1 > self.burn_in:
             model.keep_sample()
 
-    def _events(self, model: nn.Module, train: Interactions, device: torch.device) -> dict:
+    def _events(self, model: BayesianMF, train: Interactions, device: torch.device) -> dict:
         """The training rows' users, items [N] and their time rows (bins, days; None without),
         on the model's device, kept across sweeps with the training matrix."""
         cache = kept_with(self._caches, train.csr("user"))
@@ -409,8 +413,8 @@ class GibbsSolver:
             unique = torch.unique(keys)
             if len(unique) != len(keys):
                 raise ValueError(
-                    f"{train.name}: the Gibbs sampler's implicit and time terms need one rating per "
-                    "(user, item) pair; this set repeats pairs (see data.pair_duplicates)"
+                    f"{train.name}: the Gibbs sampler's implicit and time terms need one rating "
+                    "per (user, item) pair; this set repeats pairs (see data.pair_duplicates)"
                 )
             return torch.searchsorted(unique, keys).to(R.device)
 
@@ -418,6 +422,7 @@ class GibbsSolver:
 
     def residuals(self, model: nn.Module, train: Interactions) -> Tensor:
         """e_ui = r_ui − r̂_ui of every training row at the current draw [N] (float64)."""
+        model = cast("BayesianMF", model)  # the BayesianMF that `sweep` checked and draws
         users, items = model.state()
         events = self._events(model, train, users.device)
         u, i, d = events["users"], events["items"], model.dim
@@ -428,12 +433,14 @@ class GibbsSolver:
         if model.biases:
             scores = scores + float(model.global_mean) + users[u, d].double() + items[i, d].double()
         if model.timed:
-            scores = scores + model.time_bias(events["bins"], events["days"]).double()
+            time = model.time_bias(events["bins"], events["days"])  # [N]
+            assert isinstance(time, Tensor)  # a timed model has bin or day rows
+            scores = scores + time.double()
         return train.values.to(scores) - scores
 
     def _draw_implicit(
         self,
-        model: nn.Module,
+        model: BayesianMF,
         train: Interactions,
         events: dict,
         R_users: Tensor,
@@ -452,9 +459,8 @@ class GibbsSolver:
         c = torch.where(n_u > 0, n_u.clamp(min=1).rsqrt(), torch.zeros_like(n_u))  # [U]
         h = q.new_zeros(model.n_users, d).index_add_(0, u, e.unsqueeze(1) * q.index_select(0, i))
         outer = (q.unsqueeze(2) * q.unsqueeze(1)).reshape(model.n_items, d * d)  # [I, d²] q_i q_iᵀ
-        G = torch.sparse.mm(pattern(R_users, q), outer).view(
-            model.n_users, d, d
-        )  # [U, d, d] Σ_{i∈I_u} q_i q_iᵀ
+        # [U, d, d] Σ_{i∈I_u} q_i q_iᵀ
+        G = torch.sparse.mm(pattern(R_users, q), outer).view(model.n_users, d, d)
         sums = model.implicit_sum.double()
         Z = torch.randn(model.n_items, d, generator=generator, dtype=torch.float64).to(Y.device)
         draw_implicit(
@@ -476,7 +482,7 @@ class GibbsSolver:
 
     def _draw_time_biases(
         self,
-        model: nn.Module,
+        model: BayesianMF,
         train: Interactions,
         events: dict,
         rng: np.random.Generator,
@@ -496,24 +502,26 @@ class GibbsSolver:
                     1.0 / (self.bias_rate + float(current[:n].double().square().sum()) / 2),
                 )
             )
-            residual = (
-                self.residuals(model, train) + current.index_select(0, rows).double()
-            )  # without b_g itself
+            # without b_g itself
+            residual = self.residuals(model, train) + current.index_select(0, rows).double()
             Z = torch.randn(n, generator=generator, dtype=torch.float64)
             current[:n] = draw_group_biases(residual, rows, n, tau, self.alpha, Z).to(current)
 
     @torch.no_grad()
     def objective(self, model: nn.Module, train: Interactions) -> float:
-        """Σ_{(u,i)∈R} (r_ui − r̂_ui)² at the current draw (a sum; r̂ with every term of the model)."""
+        """Σ_{(u,i)∈R} (r_ui − r̂_ui)² at the current draw (a sum; r̂ with every term of the
+        model)."""
         return float(self.residuals(model, train).pow(2).sum())
 
     # the chain's position goes into the checkpoint (resume draws what the uninterrupted run drew)
     def state_dict(self) -> dict[str, Tensor]:
+        """The chain's position: the sweeps done and the current α, as tensors."""
         return {
             "sweeps": torch.tensor(int(self._state["sweeps"])),
             "alpha": torch.tensor(float(self._state["alpha"]), dtype=torch.float64),
         }
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        """Resume the chain at the position of a `state_dict`."""
         self._state["sweeps"] = int(state["sweeps"])
         self._state["alpha"] = float(state["alpha"])

@@ -15,8 +15,9 @@ from mfzoo.solvers.checks import NonFiniteError
 
 log = logging.getLogger(__name__)
 
-# Elements of the [chunk, k, k] outer-product temporary (and of an ALS block's gathered rows): 2^23 is 64 MiB in float64, 32 MiB in
-# float32, small beside the data sets these solvers see and large enough for few chunks.
+# Elements of the [chunk, k, k] outer-product temporary (and of an ALS block's gathered rows):
+# 2^23 is 64 MiB in float64, 32 MiB in float32, small beside the data sets these solvers see and
+# large enough for few chunks.
 CHUNK_ELEMENTS = 1 << 23
 
 
@@ -94,8 +95,8 @@ def grouped_ridge(
     if bool(hopeless.any()):
         g = int(hopeless.nonzero()[0, 0])
         raise ValueError(
-            f"{int(hopeless.sum())} group(s) have no rows and a zero ridge term (first: group {g}): "
-            "their systems are singular; give them reg > 0 or leave them out"
+            f"{int(hopeless.sum())} group(s) have no rows and a zero ridge term "
+            f"(first: group {g}): their systems are singular; give them reg > 0 or leave them out"
         )
 
     A = torch.diag_embed(reg)  # [G, k, k] (a new tensor: safe to add into)
@@ -104,17 +105,16 @@ def grouped_ridge(
     chunk = max_rows_per_chunk or max(1, CHUNK_ELEMENTS // max(1, k * k))
     for start in range(0, n_rows, chunk):
         x = X[start : start + chunk]  # [c, k]
-        A.index_add_(
-            0, groups[start : start + chunk], x.unsqueeze(2) * x.unsqueeze(1)
-        )  # += [c, k, k]
+        # += [c, k, k]
+        A.index_add_(0, groups[start : start + chunk], x.unsqueeze(2) * x.unsqueeze(1))
     return spd_solve(A, b)
 
 
 def spd_solve(A: Tensor, b: Tensor) -> Tensor:
     """Batched solve of A_g θ_g = b_g for symmetric positive (semi-)definite A_g.
 
-    One batched Cholesky factorisation (`cholesky_ex`, then two triangular solves); a system whose A_g
-    is not numerically positive definite gets the minimum-norm least-squares solution
+    One batched Cholesky factorisation (`cholesky_ex`, then two triangular solves); a system
+    whose A_g is not numerically positive definite gets the minimum-norm least-squares solution
     θ_g = A_g⁺ b_g instead (so A_g = 0, b_g = 0 gives θ_g = 0), as in `grouped_ridge`.
 
     A system holding NaN or inf (in b or in the lower triangle of A, the part that is read: A
@@ -147,9 +147,8 @@ def spd_solve(A: Tensor, b: Tensor) -> Tensor:
             failed.numel(),
             A.shape[0],
         )
-        theta[failed] = (torch.linalg.pinv(A_f, hermitian=True) @ b_f.unsqueeze(2)).squeeze(
-            2
-        )  # [F, k]
+        # [F, k]
+        theta[failed] = (torch.linalg.pinv(A_f, hermitian=True) @ b_f.unsqueeze(2)).squeeze(2)
     factored = torch.isfinite(L.diagonal(dim1=1, dim2=2)).all(1) | (
         info != 0
     )  # [G] diag(L) read where it holds

@@ -43,14 +43,12 @@ def least_squares_objective(
     R_dense, observed = _dense(R, X)  # [n_rows, n_cols] x2
     residual = observed * (R_dense - X @ Y.T)  # [n_rows, n_cols]
     value = residual.pow(2).sum()
-    row_reg = (
-        l2 * observed.sum(1) if frequency_scaled else torch.full_like(X[:, 0], float(l2))
-    )  # [n_rows]
+    # [n_rows]
+    row_reg = l2 * observed.sum(1) if frequency_scaled else torch.full_like(X[:, 0], float(l2))
     value = value + (row_reg * X.pow(2).sum(1)).sum()
     if both_sides:
-        col_reg = (
-            l2 * observed.sum(0) if frequency_scaled else torch.full_like(Y[:, 0], float(l2))
-        )  # [n_cols]
+        # [n_cols]
+        col_reg = l2 * observed.sum(0) if frequency_scaled else torch.full_like(Y[:, 0], float(l2))
         value = value + (col_reg * Y.pow(2).sum(1)).sum()
     return value
 
@@ -123,15 +121,12 @@ def least_squares_sweep_objective(
     crow, col, values = _csr_parts(R, Y, 1)
     scores = _entry_scores(crow, col, X, Y)  # [nnz] x_u·y_i
     value = float((values - scores).pow(2).sum())
-    row_counts, col_counts = _counts(
-        crow, col, R.shape[1], Y.dtype, cache
-    )  # [n_users], [n_items] n_u, n_i
-    row_reg = (
-        l2 * row_counts if frequency_scaled else torch.full_like(row_counts, float(l2))
-    )  # [n_users] λ_u
-    col_reg = (
-        l2 * col_counts if frequency_scaled else torch.full_like(col_counts, float(l2))
-    )  # [n_items] λ_i
+    # [n_users], [n_items] n_u, n_i
+    row_counts, col_counts = _counts(crow, col, R.shape[1], Y.dtype, cache)
+    # [n_users] λ_u
+    row_reg = l2 * row_counts if frequency_scaled else torch.full_like(row_counts, float(l2))
+    # [n_items] λ_i
+    col_reg = l2 * col_counts if frequency_scaled else torch.full_like(col_counts, float(l2))
     return value + _penalty(X, row_reg) + _penalty(Y, col_reg)
 
 
@@ -160,9 +155,8 @@ def biased_least_squares_sweep_objective(
     crow, col, values = _csr_parts(R, Y, 1)
     user_bias, item_bias = user_bias.to(Y).reshape(-1), item_bias.to(Y).reshape(-1)
     scores = _entry_scores(crow, col, X, Y)  # [nnz] x_u·y_i
-    rows = torch.repeat_interleave(
-        torch.arange(X.shape[0], device=Y.device), crow.diff()
-    )  # [nnz] u of each entry
+    # [nnz] u of each entry
+    rows = torch.repeat_interleave(torch.arange(X.shape[0], device=Y.device), crow.diff())
     residual = (
         values
         - scores
@@ -206,7 +200,8 @@ def ials_sweep_objective(
     pairs is never formed: α₀ Σ_{all u,i} s_ui² = α₀ ⟨XᵀX, YᵀY⟩ (Frobenius), and on an observed
     pair c (1 − s)² − α₀ s² = c − 2 c s + (c − α₀) s², so
 
-        objective = α₀ ⟨XᵀX, YᵀY⟩ + Σ_{(u,i)∈R} [c_ui − 2 c_ui s_ui + (c_ui − α₀) s_ui²] + penalties,
+        objective = α₀ ⟨XᵀX, YᵀY⟩ + Σ_{(u,i)∈R} [c_ui − 2 c_ui s_ui + (c_ui − α₀) s_ui²]
+                    + penalties,
 
     O(nnz k + (n_users + n_items) k²) time, O(nnz) memory, in the factors' dtype. Equals the
     dense `ials_objective(R, X, Y, ..., both_sides=True)`.
@@ -222,17 +217,14 @@ def ials_sweep_objective(
         The objective, a sum over all pairs (not a mean).
     """
     crow, col, values = _csr_parts(R, Y, 1)
-    gram_w, c, _ = _confidences(
-        values, kind, alpha, eps, unobserved_weight, cache
-    )  # [nnz] c − α₀, c
+    # [nnz] c − α₀, c
+    gram_w, c, _ = _confidences(values, kind, alpha, eps, unobserved_weight, cache)
     scores = _entry_scores(crow, col, X, Y)  # [nnz] s_ui
     observed = float((c * (1.0 - 2.0 * scores) + gram_w * scores.pow(2)).sum())
-    unobserved = unobserved_weight * float(
-        ((X.T @ X) * (Y.T @ Y)).sum()
-    )  # α₀ Σ_{all u,i} s_ui², [k, k] Grams
-    row_counts, col_counts = _counts(
-        crow, col, R.shape[1], Y.dtype, cache
-    )  # [n_users], [n_items] n_u, n_i
+    # α₀ Σ_{all u,i} s_ui², [k, k] Grams
+    unobserved = unobserved_weight * float(((X.T @ X) * (Y.T @ Y)).sum())
+    # [n_users], [n_items] n_u, n_i
+    row_counts, col_counts = _counts(crow, col, R.shape[1], Y.dtype, cache)
     n_users, n_items = R.shape
     row_reg = l2 * (row_counts + unobserved_weight * n_items).pow(l2_exponent)  # [n_users] λ_u
     col_reg = l2 * (col_counts + unobserved_weight * n_users).pow(l2_exponent)  # [n_items] λ_i

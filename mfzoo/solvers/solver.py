@@ -17,7 +17,7 @@ when new items arrive (their factors exist only after an item half-step).
 from __future__ import annotations
 
 from dataclasses import KW_ONLY, dataclass, field
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar, Literal, TypedDict, cast
 
 import torch
 from torch import Tensor, nn
@@ -40,18 +40,23 @@ from mfzoo.solvers.objective import (
     least_squares_sweep_objective,
 )
 
+if TYPE_CHECKING:  # for annotations only: solvers name the models they solve by path (`checks`)
+    from mfzoo.models.mf import MF
+
 
 @dataclass
 class ALSBase:
-    """What explicit ALS and iALS share, for `MF` (r̂ = p_u·q_i; explicit ALS also with biases): the sweep, the
-    fold-in of new users, the update of changed users, the caches kept with the training
-    matrices and the model check (`check_model`: any other model class is refused, at set-up
-    and at solve time). A subclass gives `half_step`, `objective` and its config name.
+    """What explicit ALS and iALS share, for `MF` (r̂ = p_u·q_i; explicit ALS also with
+    biases): the sweep, the fold-in of new users, the update of changed users, the caches kept
+    with the training matrices and the model check (`check_model`: any other model class is
+    refused, at set-up and at solve time). A subclass gives `half_step`, `objective` and its
+    config name.
 
     Args:
         l2: λ >= 0.
-        block_size: rows solved at once (memory: exact ~ block_size · k², CG ~ block_size · n_u · k),
-            >= 1, or None: 512 on a CPU, 8192 on an accelerator (`blocks.block_rows`); keyword only.
+        block_size: rows solved at once (memory: exact ~ block_size · k², CG ~ block_size · n_u
+            · k), >= 1, or None: 512 on a CPU, 8192 on an accelerator (`blocks.block_rows`);
+            keyword only.
         distributed: under a multi-process trainer (`trainer=ddp`), shard the sweeps' rows
             over the processes (`mfzoo.solvers.distributed.ShardedALS`) instead of every
             process solving all of them; with one process it changes nothing. Keyword only.
@@ -62,9 +67,8 @@ class ALSBase:
 
     config: ClassVar[str] = ""  # the config that selects the solver (`solver=...`), for messages
     solves_biases: ClassVar[bool] = False  # whether it solves MF's biases too (explicit ALS does)
-    uses_gram: ClassVar[bool] = (
-        False  # whether half_step uses the other side's YᵀY (iALS; not explicit ALS)
-    )
+    # whether half_step uses the other side's YᵀY (iALS; not explicit ALS)
+    uses_gram: ClassVar[bool] = False
 
     l2: float = 0.1
     _: KW_ONLY
@@ -102,8 +106,9 @@ class ALSBase:
     def check_model(cls, model_class: type, biases: bool | None = None) -> None:
         """ValueError unless `model_class` (a class, not an instance: checked before any data is
         read) is what ALS solves for: `mfzoo.models.mf.MF`, without biases (`biases`, when
-        known) unless the solver `solves_biases` (explicit ALS). SVD++, timeSVD or a model class of one's own are refused, naming the
-        alternatives: ALS on `MF`, or the model on the gradient path."""
+        known) unless the solver `solves_biases` (explicit ALS). SVD++, timeSVD or a model class
+        of one's own are refused, naming the alternatives: ALS on `MF`, or the model on the
+        gradient path."""
         name = f"{cls.__name__} (solver={cls.config})"
         formula, use = (
             ("r̂ = μ + b_u + b_i + p_u·q_i or p_u·q_i", "model=mf or model=funksvd")
@@ -116,8 +121,9 @@ class ALSBase:
             (MF_PATH,),
             formula,
             f"Use {use} with this solver, or train "
-            f"{model_class.__qualname__} on the gradient path: solver=null with loss=mse optim=adam (explicit "
-            "ratings) or loss=bpr / loss=bce with a data.sampler (implicit feedback).",
+            f"{model_class.__qualname__} on the gradient path: solver=null with loss=mse "
+            "optim=adam (explicit ratings) or loss=bpr / loss=bce with a data.sampler (implicit "
+            "feedback).",
         )
         if biases and not cls.solves_biases:
             raise ValueError(
@@ -130,7 +136,7 @@ class ALSBase:
         """The dict kept with R across sweeps (`blocks.kept_with`)."""
         return kept_with(self._caches, R)
 
-    def _on(self, train: Interactions, by: str, device: torch.device) -> Tensor:
+    def _on(self, train: Interactions, by: Literal["user", "item"], device: torch.device) -> Tensor:
         """`train.csr(by)` on `device`, moved once (`blocks.matrix_on`)."""
         return matrix_on(self._caches, train, by, device)
 
@@ -139,7 +145,7 @@ class ALSBase:
         """One epoch: users on R (users × items), then items on Rᵀ, into the model's weights.
         It does not evaluate `objective` (a sweep is what benchmarks time); the training
         module asks for it after the sweep."""
-        self._check(model)
+        model = self._check(model)
         users, items = model.user_embedding.weight, model.item_embedding.weight  # [U, D], [I, D]
         R_users, R_items = (
             self._on(train, "user", users.device),
@@ -152,11 +158,11 @@ class ALSBase:
     def fold_in(self, model: nn.Module, new: Interactions) -> Tensor:
         """Factors [new.n_users, D] of new users (their own id space; items in the model's
         item space) from their interactions, items fixed. Not written into the model."""
-        self._check(model)
+        model = self._check(model)
         check_new_items(model, new)
         return self._fold(model, new.csr("user").to(model.item_embedding.weight.device))
 
-    def _fold(self, model: nn.Module, R: Tensor) -> Tensor:
+    def _fold(self, model: MF, R: Tensor) -> Tensor:
         """The factors of the users of R [n, n_items] against the model's items."""
         return self.half_step(R, model.item_embedding.weight)
 
@@ -164,7 +170,7 @@ class ALSBase:
     def update_users(self, model: nn.Module, interactions: Interactions, users: Tensor) -> None:
         """Recompute `users` [n] (model ids) from all their current `interactions` (model's
         id space), items fixed, and write the new factors into the model."""
-        self._check(model)
+        model = self._check(model)
         users = torch.unique(users.to(interactions.users.device))
         sub = _affected(interactions, users)
         self._update(
@@ -173,16 +179,19 @@ class ALSBase:
             users.to(model.item_embedding.weight.device),
         )
 
-    def _update(self, model: nn.Module, R: Tensor, users: Tensor) -> None:
-        """Solve the rows of R (the users `users`, in order) against the model's items and write them."""
+    def _update(self, model: MF, R: Tensor, users: Tensor) -> None:
+        """Solve the rows of R (the users `users`, in order) against the model's items and
+        write them."""
         weight = model.user_embedding.weight
         weight[users] = self.half_step(
             R, model.item_embedding.weight, weight.index_select(0, users)
         )
 
-    def _check(self, model: nn.Module) -> None:
-        """The solve-time twin of `check_model`, for a model instance."""
+    def _check(self, model: nn.Module) -> MF:
+        """The solve-time twin of `check_model`, for a model instance; returns the model, which
+        is then an `MF`."""
         self.check_model(type(model), bool(getattr(model, "biases", False)))
+        return cast("MF", model)  # `check_model` matched its class to `MF_PATH` exactly
 
 
 def _affected(interactions: Interactions, users: Tensor) -> Interactions:
@@ -264,7 +273,7 @@ class ALSSolver(ALSBase):
         μ (the training mean the model holds) fixed."""
         if not self._biased(model):
             return super().sweep(model, train)
-        self._check(model)
+        model = self._check(model)
         users, items = model.user_embedding.weight, model.item_embedding.weight  # [U, D], [I, D]
         b_u, b_i = model.user_bias.weight, model.item_bias.weight  # [U, 1], [I, 1]
         R_users, R_items = (
@@ -278,7 +287,7 @@ class ALSSolver(ALSBase):
         items.copy_(Y)
         b_i.copy_(b.unsqueeze(1))
 
-    def _fold(self, model: nn.Module, R: Tensor) -> Tensor:
+    def _fold(self, model: MF, R: Tensor) -> Tensor:
         """As `ALSBase._fold`; for `MF` with biases the users' augmented factors [p_u, μ + b_u, 1]
         [n, D + 2] (what `model.user_factors()` gives for trained users: their product with
         `model.item_factors()` is the score)."""
@@ -291,7 +300,7 @@ class ALSSolver(ALSBase):
             [X, (model.global_mean + b).unsqueeze(1), torch.ones_like(b).unsqueeze(1)], dim=1
         )
 
-    def _update(self, model: nn.Module, R: Tensor, users: Tensor) -> None:
+    def _update(self, model: MF, R: Tensor, users: Tensor) -> None:
         """As `ALSBase._update`; with biases the users' b_u are solved and written too."""
         if not self._biased(model):
             return super()._update(model, R, users)
@@ -327,7 +336,7 @@ class ALSSolver(ALSBase):
 
         A sum, not a mean; O(nnz k) (`objective.least_squares_sweep_objective`). An exact
         half-step minimises it over one side, so sweeps never increase it."""
-        self._check(model)
+        model = self._check(model)
         users, items = model.user_embedding.weight, model.item_embedding.weight  # [U, D], [I, D]
         R = self._on(train, "user", users.device)  # [U, I]
         if self._biased(model):
@@ -346,6 +355,20 @@ class ALSSolver(ALSBase):
         return least_squares_sweep_objective(
             R, users, items, self.l2, self.frequency_scaled, self._cache(R)
         )
+
+
+class _IALSSettings(TypedDict):
+    """The keyword arguments that `als.ials_half_step` and `als.ials_half_step_cg` share."""
+
+    alpha: float
+    kind: str
+    eps: float
+    unobserved_weight: float
+    l2_exponent: float
+    block_size: int
+    cache: dict | None
+    gram: Tensor | None
+    n_cols: int | None
 
 
 @dataclass
@@ -415,7 +438,7 @@ class IALSSolver(ALSBase):
     ) -> Tensor:
         """`als.ials_half_step` (exact) or `als.ials_half_step_cg` from X0 (CG; zeros without X0)
         on the rows of R with Y fixed."""
-        kwargs = dict(
+        kwargs = _IALSSettings(
             alpha=self.alpha,
             kind=self.kind,
             eps=self.eps,
@@ -450,7 +473,7 @@ class IALSSolver(ALSBase):
         A sum, not a mean; O(nnz k + (n_users + n_items) k²) (`objective.ials_sweep_objective`).
         Exact sweeps never increase it (CG half-steps lower it too, without reaching the
         minimum)."""
-        self._check(model)
+        model = self._check(model)
         users, items = model.user_embedding.weight, model.item_embedding.weight  # [U, D], [I, D]
         R = self._on(train, "user", users.device)  # [U, I]
         return ials_sweep_objective(

@@ -5,10 +5,10 @@ Notation (paper letters, for this module only): M [n_users, n_items] the trainin
 centring offset subtracted from the OBSERVED entries only (missing entries stay 0, so A is as
 sparse as M):
 
-    center=None:      A_ui = M_ui,                 offset_u = 0
-    center="global":  A_ui = M_ui − μ,             offset_u = μ      (μ: mean of the observed values)
-    center="user":    A_ui = M_ui − μ_u,           offset_u = μ_u    (μ_u: mean of u's observed values;
-                                                                      μ for a user without any)
+    center=None:      A_ui = M_ui,             offset_u = 0
+    center="global":  A_ui = M_ui − μ,         offset_u = μ      (μ: mean of the observed values)
+    center="user":    A_ui = M_ui − μ_u,       offset_u = μ_u    (μ_u: mean of u's observed values;
+                                                                  μ for a user without any)
 
 The rank-k truncated SVD A ≈ U_k Σ_k V_kᵀ (U_k [n_users, k], Σ_k = diag(S) [k, k],
 V_k [n_items, k]) gives the reconstruction
@@ -24,7 +24,8 @@ randomness", Algorithms 4.4 and 5.1), using only sparse × dense products with A
 
     Ω ~ N(0, 1) [n_items, l],  l = k + n_oversamples,
     Q = qr(A Ω);  repeat n_iter times: Q = qr(A qr(Aᵀ Q))   (re-orthonormalised power iteration)
-    B = Qᵀ A = (Aᵀ Q)ᵀ [l, n_items],  B = Ũ Σ Ṽᵀ (dense, small),  U_k = Q Ũ_{:, :k},  V_k = Ṽ_{:, :k}.
+    B = Qᵀ A = (Aᵀ Q)ᵀ [l, n_items],  B = Ũ Σ Ṽᵀ (dense, small),
+    U_k = Q Ũ_{:, :k},  V_k = Ṽ_{:, :k}.
 
 The error of the sketch falls like (σ_{l+1} / σ_k)^(2 n_iter + 1), so a few power iterations
 suffice when the spectrum decays and more are needed when it is flat. `method="lanczos"` calls
@@ -43,7 +44,7 @@ division by S, guarded for zero singular values (those components get 0).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal, cast
 
 import numpy as np
 import scipy.sparse as sp
@@ -60,12 +61,16 @@ from mfzoo.solvers.checks import (
     check_new_items,
 )
 
+if TYPE_CHECKING:  # for annotations only: solvers name the models they solve by path (`checks`)
+    from mfzoo.models.mf import MF
+
 Center = Literal["global", "user"] | None
 Method = Literal["randomized", "lanczos"]
 
 
 def _row_ids(crow: Tensor) -> Tensor:
-    """[nnz]: the row of every stored value of a CSR matrix with row pointers `crow` [n_rows + 1]."""
+    """[nnz]: the row of every stored value of a CSR matrix with row pointers `crow`
+    [n_rows + 1]."""
     counts = crow[1:] - crow[:-1]  # [n_rows]
     return torch.repeat_interleave(torch.arange(counts.numel(), device=crow.device), counts)
 
@@ -126,9 +131,9 @@ def randomized_svd(
     m, n = A.shape
     if At is None:
         At = _transpose(A)
-    l = min(k + n_oversamples, m, n)  # sketch width; cannot exceed the rank bound
+    width = min(k + n_oversamples, m, n)  # l, the sketch width; cannot exceed the rank bound
     generator = torch.Generator(device=A.device).manual_seed(seed)
-    omega = torch.randn(n, l, generator=generator, dtype=A.dtype, device=A.device)  # [n, l]
+    omega = torch.randn(n, width, generator=generator, dtype=A.dtype, device=A.device)  # [n, l]
     Q = _orthonormal(torch.sparse.mm(A, omega))  # [m, l]
     for _ in range(n_iter):
         Z = _orthonormal(torch.sparse.mm(At, Q))  # [n, l]
@@ -295,9 +300,8 @@ class TruncatedSVD(nn.Module):
         if C.shape[1] != self.U.shape[0]:
             raise ValueError(f"cols have {C.shape[1]} users, the model {self.U.shape[0]}")
         A = _with_values(C, C.values() - self.user_offset[C.col_indices()])
-        inv_S = torch.where(
-            self.S > 0, 1.0 / self.S.clamp(min=torch.finfo(self.dtype).tiny), 0.0
-        )  # [k]
+        # [k]
+        inv_S = torch.where(self.S > 0, 1.0 / self.S.clamp(min=torch.finfo(self.dtype).tiny), 0.0)
         return self._augment_items(torch.sparse.mm(A, self.U) * inv_S)  # [n_new_items, k(+1)]
 
 
@@ -359,28 +363,32 @@ class SVDSolver:
             model_class,
             (MF_PATH,),
             "r̂ = μ + b_u + b_i + p_u·q_i or p_u·q_i",
-            f"Use model=funksvd (PureSVD) or model=mf (with solver.center=global|user) with this solver, or train "
-            f"{model_class.__qualname__} on the gradient path.",
+            "Use model=funksvd (PureSVD) or model=mf (with solver.center=global|user) with this "
+            f"solver, or train {model_class.__qualname__} on the gradient path.",
         )
 
-    def _check(self, model: nn.Module) -> None:
+    def _check(self, model: nn.Module) -> MF:
+        """`check_model` for a model instance, and a centred SVD only into an MF with biases;
+        returns the model, which is then an `MF`."""
         self.check_model(type(model))
         if self.center is not None and not getattr(model, "biases", False):
             raise ValueError(
-                f"solver.center={self.center} subtracts a mean that only an MF with biases can add back: "
-                "use model=mf, or solver.center=null (PureSVD) with model=funksvd"
+                f"solver.center={self.center} subtracts a mean that only an MF with biases can add "
+                "back: use model=mf, or solver.center=null (PureSVD) with model=funksvd"
             )
+        return cast("MF", model)  # `check_model` matched its class to `MF_PATH` exactly
 
     @torch.no_grad()
     def sweep(self, model: nn.Module, train: Interactions) -> None:
         """Factorise `train` at rank `model.dim` and write the factors (see the class docstring)."""
-        self._check(model)
+        model = self._check(model)
         users, items = model.user_embedding.weight, model.item_embedding.weight  # [U, k], [I, k]
         k = users.shape[1]
-        if k > min(train.n_users, train.n_items) - (self.method == "lanczos"):
+        largest = min(train.n_users, train.n_items) - (self.method == "lanczos")  # ARPACK: k < min
+        if k > largest:
             raise ValueError(
-                f"a rank-{k} SVD (model.dim) of a {train.n_users} x {train.n_items} matrix is not defined: "
-                f"give model.dim <= {min(train.n_users, train.n_items) - (self.method == 'lanczos')}"
+                f"a rank-{k} SVD (model.dim) of a {train.n_users} x {train.n_items} matrix is not "
+                f"defined: give model.dim <= {largest}"
             )
         kept = self._last  # a second sweep over the same data repeats the same factorisation
         if kept is not None and kept[0] is train and kept[1] == (k, users.device):
@@ -406,16 +414,15 @@ class SVDSolver:
         `model.user_factors()`: `TruncatedSVD.fold_in_users` against the model's item factors
         V_k, p = (m − offset) V_k (offset 0, μ or the user's own mean as `center`), with
         [offset, 1] after it for an MF with biases (μ + b_u = offset)."""
-        self._check(model)
+        model = self._check(model)
         check_new_items(model, new)
         V = model.item_embedding.weight  # [I, k] V_k
         svd = TruncatedSVD(V.shape[1], self.center, dtype=V.dtype)
         svd.V = V
         if self.center is not None:
             svd.global_mean = model.global_mean.to(V)
-        folded = svd.fold_in_users(
-            new.csr("user").to(V.device)
-        )  # [n, k(+1)]: [m V_k, offset] when centred
+        # [n, k(+1)]: [m V_k, offset] when centred
+        folded = svd.fold_in_users(new.csr("user").to(V.device))
         if not getattr(model, "biases", False):
             return folded
         if self.center is None:  # PureSVD in a biased MF: μ = b_u = 0
@@ -425,6 +432,7 @@ class SVDSolver:
     @torch.no_grad()
     def objective(self, model: nn.Module, train: Interactions) -> float:
         """Σ_{(u,i)∈R} (r_ui − r̂_ui)², the reconstruction error of the observed entries (a sum)."""
+        model = cast("MF", model)  # the MF that `sweep` checked and wrote
         users, items = (
             train.users.to(model.user_embedding.weight.device),
             train.items.to(model.user_embedding.weight.device),

@@ -257,9 +257,8 @@ def test_repeated_pairs_stay_in_one_part_under_every_split(name):
     split = SPLITS[name](data)
     check_disjoint(split)  # no pair key in two parts
     assert sum(len(p) for p in split.parts().values()) == len(data)  # no row lost
-    if name.startswith(
-        "temporal"
-    ):  # a pair counts at its latest event: no train event after a held-out one
+    # a pair counts at its latest event: no train event after a held-out one
+    if name.startswith("temporal"):
         held_out = [p for k, p in split.parts().items() if k != "train"]
         assert int(split.train.timestamps.max()) < min(latest_by_pair(p).min() for p in held_out)
 

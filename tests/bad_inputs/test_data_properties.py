@@ -190,9 +190,8 @@ def test_any_table_loads_faithfully_or_raises_data_error(table) -> None:
         return
     assert want is not None, "loaded a table the reference refuses"
     assert data.values.dtype.is_floating_point and bool(data.values.isfinite().all())
-    assert_same_rows(
-        rows_of(data), want, policy
-    )  # with keep: every row (but repeated (u, i, t) rows)
+    # with keep: every row (but repeated (u, i, t) rows)
+    assert_same_rows(rows_of(data), want, policy)
 
 
 WORD = st.text("abcxyz", min_size=1, max_size=3)

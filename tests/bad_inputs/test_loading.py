@@ -208,9 +208,8 @@ def test_a_users_own_model_package_trains_and_loads(tmp_path, monkeypatch):
     _, _, model = load_run(run_dir)
     assert type(model).__name__ == "MyMF"
     _edit_config(run_dir, lambda c: c.update(trusted_packages=[]))  # without the record: refused,
-    with pytest.raises(
-        RunError, match=r"--trust usermodels .*trust_packages=\['usermodels'\]"
-    ):  # with how to allow it
+    # with how to allow it
+    with pytest.raises(RunError, match=r"--trust usermodels .*trust_packages=\['usermodels'\]"):
         load_run(run_dir)
     assert type(load_run(run_dir, trust_packages=["usermodels"])[2]).__name__ == "MyMF"
 

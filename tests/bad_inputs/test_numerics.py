@@ -210,9 +210,8 @@ def test_settings_out_of_range_are_refused_before_the_data_is_read(tmp_path, ove
     assert "\n" not in message
     for word in words:
         assert word in message, message
-    assert (
-        not (run_dir / "config.yaml").exists() and not (run_dir / "data").exists()
-    )  # nothing read, nothing written
+    # nothing read, nothing written
+    assert not (run_dir / "config.yaml").exists() and not (run_dir / "data").exists()
 
 
 # a solver given a model it does not solve for -------------------------------------------------
