@@ -423,7 +423,7 @@ def test_temporal_split_places_a_pair_at_its_latest_event() -> None:
     split = TemporalSplit(test=None, cut=cut)(data)
     assert split.train.timestamps.max() < cut <= latest_by_pair(split.test).min()
     # earlier events of held-out pairs go with them
-    assert split.test.timestamps.numpy() < cut.any()
+    assert (split.test.timestamps.numpy() < cut).any()
 
 
 def test_leave_last_out_places_a_pair_at_its_latest_event() -> None:

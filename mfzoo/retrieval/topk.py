@@ -374,7 +374,7 @@ def recommend_factors(
     if not isinstance(model, (Tensor, Factorised)):
         raise missing(model, Factorised, "recommend_factors")
     # [n_items, D']
-    item_vectors = model if isinstance(model, Tensor) else model.item_factors().detach()
+    item_vectors = (model if isinstance(model, Tensor) else model.item_factors()).detach()
     if users is None:
         users = torch.arange(user_vectors.shape[0])  # [n]
     users = torch.as_tensor(users, dtype=torch.int64)
