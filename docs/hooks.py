@@ -22,6 +22,7 @@ themselves, never copies, so a rerun of an experiment updates the site.
 
 from __future__ import annotations
 
+import logging
 import posixpath
 import re
 from pathlib import Path
@@ -29,6 +30,9 @@ from pathlib import Path
 from mkdocs.config.defaults import MkDocsConfig
 from mkdocs.structure.files import File, Files
 from mkdocs.structure.pages import Page
+
+# under MkDocs' logger: its warnings count in --strict
+log = logging.getLogger("mkdocs.hooks.mfzoo")
 
 REPO = Path(__file__).resolve().parents[1]
 INCLUDED = ("experiments",)  # repository folders served by the site at the same path
@@ -118,6 +122,12 @@ def _rewrite(markdown: str, page: Page, files: Files) -> str:
         if repo_path.startswith("docs/") and here.startswith("docs"):
             return match[0]  # inside the docs folder: MkDocs checks it
         uri = _site_uri(repo_path, files)
+        if uri is None and not (REPO / repo_path).exists():
+            # a link to nothing: a warning, which fails the strict build
+            log.warning(
+                "Doc file '%s' links to '%s', which does not exist", page.file.src_uri, target
+            )
+            return match[0]
         if uri is None:
             if match["bang"]:
                 return match[0]  # an image the site lacks: MkDocs reports it

@@ -299,13 +299,16 @@ def recommend() -> None:
         help="comma-separated values for --items, one per item "
         "(default: the run's highest training value, i.e. liked)",
     )
-    parser.add_argument("-k", type=_positive, default=10, help="how many items (>= 1)")
+    parser.add_argument("-k", type=_positive, default=10, help="how many items (>= 1; default 10)")
     parser.add_argument(
         "--trust",
         action="append",
         default=[],
         metavar="PKG",
-        help="a package whose model classes the run may instantiate (your own model package)",
+        help=(
+            "a package whose model classes the run may instantiate (your own model package); "
+            "repeat it for several"
+        ),
     )
     args = parser.parse_args()
     if args.ratings is not None and args.items is None:
@@ -399,14 +402,22 @@ def similar() -> None:
     parser = argparse.ArgumentParser(prog="mfzoo-similar", description=similar.__doc__)
     parser.add_argument("run_dir")
     parser.add_argument("--item", required=True, help="raw item id")
-    parser.add_argument("-k", type=_positive, default=10, help="how many items (>= 1)")
-    parser.add_argument("--metric", choices=["cosine", "dot"], default="cosine")
+    parser.add_argument("-k", type=_positive, default=10, help="how many items (>= 1; default 10)")
+    parser.add_argument(
+        "--metric",
+        choices=["cosine", "dot"],
+        default="cosine",
+        help="cosine of the item factors (default), or their dot product",
+    )
     parser.add_argument(
         "--trust",
         action="append",
         default=[],
         metavar="PKG",
-        help="a package whose model classes the run may instantiate (your own model package)",
+        help=(
+            "a package whose model classes the run may instantiate (your own model package); "
+            "repeat it for several"
+        ),
     )
     args = parser.parse_args()
     quiet_lightning()

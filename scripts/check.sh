@@ -18,5 +18,10 @@ echo "== mypy"
 echo "== mkdocs build --strict"
 site=$(mktemp -d)
 trap 'rm -rf "$site"' EXIT
-"$PYTHON" -m mkdocs build --strict --quiet --site-dir "$site"
+# not --quiet: it hides the warnings that --strict counts. The log is shown when the build
+# fails (a strict build that passes has only INFO lines: the pages outside the navigation).
+if ! "$PYTHON" -m mkdocs build --strict --site-dir "$site/html" >"$site/log" 2>&1; then
+    cat "$site/log"
+    exit 1
+fi
 echo "static checks passed"

@@ -16,6 +16,7 @@ from typing import cast
 
 import numpy as np
 
+from mfzoo import native
 from mfzoo.data.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -26,9 +27,18 @@ _INT64_LOW, _INT64_HIGH = -(2.0**63), 2.0**63
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
-def values_column(values: object, name: str, row_offset: int = 0) -> np.ndarray:
+def values_column(values: object, name: str, row_offset: int = 0, copy: bool = True) -> np.ndarray:
     """`values` as float32 [N]; `DataError` for a non-number, NaN, inf, or a number beyond the
-    float32 range (|x| > 3.4e38 becomes inf when stored)."""
+    float32 range (|x| > 3.4e38 becomes inf when stored). `copy=False`: a float32 array of
+    finite values is returned itself, not a copy."""
+    if (
+        not copy
+        and isinstance(values, np.ndarray)
+        and values.dtype == np.float32
+        and values.ndim == 1
+        and np.isfinite(values).all()
+    ):
+        return values
     numbers = _float64(values, name, "value", row_offset)  # [N]
     with np.errstate(over="ignore"):
         stored = numbers.astype(np.float32)  # [N]
@@ -161,6 +171,10 @@ def _dense_codes(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     span = int(high) - int(low) + 1
     if span > max(4 * len(arr), 1 << 20) or span >= 2**31:
         return None
+    lib = native.data_library(len(arr)) if arr.dtype == np.int64 else None
+    if lib is not None:  # the same in C: two passes over the ids, one over the table
+        present, codes = native.dense_codes(lib, arr, int(low), span)
+        return present.astype(arr.dtype) + low, codes
     offsets = np.empty(len(arr), dtype=np.int32)  # [N] in [0, span)
     # exact: every difference is below the span
     np.subtract(arr, low, out=offsets, casting="unsafe")

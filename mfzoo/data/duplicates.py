@@ -20,6 +20,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from mfzoo import native
 from mfzoo.data.columns import FLOAT32_MAX, plain
 from mfzoo.data.errors import DataError
 
@@ -64,6 +65,11 @@ def repeats_a_pair(u: np.ndarray, i: np.ndarray, n_items: int) -> bool:
     if len(u) < 2:
         return False
     n_users = int(u.max()) + 1
+    lib = native.data_library(len(u)) if u.dtype == i.dtype == np.int32 else None
+    if lib is not None:  # O(N) in C: the rows counted into user groups, items marked per group
+        found = native.pair_repeats(lib, u, i, n_users, n_items)
+        if found is not None:
+            return found
     small = n_users * n_items < 2**31
     keys = u.astype(np.int32 if small else np.int64)  # [N] a copy, sorted below
     keys *= n_items

@@ -117,7 +117,7 @@ class Interactions:
             raise DataError(f"{name}: no interactions")
         # values and timestamps are checked before the ids (their errors come first); their
         # lengths, by `from_codes`
-        vals = None if values is None else values_column(values, name, row_offset)
+        vals = None if values is None else values_column(values, name, row_offset, copy=copy)
         t = (
             None
             if timestamps is None

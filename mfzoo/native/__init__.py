@@ -34,6 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -43,7 +44,7 @@ SOURCES = ("kernels.c", "kernels.inc")
 # -fopenmp-simd: the `omp simd` reductions vectorise, without an OpenMP runtime
 FLAGS = ("-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-fPIC", "-shared")
 LIBS = ("-lpthread", "-lm")
-NATIVE_VERSION = 2  # what kernels.c's mfzoo_native_version() returns
+NATIVE_VERSION = 3  # what kernels.c's mfzoo_native_version() returns
 
 # seconds the last build took in this process (0.0: loaded from the cache, None: no build yet)
 compile_seconds: float | None = None
@@ -103,7 +104,10 @@ def library() -> ctypes.CDLL | None:
             if os.environ.get("CC", "").strip()
             else "no C compiler found (cc, gcc, clang; or set CC)"
         )
-        log.warning("mfzoo.native: %s; the solvers run their torch paths", named)
+        log.warning(
+            "mfzoo.native: %s; the solvers run their torch paths, the readers their numpy ones",
+            named,
+        )
         return None
     try:
         version = subprocess.run(
@@ -131,7 +135,7 @@ def library() -> ctypes.CDLL | None:
     except Exception as error:
         log.warning(
             "mfzoo.native: the C kernels are unavailable (%s: %s); the solvers run their torch "
-            "paths",
+            "paths, the readers their numpy ones",
             type(error).__name__,
             error,
         )
@@ -170,6 +174,7 @@ def _load(path: Path) -> ctypes.CDLL:
             f"{path.name} is version {lib.mfzoo_native_version()}, not {NATIVE_VERSION}"
         )
     _declare(lib)
+    _declare_data(lib)
     return lib
 
 
@@ -239,6 +244,15 @@ def _declare(lib: ctypes.CDLL) -> None:
             _dp,
         ]
         fn.restype = _int
+
+
+def _declare_data(lib: ctypes.CDLL) -> None:
+    lib.mfzoo_canonical_ints.argtypes = [_p, _p, _i64, _p]
+    lib.mfzoo_canonical_ints.restype = _i64
+    lib.mfzoo_dense_codes.argtypes = [_p, _i64, _i64, _i64, _p, _p]
+    lib.mfzoo_dense_codes.restype = _i64
+    lib.mfzoo_pair_repeats.argtypes = [_p, _p, _i64, _i64, _i64]
+    lib.mfzoo_pair_repeats.restype = _int
 
 
 def supports(*tensors: Tensor) -> bool:
@@ -383,3 +397,47 @@ def bpr_epoch(
     if status != 0:
         raise MemoryError(f"mfzoo.native.bpr_epoch failed (status {status})")
     return loss.value / max(n, 1)
+
+
+# data kernels ---------------------------------------------------------------------------------
+# Used by the readers (mfzoo.data) for columns of at least this many rows; shorter ones take the
+# numpy paths, which need no compiled library (a small file never triggers a build).
+DATA_MIN_ROWS = 1 << 16
+
+
+def data_library(n_rows: int) -> ctypes.CDLL | None:
+    """The library when a column of `n_rows` rows should use the data kernels, else None."""
+    return library() if n_rows >= DATA_MIN_ROWS and enabled() else None
+
+
+def canonical_ints(
+    lib: ctypes.CDLL, offsets_address: int, data_address: int, out: np.ndarray
+) -> bool:
+    """Whether the len(out) Arrow text cells (int32 offsets at `offsets_address`, the bytes at
+    `data_address`) are all integers written canonically (`mfzoo_canonical_ints`); their values
+    go into `out` (int64, contiguous), which holds garbage when they are not."""
+    assert out.dtype == np.int64 and out.flags.c_contiguous
+    return lib.mfzoo_canonical_ints(offsets_address, data_address, len(out), out.ctypes.data) < 0
+
+
+def dense_codes(
+    lib: ctypes.CDLL, ids: np.ndarray, low: int, span: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(the present offsets [U] sorted, the code of each id [N] int32) for int64 ids in
+    [low, low + span): `np.unique(ids - low, return_inverse=True)` in O(N + span)."""
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    rank = np.zeros(span, dtype=np.int32)
+    codes = np.empty(len(ids), dtype=np.int32)
+    lib.mfzoo_dense_codes(ids.ctypes.data, len(ids), low, span, rank.ctypes.data, codes.ctypes.data)
+    return np.flatnonzero(rank >= 0), codes
+
+
+def pair_repeats(
+    lib: ctypes.CDLL, u: np.ndarray, i: np.ndarray, n_users: int, n_items: int
+) -> bool | None:
+    """Whether some (u[k], i[k]) pair occurs twice (int32 codes in [0, n_users) x [0, n_items)),
+    in O(N) (`mfzoo_pair_repeats`); None when its workspace cannot be allocated."""
+    u = np.ascontiguousarray(u, dtype=np.int32)
+    i = np.ascontiguousarray(i, dtype=np.int32)
+    found = lib.mfzoo_pair_repeats(u.ctypes.data, i.ctypes.data, len(u), n_users, n_items)
+    return None if found < 0 else bool(found)

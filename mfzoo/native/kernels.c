@@ -100,7 +100,76 @@ static inline int seen_pair(const uint8_t *filter, int bits, int64_t u, int64_t 
     return contains(seen, n_seen, j);
 }
 
-int mfzoo_native_version(void) { return 2; }  /* 2: column indices int32, row pointers int64 */
+/* 2: column indices int32, row pointers int64; 3: the data kernels below */
+int mfzoo_native_version(void) { return 3; }
+
+/* ---- data kernels: single passes over a column while a file is read (no threads here: the
+ * caller runs the chunks of a column on its thread pool) ---------------------------------- */
+
+/* The n text cells of an Arrow string array (cell k is data[offsets[k] .. offsets[k + 1]]) as
+ * integers written canonically: an optional '-', then 1-19 digits with no leading zero ("0"
+ * alone, never "-0"), within int64. Fills out[n]; returns -1 when every cell is canonical, else
+ * the first cell that is not (out is then partly written). */
+int64_t mfzoo_canonical_ints(const int32_t *offsets, const uint8_t *data, int64_t n,
+                             int64_t *out) {
+    for (int64_t k = 0; k < n; k++) {
+        const uint8_t *p = data + offsets[k], *end = data + offsets[k + 1];
+        int negative = p < end && *p == '-';
+        p += negative;
+        int64_t digits = end - p;
+        if (digits < 1 || digits > 19 || (*p == '0' && (digits > 1 || negative))) return k;
+        uint64_t v = 0; /* 19 digits stay below 10^19 < 2^64 */
+        for (; p < end; p++) {
+            unsigned d = (unsigned)(*p - '0');
+            if (d > 9) return k;
+            v = v * 10 + d;
+        }
+        if (v > (uint64_t)INT64_MAX + (uint64_t)negative) return k;
+        out[k] = negative ? -(int64_t)(v - 1) - 1 : (int64_t)v; /* -2^63 without overflow */
+    }
+    return -1;
+}
+
+/* Codes of n integer ids, all in [low, low + span): the present offsets ranked in order
+ * (np.unique's inverse without a sort). rank[span] must be zeroed; on return rank[o] is the
+ * code of offset o, or -1 where no id has it. Fills codes[n]; returns the number of ids. */
+int64_t mfzoo_dense_codes(const int64_t *ids, int64_t n, int64_t low, int64_t span,
+                          int32_t *rank, int32_t *codes) {
+    for (int64_t k = 0; k < n; k++) rank[ids[k] - low] = 1;
+    int32_t next = 0;
+    for (int64_t o = 0; o < span; o++) rank[o] = rank[o] ? next++ : -1;
+    for (int64_t k = 0; k < n; k++) codes[k] = rank[ids[k] - low];
+    return next;
+}
+
+/* Whether some (u[k], i[k]) pair occurs in two rows (codes in [0, n_users) x [0, n_items)):
+ * the items are counted into groups by user (a counting sort), then each group's items are
+ * marked in a table over the items, which finds a second occurrence in O(1). O(n) time,
+ * 4 (n + n_users + n_items) bytes of workspace. Returns 1 or 0, or -1 when the workspace
+ * cannot be allocated. */
+int mfzoo_pair_repeats(const int32_t *u, const int32_t *i, int64_t n, int64_t n_users,
+                       int64_t n_items) {
+    int64_t *start = calloc((size_t)n_users + 1, sizeof(int64_t));
+    int32_t *grouped = malloc((size_t)(n > 0 ? n : 1) * sizeof(int32_t));
+    int32_t *mark = malloc((size_t)(n_items > 0 ? n_items : 1) * sizeof(int32_t));
+    if (!start || !grouped || !mark) {
+        free(start), free(grouped), free(mark);
+        return -1;
+    }
+    for (int64_t k = 0; k < n; k++) start[u[k] + 1]++;
+    for (int64_t r = 0; r < n_users; r++) start[r + 1] += start[r];
+    for (int64_t k = 0; k < n; k++) grouped[start[u[k]]++] = i[k]; /* start[r]: end of group r */
+    for (int64_t j = 0; j < n_items; j++) mark[j] = -1;
+    int found = 0;
+    for (int64_t r = 0, k = 0; r < n_users && !found; r++) {
+        for (; k < start[r]; k++) {
+            if (mark[grouped[k]] == (int32_t)r) { found = 1; break; }
+            mark[grouped[k]] = (int32_t)r;
+        }
+    }
+    free(start), free(grouped), free(mark);
+    return found;
+}
 
 #define REAL float
 #define SUFFIX _f32

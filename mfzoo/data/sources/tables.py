@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pyarrow import ArrowException
 
+from mfzoo import native
 from mfzoo.data.cache import cached
 from mfzoo.data.columns import encode_ids
 from mfzoo.data.errors import DataError
@@ -160,11 +161,12 @@ def arrow_interactions(
     n = len(cols["user"])
     if len(cols["item"]) != n:
         raise DataError(f"{name}: {n} users but {len(cols['item'])} items")
-    values = (
-        _numbers(cols.pop("value"), "value", name, row_offset, _as_float)
-        if "value" in cols
-        else None
-    )
+    values = None
+    if "value" in cols:
+        column = cols.pop("value")
+        values = _float32(column)
+        if values is None:  # a bad value: the checking path names it
+            values = _numbers(column, "value", name, row_offset, _as_float)
     times = (
         _numbers(cols.pop("timestamp"), "timestamp", name, row_offset, _seconds)
         if "timestamp" in cols
@@ -226,6 +228,28 @@ def _numbers(
     return convert(np.asarray(col.to_numpy(zero_copy_only=False), dtype=str))
 
 
+def _float32(col: pa.ChunkedArray | pa.Array) -> np.ndarray | None:
+    """A float64 column without nulls as float32 [N], converted chunk by chunk on a thread pool
+    (each chunk's rows stay in cache between the cast and the check), when every value is finite
+    in float32; else None."""
+    if not pa.types.is_float64(col.type) or col.null_count:
+        return None
+    chunks = col.chunks if isinstance(col, pa.ChunkedArray) else [col]
+    out = np.empty(len(col), dtype=np.float32)  # [N]
+    starts = np.cumsum([0, *(len(c) for c in chunks)])
+
+    def convert(k: int) -> bool:
+        rows = out[starts[k] : starts[k + 1]]
+        with np.errstate(over="ignore"):  # beyond float32: inf, found below
+            np.copyto(rows, chunks[k].to_numpy(), casting="same_kind")
+        return bool(np.isfinite(rows).all())
+
+    if len(chunks) < 2:
+        return out if all(map(convert, range(len(chunks)))) else None
+    with concurrent.futures.ThreadPoolExecutor(min(len(chunks), os.cpu_count() or 1)) as pool:
+        return out if all(pool.map(convert, range(len(chunks)))) else None
+
+
 def _arrow_ids(
     col: pa.ChunkedArray | pa.Array, role: str, name: str, row_offset: int
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
@@ -281,32 +305,40 @@ def canonical_ints(col: pa.ChunkedArray | pa.Array) -> np.ndarray | None:
     if not chunks:
         return None
 
-    def parse(chunk: pa.Array) -> np.ndarray | None:
+    lib = native.data_library(len(col))
+    out = np.empty(len(col), dtype=np.int64)  # [N] each chunk parsed into its own rows
+    starts = np.cumsum([0, *(len(c) for c in chunks)])
+
+    def parse(k: int) -> bool:
+        chunk, rows = chunks[k], out[starts[k] : starts[k + 1]]
+        buffers = chunk.buffers()
+        if lib is not None and chunk.type == pa.string() and buffers[2] is not None:
+            # one pass in C over the cells' bytes: digits, sign and leading zeros together
+            offsets = buffers[1].address + 4 * chunk.offset  # int32 offsets of this slice
+            return native.canonical_ints(lib, offsets, buffers[2].address, rows)
         try:
             ints = pc.cast(chunk, pa.int64())  # refuses " 7", "+7", "7.0", ""
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            return None
+            return False
         values = ints.to_numpy()  # [n]
         offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int32)[
             chunk.offset : chunk.offset + len(chunk) + 1
         ]
         digits = np.diff(offsets) - (values < 0)  # [n] the cell's digits, as written
         if digits.min() < 1 or digits.max() > 19:
-            return None
+            return False
         # canonical: 10^(d-1) <= |v| < 10^d for d digits (0 alone for one digit); |-2^63| as uint64
         magnitude = np.abs(values).view(np.uint64)
-        ok = (magnitude >= _LOWER[digits]) & (magnitude < _POWERS[digits - 1])
-        return values if ok.all() else None
+        if not ((magnitude >= _LOWER[digits]) & (magnitude < _POWERS[digits - 1])).all():
+            return False
+        rows[:] = values
+        return True
 
     if len(chunks) == 1:
-        parts = [parse(chunks[0])]
-    else:
-        with concurrent.futures.ThreadPoolExecutor(min(len(chunks), os.cpu_count() or 1)) as pool:
-            parts = list(pool.map(parse, chunks))
-    ints = [p for p in parts if p is not None]
-    if len(ints) < len(parts):  # a chunk is not all canonical integers
-        return None
-    return np.concatenate(ints) if len(ints) > 1 else ints[0]
+        return out if parse(0) else None
+    with concurrent.futures.ThreadPoolExecutor(min(len(chunks), os.cpu_count() or 1)) as pool:
+        # every chunk all canonical integers
+        return out if all(pool.map(parse, range(len(chunks)))) else None
 
 
 def read_features(

@@ -1,0 +1,175 @@
+"""The data kernels of `mfzoo.native` against their oracles: canonical integer text (a regular
+expression and Python's int), presence-table codes (`np.unique`), repeated pairs (a set of
+pairs); and a file read with and without them giving the same arrays."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mfzoo import native
+from mfzoo.data.columns import encode_ids
+from mfzoo.data.duplicates import repeats_a_pair
+from mfzoo.data.sources import read_table
+from mfzoo.data.sources.tables import canonical_ints
+
+pytestmark = pytest.mark.skipif(
+    not native.available(), reason="mfzoo.native is unavailable here (no C compiler)"
+)
+
+INT64 = (-(2**63), 2**63 - 1)
+CANONICAL = re.compile(r"-?(0|[1-9][0-9]*)")
+
+
+def expected_ints(cells: list[str]) -> list[int] | None:
+    """The oracle: every cell "-"? digits without a leading zero, not "-0", within int64."""
+    out = []
+    for cell in cells:
+        if not CANONICAL.fullmatch(cell) or cell == "-0":
+            return None
+        value = int(cell)
+        if not INT64[0] <= value <= INT64[1]:
+            return None
+        out.append(value)
+    return out
+
+
+def kernel_ints(cells: list[str], offset: int = 0) -> np.ndarray | None:
+    """`mfzoo_canonical_ints` on the cells, read from an Arrow slice starting at `offset`."""
+    array = pa.array(["x"] * offset + cells, type=pa.string()).slice(offset)
+    buffers = array.buffers()
+    lib = native.library()
+    assert lib is not None
+    if buffers[2] is None:  # no bytes at all: every cell empty, which is never canonical
+        return None
+    address = buffers[1].address + 4 * array.offset
+    out = np.empty(len(array), dtype=np.int64)
+    return out if native.canonical_ints(lib, address, buffers[2].address, out) else None
+
+
+cells = st.lists(
+    st.one_of(
+        st.integers(*INT64).map(str),
+        st.integers(-(2**65), 2**65).map(str),  # beyond int64 too
+        st.text(alphabet="-+0123456789 .ae", max_size=22),
+        st.sampled_from(["007", "-0", "0", "+1", " 1", "1 ", "", "-", "9223372036854775808"]),
+    ),
+    min_size=1,
+    max_size=30,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(cells, st.integers(0, 3))
+def test_canonical_ints_kernel_matches_the_rule(values: list[str], offset: int) -> None:
+    want = expected_ints(values)
+    got = kernel_ints(values, offset)
+    if want is None:
+        assert got is None
+    else:
+        assert got is not None and got.tolist() == want
+
+
+@settings(max_examples=100, deadline=None)
+@given(cells)
+def test_canonical_ints_numpy_and_kernel_agree(values: list[str]) -> None:
+    column = pa.chunked_array([pa.array(values, type=pa.string())])
+    with_kernel = _with_min_rows(0, lambda: canonical_ints(column))
+    without = _with_min_rows(1 << 62, lambda: canonical_ints(column))
+    if without is None:
+        assert with_kernel is None
+    else:
+        assert with_kernel is not None and with_kernel.tolist() == without.tolist()
+
+
+def _with_min_rows(rows: int, run):
+    saved = native.DATA_MIN_ROWS
+    native.DATA_MIN_ROWS = rows
+    try:
+        return run()
+    finally:
+        native.DATA_MIN_ROWS = saved
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(-50, 50), min_size=1, max_size=200))
+def test_dense_codes_kernel_is_np_unique(ids: list[int]) -> None:
+    arr = np.array(ids, dtype=np.int64)
+    low, span = int(arr.min()), int(arr.max() - arr.min()) + 1
+    lib = native.library()
+    present, codes = native.dense_codes(lib, arr, low, span)
+    unique, inverse = np.unique(arr, return_inverse=True)
+    assert (present + low).tolist() == unique.tolist()
+    assert codes.dtype == np.int32 and codes.tolist() == inverse.reshape(-1).tolist()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 6), st.integers(0, 9)), min_size=0, max_size=60),
+    st.integers(0, 3),
+)
+def test_pair_repeats_kernel_is_a_set_of_pairs(pairs: list[tuple[int, int]], extra: int) -> None:
+    u = np.array([p[0] for p in pairs], dtype=np.int32)
+    i = np.array([p[1] for p in pairs], dtype=np.int32)
+    lib = native.library()
+    n_users = (int(u.max()) + 1 if len(u) else 0) + extra  # users beyond the rows: no harm
+    found = native.pair_repeats(lib, u, i, n_users, 10)
+    assert found == (len(set(pairs)) < len(pairs))
+    if len(pairs) >= 2:  # the reader's entry point, on both paths
+        assert _with_min_rows(0, lambda: repeats_a_pair(u, i, 10)) == found
+        assert _with_min_rows(1 << 62, lambda: repeats_a_pair(u, i, 10)) == found
+
+
+def test_encode_ids_takes_the_kernel_for_long_columns_and_agrees() -> None:
+    rng = np.random.default_rng(0)
+    raw = rng.integers(-(10**5), 10**5, native.DATA_MIN_ROWS + 5).astype(np.int64)
+    ids, codes = encode_ids(raw, "user", "t")
+    unique, inverse = np.unique(raw, return_inverse=True)
+    assert ids.dtype == raw.dtype and ids.tolist() == unique.tolist()
+    assert codes.dtype == np.int32 and np.array_equal(codes, inverse.reshape(-1))
+
+
+@pytest.mark.parametrize("ids", ["ints", "padded", "strings"])
+def test_a_long_file_reads_the_same_with_and_without_the_kernels(
+    tmp_path, monkeypatch, ids: str
+) -> None:
+    """A file long enough for the kernels, read twice (MFZOO_NATIVE=0 the second time): the
+    same ids, codes, values and timestamps, whether the ids are integers, zero-padded text
+    ("007" and "7" two ids) or strings; and a repeated pair refused by both."""
+    rng = np.random.default_rng(1)
+    n = native.DATA_MIN_ROWS + 1000
+    keys = rng.permutation(3000 * 500)[:n]
+    users, items = keys // 500, keys % 500
+    fmt = {"ints": str, "padded": lambda x: f"{x:05d}" if x % 3 else str(x)}
+    fmt["strings"] = lambda x: f"u{x}"
+    lines = ["user,item,rating,ts"] + [
+        f"{fmt[ids](u)},{i},{1 + (k % 5)},{1_600_000_000 + k}"
+        for k, (u, i) in enumerate(zip(users.tolist(), items.tolist(), strict=True))
+    ]
+    path = tmp_path / "ratings.csv"
+    path.write_text("\n".join(lines) + "\n")
+    columns = ("user", "item", "rating", "ts")
+    fast = read_table(path, *columns, cache=False)
+    monkeypatch.setenv("MFZOO_NATIVE", "0")
+    slow = read_table(path, *columns, cache=False)
+    assert len(fast) == n
+    assert np.array_equal(fast.user_ids, slow.user_ids)
+    assert np.array_equal(fast.item_ids, slow.item_ids)
+    for name in ("users", "items", "values", "timestamps"):
+        assert np.array_equal(getattr(fast, name).numpy(), getattr(slow, name).numpy()), name
+    if ids == "padded":  # "00003" and "3" stay two ids
+        assert fast.user_ids.dtype == object and "00001" in set(fast.user_ids.tolist())
+    repeated = tmp_path / "repeated.csv"
+    user, item, rating, _ = lines[1].split(",")  # the first pair again, a day later
+    repeated.write_text("\n".join([*lines, f"{user},{item},{rating},1600086400"]) + "\n")
+    monkeypatch.delenv("MFZOO_NATIVE")
+    with pytest.raises(Exception, match=r"repeat"):
+        read_table(repeated, *columns, cache=False)
+    monkeypatch.setenv("MFZOO_NATIVE", "0")
+    with pytest.raises(Exception, match=r"repeat"):
+        read_table(repeated, *columns, cache=False)
