@@ -20,6 +20,7 @@ GROUPS = [
     "loss",
     "optim",
     "scheduler",
+    "averaging",
     "trainer",
     "callbacks",
     "logger",
@@ -64,6 +65,8 @@ def test_option_composes_and_instantiates(group, option, tmp_path):
     optimizer = instantiate(cfg.optim)(model.parameters())
     if cfg.get("scheduler"):
         instantiate(cfg.scheduler)(optimizer, total_steps=10)
+    if cfg.get("averaging"):
+        instantiate(cfg.averaging).attach(model)
     if cfg.get("logger"):
         instantiate(cfg.logger, save_dir=str(tmp_path))
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]

@@ -239,6 +239,15 @@ def test_changed_source_data_is_refused_or_not_needed(tmp_path, keep):
 # resume ---------------------------------------------------------------------------------------
 RESUMABLE = {
     "mf": ["model.dim=16", "trainer.max_epochs=5", "callbacks.early_stopping.patience=100"],
+    # killed while the average runs (it starts after epoch 1 of 5): the mean, the iterate and
+    # the count come back from last.ckpt
+    "mf_averaged": [
+        "model.dim=16",
+        "trainer.max_epochs=5",
+        "callbacks.early_stopping.patience=100",
+        "averaging=tail",
+        "averaging.start=0.2",
+    ],
     "learnbpr": [
         "experiment=ml100k_implicit_learnbpr",
         *SMALL[:5],
@@ -257,10 +266,11 @@ def _run(cwd: Path, *overrides: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize(
-    ("kind", "stop"), [("mf", "SIGKILL"), ("learnbpr", "SIGINT"), ("mf", "SIGTERM")]
+    ("kind", "stop"),
+    [("mf", "SIGKILL"), ("learnbpr", "SIGINT"), ("mf", "SIGTERM"), ("mf_averaged", "SIGKILL")],
 )
 def test_a_killed_run_resumes_to_the_uninterrupted_metrics(tmp_path, kind, stop):
-    base = [*(SMALL if kind == "mf" else []), *RESUMABLE[kind]]
+    base = [*(SMALL if kind.startswith("mf") else []), *RESUMABLE[kind]]
     whole = _run(tmp_path, *base, f"hydra.run.dir={tmp_path / 'whole'}")
     assert whole.returncode == 0, whole.stderr[-3000:]
     killed = tmp_path / "killed"

@@ -35,6 +35,7 @@ from mfzoo.evaluation.ranking import check_ranking, evaluate_ranking
 from mfzoo.models.contract import GroupedParams, Penalised, require
 from mfzoo.retrieval.topk import NonFiniteScores, model_scores
 from mfzoo.solvers.checks import NonFiniteError
+from mfzoo.training.averaging import ParameterAverage
 from mfzoo.training.building import make_loss, make_model
 from mfzoo.training.rundir import RunError
 
@@ -86,6 +87,7 @@ def check_config(cfg: DictConfig) -> None:
       another source);
     - a loss that uses no negatives (`uses_negatives = False`, MSE) with a negative sampler,
       and a ranking loss (`needs_negatives = True`) without one;
+    - `averaging` with a solver (it averages gradient iterates), and its settings out of range;
     - settings out of range: the model's (built once at 1 user x 1 item: sizes such as dim
       and n_bins), the solver's, the loss's, the optimizer's (given one dummy parameter), the
       `ranking` settings (list lengths K >= 1) and `rating_range`.
@@ -135,6 +137,14 @@ def check_config(cfg: DictConfig) -> None:
                 f"and an optimizer: add solver={trained_by} (e.g. experiment=ml100k_bayesian)"
             )
         model = refused("model", lambda: make_model(model_cfg, 1, 1))
+    if cfg.get("averaging"):
+        if solver_cfg:
+            raise RunError(
+                f"averaging ({cfg.averaging.get('_target_')}) averages the iterates of gradient "
+                f"training; solver ({solver_cfg.get('_target_')}) trains in closed form: drop one "
+                "(averaging=null)"
+            )
+        refused("averaging", lambda: instantiate(cfg.averaging))
     if solver_cfg:
         refused("solver", lambda: instantiate(solver_cfg))
     else:
@@ -497,6 +507,10 @@ class GradientModule(EvaluatedModule):
         rating_range: predictions are clipped to it for RMSE/MAE (the rating scale).
         ranking: evaluate by full-catalogue ranking instead of rating error: a dict of
             `evaluate_ranking` arguments (ks, chunk_size, ...); see `EvaluatedModule`.
+        averaging: optional `ParameterAverage` (config group `averaging`): the model that is
+            validated, tested, checkpointed and served is the average of the iterates over the
+            tail of training (`mfzoo.training.averaging`); None (the default) keeps the last
+            iterate, as without it.
 
     Logs `train/loss` once per epoch, the mean of the epoch's batch losses weighted by batch
     size, and the evaluation metrics of `EvaluatedModule`, all at step = epoch.
@@ -510,12 +524,17 @@ class GradientModule(EvaluatedModule):
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
         rating_range: tuple[float, float] | None = None,
         ranking: dict | None = None,
+        averaging: ParameterAverage | None = None,
     ):
         super().__init__(model, rating_range, ranking)
         self.loss = loss
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self._first_batch = True  # the first training batch also checks that the scores are finite
         check_penalised(model, loss)
+        self.averager = averaging  # a submodule: its mean, iterate and count are in checkpoints
+        if averaging is not None:
+            averaging.attach(model)
+        self._averaged_step = -1  # the optimizer step last folded into the average
 
     def parameter_groups(self) -> list[dict]:
         """The model's `optimizer_groups()` when it has them (a group's `lr_scale` multiplies
@@ -557,6 +576,62 @@ class GradientModule(EvaluatedModule):
         )
         self._track_loss(loss)
         return loss
+
+    # iterate averaging: the model holds the iterate during training steps, the average
+    # whenever it is looked at (see mfzoo.training.averaging) ------------------------------
+    def on_train_batch_start(self, batch: Batch, batch_idx: int) -> None:
+        """With averaging: the iterate back into the model before the step."""
+        if self.averager is not None:
+            self.averager.use_live(self.model)
+
+    def on_train_batch_end(self, outputs: object, batch: Batch, batch_idx: int) -> None:
+        """With averaging: the iterate after this optimizer step folded into the mean when the
+        step is due (`ParameterAverage.due`; T = the run's estimated optimizer steps)."""
+        averager, step = self.averager, self.trainer.global_step  # optimizer steps so far
+        # once per optimizer step (a step that accumulates gradients over batches ends once)
+        if averager is None or step == self._averaged_step:
+            return
+        self._averaged_step = step
+        if averager.due(step, self.trainer.estimated_stepping_batches):
+            averager.update(self.model)
+
+    def _use_average(self) -> None:
+        """The model's parameters become the average (a no-op without averaging)."""
+        if self.averager is not None:
+            self.averager.use_average(self.model)
+
+    def on_validation_start(self) -> None:
+        """Validation scores the average (early stopping and the best checkpoint see it)."""
+        self._use_average()
+
+    def on_test_start(self) -> None:
+        """The test pass scores the average."""
+        self._use_average()
+
+    def on_predict_start(self) -> None:
+        """Predictions come from the average."""
+        self._use_average()
+
+    def on_train_epoch_end(self) -> None:
+        """The average into the model, then the epoch's checks and logging."""
+        self._use_average()  # before the epoch's checkpoints (their callbacks run after this)
+        super().on_train_epoch_end()
+
+    def on_train_end(self) -> None:
+        """A fitted module's model is the average."""
+        self._use_average()
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """A checkpoint written between training steps (mid-epoch) gets the invariant of the
+        others: `model.*` the average, `averager.live.*` the iterate."""
+        averager = self.averager
+        if averager is None or bool(averager.holds_average) or int(averager.count) == 0:
+            return
+        state = checkpoint["state_dict"]
+        for i, name in enumerate(averager.names):
+            state[f"averager.live.{i}"] = state[f"model.{name}"].clone()
+            state[f"model.{name}"] = getattr(averager.average, str(i)).detach().clone()
+        state["averager.holds_average"] = torch.ones((), dtype=torch.bool)
 
     def _fix(self) -> str:
         keywords = getattr(self.optimizer_factory, "keywords", None) or {}

@@ -90,6 +90,7 @@ def build(
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
         rating_range=tuple(rating_range),
         ranking=ranking,
+        averaging=instantiate(cfg.averaging) if cfg.get("averaging") else None,
     )
     return datamodule, module
 

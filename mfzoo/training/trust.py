@@ -37,6 +37,7 @@ MFZOO = (
     "mfzoo.losses.",
     "mfzoo.solvers.",
     "mfzoo.training.schedules.",
+    "mfzoo.training.averaging.",
     "mfzoo.evaluation.",
 )
 # classes only
