@@ -26,6 +26,7 @@ from mfzoo.data.errors import DataError
 from mfzoo.data.features import Features
 from mfzoo.data.interactions import DuplicatePolicy, Interactions
 from mfzoo.data.sources.delimited import first_line
+from mfzoo.data.sources.tables import arrow_numpy
 
 log = logging.getLogger(__name__)
 
@@ -550,5 +551,5 @@ def _parse_ratings(
         raise DataError(f"{what}: {first_line(err)}") from None
     if any(table.column(c).null_count for c in wanted):
         raise DataError(f"{what}: an empty field where a number is expected")
-    users, items, ratings, times = (table.column(c).to_numpy() for c in wanted)
+    users, items, ratings, times = (arrow_numpy(table.column(c)) for c in wanted)
     return users, items, ratings, times

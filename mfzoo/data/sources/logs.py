@@ -28,7 +28,13 @@ import pyarrow.json as pjson
 from mfzoo.data.cache import cached
 from mfzoo.data.errors import DataError
 from mfzoo.data.interactions import DuplicatePolicy, Interactions, PairPolicy
-from mfzoo.data.sources.tables import _check_file, _first_line, _locate, arrow_interactions
+from mfzoo.data.sources.tables import (
+    _check_file,
+    _first_line,
+    _locate,
+    arrow_interactions,
+    arrow_numpy,
+)
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +202,7 @@ def _netflix_file(file: Path) -> _NetflixBlock:
         return _NetflixBlock(empty, 0, skipped)
     ratings = text.take(pa.array(data))
     fields = pc.split_pattern(ratings, ",")
-    counts = pc.list_value_length(fields).to_numpy(zero_copy_only=False)
+    counts = arrow_numpy(pc.list_value_length(fields))
     if (bad := np.flatnonzero(counts != 3)).size:
         k = int(bad[0])
         raise DataError(
@@ -272,7 +278,7 @@ def _whole_numbers(
     numbers = _parsed(
         cells, file, lines, column, lambda c: pc.cast(c, pa.int64()), "is beyond int64"
     )
-    return numbers.to_numpy() if len(cells) else np.zeros(0, dtype=np.int64)
+    return arrow_numpy(numbers) if len(cells) else np.zeros(0, dtype=np.int64)
 
 
 def _matching(
@@ -659,7 +665,7 @@ def _seconds_column(col: pa.ChunkedArray, unit: str) -> pa.ChunkedArray | pa.Arr
     if pa.types.is_integer(kind) or pa.types.is_floating(kind):
         if unit == "s":
             return col
-        numbers = col.to_numpy()
+        numbers = arrow_numpy(col)
         return pa.array(numbers // 1000 if pa.types.is_integer(kind) else np.floor(numbers / 1000))
     if not pa.types.is_string(kind):
         return col
@@ -668,7 +674,7 @@ def _seconds_column(col: pa.ChunkedArray, unit: str) -> pa.ChunkedArray | pa.Arr
         if unit == "s":
             return col  # whole numbers of seconds: arrow_interactions reads them exactly
         try:
-            return pa.array(pc.cast(text, pa.int64()).to_numpy() // 1000)
+            return pa.array(arrow_numpy(pc.cast(text, pa.int64())) // 1000)
         except pa.ArrowInvalid:
             return col
     # a zone (Z, +01:00) after a time: Arrow parses those only into a UTC timestamp, the others only
@@ -679,7 +685,7 @@ def _seconds_column(col: pa.ChunkedArray, unit: str) -> pa.ChunkedArray | pa.Arr
         aware = pc.cast(pc.if_else(zoned, text, "1970-01-01T00:00:00Z"), pa.timestamp("us", "UTC"))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return col
-    micro = pc.if_else(zoned, pc.cast(aware, pa.int64()), pc.cast(naive, pa.int64())).to_numpy()
+    micro = arrow_numpy(pc.if_else(zoned, pc.cast(aware, pa.int64()), pc.cast(naive, pa.int64())))
     if (micro % 1_000_000).any():
         return pa.array(micro / 1e6)  # fractions of seconds: from_arrays floors them (and says so)
     return pa.array(micro // 1_000_000)

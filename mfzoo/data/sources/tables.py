@@ -202,6 +202,27 @@ def arrow_interactions(
     )
 
 
+def arrow_numpy(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """An Arrow column as numpy: numbers without nulls read from their buffers (one array, a view
+    of a single chunk, a concatenation of several), anything else by `to_numpy`. The buffers
+    are read directly because pyarrow's `to_numpy` imports pandas when it is installed (a
+    quarter of a second, the whole read of a small file)."""
+    chunks = col.chunks if isinstance(col, pa.ChunkedArray) else [col]
+    kind = col.type
+    if col.null_count or not (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
+        return col.to_numpy(zero_copy_only=False)
+    dtype = np.dtype(kind.to_pandas_dtype())
+    views = [
+        np.frombuffer(c.buffers()[1], dtype=dtype, count=len(c), offset=c.offset * dtype.itemsize)
+        if len(c)
+        else np.zeros(0, dtype=dtype)
+        for c in chunks
+    ]
+    if not views:
+        return np.zeros(0, dtype=dtype)
+    return views[0] if len(views) == 1 else np.concatenate(views)
+
+
 def _first_null(col: pa.ChunkedArray | pa.Array) -> int | None:
     """The 0-based row of a column's first null, or None."""
     if col.null_count == 0:
@@ -222,7 +243,7 @@ def _numbers(
         raise DataError(f"{name}: column '{role}' is empty at row {row + row_offset}")
     kind = col.type
     if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
-        numbers = col.to_numpy(zero_copy_only=False)
+        numbers = arrow_numpy(col)
         # a view of Arrow's memory is read-only
         return numbers if numbers.flags.writeable else numbers.copy()
     return convert(np.asarray(col.to_numpy(zero_copy_only=False), dtype=str))
@@ -241,7 +262,7 @@ def _float32(col: pa.ChunkedArray | pa.Array) -> np.ndarray | None:
     def convert(k: int) -> bool:
         rows = out[starts[k] : starts[k + 1]]
         with np.errstate(over="ignore"):  # beyond float32: inf, found below
-            np.copyto(rows, chunks[k].to_numpy(), casting="same_kind")
+            np.copyto(rows, arrow_numpy(chunks[k]), casting="same_kind")
         return bool(np.isfinite(rows).all())
 
     if len(chunks) < 2:
@@ -260,7 +281,7 @@ def _arrow_ids(
         raise DataError(f"{name}: column '{role}' is missing at row {row + row_offset}")
     kind = col.type
     if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
-        return _raw_ids(col.to_numpy(zero_copy_only=False))  # booleans: two ids, False and True
+        return _raw_ids(arrow_numpy(col))  # booleans: two ids, False and True
     ints = canonical_ints(col)
     if ints is not None:
         return ints
@@ -274,9 +295,8 @@ def _arrow_ids(
         chunks = encoded.chunks
     # [D] distinct cells, first seen first
     dictionary = np.array(chunks[0].dictionary.to_pylist(), dtype=object)
-    indices = np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in chunks]).astype(
-        np.int64
-    )  # [N]
+    # [N]
+    indices = np.concatenate([arrow_numpy(c.indices) for c in chunks]).astype(np.int64)
     empty = np.flatnonzero(dictionary == "")
     if len(empty):
         row = int(np.flatnonzero(indices == empty[0])[0])
@@ -593,7 +613,7 @@ def _read_parquet(
 ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """`_parquet_columns` as numpy arrays (feature files)."""
     cols, labels = _parquet_columns(path, wanted)
-    return {role: col.to_numpy(zero_copy_only=False) for role, col in cols.items()}, labels
+    return {role: arrow_numpy(col) for role, col in cols.items()}, labels
 
 
 def _parquet_columns(path: Path, wanted: dict[str, Column] | None) -> tuple[dict, dict[str, str]]:
