@@ -85,6 +85,28 @@ def test_sniffed_separator_and_leading_zero_ids_stay_strings(tmp_path):
     assert data.n_users == 2 and sorted(data.user_ids.tolist()) == ["007", "7"]
 
 
+def test_an_id_with_a_nul_byte_is_its_own_id(tmp_path):
+    """The ids "a\\0" and "a" are two users (numpy's str dtype would drop the NUL and merge
+    them), so their ratings of one item are two pairs, not a repeated one."""
+    path = tmp_path / "r.csv"
+    path.write_bytes(b"u,i,r\na,1,3\na\x00,1,4\n5\x00,2,1\n")
+    data = read_table(path, "u", "i", "r", cache=False)
+    assert sorted(data.user_ids.tolist()) == ["5\x00", "a", "a\x00"]
+    assert len(set(data.user_ids.tolist())) == data.n_users == 3
+    assert sorted(data.values.tolist()) == [1.0, 3.0, 4.0]
+
+
+def test_the_first_bad_value_is_named_whatever_its_kind(tmp_path):
+    """A value beyond float32 before a NaN: the error names the first of them, not the NaN."""
+    path = tmp_path / "r.csv"
+    path.write_text("u,i,r\n1,1,3\n1,2,1e39\n2,1,nan\n")
+    with pytest.raises(DataError, match=r"beyond the float32 range.*line 3"):
+        read_table(path, "u", "i", "r", cache=False)
+    path.write_text("u,i,r\n1,1,3\n1,2,nan\n2,1,1e39\n")
+    with pytest.raises(DataError, match=r"non-finite.*line 3"):
+        read_table(path, "u", "i", "r", cache=False)
+
+
 def test_iso_timestamps_become_epoch_seconds(tmp_path):
     text = (
         "u,i,t\n1,1,2021-01-01T00:00:00\n1,2,2021-01-01T01:00:00+01:00\n2,1,2021-01-02\n"

@@ -39,12 +39,16 @@ def values_column(values: object, name: str, row_offset: int = 0, copy: bool = T
         and np.isfinite(values).all()
     ):
         return values
-    numbers = _float64(values, name, "value", row_offset)  # [N]
+    numbers = _float64(values, name, "value", row_offset, finite=False)  # [N]
     with np.errstate(over="ignore"):
         stored = numbers.astype(np.float32)  # [N]
+    # NaN or inf as given, or beyond float32: the first such row is named, whichever it is
     over = ~np.isfinite(stored)
     if over.any():
         row = int(np.flatnonzero(over)[0])
+        if not np.isfinite(numbers[row]):
+            _refuse_non_finite(numbers, name, "value", row_offset)
+        over &= np.isfinite(numbers)
         raise DataError(
             f"{name}: column 'value' has {int(over.sum())} value(s) beyond the float32 range they "
             f"are stored in (|x| <= {FLOAT32_MAX:.4g}), first at row {row + row_offset}: "
@@ -249,8 +253,11 @@ def _missing(arr: np.ndarray) -> np.ndarray:
     return np.zeros(len(arr), dtype=bool)
 
 
-def _float64(arr: object, name: str, column: str, row_offset: int) -> np.ndarray:
-    """Numbers as float64 [N]; `DataError` for a non-number, NaN or inf (first bad row named)."""
+def _float64(
+    arr: object, name: str, column: str, row_offset: int, finite: bool = True
+) -> np.ndarray:
+    """Numbers as float64 [N]; `DataError` for a non-number, and with `finite` for NaN or inf
+    (first bad row named)."""
     arr = np.asarray(arr)
     _one_dimensional(arr, name, column)
     if arr.dtype.kind in "biuf":
@@ -271,6 +278,13 @@ def _float64(arr: object, name: str, column: str, row_offset: int) -> np.ndarray
                     f"{name}: column '{column}' row {row + row_offset} is too large for a number: "
                     f"{plain(x)!r}"
                 ) from None
+    if finite:
+        _refuse_non_finite(numbers, name, column, row_offset)
+    return numbers
+
+
+def _refuse_non_finite(numbers: np.ndarray, name: str, column: str, row_offset: int) -> None:
+    """`DataError` naming the count and the first row of NaN or inf in `numbers`, if any."""
     bad = ~np.isfinite(numbers)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
@@ -278,4 +292,3 @@ def _float64(arr: object, name: str, column: str, row_offset: int) -> np.ndarray
             f"{name}: column '{column}' has {int(bad.sum())} non-finite value(s) (NaN/inf), "
             f"first at row {row + row_offset}: {numbers[row]}"
         )
-    return numbers

@@ -302,7 +302,10 @@ def _arrow_ids(
         row = int(np.flatnonzero(indices == empty[0])[0])
         raise DataError(f"{name}: column '{role}' is missing at row {row + row_offset}")
     # [D] int64 when all are canonical integers, else objects
-    raw = _raw_ids(dictionary.astype(str))
+    # numpy's str dtype drops trailing NULs ("a\0" would become "a"): a column holding one
+    # keeps its cells as they are (strings, never canonical integers)
+    nul = any("\0" in cell for cell in dictionary)
+    raw = dictionary if nul else _raw_ids(dictionary.astype(str))
     order = np.argsort(raw, kind="stable")  # [D] distinct raw ids in sorted order
     rank = np.empty(len(order), dtype=np.int64)
     rank[order] = np.arange(len(order))
