@@ -299,17 +299,8 @@ def recommend() -> None:
         help="comma-separated values for --items, one per item "
         "(default: the run's highest training value, i.e. liked)",
     )
-    parser.add_argument("-k", type=_positive, default=10, help="how many items (>= 1; default 10)")
-    parser.add_argument(
-        "--trust",
-        action="append",
-        default=[],
-        metavar="PKG",
-        help=(
-            "a package whose model classes the run may instantiate (your own model package); "
-            "repeat it for several"
-        ),
-    )
+    _add_k(parser)
+    _add_trust(parser)
     args = parser.parse_args()
     if args.ratings is not None and args.items is None:
         parser.error("--ratings goes with --items")
@@ -382,6 +373,23 @@ def _positive(text: str) -> int:
     return value
 
 
+def _add_k(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-k", type=_positive, default=10, help="how many items (>= 1; default 10)")
+
+
+def _add_trust(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--trust",
+        action="append",
+        default=[],
+        metavar="PKG",
+        help=(
+            "a package whose model classes the run may instantiate (your own model package); "
+            "repeat it for several"
+        ),
+    )
+
+
 def _parse_ratings(parser: argparse.ArgumentParser, text: str, n_items: int) -> list[float]:
     try:
         ratings = [float(x) for x in text.split(",") if x.strip()]
@@ -402,23 +410,14 @@ def similar() -> None:
     parser = argparse.ArgumentParser(prog="mfzoo-similar", description=similar.__doc__)
     parser.add_argument("run_dir")
     parser.add_argument("--item", required=True, help="raw item id")
-    parser.add_argument("-k", type=_positive, default=10, help="how many items (>= 1; default 10)")
+    _add_k(parser)
     parser.add_argument(
         "--metric",
         choices=["cosine", "dot"],
         default="cosine",
         help="cosine of the item factors (default), or their dot product",
     )
-    parser.add_argument(
-        "--trust",
-        action="append",
-        default=[],
-        metavar="PKG",
-        help=(
-            "a package whose model classes the run may instantiate (your own model package); "
-            "repeat it for several"
-        ),
-    )
+    _add_trust(parser)
     args = parser.parse_args()
     quiet_lightning()
     _importable_here()
