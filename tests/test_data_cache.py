@@ -371,3 +371,80 @@ def test_an_entry_of_the_wrong_length_is_parsed_again(tmp_path, cache_dir, caplo
     assert "unreadable" in caplog.text
     np.save(entry / "values.npy", first.values.numpy().astype(np.float64))  # another dtype
     same(first, read_table(path, "user", "item", "rating", "ts", cache=True))
+
+
+# listing and pruning ---------------------------------------------------------------------------
+COLUMNS = ("user", "item", "rating", "ts")
+
+
+def three_entries(tmp_path: Path, cache_dir: Path) -> list[data_cache.CacheEntry]:
+    """Three cached files, loaded in the order a, b, c and then a again (a is the newest use)."""
+    paths = [
+        ratings_csv(tmp_path / f"{name}.csv", n=200 + 50 * k, seed=k)
+        for k, name in enumerate("abc")
+    ]
+    for path in paths:
+        read_table(path, *COLUMNS, cache=True)
+    listed = data_cache.entries(cache_dir)
+    assert len(listed) == 3
+    by_source = {Path(e.sources[0]).name: e for e in listed}
+    for age, name in ((300, "a"), (200, "b"), (100, "c")):  # a written first, c last
+        for f in by_source[f"{name}.csv"].path.iterdir():
+            os.utime(f, (f.stat().st_atime, f.stat().st_mtime - age))
+    read_table(paths[0], *COLUMNS, cache=True)  # a hit: marks a used now
+    return data_cache.entries(cache_dir)
+
+
+def test_entries_list_size_last_use_and_sources_least_recent_first(tmp_path, cache_dir):
+    listed = three_entries(tmp_path, cache_dir)
+    assert [Path(e.sources[0]).name for e in listed] == ["b.csv", "c.csv", "a.csv"]
+    for e in listed:
+        assert e.reader == "read_table" and e.size == sum(
+            f.stat().st_size for f in e.path.iterdir()
+        )
+    assert listed[0].last_used < listed[1].last_used < listed[2].last_used
+
+
+def test_prune_removes_the_least_recently_used_until_the_rest_fit(tmp_path, cache_dir):
+    listed = three_entries(tmp_path, cache_dir)
+    keep = listed[1].size + listed[2].size  # room for the two used last
+    removed = data_cache.prune(keep, cache_dir)
+    assert [e.path for e in removed] == [listed[0].path] and not listed[0].path.exists()
+    assert [e.path for e in data_cache.entries(cache_dir)] == [listed[1].path, listed[2].path]
+    assert data_cache.prune(keep, cache_dir) == []  # nothing more to do
+    # a pruned source is parsed and cached again
+    again = read_table(tmp_path / "b.csv", *COLUMNS, cache=True)
+    same(again, read_table(tmp_path / "b.csv", *COLUMNS, cache=False))
+    assert len(data_cache.entries(cache_dir)) == 3
+    with pytest.raises(ValueError, match="max_bytes"):
+        data_cache.prune(-1, cache_dir)
+
+
+def test_a_pruned_entry_stays_readable_where_it_is_mapped(tmp_path, cache_dir):
+    path = ratings_csv(tmp_path / "r.csv")
+    read_table(path, *COLUMNS, cache=True)
+    mapped = read_table(path, *COLUMNS, cache=True)  # arrays mapped from the entry
+    expected = mapped.users.clone()
+    assert len(data_cache.prune(0, cache_dir)) == 1 and data_cache.entries(cache_dir) == []
+    assert torch.equal(mapped.users, expected)  # the pages stay until the map is closed
+
+
+def test_the_command_lists_prunes_and_clears(tmp_path, cache_dir, capsys):
+    three_entries(tmp_path, cache_dir)
+    data_cache.main(["list"])
+    out = capsys.readouterr().out
+    assert "3 entries" in out and all(f"{n}.csv" in out for n in "abc")
+    data_cache.main(["prune", "--max-size", "1G"])
+    assert "removed 0 entries" in capsys.readouterr().out
+    data_cache.main(["clear"])
+    assert "removed 3 entries" in capsys.readouterr().out and data_cache.entries(cache_dir) == []
+    with pytest.raises(SystemExit):
+        data_cache.main(["prune", "--max-size", "lots"])
+    assert "not a size: 'lots'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("text", "size"), [("2G", 2 << 30), ("500M", 500 << 20), ("1.5GiB", 3 << 29), ("0", 0)]
+)
+def test_sizes_are_read_in_powers_of_1024(text, size):
+    assert data_cache.parse_size(text) == size

@@ -19,10 +19,21 @@ Where: `$MFZOO_CACHE_DIR/datasets`, else `$XDG_CACHE_HOME/mfzoo/datasets`, else
 `~/.cache/mfzoo/datasets`. `cache=None` (the readers' default) caches sources of at least
 `AUTO_BYTES` (small files parse in milliseconds); `cache=True` always, `cache=False` never.
 Deleting the folder is always safe.
+
+Entries are kept until removed: `entries()` lists them with their size and last use (a load
+from an entry marks it used), `prune(max_bytes)` removes the least recently used ones until
+the rest fit, `prune(0)` empties the cache. A removed entry is renamed away first, so a run
+loading it at that moment sees it whole or not at all, and a run that has it mapped keeps
+reading its pages until it closes them. From the command line:
+
+    python -m mfzoo.data.cache list
+    python -m mfzoo.data.cache prune --max-size 20G
+    python -m mfzoo.data.cache clear
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import hashlib
 import json
@@ -32,7 +43,8 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -105,6 +117,7 @@ def cached(
     hashed: dict[Path, str] = {}  # digests `_load` computed (a changed file is hashed once)
     hit = _load(folder, sources, hashed)
     if hit is not None:
+        _mark_used(folder)
         return hit
     digests = [hashed.get(p) or file_digest(p) for p in sources]
     data = build()
@@ -274,3 +287,119 @@ def _write_json(path: Path, obj: dict) -> None:
     part = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
     part.write_text(json.dumps(obj, indent=1) + "\n")
     os.replace(part, path)
+
+
+# listing and pruning --------------------------------------------------------------------------
+_USED = "used"  # an empty file whose modification time is the entry's last load
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """One cached data set: its folder, its size on disk, when it was last loaded or written
+    (seconds since the epoch), its reader and its source files."""
+
+    path: Path
+    size: int
+    last_used: float
+    reader: str
+    sources: tuple[str, ...]
+
+
+def _mark_used(folder: Path) -> None:
+    with contextlib.suppress(OSError):  # a read-only cache is still read
+        (folder / _USED).touch()
+
+
+def entries(root: Path | None = None) -> list[CacheEntry]:
+    """The whole entries under `root` (default `cache_root()`), least recently used first;
+    folders being written or removed (their names start with ".") are not entries."""
+    root = cache_root() if root is None else root
+    found = []
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        if folder.name.startswith(".") or not folder.is_dir():
+            continue
+        try:
+            meta = json.loads((folder / "meta.json").read_text())
+            files = [f for f in folder.iterdir() if f.is_file()]
+            size = sum(f.stat().st_size for f in files)
+            used = max(f.stat().st_mtime for f in files if f.name in (_USED, "meta.json"))
+            reader = str(meta["key"]["reader"])
+            sources = tuple(str(r["path"]) for r in meta["sources"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # removed meanwhile, or not an entry of this format
+        found.append(CacheEntry(folder, size, used, reader, sources))
+    return sorted(found, key=lambda e: (e.last_used, e.path.name))
+
+
+def prune(max_bytes: int, root: Path | None = None) -> list[CacheEntry]:
+    """Remove the least recently used entries until the others take at most `max_bytes`
+    (0: all of them), and what interrupted writes and removals left behind; returns the
+    entries removed."""
+    if max_bytes < 0:
+        raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
+    root = cache_root() if root is None else root
+    listed = entries(root)
+    total = sum(e.size for e in listed)
+    removed = []
+    for entry in listed:
+        if total <= max_bytes:
+            break
+        stale = entry.path.with_name(f".{entry.path.name}.stale-{uuid.uuid4().hex[:8]}")
+        try:
+            os.rename(entry.path, stale)  # from here on no load finds it
+        except OSError:
+            continue  # removed or replaced meanwhile
+        shutil.rmtree(stale, ignore_errors=True)
+        total -= entry.size
+        removed.append(entry)
+    for leftover in root.glob(".*") if root.is_dir() else []:
+        # a write or removal a killed process left; a write in progress is younger than this
+        if leftover.is_dir() and time.time() - leftover.stat().st_mtime > 24 * 3600:
+            shutil.rmtree(leftover, ignore_errors=True)
+    return removed
+
+
+def parse_size(text: str) -> int:
+    """Bytes from "2G", "500M", "1.5GiB", "800k" or a number of bytes (K/M/G/T as powers of
+    1024)."""
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    cleaned = text.strip().upper().removesuffix("B").removesuffix("I")
+    number, unit = cleaned.rstrip("KMGT"), cleaned[len(cleaned.rstrip("KMGT")) :]
+    try:
+        value = float(number)
+    except ValueError:
+        value = -1.0
+    if unit not in units or not value >= 0 or value == float("inf"):
+        raise ValueError(f"not a size: {text!r} (e.g. 20G, 500M, 1.5GiB or a number of bytes)")
+    return int(value * units[unit])
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """`python -m mfzoo.data.cache list | prune --max-size SIZE | clear`."""
+    parser = argparse.ArgumentParser(
+        prog="python -m mfzoo.data.cache", description="List or prune mfzoo's data-set cache."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("list", help="every entry: size, last use, reader, sources")
+    pruning = commands.add_parser("prune", help="remove least recently used entries")
+    pruning.add_argument("--max-size", required=True, help="what may stay, e.g. 20G or 500M")
+    commands.add_parser("clear", help="remove every entry")
+    args = parser.parse_args(argv)
+    root = cache_root()
+    if args.command == "list":
+        listed = entries(root)
+        for e in listed:
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.last_used))
+            print(f"{e.size / 2**20:10.1f} MiB  {when}  {e.reader}  {', '.join(e.sources)}")
+        print(f"{len(listed)} entries, {sum(e.size for e in listed) / 2**20:.1f} MiB in {root}")
+        return
+    try:
+        limit = 0 if args.command == "clear" else parse_size(args.max_size)
+    except ValueError as err:
+        parser.error(str(err))
+    gone = prune(limit, root)
+    print(f"removed {len(gone)} entries ({sum(e.size for e in gone) / 2**20:.1f} MiB) from {root}")
+
+
+if __name__ == "__main__":
+    main()
