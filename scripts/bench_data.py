@@ -72,12 +72,16 @@ def ratings(n: int, seed: int = 0) -> dict[str, np.ndarray]:
     }
 
 
-def write_files(n: int, folder: Path) -> tuple[Path, Path]:
+def write_files(n: int, folder: Path, string_ids: bool = False) -> tuple[Path, Path]:
     import pyarrow as pa
     import pyarrow.csv as pcsv
     import pyarrow.parquet as pq
 
-    table = pa.table(ratings(n))
+    columns: dict[str, object] = dict(ratings(n))
+    if string_ids:  # "u17", "m42": ids that are text, coded by Arrow's dictionary encoding
+        columns["userId"] = np.char.add("u", columns["userId"].astype(str))
+        columns["movieId"] = np.char.add("m", columns["movieId"].astype(str))
+    table = pa.table(columns)
     csv_path, parquet_path = folder / f"ratings_{n}.csv", folder / f"ratings_{n}.parquet"
     pcsv.write_csv(table, csv_path, pcsv.WriteOptions(quoting_style="none"))
     pq.write_table(table, parquet_path)
@@ -179,7 +183,9 @@ def run_child(*args: str, env: dict | None = None) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def table(sizes: list[int], repeats: int, folder: Path, env: dict[str, str]) -> str:
+def table(
+    sizes: list[int], repeats: int, folder: Path, env: dict[str, str], string_ids: bool = False
+) -> str:
     lines = [
         "| rows | file | mfzoo s | pandas s | mfzoo / pandas | mfzoo peak RSS (GiB) | above "
         "imports (GiB) | pandas peak RSS (GiB) |",
@@ -193,7 +199,7 @@ def table(sizes: list[int], repeats: int, folder: Path, env: dict[str, str]) -> 
     worst = {}
     kernels = set()
     for n in sizes:
-        csv_path, parquet_path = write_files(n, folder)
+        csv_path, parquet_path = write_files(n, folder, string_ids)
         cache_dir = folder / "cache"
         runs: dict[str, list[dict]] = {m: [] for m in MODES}
         for _ in range(repeats):
@@ -239,7 +245,8 @@ def table(sizes: list[int], repeats: int, folder: Path, env: dict[str, str]) -> 
         f"them; {os.cpu_count()} cores, {platform.machine()}, torch {torch.__version__}, pyarrow "
         f"{pyarrow.__version__}, pandas {_pandas_version()}; mfzoo's C data kernels "
         f"(`mfzoo.native`, compiled once per machine and kept): "
-        f"{' and '.join(sorted({True: 'used', False: 'not used'}[k] for k in kernels))}.\n\n"
+        f"{' and '.join(sorted({True: 'used', False: 'not used'}[k] for k in kernels))}"
+        f"{'; ids written as text (u17, m42)' if string_ids else ''}.\n\n"
     )
     summary = (
         "\n\n"
@@ -304,6 +311,11 @@ def main() -> None:
         "--out", type=Path, default=None, help="also write the tables (markdown) here"
     )
     parser.add_argument(
+        "--string-ids",
+        action="store_true",
+        help='user and movie ids written as text ("u17", "m42") instead of integers',
+    )
+    parser.add_argument(
         "--no-native",
         action="store_true",
         help="read with the numpy paths (MFZOO_NATIVE=0), not the C data kernels",
@@ -319,7 +331,11 @@ def main() -> None:
             scale(args.scale, Path(tmp))
             if args.scale
             else table(
-                args.rows, args.repeats, Path(tmp), {"MFZOO_NATIVE": "0"} if args.no_native else {}
+                args.rows,
+                args.repeats,
+                Path(tmp),
+                {"MFZOO_NATIVE": "0"} if args.no_native else {},
+                args.string_ids,
             )
         )
     print(text)

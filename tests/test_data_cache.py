@@ -425,6 +425,8 @@ def test_a_pruned_entry_stays_readable_where_it_is_mapped(tmp_path, cache_dir):
     read_table(path, *COLUMNS, cache=True)
     mapped = read_table(path, *COLUMNS, cache=True)  # arrays mapped from the entry
     expected = mapped.users.clone()
+    (entry,) = data_cache.entries(cache_dir)
+    assert mapped_file(mapped.users.data_ptr()) == str(entry.path / "users.npy")
     assert len(data_cache.prune(0, cache_dir)) == 1 and data_cache.entries(cache_dir) == []
     assert torch.equal(mapped.users, expected)  # the pages stay until the map is closed
 

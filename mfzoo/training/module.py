@@ -19,8 +19,8 @@ import inspect
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import lightning as L
 import torch
@@ -36,7 +36,7 @@ from mfzoo.models.contract import GroupedParams, Penalised, require
 from mfzoo.retrieval.topk import NonFiniteScores, model_scores
 from mfzoo.solvers.checks import NonFiniteError
 from mfzoo.training.averaging import ParameterAverage
-from mfzoo.training.building import make_loss, make_model
+from mfzoo.training.building import make_loss, make_model, plain_dict
 from mfzoo.training.rundir import RunError
 
 if TYPE_CHECKING:
@@ -192,8 +192,7 @@ def check_config(cfg: DictConfig) -> None:
                     f"'~data.source.{unknown[0]}') or pick the source it was made for"
                 )
     if cfg.get("ranking") is not None:
-        ranking = cast(Mapping[str, Any], OmegaConf.to_container(cfg.ranking, resolve=True))
-        refused("ranking", lambda: check_ranking(ranking))
+        refused("ranking", lambda: check_ranking(plain_dict(cfg.ranking, "ranking")))
     bounds = cfg.get("rating_range")
     if bounds is not None:
         bounds = (

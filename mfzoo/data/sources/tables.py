@@ -255,20 +255,34 @@ def _float32(col: pa.ChunkedArray | pa.Array) -> np.ndarray | None:
     in float32; else None."""
     if not pa.types.is_float64(col.type) or col.null_count:
         return None
-    chunks = col.chunks if isinstance(col, pa.ChunkedArray) else [col]
-    out = np.empty(len(col), dtype=np.float32)  # [N]
-    starts = np.cumsum([0, *(len(c) for c in chunks)])
 
-    def convert(k: int) -> bool:
-        rows = out[starts[k] : starts[k + 1]]
+    def convert(chunk: pa.Array, rows: np.ndarray) -> bool:
         with np.errstate(over="ignore"):  # beyond float32: inf, found below
-            np.copyto(rows, arrow_numpy(chunks[k]), casting="same_kind")
+            np.copyto(rows, arrow_numpy(chunk), casting="same_kind")
         return bool(np.isfinite(rows).all())
 
+    return _by_chunks(col, np.float32, convert)
+
+
+def _by_chunks(
+    col: pa.ChunkedArray | pa.Array,
+    dtype: type[np.generic],
+    fill: Callable[[pa.Array, np.ndarray], bool],
+) -> np.ndarray | None:
+    """One array [N] of `dtype`, each chunk's rows filled by `fill(chunk, rows)` (chunks on a
+    thread pool: Arrow, numpy and the C kernels release the GIL); None when `fill` refuses a
+    chunk."""
+    chunks = col.chunks if isinstance(col, pa.ChunkedArray) else [col]
+    out = np.empty(len(col), dtype=dtype)  # [N]
+    starts = np.cumsum([0, *(len(c) for c in chunks)])
+
+    def one(k: int) -> bool:
+        return fill(chunks[k], out[starts[k] : starts[k + 1]])
+
     if len(chunks) < 2:
-        return out if all(map(convert, range(len(chunks)))) else None
+        return out if all(map(one, range(len(chunks)))) else None
     with concurrent.futures.ThreadPoolExecutor(min(len(chunks), os.cpu_count() or 1)) as pool:
-        return out if all(pool.map(convert, range(len(chunks)))) else None
+        return out if all(pool.map(one, range(len(chunks)))) else None
 
 
 def _arrow_ids(
@@ -301,9 +315,9 @@ def _arrow_ids(
     if len(empty):
         row = int(np.flatnonzero(indices == empty[0])[0])
         raise DataError(f"{name}: column '{role}' is missing at row {row + row_offset}")
-    # [D] int64 when all are canonical integers, else objects
-    # numpy's str dtype drops trailing NULs ("a\0" would become "a"): a column holding one
-    # keeps its cells as they are (strings, never canonical integers)
+    # [D] int64 when all are canonical integers, else objects. numpy's str dtype drops trailing
+    # NULs ("a\0" would become "a"): a column holding one keeps its cells as they are (strings,
+    # never canonical integers)
     nul = any("\0" in cell for cell in dictionary)
     raw = dictionary if nul else _raw_ids(dictionary.astype(str))
     order = np.argsort(raw, kind="stable")  # [D] distinct raw ids in sorted order
@@ -324,16 +338,11 @@ def canonical_ints(col: pa.ChunkedArray | pa.Array) -> np.ndarray | None:
     by Arrow and its cells' byte lengths compared with the digit counts of the numbers: "007"
     parses as 7 but is 3 bytes long, so ids written with leading zeros stay text (and "007" and
     "7" two ids). Chunks run on a thread pool (Arrow and numpy release the GIL)."""
-    chunks = col.chunks if isinstance(col, pa.ChunkedArray) else [col]
-    if not chunks:
+    if isinstance(col, pa.ChunkedArray) and col.num_chunks == 0:
         return None
-
     lib = native.data_library(len(col))
-    out = np.empty(len(col), dtype=np.int64)  # [N] each chunk parsed into its own rows
-    starts = np.cumsum([0, *(len(c) for c in chunks)])
 
-    def parse(k: int) -> bool:
-        chunk, rows = chunks[k], out[starts[k] : starts[k + 1]]
+    def parse(chunk: pa.Array, rows: np.ndarray) -> bool:
         buffers = chunk.buffers()
         if lib is not None and chunk.type == pa.string() and buffers[2] is not None:
             # one pass in C over the cells' bytes: digits, sign and leading zeros together
@@ -343,8 +352,8 @@ def canonical_ints(col: pa.ChunkedArray | pa.Array) -> np.ndarray | None:
             ints = pc.cast(chunk, pa.int64())  # refuses " 7", "+7", "7.0", ""
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             return False
-        values = ints.to_numpy()  # [n]
-        offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int32)[
+        values = arrow_numpy(ints)  # [n]
+        offsets = np.frombuffer(buffers[1], dtype=np.int32)[
             chunk.offset : chunk.offset + len(chunk) + 1
         ]
         digits = np.diff(offsets) - (values < 0)  # [n] the cell's digits, as written
@@ -357,11 +366,7 @@ def canonical_ints(col: pa.ChunkedArray | pa.Array) -> np.ndarray | None:
         rows[:] = values
         return True
 
-    if len(chunks) == 1:
-        return out if parse(0) else None
-    with concurrent.futures.ThreadPoolExecutor(min(len(chunks), os.cpu_count() or 1)) as pool:
-        # every chunk all canonical integers
-        return out if all(pool.map(parse, range(len(chunks)))) else None
+    return _by_chunks(col, np.int64, parse)
 
 
 def read_features(
