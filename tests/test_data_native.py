@@ -1,13 +1,16 @@
 """The data kernels of `mfzoo.native` against their oracles: canonical integer text (a regular
 expression and Python's int), presence-table codes (`np.unique`), repeated pairs (a set of
-pairs); and a file read with and without them giving the same arrays."""
+pairs), text codes (Arrow's `utf8_trim_whitespace` and `dictionary_encode`); and a file read
+with and without them giving the same arrays."""
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -15,6 +18,7 @@ from hypothesis import strategies as st
 from mfzoo import native
 from mfzoo.data.columns import encode_ids
 from mfzoo.data.duplicates import repeats_a_pair
+from mfzoo.data.errors import DataError
 from mfzoo.data.sources import read_table
 from mfzoo.data.sources.tables import canonical_ints
 
@@ -173,3 +177,85 @@ def test_a_long_file_reads_the_same_with_and_without_the_kernels(
     monkeypatch.setenv("MFZOO_NATIVE", "0")
     with pytest.raises(Exception, match=r"repeat"):
         read_table(repeated, *columns, cache=False)
+
+
+# every character Arrow's utf8_trim_whitespace trims (ASCII and Unicode), and some it does not
+SPACES = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u200a\u2028\u2029\u202f\u205f\u3000"
+NOT_SPACES = "\x00\x08\x7f\u200b\ufeff\u180e"
+
+
+def arrow_codes(chunks: list[pa.Array]) -> tuple[list[str], list[int]]:
+    """The oracle: Arrow trims, dictionary-encodes and unifies the chunks."""
+    encoded = pc.dictionary_encode(pc.utf8_trim_whitespace(pa.chunked_array(chunks, pa.string())))
+    encoded = encoded.unify_dictionaries()
+    if encoded.num_chunks == 0:
+        return [], []
+    dictionary = encoded.chunks[0].dictionary.to_pylist()
+    return dictionary, [x for c in encoded.chunks for x in c.indices.to_pylist()]
+
+
+def sliced_chunks(cells: list[str], cuts: list[int], offset: int) -> list[pa.Array]:
+    """The cells as Arrow chunks split at `cuts`, each a slice starting `offset` cells in."""
+    bounds = sorted({0, len(cells), *(c % (len(cells) + 1) for c in cuts)})
+    return [
+        pa.array(["pad"] * offset + cells[a:b], type=pa.string()).slice(offset)
+        for a, b in itertools.pairwise(bounds)
+    ]
+
+
+text_cells = st.lists(
+    st.one_of(
+        st.text(alphabet=st.sampled_from("ab\u00e9\u4e2d" + SPACES + NOT_SPACES), max_size=12),
+        st.text(alphabet="xyz", min_size=7, max_size=20),  # longer than a word: memcmp
+        st.sampled_from(["u1", " u1", "u1 ", "\u3000u1\xa0", "u1\u200b", "abcdefgh", "abcdefghi"]),
+    ),
+    max_size=80,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(text_cells, st.lists(st.integers(0, 100), max_size=4), st.integers(0, 3))
+def test_text_codes_kernel_is_arrows_trim_and_dictionary_encode(
+    values: list[str], cuts: list[int], offset: int
+) -> None:
+    chunks = sliced_chunks(values, cuts, offset)
+    lib = native.library()
+    coded = native.text_codes(lib, chunks)
+    assert coded is not None
+    dictionary, indices = arrow_codes(chunks)
+    if "" in dictionary:  # a cell empty after trimming: the first such row is reported
+        first = indices.index(dictionary.index(""))
+        assert coded.empty == first and coded.codes.tolist() == indices[:first]
+        return
+    assert coded.empty is None
+    assert coded.cells.to_pylist() == dictionary
+    assert coded.codes.dtype == np.int32 and coded.codes.tolist() == indices
+
+
+def test_text_codes_kernel_grows_its_table_and_refuses_other_types() -> None:
+    rng = np.random.default_rng(3)
+    # 200,000 cells over 60,000 distinct ids of 1-30 characters: the table grows many times
+    words = [f"{'k' * int(rng.integers(0, 25))}{j}" for j in range(60_000)]
+    cells = [words[j] for j in rng.integers(0, len(words), 200_000)]
+    chunks = sliced_chunks(cells, [50_000, 123_457], 1)
+    coded = native.text_codes(native.library(), chunks)
+    dictionary, indices = arrow_codes(chunks)
+    assert coded is not None and coded.cells.to_pylist() == dictionary
+    assert np.array_equal(coded.codes, np.array(indices))
+    assert native.text_codes(native.library(), [pa.array(["a"], pa.large_string())]) is None
+
+
+def test_an_empty_text_id_is_named_alike_with_and_without_the_kernels(tmp_path, monkeypatch):
+    n = native.DATA_MIN_ROWS + 10
+    rows = [f"u{k % 977}{' ' if k % 7 == 0 else ''},m{k},4" for k in range(n)]
+    rows[n - 3] = " \t,m0,4"  # an id of whitespace only: missing
+    path = tmp_path / "ratings.csv"
+    path.write_text("user,item,rating\n" + "\n".join(rows) + "\n")
+    messages = []
+    for setting in ("1", "0"):
+        monkeypatch.setenv("MFZOO_NATIVE", setting)
+        with pytest.raises(DataError) as error:
+            read_table(path, "user", "item", "rating", cache=False)
+        messages.append(str(error.value))
+    assert messages[0] == messages[1]
+    assert f"line {n - 1}" in messages[0] and "'user'" in messages[0]

@@ -32,11 +32,17 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +50,7 @@ SOURCES = ("kernels.c", "kernels.inc")
 # -fopenmp-simd: the `omp simd` reductions vectorise, without an OpenMP runtime
 FLAGS = ("-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-fPIC", "-shared")
 LIBS = ("-lpthread", "-lm")
-NATIVE_VERSION = 3  # what kernels.c's mfzoo_native_version() returns
+NATIVE_VERSION = 4  # what kernels.c's mfzoo_native_version() returns
 
 # seconds the last build took in this process (0.0: loaded from the cache, None: no build yet)
 compile_seconds: float | None = None
@@ -253,6 +259,16 @@ def _declare_data(lib: ctypes.CDLL) -> None:
     lib.mfzoo_dense_codes.restype = _i64
     lib.mfzoo_pair_repeats.argtypes = [_p, _p, _i64, _i64, _i64]
     lib.mfzoo_pair_repeats.restype = _int
+    lib.mfzoo_text_new.argtypes = []
+    lib.mfzoo_text_new.restype = _p
+    lib.mfzoo_text_free.argtypes = [_p]
+    lib.mfzoo_text_free.restype = None
+    lib.mfzoo_text_encode.argtypes = [_p, _p, _p, _i64, _p]
+    lib.mfzoo_text_encode.restype = _i64
+    lib.mfzoo_text_count.argtypes = [_p, _p]
+    lib.mfzoo_text_count.restype = _i64
+    lib.mfzoo_text_cells.argtypes = [_p, _p, _p]
+    lib.mfzoo_text_cells.restype = None
 
 
 def supports(*tensors: Tensor) -> bool:
@@ -441,3 +457,58 @@ def pair_repeats(
     i = np.ascontiguousarray(i, dtype=np.int32)
     found = lib.mfzoo_pair_repeats(u.ctypes.data, i.ctypes.data, len(u), n_users, n_items)
     return None if found < 0 else bool(found)
+
+
+@dataclass
+class TextCodes:
+    """What `text_codes` found: the distinct cells in code order (first seen first), each
+    cell's code, and the first cell empty after trimming (None when there is none)."""
+
+    cells: pa.Array  # [D] large_string
+    codes: np.ndarray  # [N] int32
+    empty: int | None = None
+
+
+def text_codes(lib: ctypes.CDLL, chunks: Sequence[pa.Array]) -> TextCodes | None:
+    """The cells of a text column (Arrow string chunks, in order) trimmed of whitespace as
+    `pyarrow.compute.utf8_trim_whitespace` trims it and coded in one pass
+    (`mfzoo_text_encode`): what `utf8_trim_whitespace`, `dictionary_encode` and
+    `unify_dictionaries` give, without a copy of the column. None when a chunk is not a string
+    array or memory runs out (the caller then takes Arrow's path). Where a cell is empty after
+    trimming the codes stop there (`TextCodes.empty`, its row)."""
+    import pyarrow as pa  # here: the solvers, which use this module too, need no pyarrow
+
+    if any(c.type != pa.string() for c in chunks):
+        return None
+    coder = lib.mfzoo_text_new()
+    if not coder:
+        return None
+    none = pa.array([], pa.large_string())  # the cells, where a cell is empty
+    try:
+        codes = np.empty(sum(len(c) for c in chunks), dtype=np.int32)  # [N]
+        at = 0
+        for chunk in chunks:
+            buffers = chunk.buffers()
+            if len(chunk) and buffers[2] is not None:  # all-empty cells may have no data buffer
+                offsets = buffers[1].address + 4 * chunk.offset  # int32 offsets of this slice
+                found = lib.mfzoo_text_encode(
+                    coder, offsets, buffers[2].address, len(chunk), codes[at:].ctypes.data
+                )
+                if found == -2:
+                    return None
+                if found >= 0:
+                    return TextCodes(none, codes[: at + found], at + found)
+            elif len(chunk):
+                return TextCodes(none, codes[:at], at)
+            at += len(chunk)
+        size = ctypes.c_int64()
+        count = lib.mfzoo_text_count(coder, ctypes.byref(size))
+        offsets_out = np.empty(count + 1, dtype=np.int64)
+        data_out = np.empty(max(size.value, 1), dtype=np.uint8)
+        lib.mfzoo_text_cells(coder, offsets_out.ctypes.data, data_out.ctypes.data)
+        cells = pa.LargeStringArray.from_buffers(
+            count, pa.py_buffer(offsets_out), pa.py_buffer(data_out)
+        )
+        return TextCodes(cells, codes)
+    finally:
+        lib.mfzoo_text_free(coder)

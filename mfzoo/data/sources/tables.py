@@ -172,8 +172,20 @@ def arrow_interactions(
         if "timestamp" in cols
         else None
     )
-    users = _arrow_ids(cols.pop("user"), "user", name, row_offset)
-    items = _arrow_ids(cols.pop("item"), "item", name, row_offset)
+    if pa.types.is_string(cols["user"].type) and pa.types.is_string(cols["item"].type):
+        # text ids: the two columns coded at once, on two threads (the kernels and Arrow release
+        # the GIL); an error names the user column first, as when they run in turn
+        user_col, item_col = cols.pop("user"), cols.pop("item")
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            pending = [
+                pool.submit(_arrow_ids, column, role, name, row_offset)
+                for column, role in ((user_col, "user"), (item_col, "item"))
+            ]
+            users, items = (future.result() for future in pending)
+        del user_col, item_col
+    else:
+        users = _arrow_ids(cols.pop("user"), "user", name, row_offset)
+        items = _arrow_ids(cols.pop("item"), "item", name, row_offset)
     if isinstance(users, np.ndarray) and isinstance(items, np.ndarray):
         return Interactions.from_arrays(
             users,
@@ -299,6 +311,33 @@ def _arrow_ids(
     ints = canonical_ints(col)
     if ints is not None:
         return ints
+    dictionary, indices = _text_codes(col, role, name, row_offset)
+    # [D] int64 when all are canonical integers, else objects. numpy's str dtype drops trailing
+    # NULs ("a\0" would become "a"): a column holding one keeps its cells as they are (strings,
+    # never canonical integers)
+    nul = any("\0" in cell for cell in dictionary)
+    raw = dictionary if nul else _raw_ids(dictionary.astype(str))
+    order = np.argsort(raw, kind="stable")  # [D] distinct raw ids in sorted order
+    rank = np.empty(len(order), dtype=np.int32 if len(order) < 2**31 else np.int64)
+    rank[order] = np.arange(len(order))
+    return raw[order], rank[indices]  # int32 codes: stored as they are, checked in C
+
+
+def _text_codes(
+    col: pa.ChunkedArray | pa.Array, role: str, name: str, row_offset: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(the distinct cells [D] as objects, first seen first; each row's index into them [N])
+    of a text column without nulls, its cells trimmed of whitespace: by the C kernel
+    (`native.text_codes`, one pass) for long string columns, else by Arrow's
+    `utf8_trim_whitespace` and `dictionary_encode`. A cell empty after trimming raises
+    `DataError` naming its row."""
+    chunks = col.chunks if isinstance(col, pa.ChunkedArray) else [col]
+    lib = native.data_library(len(col))
+    coded = None if lib is None else native.text_codes(lib, chunks)
+    if coded is not None:
+        if coded.empty is not None:
+            raise DataError(f"{name}: column '{role}' is missing at row {coded.empty + row_offset}")
+        return coded.cells.to_numpy(zero_copy_only=False), coded.codes
     encoded = pc.dictionary_encode(pc.utf8_trim_whitespace(col))
     chunks = encoded.chunks if isinstance(encoded, pa.ChunkedArray) else [encoded]
     if any(
@@ -309,21 +348,12 @@ def _arrow_ids(
         chunks = encoded.chunks
     # [D] distinct cells, first seen first
     dictionary = np.array(chunks[0].dictionary.to_pylist(), dtype=object)
-    # [N]
-    indices = np.concatenate([arrow_numpy(c.indices) for c in chunks]).astype(np.int64)
+    indices = np.concatenate([arrow_numpy(c.indices) for c in chunks])  # [N] int32
     empty = np.flatnonzero(dictionary == "")
     if len(empty):
         row = int(np.flatnonzero(indices == empty[0])[0])
         raise DataError(f"{name}: column '{role}' is missing at row {row + row_offset}")
-    # [D] int64 when all are canonical integers, else objects. numpy's str dtype drops trailing
-    # NULs ("a\0" would become "a"): a column holding one keeps its cells as they are (strings,
-    # never canonical integers)
-    nul = any("\0" in cell for cell in dictionary)
-    raw = dictionary if nul else _raw_ids(dictionary.astype(str))
-    order = np.argsort(raw, kind="stable")  # [D] distinct raw ids in sorted order
-    rank = np.empty(len(order), dtype=np.int64)
-    rank[order] = np.arange(len(order))
-    return raw[order], rank[indices]
+    return dictionary, indices
 
 
 # [19] 10, 100, ..., 10^19: d digits hold less than _POWERS[d-1]
