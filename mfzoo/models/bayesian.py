@@ -30,6 +30,14 @@ Options (Bayesian timeSVD++ when all are on; every term sampled by the same Gibb
   unseen days). Each group of scalar biases has a N(0, τ⁻¹) prior, τ ~ Gamma. Both need biases
   and timestamps (`batch.times`, seconds); `user_factors()` / `item_factors()` give the model at
   the end of the training span (the last bin, no day bias), as timeSVD's.
+
+Low-rank serving (`rank`): the averaged interaction matrix (1/S) Σ_s P_s Q_sᵀ has rank up to
+S·dim, but on rating data most of it lies in a few directions. With `rank` = r the model scores
+with its best rank-r approximation in the Frobenius norm over all user × item pairs (the
+truncated SVD, computed by `low_rank` without forming the matrix); the biases and time terms
+stay the averaged ones. The model is then an `MF` of r factors whose parameters come from the
+posterior average rather than from one optimisation: `to_mf()` exports exactly that `MF`
+(serving, retrieval and fold-in at the cost of r factors instead of S·dim).
 """
 
 from __future__ import annotations
@@ -44,7 +52,42 @@ from mfzoo.data.batch import Batch
 from mfzoo.data.errors import DataError
 from mfzoo.data.interactions import Interactions
 from mfzoo.models.embedding import add_id_tables, row_norm_sum, rows
+from mfzoo.models.mf import MF
 from mfzoo.models.time_terms import SECONDS_PER_DAY, bin_edges, day_keys, day_rows, time_bins
+
+
+@torch.no_grad()
+def low_rank(
+    P: Tensor, Q: Tensor, rank: int, power_iters: int = 4, oversample: int = 10
+) -> tuple[Tensor, Tensor]:
+    """Factors of the best rank-r approximation of M = P Qᵀ (P [n, k], Q [m, k]) in the
+    Frobenius norm, without forming M: (U [n, r'], V [m, r']) with U Vᵀ ≈ M_r = Σ_{j≤r} σ_j
+    u_j v_jᵀ (the truncated SVD), each side carrying √σ_j, r' = min(r, n, m, k).
+
+    Randomized subspace iteration (Halko, Martinsson & Tropp 2011, "Finding structure with
+    randomness", Algorithm 4.4): an orthonormal basis B of M's range from M Ω, Ω [m, r + p]
+    Gaussian (p = `oversample`), refined by `power_iters` products with M Mᵀ, then the SVD of
+    the small Bᵀ M. Its error ‖M − U Vᵀ‖_F exceeds the optimum by a factor that decays with
+    (σ_{r+p+1} / σ_r)^(2 · power_iters); where r + p ≥ min(n, m, k) the basis spans M's whole
+    range and the result is the exact truncated SVD. Ω comes from a generator seeded 0 on the
+    CPU, so the result does not depend on the global seed or the device. Computed in P's dtype
+    on its device.
+    """
+    n, m, k = P.shape[0], Q.shape[0], P.shape[1]
+    if Q.shape[1] != k:
+        raise ValueError(f"P [{n}, {k}] and Q {list(Q.shape)} need the same number of columns")
+    at_least("rank", rank, 1)
+    r = min(rank, n, m, k)
+    width = min(r + oversample, n, m, k)
+    omega = torch.randn(m, width, generator=torch.Generator().manual_seed(0), dtype=P.dtype)
+    basis = torch.linalg.qr(P @ (Q.mT @ omega.to(P.device))).Q  # [n, width]
+    for _ in range(power_iters):
+        other = torch.linalg.qr(Q @ (P.mT @ basis)).Q  # [m, width]: Mᵀ's range
+        basis = torch.linalg.qr(P @ (Q.mT @ other)).Q
+    small = (basis.mT @ P) @ Q.mT  # [width, m] Bᵀ M
+    left, sigma, right = torch.linalg.svd(small, full_matrices=False)
+    root = sigma[:r].sqrt()
+    return (basis @ left[:, :r]) * root, right[:r].mT * root
 
 
 class BayesianMF(nn.Module):
@@ -61,6 +104,8 @@ class BayesianMF(nn.Module):
         implicit: SVD++'s implicit term (module docstring); y starts at 0.
         n_bins: item-bias time bins (0: none); needs biases and timestamps.
         day_bias: a user bias per (user, day) seen in training; needs biases and timestamps.
+        rank: score with the rank-`rank` truncated SVD of the averaged interaction matrix (the
+            module docstring's low-rank serving; None: the full average of S·dim factors).
     """
 
     # the solver that samples it (the glue refuses it on the gradient path)
@@ -96,6 +141,7 @@ class BayesianMF(nn.Module):
         implicit: bool = False,
         n_bins: int = 0,
         day_bias: bool = False,
+        rank: int | None = None,
     ):
         super().__init__()
         for name, size in (
@@ -107,6 +153,11 @@ class BayesianMF(nn.Module):
             at_least(name, size, 1)
         nonnegative("init_std", init_std)
         at_least("n_bins", n_bins, 0)
+        if rank is not None:
+            at_least("rank", rank, 1)
+        self.rank = rank
+        # (key, (U, V)): `low_rank` of the held average, kept until a draw is kept or loaded
+        self._projection: tuple[tuple, tuple[Tensor, Tensor]] | None = None
         if (n_bins or day_bias) and not biases:
             raise ValueError(
                 f"time-binned item biases (n_bins={n_bins}) and day biases (day_bias={day_bias}) "
@@ -170,6 +221,7 @@ class BayesianMF(nn.Module):
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         """The day tables take the checkpoint's size (they are sized by the training data)."""
+        self._projection = None
         for name in ("day_keys", "day_bias", "kept_days"):
             if self.has_day_bias and prefix + name in state_dict:
                 dtype = torch.long if name == "day_keys" else self.kept_users.dtype
@@ -254,6 +306,7 @@ class BayesianMF(nn.Module):
         if self.has_day_bias:
             self.kept_days[slot].copy_(self.day_bias)
         self.n_kept += 1
+        self._projection = None
 
     def held(self) -> int:
         """How many kept draws the average is over."""
@@ -280,17 +333,29 @@ class BayesianMF(nn.Module):
                     + self.time_bias(bins, days)
                 )
             return scores
-        U = self.kept_users[:S].index_select(1, batch.users)  # [S, B, D(+1)]
-        V = (
-            self.kept_items[:S]
-            .index_select(1, batch.items.reshape(-1))
-            .view(S, *batch.items.shape, -1)
-        )  # [S, B, M, D(+1)]
         d = self.dim
-        # [B, M] mean of the dot products
-        scores = (U[..., :d].unsqueeze(2) * V[..., :d]).sum(-1).mean(0)
+        if self.rank is None:
+            U = self.kept_users[:S, :, :d].index_select(1, batch.users)  # [S, B, D]
+            V = (
+                self.kept_items[:S, :, :d]
+                .index_select(1, batch.items.reshape(-1))
+                .view(S, *batch.items.shape, d)
+            )  # [S, B, M, D]
+            scores = (U.unsqueeze(2) * V).sum(-1).mean(0)  # [B, M] mean of the dot products
+        else:
+            P, Q = self._factor_sides()
+            p = P.index_select(0, batch.users)  # [B, r]
+            q = Q.index_select(0, batch.items.reshape(-1)).view(*batch.items.shape, -1)
+            scores = (p.unsqueeze(1) * q).sum(-1)  # [B, M]
         if self.biases:
-            scores = scores + self.global_mean + U[..., d].mean(0).unsqueeze(1) + V[..., d].mean(0)
+            b_u = self.kept_users[:S, :, d].index_select(1, batch.users).mean(0)  # [B]
+            b_i = (
+                self.kept_items[:S, :, d]
+                .index_select(1, batch.items.reshape(-1))
+                .mean(0)
+                .view(batch.items.shape)
+            )  # [B, M]
+            scores = scores + self.global_mean + b_u.unsqueeze(1) + b_i
             if self.timed:
                 scores = scores + self.time_bias(bins, days, *self._held_time_tables())
         return scores
@@ -322,34 +387,88 @@ class BayesianMF(nn.Module):
             ]
         )
 
-    def _averaged(
-        self, kept: Tensor, weight: Tensor, bias: nn.Embedding | None
-    ) -> tuple[Tensor, Tensor | None]:
-        """One side's kept draws side by side, each scaled by S^-½ ([n, S·dim]), and the mean of
-        its kept biases ([n, 1]); the current state before any draw is kept."""
+    def _factor_sides(self, rank: int | None = None) -> tuple[Tensor, Tensor]:
+        """([n_users, k], [n_items, k]) whose products are the held average's p_u·q_i: the kept
+        draws side by side, each scaled by S^-½ (k = S·dim), or with a rank (default: the
+        model's `rank`) below S·dim, `low_rank`'s factors of that product (k = the rank),
+        computed once per set of held draws. The current state before any draw is kept."""
         S, d = self.held(), self.dim
         if S == 0:
-            return weight, None if bias is None else bias.weight
-        side = (kept[:S, :, :d] / S**0.5).permute(1, 0, 2).reshape(kept.shape[1], S * d)  # [n, S·d]
-        return side, kept[:S, :, d:].mean(0) if self.biases else None
+            current = self.user_embedding.weight + (self.implicit_sum if self.implicit else 0.0)
+            return current, self.item_embedding.weight
+        P = (self.kept_users[:S, :, :d] / S**0.5).permute(1, 0, 2).reshape(self.n_users, S * d)
+        Q = (self.kept_items[:S, :, :d] / S**0.5).permute(1, 0, 2).reshape(self.n_items, S * d)
+        rank = self.rank if rank is None else rank
+        if rank is None or rank >= S * d:
+            return P, Q
+        key = (int(self.n_kept), rank, P.device, P.dtype)
+        if self._projection is None or self._projection[0] != key:
+            self._projection = (key, low_rank(P, Q, rank))
+        return self._projection[1]
+
+    def _bias_means(self) -> tuple[Tensor, Tensor]:
+        """([n_users, 1], [n_items, 1]): the mean of the held draws' b_u and b_i (with time bins,
+        b_i plus its bias in the last bin); the current biases before any draw is kept."""
+        S, d = self.held(), self.dim
+        if S == 0:
+            b_u, b_i = self.user_bias.weight, self.item_bias.weight
+        else:
+            b_u, b_i = self.kept_users[:S, :, d:].mean(0), self.kept_items[:S, :, d:].mean(0)
+        if self.n_bins:
+            bin_table = self._held_time_tables()[0]
+            assert bin_table is not None  # set with n_bins
+            b_i = b_i + bin_table.view(self.n_items, self.n_bins)[:, -1:]
+        return b_u, b_i
 
     def user_factors(self) -> Tensor:
         """[n_users, D']: `user_factors() @ item_factors().T` are the scores (the average over the
-        kept draws; the current state before any is kept). With biases the last two columns
-        are [μ + b̄_u, 1] (b̄_u: the mean of the kept b_u). With the implicit term the factors are
-        the effective p_u + |N(u)|^-½ Σ y_j; day biases are left out (the end of the span)."""
-        current = self.user_embedding.weight + (self.implicit_sum if self.implicit else 0.0)
-        P, b = self._averaged(self.kept_users, current, self.user_bias if self.biases else None)
-        return P if b is None else torch.cat([P, self.global_mean + b, torch.ones_like(b)], dim=1)
+        kept draws, or with `rank` its rank-r projection; the current state before any is kept).
+        With biases the last two columns are [μ + b̄_u, 1] (b̄_u: the mean of the kept b_u). With
+        the implicit term the factors are the effective p_u + |N(u)|^-½ Σ y_j; day biases are
+        left out (the end of the span)."""
+        P = self._factor_sides()[0]
+        if not self.biases:
+            return P
+        b_u = self._bias_means()[0]
+        return torch.cat([P, self.global_mean + b_u, torch.ones_like(b_u)], dim=1)
 
     def item_factors(self) -> Tensor:
         """[n_items, D']: the companion of `user_factors`; with biases the last columns [1, b̄_i]
         (plus the item's bias in the last time bin, with time bins)."""
-        Q, b = self._averaged(
-            self.kept_items, self.item_embedding.weight, self.item_bias if self.biases else None
-        )
-        if self.n_bins:
-            bin_table = self._held_time_tables()[0]
-            assert b is not None and bin_table is not None  # time bins need biases (`__init__`)
-            b = b + bin_table.view(self.n_items, self.n_bins)[:, -1:]
-        return Q if b is None else torch.cat([Q, torch.ones_like(b), b], dim=1)
+        Q = self._factor_sides()[1]
+        if not self.biases:
+            return Q
+        b_i = self._bias_means()[1]
+        return torch.cat([Q, torch.ones_like(b_i), b_i], dim=1)
+
+    @torch.no_grad()
+    def to_mf(self, rank: int | None = None) -> MF:
+        """An `MF` that scores as this model does (module docstring, low-rank serving): its
+        factors are `low_rank`'s rank-r factors of the held average (r = `rank`, default the
+        model's `rank`; None, or S·dim or more: all S·dim averaged factors, exactly), its biases
+        the means of the kept ones, μ this model's. With the implicit term the MF holds the
+        effective user vectors (it cannot fold in new users' implicit sums). On this model's
+        device and in its dtype.
+
+        Raises:
+            ValueError: the model has time terms, which `MF` has not.
+        """
+        if self.timed:
+            raise ValueError(
+                f"to_mf: this {type(self).__name__} has time terms (n_bins={self.n_bins}, "
+                f"day_bias={self.has_day_bias}), which MF has not; score it as it is, or "
+                "export a model trained without them"
+            )
+        if rank is not None:
+            at_least("rank", rank, 1)
+        P, Q = self._factor_sides(rank)
+        mf = MF(self.n_users, self.n_items, dim=P.shape[1], biases=self.biases, init_std=0.0)
+        mf.to(device=P.device, dtype=P.dtype)
+        mf.user_embedding.weight.copy_(P)
+        mf.item_embedding.weight.copy_(Q)
+        if self.biases:
+            b_u, b_i = self._bias_means()
+            mf.user_bias.weight.copy_(b_u)
+            mf.item_bias.weight.copy_(b_i)
+            mf.global_mean.copy_(self.global_mean)
+        return mf
