@@ -168,7 +168,7 @@ def test_a_low_rank_bayesian_mf_trains_checkpoints_and_serves_through_the_glue(t
         cfg = compose(
             "train",
             overrides=[
-                "experiment=ml100k_bayesian",
+                "experiment=ml100k_bayesian_rank",
                 "model.dim=4",
                 "model.rank=3",
                 "trainer.max_epochs=6",

@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -259,3 +260,79 @@ def test_an_empty_text_id_is_named_alike_with_and_without_the_kernels(tmp_path, 
         messages.append(str(error.value))
     assert messages[0] == messages[1]
     assert f"line {n - 1}" in messages[0] and "'user'" in messages[0]
+
+
+@pytest.mark.parametrize("ids", ["strings", "ints_as_text", "unused_entries"])
+def test_a_long_parquet_file_reads_its_dictionaries_as_the_decoded_column(
+    tmp_path, monkeypatch, ids: str
+) -> None:
+    """Text ids in Parquet are read dictionary-encoded, as stored, and coded through the
+    dictionaries; the result equals the decoded column's (MFZOO_NATIVE=0): row groups with
+    dictionaries of their own, cells with whitespace around them, ids that are canonical
+    integers written as text, and a dictionary holding values no row has."""
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(4)
+    n = native.DATA_MIN_ROWS + 777
+    keys = rng.permutation(4000 * 300)[:n]
+    users, items = (keys // 300).tolist(), (keys % 300).tolist()
+    text = {
+        "strings": lambda u: f"u{u}" if u % 11 else f" u{u}\t",
+        "ints_as_text": lambda u: str(u) if u % 7 else f" {u}",
+        "unused_entries": lambda u: f"user{u}",
+    }[ids]
+    user_col = pa.array([text(u) for u in users], pa.string())
+    if ids == "unused_entries":  # a categorical column whose dictionary has extra values
+        user_col = pa.DictionaryArray.from_arrays(
+            pa.array(np.array(users, dtype=np.int32) + 1),
+            pa.array(["never"] + [f"user{u}" for u in range(4000)] + ["also never"]),
+        )
+    table = pa.table(
+        {
+            "user": user_col,
+            "item": pa.array([f"m{i}" for i in items]),
+            "rating": pa.array(rng.integers(1, 6, n).astype(np.float64)),
+        }
+    )
+    path = tmp_path / "ratings.parquet"
+    pq.write_table(table, path, row_group_size=20_000)
+    from mfzoo.data.sources import tables
+
+    taken = []
+    coder = tables._dictionary_ids
+    monkeypatch.setattr(
+        tables, "_dictionary_ids", lambda col: taken.append(coder(col)) or taken[-1]
+    )
+    fast = read_table(path, "user", "item", "rating", cache=False)
+    assert len(taken) == 2 and all(t is not None for t in taken)  # both columns, as stored
+    monkeypatch.setenv("MFZOO_NATIVE", "0")
+    slow = read_table(path, "user", "item", "rating", cache=False)
+    assert np.array_equal(fast.user_ids, slow.user_ids)
+    assert fast.user_ids.dtype == slow.user_ids.dtype
+    assert np.array_equal(fast.item_ids, slow.item_ids)
+    for name in ("users", "items", "values"):
+        assert np.array_equal(getattr(fast, name).numpy(), getattr(slow, name).numpy()), name
+    assert fast.users.dtype == torch.int32
+    assert len(fast.user_ids) == len(set(users))  # no id that only a dictionary holds
+    if ids == "ints_as_text":
+        assert fast.user_ids.dtype == np.int64
+
+
+def test_an_empty_text_id_in_parquet_is_named_alike_with_and_without_the_kernels(
+    tmp_path, monkeypatch
+):
+    import pyarrow.parquet as pq
+
+    n = native.DATA_MIN_ROWS + 10
+    users = [f"u{k % 977}" for k in range(n)]
+    users[n - 5] = "\u3000 "  # whitespace only: missing
+    table = pa.table({"user": users, "item": [f"m{k}" for k in range(n)], "rating": [4.0] * n})
+    path = tmp_path / "ratings.parquet"
+    pq.write_table(table, path, row_group_size=30_000)
+    messages = []
+    for setting in ("1", "0"):
+        monkeypatch.setenv("MFZOO_NATIVE", setting)
+        with pytest.raises(DataError) as error:
+            read_table(path, "user", "item", "rating", cache=False)
+        messages.append(str(error.value))
+    assert messages[0] == messages[1] and f"row {n - 4}" in messages[0]

@@ -462,9 +462,10 @@ def pair_repeats(
 @dataclass
 class TextCodes:
     """What `text_codes` found: the distinct cells in code order (first seen first), each
-    cell's code, and the first cell empty after trimming (None when there is none)."""
+    cell's code, and the first cell empty after trimming (None when there is none; where there
+    is one, `cells` is None and `codes` stops before it)."""
 
-    cells: pa.Array  # [D] large_string
+    cells: pa.Array | None  # [D] large_string
     codes: np.ndarray  # [N] int32
     empty: int | None = None
 
@@ -483,7 +484,6 @@ def text_codes(lib: ctypes.CDLL, chunks: Sequence[pa.Array]) -> TextCodes | None
     coder = lib.mfzoo_text_new()
     if not coder:
         return None
-    none = pa.array([], pa.large_string())  # the cells, where a cell is empty
     try:
         codes = np.empty(sum(len(c) for c in chunks), dtype=np.int32)  # [N]
         at = 0
@@ -497,9 +497,9 @@ def text_codes(lib: ctypes.CDLL, chunks: Sequence[pa.Array]) -> TextCodes | None
                 if found == -2:
                     return None
                 if found >= 0:
-                    return TextCodes(none, codes[: at + found], at + found)
+                    return TextCodes(None, codes[: at + found], at + found)
             elif len(chunk):
-                return TextCodes(none, codes[:at], at)
+                return TextCodes(None, codes[:at], at)
             at += len(chunk)
         size = ctypes.c_int64()
         count = lib.mfzoo_text_count(coder, ctypes.byref(size))

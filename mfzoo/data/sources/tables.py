@@ -21,7 +21,7 @@ from pyarrow import ArrowException
 
 from mfzoo import native
 from mfzoo.data.cache import cached
-from mfzoo.data.columns import encode_ids
+from mfzoo.data.columns import encode_ids, timestamps_column, values_column
 from mfzoo.data.errors import DataError
 from mfzoo.data.features import Features
 from mfzoo.data.interactions import DuplicatePolicy, Interactions, PairPolicy
@@ -124,7 +124,7 @@ def read_interactions(
     file line (Parquet: row)."""
     line_of: Callable[[int], int] | None  # 0-based data row -> file line (None: Parquet)
     if path.suffix.lower() == ".parquet":
-        cols, labels = _parquet_columns(path, wanted)
+        cols, labels = _parquet_columns(path, wanted, dictionary_roles=("user", "item"))
         offset, line_of = 1, None
     else:
         offset = 2 if header else 1  # row + offset is the file line when no line is blank
@@ -172,7 +172,12 @@ def arrow_interactions(
         if "timestamp" in cols
         else None
     )
-    if pa.types.is_string(cols["user"].type) and pa.types.is_string(cols["item"].type):
+    # checked here, before the ids (as `from_arrays` orders its errors), and not again below
+    if values is not None:
+        values = values_column(values, name, row_offset, copy=False)
+    if times is not None:
+        times = timestamps_column(times, name, row_offset, copy=False)
+    if _text(cols["user"].type) and _text(cols["item"].type):
         # text ids: the two columns coded at once, on two threads (the kernels and Arrow release
         # the GIL); an error names the user column first, as when they run in turn
         user_col, item_col = cols.pop("user"), cols.pop("item")
@@ -211,6 +216,7 @@ def arrow_interactions(
         duplicates=duplicates,
         pair_duplicates=pair_duplicates,
         row_offset=row_offset,
+        _checked=True,
     )
 
 
@@ -308,10 +314,22 @@ def _arrow_ids(
     kind = col.type
     if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
         return _raw_ids(arrow_numpy(col))  # booleans: two ids, False and True
+    if pa.types.is_dictionary(kind):
+        coded = _dictionary_ids(col)
+        if coded is not None:
+            return coded
+        col = col.cast(kind.value_type)  # no kernel, or a cell empty after trimming
     ints = canonical_ints(col)
     if ints is not None:
         return ints
     dictionary, indices = _text_codes(col, role, name, row_offset)
+    raw, rank = _sorted_ids(dictionary)
+    return raw, rank[indices]  # int32 codes: stored as they are, checked in C
+
+
+def _sorted_ids(dictionary: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the raw ids in sorted order [D], each cell's position among them [D]) of distinct text
+    cells [D] (objects): int64 ids when all are canonical integers, else the strings."""
     # [D] int64 when all are canonical integers, else objects. numpy's str dtype drops trailing
     # NULs ("a\0" would become "a"): a column holding one keeps its cells as they are (strings,
     # never canonical integers)
@@ -320,7 +338,48 @@ def _arrow_ids(
     order = np.argsort(raw, kind="stable")  # [D] distinct raw ids in sorted order
     rank = np.empty(len(order), dtype=np.int32 if len(order) < 2**31 else np.int64)
     rank[order] = np.arange(len(order))
-    return raw[order], rank[indices]  # int32 codes: stored as they are, checked in C
+    return raw[order], rank
+
+
+def _text(kind: pa.DataType) -> bool:
+    """Whether a column of this type holds text ids (strings, or a dictionary of strings)."""
+    return pa.types.is_string(kind) or (
+        pa.types.is_dictionary(kind) and pa.types.is_string(kind.value_type)
+    )
+
+
+def _dictionary_ids(col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray] | None:
+    """(the raw ids in sorted order [D], each row's code [N] int32) of a dictionary-encoded text
+    column without nulls (a Parquet column read as stored), as `_arrow_ids` gives them for the
+    decoded column: the chunks' dictionaries (a few entries each) trimmed and coded together by
+    the C kernel (`native.text_codes`), the entries some row uses kept (a dictionary may hold
+    values no row has), sorted, and each row's code looked up through its chunk's indices in
+    one pass. None without the kernel, or where an entry is empty after trimming (the caller
+    decodes the column and takes the string path, which names the row)."""
+    lib = native.data_library(len(col))
+    chunks = col.chunks if isinstance(col, pa.ChunkedArray) else [col]
+    if lib is None or not chunks:
+        return None
+    coded = native.text_codes(lib, [c.dictionary for c in chunks])
+    if coded is None or coded.empty is not None or coded.cells is None:
+        return None
+    bounds = np.cumsum([0, *(len(c.dictionary) for c in chunks)])
+    # [entries of chunk k] -> the code of its trimmed cell, for each chunk
+    lookups = [coded.codes[bounds[k] : bounds[k + 1]] for k in range(len(chunks))]
+    indices = [arrow_numpy(c.indices) for c in chunks]  # views of Arrow's buffers
+    used = np.zeros(len(coded.cells), dtype=bool)  # [G] cells some row has
+    for lookup, index in zip(lookups, indices, strict=True):
+        used[lookup[np.bincount(index, minlength=len(lookup)) > 0]] = True
+    cells = np.array(coded.cells.to_pylist(), dtype=object)[used]  # [D]
+    raw, rank = _sorted_ids(cells)
+    final = np.zeros(len(used), dtype=rank.dtype)  # [G] a cell's code among the sorted ids
+    final[used] = rank
+    codes = np.empty(len(col), dtype=rank.dtype)  # [N]
+    at = 0
+    for lookup, index in zip(lookups, indices, strict=True):
+        np.take(final[lookup], index, out=codes[at : at + len(index)])
+        at += len(index)
+    return raw, codes
 
 
 def _text_codes(
@@ -337,7 +396,9 @@ def _text_codes(
     if coded is not None:
         if coded.empty is not None:
             raise DataError(f"{name}: column '{role}' is missing at row {coded.empty + row_offset}")
-        return coded.cells.to_numpy(zero_copy_only=False), coded.codes
+        assert coded.cells is not None  # set where no cell is empty
+        # [D] as objects (to_pylist: pyarrow's to_numpy imports pandas, where it is installed)
+        return np.array(coded.cells.to_pylist(), dtype=object), coded.codes
     encoded = pc.dictionary_encode(pc.utf8_trim_whitespace(col))
     chunks = encoded.chunks if isinstance(encoded, pa.ChunkedArray) else [encoded]
     if any(
@@ -654,11 +715,15 @@ def _read_parquet(
     return {role: arrow_numpy(col) for role, col in cols.items()}, labels
 
 
-def _parquet_columns(path: Path, wanted: dict[str, Column] | None) -> tuple[dict, dict[str, str]]:
+def _parquet_columns(
+    path: Path, wanted: dict[str, Column] | None, dictionary_roles: tuple[str, ...] = ()
+) -> tuple[dict, dict[str, str]]:
     """Wanted Parquet columns (None: every column, keyed by name) as Arrow ChunkedArrays
     (datetimes as int64 seconds, dictionaries decoded, decimals as float64), and their names.
-    A file pyarrow cannot read (empty, truncated, not Parquet) or a column that holds neither
-    numbers nor strings raises `DataError`."""
+    The text columns of `dictionary_roles` are read as Parquet stores them, dictionary-encoded
+    (Arrow DictionaryArrays of strings: no string is copied per row). A file pyarrow cannot read
+    (empty, truncated, not Parquet) or a column that holds neither numbers nor strings raises
+    `DataError`."""
     try:
         # not pq.read_table: that loads pyarrow.dataset (and pandas) on first use
         parquet = pq.ParquetFile(path)
@@ -668,7 +733,15 @@ def _parquet_columns(path: Path, wanted: dict[str, Column] | None) -> tuple[dict
     if wanted is None:
         wanted = _all_columns(path, names)
     labels = {role: names[_column_index(path, col, names)] for role, col in wanted.items()}
+    as_dictionary = [
+        labels[role]
+        for role in dictionary_roles
+        if role in labels and _text(parquet.schema_arrow.field(labels[role]).type)
+    ]
+    keep_dictionary = set(as_dictionary)
     try:
+        if as_dictionary:
+            parquet = pq.ParquetFile(path, read_dictionary=as_dictionary)
         table = parquet.read(columns=sorted(set(labels.values())), use_threads=True)
     except (pa.ArrowException, OSError, ValueError) as err:
         raise DataError(f"{path}: Parquet data cannot be read ({_first_line(err)})") from None
@@ -678,6 +751,9 @@ def _parquet_columns(path: Path, wanted: dict[str, Column] | None) -> tuple[dict
     for role, label in labels.items():
         col = table.column(label)
         if pa.types.is_dictionary(col.type):
+            if label in keep_dictionary and pa.types.is_string(col.type.value_type):
+                cols[role] = col  # decoded by `_arrow_ids`
+                continue
             col = col.cast(col.type.value_type)
         if pa.types.is_timestamp(col.type) or pa.types.is_date(col.type):
             col = col.cast(pa.timestamp("s"), safe=False).cast(pa.int64())
