@@ -46,6 +46,8 @@ LABELS = {
     "svdpp_fixed_batch": "mfzoo SVD++, batch 16384",
     "mf_fixed_batch": "mfzoo MF, batch 16384",
     "surprise_svd_epochs100": "Surprise SVD, n_epochs ≤ 100",
+    "mf_tail": "mfzoo MF, iterate averaging",
+    "bayesian_rank": "mfzoo MF, BPMF's posterior mean at rank r",
 }
 
 

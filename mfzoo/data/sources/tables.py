@@ -152,9 +152,10 @@ def arrow_interactions(
 ) -> Interactions:
     """`Interactions` from Arrow columns by role ("user", "item", optional "value" and
     "timestamp"; ChunkedArrays or Arrays; the dict is emptied as they are converted): integer ids
-    encoded by `Interactions.from_arrays` (a presence table), string ids by Arrow's dictionary
-    encoding (cells trimmed; ids that are all canonical integers become int64, as in `read_table`),
-    numbers checked as whole arrays. An empty cell (null) raises `DataError` naming its column and
+    encoded by `Interactions.from_arrays` (a presence table), string ids (or dictionaries of
+    strings) coded by a hash table over the trimmed cells (`_text_codes`, `_dictionary_ids`; ids
+    that are all canonical integers become int64, as in `read_table`), numbers checked as whole
+    arrays. An empty cell (null) raises `DataError` naming its column and
     row (`row_offset` added), as every other bad cell does."""
     # `cols` is consumed: each Arrow column is popped once converted, so that its memory is
     # freed then (peak memory: about one copy of the data, not two)
