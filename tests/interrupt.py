@@ -17,4 +17,8 @@ class StopAt(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # the resumed run (fitted from a checkpoint) carries on
         if trainer.current_epoch == self.epoch and trainer.ckpt_path is None:
+            if self.signal == signals.SIGINT:
+                # a process started in the background by a non-interactive shell inherits
+                # SIGINT ignored; Ctrl-C in a terminal meets Python's own handler
+                signals.signal(signals.SIGINT, signals.default_int_handler)
             os.kill(os.getpid(), self.signal)

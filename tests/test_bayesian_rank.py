@@ -1,20 +1,17 @@
 """Low-rank serving of Bayesian MF: `low_rank` against a dense truncated SVD, the model's rank-r
-scores against the truncated SVD of its averaged draws, the exported `MF` scoring as the model,
-and the option through the glue (train, checkpoint, reload, recommend)."""
+scores against the truncated SVD of its averaged draws, the exported `MF` scoring as the model
+(the option through the glue: `tests/test_gibbs.py`)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 from mfzoo.data.batch import Batch
 from mfzoo.data.sources import synthetic
 from mfzoo.models.bayesian import BayesianMF, low_rank
 from mfzoo.models.mf import MF
 from mfzoo.solvers.gibbs import GibbsSolver
-from mfzoo.training.run import train as run_training
-from tests.conftest import CONFIG_DIR
 
 
 def truncated(M: torch.Tensor, r: int) -> torch.Tensor:
@@ -158,41 +155,3 @@ def test_to_mf_refuses_time_terms():
 def test_rank_is_checked():
     with pytest.raises(ValueError, match="rank"):
         BayesianMF(10, 10, rank=0)
-
-
-def test_a_low_rank_bayesian_mf_trains_checkpoints_and_serves_through_the_glue(tmp_path):
-    from mfzoo.retrieval import recommend
-    from mfzoo.training.restore import load_run
-
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose(
-            "train",
-            overrides=[
-                "experiment=ml100k_bayesian_rank",
-                "model.dim=4",
-                "model.rank=3",
-                "trainer.max_epochs=6",
-                "solver.burn_in=2",
-                "model.keep=10",
-                "logger=none",
-                "progress=false",
-                "data/source=synthetic",
-                "data.source.n_users=200",
-                "data.source.n_items=100",
-                "data.source.n_interactions=5000",
-            ],
-        )
-    metrics = run_training(cfg, tmp_path / "run")
-    assert 0 < metrics["test"]["rmse"] < 1.5
-    _, datamodule, model = load_run(tmp_path / "run")
-    assert model.rank == 3 and int(model.n_kept) == 4
-    assert model.user_factors().shape == (200, 3 + 2)
-    _, items = recommend(model, torch.arange(3), 5, seen=datamodule.train)
-    assert items.shape == (3, 5)
-    mf = model.to_mf()
-    torch.testing.assert_close(
-        mf.user_factors() @ mf.item_factors().T,
-        model.user_factors() @ model.item_factors().T,
-        atol=1e-5,
-        rtol=0,
-    )

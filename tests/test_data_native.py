@@ -11,6 +11,7 @@ import re
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv
 import pytest
 import torch
 from hypothesis import given, settings
@@ -246,22 +247,6 @@ def test_text_codes_kernel_grows_its_table_and_refuses_other_types() -> None:
     assert native.text_codes(native.library(), [pa.array(["a"], pa.large_string())]) is None
 
 
-def test_an_empty_text_id_is_named_alike_with_and_without_the_kernels(tmp_path, monkeypatch):
-    n = native.DATA_MIN_ROWS + 10
-    rows = [f"u{k % 977}{' ' if k % 7 == 0 else ''},m{k},4" for k in range(n)]
-    rows[n - 3] = " \t,m0,4"  # an id of whitespace only: missing
-    path = tmp_path / "ratings.csv"
-    path.write_text("user,item,rating\n" + "\n".join(rows) + "\n")
-    messages = []
-    for setting in ("1", "0"):
-        monkeypatch.setenv("MFZOO_NATIVE", setting)
-        with pytest.raises(DataError) as error:
-            read_table(path, "user", "item", "rating", cache=False)
-        messages.append(str(error.value))
-    assert messages[0] == messages[1]
-    assert f"line {n - 1}" in messages[0] and "'user'" in messages[0]
-
-
 @pytest.mark.parametrize("ids", ["strings", "ints_as_text", "unused_entries"])
 def test_a_long_parquet_file_reads_its_dictionaries_as_the_decoded_column(
     tmp_path, monkeypatch, ids: str
@@ -318,21 +303,25 @@ def test_a_long_parquet_file_reads_its_dictionaries_as_the_decoded_column(
         assert fast.user_ids.dtype == np.int64
 
 
-def test_an_empty_text_id_in_parquet_is_named_alike_with_and_without_the_kernels(
-    tmp_path, monkeypatch
-):
+@pytest.mark.parametrize("kind", ["csv", "parquet"])
+def test_an_empty_text_id_is_named_alike_with_and_without_the_kernels(tmp_path, monkeypatch, kind):
     import pyarrow.parquet as pq
 
     n = native.DATA_MIN_ROWS + 10
-    users = [f"u{k % 977}" for k in range(n)]
-    users[n - 5] = "\u3000 "  # whitespace only: missing
+    users = [f"u{k % 977}{' ' if k % 7 == 0 else ''}" for k in range(n)]
+    users[n - 5] = "\u3000 \t"  # whitespace only: missing
     table = pa.table({"user": users, "item": [f"m{k}" for k in range(n)], "rating": [4.0] * n})
-    path = tmp_path / "ratings.parquet"
-    pq.write_table(table, path, row_group_size=30_000)
+    path = tmp_path / f"ratings.{kind}"
+    if kind == "csv":
+        pa.csv.write_csv(table, path, pa.csv.WriteOptions(quoting_style="none"))
+    else:
+        pq.write_table(table, path, row_group_size=30_000)
     messages = []
     for setting in ("1", "0"):
         monkeypatch.setenv("MFZOO_NATIVE", setting)
         with pytest.raises(DataError) as error:
             read_table(path, "user", "item", "rating", cache=False)
         messages.append(str(error.value))
-    assert messages[0] == messages[1] and f"row {n - 4}" in messages[0]
+    assert messages[0] == messages[1] and "'user'" in messages[0]
+    # the 1-based file line after the header, or the Parquet row
+    assert (f"line {n - 3}" if kind == "csv" else f"row {n - 4}") in messages[0]

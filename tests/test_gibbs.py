@@ -196,7 +196,15 @@ def test_averaging_the_draws_predicts_held_out_ratings_better_than_one_draw():
     assert averaged < single
 
 
-def test_bayesian_mf_trains_checkpoints_and_serves_through_the_glue(tmp_path):
+@pytest.mark.parametrize(
+    ("experiment", "extra", "rank"),
+    [("ml100k_bayesian", [], None), ("ml100k_bayesian_rank", ["model.dim=4", "model.rank=3"], 3)],
+)
+def test_bayesian_mf_trains_checkpoints_and_serves_through_the_glue(
+    tmp_path, experiment, extra, rank
+):
+    """Also at low rank (`model.rank`): the reloaded model serves r + 2 columns and exports an
+    MF that scores as it does."""
     from mfzoo.retrieval import recommend
     from mfzoo.training.restore import load_run
 
@@ -204,7 +212,8 @@ def test_bayesian_mf_trains_checkpoints_and_serves_through_the_glue(tmp_path):
         cfg = compose(
             "train",
             overrides=[
-                "experiment=ml100k_bayesian",
+                f"experiment={experiment}",
+                *extra,
                 "trainer.max_epochs=8",
                 "solver.burn_in=3",
                 "model.keep=10",
@@ -219,9 +228,18 @@ def test_bayesian_mf_trains_checkpoints_and_serves_through_the_glue(tmp_path):
     metrics = run_training(cfg, tmp_path / "run")
     assert metrics["epochs"] == 8 and 0 < metrics["test"]["rmse"] < 1.5
     _, datamodule, model = load_run(tmp_path / "run")
-    assert int(model.n_kept) == 5
+    assert int(model.n_kept) == 5 and model.rank == rank
     _, items = recommend(model, torch.arange(3), 5, seen=datamodule.train)
     assert items.shape == (3, 5)
+    if rank is not None:
+        assert model.user_factors().shape == (200, rank + 2)
+        mf = model.to_mf()
+        torch.testing.assert_close(
+            mf.user_factors() @ mf.item_factors().T,
+            model.user_factors() @ model.item_factors().T,
+            atol=1e-5,
+            rtol=0,
+        )
 
 
 def test_gibbs_refuses_other_models():

@@ -283,7 +283,8 @@ def test_a_killed_run_resumes_to_the_uninterrupted_metrics(tmp_path, kind, stop)
         f"+callbacks.stop.signal={stop}",
     )
     # SIGTERM too: not a success
-    assert stopped.returncode != 0 and not (killed / "metrics.json").exists()
+    assert stopped.returncode != 0, stopped.stderr[-3000:]
+    assert not (killed / "metrics.json").exists()
     if stop != "SIGKILL":
         assert f"continue it with: mfzoo-train resume={killed}" in stopped.stderr
         assert "exit status" not in stopped.stderr
