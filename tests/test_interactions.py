@@ -199,6 +199,7 @@ def test_datamodule_applies_the_pair_policy():
     ("column", "cells", "message"),
     [
         ("values", [1.0, 1e39], r"column 'value' .* beyond the float32 range .* row 1: 1e\+39"),
+        ("values", [1.0, 0.0, 1e-50], r"column 'value' .* too small for the float32 .* row 2"),
         ("values", [-3.5e38, 1.0], r"column 'value' .* float32 .* row 0"),
         ("values", [1.0, 10**400], r"column 'value' row 1 is too large"),
         (

@@ -96,6 +96,16 @@ def test_an_id_with_a_nul_byte_is_its_own_id(tmp_path):
     assert sorted(data.values.tolist()) == [1.0, 3.0, 4.0]
 
 
+def test_a_value_float32_would_store_as_zero_is_named(tmp_path):
+    """1e-50 is not 0: stored as float32 it would be, so the reader refuses it by its line."""
+    path = tmp_path / "r.csv"
+    path.write_text("u,i,r\n1,1,0\n1,2,1e-50\n2,1,3\n")
+    with pytest.raises(DataError, match=r"r.csv: column 'r' .* too small for the float32.*line 3"):
+        read_table(path, "u", "i", "r", cache=False)
+    path.write_text("u,i,r\n1,1,0\n1,2,1e-40\n2,1,3\n")  # subnormal in float32: kept
+    assert read_table(path, "u", "i", "r", cache=False).values.tolist()[1] > 0
+
+
 def test_the_first_bad_value_is_named_whatever_its_kind(tmp_path):
     """A value beyond float32 before a NaN: the error names the first of them, not the NaN."""
     path = tmp_path / "r.csv"

@@ -22,6 +22,7 @@ from mfzoo.data.errors import DataError
 log = logging.getLogger(__name__)
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # about 3.4e38
+FLOAT32_TINY = float(np.finfo(np.float32).smallest_subnormal)  # about 1.4e-45
 # int64 holds [-2^63, 2^63); both bounds are exact float64 numbers
 _INT64_LOW, _INT64_HIGH = -(2.0**63), 2.0**63
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
@@ -29,8 +30,8 @@ _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 def values_column(values: object, name: str, row_offset: int = 0, copy: bool = True) -> np.ndarray:
     """`values` as float32 [N]; `DataError` for a non-number, NaN, inf, or a number beyond the
-    float32 range (|x| > 3.4e38 becomes inf when stored). `copy=False`: a float32 array of
-    finite values is returned itself, not a copy."""
+    float32 range (|x| > 3.4e38 becomes inf when stored, a nonzero |x| below about 1e-45
+    becomes 0). `copy=False`: a float32 array of finite values is returned itself, not a copy."""
     if (
         not copy
         and isinstance(values, np.ndarray)
@@ -40,7 +41,7 @@ def values_column(values: object, name: str, row_offset: int = 0, copy: bool = T
     ):
         return values
     numbers = _float64(values, name, "value", row_offset, finite=False)  # [N]
-    with np.errstate(over="ignore"):
+    with np.errstate(over="ignore", under="ignore"):
         stored = numbers.astype(np.float32)  # [N]
     # NaN or inf as given, or beyond float32: the first such row is named, whichever it is
     over = ~np.isfinite(stored)
@@ -53,6 +54,15 @@ def values_column(values: object, name: str, row_offset: int = 0, copy: bool = T
             f"{name}: column 'value' has {int(over.sum())} value(s) beyond the float32 range they "
             f"are stored in (|x| <= {FLOAT32_MAX:.4g}), first at row {row + row_offset}: "
             f"{float(numbers[row])!r}"
+        )
+    # a number too close to 0 for float32 would be stored as 0, another value
+    lost = (stored == 0) & (numbers != 0)
+    if lost.any():
+        row = int(np.flatnonzero(lost)[0])
+        raise DataError(
+            f"{name}: column 'value' has {int(lost.sum())} nonzero value(s) too small for the "
+            f"float32 they are stored in (they would become 0; |x| >= {FLOAT32_TINY:.4g}), "
+            f"first at row {row + row_offset}: {float(numbers[row])!r}"
         )
     return stored
 

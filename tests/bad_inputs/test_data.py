@@ -175,7 +175,8 @@ def test_fractional_timestamps_are_floored_with_a_warning(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="mfzoo.data.columns"):
         data = read_table(path, "user_id", "item_id", "rating", "ts")
     assert data.timestamps.tolist() == [100, -1, 7]  # floor keeps the order of events
-    assert "frac.csv: column 'timestamp' has 2 fractional value(s)" in caplog.text
+    assert "frac.csv: column 'ts' has 2 fractional value(s)" in caplog.text
+    assert "first at line 2: 100.75" in caplog.text  # the file line, as errors name it
 
 
 # repeated (user, item) pairs ----------------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import csv
+import logging
 import os
 import re
 from collections.abc import Callable
@@ -18,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pyarrow import ArrowException
+from typing_extensions import override
 
 from mfzoo import native
 from mfzoo.data.cache import cached
@@ -29,6 +31,8 @@ from mfzoo.data.sources import delimited
 from mfzoo.data.sources.delimited import first_line as _first_line
 
 Column = str | int
+# the logger of the columns' checks, whose warnings a read rewrites with file lines (`_Located`)
+columns_log = logging.getLogger("mfzoo.data.columns")
 
 
 def read_table(
@@ -137,10 +141,31 @@ def read_interactions(
                 {role: pa.chunked_array([pa.array(c)]) for role, c in cells.items()},
                 (lambda k: int(lines[k]) if 0 <= k < len(lines) else k + offset),
             )
+    relocate = _Located(labels, line_of, offset)  # warnings name lines too, as errors do
+    columns_log.addFilter(relocate)
     try:
         return arrow_interactions(cols, str(path), duplicates, pair_duplicates, offset)
     except DataError as err:
         raise _locate(err, labels, line_of, offset) from None
+    finally:
+        columns_log.removeFilter(relocate)
+
+
+class _Located(logging.Filter):
+    """Rewrites a warning of `mfzoo.data.columns` (a fractional timestamp's row) as `_locate`
+    rewrites errors: the file's column name and, for delimited files, the file line."""
+
+    def __init__(
+        self, labels: dict[str, str], line_of: Callable[[int], int | str] | None, offset: int
+    ):
+        super().__init__()
+        self.labels, self.line_of, self.offset = labels, line_of, offset
+
+    @override
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = _locate_text(record.getMessage(), self.labels, self.line_of, self.offset)
+        record.args = None
+        return True
 
 
 def arrow_interactions(
@@ -271,14 +296,18 @@ def _numbers(
 def _float32(col: pa.ChunkedArray | pa.Array) -> np.ndarray | None:
     """A float64 column without nulls as float32 [N], converted chunk by chunk on a thread pool
     (each chunk's rows stay in cache between the cast and the check), when every value is finite
-    in float32; else None."""
+    in float32 and no nonzero value became 0; else None."""
     if not pa.types.is_float64(col.type) or col.null_count:
         return None
 
     def convert(chunk: pa.Array, rows: np.ndarray) -> bool:
-        with np.errstate(over="ignore"):  # beyond float32: inf, found below
-            np.copyto(rows, arrow_numpy(chunk), casting="same_kind")
-        return bool(np.isfinite(rows).all())
+        given = arrow_numpy(chunk)
+        with np.errstate(over="ignore", under="ignore"):  # beyond float32: inf or 0, found below
+            np.copyto(rows, given, casting="same_kind")
+        if not np.isfinite(rows).all():
+            return False
+        zero = rows == 0
+        return not zero.any() or not (given[zero] != 0).any()  # no nonzero stored as 0
 
     return _by_chunks(col, np.float32, convert)
 
@@ -590,10 +619,17 @@ def _locate(
 ) -> DataError:
     """Rewrite a `from_arrays` error with the file's column names and (delimited) line
     numbers: `line_of(k)` is the file line of 0-based data row k (None: Parquet, rows stay)."""
+    return DataError(_locate_text(str(err), labels, line_of, offset))
+
+
+def _locate_text(
+    text: str, labels: dict[str, str], line_of: Callable[[int], int | str] | None, offset: int
+) -> str:
+    """`_locate` on a message's text."""
     msg = re.sub(
         r"column '(user|item|value|timestamp)'",
         lambda m: f"column '{labels.get(m[1], m[1])}'",
-        str(err),
+        text,
         count=1,
     )
     if line_of is not None:
@@ -608,7 +644,7 @@ def _locate(
             msg,
             count=1,
         )
-    return DataError(msg)
+    return msg
 
 
 def _read_delimited(
