@@ -63,8 +63,20 @@ def test_low_rank_does_not_depend_on_the_global_seed_and_checks_its_input():
     torch.testing.assert_close(first, second, atol=0, rtol=0)
     with pytest.raises(ValueError, match="same number of columns"):
         low_rank(P, Q[:, :5], 4)
+    with pytest.raises(ValueError, match="same number of columns"):
+        low_rank(P[:, 0], Q, 4)
+    with pytest.raises(ValueError, match="floating point"):
+        low_rank(P.long(), Q, 4)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        low_rank(torch.full_like(P, float("nan")), Q, 4)
     with pytest.raises(ValueError, match="rank"):
         low_rank(P, Q, 0)
+    # half precision and mixed dtypes: computed in float32 at least, returned in P's dtype
+    U, V = low_rank(P.half(), Q.float(), 4)
+    assert U.dtype == V.dtype == torch.float16
+    torch.testing.assert_close(
+        (U.float() @ V.float().T).double(), truncated(P @ Q.T, 4), atol=2e-2, rtol=0
+    )
 
 
 def _chain(train, sweeps: int = 12, **options) -> BayesianMF:
@@ -144,10 +156,16 @@ def test_to_mf_exports_an_mf_that_scores_as_the_model(train, options, rank):
     torch.testing.assert_close(mf.user_factors() @ mf.item_factors().T, all_scores(model))
 
 
+def test_to_mf_refuses_a_chain_without_kept_draws(train):
+    model = BayesianMF(train.n_users, train.n_items, dim=3, rank=2)
+    model.prepare(train)
+    with pytest.raises(ValueError, match="no draw has been kept"):
+        model.to_mf()
+
+
 def test_to_mf_refuses_time_terms():
     timed = synthetic(n_users=30, n_items=20, n_interactions=300, dim=3, seed=1)
-    model = BayesianMF(timed.n_users, timed.n_items, dim=3, n_bins=2)
-    model.prepare(timed)
+    model = _chain(timed, sweeps=6, n_bins=2)
     with pytest.raises(ValueError, match=r"time terms.*MF has not"):
         model.to_mf()
 

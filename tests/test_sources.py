@@ -527,3 +527,26 @@ def test_cached_files_are_checked_against_their_digest(tmp_path, offline, monkey
     )
     with pytest.raises(DataError, match="sha256"):
         movielens("100k", cache_dir=str(cache))
+
+
+@pytest.mark.parametrize("kind", ["string", "large_string", "string_view"])
+def test_parquet_text_ids_of_every_string_type_read_alike(tmp_path, kind):
+    """Arrow's three string types in Parquet, and one id of 20 kB among short ones: the same
+    set (sorted ids need no fixed-width copy, whose size would follow the longest id)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    long = "y" * 20_000
+    users = ["u2", " u1", long, "u1", "u10"]
+    table = pa.table(
+        {
+            "user": pa.array(users).cast(getattr(pa, kind)()),
+            "item": pa.array(["a", "b", "c", "d", "e"]),
+            "rating": [1.0, 2.0, 3.0, 4.0, 5.0],
+        }
+    )
+    path = tmp_path / f"{kind}.parquet"
+    pq.write_table(table, path)
+    data = read_table(path, "user", "item", "rating", cache=False)
+    assert data.user_ids.tolist() == ["u1", "u10", "u2", long]
+    assert data.users.tolist() == [2, 0, 3, 0, 1]

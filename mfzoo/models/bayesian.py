@@ -70,13 +70,29 @@ def low_rank(
     the small Bᵀ M. Its error ‖M − U Vᵀ‖_F exceeds the optimum by a factor that decays with
     (σ_{r+p+1} / σ_r)^(2 · power_iters); where r + p ≥ min(n, m, k) the basis spans M's whole
     range and the result is the exact truncated SVD. Ω comes from a generator seeded 0 on the
-    CPU, so the result does not depend on the global seed or the device. Computed in P's dtype
-    on its device.
+    CPU, so the result does not depend on the global seed or the device. Computed on P's device
+    in the wider of P's and Q's dtypes (float32 at least: half precision is computed in float32)
+    and returned in P's dtype.
+
+    Raises:
+        ValueError: P or Q is not a floating-point matrix, their columns differ, they hold NaN
+            or inf, or rank < 1.
     """
-    n, m, k = P.shape[0], Q.shape[0], P.shape[1]
-    if Q.shape[1] != k:
-        raise ValueError(f"P [{n}, {k}] and Q {list(Q.shape)} need the same number of columns")
+    if P.ndim != 2 or Q.ndim != 2 or P.shape[1] != Q.shape[1]:
+        raise ValueError(
+            f"low_rank: P {list(P.shape)} and Q {list(Q.shape)} must be matrices with the same "
+            "number of columns"
+        )
+    if not (P.is_floating_point() and Q.is_floating_point()):
+        raise ValueError(f"low_rank: P and Q must be floating point, not {P.dtype} and {Q.dtype}")
     at_least("rank", rank, 1)
+    if not (bool(torch.isfinite(P).all()) and bool(torch.isfinite(Q).all())):
+        raise ValueError("low_rank: P or Q holds NaN or inf")
+    dtype = P.dtype
+    # QR and SVD need float32 at least (none for half precision on the CPU), one dtype for both
+    work = torch.promote_types(torch.promote_types(P.dtype, Q.dtype), torch.float32)
+    P, Q = P.to(work), Q.to(work)
+    n, m, k = P.shape[0], Q.shape[0], P.shape[1]
     r = min(rank, n, m, k)
     width = min(r + oversample, n, m, k)
     omega = torch.randn(m, width, generator=torch.Generator().manual_seed(0), dtype=P.dtype)
@@ -87,7 +103,7 @@ def low_rank(
     small = (basis.mT @ P) @ Q.mT  # [width, m] Bᵀ M
     left, sigma, right = torch.linalg.svd(small, full_matrices=False)
     root = sigma[:r].sqrt()
-    return (basis @ left[:, :r]) * root, right[:r].mT * root
+    return ((basis @ left[:, :r]) * root).to(dtype), (right[:r].mT * root).to(dtype)
 
 
 class BayesianMF(nn.Module):
@@ -444,15 +460,21 @@ class BayesianMF(nn.Module):
     @torch.no_grad()
     def to_mf(self, rank: int | None = None) -> MF:
         """An `MF` that scores as this model does (module docstring, low-rank serving): its
-        factors are `low_rank`'s rank-r factors of the held average (r = `rank`, default the
-        model's `rank`; None, or S·dim or more: all S·dim averaged factors, exactly), its biases
-        the means of the kept ones, μ this model's. With the implicit term the MF holds the
-        effective user vectors (it cannot fold in new users' implicit sums). On this model's
-        device and in its dtype.
+        factors are `low_rank`'s rank-r factors of the held average, its biases the means of the
+        kept ones, μ this model's. r is `rank`, by default the model's `rank`; where both are
+        None, or r is S·dim or more, the MF holds all S·dim averaged factors (the exact
+        average). With the implicit term the MF holds the effective user vectors (it cannot fold
+        in new users' implicit sums). On this model's device and in its dtype.
 
         Raises:
-            ValueError: the model has time terms, which `MF` has not.
+            ValueError: no draw has been kept yet (the model is the chain's starting point), or
+                the model has time terms, which `MF` has not.
         """
+        if self.held() == 0:
+            raise ValueError(
+                "to_mf: no draw has been kept yet (the model is the chain's starting point); "
+                "train it past solver.burn_in first"
+            )
         if self.timed:
             raise ValueError(
                 f"to_mf: this {type(self).__name__} has time terms (n_bins={self.n_bins}, "
