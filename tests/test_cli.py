@@ -60,6 +60,29 @@ def test_recommend_prints_k_unseen_items_by_score(run_dir, monkeypatch, capsys):
     assert shown == scores.topk(5).indices.tolist()  # raw ids are 0..n-1 in synthetic data
 
 
+def test_a_float64_run_reloads_in_float64(tmp_path, monkeypatch, capsys):
+    """trainer.precision=64: the served model holds the checkpoint's float64 weights as they
+    are, not rounded to float32, and serves: top-K, a new user folded in, neighbours."""
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        metrics = train(
+            compose("train", overrides=[*SMALL, "+trainer.precision=64", "logger=none"]), tmp_path
+        )
+    _, _, model = load_run(tmp_path)
+    from mfzoo.training.restore import checkpoint_of
+
+    saved = torch.load(checkpoint_of(tmp_path), weights_only=True)["state_dict"]
+    assert saved["model.user_embedding.weight"].dtype == torch.float64
+    assert model.user_embedding.weight.dtype == torch.float64
+    assert torch.equal(model.user_embedding.weight, saved["model.user_embedding.weight"])
+    assert 0 < metrics["test"]["rmse"] < 5
+    for main, argv in (
+        (cli.recommend, ["mfzoo-recommend", str(tmp_path), "--user", "7", "-k", "3"]),
+        (cli.recommend, ["mfzoo-recommend", str(tmp_path), "--items", "3,5", "--ratings", "5,1"]),
+        (cli.similar, ["mfzoo-similar", str(tmp_path), "--item", "3", "-k", "2"]),
+    ):
+        assert "item " in _call(main, argv, monkeypatch, capsys)
+
+
 def test_similar_and_unknown_ids(run_dir, monkeypatch, capsys):
     out = _call(
         cli.similar,

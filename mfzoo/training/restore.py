@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import cast
 
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
@@ -95,10 +96,18 @@ def load_run(
         model.prepare(datamodule.train, evaluation=datamodule.evaluation)
     path = checkpoint_of(run_dir)
     state = read_checkpoint(path).get("state_dict", {})
+    weights = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+    # a run trained in float64 (trainer.precision=64) comes back in float64, not rounded to the
+    # model's default float32 by load_state_dict's copy
+    if any(
+        isinstance(weights.get(name), torch.Tensor)
+        and weights[name].dtype == torch.float64
+        and parameter.dtype == torch.float32
+        for name, parameter in model.named_parameters()
+    ):
+        model.double()
     try:
-        model.load_state_dict(
-            {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
-        )
+        model.load_state_dict(weights)
     except RuntimeError as err:
         raise RunError(
             f"{path} does not fit the model of {config} (was the config edited?): "
