@@ -26,6 +26,7 @@ EXTREME = [
     0.5,
     -1.5,
     1e-45,
+    1e-50,
     3.4e38,
     -3.4e38,
     3.5e38,
@@ -66,6 +67,8 @@ def expected(
                 stored[k] = float(np.float32(v))
             if not math.isfinite(v) or not math.isfinite(stored[k]):
                 return None  # not a number, or inf once stored as float32
+            if v != 0 and stored[k] == 0:
+                return None  # a nonzero number float32 would store as 0
     seconds = None
     if times is not None:
         seconds = []
