@@ -266,7 +266,9 @@ def test_hogwild_workers_learn_the_ranking():
         torch.manual_seed(0)
         model = MF(data.n_users, data.n_items, dim=16, biases=False, init_std=0.01)
         solver = BPRSolver(lr=0.05, l2=0.001, threads=threads)
-        losses = [solver.sweep(model, data) for _ in range(15)]
+        # 20 sweeps: at 15 the loss sat at the bound (0.52 against 0.75 ln 2 = 0.52), where the
+        # workers' scheduling decided; at 20 it is near 0.41 with 1 and with 3 workers
+        losses = [solver.sweep(model, data) for _ in range(20)]
         assert losses[0] > 0.6 and losses[-1] < 0.75 * losses[0], (threads, losses)
 
 
