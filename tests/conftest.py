@@ -11,6 +11,14 @@ import torch
 from mfzoo.data.interactions import Interactions
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+# a small synthetic data set for runs through the glue (300 users, 200 items, 12,000 events)
+SYNTHETIC = [
+    "data/source=synthetic",
+    "data.source.n_users=300",
+    "data.source.n_items=200",
+    "data.source.n_interactions=12000",
+    "data.batch_size=1024",
+]
 
 
 @pytest.fixture

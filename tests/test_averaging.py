@@ -16,14 +16,10 @@ from mfzoo.data.batch import Batch
 from mfzoo.training.averaging import ParameterAverage
 from mfzoo.training.restore import load_run
 from mfzoo.training.run import build, train
-from tests.conftest import CONFIG_DIR
+from tests.conftest import CONFIG_DIR, SYNTHETIC
 
 SMALL = [
-    "data/source=synthetic",
-    "data.source.n_users=300",
-    "data.source.n_items=200",
-    "data.source.n_interactions=12000",
-    "data.batch_size=1024",
+    *SYNTHETIC,
     "model.dim=8",
     "logger=none",
 ]

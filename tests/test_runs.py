@@ -23,15 +23,11 @@ from mfzoo.training import module as training_module
 from mfzoo.training.restore import load_run
 from mfzoo.training.run import train
 from mfzoo.training.rundir import RunError, claim, register_resolvers
-from tests.conftest import CONFIG_DIR
+from tests.conftest import CONFIG_DIR, SYNTHETIC
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = [
-    "data/source=synthetic",
-    "data.source.n_users=300",
-    "data.source.n_items=200",
-    "data.source.n_interactions=12000",
-    "data.batch_size=1024",
+    *SYNTHETIC,
     "trainer.max_epochs=4",
     "logger=csv",
 ]

@@ -17,15 +17,9 @@ from mfzoo.evaluation.beyond import random_scores
 from mfzoo.evaluation.metrics import rmse
 from mfzoo.evaluation.ranking import evaluate_ranking
 from mfzoo.training.run import train
-from tests.conftest import CONFIG_DIR
+from tests.conftest import CONFIG_DIR, SYNTHETIC
 
-SMALL = [
-    "data/source=synthetic",
-    "data.source.n_users=300",
-    "data.source.n_items=200",
-    "data.source.n_interactions=12000",
-    "data.batch_size=1024",
-]
+SMALL = SYNTHETIC
 
 
 def cfg_for(*overrides: str):

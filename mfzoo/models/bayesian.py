@@ -412,14 +412,17 @@ class BayesianMF(nn.Module):
         if S == 0:
             current = self.user_embedding.weight + (self.implicit_sum if self.implicit else 0.0)
             return current, self.item_embedding.weight
-        P = (self.kept_users[:S, :, :d] / S**0.5).permute(1, 0, 2).reshape(self.n_users, S * d)
-        Q = (self.kept_items[:S, :, :d] / S**0.5).permute(1, 0, 2).reshape(self.n_items, S * d)
+
+        def side(kept: Tensor) -> Tensor:  # [n, S·d] the draws side by side, scaled
+            return (kept[:S, :, :d] / S**0.5).permute(1, 0, 2).reshape(kept.shape[1], S * d)
+
         rank = self.rank if rank is None else rank
         if rank is None or rank >= S * d:
-            return P, Q
-        key = (int(self.n_kept), rank, P.device, P.dtype)
+            return side(self.kept_users), side(self.kept_items)
+        # the cache is looked up first: scoring a batch copies no draw
+        key = (int(self.n_kept), rank, self.kept_users.device, self.kept_users.dtype)
         if self._projection is None or self._projection[0] != key:
-            self._projection = (key, low_rank(P, Q, rank))
+            self._projection = (key, low_rank(side(self.kept_users), side(self.kept_items), rank))
         return self._projection[1]
 
     def _bias_means(self) -> tuple[Tensor, Tensor]:

@@ -180,8 +180,8 @@ def arrow_interactions(
     encoded by `Interactions.from_arrays` (a presence table), string ids (or dictionaries of
     strings) coded by a hash table over the trimmed cells (`_text_codes`, `_dictionary_ids`; ids
     that are all canonical integers become int64, as in `read_table`), numbers checked as whole
-    arrays. An empty cell (null) raises `DataError` naming its column and
-    row (`row_offset` added), as every other bad cell does."""
+    arrays. An empty cell (null) raises `DataError` naming its column and row (`row_offset`
+    added), as every other bad cell does."""
     # `cols` is consumed: each Arrow column is popped once converted, so that its memory is
     # freed then (peak memory: about one copy of the data, not two)
     n = len(cols["user"])
@@ -190,19 +190,22 @@ def arrow_interactions(
     values = None
     if "value" in cols:
         column = cols.pop("value")
-        values = _float32(column)
-        if values is None:  # a bad value: the checking path names it
-            values = _numbers(column, "value", name, row_offset, _as_float)
+        values = _float32(column)  # finite in float32, none stored as 0: checked already
+        if values is None:  # a bad value, or text: the checking path converts it or names it
+            numbers = _numbers(column, "value", name, row_offset, _as_float)
+            values = values_column(numbers, name, row_offset, copy=False)
+    # checked before the ids, as `from_arrays` orders its errors (`from_codes` takes them as
+    # checked)
     times = (
-        _numbers(cols.pop("timestamp"), "timestamp", name, row_offset, _seconds)
+        timestamps_column(
+            _numbers(cols.pop("timestamp"), "timestamp", name, row_offset, _seconds),
+            name,
+            row_offset,
+            copy=False,
+        )
         if "timestamp" in cols
         else None
     )
-    # checked here, before the ids (as `from_arrays` orders its errors), and not again below
-    if values is not None:
-        values = values_column(values, name, row_offset, copy=False)
-    if times is not None:
-        times = timestamps_column(times, name, row_offset, copy=False)
     if _text(cols["user"].type) and _text(cols["item"].type):
         # text ids: the two columns coded at once, on two threads (the kernels and Arrow release
         # the GIL); an error names the user column first, as when they run in turn
@@ -403,7 +406,7 @@ def _dictionary_ids(col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.nda
     if lib is None or not chunks:
         return None
     coded = native.text_codes(lib, [c.dictionary for c in chunks])
-    if coded is None or coded.empty is not None or coded.cells is None:
+    if coded is None or coded.cells is None:  # no cells: one is empty after trimming
         return None
     bounds = np.cumsum([0, *(len(c.dictionary) for c in chunks)])
     # [entries of chunk k] -> the code of its trimmed cell, for each chunk
@@ -428,8 +431,7 @@ def _text_codes(
     col: pa.ChunkedArray | pa.Array, role: str, name: str, row_offset: int
 ) -> tuple[pa.Array, np.ndarray]:
     """(the distinct cells [D], an Arrow string array, first seen first; each row's index into
-    them [N])
-    of a text column without nulls, its cells trimmed of whitespace: by the C kernel
+    them [N]) of a text column without nulls, its cells trimmed of whitespace: by the C kernel
     (`native.text_codes`, one pass) for long string columns, else by Arrow's
     `utf8_trim_whitespace` and `dictionary_encode`. A cell empty after trimming raises
     `DataError` naming its row."""
